@@ -1,0 +1,86 @@
+# meshnode build. `make` builds build/meshnode; `make test` installs what is
+# missing, builds and runs every suite; SANITIZE=address,undefined builds and
+# tests with sanitizers in build/san/.
+
+VERSION    := 0.1.0
+CC         ?= cc
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SANITIZE   ?=
+WERROR     ?= -Werror
+
+ifneq ($(SANITIZE),)
+BUILD      ?= build/san
+SANFLAGS   := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD      ?= build
+SANFLAGS   :=
+endif
+
+WARNINGS   := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+              -Wformat=2 -Wvla -Wwrite-strings -fno-common $(WERROR)
+CPPFLAGS   += -Iinclude -D_GNU_SOURCE -DMESHNODE_VERSION='"$(VERSION)"' \
+              $(shell pkg-config --cflags libcurl 2>/dev/null)
+CFLAGS     ?= -O2 -g
+CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
+LDFLAGS    += -pthread $(SANFLAGS)
+LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm
+
+SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
+OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
+LIB        := $(BUILD)/libmeshnode.a
+BIN        := $(BUILD)/meshnode
+
+UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test unit check-config run bench install clean format
+all: $(BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BIN): $(BUILD)/obj/src/main.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+deps:
+	scripts/deps.sh >/dev/null
+
+# `make test` runs deps first (a sub-make, so the wildcard lists are read
+# after the packages are in place), then builds, then every suite.
+test: deps
+	$(MAKE) --no-print-directory unit-build
+	scripts/run-tests.sh $(BUILD)
+
+unit-build: $(BIN) $(UNIT_BIN)
+
+run: deps
+	$(MAKE) --no-print-directory $(BIN)
+	scripts/run.sh $(BIN)
+
+bench: deps
+	$(MAKE) --no-print-directory $(BIN)
+	scripts/bench.sh $(BIN)
+
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/meshnode
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
+	install -m 0644 config/meshnode.cfg $(DESTDIR)$(PREFIX)/etc/meshnode/meshnode.cfg
+
+format:
+	clang-format -i $(shell find src include tests/unit -name '*.[ch]')
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(UNIT_BIN:=.d)

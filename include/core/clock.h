@@ -1,0 +1,28 @@
+/* Time sources. Logic that depends on time takes a `struct mn_clock` so tests
+ * can drive it by hand instead of sleeping. */
+#ifndef MESHNODE_CORE_CLOCK_H
+#define MESHNODE_CORE_CLOCK_H
+
+#include <stdint.h>
+
+struct mn_clock {
+	uint64_t (*now_ms)(void *ctx); /* monotonic milliseconds */
+	void *ctx;
+};
+
+/* Monotonic milliseconds since an arbitrary start. */
+uint64_t clock_monotonic_ms(void);
+/* Monotonic nanoseconds, for durations. */
+uint64_t clock_monotonic_ns(void);
+/* Wall-clock seconds since the epoch, with fraction. */
+double clock_wall_seconds(void);
+
+/* The process's real monotonic clock. */
+extern const struct mn_clock clock_system;
+
+static inline uint64_t clock_now(const struct mn_clock *c) { return c->now_ms(c->ctx); }
+
+/* Sleeps 'ms' milliseconds (restarts after signals). */
+void clock_sleep_ms(uint64_t ms);
+
+#endif

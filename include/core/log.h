@@ -1,0 +1,42 @@
+/* Structured logging to stderr, one line per record, written with a single
+ * write(2) so lines from different threads never interleave. The level and
+ * format can change at any time from any thread (they follow live config). */
+#ifndef MESHNODE_CORE_LOG_H
+#define MESHNODE_CORE_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { MN_LOG_DEBUG, MN_LOG_INFO, MN_LOG_WARN, MN_LOG_ERROR };
+enum log_format { MN_LOG_JSON, MN_LOG_TEXT };
+
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+void log_set_format(enum log_format format);
+enum log_format log_get_format(void);
+
+/* Sends records to 'fd' instead of stderr (tests). */
+void log_set_fd(int fd);
+
+/* Parses "debug", "info", "warn", "error"; false for anything else. */
+bool log_level_parse(const char *s, enum log_level *out);
+/* Parses "json", "text"; false for anything else. */
+bool log_format_parse(const char *s, enum log_format *out);
+const char *log_level_name(enum log_level level);
+
+bool log_enabled(enum log_level level);
+
+/* Writes one record: 'component' names the module ("consul", "http"). */
+void log_write(enum log_level level, const char *component, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define log_at(lvl, comp, ...)                               \
+	do {                                                 \
+		if (log_enabled(lvl))                        \
+			log_write(lvl, comp, __VA_ARGS__);   \
+	} while (0)
+#define log_debug(comp, ...) log_at(MN_LOG_DEBUG, comp, __VA_ARGS__)
+#define log_info(comp, ...)  log_at(MN_LOG_INFO, comp, __VA_ARGS__)
+#define log_warn(comp, ...)  log_at(MN_LOG_WARN, comp, __VA_ARGS__)
+#define log_error(comp, ...) log_at(MN_LOG_ERROR, comp, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs what meshnode needs to build and test: Debian 12's -dev packages and a
+# real Consul agent. Debian 12 ships no consul; Debian 11 ("bullseye") has 1.8.7,
+# which is fetched with apt-get download through a private sources list under
+# .deps/ and unpacked with dpkg -x. The system's apt configuration is never
+# changed. A consul already on PATH wins. Idempotent: a second run only checks.
+#
+# Prints nothing but the path of the consul binary on its last line when
+# everything is in place (scripts use: consul=$(scripts/deps.sh | tail -n1)).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+deps="$top/.deps"
+pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
+      libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
+      ca-certificates)
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+sudo_cmd=()
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null || { log "not root and no sudo: install ${pkgs[*]} by hand"; exit 1; }
+	sudo_cmd=(sudo)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo_cmd[@]}" apt-get update -q >&2 || log "apt-get update failed; trying the install anyway"
+	"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# Consul: one on PATH wins; otherwise the bullseye package unpacked into .deps/.
+if command -v consul >/dev/null 2>&1; then
+	command -v consul
+	exit 0
+fi
+consul="$deps/consul/usr/bin/consul"
+if [ -x "$consul" ]; then
+	echo "$consul"
+	exit 0
+fi
+
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+if [ ! -r "$keyring" ]; then
+	"${sudo_cmd[@]}" apt-get install -y -q debian-archive-keyring >&2
+fi
+apt_dir="$deps/apt"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$deps/consul"
+echo "deb [signed-by=$keyring] http://deb.debian.org/debian bullseye main" >"$apt_dir/sources.list"
+apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list"
+          -o "Dir::Etc::SourceParts=/dev/null"
+          -o "Dir::State::Lists=$apt_dir/lists"
+          -o "Dir::Cache::Archives=$apt_dir/archives"
+          -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache="
+          -o "Debug::NoLocking=1" -o "APT::Sandbox::User=$(id -un)")
+log "downloading consul from Debian 11 (bullseye)"
+apt-get "${apt_opts[@]}" update -q >&2
+(cd "$apt_dir/archives" && apt-get "${apt_opts[@]}" download consul >&2)
+deb=$(ls -t "$apt_dir"/archives/consul_*.deb | head -n1)
+dpkg -x "$deb" "$deps/consul"
+[ -x "$consul" ] || { log "consul package unpacked but $consul is missing"; exit 1; }
+log "consul $("$consul" version | head -n1) in $consul"
+echo "$consul"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every unit test program under BUILD/tests and every integration suite
+# under tests/integration, then prints one line over all of them:
+#   N passed, M failed
+# and exits non-zero when anything failed or nothing ran.
+set -u
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+passed=0
+failed=0
+failed_names=()
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/meshnode-tests.XXXXXX")
+trap 'rm -rf "$logdir"' EXIT
+
+# cmocka prints "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s)..."
+for t in $(find "$build/tests" -type f -perm -u+x -name 'test_*' 2>/dev/null | sort); do
+	name=${t#"$build/tests/"}
+	out="$logdir/unit.log"
+	"$t" >"$out" 2>&1
+	rc=$?
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n1)
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n1)
+	p=${p:-0}
+	f=${f:-0}
+	if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+		f=1 # crashed or sanitizer abort before cmocka's summary
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if [ "$f" != 0 ]; then
+		failed_names+=("unit/$name")
+		cat "$out"
+	fi
+	printf 'unit  %-40s %3d passed, %d failed\n' "$name" "$p" "$f"
+done
+
+if compgen -G "tests/integration/test_*.py" >/dev/null; then
+	res="$logdir/integration.result"
+	MESHNODE_BIN="$top/$build/meshnode" python3 tests/integration/run.py --result "$res"
+	rc=$?
+	if [ -s "$res" ]; then
+		read -r ip if_ <"$res"
+	else
+		ip=0 if_=1
+	fi
+	if [ "$rc" != 0 ] && [ "$if_" = 0 ]; then if_=1; fi
+	passed=$((passed + ip))
+	failed=$((failed + if_))
+	[ "$if_" != 0 ] && failed_names+=("integration")
+fi
+
+if [ ${#failed_names[@]} -gt 0 ]; then
+	echo "failing suites: ${failed_names[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,38 @@
+#include "core/clock.h"
+
+#include <errno.h>
+#include <time.h>
+
+uint64_t clock_monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t clock_monotonic_ms(void) { return clock_monotonic_ns() / 1000000u; }
+
+double clock_wall_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t system_now_ms(void *ctx)
+{
+	(void)ctx;
+	return clock_monotonic_ms();
+}
+
+const struct mn_clock clock_system = {system_now_ms, NULL};
+
+void clock_sleep_ms(uint64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
