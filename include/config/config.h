@@ -1,0 +1,157 @@
+/* Effective configuration: built-in defaults < libconfig file < Consul KV <
+ * environment. Every value remembers where it came from. A loaded config is
+ * immutable: readers share it, a reload builds a new one. */
+#ifndef MESHNODE_CONFIG_CONFIG_H
+#define MESHNODE_CONFIG_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+
+enum config_source {
+	CONFIG_SRC_DEFAULT,
+	CONFIG_SRC_FILE,
+	CONFIG_SRC_KV,
+	CONFIG_SRC_ENV,
+};
+
+/* "default", "file", "kv", "env". */
+const char *config_source_name(enum config_source src);
+
+struct config_peer {
+	char *name;
+	int timeout_ms;        /* 5000 */
+	int retries;           /* 2 */
+	char *lb;              /* "round_robin" | "random" | "least_inflight" */
+	char *tag;             /* "" = any instance */
+	int breaker_failures;  /* 5 */
+	int breaker_open_ms;   /* 10000 */
+};
+
+struct config_feature {
+	char *name;
+	bool enabled;
+};
+
+/* One effective setting as shown by --print-config and GET /config. */
+struct config_entry {
+	char *name;               /* dotted name: "server.threads", "features.beta" */
+	json_t *value;            /* owned: string, integer, boolean, array or object */
+	enum config_source source;
+	char *origin;             /* "config/meshnode.cfg:12", "config/users/log/level",
+				     "MESHNODE_SERVER_THREADS"; NULL for defaults */
+	bool secret;              /* shown as "<redacted>" */
+	bool dynamic;             /* may change while running (CONTRACT.md's table) */
+};
+
+struct config {
+	/* service */
+	char *service_name;
+	char *service_id;
+	char *service_address;
+	int service_port;
+	char **service_tags;      /* n_service_tags strings */
+	size_t n_service_tags;
+	char **service_meta_keys; /* parallel arrays, n_service_meta entries */
+	char **service_meta_values;
+	size_t n_service_meta;
+	char **service_modules;   /* "users", "orders" */
+	size_t n_service_modules;
+
+	/* server */
+	int read_timeout_ms;
+	int write_timeout_ms;
+	int idle_timeout_ms;
+	int threads;
+	int64_t max_body_bytes;
+	int shutdown_timeout_ms;
+
+	/* consul */
+	char *consul_address;     /* with scheme: "http://127.0.0.1:8500" */
+	char *consul_token;       /* secret; "" when none */
+	char *consul_kv_prefix;   /* "config/<service.name>/" */
+	bool consul_required;
+	int consul_check_interval_ms;
+	int consul_check_timeout_ms;
+	int consul_deregister_critical_after_ms;
+
+	/* database */
+	char *database_driver;    /* "sqlite" | "memory" */
+	char *database_path;
+
+	/* log (dynamic) */
+	char *log_level;          /* "debug" | "info" | "warn" | "error" */
+	char *log_format;         /* "json" | "text" */
+
+	/* dynamic */
+	bool maintenance;
+	struct config_peer *peers;
+	size_t n_peers;
+	struct config_feature *features;
+	size_t n_features;
+
+	/* every effective setting, sorted by name */
+	struct config_entry *entries;
+	size_t n_entries;
+
+	/* the KV modify index the KV layer was read at (0 when none) */
+	uint64_t kv_index;
+};
+
+/* One Consul KV pair, value already base64-decoded. */
+struct config_kv_pair {
+	const char *key;    /* full key: "config/shared/log/level" */
+	const char *value;  /* NULL for a key with no value (a "folder") */
+};
+
+struct config_sources {
+	const char *file_path;     /* NULL: no file */
+	bool file_optional;        /* a missing file is not an error */
+	char *const *environ;      /* NULL: no environment layer */
+	const struct config_kv_pair *kv; /* NULL: no KV layer */
+	size_t n_kv;
+	uint64_t kv_index;
+	const char *hostname;      /* for the default service.id; NULL: gethostname() */
+};
+
+/* Builds the effective configuration from 'src'.
+ *
+ * File and environment problems are errors: each is one line appended to
+ * 'errors' ("config/meshnode.cfg:12: key 'server.threads': expected an integer
+ * between 1 and 1024") and the call returns MN_CONFIG with *out NULL.
+ *
+ * A KV value that does not parse or validate is refused, not fatal: one line
+ * per refused key is appended to 'warnings' ("kv key 'config/users/log/level':
+ * expected one of debug, info, warn, error"), the key is ignored (the lower
+ * layers' value stays), and the call succeeds. KV keys outside
+ * config/shared/ and the service's kv_prefix, and unknown names, are ignored
+ * with a warning.
+ *
+ * On success *out is a new config (free with config_destroy()). 'errors' and
+ * 'warnings' may be NULL. */
+enum mn_err config_load(const struct config_sources *src, struct config **out,
+			struct buf *errors, struct buf *warnings);
+
+void config_destroy(struct config *cfg);
+
+/* The effective configuration as a JSON object: {"<name>": {"value": ...,
+ * "source": "file", "origin": "...", "dynamic": true}, ...} with secrets as
+ * "<redacted>" (new reference). */
+json_t *config_to_json(const struct config *cfg);
+
+/* The effective peer settings for 'name': the configured ones, or defaults
+ * when the peer is not configured (borrowed, valid while cfg lives; the
+ * defaults' name is NULL). */
+const struct config_peer *config_peer_get(const struct config *cfg, const char *name);
+
+/* true when the feature is configured and enabled. */
+bool config_feature_enabled(const struct config *cfg, const char *name);
+
+/* true when 'module' is listed in service.modules. */
+bool config_has_module(const struct config *cfg, const char *module);
+
+#endif
