@@ -1,0 +1,38 @@
+/* The local agent's service endpoints: register and deregister this node. */
+#ifndef MESHNODE_CONSUL_AGENT_H
+#define MESHNODE_CONSUL_AGENT_H
+
+#include <jansson.h>
+
+#include "consul/client.h"
+
+struct consul_service {
+	const char *id;
+	const char *name;
+	const char *const *tags;
+	size_t n_tags;
+	const char *const *meta_keys;   /* n_meta pairs */
+	const char *const *meta_values;
+	size_t n_meta;
+	const char *version;            /* Meta "version" */
+	const char *address;
+	int port;
+	const char *check_url;          /* "http://127.0.0.1:8080/health" */
+	int check_interval_ms;
+	int check_timeout_ms;
+	int deregister_after_ms;
+};
+
+/* The registration payload of PUT /v1/agent/service/register (new reference);
+ * NULL when out of memory. */
+json_t *consul_service_to_json(const struct consul_service *svc);
+
+/* Registers (or re-registers, idempotently) the service with its check. */
+enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
+				  const struct consul_service *svc, char *err, size_t errlen);
+
+/* Removes the service and its check from the agent. */
+enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
+				    size_t errlen);
+
+#endif

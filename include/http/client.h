@@ -1,0 +1,64 @@
+/* HTTP client over libcurl: the only module that includes curl/curl.h. One
+ * `struct httpc` wraps one reusable easy handle (keep-alive across calls); it
+ * is used by one thread at a time. */
+#ifndef MESHNODE_HTTP_CLIENT_H
+#define MESHNODE_HTTP_CLIENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+
+struct httpc;
+
+struct httpc_tls {
+	const char *ca_file;      /* CONSUL_CACERT */
+	const char *cert_file;    /* CONSUL_CLIENT_CERT */
+	const char *key_file;     /* CONSUL_CLIENT_KEY */
+};
+
+struct httpc_request {
+	const char *method;            /* "GET", "PUT", ... */
+	const char *url;               /* http:// or https:// only */
+	const char *const *headers;    /* NULL-terminated "Name: value" list, may be NULL */
+	const char *body;              /* may be NULL */
+	size_t body_len;
+	long timeout_ms;               /* whole transfer */
+	long connect_timeout_ms;
+	size_t max_response;           /* cap on the response body */
+	const struct httpc_tls *tls;   /* may be NULL */
+	const char *capture_header;    /* one response header to keep, may be NULL */
+	const atomic_bool *cancel;     /* when it turns true the transfer aborts */
+};
+
+struct httpc_response {
+	long status;                   /* 0 when no response arrived */
+	struct buf body;
+	char captured[128];            /* the value of capture_header, "" when absent */
+};
+
+/* Global libcurl setup; call once before threads start. */
+enum mn_err httpc_global_init(void);
+void httpc_global_cleanup(void);
+
+/* A new client; NULL when out of memory. */
+struct httpc *httpc_create(void);
+void httpc_destroy(struct httpc *h);
+
+void httpc_response_init(struct httpc_response *res);
+void httpc_response_release(struct httpc_response *res);
+
+/* Performs one request. MN_OK when a response arrived (any status); then
+ * res->status and res->body hold it. Otherwise MN_UNAVAILABLE (could not
+ * connect), MN_TIMEOUT, MN_TOO_LARGE (body over the cap), MN_INVALID (bad
+ * URL or scheme), MN_IO (anything else, including cancel), with detail in err. */
+enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
+			  struct httpc_response *res, char *err, size_t errlen);
+
+/* 's' percent-encoded for use as one URL path segment or query value
+ * (new allocation, free with free()); NULL when out of memory. */
+char *httpc_escape(const char *s);
+
+#endif

@@ -1,0 +1,43 @@
+/* The HTTP server: civetweb behind a router. The only module that includes
+ * civetweb.h. Each response (status line, headers, body) leaves in one write;
+ * see PERFORMANCE.md for why. */
+#ifndef MESHNODE_HTTP_SERVER_H
+#define MESHNODE_HTTP_SERVER_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "http/router.h"
+
+/* Called once per answered request, after the response was sent. 'route' is
+ * the matched pattern, or NULL when no route matched (404/405/400/413). */
+typedef void (*http_observe_fn)(void *ctx, const char *method, const char *route, int status,
+				double seconds);
+
+struct http_server_opts {
+	const char *address;         /* "127.0.0.1" */
+	int port;
+	int threads;                 /* civetweb serves one connection per thread */
+	int read_timeout_ms;         /* socket timeout while a request is in flight */
+	int idle_timeout_ms;         /* keep-alive idle timeout */
+	int64_t max_body_bytes;      /* larger bodies are answered 413 unread */
+	const struct http_router *router; /* borrowed; must outlive the server */
+	http_observe_fn observe;     /* optional */
+	void *observe_ctx;
+};
+
+struct http_server;
+
+/* Starts listening and serving. NULL on failure with the reason in err
+ * (the port in use, say). */
+struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
+				      size_t errlen);
+
+/* Stops accepting, waits for in-flight requests to finish and frees the
+ * server. NULL is a no-op. */
+void http_server_stop(struct http_server *s);
+
+/* Requests answered so far that were still being handled: 0 when idle. */
+int http_server_inflight(const struct http_server *s);
+
+#endif

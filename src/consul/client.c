@@ -1,0 +1,122 @@
+#include "consul/client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct consul {
+	char *address;
+	char *token_header;   /* "X-Consul-Token: ..." or NULL */
+	char *ca_file, *cert_file, *key_file;
+	struct httpc_tls tls;
+	consul_observe_fn observe;
+	void *observe_ctx;
+};
+
+static char *strdup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+struct consul *consul_create(const struct consul_opts *opts, char *err, size_t errlen)
+{
+	struct consul *c;
+	size_t len;
+
+	if (opts->address == NULL || (strncmp(opts->address, "http://", 7) != 0 &&
+				      strncmp(opts->address, "https://", 8) != 0)) {
+		mn_error(err, errlen, MN_INVALID, "consul address '%s' is not an http(s) URL",
+			 opts->address ? opts->address : "");
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto out_nomem;
+	c->address = strdup(opts->address);
+	if (c->address == NULL)
+		goto out_nomem;
+	len = strlen(c->address);
+	while (len && c->address[len - 1] == '/')
+		c->address[--len] = '\0';
+	if (opts->token && *opts->token) {
+		if (strpbrk(opts->token, "\r\n")) {
+			mn_error(err, errlen, MN_INVALID, "consul token contains a line break");
+			consul_destroy(c);
+			return NULL;
+		}
+		if (asprintf(&c->token_header, "X-Consul-Token: %s", opts->token) < 0) {
+			c->token_header = NULL;
+			goto out_nomem;
+		}
+	}
+	c->ca_file = strdup_or_null(opts->tls.ca_file);
+	c->cert_file = strdup_or_null(opts->tls.cert_file);
+	c->key_file = strdup_or_null(opts->tls.key_file);
+	c->tls = (struct httpc_tls){c->ca_file, c->cert_file, c->key_file};
+	return c;
+
+out_nomem:
+	consul_destroy(c);
+	mn_error(err, errlen, MN_NOMEM, "out of memory");
+	return NULL;
+}
+
+void consul_destroy(struct consul *c)
+{
+	if (c == NULL)
+		return;
+	free(c->address);
+	free(c->token_header);
+	free(c->ca_file);
+	free(c->cert_file);
+	free(c->key_file);
+	free(c);
+}
+
+void consul_set_observer(struct consul *c, consul_observe_fn fn, void *ctx)
+{
+	c->observe = fn;
+	c->observe_ctx = ctx;
+}
+
+const char *consul_address(const struct consul *c) { return c->address; }
+
+enum mn_err consul_call(struct consul *c, struct httpc *h, const struct consul_call *call,
+			struct httpc_response *res, char *err, size_t errlen)
+{
+	const char *headers[3] = {"Content-Type: application/json", c->token_header, NULL};
+	char url[2048];
+	enum mn_err ret;
+
+	if ((size_t)snprintf(url, sizeof(url), "%s%s", c->address, call->path) >= sizeof(url)) {
+		ret = mn_error(err, errlen, MN_INVALID, "consul path too long");
+		goto out;
+	}
+	struct httpc_request req = {
+		.method = call->method,
+		.url = url,
+		.headers = headers,
+		.body = call->body,
+		.body_len = call->body_len,
+		.timeout_ms = call->timeout_ms,
+		.connect_timeout_ms = call->timeout_ms < 2000 ? call->timeout_ms : 2000,
+		.max_response = call->max_response ? call->max_response : (1u << 20),
+		.tls = &c->tls,
+		.capture_header = "X-Consul-Index",
+		.cancel = call->cancel,
+	};
+	ret = httpc_perform(h, &req, res, err, errlen);
+	if (ret != MN_OK)
+		goto out;
+	if (res->status >= 200 && res->status < 300)
+		goto out;
+	if (res->status == 404)
+		ret = mn_error(err, errlen, MN_NOT_FOUND, "consul %s: not found", call->op);
+	else if (res->status == 403)
+		ret = mn_error(err, errlen, MN_FORBIDDEN, "consul %s: permission denied (%.100s)",
+			       call->op, res->body.data ? res->body.data : "");
+	else
+		ret = mn_error(err, errlen, MN_PROTOCOL, "consul %s: status %ld (%.100s)", call->op,
+			       res->status, res->body.data ? res->body.data : "");
+out:
+	if (c->observe)
+		c->observe(c->observe_ctx, call->op, ret);
+	return ret;
+}

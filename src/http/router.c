@@ -1,0 +1,179 @@
+#include "http/router.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTER_MAX_SEGMENTS 8
+
+struct route {
+	char *method;
+	char *pattern;
+	char *segments[ROUTER_MAX_SEGMENTS]; /* NULL entry = parameter */
+	size_t nsegments;
+	http_handler_fn fn;
+	void *ctx;
+};
+
+struct http_router {
+	struct route *routes;
+	size_t n;
+	size_t alloc;
+};
+
+struct http_router *http_router_create(void) { return calloc(1, sizeof(struct http_router)); }
+
+static void route_release(struct route *rt)
+{
+	free(rt->method);
+	free(rt->pattern);
+	for (size_t i = 0; i < rt->nsegments; i++)
+		free(rt->segments[i]);
+}
+
+void http_router_destroy(struct http_router *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; i < r->n; i++)
+		route_release(&r->routes[i]);
+	free(r->routes);
+	free(r);
+}
+
+/* Splits "/users/{id}" into {"users", NULL}; false when malformed. */
+static bool route_parse(struct route *rt, const char *pattern)
+{
+	const char *p = pattern;
+	size_t params = 0;
+
+	if (*p != '/')
+		return false;
+	if (strcmp(p, "/") == 0)
+		return true;
+	while (*p == '/') {
+		const char *seg = ++p;
+		size_t len = strcspn(seg, "/");
+
+		if (len == 0 || rt->nsegments == ROUTER_MAX_SEGMENTS)
+			return false;
+		if (seg[0] == '{') {
+			if (seg[len - 1] != '}' || len < 3 || ++params > HTTP_MAX_PARAMS)
+				return false;
+			rt->segments[rt->nsegments++] = NULL;
+		} else {
+			if (memchr(seg, '{', len) || memchr(seg, '}', len))
+				return false;
+			rt->segments[rt->nsegments] = strndup(seg, len);
+			if (rt->segments[rt->nsegments++] == NULL)
+				return false;
+		}
+		p = seg + len;
+	}
+	return *p == '\0';
+}
+
+enum mn_err http_router_add(struct http_router *r, const char *method, const char *pattern,
+			    http_handler_fn fn, void *ctx)
+{
+	struct route rt = {0};
+
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->routes[i].pattern, pattern) == 0 &&
+		    strcmp(r->routes[i].method, method) == 0)
+			return MN_INVALID;
+	if (!route_parse(&rt, pattern))
+		goto out_invalid;
+	rt.method = strdup(method);
+	rt.pattern = strdup(pattern);
+	if (rt.method == NULL || rt.pattern == NULL)
+		goto out_nomem;
+	if (r->n == r->alloc) {
+		size_t alloc = r->alloc ? r->alloc * 2 : 16;
+		struct route *p = realloc(r->routes, alloc * sizeof(*p));
+
+		if (p == NULL)
+			goto out_nomem;
+		r->routes = p;
+		r->alloc = alloc;
+	}
+	rt.fn = fn;
+	rt.ctx = ctx;
+	r->routes[r->n++] = rt;
+	return MN_OK;
+
+out_nomem:
+	route_release(&rt);
+	return MN_NOMEM;
+out_invalid:
+	route_release(&rt);
+	return MN_INVALID;
+}
+
+/* Matches 'path' against one route, copying parameters into m->storage. */
+static bool route_matches(const struct route *rt, const char *path, struct http_route_match *m)
+{
+	const char *p = path;
+	size_t used = 0, i = 0;
+
+	m->nparams = 0;
+	if (*p != '/')
+		return false;
+	if (rt->nsegments == 0)
+		return strcmp(path, "/") == 0;
+	for (; i < rt->nsegments; i++) {
+		const char *seg;
+		size_t len;
+
+		if (*p != '/')
+			return false;
+		seg = ++p;
+		len = strcspn(seg, "/");
+		if (len == 0)
+			return false;
+		if (rt->segments[i] == NULL) {
+			if (used + len + 1 > sizeof(m->storage))
+				return false;
+			memcpy(m->storage + used, seg, len);
+			m->storage[used + len] = '\0';
+			m->params[m->nparams++] = m->storage + used;
+			used += len + 1;
+		} else if (strlen(rt->segments[i]) != len || memcmp(rt->segments[i], seg, len) != 0) {
+			return false;
+		}
+		p = seg + len;
+	}
+	return *p == '\0';
+}
+
+enum http_match http_router_match(const struct http_router *r, const char *method,
+				  const char *path, struct http_route_match *m)
+{
+	bool path_known = false;
+	size_t allow_len = 0;
+
+	m->allow[0] = '\0';
+	for (size_t i = 0; i < r->n; i++) {
+		const struct route *rt = &r->routes[i];
+
+		if (!route_matches(rt, path, m))
+			continue;
+		if (strcmp(rt->method, method) == 0) {
+			m->fn = rt->fn;
+			m->ctx = rt->ctx;
+			m->pattern = rt->pattern;
+			return HTTP_MATCH_OK;
+		}
+		path_known = true;
+		size_t mlen = strlen(rt->method);
+		if (allow_len + mlen + 3 < sizeof(m->allow) && !strstr(m->allow, rt->method)) {
+			if (allow_len) {
+				memcpy(m->allow + allow_len, ", ", 2);
+				allow_len += 2;
+			}
+			memcpy(m->allow + allow_len, rt->method, mlen + 1);
+			allow_len += mlen;
+		}
+	}
+	m->nparams = 0;
+	return path_known ? HTTP_MATCH_METHOD_NOT_ALLOWED : HTTP_MATCH_NOT_FOUND;
+}

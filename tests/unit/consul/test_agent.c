@@ -1,0 +1,65 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consul/agent.h"
+
+static void test_registration_payload(void **state)
+{
+	const char *tags[] = {"v1", "primary"};
+	const char *mk[] = {"team"};
+	const char *mv[] = {"core"};
+	struct consul_service svc = {
+		.id = "users-host-8080", .name = "users", .tags = tags, .n_tags = 2,
+		.meta_keys = mk, .meta_values = mv, .n_meta = 1, .version = "0.1.0",
+		.address = "127.0.0.1", .port = 8080,
+		.check_url = "http://127.0.0.1:8080/health", .check_interval_ms = 10000,
+		.check_timeout_ms = 2000, .deregister_after_ms = 60000,
+	};
+	json_t *o = consul_service_to_json(&svc), *check;
+	(void)state;
+
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "ID")), "users-host-8080");
+	assert_string_equal(json_string_value(json_object_get(o, "Name")), "users");
+	assert_string_equal(json_string_value(json_object_get(o, "Address")), "127.0.0.1");
+	assert_int_equal(json_integer_value(json_object_get(o, "Port")), 8080);
+	assert_int_equal(json_array_size(json_object_get(o, "Tags")), 2);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(o, "Tags"), 1)), "primary");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "Meta"), "version")), "0.1.0");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "Meta"), "team")), "core");
+	check = json_object_get(o, "Check");
+	assert_string_equal(json_string_value(json_object_get(check, "HTTP")), "http://127.0.0.1:8080/health");
+	assert_string_equal(json_string_value(json_object_get(check, "Interval")), "10000ms");
+	assert_string_equal(json_string_value(json_object_get(check, "Timeout")), "2000ms");
+	assert_string_equal(json_string_value(json_object_get(check, "DeregisterCriticalServiceAfter")), "60000ms");
+	json_decref(o);
+}
+
+static void test_meta_version_is_the_build(void **state)
+{
+	const char *mk[] = {"version"};
+	const char *mv[] = {"spoofed"};
+	struct consul_service svc = {
+		.id = "a", .name = "a", .meta_keys = mk, .meta_values = mv, .n_meta = 1,
+		.version = "0.1.0", .address = "127.0.0.1", .port = 1, .check_url = "http://x/",
+	};
+	json_t *o = consul_service_to_json(&svc);
+	(void)state;
+
+	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "Meta"), "version")), "0.1.0");
+	json_decref(o);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_registration_payload),
+		cmocka_unit_test(test_meta_version_is_the_build),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
