@@ -1,9 +1,122 @@
+/* meshnode: command line. Everything else lives in app.c. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "core/log.h"
+#include "app.h"
 
-int main(void)
+extern char **environ;
+
+#define DEFAULT_CONFIG "config/meshnode.cfg"
+
+static void usage(FILE *out)
 {
-	log_info("main", "meshnode %s", MESHNODE_VERSION);
-	return 0;
+	fprintf(out,
+		"usage: meshnode [-c|--config FILE] [--check-config] [--print-config] [--version] [--help]\n"
+		"\n"
+		"  -c, --config FILE  configuration file (default %s)\n"
+		"  --check-config     load and validate file, environment and Consul KV; exit 0 or 2\n"
+		"  --print-config     print the effective configuration with sources as JSON\n"
+		"  --version          print the version\n"
+		"  --help             print this help\n"
+		"\n"
+		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.\n",
+		DEFAULT_CONFIG);
+}
+
+enum { OPT_CHECK = 256, OPT_PRINT, OPT_VERSION, OPT_HELP };
+
+/* --check-config and --print-config: load everything, report, exit. */
+static int config_command(const struct app_opts *opts, bool print)
+{
+	struct config *cfg = NULL;
+	struct buf errors, warnings;
+	int code = 0;
+
+	buf_init(&errors, 1 << 16);
+	buf_init(&warnings, 1 << 16);
+	if (app_load_config(opts, &cfg, &errors, &warnings) != MN_OK) {
+		fprintf(stderr, "%s", errors.data ? errors.data : "configuration error\n");
+		code = 2;
+		goto out;
+	}
+	if (print) {
+		json_t *o = app_config_json(cfg);
+		char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+
+		if (s == NULL) {
+			fprintf(stderr, "meshnode: cannot print the configuration\n");
+			code = 1;
+		} else {
+			printf("%s\n", s);
+		}
+		free(s);
+		json_decref(o);
+		if (warnings.len)
+			fprintf(stderr, "%s", warnings.data);
+	} else if (warnings.len) {
+		/* A refused KV value is a problem worth failing a check for;
+		 * an agent that is not there is only reported. */
+		fprintf(stderr, "%s", warnings.data);
+		if (strstr(warnings.data, "kv key '") != NULL)
+			code = 2;
+	}
+	if (!print && code == 0)
+		printf("configuration ok\n");
+out:
+	config_destroy(cfg);
+	buf_release(&errors);
+	buf_release(&warnings);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"check-config", no_argument, NULL, OPT_CHECK},
+		{"print-config", no_argument, NULL, OPT_PRINT},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{"help", no_argument, NULL, OPT_HELP},
+		{NULL, 0, NULL, 0},
+	};
+	struct app_opts opts = {DEFAULT_CONFIG, false, environ};
+	bool check = false, print = false;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			opts.config_path = optarg;
+			opts.config_path_given = true;
+			break;
+		case OPT_CHECK:
+			check = true;
+			break;
+		case OPT_PRINT:
+			print = true;
+			break;
+		case OPT_VERSION:
+			printf("meshnode %s\n", MESHNODE_VERSION);
+			return 0;
+		case OPT_HELP:
+			usage(stdout);
+			return 0;
+		default:
+			fprintf(stderr, "meshnode: unknown or incomplete option '%s'\n",
+				argv[optind - 1]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "meshnode: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (check || print)
+		return config_command(&opts, print);
+	return app_run(&opts);
 }

@@ -22,6 +22,12 @@ extern const struct mn_clock clock_system;
 
 static inline uint64_t clock_now(const struct mn_clock *c) { return c->now_ms(c->ctx); }
 
+#include <time.h>
+
+/* The CLOCK_MONOTONIC time 'ms' from now, for pthread_cond_timedwait on a
+ * condition created with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec clock_deadline_ms(uint64_t ms);
+
 /* Sleeps 'ms' milliseconds (restarts after signals). */
 void clock_sleep_ms(uint64_t ms);
 
