@@ -136,7 +136,17 @@ struct config_sources {
 enum mn_err config_load(const struct config_sources *src, struct config **out,
 			struct buf *errors, struct buf *warnings);
 
-void config_destroy(struct config *cfg);
+/* Frees 'cfg' and everything it owns; NULL does nothing. */
+void config_free(struct config *cfg);
+
+/* Same as config_free(). libconfig exports its own config_destroy(config_t *)
+ * and calls it internally through the PLT, so a global symbol of that name in
+ * the executable would be called by libconfig with the wrong type: this one
+ * stays static inline and never reaches the symbol table. */
+static inline void config_destroy(struct config *cfg)
+{
+	config_free(cfg);
+}
 
 /* The effective configuration as a JSON object: {"<name>": {"value": ...,
  * "source": "file", "origin": "...", "dynamic": true}, ...} with secrets as
@@ -153,5 +163,10 @@ bool config_feature_enabled(const struct config *cfg, const char *name);
 
 /* true when 'module' is listed in service.modules. */
 bool config_has_module(const struct config *cfg, const char *module);
+
+/* The effective entry of the dotted setting 'name' ("server.threads",
+ * "peers.users.lb"), or NULL when it is not set (borrowed, valid while cfg
+ * lives). */
+const struct config_entry *config_entry_find(const struct config *cfg, const char *name);
 
 #endif

@@ -1,0 +1,564 @@
+/* config_load(): defaults, then the file, the environment and Consul KV feed
+ * one config_state (a lower source never overwrites a higher one, so KV can
+ * be read after the environment has told where it lives), then the derived
+ * defaults, then the immutable struct config. */
+#include "config/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config_file.h"
+#include "config_state.h"
+#include "settings.h"
+
+#define ORIGIN_MAX 4200 /* a path, ':' and a line number */
+
+static char peer_default_lb[] = "round_robin";
+static char peer_default_tag[] = "";
+
+static const struct config_peer peer_defaults = {
+	.name = NULL,
+	.timeout_ms = 5000,
+	.retries = 2,
+	.lb = peer_default_lb,
+	.tag = peer_default_tag,
+	.breaker_failures = 5,
+	.breaker_open_ms = 10000,
+};
+
+const char *config_source_name(enum config_source src)
+{
+	switch (src) {
+	case CONFIG_SRC_DEFAULT: return "default";
+	case CONFIG_SRC_FILE: return "file";
+	case CONFIG_SRC_KV: return "kv";
+	case CONFIG_SRC_ENV: return "env";
+	}
+	return "unknown";
+}
+
+static enum mn_err config_apply_defaults(struct config_state *st)
+{
+	char reason[256];
+	enum mn_err err;
+
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+
+		if (def->derived || settings_is_template(def))
+			continue;
+		err = config_state_set(st, def->name, def->default_text, NULL, CONFIG_SRC_DEFAULT,
+				       NULL, reason, sizeof(reason));
+		if (err != MN_OK)
+			return err == MN_NOMEM ? err : MN_INTERNAL;
+	}
+	return MN_OK;
+}
+
+struct file_ctx {
+	struct config_state *st;
+};
+
+static bool config_file_is_map(void *ctx, const char *name)
+{
+	const struct setting_def *def = settings_find(name);
+
+	(void)ctx;
+	return def && def->type == SETTING_MAP;
+}
+
+static enum mn_err config_file_set(void *ctx, const char *name, json_t *value, const char *file,
+				   unsigned line)
+{
+	struct file_ctx *fc = ctx;
+	char origin[ORIGIN_MAX], reason[256];
+	enum mn_err err;
+
+	snprintf(origin, sizeof(origin), "%s:%u", file, line);
+	err = config_state_set(fc->st, name, NULL, value, CONFIG_SRC_FILE, origin, reason,
+			       sizeof(reason));
+	if (err == MN_NOMEM)
+		return err;
+	if (err != MN_OK)
+		config_state_error(fc->st, "%s: key '%s': %s", origin, name, reason);
+	return MN_OK;
+}
+
+static const struct config_file_ops file_ops = {
+	.is_map = config_file_is_map,
+	.set = config_file_set,
+};
+
+static enum mn_err config_apply_file(struct config_state *st, const struct config_sources *src)
+{
+	struct file_ctx fc = {.st = st};
+	enum mn_err err;
+
+	err = config_file_read(src->file_path, &file_ops, &fc, st->errors);
+	switch (err) {
+	case MN_OK:
+		return MN_OK;
+	case MN_NOT_FOUND:
+		if (!src->file_optional)
+			config_state_error(st, "%s: cannot open: no such file", src->file_path);
+		return MN_OK;
+	case MN_CONFIG:
+		st->n_errors++;
+		return MN_OK;
+	default:
+		return err;
+	}
+}
+
+/* Sets a derived default through the same path as any value, so a derived
+ * value that breaks a rule (a long hostname in service.id) is reported. */
+static enum mn_err config_derive(struct config_state *st, const char *name, const char *text)
+{
+	char reason[256];
+	enum mn_err err;
+
+	if (config_state_find(st, name))
+		return MN_OK;
+	err = config_state_set(st, name, text, NULL, CONFIG_SRC_DEFAULT, NULL, reason,
+			       sizeof(reason));
+	if (err == MN_INVALID)
+		config_state_error(st, "key '%s': the default derived from other settings is "
+				       "invalid (%s); set it explicitly", name, reason);
+	return err == MN_INVALID ? MN_OK : err;
+}
+
+static enum mn_err config_apply_derived(struct config_state *st, const char *hostname)
+{
+	const char *name = config_state_string(st, "service.name");
+	struct config_slot *port = config_state_find(st, "service.port");
+	char host[256], text[512];
+	enum mn_err err;
+
+	if (hostname == NULL) {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		hostname = host;
+	}
+	snprintf(text, sizeof(text), "%s-%s-%lld", name, hostname,
+		 (long long)json_integer_value(port->value));
+	err = config_derive(st, "service.id", text);
+	if (err != MN_OK)
+		return err;
+	snprintf(text, sizeof(text), "config/%s/", name);
+	err = config_derive(st, "consul.kv_prefix", text);
+	if (err != MN_OK)
+		return err;
+	snprintf(text, sizeof(text), "data/%s.db", name);
+	return config_derive(st, "database.path", text);
+}
+
+/* A configured peer shows all its settings: the unset ones as defaults. */
+static enum mn_err config_complete_peers(struct config_state *st)
+{
+	char name[300], reason[256];
+	enum mn_err err;
+
+	for (size_t i = 0; i < st->n_slots; i++) {
+		const char *s = st->slots[i].name;
+		size_t plen;
+
+		if (strncmp(s, "peers.", 6) != 0)
+			continue;
+		plen = strcspn(s + 6, ".");
+		for (size_t k = 0; k < settings_count; k++) {
+			const struct setting_def *def = &settings_table[k];
+
+			if (strncmp(def->name, "peers.*.", 8) != 0)
+				continue;
+			snprintf(name, sizeof(name), "peers.%.*s.%s", (int)plen, s + 6,
+				 def->name + 8);
+			if (config_state_find(st, name))
+				continue;
+			err = config_state_set(st, name, def->default_text, NULL,
+					       CONFIG_SRC_DEFAULT, NULL, reason, sizeof(reason));
+			if (err != MN_OK)
+				return err == MN_NOMEM ? err : MN_INTERNAL;
+		}
+	}
+	return MN_OK;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct config_entry *)a)->name,
+		      ((const struct config_entry *)b)->name);
+}
+
+/* Builds the typed fields; 'failed' turns true on allocation failure. */
+struct builder {
+	struct config *cfg;
+	bool failed;
+};
+
+static const json_t *cfg_value(const struct config *cfg, const char *name)
+{
+	const struct config_entry *e = config_entry_find(cfg, name);
+
+	return e ? e->value : NULL;
+}
+
+static char *cfg_str(struct builder *b, const char *name)
+{
+	const char *s = json_string_value(cfg_value(b->cfg, name));
+	char *dup = strdup(s ? s : "");
+
+	if (dup == NULL)
+		b->failed = true;
+	return dup;
+}
+
+static long long cfg_int(struct builder *b, const char *name)
+{
+	return json_integer_value(cfg_value(b->cfg, name));
+}
+
+static bool cfg_bool(struct builder *b, const char *name)
+{
+	return json_is_true(cfg_value(b->cfg, name));
+}
+
+static char **cfg_list(struct builder *b, const char *name, size_t *n)
+{
+	const json_t *v = cfg_value(b->cfg, name);
+	size_t count = json_array_size(v);
+	char **list = calloc(count + 1, sizeof(*list));
+
+	*n = 0;
+	if (list == NULL) {
+		b->failed = true;
+		return NULL;
+	}
+	for (size_t i = 0; i < count; i++) {
+		list[i] = strdup(json_string_value(json_array_get(v, i)));
+		if (list[i] == NULL)
+			b->failed = true;
+	}
+	*n = count;
+	return list;
+}
+
+static void cfg_meta(struct builder *b)
+{
+	struct config *cfg = b->cfg;
+	const json_t *v = cfg_value(cfg, "service.meta");
+	size_t count = json_object_size(v), i = 0;
+	const char *key;
+	json_t *val;
+
+	cfg->service_meta_keys = calloc(count + 1, sizeof(char *));
+	cfg->service_meta_values = calloc(count + 1, sizeof(char *));
+	if (cfg->service_meta_keys == NULL || cfg->service_meta_values == NULL) {
+		b->failed = true;
+		return;
+	}
+	cfg->n_service_meta = count;
+	json_object_foreach((json_t *)v, key, val) {
+		cfg->service_meta_keys[i] = strdup(key);
+		cfg->service_meta_values[i] = strdup(json_string_value(val));
+		if (!cfg->service_meta_keys[i] || !cfg->service_meta_values[i])
+			b->failed = true;
+		i++;
+	}
+}
+
+static void cfg_peers_features(struct builder *b)
+{
+	struct config *cfg = b->cfg;
+	char name[300];
+
+	/* entries are sorted, so one peer's settings are adjacent */
+	for (size_t i = 0; i < cfg->n_entries; i++) {
+		const char *s = cfg->entries[i].name;
+		struct config_peer *p, *peers;
+		size_t plen;
+
+		if (strncmp(s, "features.", 9) == 0) {
+			struct config_feature *f = realloc(cfg->features,
+							   (cfg->n_features + 1) * sizeof(*f));
+
+			if (f == NULL)
+				goto out_nomem;
+			cfg->features = f;
+			f = &cfg->features[cfg->n_features++];
+			f->name = strdup(s + 9);
+			f->enabled = json_is_true(cfg->entries[i].value);
+			if (f->name == NULL)
+				goto out_nomem;
+			continue;
+		}
+		if (strncmp(s, "peers.", 6) != 0)
+			continue;
+		plen = strcspn(s + 6, ".");
+		if (cfg->n_peers && strlen(cfg->peers[cfg->n_peers - 1].name) == plen &&
+		    strncmp(cfg->peers[cfg->n_peers - 1].name, s + 6, plen) == 0)
+			continue;
+		peers = realloc(cfg->peers, (cfg->n_peers + 1) * sizeof(*peers));
+		if (peers == NULL)
+			goto out_nomem;
+		cfg->peers = peers;
+		p = &cfg->peers[cfg->n_peers++];
+		memset(p, 0, sizeof(*p));
+		p->name = strndup(s + 6, plen);
+		if (p->name == NULL)
+			goto out_nomem;
+#define PEER_NAME(setting) (snprintf(name, sizeof(name), "peers.%s.%s", p->name, setting), name)
+		p->timeout_ms = (int)cfg_int(b, PEER_NAME("timeout_ms"));
+		p->retries = (int)cfg_int(b, PEER_NAME("retries"));
+		p->lb = cfg_str(b, PEER_NAME("lb"));
+		p->tag = cfg_str(b, PEER_NAME("tag"));
+		p->breaker_failures = (int)cfg_int(b, PEER_NAME("breaker_failures"));
+		p->breaker_open_ms = (int)cfg_int(b, PEER_NAME("breaker_open_ms"));
+#undef PEER_NAME
+	}
+	return;
+out_nomem:
+	b->failed = true;
+}
+
+static void config_fill(struct builder *b)
+{
+	struct config *cfg = b->cfg;
+
+	cfg->service_name = cfg_str(b, "service.name");
+	cfg->service_id = cfg_str(b, "service.id");
+	cfg->service_address = cfg_str(b, "service.address");
+	cfg->service_port = (int)cfg_int(b, "service.port");
+	cfg->service_tags = cfg_list(b, "service.tags", &cfg->n_service_tags);
+	cfg_meta(b);
+	cfg->service_modules = cfg_list(b, "service.modules", &cfg->n_service_modules);
+
+	cfg->read_timeout_ms = (int)cfg_int(b, "server.read_timeout_ms");
+	cfg->write_timeout_ms = (int)cfg_int(b, "server.write_timeout_ms");
+	cfg->idle_timeout_ms = (int)cfg_int(b, "server.idle_timeout_ms");
+	cfg->threads = (int)cfg_int(b, "server.threads");
+	cfg->max_body_bytes = cfg_int(b, "server.max_body_bytes");
+	cfg->shutdown_timeout_ms = (int)cfg_int(b, "server.shutdown_timeout_ms");
+
+	cfg->consul_address = cfg_str(b, "consul.address");
+	cfg->consul_token = cfg_str(b, "consul.token");
+	cfg->consul_kv_prefix = cfg_str(b, "consul.kv_prefix");
+	cfg->consul_required = cfg_bool(b, "consul.required");
+	cfg->consul_check_interval_ms = (int)cfg_int(b, "consul.check_interval_ms");
+	cfg->consul_check_timeout_ms = (int)cfg_int(b, "consul.check_timeout_ms");
+	cfg->consul_deregister_critical_after_ms =
+		(int)cfg_int(b, "consul.deregister_critical_after_ms");
+
+	cfg->database_driver = cfg_str(b, "database.driver");
+	cfg->database_path = cfg_str(b, "database.path");
+	cfg->log_level = cfg_str(b, "log.level");
+	cfg->log_format = cfg_str(b, "log.format");
+	cfg->maintenance = cfg_bool(b, "maintenance");
+	cfg_peers_features(b);
+}
+
+/* Moves the slots into cfg->entries (sorted) and fills the typed fields. */
+static enum mn_err config_build(struct config_state *st, uint64_t kv_index, struct config **out)
+{
+	struct builder b = {0};
+	struct config *cfg;
+
+	cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL)
+		return MN_NOMEM;
+	cfg->kv_index = kv_index;
+	cfg->entries = calloc(st->n_slots ? st->n_slots : 1, sizeof(*cfg->entries));
+	if (cfg->entries == NULL)
+		goto out_free;
+	for (size_t i = 0; i < st->n_slots; i++) {
+		struct config_slot *slot = &st->slots[i];
+		struct config_entry *e = &cfg->entries[i];
+
+		e->name = slot->name;
+		e->value = slot->value;
+		e->origin = slot->origin;
+		e->source = slot->source;
+		e->secret = slot->def->secret;
+		e->dynamic = slot->def->dynamic;
+		slot->name = NULL;
+		slot->value = NULL;
+		slot->origin = NULL;
+	}
+	cfg->n_entries = st->n_slots;
+	qsort(cfg->entries, cfg->n_entries, sizeof(*cfg->entries), entry_cmp);
+	b.cfg = cfg;
+	config_fill(&b);
+	if (b.failed)
+		goto out_free;
+	*out = cfg;
+	return MN_OK;
+out_free:
+	config_free(cfg);
+	return MN_NOMEM;
+}
+
+/* Where this service's KV lives, from what is known before KV is read. */
+static char *config_kv_prefix(const struct config_state *st)
+{
+	const char *prefix = config_state_string(st, "consul.kv_prefix");
+	char *p;
+
+	if (prefix)
+		return strdup(prefix);
+	if (asprintf(&p, "config/%s/", config_state_string(st, "service.name")) < 0)
+		return NULL;
+	return p;
+}
+
+enum mn_err config_load(const struct config_sources *src, struct config **out,
+			struct buf *errors, struct buf *warnings)
+{
+	struct config_state st;
+	enum mn_err err;
+	char *prefix;
+
+	*out = NULL;
+	config_state_init(&st, errors, warnings);
+	err = config_apply_defaults(&st);
+	if (err == MN_OK && src->file_path)
+		err = config_apply_file(&st, src);
+	if (err == MN_OK)
+		err = config_env_apply(&st, src->environ);
+	if (err == MN_OK && src->kv) {
+		prefix = config_kv_prefix(&st);
+		if (prefix == NULL) {
+			err = MN_NOMEM;
+			goto out_release;
+		}
+		err = config_kv_apply(&st, src->kv, src->n_kv, prefix);
+		free(prefix);
+	}
+	if (err == MN_OK)
+		err = config_apply_derived(&st, src->hostname);
+	if (err == MN_OK)
+		err = config_complete_peers(&st);
+	if (err != MN_OK)
+		goto out_release;
+	if (st.n_errors) {
+		err = MN_CONFIG;
+		goto out_release;
+	}
+	err = config_build(&st, src->kv ? src->kv_index : 0, out);
+out_release:
+	config_state_release(&st);
+	return err;
+}
+
+static void free_strings(char **list, size_t n)
+{
+	if (list == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+}
+
+void config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->service_name);
+	free(cfg->service_id);
+	free(cfg->service_address);
+	free_strings(cfg->service_tags, cfg->n_service_tags);
+	free_strings(cfg->service_meta_keys, cfg->n_service_meta);
+	free_strings(cfg->service_meta_values, cfg->n_service_meta);
+	free_strings(cfg->service_modules, cfg->n_service_modules);
+	free(cfg->consul_address);
+	if (cfg->consul_token)
+		explicit_bzero(cfg->consul_token, strlen(cfg->consul_token));
+	free(cfg->consul_token);
+	free(cfg->consul_kv_prefix);
+	free(cfg->database_driver);
+	free(cfg->database_path);
+	free(cfg->log_level);
+	free(cfg->log_format);
+	for (size_t i = 0; i < cfg->n_peers; i++) {
+		free(cfg->peers[i].name);
+		free(cfg->peers[i].lb);
+		free(cfg->peers[i].tag);
+	}
+	free(cfg->peers);
+	for (size_t i = 0; i < cfg->n_features; i++)
+		free(cfg->features[i].name);
+	free(cfg->features);
+	for (size_t i = 0; i < cfg->n_entries; i++) {
+		free(cfg->entries[i].name);
+		free(cfg->entries[i].origin);
+		json_decref(cfg->entries[i].value);
+	}
+	free(cfg->entries);
+	free(cfg);
+}
+
+static json_t *config_entry_json(const struct config_entry *e)
+{
+	json_t *value;
+
+	if (e->secret) {
+		const char *s = json_string_value(e->value);
+
+		value = json_string(s && *s ? "<redacted>" : "");
+	} else {
+		value = json_deep_copy(e->value);
+	}
+	return json_pack("{s:o, s:s, s:s?, s:b}", "value", value, "source",
+			 config_source_name(e->source), "origin", e->origin, "dynamic",
+			 e->dynamic);
+}
+
+json_t *config_to_json(const struct config *cfg)
+{
+	json_t *root = json_object();
+
+	if (root == NULL)
+		return NULL;
+	for (size_t i = 0; i < cfg->n_entries; i++) {
+		if (json_object_set_new(root, cfg->entries[i].name,
+					config_entry_json(&cfg->entries[i])) != 0) {
+			json_decref(root);
+			return NULL;
+		}
+	}
+	return root;
+}
+
+const struct config_entry *config_entry_find(const struct config *cfg, const char *name)
+{
+	struct config_entry key = {.name = (char *)name};
+
+	if (cfg->n_entries == 0)
+		return NULL;
+	return bsearch(&key, cfg->entries, cfg->n_entries, sizeof(key), entry_cmp);
+}
+
+const struct config_peer *config_peer_get(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; name && i < cfg->n_peers; i++)
+		if (strcmp(cfg->peers[i].name, name) == 0)
+			return &cfg->peers[i];
+	return &peer_defaults;
+}
+
+bool config_feature_enabled(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_features; i++)
+		if (strcmp(cfg->features[i].name, name) == 0)
+			return cfg->features[i].enabled;
+	return false;
+}
+
+bool config_has_module(const struct config *cfg, const char *module)
+{
+	for (size_t i = 0; i < cfg->n_service_modules; i++)
+		if (strcmp(cfg->service_modules[i], module) == 0)
+			return true;
+	return false;
+}

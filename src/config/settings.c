@@ -1,0 +1,437 @@
+#include "settings.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"json", "text", NULL};
+static const char *const db_drivers[] = {"sqlite", "memory", NULL};
+static const char *const lb_policies[] = {"round_robin", "random", "least_inflight", NULL};
+static const char *const modules[] = {"users", "orders", NULL};
+
+static bool check_service_name(json_t **value, char *reason, size_t len)
+{
+	const char *s = json_string_value(*value);
+	size_t n = strlen(s);
+
+	if (n < 1 || n > 63 || !settings_name_valid(s, n, true)) {
+		snprintf(reason, len, "expected 1 to 63 characters from a-z, 0-9 and '-'");
+		return false;
+	}
+	return true;
+}
+
+static bool check_service_id(json_t **value, char *reason, size_t len)
+{
+	const char *s = json_string_value(*value);
+	size_t n = strlen(s);
+
+	if (n < 1 || n > 128 || strchr(s, '/')) {
+		snprintf(reason, len, "expected 1 to 128 characters without '/'");
+		return false;
+	}
+	return true;
+}
+
+static bool check_meta(json_t **value, char *reason, size_t len)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(*value, key, v) {
+		size_t n = strlen(key);
+
+		if (n > 128 || !settings_name_valid(key, n, false)) {
+			snprintf(reason, len,
+				 "expected meta keys of 1 to 128 characters from A-Z, a-z, 0-9, "
+				 "'_' and '-'");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
+static bool check_consul_address(json_t **value, char *reason, size_t len)
+{
+	const char *s = json_string_value(*value);
+	const char *colon, *p;
+	json_t *norm;
+	char *tmp;
+	size_t n;
+
+	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
+		p = strstr(s, "://") + 3;
+		if (*p != '\0' && *p != '/' && !strchr(p, ' '))
+			return true;
+		goto out_refuse;
+	}
+	if (strstr(s, "://"))
+		goto out_refuse;
+	colon = strrchr(s, ':');
+	if (colon == NULL || colon == s || colon[1] == '\0')
+		goto out_refuse;
+	for (p = colon + 1; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			goto out_refuse;
+	for (p = s; p < colon; p++)
+		if (*p == '/' || isspace((unsigned char)*p))
+			goto out_refuse;
+	n = strlen(s);
+	tmp = malloc(n + 8);
+	if (tmp == NULL)
+		goto out_nomem;
+	memcpy(tmp, "http://", 7);
+	memcpy(tmp + 7, s, n + 1);
+	norm = json_string(tmp);
+	free(tmp);
+	if (norm == NULL)
+		goto out_nomem;
+	json_decref(*value);
+	*value = norm;
+	return true;
+out_nomem:
+	snprintf(reason, len, "out of memory");
+	return false;
+out_refuse:
+	snprintf(reason, len, "expected an http:// or https:// url or host:port");
+	return false;
+}
+
+static bool check_kv_prefix(json_t **value, char *reason, size_t len)
+{
+	const char *s = json_string_value(*value);
+	size_t n = strlen(s);
+
+	if (n == 0 || s[n - 1] != '/' || s[0] == '/') {
+		snprintf(reason, len, "expected a key prefix ending with '/'");
+		return false;
+	}
+	return true;
+}
+
+#define STR(n, d, lo, chk, dyn) \
+	{.name = n, .type = SETTING_STRING, .default_text = d, .min = lo, .check = chk, .dynamic = dyn}
+#define ENUM(n, d, list, dyn) \
+	{.name = n, .type = SETTING_STRING, .default_text = d, .choices = list, .dynamic = dyn}
+#define INT(n, d, lo, hi, dyn) \
+	{.name = n, .type = SETTING_INT, .default_text = d, .min = lo, .max = hi, .dynamic = dyn}
+#define BOOL(n, d, dyn) {.name = n, .type = SETTING_BOOL, .default_text = d, .dynamic = dyn}
+
+/* Sorted by name, so the effective config lists them in order. */
+const struct setting_def settings_table[] = {
+	STR("consul.address", "http://127.0.0.1:8500", 1, check_consul_address, false),
+	INT("consul.check_interval_ms", "10000", 1000, 3600000, false),
+	INT("consul.check_timeout_ms", "2000", 100, 600000, false),
+	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false),
+	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = check_kv_prefix,
+	 .derived = true},
+	BOOL("consul.required", "false", false),
+	{.name = "consul.token", .type = SETTING_STRING, .default_text = "", .secret = true},
+	ENUM("database.driver", "sqlite", db_drivers, false),
+	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
+	ENUM("log.format", "json", log_formats, true),
+	ENUM("log.level", "info", log_levels, true),
+	BOOL("maintenance", "false", true),
+	INT("server.idle_timeout_ms", "120000", 1, 3600000, false),
+	INT("server.max_body_bytes", "1048576", 1, 1073741824, false),
+	INT("server.read_timeout_ms", "5000", 1, 3600000, false),
+	INT("server.shutdown_timeout_ms", "10000", 0, 600000, false),
+	INT("server.threads", "64", 1, 1024, false),
+	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
+	STR("service.address", "127.0.0.1", 1, NULL, false),
+	{.name = "service.id", .type = SETTING_STRING, .check = check_service_id,
+	 .derived = true},
+	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = check_meta},
+	{.name = "service.modules", .type = SETTING_LIST, .default_text = "users", .min = 1,
+	 .choices = modules},
+	STR("service.name", "users", 1, check_service_name, false),
+	INT("service.port", "8080", 1, 65535, false),
+	{.name = "service.tags", .type = SETTING_LIST, .default_text = "[]"},
+
+	/* templates: one set per configured peer / feature */
+	INT("peers.*.breaker_failures", "5", 1, 1000, true),
+	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true),
+	ENUM("peers.*.lb", "round_robin", lb_policies, true),
+	INT("peers.*.retries", "2", 0, 10, true),
+	STR("peers.*.tag", "", 0, NULL, true),
+	INT("peers.*.timeout_ms", "5000", 1, 600000, true),
+	BOOL("features.*", NULL, true),
+};
+
+const size_t settings_count = sizeof(settings_table) / sizeof(settings_table[0]);
+
+bool settings_name_valid(const char *s, size_t len, bool lower)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (islower(c) || isdigit(c) || c == '-')
+			continue;
+		if (!lower && (isupper(c) || c == '_'))
+			continue;
+		return false;
+	}
+	return true;
+}
+
+bool settings_is_template(const struct setting_def *def)
+{
+	return strchr(def->name, '*') != NULL;
+}
+
+/* Matches 'name' against 'pattern' segment by segment; '*' takes one
+ * segment: a peer name under "peers.", a feature flag under "features.". */
+static bool settings_match(const char *pattern, const char *name)
+{
+	const char *star = strchr(pattern, '*');
+	size_t head, seg;
+	const char *rest;
+
+	if (star == NULL)
+		return strcmp(pattern, name) == 0;
+	head = (size_t)(star - pattern);
+	if (strncmp(pattern, name, head) != 0)
+		return false;
+	rest = name + head;
+	if (star[1] == '\0') {
+		seg = strlen(rest);
+		return settings_name_valid(rest, seg, false) && !strchr(rest, '.');
+	}
+	/* star[1] is '.': the segment runs to the next dot */
+	seg = strcspn(rest, ".");
+	if (!settings_name_valid(rest, seg, true))
+		return false;
+	return strcmp(rest + seg, star + 1) == 0;
+}
+
+const struct setting_def *settings_find(const char *name)
+{
+	for (size_t i = 0; i < settings_count; i++)
+		if (settings_match(settings_table[i].name, name))
+			return &settings_table[i];
+	return NULL;
+}
+
+static void settings_describe(const struct setting_def *def, char *reason, size_t len)
+{
+	const char *const *c;
+	size_t off;
+
+	switch (def->type) {
+	case SETTING_INT:
+		snprintf(reason, len, "expected an integer between %lld and %lld", def->min,
+			 def->max);
+		return;
+	case SETTING_BOOL:
+		snprintf(reason, len, "expected true or false");
+		return;
+	case SETTING_MAP:
+		snprintf(reason, len, "expected a group of string values");
+		return;
+	case SETTING_LIST:
+		if (def->choices == NULL) {
+			snprintf(reason, len, "expected a list of non-empty strings");
+			return;
+		}
+		off = (size_t)snprintf(reason, len, "expected a non-empty list of ");
+		break;
+	case SETTING_STRING:
+		if (def->choices == NULL) {
+			snprintf(reason, len, def->min > 0 ? "expected a non-empty string"
+							   : "expected a string");
+			return;
+		}
+		off = (size_t)snprintf(reason, len, "expected one of ");
+		break;
+	default:
+		snprintf(reason, len, "unsupported setting type");
+		return;
+	}
+	for (c = def->choices; *c && off < len; c++)
+		off += (size_t)snprintf(reason + off, len - off, "%s%s", c == def->choices ? "" : ", ",
+					*c);
+}
+
+static bool parse_int(const char *text, long long *out)
+{
+	char *end;
+	long long v;
+
+	while (isspace((unsigned char)*text))
+		text++;
+	if (!isdigit((unsigned char)*text) && *text != '-' && *text != '+')
+		return false;
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text)
+		return false;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end != '\0')
+		return false;
+	*out = v;
+	return true;
+}
+
+static json_t *parse_json(const char *text, json_type type)
+{
+	json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+
+	if (v && json_typeof(v) != type) {
+		json_decref(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* "a, b,c" -> ["a","b","c"]; "" -> []; items trimmed. */
+static json_t *parse_comma_list(const char *text)
+{
+	json_t *list = json_array();
+	const char *p = text, *end, *a, *b;
+
+	if (list == NULL)
+		return NULL;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '\0')
+		return list;
+	for (;;) {
+		end = strchr(p, ',');
+		if (end == NULL)
+			end = p + strlen(p);
+		a = p;
+		b = end;
+		while (a < b && isspace((unsigned char)*a))
+			a++;
+		while (b > a && isspace((unsigned char)b[-1]))
+			b--;
+		if (json_array_append_new(list, json_stringn(a, (size_t)(b - a))) != 0) {
+			json_decref(list);
+			return NULL;
+		}
+		if (*end == '\0')
+			return list;
+		p = end + 1;
+	}
+}
+
+json_t *settings_parse_text(const struct setting_def *def, const char *text, char *reason,
+			    size_t len)
+{
+	const char *p = text;
+	json_t *v = NULL;
+	long long n;
+
+	switch (def->type) {
+	case SETTING_STRING:
+		v = json_string(text);
+		break;
+	case SETTING_INT:
+		if (parse_int(text, &n))
+			v = json_integer(n);
+		break;
+	case SETTING_BOOL:
+		while (isspace((unsigned char)*p))
+			p++;
+		if (strncasecmp(p, "true", 4) == 0 && strspn(p + 4, " \t\r\n") == strlen(p + 4))
+			v = json_true();
+		else if (strncasecmp(p, "false", 5) == 0 &&
+			 strspn(p + 5, " \t\r\n") == strlen(p + 5))
+			v = json_false();
+		break;
+	case SETTING_LIST:
+		while (isspace((unsigned char)*p))
+			p++;
+		v = *p == '[' ? parse_json(p, JSON_ARRAY) : parse_comma_list(p);
+		break;
+	case SETTING_MAP:
+		v = parse_json(text, JSON_OBJECT);
+		break;
+	}
+	if (v == NULL)
+		settings_describe(def, reason, len);
+	return v;
+}
+
+static bool check_string(const struct setting_def *def, const char *s, char *reason, size_t len)
+{
+	size_t n = strlen(s);
+
+	if ((long long)n < def->min || (def->max > 0 && (long long)n > def->max))
+		goto out_refuse;
+	if (def->choices) {
+		for (const char *const *c = def->choices; *c; c++)
+			if (strcmp(*c, s) == 0)
+				return true;
+		goto out_refuse;
+	}
+	return true;
+out_refuse:
+	settings_describe(def, reason, len);
+	return false;
+}
+
+bool settings_check(const struct setting_def *def, json_t **value, char *reason, size_t len)
+{
+	json_t *v = *value, *item;
+	const char *key;
+	size_t i;
+	long long n;
+
+	switch (def->type) {
+	case SETTING_STRING:
+		if (!json_is_string(v) || !check_string(def, json_string_value(v), reason, len))
+			goto out_refuse;
+		break;
+	case SETTING_INT:
+		if (!json_is_integer(v))
+			goto out_refuse;
+		n = json_integer_value(v);
+		if (n < def->min || n > def->max)
+			goto out_refuse;
+		break;
+	case SETTING_BOOL:
+		if (!json_is_boolean(v))
+			goto out_refuse;
+		break;
+	case SETTING_LIST:
+		if (!json_is_array(v) || (long long)json_array_size(v) < def->min)
+			goto out_refuse;
+		json_array_foreach(v, i, item) {
+			const char *s = json_string_value(item);
+
+			if (s == NULL || *s == '\0')
+				goto out_refuse;
+			if (def->choices) {
+				const char *const *c;
+
+				for (c = def->choices; *c && strcmp(*c, s) != 0; c++)
+					;
+				if (*c == NULL)
+					goto out_refuse;
+			}
+		}
+		break;
+	case SETTING_MAP:
+		if (!json_is_object(v))
+			goto out_refuse;
+		json_object_foreach(v, key, item)
+			if (!json_is_string(item))
+				goto out_refuse;
+		break;
+	}
+	if (def->check)
+		return def->check(value, reason, len);
+	return true;
+out_refuse:
+	settings_describe(def, reason, len);
+	return false;
+}

@@ -1,0 +1,61 @@
+/* The table of every setting meshnode knows (CONTRACT.md's Configuration
+ * table): its type, default, bounds and checks. Every source (defaults, file,
+ * Consul KV, environment) turns its input into a value through this table, so
+ * a setting is parsed and validated the same way wherever it comes from. */
+#ifndef MESHNODE_CONFIG_SETTINGS_H
+#define MESHNODE_CONFIG_SETTINGS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+enum setting_type {
+	SETTING_STRING, /* json string */
+	SETTING_INT,    /* json integer */
+	SETTING_BOOL,   /* json boolean */
+	SETTING_LIST,   /* json array of strings */
+	SETTING_MAP,    /* json object of strings */
+};
+
+/* Extra validation after the type and bounds: may replace *value with a
+ * normalised one; false (with 'reason' filled) when the value is refused. */
+typedef bool (*setting_check_fn)(json_t **value, char *reason, size_t len);
+
+struct setting_def {
+	const char *name;          /* dotted; a '*' segment stands for any name */
+	enum setting_type type;
+	const char *default_text;  /* parsed like any text; NULL: derived or none */
+	long long min, max;        /* INT: range; STRING: length; LIST: count
+				      (max 0: no upper bound) */
+	const char *const *choices; /* STRING: allowed values; LIST: allowed items */
+	setting_check_fn check;
+	bool dynamic;
+	bool secret;
+	bool derived;              /* default computed from other settings */
+};
+
+extern const struct setting_def settings_table[];
+extern const size_t settings_count;
+
+/* The definition of the dotted 'name', matching '*' segments (peer names
+ * [a-z0-9-]+, feature flags [A-Za-z0-9_-]+); NULL for an unknown name. */
+const struct setting_def *settings_find(const char *name);
+
+/* true when 'def' is one of the templated settings (peers.*, features.*). */
+bool settings_is_template(const struct setting_def *def);
+
+/* Parses 'text' (KV, environment, defaults) into a value of def's type: new
+ * reference, or NULL with 'reason' filled. The value is not validated yet. */
+json_t *settings_parse_text(const struct setting_def *def, const char *text, char *reason,
+			    size_t len);
+
+/* Checks the type, bounds and rules of *value, replacing it by its
+ * normalised form when needed (the old reference is released). false with
+ * 'reason' filled; 'reason' never contains the value itself. */
+bool settings_check(const struct setting_def *def, json_t **value, char *reason, size_t len);
+
+/* true when every character of 's' is in [a-z0-9-] ('lower') or
+ * [A-Za-z0-9_-] (!'lower') and 's' is not empty. */
+bool settings_name_valid(const char *s, size_t len, bool lower);
+
+#endif

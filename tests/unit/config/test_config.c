@@ -1,0 +1,976 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+
+#define MAX_FILES 8
+
+struct fixture {
+	char dir[64];
+	char *files[MAX_FILES];
+	size_t n_files;
+	struct buf errors;
+	struct buf warnings;
+	struct config *cfg;
+};
+
+static int fixture_setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/meshnode-config.XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	buf_init(&f->errors, 1 << 16);
+	buf_init(&f->warnings, 1 << 16);
+	*state = f;
+	return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	for (size_t i = 0; i < f->n_files; i++) {
+		unlink(f->files[i]);
+		free(f->files[i]);
+	}
+	rmdir(f->dir);
+	buf_release(&f->errors);
+	buf_release(&f->warnings);
+	config_destroy(f->cfg);
+	free(f);
+	return 0;
+}
+
+/* Writes 'text' to a file in the fixture's directory; the path stays valid
+ * until teardown. */
+static const char *write_file(struct fixture *f, const char *name, const char *text)
+{
+	char *path;
+	FILE *fp;
+
+	assert_true(f->n_files < MAX_FILES);
+	assert_true(asprintf(&path, "%s/%s", f->dir, name) > 0);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+	f->files[f->n_files++] = path;
+	return path;
+}
+
+static const char *errors_text(struct fixture *f)
+{
+	return f->errors.data ? f->errors.data : "";
+}
+
+static const char *warnings_text(struct fixture *f)
+{
+	return f->warnings.data ? f->warnings.data : "";
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		if (*s == '\n')
+			n++;
+	return n;
+}
+
+static enum mn_err load(struct fixture *f, struct config_sources *src)
+{
+	if (src->hostname == NULL)
+		src->hostname = "host1";
+	config_destroy(f->cfg);
+	f->cfg = NULL;
+	buf_reset(&f->errors);
+	buf_reset(&f->warnings);
+	return config_load(src, &f->cfg, &f->errors, &f->warnings);
+}
+
+static void load_ok(struct fixture *f, struct config_sources *src)
+{
+	enum mn_err err = load(f, src);
+
+	if (err != MN_OK)
+		print_error("errors:\n%s", errors_text(f));
+	assert_int_equal(err, MN_OK);
+	assert_non_null(f->cfg);
+	assert_string_equal(errors_text(f), "");
+}
+
+/* Loads expecting MN_CONFIG and exactly one error line equal to 'line'. */
+static void load_fails_with(struct fixture *f, struct config_sources *src, const char *line)
+{
+	char *want;
+
+	assert_int_equal(load(f, src), MN_CONFIG);
+	assert_null(f->cfg);
+	assert_true(asprintf(&want, "%s\n", line) > 0);
+	assert_string_equal(errors_text(f), want);
+	free(want);
+}
+
+static void assert_entry(const struct config *cfg, const char *name, enum config_source src,
+			 const char *origin)
+{
+	const struct config_entry *e = config_entry_find(cfg, name);
+
+	if (e == NULL)
+		print_error("no entry '%s'\n", name);
+	assert_non_null(e);
+	assert_string_equal(config_source_name(e->source), config_source_name(src));
+	if (origin == NULL)
+		assert_null(e->origin);
+	else
+		assert_string_equal(e->origin, origin);
+}
+
+static void test_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config *cfg;
+	const struct config_peer *p;
+
+	load_ok(f, &src);
+	cfg = f->cfg;
+	assert_string_equal(cfg->service_name, "users");
+	assert_string_equal(cfg->service_id, "users-host1-8080");
+	assert_string_equal(cfg->service_address, "127.0.0.1");
+	assert_int_equal(cfg->service_port, 8080);
+	assert_int_equal(cfg->n_service_tags, 0);
+	assert_int_equal(cfg->n_service_meta, 0);
+	assert_int_equal(cfg->n_service_modules, 1);
+	assert_string_equal(cfg->service_modules[0], "users");
+	assert_int_equal(cfg->read_timeout_ms, 5000);
+	assert_int_equal(cfg->write_timeout_ms, 10000);
+	assert_int_equal(cfg->idle_timeout_ms, 120000);
+	assert_int_equal(cfg->threads, 64);
+	assert_int_equal(cfg->max_body_bytes, 1048576);
+	assert_int_equal(cfg->shutdown_timeout_ms, 10000);
+	assert_string_equal(cfg->consul_address, "http://127.0.0.1:8500");
+	assert_string_equal(cfg->consul_token, "");
+	assert_string_equal(cfg->consul_kv_prefix, "config/users/");
+	assert_false(cfg->consul_required);
+	assert_int_equal(cfg->consul_check_interval_ms, 10000);
+	assert_int_equal(cfg->consul_check_timeout_ms, 2000);
+	assert_int_equal(cfg->consul_deregister_critical_after_ms, 60000);
+	assert_string_equal(cfg->database_driver, "sqlite");
+	assert_string_equal(cfg->database_path, "data/users.db");
+	assert_string_equal(cfg->log_level, "info");
+	assert_string_equal(cfg->log_format, "json");
+	assert_false(cfg->maintenance);
+	assert_int_equal(cfg->n_peers, 0);
+	assert_int_equal(cfg->n_features, 0);
+	assert_int_equal(cfg->kv_index, 0);
+	assert_int_equal(cfg->n_entries, 25);
+
+	for (size_t i = 0; i < cfg->n_entries; i++) {
+		assert_int_equal(cfg->entries[i].source, CONFIG_SRC_DEFAULT);
+		assert_null(cfg->entries[i].origin);
+		if (i > 0)
+			assert_true(strcmp(cfg->entries[i - 1].name, cfg->entries[i].name) < 0);
+	}
+	assert_entry(cfg, "service.id", CONFIG_SRC_DEFAULT, NULL);
+
+	p = config_peer_get(cfg, "users");
+	assert_null(p->name);
+	assert_int_equal(p->timeout_ms, 5000);
+	assert_int_equal(p->retries, 2);
+	assert_string_equal(p->lb, "round_robin");
+	assert_string_equal(p->tag, "");
+	assert_int_equal(p->breaker_failures, 5);
+	assert_int_equal(p->breaker_open_ms, 10000);
+	assert_false(config_feature_enabled(cfg, "beta"));
+	assert_true(config_has_module(cfg, "users"));
+	assert_false(config_has_module(cfg, "orders"));
+	assert_string_equal(warnings_text(f), "");
+}
+
+static void test_default_hostname_from_system(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char host[256], *want;
+	struct config *cfg = NULL;
+
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	assert_int_equal(config_load(&src, &cfg, NULL, NULL), MN_OK);
+	assert_true(asprintf(&want, "users-%s-8080", host) > 0);
+	assert_string_equal(cfg->service_id, want);
+	free(want);
+	config_destroy(cfg);
+	(void)f;
+}
+
+static const char file_full[] =
+	"# comment line 1\n"
+	"service = {\n"
+	"\tname = \"orders\";\n"
+	"\tport = 9090;\n"
+	"\ttags = [\"a\", \"b\"];\n"
+	"\tmeta = { team = \"core\"; tier_1 = \"yes\"; };\n"
+	"\tmodules = [\"users\", \"orders\"];\n"
+	"};\n"
+	"server = { threads = 16; max_body_bytes = 1073741824L; };\n"
+	"consul = { address = \"consul.local:8500\"; required = true; };\n"
+	"log = { level = \"debug\"; };\n"
+	"peers = { users = { timeout_ms = 2000; lb = \"random\"; }; };\n"
+	"features = { beta = true; old_ui = false; };\n"
+	"maintenance = true;\n";
+
+static void test_file_overrides_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config *cfg;
+	const struct config_peer *p;
+	char origin[256];
+	const char *path = write_file(f, "a.cfg", file_full);
+
+	src.file_path = path;
+	load_ok(f, &src);
+	cfg = f->cfg;
+	assert_string_equal(cfg->service_name, "orders");
+	assert_int_equal(cfg->service_port, 9090);
+	assert_string_equal(cfg->service_id, "orders-host1-9090");
+	assert_string_equal(cfg->consul_kv_prefix, "config/orders/");
+	assert_string_equal(cfg->database_path, "data/orders.db");
+	assert_int_equal(cfg->n_service_tags, 2);
+	assert_string_equal(cfg->service_tags[0], "a");
+	assert_string_equal(cfg->service_tags[1], "b");
+	assert_int_equal(cfg->n_service_meta, 2);
+	assert_string_equal(cfg->service_meta_keys[0], "team");
+	assert_string_equal(cfg->service_meta_values[0], "core");
+	assert_string_equal(cfg->service_meta_keys[1], "tier_1");
+	assert_true(config_has_module(cfg, "orders"));
+	assert_true(config_has_module(cfg, "users"));
+	assert_int_equal(cfg->threads, 16);
+	assert_int_equal(cfg->max_body_bytes, 1073741824);
+	assert_int_equal(cfg->read_timeout_ms, 5000);
+	assert_string_equal(cfg->consul_address, "http://consul.local:8500");
+	assert_true(cfg->consul_required);
+	assert_string_equal(cfg->log_level, "debug");
+	assert_true(cfg->maintenance);
+
+	snprintf(origin, sizeof(origin), "%s:9", path);
+	assert_entry(cfg, "server.threads", CONFIG_SRC_FILE, origin);
+	assert_entry(cfg, "server.max_body_bytes", CONFIG_SRC_FILE, origin);
+	snprintf(origin, sizeof(origin), "%s:3", path);
+	assert_entry(cfg, "service.name", CONFIG_SRC_FILE, origin);
+	snprintf(origin, sizeof(origin), "%s:6", path);
+	assert_entry(cfg, "service.meta", CONFIG_SRC_FILE, origin);
+	assert_entry(cfg, "server.read_timeout_ms", CONFIG_SRC_DEFAULT, NULL);
+	assert_entry(cfg, "service.id", CONFIG_SRC_DEFAULT, NULL);
+	assert_entry(cfg, "consul.kv_prefix", CONFIG_SRC_DEFAULT, NULL);
+
+	assert_int_equal(cfg->n_peers, 1);
+	p = config_peer_get(cfg, "users");
+	assert_non_null(p->name);
+	assert_string_equal(p->name, "users");
+	assert_int_equal(p->timeout_ms, 2000);
+	assert_string_equal(p->lb, "random");
+	assert_int_equal(p->retries, 2);
+	snprintf(origin, sizeof(origin), "%s:12", path);
+	assert_entry(cfg, "peers.users.timeout_ms", CONFIG_SRC_FILE, origin);
+	assert_entry(cfg, "peers.users.retries", CONFIG_SRC_DEFAULT, NULL);
+	assert_null(config_peer_get(cfg, "orders")->name);
+
+	assert_int_equal(cfg->n_features, 2);
+	assert_true(config_feature_enabled(cfg, "beta"));
+	assert_false(config_feature_enabled(cfg, "old_ui"));
+	assert_false(config_feature_enabled(cfg, "missing"));
+	assert_true(config_entry_find(cfg, "features.beta")->dynamic);
+}
+
+static void test_file_int_accepts_plain_and_int64(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+
+	src.file_path = write_file(f, "a.cfg", "server = { max_body_bytes = 2048; };\n");
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->max_body_bytes, 2048);
+	src.file_path = write_file(f, "b.cfg", "server = { max_body_bytes = 4096L; };\n");
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->max_body_bytes, 4096);
+}
+
+/* Expects exactly "<file>:<line>: <rest>" for 'text'. */
+static void file_error_case(struct fixture *f, const char *text, int line, const char *rest)
+{
+	struct config_sources src = {0};
+	char want[512];
+
+	src.file_path = write_file(f, "bad.cfg", text);
+	snprintf(want, sizeof(want), "%s:%d: %s", src.file_path, line, rest);
+	load_fails_with(f, &src, want);
+}
+
+static void test_file_type_mismatch(void **state)
+{
+	file_error_case(*state, "\nserver = {\n  threads = \"many\";\n};\n",
+			3, "key 'server.threads': expected an integer between 1 and 1024");
+}
+
+static void test_file_out_of_range(void **state)
+{
+	file_error_case(*state, "server = { threads = 5000; };\n",
+			1, "key 'server.threads': expected an integer between 1 and 1024");
+}
+
+static void test_file_unknown_enum(void **state)
+{
+	file_error_case(*state, "log = {\n level = \"loud\";\n};\n",
+			2, "key 'log.level': expected one of debug, info, warn, error");
+}
+
+static void test_file_unknown_key(void **state)
+{
+	file_error_case(*state, "server = { threads = 8; treads = 8; };\n",
+			1, "key 'server.treads': unknown setting");
+}
+
+static void test_file_syntax_error(void **state)
+{
+	file_error_case(*state, "server = {\n threads = = 8;\n};\n", 2, "syntax error");
+}
+
+static void test_file_invalid_utf8(void **state)
+{
+	file_error_case(*state, "service = {\n name = \"us\xff\";\n};\n", 2,
+			"key 'service.name': expected a non-empty string");
+}
+
+static void test_file_bad_values_of_every_kind(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char want[2048];
+
+	src.file_path = write_file(f, "bad.cfg",
+				   "service = {\n"
+				   "  name = \"Users\";\n"
+				   "  port = 1.5;\n"
+				   "  tags = [\"\"];\n"
+				   "  meta = { team = 1; };\n"
+				   "  modules = [\"payments\"];\n"
+				   "};\n"
+				   "consul = { address = \"ftp://x\"; kv_prefix = \"x\"; required = 1; };\n"
+				   "peers = { users = { retries = 11; }; };\n"
+				   "features = { beta = \"yes\"; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_null(f->cfg);
+	snprintf(want, sizeof(want),
+		 "%1$s:2: key 'service.name': expected 1 to 63 characters from a-z, 0-9 and '-'\n"
+		 "%1$s:3: key 'service.port': expected an integer between 1 and 65535\n"
+		 "%1$s:4: key 'service.tags': expected a list of non-empty strings\n"
+		 "%1$s:5: key 'service.meta': expected a group of string values\n"
+		 "%1$s:6: key 'service.modules': expected a non-empty list of users, orders\n"
+		 "%1$s:8: key 'consul.address': expected an http:// or https:// url or host:port\n"
+		 "%1$s:8: key 'consul.kv_prefix': expected a key prefix ending with '/'\n"
+		 "%1$s:8: key 'consul.required': expected true or false\n"
+		 "%1$s:9: key 'peers.users.retries': expected an integer between 0 and 10\n"
+		 "%1$s:10: key 'features.beta': expected true or false\n",
+		 src.file_path);
+	assert_string_equal(errors_text(f), want);
+}
+
+static void test_file_missing(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char path[128], want[256];
+
+	snprintf(path, sizeof(path), "%s/none.cfg", f->dir);
+	src.file_path = path;
+	snprintf(want, sizeof(want), "%s: cannot open: no such file", path);
+	load_fails_with(f, &src, want);
+
+	src.file_optional = true;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 64);
+}
+
+static void test_env_overrides_file(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {
+		"PATH=/usr/bin",
+		"SERVER_PORT=7000",
+		"SERVICE_NAME=orders",
+		"LOG_LEVEL=warn",
+		"CONSUL_HTTP_ADDR=https://consul.example:8501",
+		"MESHNODE_SERVER_THREADS=8",
+		"MESHNODE_LOG_LEVEL=error",
+		"MESHNODE_CONSUL_REQUIRED=TRUE",
+		"MESHNODE_SERVICE_TAGS=x, y",
+		"MESHNODE_DATABASE_DRIVER=memory",
+		"MESHNODE_BIN=/somewhere/meshnode",
+		NULL,
+	};
+
+	src.file_path = write_file(f, "a.cfg", "server = { threads = 16; };\n"
+					       "log = { level = \"debug\"; };\n");
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->service_port, 7000);
+	assert_entry(f->cfg, "service.port", CONFIG_SRC_ENV, "SERVER_PORT");
+	assert_string_equal(f->cfg->service_name, "orders");
+	assert_string_equal(f->cfg->service_id, "orders-host1-7000");
+	assert_string_equal(f->cfg->database_path, "data/orders.db");
+	assert_int_equal(f->cfg->threads, 8);
+	assert_entry(f->cfg, "server.threads", CONFIG_SRC_ENV, "MESHNODE_SERVER_THREADS");
+	/* MESHNODE_LOG_LEVEL wins over LOG_LEVEL, both over the file */
+	assert_string_equal(f->cfg->log_level, "error");
+	assert_entry(f->cfg, "log.level", CONFIG_SRC_ENV, "MESHNODE_LOG_LEVEL");
+	assert_string_equal(f->cfg->consul_address, "https://consul.example:8501");
+	assert_true(f->cfg->consul_required);
+	assert_int_equal(f->cfg->n_service_tags, 2);
+	assert_string_equal(f->cfg->service_tags[1], "y");
+	assert_string_equal(f->cfg->database_driver, "memory");
+	assert_string_equal(warnings_text(f),
+			    "environment variable 'MESHNODE_BIN': unknown setting, ignored\n");
+}
+
+static void test_env_alias_order_independent(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_SERVICE_PORT=7001", "SERVER_PORT=7000", NULL};
+
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->service_port, 7001);
+	assert_entry(f->cfg, "service.port", CONFIG_SRC_ENV, "MESHNODE_SERVICE_PORT");
+}
+
+static void test_env_errors(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {
+		"MESHNODE_SERVER_THREADS=lots",
+		"SERVER_PORT=70000",
+		"CONSUL_HTTP_ADDR=consul",
+		"MESHNODE_LOG_FORMAT=xml",
+		"MESHNODE_PEERS_USERS_RETRIES=-1",
+		"MESHNODE_FEATURES_BETA=maybe",
+		NULL,
+	};
+
+	src.environ = (char *const *)env;
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_null(f->cfg);
+	assert_string_equal(
+		errors_text(f),
+		"environment variable 'SERVER_PORT': expected an integer between 1 and 65535\n"
+		"environment variable 'CONSUL_HTTP_ADDR': expected an http:// or https:// url or "
+		"host:port\n"
+		"environment variable 'MESHNODE_SERVER_THREADS': expected an integer between 1 "
+		"and 1024\n"
+		"environment variable 'MESHNODE_LOG_FORMAT': expected one of json, text\n"
+		"environment variable 'MESHNODE_PEERS_USERS_RETRIES': expected an integer between "
+		"0 and 10\n"
+		"environment variable 'MESHNODE_FEATURES_BETA': expected true or false\n");
+}
+
+static void test_file_and_env_errors_together(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_SERVER_THREADS=0", NULL};
+
+	src.file_path = write_file(f, "a.cfg", "nope = 1;\n");
+	src.environ = (char *const *)env;
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_int_equal(count_lines(errors_text(f)), 2);
+	assert_non_null(strstr(errors_text(f), ":1: key 'nope': unknown setting\n"));
+	assert_non_null(strstr(errors_text(f), "'MESHNODE_SERVER_THREADS': expected"));
+}
+
+static void test_token_file_wins_and_is_redacted(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"CONSUL_HTTP_TOKEN=env-secret-1111", NULL, NULL};
+	char var[256];
+	json_t *js;
+	char *dump;
+
+	snprintf(var, sizeof(var), "CONSUL_HTTP_TOKEN_FILE=%s",
+		 write_file(f, "token", "  file-secret-2222\n"));
+	env[1] = var;
+	src.environ = (char *const *)env;
+	src.file_path = write_file(f, "a.cfg", "consul = { token = \"cfg-secret-3333\"; };\n");
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_token, "file-secret-2222");
+	assert_entry(f->cfg, "consul.token", CONFIG_SRC_ENV, "CONSUL_HTTP_TOKEN_FILE");
+	assert_true(config_entry_find(f->cfg, "consul.token")->secret);
+
+	js = config_to_json(f->cfg);
+	assert_non_null(js);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(js, "consul.token"),
+							      "value")),
+			    "<redacted>");
+	dump = json_dumps(js, 0);
+	assert_non_null(dump);
+	assert_null(strstr(dump, "secret"));
+	free(dump);
+	json_decref(js);
+}
+
+static void test_token_env_only_and_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"CONSUL_HTTP_TOKEN=env-secret-1111", NULL};
+	json_t *js;
+
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_token, "env-secret-1111");
+	assert_entry(f->cfg, "consul.token", CONFIG_SRC_ENV, "CONSUL_HTTP_TOKEN");
+
+	src.environ = NULL;
+	load_ok(f, &src);
+	js = config_to_json(f->cfg);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(js, "consul.token"),
+							      "value")),
+			    "");
+	json_decref(js);
+}
+
+static void test_token_file_unreadable(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char var[256], want[512];
+	const char *env[] = {"CONSUL_HTTP_TOKEN=env-secret-1111", var, NULL};
+
+	snprintf(var, sizeof(var), "CONSUL_HTTP_TOKEN_FILE=%s/no-token", f->dir);
+	src.environ = (char *const *)env;
+	snprintf(want, sizeof(want),
+		 "environment variable 'CONSUL_HTTP_TOKEN_FILE': cannot read '%s/no-token': "
+		 "No such file or directory",
+		 f->dir);
+	load_fails_with(f, &src, want);
+	assert_null(strstr(errors_text(f), "secret"));
+}
+
+static void test_secret_not_in_file_error(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+
+	src.file_path = write_file(f, "a.cfg", "consul = { token = [\"cfg-secret-3333\"]; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'consul.token': expected a string"));
+	assert_null(strstr(errors_text(f), "secret-3333"));
+}
+
+static void test_kv_layers(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/", NULL},
+		{"config/users/", NULL},
+		{"config/users/log/level", "debug\n"},
+		{"config/shared/log/level", "warn"},
+		{"config/shared/log/format", " text \n"},
+		{"config/shared/server/", NULL},
+		{"config/shared/server/threads", "32"},
+		{"config/users/server/threads", "many"},
+		{"config/users/server/nope", "1"},
+		{"config/users/peers/users/timeout_ms", "2000"},
+		{"config/users/features/beta", "True"},
+		{"config/users/maintenance", "false"},
+		{"config/users/empty", NULL},
+		{"config/orders/server/threads", "2"},
+		{"other/thing", "x"},
+		{"config/users/service/name", "evil"},
+	};
+
+	src.file_path = write_file(f, "a.cfg", "server = { threads = 16; };\n");
+	src.kv = kv;
+	src.n_kv = sizeof(kv) / sizeof(kv[0]);
+	src.kv_index = 4242;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->kv_index, 4242);
+	/* the service prefix wins over shared, whatever the order of keys */
+	assert_string_equal(f->cfg->log_level, "debug");
+	assert_entry(f->cfg, "log.level", CONFIG_SRC_KV, "config/users/log/level");
+	assert_string_equal(f->cfg->log_format, "text");
+	assert_entry(f->cfg, "log.format", CONFIG_SRC_KV, "config/shared/log/format");
+	/* the bad service value is refused: shared's value stays */
+	assert_int_equal(f->cfg->threads, 32);
+	assert_entry(f->cfg, "server.threads", CONFIG_SRC_KV, "config/shared/server/threads");
+	assert_int_equal(config_peer_get(f->cfg, "users")->timeout_ms, 2000);
+	assert_entry(f->cfg, "peers.users.timeout_ms", CONFIG_SRC_KV,
+		     "config/users/peers/users/timeout_ms");
+	assert_true(config_feature_enabled(f->cfg, "beta"));
+	assert_string_equal(f->cfg->service_name, "users");
+	assert_entry(f->cfg, "maintenance", CONFIG_SRC_KV, "config/users/maintenance");
+	assert_string_equal(
+		warnings_text(f),
+		"kv key 'config/orders/server/threads': outside 'config/shared/' and "
+		"'config/users/', ignored\n"
+		"kv key 'other/thing': outside 'config/shared/' and 'config/users/', ignored\n"
+		"kv key 'config/users/server/threads': expected an integer between 1 and 1024\n"
+		"kv key 'config/users/server/nope': unknown setting\n"
+		"kv key 'config/users/service/name': 'service.name' cannot be set from consul "
+		"kv\n");
+}
+
+static void test_kv_bad_value_keeps_file_value(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/log/level", "loud"},
+		{"config/users/server/threads", "0"},
+	};
+	char origin[256];
+
+	src.file_path = write_file(f, "a.cfg", "server = { threads = 16; };\n");
+	src.kv = kv;
+	src.n_kv = 2;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 16);
+	snprintf(origin, sizeof(origin), "%s:1", src.file_path);
+	assert_entry(f->cfg, "server.threads", CONFIG_SRC_FILE, origin);
+	assert_string_equal(f->cfg->log_level, "info");
+	assert_entry(f->cfg, "log.level", CONFIG_SRC_DEFAULT, NULL);
+	assert_int_equal(count_lines(warnings_text(f)), 2);
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/log/level': expected one "
+						 "of debug, info, warn, error\n"));
+}
+
+static void test_env_beats_kv(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {{"config/users/server/threads", "32"}};
+	const char *env[] = {"MESHNODE_SERVER_THREADS=4", NULL};
+
+	src.kv = kv;
+	src.n_kv = 1;
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 4);
+	assert_entry(f->cfg, "server.threads", CONFIG_SRC_ENV, "MESHNODE_SERVER_THREADS");
+}
+
+static void test_kv_prefix_follows_service_name(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/server/threads", "2"},
+		{"config/orders/server/threads", "3"},
+	};
+	const char *env[] = {"SERVICE_NAME=orders", NULL};
+
+	src.kv = kv;
+	src.n_kv = 2;
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 3);
+	assert_string_equal(f->cfg->consul_kv_prefix, "config/orders/");
+	assert_entry(f->cfg, "consul.kv_prefix", CONFIG_SRC_DEFAULT, NULL);
+	assert_string_equal(f->cfg->database_path, "data/orders.db");
+	assert_string_equal(f->cfg->service_id, "orders-host1-8080");
+}
+
+static void test_kv_prefix_explicit(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/server/threads", "2"},
+		{"svc/users-a/server/threads", "5"},
+		{"svc/users-a/consul/kv_prefix", "elsewhere/"},
+	};
+	char origin[256];
+
+	src.file_path = write_file(f, "a.cfg", "consul = { kv_prefix = \"svc/users-a/\"; };\n"
+					       "database = { path = \"/var/lib/u.db\"; };\n"
+					       "service = { id = \"fixed-id\"; };\n");
+	src.kv = kv;
+	src.n_kv = 3;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 5);
+	assert_string_equal(f->cfg->consul_kv_prefix, "svc/users-a/");
+	snprintf(origin, sizeof(origin), "%s:1", src.file_path);
+	assert_entry(f->cfg, "consul.kv_prefix", CONFIG_SRC_FILE, origin);
+	assert_string_equal(f->cfg->database_path, "/var/lib/u.db");
+	assert_string_equal(f->cfg->service_id, "fixed-id");
+	assert_non_null(strstr(warnings_text(f), "'consul.kv_prefix' cannot be set"));
+}
+
+static void test_peers_and_features_from_every_layer(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/shared/peers/users/retries", "4"},
+		{"config/users/features/beta", "true"},
+		{"config/users/peers/users/tag", " v2 \n"},
+	};
+	const char *env[] = {
+		"MESHNODE_PEERS_USERS_LB=least_inflight",
+		"MESHNODE_PEERS_ORDER_SVC_BREAKER_OPEN_MS=500",
+		"MESHNODE_PEERS_ORDER_SVC_TIMEOUT_MS=700",
+		"MESHNODE_FEATURES_NEW_UI=true",
+		"MESHNODE_MAINTENANCE=true",
+		NULL,
+	};
+	const struct config_peer *p;
+
+	src.file_path = write_file(f, "a.cfg", "peers = { users = { timeout_ms = 2000; }; };\n"
+					       "features = { beta = false; dark = true; };\n");
+	src.kv = kv;
+	src.n_kv = 3;
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_peers, 2);
+	p = config_peer_get(f->cfg, "users");
+	assert_int_equal(p->timeout_ms, 2000);
+	assert_int_equal(p->retries, 4);
+	assert_string_equal(p->lb, "least_inflight");
+	assert_string_equal(p->tag, "v2");
+	assert_int_equal(p->breaker_failures, 5);
+	assert_entry(f->cfg, "peers.users.retries", CONFIG_SRC_KV,
+		     "config/shared/peers/users/retries");
+	assert_entry(f->cfg, "peers.users.lb", CONFIG_SRC_ENV, "MESHNODE_PEERS_USERS_LB");
+	assert_entry(f->cfg, "peers.users.breaker_failures", CONFIG_SRC_DEFAULT, NULL);
+	p = config_peer_get(f->cfg, "order-svc");
+	assert_string_equal(p->name, "order-svc");
+	assert_int_equal(p->breaker_open_ms, 500);
+	assert_int_equal(p->timeout_ms, 700);
+	assert_entry(f->cfg, "peers.order-svc.breaker_open_ms", CONFIG_SRC_ENV,
+		     "MESHNODE_PEERS_ORDER_SVC_BREAKER_OPEN_MS");
+	assert_true(config_feature_enabled(f->cfg, "beta"));
+	assert_entry(f->cfg, "features.beta", CONFIG_SRC_KV, "config/users/features/beta");
+	assert_true(config_feature_enabled(f->cfg, "dark"));
+	assert_true(config_feature_enabled(f->cfg, "new_ui"));
+	assert_entry(f->cfg, "features.new_ui", CONFIG_SRC_ENV, "MESHNODE_FEATURES_NEW_UI");
+	assert_true(f->cfg->maintenance);
+	assert_int_equal(f->cfg->n_features, 3);
+}
+
+static void test_lists_and_maps_from_text(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/service/tags", " a, b ,c\n"},
+		{"config/users/service/meta", "{\"team\": \"core\", \"zone\": \"eu-1\"}"},
+		{"config/shared/service/modules", "users,payments"},
+	};
+	const char *env[] = {"MESHNODE_SERVICE_MODULES=[\"orders\", \"users\"]", NULL};
+
+	src.kv = kv;
+	src.n_kv = 3;
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_service_tags, 3);
+	assert_string_equal(f->cfg->service_tags[0], "a");
+	assert_string_equal(f->cfg->service_tags[1], "b");
+	assert_string_equal(f->cfg->service_tags[2], "c");
+	assert_int_equal(f->cfg->n_service_meta, 2);
+	assert_string_equal(f->cfg->service_meta_keys[1], "zone");
+	assert_string_equal(f->cfg->service_meta_values[1], "eu-1");
+	assert_int_equal(f->cfg->n_service_modules, 2);
+	assert_string_equal(f->cfg->service_modules[0], "orders");
+	assert_string_equal(warnings_text(f),
+			    "kv key 'config/shared/service/modules': expected a non-empty list of "
+			    "users, orders\n");
+
+	/* JSON text for a list, and an empty comma list for tags */
+	{
+		const struct config_kv_pair kv2[] = {
+			{"config/users/service/tags", "[\"x\",\"y\"]"},
+			{"config/users/service/modules", ""},
+			{"config/users/service/meta", "team=core"},
+		};
+
+		src.kv = kv2;
+		src.environ = NULL;
+		load_ok(f, &src);
+		assert_int_equal(f->cfg->n_service_tags, 2);
+		assert_string_equal(f->cfg->service_tags[1], "y");
+		assert_int_equal(f->cfg->n_service_modules, 1);
+		assert_int_equal(count_lines(warnings_text(f)), 2);
+		assert_non_null(strstr(warnings_text(f), "kv key 'config/users/service/meta': "
+							 "expected a group of string values"));
+	}
+}
+
+static void test_consul_address_forms(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"CONSUL_HTTP_ADDR=10.0.0.5:8500", NULL};
+
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_address, "http://10.0.0.5:8500");
+	env[0] = "CONSUL_HTTP_ADDR=https://[::1]:8501";
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_address, "https://[::1]:8501");
+	env[0] = "CONSUL_HTTP_ADDR=10.0.0.5";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+}
+
+static void test_derived_service_id_invalid(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+
+	src.hostname = "bad/host";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'service.id': "));
+}
+
+static void test_to_json(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_PEERS_USERS_RETRIES=3", "MESHNODE_FEATURES_BETA=true",
+			     NULL};
+	json_t *js, *e;
+	const char *key, *prev = "";
+	char origin[256];
+
+	src.file_path = write_file(f, "a.cfg", "\n\nserver = { threads = 16; };\n");
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	js = config_to_json(f->cfg);
+	assert_non_null(js);
+	assert_int_equal(json_object_size(js), 25 + 6 + 1);
+
+	e = json_object_get(js, "server.threads");
+	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
+	assert_string_equal(json_string_value(json_object_get(e, "source")), "file");
+	snprintf(origin, sizeof(origin), "%s:3", src.file_path);
+	assert_string_equal(json_string_value(json_object_get(e, "origin")), origin);
+	assert_true(json_is_false(json_object_get(e, "dynamic")));
+
+	e = json_object_get(js, "log.level");
+	assert_string_equal(json_string_value(json_object_get(e, "value")), "info");
+	assert_string_equal(json_string_value(json_object_get(e, "source")), "default");
+	assert_true(json_is_null(json_object_get(e, "origin")));
+	assert_true(json_is_true(json_object_get(e, "dynamic")));
+
+	e = json_object_get(js, "peers.users.retries");
+	assert_int_equal(json_integer_value(json_object_get(e, "value")), 3);
+	assert_string_equal(json_string_value(json_object_get(e, "origin")),
+			    "MESHNODE_PEERS_USERS_RETRIES");
+	e = json_object_get(js, "peers.users.lb");
+	assert_string_equal(json_string_value(json_object_get(e, "value")), "round_robin");
+	e = json_object_get(js, "features.beta");
+	assert_true(json_is_true(json_object_get(e, "value")));
+	e = json_object_get(js, "service.modules");
+	assert_true(json_is_array(json_object_get(e, "value")));
+	assert_string_equal(json_string_value(json_array_get(json_object_get(e, "value"), 0)),
+			    "users");
+
+	json_object_foreach(js, key, e) {
+		assert_true(strcmp(prev, key) < 0);
+		prev = key;
+	}
+	json_decref(js);
+}
+
+/* The shipped file loads cleanly and gives exactly the defaults. */
+static void test_shipped_config_equals_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	struct config *defaults = NULL;
+	const char *top = getenv("MESHNODE_TOP");
+	char path[4096];
+	size_t n_file = 0;
+
+	snprintf(path, sizeof(path), "%s/config/meshnode.cfg", top ? top : ".");
+	assert_int_equal(access(path, R_OK), 0);
+	src.hostname = "host1";
+	assert_int_equal(config_load(&src, &defaults, NULL, NULL), MN_OK);
+	src.file_path = path;
+	load_ok(f, &src);
+	assert_string_equal(warnings_text(f), "");
+	assert_int_equal(f->cfg->n_entries, defaults->n_entries);
+	for (size_t i = 0; i < defaults->n_entries; i++) {
+		const struct config_entry *d = &defaults->entries[i];
+		const struct config_entry *e = config_entry_find(f->cfg, d->name);
+
+		assert_non_null(e);
+		if (!json_equal(d->value, e->value))
+			print_error("setting '%s' differs from its default\n", d->name);
+		assert_true(json_equal(d->value, e->value));
+		if (e->source == CONFIG_SRC_FILE)
+			n_file++;
+	}
+	/* all but the three derived defaults are written out */
+	assert_int_equal(n_file, defaults->n_entries - 3);
+	config_destroy(defaults);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_defaults),
+		T(test_default_hostname_from_system),
+		T(test_file_overrides_defaults),
+		T(test_file_int_accepts_plain_and_int64),
+		T(test_file_type_mismatch),
+		T(test_file_out_of_range),
+		T(test_file_unknown_enum),
+		T(test_file_unknown_key),
+		T(test_file_syntax_error),
+		T(test_file_invalid_utf8),
+		T(test_file_bad_values_of_every_kind),
+		T(test_file_missing),
+		T(test_env_overrides_file),
+		T(test_env_alias_order_independent),
+		T(test_env_errors),
+		T(test_file_and_env_errors_together),
+		T(test_token_file_wins_and_is_redacted),
+		T(test_token_env_only_and_empty),
+		T(test_token_file_unreadable),
+		T(test_secret_not_in_file_error),
+		T(test_kv_layers),
+		T(test_kv_bad_value_keeps_file_value),
+		T(test_env_beats_kv),
+		T(test_kv_prefix_follows_service_name),
+		T(test_kv_prefix_explicit),
+		T(test_peers_and_features_from_every_layer),
+		T(test_lists_and_maps_from_text),
+		T(test_consul_address_forms),
+		T(test_derived_service_id_invalid),
+		T(test_to_json),
+		T(test_shipped_config_equals_defaults),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
