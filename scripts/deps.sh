@@ -34,6 +34,21 @@ if [ ${#missing[@]} -gt 0 ]; then
 	"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
+# promtool (from Debian 12's prometheus package), for the test that checks
+# /metrics the way Prometheus would. Unpacked into .deps/ like Consul, so no
+# prometheus service is installed or started.
+promtool="$deps/prometheus/usr/bin/promtool"
+if [ ! -x "$promtool" ] && ! command -v promtool >/dev/null 2>&1; then
+	mkdir -p "$deps/archives" "$deps/prometheus"
+	log "downloading promtool (Debian's prometheus package)"
+	if ! (cd "$deps/archives" && apt-get -o "APT::Sandbox::User=$(id -un)" download -q prometheus >&2); then
+		"${sudo_cmd[@]}" apt-get update -q >&2
+		(cd "$deps/archives" && apt-get -o "APT::Sandbox::User=$(id -un)" download -q prometheus >&2)
+	fi
+	dpkg -x "$(ls -t "$deps"/archives/prometheus_*.deb | head -n1)" "$deps/prometheus"
+	[ -x "$promtool" ] || { log "prometheus package unpacked but $promtool is missing"; exit 1; }
+fi
+
 # Consul: one on PATH wins; otherwise the bullseye package unpacked into .deps/.
 if command -v consul >/dev/null 2>&1; then
 	command -v consul

@@ -273,8 +273,7 @@ static enum mn_err metrics_setup(struct app *app)
 	    !m->build_info || metrics_register_process(m->registry) != MN_OK)
 		return MN_NOMEM;
 	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
-	metrics_on_collect(m->registry, collect, app);
-	return MN_OK;
+	return metrics_on_collect(m->registry, collect, app);
 }
 
 /* ---- system endpoints ------------------------------------------------- */

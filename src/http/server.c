@@ -1,12 +1,18 @@
 #include "http/server.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/backoff.h"
 #include "core/clock.h"
@@ -16,6 +22,7 @@ struct http_server {
 	struct mg_context *ctx;
 	struct http_server_opts opts;
 	_Atomic int inflight;
+	atomic_bool stopped;
 };
 
 /* What the request's generic header lookup needs. */
@@ -333,11 +340,51 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	return s;
 }
 
+static void *stop_thread(void *arg)
+{
+	struct http_server *s = arg;
+
+	mg_stop(s->ctx);
+	atomic_store(&s->stopped, true);
+	return NULL;
+}
+
+/* civetweb's master thread notices the stop flag only when its poll() on
+ * the listener returns, which takes up to two seconds on an idle server.
+ * A connection to our own listener wakes it at once. */
+static void poke_listener(const struct http_server *s)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->opts.port)};
+	int fd;
+
+	if (inet_pton(AF_INET, s->opts.address, &sa.sin_addr) != 1)
+		return;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
+		close(fd);
+		return;
+	}
+	close(fd);
+}
+
 void http_server_stop(struct http_server *s)
 {
+	pthread_t t;
+
 	if (s == NULL)
 		return;
-	mg_stop(s->ctx);
+	if (pthread_create(&t, NULL, stop_thread, s) != 0) {
+		mg_stop(s->ctx);
+	} else {
+		for (int i = 0; !atomic_load(&s->stopped); i++) {
+			if (i % 10 == 1) /* mg_stop has had time to set its flag */
+				poke_listener(s);
+			clock_sleep_ms(5);
+		}
+		pthread_join(t, NULL);
+	}
 	mg_exit_library();
 	free(s);
 }

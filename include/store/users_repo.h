@@ -1,0 +1,68 @@
+/* The users repository: where users live. Two implementations behind one
+ * interface: SQLite (the default, WAL mode) and memory. All calls are safe
+ * from many threads at once. */
+#ifndef MESHNODE_STORE_USERS_REPO_H
+#define MESHNODE_STORE_USERS_REPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "users/user.h"
+
+struct users_repo;
+
+/* What an implementation provides; callers use the functions below. */
+struct users_repo_ops {
+	enum mn_err (*create)(struct users_repo *r, const char *name, const char *email,
+			      struct user *out);
+	enum mn_err (*get)(struct users_repo *r, int64_t id, struct user *out);
+	enum mn_err (*list)(struct users_repo *r, size_t limit, size_t offset, struct user **out,
+			    size_t *n);
+	enum mn_err (*update)(struct users_repo *r, int64_t id, const char *name, const char *email,
+			      struct user *out);
+	enum mn_err (*remove)(struct users_repo *r, int64_t id);
+	enum mn_err (*ping)(struct users_repo *r);
+	void (*destroy)(struct users_repo *r);
+};
+
+/* Implementations embed this as their first member. */
+struct users_repo {
+	const struct users_repo_ops *ops;
+};
+
+/* Opens (creating when missing, with parent directories) a SQLite database:
+ * WAL journal, synchronous=NORMAL, busy_timeout 5 s, so several processes
+ * may share the file. NULL on failure with the reason in err. */
+struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
+
+/* A new in-memory repository (database.driver = "memory"); NULL when out
+ * of memory. */
+struct users_repo *users_repo_memory_create(void);
+
+/* Stores a new user; out receives it with its id (caller releases).
+ * MN_CONFLICT when the email is taken (NULL emails never conflict). */
+enum mn_err users_repo_create_user(struct users_repo *r, const char *name, const char *email,
+				   struct user *out);
+
+/* MN_NOT_FOUND when no user has this id. */
+enum mn_err users_repo_get(struct users_repo *r, int64_t id, struct user *out);
+
+/* Users ordered by id; *out is a new array of *n users (free with
+ * user_list_free(), NULL when *n is 0). */
+enum mn_err users_repo_list(struct users_repo *r, size_t limit, size_t offset, struct user **out,
+			    size_t *n);
+
+/* Replaces name and email; MN_NOT_FOUND or MN_CONFLICT. */
+enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name,
+			      const char *email, struct user *out);
+
+/* MN_NOT_FOUND when no user has this id. */
+enum mn_err users_repo_delete(struct users_repo *r, int64_t id);
+
+/* MN_OK when the store answers (readiness). */
+enum mn_err users_repo_ping(struct users_repo *r);
+
+/* Closes and frees; NULL is a no-op. */
+void users_repo_destroy(struct users_repo *r);
+
+#endif

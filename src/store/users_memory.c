@@ -1,0 +1,219 @@
+/* In-memory users repository: an array ordered by id (ids only grow, so
+ * appends keep it sorted) under a read-write lock. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "store/users_repo.h"
+
+struct memory_repo {
+	struct users_repo base;
+	pthread_rwlock_t lock;
+	struct user *users;
+	size_t n;
+	size_t alloc;
+	int64_t next_id;
+};
+
+/* Index of 'id', or -1. Called with the lock held. */
+static ssize_t find(const struct memory_repo *m, int64_t id)
+{
+	size_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->users[mid].id == id)
+			return (ssize_t)mid;
+		if (m->users[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* true when another user than 'self' has this email. Lock held. */
+static bool email_taken(const struct memory_repo *m, const char *email, int64_t self)
+{
+	if (email == NULL)
+		return false;
+	for (size_t i = 0; i < m->n; i++)
+		if (m->users[i].id != self && m->users[i].email &&
+		    strcmp(m->users[i].email, email) == 0)
+			return true;
+	return false;
+}
+
+static enum mn_err mem_create(struct users_repo *r, const char *name, const char *email,
+			      struct user *out)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+	enum mn_err err = MN_OK;
+	struct user u;
+
+	user_init(&u);
+	pthread_rwlock_wrlock(&m->lock);
+	if (email_taken(m, email, 0)) {
+		err = MN_CONFLICT;
+		goto out_unlock;
+	}
+	if (m->n == m->alloc) {
+		size_t alloc = m->alloc ? m->alloc * 2 : 64;
+		struct user *p = realloc(m->users, alloc * sizeof(*p));
+
+		if (p == NULL) {
+			err = MN_NOMEM;
+			goto out_unlock;
+		}
+		m->users = p;
+		m->alloc = alloc;
+	}
+	err = user_set(&u, m->next_id, name, email);
+	if (err != MN_OK)
+		goto out_unlock;
+	err = user_set(out, u.id, u.name, u.email);
+	if (err != MN_OK) {
+		user_release(&u);
+		goto out_unlock;
+	}
+	m->users[m->n++] = u;
+	m->next_id++;
+out_unlock:
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static enum mn_err mem_get(struct users_repo *r, int64_t id, struct user *out)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+	enum mn_err err = MN_NOT_FOUND;
+	ssize_t i;
+
+	pthread_rwlock_rdlock(&m->lock);
+	i = find(m, id);
+	if (i >= 0)
+		err = user_set(out, m->users[i].id, m->users[i].name, m->users[i].email);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static enum mn_err mem_list(struct users_repo *r, size_t limit, size_t offset, struct user **out,
+			    size_t *n)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+	enum mn_err err = MN_OK;
+	size_t count = 0;
+
+	*out = NULL;
+	*n = 0;
+	pthread_rwlock_rdlock(&m->lock);
+	if (offset < m->n)
+		count = m->n - offset < limit ? m->n - offset : limit;
+	if (count == 0)
+		goto out_unlock;
+	*out = calloc(count, sizeof(**out));
+	if (*out == NULL) {
+		err = MN_NOMEM;
+		goto out_unlock;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const struct user *u = &m->users[offset + i];
+
+		err = user_set(&(*out)[i], u->id, u->name, u->email);
+		if (err != MN_OK) {
+			user_list_free(*out, i);
+			*out = NULL;
+			goto out_unlock;
+		}
+	}
+	*n = count;
+out_unlock:
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static enum mn_err mem_update(struct users_repo *r, int64_t id, const char *name, const char *email,
+			      struct user *out)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+	enum mn_err err;
+	struct user u;
+	ssize_t i;
+
+	user_init(&u);
+	pthread_rwlock_wrlock(&m->lock);
+	i = find(m, id);
+	if (i < 0) {
+		err = MN_NOT_FOUND;
+		goto out_unlock;
+	}
+	if (email_taken(m, email, id)) {
+		err = MN_CONFLICT;
+		goto out_unlock;
+	}
+	err = user_set(&u, id, name, email);
+	if (err != MN_OK)
+		goto out_unlock;
+	err = user_set(out, id, name, email);
+	if (err != MN_OK) {
+		user_release(&u);
+		goto out_unlock;
+	}
+	user_release(&m->users[i]);
+	m->users[i] = u;
+out_unlock:
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static enum mn_err mem_remove(struct users_repo *r, int64_t id)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+	enum mn_err err = MN_NOT_FOUND;
+	ssize_t i;
+
+	pthread_rwlock_wrlock(&m->lock);
+	i = find(m, id);
+	if (i >= 0) {
+		user_release(&m->users[i]);
+		memmove(&m->users[i], &m->users[i + 1], (m->n - (size_t)i - 1) * sizeof(*m->users));
+		m->n--;
+		err = MN_OK;
+	}
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static enum mn_err mem_ping(struct users_repo *r)
+{
+	(void)r;
+	return MN_OK;
+}
+
+static void mem_destroy(struct users_repo *r)
+{
+	struct memory_repo *m = (struct memory_repo *)r;
+
+	user_list_free(m->users, m->n);
+	pthread_rwlock_destroy(&m->lock);
+	free(m);
+}
+
+static const struct users_repo_ops memory_ops = {
+	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_ping, mem_destroy,
+};
+
+struct users_repo *users_repo_memory_create(void)
+{
+	struct memory_repo *m = calloc(1, sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	m->base.ops = &memory_ops;
+	m->next_id = 1;
+	pthread_rwlock_init(&m->lock, NULL);
+	return &m->base;
+}

@@ -1,0 +1,229 @@
+/* The same repository tests run against the memory and the SQLite store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/users_repo.h"
+
+struct fixture {
+	struct users_repo *repo;
+	char dir[64];
+	char path[128];
+};
+
+static int setup_memory(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->repo = users_repo_memory_create();
+	*state = f;
+	return f->repo ? 0 : -1;
+}
+
+static int setup_sqlite(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/meshnode-repo.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	/* a parent that does not exist yet: the store creates it */
+	snprintf(f->path, sizeof(f->path), "%s/sub/users.db", f->dir);
+	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	*state = f;
+	return f->repo ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[160];
+
+	users_repo_destroy(f->repo);
+	if (f->dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+		if (system(cmd) != 0)
+			return -1;
+	}
+	free(f);
+	return 0;
+}
+
+static void test_crud(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	struct user a, b, got;
+
+	user_init(&a);
+	user_init(&b);
+	user_init(&got);
+	assert_int_equal(users_repo_create_user(r, "Ada", "ada@example.com", &a), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "Bob", NULL, &b), MN_OK);
+	assert_true(b.id > a.id);
+	assert_int_equal(users_repo_get(r, a.id, &got), MN_OK);
+	assert_string_equal(got.name, "Ada");
+	assert_string_equal(got.email, "ada@example.com");
+	assert_int_equal(users_repo_get(r, b.id, &got), MN_OK);
+	assert_null(got.email);
+	assert_int_equal(users_repo_update(r, b.id, "Bobby", "bob@example.com", &got), MN_OK);
+	assert_string_equal(got.name, "Bobby");
+	assert_int_equal(users_repo_get(r, b.id, &got), MN_OK);
+	assert_string_equal(got.email, "bob@example.com");
+	assert_int_equal(users_repo_delete(r, a.id), MN_OK);
+	assert_int_equal(users_repo_get(r, a.id, &got), MN_NOT_FOUND);
+	assert_int_equal(users_repo_delete(r, a.id), MN_NOT_FOUND);
+	assert_int_equal(users_repo_update(r, a.id, "x", NULL, &got), MN_NOT_FOUND);
+	assert_int_equal(users_repo_ping(r), MN_OK);
+	user_release(&a);
+	user_release(&b);
+	user_release(&got);
+}
+
+static void test_email_conflicts(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	struct user a, b;
+
+	user_init(&a);
+	user_init(&b);
+	assert_int_equal(users_repo_create_user(r, "A", "same@example.com", &a), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "B", "same@example.com", &b), MN_CONFLICT);
+	assert_int_equal(users_repo_create_user(r, "C", NULL, &b), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "D", NULL, &b), MN_OK); /* NULLs never clash */
+	assert_int_equal(users_repo_update(r, b.id, "D", "same@example.com", &b), MN_CONFLICT);
+	assert_int_equal(users_repo_update(r, a.id, "A2", "same@example.com", &a), MN_OK); /* own */
+	user_release(&a);
+	user_release(&b);
+}
+
+static void test_list_paging(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	struct user u, *list;
+	char name[16];
+	size_t n;
+
+	user_init(&u);
+	assert_int_equal(users_repo_list(r, 10, 0, &list, &n), MN_OK);
+	assert_int_equal(n, 0);
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "u%d", i);
+		assert_int_equal(users_repo_create_user(r, name, NULL, &u), MN_OK);
+	}
+	assert_int_equal(users_repo_list(r, 2, 1, &list, &n), MN_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].name, "u1");
+	assert_string_equal(list[1].name, "u2");
+	assert_true(list[0].id < list[1].id);
+	user_list_free(list, n);
+	assert_int_equal(users_repo_list(r, 100, 3, &list, &n), MN_OK);
+	assert_int_equal(n, 2);
+	user_list_free(list, n);
+	assert_int_equal(users_repo_list(r, 100, 5, &list, &n), MN_OK);
+	assert_int_equal(n, 0);
+	assert_null(list);
+	user_release(&u);
+}
+
+struct worker {
+	struct users_repo *repo;
+	int index;
+	int ok;
+};
+
+static void *create_many(void *arg)
+{
+	struct worker *w = arg;
+	struct user u;
+	char email[64];
+
+	user_init(&u);
+	for (int i = 0; i < 200; i++) {
+		snprintf(email, sizeof(email), "t%d-%d@example.com", w->index, i);
+		if (users_repo_create_user(w->repo, "T", email, &u) == MN_OK)
+			w->ok++;
+		if (users_repo_get(w->repo, u.id, &u) != MN_OK)
+			w->ok--;
+	}
+	user_release(&u);
+	return NULL;
+}
+
+static void test_concurrent_creates(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	struct worker w[4];
+	pthread_t t[4];
+	struct user *list;
+	size_t n;
+
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct worker){r, i, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, create_many, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, 200);
+	}
+	assert_int_equal(users_repo_list(r, 1000, 0, &list, &n), MN_OK);
+	assert_int_equal(n, 800);
+	for (size_t i = 1; i < n; i++)
+		assert_true(list[i - 1].id < list[i].id);
+	user_list_free(list, n);
+}
+
+static void test_sqlite_survives_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct user u;
+	char err[256];
+	int64_t id;
+
+	user_init(&u);
+	assert_int_equal(users_repo_create_user(f->repo, "Durable", "d@example.com", &u), MN_OK);
+	id = u.id;
+	users_repo_destroy(f->repo);
+	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	assert_non_null(f->repo);
+	assert_int_equal(users_repo_get(f->repo, id, &u), MN_OK);
+	assert_string_equal(u.name, "Durable");
+	/* ids never come back after a delete (AUTOINCREMENT) */
+	assert_int_equal(users_repo_delete(f->repo, id), MN_OK);
+	assert_int_equal(users_repo_create_user(f->repo, "Next", NULL, &u), MN_OK);
+	assert_true(u.id > id);
+	user_release(&u);
+}
+
+static void test_sqlite_open_failure(void **state)
+{
+	char err[256] = "";
+	(void)state;
+
+	assert_null(users_repo_sqlite_open("/proc/self/no/such/place/users.db", err, sizeof(err)));
+	assert_true(strlen(err) > 0);
+}
+
+#define BOTH(fn)                                                    \
+	cmocka_unit_test_setup_teardown(fn, setup_memory, teardown), \
+	cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		BOTH(test_crud),
+		BOTH(test_email_conflicts),
+		BOTH(test_list_paging),
+		BOTH(test_concurrent_creates),
+		cmocka_unit_test_setup_teardown(test_sqlite_survives_reopen, setup_sqlite, teardown),
+		cmocka_unit_test(test_sqlite_open_failure),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,190 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "users/users_service.h"
+
+static enum mn_err validate(const char *body, char **name, char **email, char *err)
+{
+	return users_validate(body, strlen(body), name, email, err, 256);
+}
+
+static void test_valid_bodies(void **state)
+{
+	char *name, *email, err[256];
+	(void)state;
+
+	assert_int_equal(validate("{\"name\":\"Ada\",\"email\":\"ada@example.com\"}", &name, &email, err), MN_OK);
+	assert_string_equal(name, "Ada");
+	assert_string_equal(email, "ada@example.com");
+	free(name);
+	free(email);
+
+	/* email optional or null; unknown fields ignored */
+	assert_int_equal(validate("{\"name\":\"Bob\",\"age\":3,\"tags\":[1]}", &name, &email, err), MN_OK);
+	assert_string_equal(name, "Bob");
+	assert_null(email);
+	free(name);
+	assert_int_equal(validate("{\"name\":\"Bob\",\"email\":null}", &name, &email, err), MN_OK);
+	assert_null(email);
+	free(name);
+}
+
+static void test_invalid_bodies(void **state)
+{
+	static const struct {
+		const char *body;
+		const char *message_part;
+	} cases[] = {
+		{"{\"name\":", "invalid JSON"},
+		{"", "invalid JSON"},
+		{"[{\"name\":\"x\"}]", "JSON object"},
+		{"\"name\"", "JSON object"},
+		{"{\"email\":\"a@b.c\"}", "'name' is required"},
+		{"{\"name\":null}", "'name' is required"},
+		{"{\"name\":42}", "'name' must be a string"},
+		{"{\"name\":[\"x\"]}", "'name' must be a string"},
+		{"{\"name\":\"\"}", "'name' must be"},
+		{"{\"name\":\"   \"}", "'name' must be"},
+		{"{\"name\":\"a\\u0000b\"}", "invalid JSON"},
+		{"{\"name\":\"x\",\"email\":7}", "'email' must be a string"},
+		{"{\"name\":\"x\",\"email\":\"not-an-email\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"@example.com\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"a@\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"a@b@c\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"name\":\"y\"}", "invalid JSON"},
+	};
+	char *name, *email, err[256];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(validate(cases[i].body, &name, &email, err), MN_INVALID);
+		assert_null(name);
+		assert_null(email);
+		if (strstr(err, cases[i].message_part) == NULL)
+			fail_msg("body %s: message '%s' lacks '%s'", cases[i].body, err,
+				 cases[i].message_part);
+	}
+}
+
+static void test_length_limits(void **state)
+{
+	char body[1024], *name, *email, err[256];
+	char big[USER_NAME_MAX + 2];
+	(void)state;
+
+	memset(big, 'n', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	snprintf(body, sizeof(body), "{\"name\":\"%s\"}", big);
+	assert_int_equal(validate(body, &name, &email, err), MN_INVALID);
+	big[USER_NAME_MAX] = '\0'; /* exactly the limit is fine */
+	snprintf(body, sizeof(body), "{\"name\":\"%s\"}", big);
+	assert_int_equal(validate(body, &name, &email, err), MN_OK);
+	free(name);
+}
+
+static void test_parse_id(void **state)
+{
+	int64_t id;
+	(void)state;
+
+	assert_true(users_parse_id("1", &id));
+	assert_int_equal(id, 1);
+	assert_true(users_parse_id("9223372036854775807", &id));
+	assert_false(users_parse_id("9223372036854775808", &id));
+	assert_false(users_parse_id("0", &id));
+	assert_false(users_parse_id("-1", &id));
+	assert_false(users_parse_id("abc", &id));
+	assert_false(users_parse_id("12abc", &id));
+	assert_false(users_parse_id(" 1", &id));
+	assert_false(users_parse_id("", &id));
+}
+
+static void test_parse_page(void **state)
+{
+	size_t limit, offset;
+	char err[128];
+	(void)state;
+
+	assert_int_equal(users_parse_page(NULL, NULL, &limit, &offset, err, sizeof(err)), MN_OK);
+	assert_int_equal(limit, USERS_LIMIT_DEFAULT);
+	assert_int_equal(offset, 0);
+	assert_int_equal(users_parse_page("2", "5", &limit, &offset, err, sizeof(err)), MN_OK);
+	assert_int_equal(limit, 2);
+	assert_int_equal(offset, 5);
+	assert_int_equal(users_parse_page("1000", NULL, &limit, &offset, err, sizeof(err)), MN_OK);
+	assert_int_equal(users_parse_page("1001", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_parse_page("0", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_parse_page("-1", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_parse_page("x", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_parse_page(NULL, "-3", &limit, &offset, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_parse_page(NULL, "", &limit, &offset, err, sizeof(err)), MN_INVALID);
+}
+
+static void test_service_over_memory_repo(void **state)
+{
+	struct users_repo *repo = users_repo_memory_create();
+	struct users_service *svc = users_service_create(repo);
+	struct user u, got;
+	char err[256];
+	const char *body = "{\"name\":\"Ada\",\"email\":\"ada@example.com\"}";
+	(void)state;
+
+	user_init(&u);
+	user_init(&got);
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &u, err, sizeof(err)), MN_OK);
+	assert_int_equal(u.id, 1);
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	assert_non_null(strstr(err, "already taken"));
+	assert_int_equal(users_service_get(svc, 1, &got), MN_OK);
+	assert_string_equal(got.name, "Ada");
+	body = "{\"name\":\"Ada L\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)), MN_OK);
+	assert_string_equal(got.name, "Ada L");
+	assert_null(got.email);
+	assert_int_equal(users_service_update(svc, 99, body, strlen(body), &got, err, sizeof(err)),
+			 MN_NOT_FOUND);
+	assert_int_equal(users_service_update(svc, 1, "{}", 2, &got, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(users_service_delete(svc, 1), MN_OK);
+	assert_int_equal(users_service_delete(svc, 1), MN_NOT_FOUND);
+	user_release(&u);
+	user_release(&got);
+	users_service_destroy(svc);
+	users_repo_destroy(repo);
+}
+
+static void test_user_json(void **state)
+{
+	struct user u;
+	char *s;
+	(void)state;
+
+	user_init(&u);
+	assert_int_equal(user_set(&u, 7, "Grace \"Amazing\" Hopper", NULL), MN_OK);
+	json_t *o = user_to_json(&u);
+	s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	assert_string_equal(s, "{\"email\":null,\"id\":7,\"name\":\"Grace \\\"Amazing\\\" Hopper\"}");
+	free(s);
+	json_decref(o);
+	user_release(&u);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid_bodies),
+		cmocka_unit_test(test_invalid_bodies),
+		cmocka_unit_test(test_length_limits),
+		cmocka_unit_test(test_parse_id),
+		cmocka_unit_test(test_parse_page),
+		cmocka_unit_test(test_service_over_memory_repo),
+		cmocka_unit_test(test_user_json),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
