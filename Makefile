@@ -6,6 +6,7 @@ VERSION    := 0.1.0
 CC         ?= cc
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+SYSCONFDIR ?= $(PREFIX)/etc
 SANITIZE   ?=
 WERROR     ?= -Werror
 
@@ -34,7 +35,7 @@ BIN        := $(BUILD)/meshnode
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit check-config run bench install clean format
+.PHONY: all deps test unit-build run bench install clean format
 all: $(BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -73,9 +74,9 @@ bench: deps
 	scripts/bench.sh $(BIN)
 
 install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/meshnode
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/meshnode
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
-	install -m 0644 config/meshnode.cfg $(DESTDIR)$(PREFIX)/etc/meshnode/meshnode.cfg
+	install -m 0644 config/meshnode.cfg $(DESTDIR)$(SYSCONFDIR)/meshnode/meshnode.cfg
 
 format:
 	clang-format -i $(shell find src include tests/unit -name '*.[ch]')

@@ -25,7 +25,7 @@ cc -O2 -o "$work/bare" bench/bare.c -lcivetweb -pthread
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 never answered" >&2; return 1; }
 
-start_node() { # driver -> port
+start_node() { # driver; sets node_port (no subshell: the PID must reach pids)
 	local driver=$1 port; port=$(free_port)
 	cat >"$work/$driver.cfg" <<CFG
 service = { name = "bench"; port = $port; };
@@ -34,18 +34,21 @@ consul = { address = "http://127.0.0.1:1"; };
 database = { driver = "$driver"; path = "$work/bench.db"; };
 log = { level = "warn"; };
 CFG
-	"$bin" -c "$work/$driver.cfg" 2>"$work/$driver.log" &
+	"$bin" -c "$work/$driver.cfg" >"$work/$driver.log" 2>&1 &
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/health"
-	curl -sf -o /dev/null -XPOST -d '{"name":"Ada","email":"ada@example.com"}' "http://127.0.0.1:$port/users"
-	echo "$port"
+	curl -sf -o /dev/null -XPOST -H 'Content-Type: application/json' \
+		-d '{"name":"Ada","email":"ada@example.com"}' "http://127.0.0.1:$port/users"
+	node_port=$port
 }
 
 bare_port=$(free_port)
 "$work/bare" "$bare_port" "$THREADS" & pids+=($!)
 wait_http "http://127.0.0.1:$bare_port/users/1"
-sqlite_port=$(start_node sqlite)
-memory_port=$(start_node memory)
+start_node sqlite
+sqlite_port=$node_port
+start_node memory
+memory_port=$node_port
 
 declare -A results
 run() { # name url

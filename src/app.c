@@ -108,7 +108,8 @@ static enum mn_err read_kv(const struct config *base, char *const *env, struct c
 			ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
 			goto out;
 		}
-		memcpy(grown + *n_all, kv, n * sizeof(*kv));
+		if (n)
+			memcpy(grown + *n_all, kv, n * sizeof(*kv));
 		free(kv); /* the entries moved into *all */
 		*all = grown;
 		*n_all += n;
