@@ -36,8 +36,10 @@ PROCS = {}
 
 # Every log file written by a process we started: dicts with label, path and
 # owner. The owner is the test id current when the process started, or None
-# while a class/module fixture runs; run.py assigns those to the next test's
-# class so a failing test can show the logs of its fixtures too.
+# while a fixture runs; run.py then labels those "module:<mod>" (a new
+# module's setUpModule and first setUpClass), "class:<mod.Class>" or
+# "fixture:<description>" (a failed fixture), so a failing test shows the
+# logs of its own processes and of its fixtures'.
 LOGS = []
 CURRENT_OWNER = None
 
@@ -327,6 +329,18 @@ def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
 # --------------------------------------------------------------------------
 
 
+def promtool_binary():
+    """`promtool` on PATH, else the one scripts/deps.sh unpacks into .deps/."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    path = os.path.join(REPO, ".deps", "prometheus", "usr", "bin", "promtool")
+    if not os.access(path, os.X_OK):
+        subprocess.run([os.path.join(REPO, "scripts", "deps.sh")], stdout=subprocess.DEVNULL,
+                       check=True, timeout=600)
+    return path
+
+
 def consul_binary():
     """CONSUL_BIN, else `consul` on PATH, else <repo>/.deps (running
     scripts/deps.sh when it is missing)."""
@@ -593,8 +607,11 @@ class Node:
     """A real meshnode process on a free port with a generated libconfig file
     (`-c path`) in its own temp directory, which is also its working
     directory. `settings` are dotted names (None removes a default);
-    `config_text` replaces the generated file entirely. The environment is
-    minimal (PATH, HOME) plus CONSUL_HTTP_ADDR for `consul` plus `env`."""
+    `config_text` replaces the generated file entirely. consul.address (file)
+    and CONSUL_HTTP_ADDR (env) both name `consul`'s agent, or `consul_addr`,
+    or else a free port where nothing listens (never the default :8500).
+    The environment is minimal (PATH, HOME) plus that plus `env`; check
+    interval and timeout are 1000 ms so registration tests stay short."""
 
     def __init__(self, name="users", consul=None, consul_addr=None, settings=None,
                  env=None, port=None, config_text=None, args=None, label=None):

@@ -180,6 +180,19 @@ class RegistrationTest(unittest.TestCase):
             self.assertEqual(late.service_by_name("reg-late"), [])
         finally:
             late.stop()
+    def test_required_agent_missing_exits_1(self):
+        # consul.required: the node waits up to 10 s for its registration,
+        # then exits 1 (a runtime failure, not a configuration error).
+        n = self.node("reg-required", consul=None,
+                      consul_addr="http://127.0.0.1:%d" % harness.free_port(),
+                      settings={"consul.required": True})
+        n.start()
+        t0 = time.monotonic()
+        rc = n.wait_exit(25)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 1, harness.tail(n.log_path))
+        self.assertGreater(took, 8, "gave up before trying for 10 s")
+        self.assertIn("consul.required", n.log_text())
 
 
 @requires_meshnode
