@@ -1,4 +1,5 @@
 #include "config_state.h"
+#include "core/array.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,15 +46,8 @@ static struct config_slot *config_state_add(struct config_state *st, const char 
 {
 	struct config_slot *slot;
 
-	if (st->n_slots == st->alloc) {
-		size_t alloc = st->alloc ? st->alloc * 2 : 64;
-		struct config_slot *p = realloc(st->slots, alloc * sizeof(*p));
-
-		if (p == NULL)
-			return NULL;
-		st->slots = p;
-		st->alloc = alloc;
-	}
+	if (!array_reserve(&st->slots, &st->alloc, st->n_slots, sizeof(*st->slots), 64))
+		return NULL;
 	slot = &st->slots[st->n_slots];
 	memset(slot, 0, sizeof(*slot));
 	slot->name = strdup(name);

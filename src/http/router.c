@@ -1,4 +1,5 @@
 #include "http/router.h"
+#include "core/array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -87,15 +88,8 @@ enum mn_err http_router_add(struct http_router *r, const char *method, const cha
 	rt.pattern = strdup(pattern);
 	if (rt.method == NULL || rt.pattern == NULL)
 		goto out_nomem;
-	if (r->n == r->alloc) {
-		size_t alloc = r->alloc ? r->alloc * 2 : 16;
-		struct route *p = realloc(r->routes, alloc * sizeof(*p));
-
-		if (p == NULL)
-			goto out_nomem;
-		r->routes = p;
-		r->alloc = alloc;
-	}
+	if (!array_reserve(&r->routes, &r->alloc, r->n, sizeof(*r->routes), 16))
+		goto out_nomem;
 	rt.fn = fn;
 	rt.ctx = ctx;
 	r->routes[r->n++] = rt;

@@ -1,4 +1,5 @@
 #include "metrics/metrics.h"
+#include "core/array.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -231,15 +232,8 @@ static void slots_insert(struct series **slots, size_t nslots, struct series *s)
 /* Makes room for one more series (load factor at most 1/2). */
 static bool family_reserve(struct metric_family *f)
 {
-	if (f->nseries == f->list_alloc) {
-		size_t alloc = f->list_alloc ? f->list_alloc * 2 : 16;
-		struct series **list = realloc(f->list, alloc * sizeof(*list));
-
-		if (list == NULL)
-			return false;
-		f->list = list;
-		f->list_alloc = alloc;
-	}
+	if (!array_reserve(&f->list, &f->list_alloc, f->nseries, sizeof(*f->list), 16))
+		return false;
 	if ((f->nseries + 1) * 2 > f->nslots) {
 		size_t nslots = f->nslots ? f->nslots * 2 : 32;
 		struct series **slots = calloc(nslots, sizeof(*slots));

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "store/users_repo.h"
+#include "core/array.h"
 
 struct memory_repo {
 	struct users_repo base;
@@ -60,16 +61,9 @@ static enum mn_err mem_create(struct users_repo *r, const char *name, const char
 		err = MN_CONFLICT;
 		goto out_unlock;
 	}
-	if (m->n == m->alloc) {
-		size_t alloc = m->alloc ? m->alloc * 2 : 64;
-		struct user *p = realloc(m->users, alloc * sizeof(*p));
-
-		if (p == NULL) {
-			err = MN_NOMEM;
-			goto out_unlock;
-		}
-		m->users = p;
-		m->alloc = alloc;
+	if (!array_reserve(&m->users, &m->alloc, m->n, sizeof(*m->users), 64)) {
+		err = MN_NOMEM;
+		goto out_unlock;
 	}
 	err = user_set(&u, m->next_id, name, email);
 	if (err != MN_OK)

@@ -366,7 +366,20 @@ class ConsulError(RuntimeError):
     pass
 
 
-class Consul:
+class _Process:
+    """What Consul and Node share: the Popen of the running process."""
+
+    proc = None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+
+class Consul(_Process):
     """A real `consul agent -dev` on loopback with every port chosen free
     (DNS and gRPC disabled). Dev mode keeps all state in memory: a restart
     starts empty. Use start()/stop() again to restart on the same ports."""
@@ -476,12 +489,6 @@ class Consul:
         self.stop()
         return self.start()
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
 
     @property
     def http_port(self):
@@ -603,7 +610,7 @@ class NodeError(RuntimeError):
     pass
 
 
-class Node:
+class Node(_Process):
     """A real meshnode process on a free port with a generated libconfig file
     (`-c path`) in its own temp directory, which is also its working
     directory. `settings` are dotted names (None removes a default);
@@ -730,12 +737,6 @@ class Node:
         _unregister(self.proc)
         return rc
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
 
     @property
     def url(self):
