@@ -1,0 +1,78 @@
+/* Blocking-query watches on the Consul HTTP API, by HashiCorp's rules: the
+ * index from X-Consul-Index goes back as ?index= with a ?wait=; an index that
+ * goes backwards resets; an unchanged index or body is not a change; calls
+ * are spaced by a minimum interval plus jitter so a hot key cannot make the
+ * loop spin; errors back off (capped, jittered). One thread per watch.
+ *
+ * The pure rules are exposed for unit tests with an injected clock. */
+#ifndef MESHNODE_CONSUL_WATCH_H
+#define MESHNODE_CONSUL_WATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "consul/client.h"
+#include "core/clock.h"
+
+struct watch;
+
+/* Called on the watch thread when the watched data changed (and once for
+ * the first answer). 'body' is the response body (borrowed, NUL-terminated;
+ * len bytes), 'index' the X-Consul-Index it came with. For a 404 (a KV prefix
+ * with no keys) body is "" and not_found is true. */
+typedef void (*watch_change_fn)(void *ctx, const char *body, size_t len, uint64_t index,
+				bool not_found);
+
+/* Called on the watch thread after a failed call ('err' as consul_call
+ * returned it, 'msg' its detail). */
+typedef void (*watch_error_fn)(void *ctx, enum mn_err err, const char *msg);
+
+struct watch_opts {
+	struct consul *consul;       /* borrowed */
+	const char *op;              /* "kv_watch", for metrics and logs (copied) */
+	const char *path;            /* "/v1/kv/config/users/?recurse=true" (copied); the
+					watch adds index= and wait= */
+	uint64_t wait_ms;            /* blocking wait; 0 means 300000 (5 min) */
+	uint64_t min_interval_ms;    /* 0 means 100 */
+	uint64_t backoff_base_ms;    /* 0 means 250 */
+	uint64_t backoff_cap_ms;     /* 0 means 30000 */
+	size_t max_response;         /* 0 means 16 MiB */
+	watch_change_fn on_change;
+	watch_error_fn on_error;     /* may be NULL */
+	void *ctx;
+	const struct mn_clock *clock; /* NULL: the system clock */
+};
+
+/* Starts the watch thread; the first call goes out at once (index 0).
+ * NULL when out of memory or the thread cannot start. */
+struct watch *watch_start(const struct watch_opts *opts);
+
+/* Stops the thread, cancelling a blocked call: returns within ~100 ms.
+ * Callbacks are not called after this returns. NULL is a no-op. */
+void watch_stop(struct watch *w);
+
+/* Asks for an immediate fresh read (SIGHUP): the next call goes out with
+ * index 0 and its answer is delivered even if unchanged. */
+void watch_refresh(struct watch *w);
+
+/* ---- the rules, pure ------------------------------------------------- */
+
+/* The index to send next, given the one sent last ('sent', 0 for the first
+ * call) and the X-Consul-Index just received ('got', 0 when missing or
+ * malformed). Never 0 after the first call; 1 after a reset. */
+uint64_t watch_next_index(uint64_t sent, uint64_t got);
+
+/* true when the answer is a change worth delivering: the first answer, or
+ * an index different from the last delivered one AND a body hash different
+ * from the last delivered one. */
+bool watch_is_change(bool first, uint64_t last_index, uint64_t last_hash, uint64_t index,
+		     uint64_t hash);
+
+/* The libcurl timeout for a blocking call with this wait: above
+ * wait + wait/16 (Consul's jitter) plus a margin for the answer. */
+uint64_t watch_call_timeout_ms(uint64_t wait_ms);
+
+/* 64-bit FNV-1a of a body, for change detection. */
+uint64_t watch_hash(const char *body, size_t len);
+
+#endif
