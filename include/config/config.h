@@ -100,6 +100,11 @@ struct config {
 
 	/* the KV modify index the KV layer was read at (0 when none) */
 	uint64_t kv_index;
+
+	/* static settings whose sources changed while running: still shown
+	 * and used with their running value until a restart */
+	char **pending_restart;
+	size_t n_pending_restart;
 };
 
 /* One Consul KV pair, value already base64-decoded. */
@@ -116,6 +121,10 @@ struct config_sources {
 	size_t n_kv;
 	uint64_t kv_index;
 	const char *hostname;      /* for the default service.id; NULL: gethostname() */
+	/* A reload: the configuration in force. Static settings keep its
+	 * values (the changed ones are listed in pending_restart), and a KV
+	 * value that is refused keeps its KV value instead of falling back. */
+	const struct config *running;
 };
 
 /* Builds the effective configuration from 'src'.

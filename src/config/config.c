@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config_file.h"
+#include "core/array.h"
 #include "config_state.h"
 #include "settings.h"
 
@@ -399,6 +400,48 @@ out_free:
 	return MN_NOMEM;
 }
 
+static void free_strings(char **list, size_t n);
+
+/* A reload never changes a static setting half-way: each static slot whose
+ * value differs from the running config takes the running value, source
+ * and origin back, and its name goes to *pending. */
+static enum mn_err config_pin_static(struct config_state *st, const struct config *running,
+				     char ***pending, size_t *n_pending)
+{
+	size_t alloc = 0;
+
+	for (size_t i = 0; i < st->n_slots; i++) {
+		struct config_slot *slot = &st->slots[i];
+		const struct config_entry *e;
+		char *origin = NULL, *name;
+		json_t *value;
+
+		if (slot->def->dynamic)
+			continue;
+		e = config_entry_find(running, slot->name);
+		if (e == NULL || json_equal(e->value, slot->value))
+			continue;
+		value = json_deep_copy(e->value);
+		name = strdup(slot->name);
+		if (e->origin)
+			origin = strdup(e->origin);
+		if (value == NULL || name == NULL || (e->origin && origin == NULL) ||
+		    !array_reserve(pending, &alloc, *n_pending, sizeof(**pending), 4)) {
+			json_decref(value);
+			free(name);
+			free(origin);
+			return MN_NOMEM;
+		}
+		(*pending)[(*n_pending)++] = name;
+		json_decref(slot->value);
+		free(slot->origin);
+		slot->value = value;
+		slot->origin = origin;
+		slot->source = e->source;
+	}
+	return MN_OK;
+}
+
 /* Where this service's KV lives, from what is known before KV is read. */
 static char *config_kv_prefix(const struct config_state *st)
 {
@@ -416,11 +459,14 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 			struct buf *errors, struct buf *warnings)
 {
 	struct config_state st;
+	char **pending = NULL;
+	size_t n_pending = 0;
 	enum mn_err err;
 	char *prefix;
 
 	*out = NULL;
 	config_state_init(&st, errors, warnings);
+	st.running = src->running;
 	err = config_apply_defaults(&st);
 	if (err == MN_OK && src->file_path)
 		err = config_apply_file(&st, src);
@@ -445,8 +491,20 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 		err = MN_CONFIG;
 		goto out_release;
 	}
+	if (src->running) {
+		err = config_pin_static(&st, src->running, &pending, &n_pending);
+		if (err != MN_OK)
+			goto out_release;
+	}
 	err = config_build(&st, src->kv ? src->kv_index : 0, out);
+	if (err == MN_OK) {
+		(*out)->pending_restart = pending;
+		(*out)->n_pending_restart = n_pending;
+		pending = NULL;
+		n_pending = 0;
+	}
 out_release:
+	free_strings(pending, n_pending);
 	config_state_release(&st);
 	return err;
 }
@@ -464,6 +522,7 @@ void config_free(struct config *cfg)
 {
 	if (cfg == NULL)
 		return;
+	free_strings(cfg->pending_restart, cfg->n_pending_restart);
 	free(cfg->service_name);
 	free(cfg->service_id);
 	free(cfg->service_address);

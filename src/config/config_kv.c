@@ -48,8 +48,19 @@ static enum mn_err kv_apply_one(struct config_state *st, const struct config_kv_
 	err = config_state_set(st, name, text, NULL, CONFIG_SRC_KV, pair->key, reason,
 			       sizeof(reason));
 	if (err == MN_NOT_FOUND || err == MN_INVALID) {
-		config_state_warning(st, "kv key '%s': %s", pair->key, reason);
-		err = MN_OK;
+		const struct config_entry *in_force =
+			st->running ? config_entry_find(st->running, name) : NULL;
+
+		if (in_force && in_force->source == CONFIG_SRC_KV) {
+			/* The last good KV value stays, not the file's. */
+			config_state_warning(st, "kv key '%s': %s; keeping the value in force",
+					     pair->key, reason);
+			err = config_state_set(st, name, NULL, json_deep_copy(in_force->value),
+					       CONFIG_SRC_KV, in_force->origin, reason, sizeof(reason));
+		} else {
+			config_state_warning(st, "kv key '%s': %s", pair->key, reason);
+			err = MN_OK;
+		}
 	}
 	free(text);
 out_free_name:

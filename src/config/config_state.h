@@ -31,6 +31,7 @@ struct config_state {
 	struct buf *warnings;           /* may be NULL */
 	size_t n_errors;
 	size_t n_warnings;
+	const struct config *running;   /* a reload's config in force, or NULL */
 };
 
 void config_state_init(struct config_state *st, struct buf *errors, struct buf *warnings);

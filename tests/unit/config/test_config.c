@@ -934,6 +934,65 @@ static void test_shipped_config_equals_defaults(void **state)
 	config_destroy(defaults);
 }
 
+/* A reload: a static setting changed in KV keeps its running value and is
+ * reported pending; dynamic ones take the new value. */
+static void test_reload_pins_static_settings(void **state)
+{
+	struct fixture *f = *state;
+	const struct config_kv_pair first[] = {{"config/users/log/level", "debug"}};
+	const struct config_kv_pair second[] = {
+		{"config/users/log/level", "warn"},
+		{"config/users/server/threads", "32"},
+		{"config/users/features/beta", "true"},
+	};
+	struct config_sources src = {.kv = first, .n_kv = 1, .kv_index = 5};
+	struct config *running;
+
+	load_ok(f, &src);
+	running = f->cfg;
+	f->cfg = NULL;
+	assert_int_equal(running->n_pending_restart, 0);
+
+	src = (struct config_sources){.kv = second, .n_kv = 3, .kv_index = 9, .running = running};
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->log_level, "warn");
+	assert_true(config_feature_enabled(f->cfg, "beta"));
+	assert_int_equal(f->cfg->threads, 64);
+	assert_entry(f->cfg, "server.threads", CONFIG_SRC_DEFAULT, NULL);
+	assert_int_equal(f->cfg->n_pending_restart, 1);
+	assert_string_equal(f->cfg->pending_restart[0], "server.threads");
+	assert_int_equal(f->cfg->kv_index, 9);
+	config_destroy(running);
+}
+
+/* A reload: a refused KV value keeps the KV value in force (the last good
+ * one), not the file's; at first load there is none, so the file's stays. */
+static void test_reload_refused_kv_keeps_last_good(void **state)
+{
+	struct fixture *f = *state;
+	const struct config_kv_pair good[] = {{"config/users/log/level", "debug"}};
+	const struct config_kv_pair bad[] = {{"config/users/log/level", "loud"}};
+	struct config_sources src = {.kv = good, .n_kv = 1};
+	struct config *running;
+
+	load_ok(f, &src);
+	running = f->cfg;
+	f->cfg = NULL;
+	src = (struct config_sources){.kv = bad, .n_kv = 1, .running = running};
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->log_level, "debug");
+	assert_entry(f->cfg, "log.level", CONFIG_SRC_KV, "config/users/log/level");
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/log/level'"));
+	assert_non_null(strstr(warnings_text(f), "keeping the value in force"));
+
+	/* a deleted key falls back to the default */
+	src = (struct config_sources){.running = running, .kv = bad, .n_kv = 0};
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->log_level, "info");
+	assert_entry(f->cfg, "log.level", CONFIG_SRC_DEFAULT, NULL);
+	config_destroy(running);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -970,6 +1029,8 @@ int main(void)
 		T(test_derived_service_id_invalid),
 		T(test_to_json),
 		T(test_shipped_config_equals_defaults),
+		T(test_reload_pins_static_settings),
+		T(test_reload_refused_kv_keeps_last_good),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
