@@ -3,6 +3,7 @@
 #define MESHNODE_CONSUL_AGENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "consul/client.h"
 
@@ -34,5 +35,15 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 /* Removes the service and its check from the agent. */
 enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
 				    size_t errlen);
+
+/* MN_OK when the agent holds service 'id', MN_NOT_FOUND when it does not
+ * (its state was lost, or someone deregistered it). */
+enum mn_err consul_agent_service_exists(struct consul *c, struct httpc *h, const char *id,
+					char *err, size_t errlen);
+
+/* Puts the service in maintenance mode (it leaves ?passing with a critical
+ * "_service_maintenance:<id>" check) or takes it out. */
+enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const char *id,
+				     bool enable, const char *reason, char *err, size_t errlen);
 
 #endif

@@ -1,6 +1,10 @@
 /* Keeps this node registered with the local agent: a thread that registers
  * at once, retries with capped jittered backoff while the agent does not
- * answer, and deregisters when stopped. */
+ * answer, then checks every second that the agent still holds the service
+ * (a read, never a re-registration on a timer) and registers again when the
+ * agent has lost it (restarted, -dev state gone, deregistered by hand). It
+ * also puts the service in or out of maintenance mode as asked, again after
+ * a re-registration. It deregisters when stopped. */
 #ifndef MESHNODE_CONSUL_REGISTRAR_H
 #define MESHNODE_CONSUL_REGISTRAR_H
 
@@ -21,8 +25,11 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
  * the service when it was registered. Frees the registrar; NULL is a no-op. */
 void registrar_stop(struct registrar *r);
 
-/* true once the agent accepted the registration. */
+/* true while the agent is known to hold the registration. */
 bool registrar_registered(struct registrar *r);
+
+/* Asks for maintenance mode on or off; applied by the thread at once. */
+void registrar_set_maintenance(struct registrar *r, bool on);
 
 /* Waits up to 'timeout_ms' for the first successful registration. */
 bool registrar_wait(struct registrar *r, uint64_t timeout_ms);

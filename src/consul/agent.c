@@ -73,25 +73,53 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 	return ret;
 }
 
-enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
-				    size_t errlen)
+/* One bodiless call on /v1/agent/service/<what>/<id><query>. */
+static enum mn_err service_call(struct consul *c, struct httpc *h, const char *op,
+				const char *method, const char *what, const char *id,
+				const char *query, char *err, size_t errlen)
 {
 	struct httpc_response res;
-	char path[512];
+	char path[1024];
 	char *escaped = httpc_escape(id);
 	enum mn_err ret;
 
 	if (escaped == NULL)
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
-	snprintf(path, sizeof(path), "/v1/agent/service/deregister/%s", escaped);
+	snprintf(path, sizeof(path), "/v1/agent/service/%s%s%s", what, escaped, query);
 	free(escaped);
 	httpc_response_init(&res);
 	ret = consul_call(c, h,
-			  &(struct consul_call){.op = "deregister",
-						.method = "PUT",
+			  &(struct consul_call){.op = op,
+						.method = method,
 						.path = path,
 						.timeout_ms = AGENT_TIMEOUT_MS},
 			  &res, err, errlen);
 	httpc_response_release(&res);
 	return ret;
+}
+
+enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
+				    size_t errlen)
+{
+	return service_call(c, h, "deregister", "PUT", "deregister/", id, "", err, errlen);
+}
+
+enum mn_err consul_agent_service_exists(struct consul *c, struct httpc *h, const char *id,
+					char *err, size_t errlen)
+{
+	return service_call(c, h, "service_check", "GET", "", id, "", err, errlen);
+}
+
+enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const char *id,
+				     bool enable, const char *reason, char *err, size_t errlen)
+{
+	char query[512];
+	char *escaped = httpc_escape(reason);
+
+	if (escaped == NULL)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	snprintf(query, sizeof(query), "?enable=%s&reason=%.400s", enable ? "true" : "false",
+		 escaped);
+	free(escaped);
+	return service_call(c, h, "maintenance", "PUT", "maintenance/", id, query, err, errlen);
 }

@@ -11,21 +11,27 @@
 #include "core/clock.h"
 #include "core/log.h"
 
+#define RECONCILE_INTERVAL_MS 1000
+#define MAINTENANCE_REASON "maintenance = true in consul kv (meshnode)"
+
 struct registrar {
 	struct consul *consul;
 	const struct consul_service *svc;
 	struct backoff backoff;
 	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;   /* signalled on stop and on registration */
+	pthread_cond_t cond;       /* signalled on stop, registration, maintenance */
 	bool stopping;
-	bool registered;
+	bool registered;           /* the agent is known to hold the service */
+	bool ever_registered;
+	bool maintenance_wanted;
+	bool maintenance_applied;  /* as far as the agent is concerned */
+	enum mn_err last;          /* last failure, for log-once */
 	char last_error[256];
 };
 
 /* Waits on the condition until 'ms' passed or the registrar stops.
- * Called with the lock held; CLOCK_MONOTONIC so wall-clock jumps do not
- * stretch a backoff. */
+ * Called with the lock held. */
 static void wait_locked(struct registrar *r, uint64_t ms)
 {
 	struct timespec ts = clock_deadline_ms(ms);
@@ -35,43 +41,119 @@ static void wait_locked(struct registrar *r, uint64_t ms)
 			break;
 }
 
+/* Records a failed call and waits out the backoff. Lock held. One log line
+ * per kind of failure, then quiet while it repeats, so a node waiting for
+ * its agent (or refused by its ACL) does not flood the log. */
+static void failed_locked(struct registrar *r, const char *what, enum mn_err e, const char *err)
+{
+	uint64_t delay = backoff_next(&r->backoff);
+
+	snprintf(r->last_error, sizeof(r->last_error), "%s", err);
+	if (e != r->last)
+		log_warn("consul", "%s at %s failed: %s; retrying with backoff", what,
+			 consul_address(r->consul), err);
+	else
+		log_debug("consul", "%s retry in %llu ms: %s", what, (unsigned long long)delay, err);
+	r->last = e;
+	wait_locked(r, delay);
+}
+
+static void succeeded_locked(struct registrar *r)
+{
+	backoff_reset(&r->backoff);
+	r->last = MN_OK;
+	r->last_error[0] = '\0';
+}
+
+/* One step of the loop: whatever is most needed now. Lock held on entry and
+ * exit, released around the agent call. */
+static void reconcile_step(struct registrar *r, struct httpc *h)
+{
+	char err[256];
+	enum mn_err e;
+
+	if (!r->registered) {
+		/* After an outage, first look: an agent that kept the service
+		 * needs no new registration. */
+		bool look = r->ever_registered;
+
+		pthread_mutex_unlock(&r->lock);
+		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, err, sizeof(err))
+			 : MN_NOT_FOUND;
+		if (e == MN_NOT_FOUND)
+			e = consul_agent_register(r->consul, h, r->svc, err, sizeof(err));
+		else
+			look = false; /* it was there: nothing was registered */
+		pthread_mutex_lock(&r->lock);
+		if (e != MN_OK) {
+			failed_locked(r, "registration", e, err);
+			return;
+		}
+		if (r->ever_registered && look)
+			log_warn("consul", "the agent had lost service '%s'; registered it again",
+				 r->svc->id);
+		else if (!r->ever_registered)
+			log_info("consul", "registered service '%s' as '%s' with the agent at %s",
+				 r->svc->name, r->svc->id, consul_address(r->consul));
+		if (look)
+			r->maintenance_applied = false; /* a new registration has none */
+		r->registered = true;
+		r->ever_registered = true;
+		succeeded_locked(r);
+		pthread_cond_broadcast(&r->cond);
+		return;
+	}
+	if (r->maintenance_wanted != r->maintenance_applied) {
+		bool on = r->maintenance_wanted;
+
+		pthread_mutex_unlock(&r->lock);
+		e = consul_agent_maintenance(r->consul, h, r->svc->id, on, MAINTENANCE_REASON, err,
+					     sizeof(err));
+		pthread_mutex_lock(&r->lock);
+		if (e == MN_NOT_FOUND) {
+			r->registered = false;
+		} else if (e != MN_OK) {
+			failed_locked(r, "maintenance mode", e, err);
+		} else {
+			r->maintenance_applied = on;
+			log_info("consul", "maintenance mode %s for '%s'", on ? "on" : "off",
+				 r->svc->id);
+			succeeded_locked(r);
+		}
+		return;
+	}
+	wait_locked(r, RECONCILE_INTERVAL_MS);
+	if (r->stopping || r->maintenance_wanted != r->maintenance_applied)
+		return;
+	pthread_mutex_unlock(&r->lock);
+	e = consul_agent_service_exists(r->consul, h, r->svc->id, err, sizeof(err));
+	pthread_mutex_lock(&r->lock);
+	if (e == MN_OK) {
+		succeeded_locked(r);
+	} else if (e == MN_NOT_FOUND) {
+		log_warn("consul", "the agent no longer holds service '%s'", r->svc->id);
+		r->registered = false;
+		r->maintenance_applied = false;
+	} else {
+		/* The agent is not answering: whether it still holds the
+		 * service is unknown until it does. */
+		r->registered = false;
+		failed_locked(r, "registration check", e, err);
+	}
+}
+
 static void *registrar_main(void *arg)
 {
 	struct registrar *r = arg;
 	struct httpc *h = httpc_create();
-	char err[256];
-	enum mn_err last = MN_OK;
 
 	if (h == NULL) {
 		log_error("consul", "cannot create an HTTP client for registration");
 		return NULL;
 	}
 	pthread_mutex_lock(&r->lock);
-	while (!r->stopping && !r->registered) {
-		pthread_mutex_unlock(&r->lock);
-		enum mn_err e = consul_agent_register(r->consul, h, r->svc, err, sizeof(err));
-		pthread_mutex_lock(&r->lock);
-		if (e == MN_OK) {
-			r->registered = true;
-			r->last_error[0] = '\0';
-			pthread_cond_broadcast(&r->cond);
-			log_info("consul", "registered service '%s' as '%s' with the agent at %s",
-				 r->svc->name, r->svc->id, consul_address(r->consul));
-			break;
-		}
-		snprintf(r->last_error, sizeof(r->last_error), "%s", err);
-		uint64_t delay = backoff_next(&r->backoff);
-		/* One line per distinct failure, then quiet while it repeats:
-		 * a node waiting for its agent should not flood the log. */
-		if (e != last)
-			log_warn("consul", "cannot register with the agent at %s: %s; retrying with backoff",
-				 consul_address(r->consul), err);
-		else
-			log_debug("consul", "registration retry in %llu ms: %s",
-				  (unsigned long long)delay, err);
-		last = e;
-		wait_locked(r, delay);
-	}
+	while (!r->stopping)
+		reconcile_step(r, h);
 	pthread_mutex_unlock(&r->lock);
 	httpc_destroy(h);
 	return NULL;
@@ -115,7 +197,7 @@ void registrar_stop(struct registrar *r)
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);
 
-	if (r->registered) {
+	if (r->ever_registered) {
 		h = httpc_create();
 		if (h && consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err)) == MN_OK)
 			log_info("consul", "deregistered '%s'", r->svc->id);
@@ -137,6 +219,14 @@ bool registrar_registered(struct registrar *r)
 	v = r->registered;
 	pthread_mutex_unlock(&r->lock);
 	return v;
+}
+
+void registrar_set_maintenance(struct registrar *r, bool on)
+{
+	pthread_mutex_lock(&r->lock);
+	r->maintenance_wanted = on;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
 }
 
 bool registrar_wait(struct registrar *r, uint64_t timeout_ms)
