@@ -12,6 +12,8 @@ struct consul_opts {
 	const char *address;      /* "http://127.0.0.1:8500" */
 	const char *token;        /* "" or NULL: no token */
 	struct httpc_tls tls;     /* from CONSUL_CACERT and friends */
+	const char *server_name;  /* CONSUL_TLS_SERVER_NAME: the name the agent's
+				     certificate must carry; NULL: the address's host */
 };
 
 /* Called after every agent call: 'op' names it ("register", "kv_list"),

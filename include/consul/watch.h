@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "consul/client.h"
+#include "core/backoff.h"
 #include "core/clock.h"
 
 struct watch;
@@ -74,5 +75,43 @@ uint64_t watch_call_timeout_ms(uint64_t wait_ms);
 
 /* 64-bit FNV-1a of a body, for change detection. */
 uint64_t watch_hash(const char *body, size_t len);
+
+/* What one watch remembers between calls. The thread drives it with the
+ * clock's time; unit tests drive it with canned answers and a hand clock. */
+struct watch_state {
+	uint64_t sent;            /* index sent on the last call; 0: none yet or reset */
+	uint64_t last_index;      /* index of the last delivered answer */
+	uint64_t last_hash;       /* body hash of the last delivered answer */
+	bool delivered;           /* something was delivered */
+	bool force;               /* deliver the next answer even if unchanged */
+	uint64_t next_start;      /* no call starts before this time */
+	uint64_t min_interval_ms;
+	struct backoff backoff;
+	uint64_t rng;             /* for the interval jitter */
+};
+
+/* 'seed' 0 picks one from the clock (tests pass a fixed one). */
+void watch_state_init(struct watch_state *s, uint64_t min_interval_ms, uint64_t backoff_base_ms,
+		      uint64_t backoff_cap_ms, uint64_t seed);
+
+/* Milliseconds to wait at 'now' before the next call may start. */
+uint64_t watch_state_delay(const struct watch_state *s, uint64_t now);
+
+/* A call starts at 'now': the following one waits the minimum interval
+ * plus up to half of it again as jitter. Returns the index to send (0: a
+ * plain read, no blocking). */
+uint64_t watch_state_start(struct watch_state *s, uint64_t now);
+
+/* An answer arrived with this X-Consul-Index (0 when missing) and body hash:
+ * true when it is to be delivered. Resets the backoff. */
+bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash);
+
+/* A call failed at 'now': the index is reset (the next call is a plain
+ * read, so the first write after an agent restart is seen at once) and the
+ * next call waits a backoff delay, which is returned. */
+uint64_t watch_state_failed(struct watch_state *s, uint64_t now);
+
+/* SIGHUP: the next call is a plain read and its answer is delivered. */
+void watch_state_refresh(struct watch_state *s);
 
 #endif

@@ -17,6 +17,7 @@ struct httpc_tls {
 	const char *ca_file;      /* CONSUL_CACERT */
 	const char *cert_file;    /* CONSUL_CLIENT_CERT */
 	const char *key_file;     /* CONSUL_CLIENT_KEY */
+	bool insecure;            /* CONSUL_HTTP_SSL_VERIFY=false: no verification */
 };
 
 struct httpc_request {
@@ -30,6 +31,8 @@ struct httpc_request {
 	size_t max_response;           /* cap on the response body */
 	const struct httpc_tls *tls;   /* may be NULL */
 	const char *capture_header;    /* one response header to keep, may be NULL */
+	const char *connect_to;        /* "HOST:PORT:ADDR:PORT": reach the URL's host at
+					  another address (libcurl CONNECT_TO), may be NULL */
 	const atomic_bool *cancel;     /* when it turns true the transfer aborts */
 };
 

@@ -5,7 +5,8 @@
 #include <string.h>
 
 struct consul {
-	char *address;
+	char *address;        /* the URL base requests go to */
+	char *connect_to;     /* with a TLS server name: "NAME:PORT:HOST:PORT" */
 	char *token_header;   /* "X-Consul-Token: ..." or NULL */
 	char *ca_file, *cert_file, *key_file;
 	struct httpc_tls tls;
@@ -14,6 +15,31 @@ struct consul {
 };
 
 static char *strdup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+/* Requests name 'server_name' in the URL (so TLS checks the certificate
+ * against it) while connecting to the configured host and port. */
+static enum mn_err consul_use_server_name(struct consul *c, const char *server_name)
+{
+	const char *scheme_end = strstr(c->address, "://") + 3;
+	const char *colon = strrchr(scheme_end, ':');
+	char *url = NULL, *connect_to = NULL;
+	int port;
+
+	if (colon == NULL || (port = atoi(colon + 1)) <= 0 || strpbrk(server_name, ":/@ "))
+		return MN_INVALID;
+	if (asprintf(&connect_to, "%s:%d:%.*s:%d", server_name, port,
+		     (int)(colon - scheme_end), scheme_end, port) < 0)
+		return MN_NOMEM;
+	if (asprintf(&url, "%.*s%s:%d", (int)(scheme_end - c->address), c->address, server_name,
+		     port) < 0) {
+		free(connect_to);
+		return MN_NOMEM;
+	}
+	free(c->address);
+	c->address = url;
+	c->connect_to = connect_to;
+	return MN_OK;
+}
 
 struct consul *consul_create(const struct consul_opts *opts, char *err, size_t errlen)
 {
@@ -35,6 +61,13 @@ struct consul *consul_create(const struct consul_opts *opts, char *err, size_t e
 	len = strlen(c->address);
 	while (len && c->address[len - 1] == '/')
 		c->address[--len] = '\0';
+	if (opts->server_name && *opts->server_name &&
+	    consul_use_server_name(c, opts->server_name) != MN_OK) {
+		mn_error(err, errlen, MN_INVALID, "consul address '%s' has no host:port for '%s'",
+			 opts->address, opts->server_name);
+		consul_destroy(c);
+		return NULL;
+	}
 	if (opts->token && *opts->token) {
 		if (strpbrk(opts->token, "\r\n")) {
 			mn_error(err, errlen, MN_INVALID, "consul token contains a line break");
@@ -49,7 +82,7 @@ struct consul *consul_create(const struct consul_opts *opts, char *err, size_t e
 	c->ca_file = strdup_or_null(opts->tls.ca_file);
 	c->cert_file = strdup_or_null(opts->tls.cert_file);
 	c->key_file = strdup_or_null(opts->tls.key_file);
-	c->tls = (struct httpc_tls){c->ca_file, c->cert_file, c->key_file};
+	c->tls = (struct httpc_tls){c->ca_file, c->cert_file, c->key_file, opts->tls.insecure};
 	return c;
 
 out_nomem:
@@ -63,6 +96,7 @@ void consul_destroy(struct consul *c)
 	if (c == NULL)
 		return;
 	free(c->address);
+	free(c->connect_to);
 	free(c->token_header);
 	free(c->ca_file);
 	free(c->cert_file);
@@ -100,6 +134,7 @@ enum mn_err consul_call(struct consul *c, struct httpc *h, const struct consul_c
 		.max_response = call->max_response ? call->max_response : (1u << 20),
 		.tls = &c->tls,
 		.capture_header = "X-Consul-Index",
+		.connect_to = c->connect_to,
 		.cancel = call->cancel,
 	};
 	ret = httpc_perform(h, &req, res, err, errlen);

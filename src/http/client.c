@@ -7,6 +7,7 @@
 
 struct httpc {
 	CURL *curl;
+	CURLM *multi; /* made on the first cancellable request */
 };
 
 struct transfer {
@@ -41,6 +42,8 @@ void httpc_destroy(struct httpc *h)
 	if (h == NULL)
 		return;
 	curl_easy_cleanup(h->curl);
+	if (h->multi)
+		curl_multi_cleanup(h->multi);
 	free(h);
 }
 
@@ -90,19 +93,45 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
-static int on_progress(void *ctx, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
-{
-	const struct transfer *t = ctx;
+/* How often a cancellable transfer looks at its flag while the peer is
+ * silent (a blocking query can be silent for minutes). */
+#define CANCEL_POLL_MS 50
 
-	(void)dlt, (void)dln, (void)ult, (void)uln;
-	return t->req->cancel && atomic_load(t->req->cancel) ? 1 : 0;
+/* curl_easy_perform, but through the multi interface so that a transfer
+ * with nothing arriving still looks at 'cancel' every CANCEL_POLL_MS (the
+ * progress callback runs only about once a second when idle). */
+static CURLcode perform_cancellable(struct httpc *h, const atomic_bool *cancel)
+{
+	CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
+	int running = 1, queued;
+	CURLMsg *msg;
+
+	if (h->multi == NULL && (h->multi = curl_multi_init()) == NULL)
+		return CURLE_OUT_OF_MEMORY;
+	if (curl_multi_add_handle(h->multi, h->curl) != CURLM_OK)
+		return CURLE_FAILED_INIT;
+	while (running && !atomic_load(cancel)) {
+		if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (running && curl_multi_poll(h->multi, NULL, 0, CANCEL_POLL_MS, NULL) != CURLM_OK) {
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+	}
+	while ((msg = curl_multi_info_read(h->multi, &queued)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->curl)
+			rc = msg->data.result;
+	curl_multi_remove_handle(h->multi, h->curl);
+	return rc;
 }
 
 enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 			  struct httpc_response *res, char *err, size_t errlen)
 {
 	struct transfer t = {req, res, false};
-	struct curl_slist *headers = NULL, *tmp;
+	struct curl_slist *headers = NULL, *connect_to = NULL, *tmp;
 	char curl_err[CURL_ERROR_SIZE] = "";
 	enum mn_err ret = MN_OK;
 	CURL *c = h->curl;
@@ -148,18 +177,25 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-	if (req->cancel) {
-		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
-		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	}
 	if (req->body) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 	} else if (strcmp(req->method, "GET") == 0) {
 		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 	}
+	if (req->connect_to) {
+		connect_to = curl_slist_append(NULL, req->connect_to);
+		if (connect_to == NULL) {
+			ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
+			goto out_free_headers;
+		}
+		curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_to);
+	}
 	if (req->tls) {
+		if (req->tls->insecure) {
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+		}
 		if (req->tls->ca_file)
 			curl_easy_setopt(c, CURLOPT_CAINFO, req->tls->ca_file);
 		if (req->tls->cert_file)
@@ -168,8 +204,9 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 			curl_easy_setopt(c, CURLOPT_SSLKEY, req->tls->key_file);
 	}
 
-	rc = curl_easy_perform(c);
+	rc = req->cancel ? perform_cancellable(h, req->cancel) : curl_easy_perform(c);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(c, CURLOPT_CONNECT_TO, NULL);
 	switch (rc) {
 	case CURLE_OK:
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &res->status);
@@ -197,6 +234,7 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 		buf_release(&res->body);
 
 out_free_headers:
+	curl_slist_free_all(connect_to);
 	curl_slist_free_all(headers);
 	return ret;
 }

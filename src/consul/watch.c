@@ -1,0 +1,306 @@
+#include "consul/watch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consul/kv.h"
+#include "core/log.h"
+
+#define DEFAULT_WAIT_MS (5 * 60 * 1000)
+#define DEFAULT_MIN_INTERVAL_MS 100
+#define DEFAULT_BACKOFF_BASE_MS 250
+#define DEFAULT_BACKOFF_CAP_MS 30000
+#define DEFAULT_MAX_RESPONSE (16u << 20)
+/* Time for the answer itself, on top of the agent's wait and jitter. */
+#define CALL_MARGIN_MS 5000
+
+/* ---- the rules -------------------------------------------------------- */
+
+uint64_t watch_next_index(uint64_t sent, uint64_t got)
+{
+	if (got == 0 || got < sent)
+		return 1; /* missing, or went backwards (agent restarted): start over */
+	return got;
+}
+
+bool watch_is_change(bool first, uint64_t last_index, uint64_t last_hash, uint64_t index,
+		     uint64_t hash)
+{
+	return first || (index != last_index && hash != last_hash);
+}
+
+uint64_t watch_call_timeout_ms(uint64_t wait_ms) { return wait_ms + wait_ms / 16 + CALL_MARGIN_MS; }
+
+uint64_t watch_hash(const char *body, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)body[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+void watch_state_init(struct watch_state *s, uint64_t min_interval_ms, uint64_t backoff_base_ms,
+		      uint64_t backoff_cap_ms, uint64_t seed)
+{
+	memset(s, 0, sizeof(*s));
+	s->min_interval_ms = min_interval_ms;
+	backoff_init(&s->backoff, backoff_base_ms, backoff_cap_ms, seed);
+	s->rng = s->backoff.rng ^ 0x5851F42D4C957F2DULL;
+}
+
+uint64_t watch_state_delay(const struct watch_state *s, uint64_t now)
+{
+	return s->next_start > now ? s->next_start - now : 0;
+}
+
+uint64_t watch_state_start(struct watch_state *s, uint64_t now)
+{
+	uint64_t jitter = s->min_interval_ms / 2 + 1;
+
+	s->next_start = now + s->min_interval_ms + mn_rand_next(&s->rng) % jitter;
+	return s->sent;
+}
+
+bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash)
+{
+	bool deliver = s->force || watch_is_change(!s->delivered, s->last_index, s->last_hash,
+						     index, hash);
+
+	s->sent = watch_next_index(s->sent, index);
+	backoff_reset(&s->backoff);
+	if (deliver) {
+		s->last_index = index;
+		s->last_hash = hash;
+		s->delivered = true;
+		s->force = false;
+	}
+	return deliver;
+}
+
+uint64_t watch_state_failed(struct watch_state *s, uint64_t now)
+{
+	uint64_t delay = backoff_next(&s->backoff);
+
+	s->sent = 0;
+	if (now + delay > s->next_start)
+		s->next_start = now + delay;
+	return delay;
+}
+
+void watch_state_refresh(struct watch_state *s)
+{
+	s->sent = 0;
+	s->force = true;
+}
+
+/* ---- the thread ------------------------------------------------------- */
+
+struct watch {
+	struct consul *consul;
+	char *op;
+	char *path;
+	uint64_t wait_ms;
+	size_t max_response;
+	watch_change_fn on_change;
+	watch_error_fn on_error;
+	void *ctx;
+	const struct mn_clock *clock;
+	struct watch_state state;  /* under lock */
+	bool refresh;              /* under lock */
+	atomic_bool stopping;
+	atomic_bool interrupt;     /* cancels the call in flight: stop or refresh */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;       /* signalled on stop and refresh */
+	pthread_t thread;
+};
+
+/* Waits until 'ms' passed, the watch stops or a refresh is asked for.
+ * Called with the lock held. */
+static void wait_locked(struct watch *w, uint64_t ms)
+{
+	struct timespec ts = clock_deadline_ms(ms);
+
+	while (!atomic_load(&w->stopping) && !w->refresh)
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+			break;
+}
+
+/* One call to the agent with 'index' (0: a plain read). */
+static enum mn_err watch_call(struct watch *w, struct httpc *h, uint64_t index,
+			      struct httpc_response *res, char *err, size_t errlen)
+{
+	char path[2048];
+	int n;
+
+	if (index == 0)
+		n = snprintf(path, sizeof(path), "%s", w->path);
+	else
+		n = snprintf(path, sizeof(path), "%s%cindex=%llu&wait=%llums", w->path,
+			     strchr(w->path, '?') ? '&' : '?', (unsigned long long)index,
+			     (unsigned long long)w->wait_ms);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return mn_error(err, errlen, MN_INVALID, "watch path too long");
+	return consul_call(w->consul, h,
+			   &(struct consul_call){
+				   .op = w->op,
+				   .method = "GET",
+				   .path = path,
+				   .timeout_ms = (long)watch_call_timeout_ms(index ? w->wait_ms : 0),
+				   .max_response = w->max_response,
+				   .cancel = &w->interrupt,
+			   },
+			   res, err, errlen);
+}
+
+static void *watch_main(void *arg)
+{
+	struct watch *w = arg;
+	struct httpc *h = httpc_create();
+	struct httpc_response res;
+	char err[512];
+
+	if (h == NULL) {
+		log_error("consul", "watch %s: out of memory", w->path);
+		return NULL;
+	}
+	httpc_response_init(&res);
+	pthread_mutex_lock(&w->lock);
+	while (!atomic_load(&w->stopping)) {
+		uint64_t delay = watch_state_delay(&w->state, clock_now(w->clock)), index;
+		bool deliver = false, not_found = false;
+		enum mn_err e;
+
+		if (delay) {
+			wait_locked(w, delay);
+			if (!w->refresh)
+				continue;
+		}
+		if (w->refresh) {
+			w->refresh = false;
+			watch_state_refresh(&w->state);
+		}
+		atomic_store(&w->interrupt, false);
+		index = watch_state_start(&w->state, clock_now(w->clock));
+		pthread_mutex_unlock(&w->lock);
+
+		e = watch_call(w, h, index, &res, err, sizeof(err));
+		if (atomic_load(&w->interrupt)) {
+			/* Stopped, or a refresh cut the blocked call short: the
+			 * loop starts over with the fresh read. */
+			pthread_mutex_lock(&w->lock);
+			continue;
+		}
+		if (e == MN_NOT_FOUND) {
+			/* A KV prefix with no keys: an answer, with an empty body. */
+			not_found = true;
+			buf_release(&res.body);
+			e = MN_OK;
+		}
+		pthread_mutex_lock(&w->lock);
+		if (e == MN_OK) {
+			const char *body = res.body.data ? res.body.data : "";
+
+			/* "^ not_found" tells "no keys" from an empty body. */
+			deliver = watch_state_answer(&w->state, consul_index_parse(res.captured),
+						     watch_hash(body, res.body.len) ^ not_found);
+		} else {
+			watch_state_failed(&w->state, clock_now(w->clock));
+		}
+		pthread_mutex_unlock(&w->lock);
+
+		/* Callbacks run without the lock, so they may call watch_refresh. */
+		if (e != MN_OK && w->on_error)
+			w->on_error(w->ctx, e, err);
+		else if (deliver)
+			w->on_change(w->ctx, res.body.data ? res.body.data : "", res.body.len,
+				     consul_index_parse(res.captured), not_found);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	httpc_response_release(&res);
+	httpc_destroy(h);
+	return NULL;
+}
+
+struct watch *watch_start(const struct watch_opts *opts)
+{
+	struct watch *w = calloc(1, sizeof(*w));
+	pthread_condattr_t attr;
+
+	if (w == NULL)
+		return NULL;
+	w->consul = opts->consul;
+	w->op = strdup(opts->op ? opts->op : "watch");
+	w->path = strdup(opts->path);
+	w->wait_ms = opts->wait_ms ? opts->wait_ms : DEFAULT_WAIT_MS;
+	w->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+	w->on_change = opts->on_change;
+	w->on_error = opts->on_error;
+	w->ctx = opts->ctx;
+	w->clock = opts->clock ? opts->clock : &clock_system;
+	watch_state_init(&w->state,
+			 opts->min_interval_ms ? opts->min_interval_ms : DEFAULT_MIN_INTERVAL_MS,
+			 opts->backoff_base_ms ? opts->backoff_base_ms : DEFAULT_BACKOFF_BASE_MS,
+			 opts->backoff_cap_ms ? opts->backoff_cap_ms : DEFAULT_BACKOFF_CAP_MS, 0);
+	atomic_init(&w->stopping, false);
+	atomic_init(&w->interrupt, false);
+	if (w->op == NULL || w->path == NULL)
+		goto out_free;
+	if (pthread_mutex_init(&w->lock, NULL) != 0)
+		goto out_free;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&w->cond, &attr) != 0) {
+		pthread_condattr_destroy(&attr);
+		goto out_mutex;
+	}
+	pthread_condattr_destroy(&attr);
+	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
+		goto out_cond;
+	return w;
+
+out_cond:
+	pthread_cond_destroy(&w->cond);
+out_mutex:
+	pthread_mutex_destroy(&w->lock);
+out_free:
+	free(w->op);
+	free(w->path);
+	free(w);
+	return NULL;
+}
+
+void watch_stop(struct watch *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lock);
+	atomic_store(&w->stopping, true);
+	atomic_store(&w->interrupt, true);
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	free(w->op);
+	free(w->path);
+	free(w);
+}
+
+void watch_refresh(struct watch *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->refresh = true;
+	atomic_store(&w->interrupt, true);
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
