@@ -6,11 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "consul/agent.h"
 #include "consul/kv.h"
 #include "consul/registrar.h"
+#include "consul/watch.h"
+#include "config/store.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/server.h"
@@ -23,7 +26,11 @@
 /* How long a node with consul.required waits for its first registration. */
 #define REQUIRED_REGISTRATION_MS 10000
 #define REGISTER_BACKOFF_BASE_MS 250
-#define REGISTER_BACKOFF_CAP_MS 10000
+/* The agent is local: a refused connection to it costs nothing, and an
+ * agent that comes back must find the node registered and its KV followed
+ * within a second or two, so retries are capped at one second. */
+#define REGISTER_BACKOFF_CAP_MS 1000
+#define KV_WATCH_BACKOFF_CAP_MS 1000
 
 struct app_metrics {
 	struct metrics *registry;
@@ -37,8 +44,25 @@ struct app_metrics {
 	struct metric_family *ready;
 };
 
+/* One watched KV prefix and the pairs last read from it. */
+struct kv_source {
+	struct app *app;
+	const char *prefix;
+	struct consul_kv *pairs;
+	size_t n;
+	uint64_t index;
+	bool known;                  /* answered at least once */
+	struct watch *watch;
+};
+
 struct app {
-	struct config *cfg;
+	const struct app_opts *opts;
+	const struct config *cfg;    /* the boot config: static settings */
+	struct config_store *store;  /* the config in force */
+	pthread_mutex_t reload_lock; /* one reload at a time; guards kv[] */
+	struct kv_source kv[2];      /* config/shared/, then the node's prefix */
+	char *kv_refusals;           /* the KV warnings of the last reload, one per
+					line; guarded by reload_lock */
 	struct app_metrics m;
 	struct users_repo *users_repo;
 	struct users_service *users;
@@ -62,16 +86,39 @@ static const char *env_get(char *const *env, const char *name)
 	return NULL;
 }
 
+static bool env_true(char *const *env, const char *name)
+{
+	const char *v = env_get(env, name);
+
+	return v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+static bool env_false(char *const *env, const char *name)
+{
+	const char *v = env_get(env, name);
+
+	return v && (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0);
+}
+
+/* The agent client, with TLS set as Consul's own tools read it from the
+ * environment: CONSUL_HTTP_SSL=true means https whatever the address says,
+ * CONSUL_HTTP_SSL_VERIFY=false turns verification off. */
 static struct consul *consul_from_config(const struct config *cfg, char *const *env, char *err,
 					 size_t errlen)
 {
+	char address[512];
 	struct consul_opts opts = {
 		.address = cfg->consul_address,
 		.token = cfg->consul_token,
 		.tls = {env_get(env, "CONSUL_CACERT"), env_get(env, "CONSUL_CLIENT_CERT"),
-			env_get(env, "CONSUL_CLIENT_KEY")},
+			env_get(env, "CONSUL_CLIENT_KEY"), env_false(env, "CONSUL_HTTP_SSL_VERIFY")},
+		.server_name = env_get(env, "CONSUL_TLS_SERVER_NAME"),
 	};
 
+	if (env_true(env, "CONSUL_HTTP_SSL") && strncmp(cfg->consul_address, "http://", 7) == 0) {
+		snprintf(address, sizeof(address), "https://%s", cfg->consul_address + 7);
+		opts.address = address;
+	}
 	return consul_create(&opts, err, errlen);
 }
 
@@ -174,8 +221,12 @@ out:
 
 json_t *app_config_json(const struct config *cfg)
 {
-	return json_pack("{s:o, s:I}", "settings", config_to_json(cfg), "kv_index",
-			 (json_int_t)cfg->kv_index);
+	json_t *pending = json_array();
+
+	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
+		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
+	return json_pack("{s:o, s:I, s:o}", "settings", config_to_json(cfg), "kv_index",
+			 (json_int_t)cfg->kv_index, "pending_restart", pending);
 }
 
 /* ---- metrics ---------------------------------------------------------- */
@@ -233,7 +284,10 @@ static void collect(struct metrics *m, void *ctx)
 	(void)m;
 	metric_set(app->m.consul_registered, NULL,
 		   app->registrar && registrar_registered(app->registrar) ? 1 : 0);
-	metric_set(app->m.kv_index, NULL, (double)app->cfg->kv_index);
+	const struct config *cfg = config_store_get(app->store);
+
+	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
+	config_store_put(app->store, cfg);
 	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
 	json_decref(scratch);
 }
@@ -310,8 +364,11 @@ static bool app_ready(void *ctx, json_t *body)
 static json_t *app_config_for_http(void *ctx)
 {
 	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	json_t *o = app_config_json(cfg);
 
-	return app_config_json(app->cfg);
+	config_store_put(app->store, cfg);
+	return o;
 }
 
 static enum mn_err app_metrics_text(void *ctx, struct buf *out)
@@ -319,6 +376,226 @@ static enum mn_err app_metrics_text(void *ctx, struct buf *out)
 	struct app *app = ctx;
 
 	return metrics_render(app->m.registry, out);
+}
+
+/* ---- live configuration ------------------------------------------------ */
+
+static void apply_log_settings(const struct config *cfg)
+{
+	enum log_level level;
+	enum log_format format;
+
+	if (log_level_parse(cfg->log_level, &level))
+		log_set_level(level);
+	if (log_format_parse(cfg->log_format, &format))
+		log_set_format(format);
+}
+
+/* The next line of a buffer of messages, cut in place; NULL at the end and
+ * for an empty buffer (whose data may be NULL). */
+static char *next_line(char **cursor)
+{
+	char *line = *cursor, *nl;
+
+	if (line == NULL || *line == '\0')
+		return NULL;
+	nl = strchr(line, '\n');
+	if (nl) {
+		*nl = '\0';
+		*cursor = nl + 1;
+	} else {
+		*cursor = line + strlen(line);
+	}
+	return line;
+}
+
+/* true when 'line' is one of the lines of 'set' (NULL: none). */
+static bool seen_before(const char *set, const char *line)
+{
+	size_t len = strlen(line);
+
+	for (const char *p = set; p && (p = strstr(p, line)) != NULL; p += len)
+		if ((p == set || p[-1] == '\n') && (p[len] == '\n' || p[len] == '\0'))
+			return true;
+	return false;
+}
+
+static bool listed(char *const *names, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Makes a new config in force: dynamic settings at once, static changes
+ * reported (once each) as waiting for a restart. */
+static void apply_config(struct app *app, const struct config *old, const struct config *next)
+{
+	apply_log_settings(next);
+	if (app->registrar && next->maintenance != old->maintenance)
+		registrar_set_maintenance(app->registrar, next->maintenance);
+	for (size_t i = 0; i < next->n_pending_restart; i++)
+		if (!listed(old->pending_restart, old->n_pending_restart, next->pending_restart[i]))
+			log_warn("config", "'%s' changed; it is a static setting and takes effect "
+				 "after a restart", next->pending_restart[i]);
+}
+
+/* Builds the whole configuration again from file, KV as last read and
+ * environment, validates it against the config in force and publishes it.
+ * Called with reload_lock held. */
+static void reload_locked(struct app *app, const char *why)
+{
+	struct config_kv_pair *pairs;
+	struct buf errors, warnings;
+	const struct config *old;
+	struct config *next = NULL;
+	char *refusals = NULL;
+	size_t n = 0, at = 0;
+	uint64_t index = 0;
+	bool rejected;
+
+	for (size_t i = 0; i < 2; i++)
+		n += app->kv[i].n;
+	pairs = calloc(n + 1, sizeof(*pairs));
+	if (pairs == NULL) {
+		log_error("config", "out of memory reloading the configuration");
+		return;
+	}
+	for (size_t i = 0; i < 2; i++) {
+		for (size_t j = 0; j < app->kv[i].n; j++)
+			pairs[at++] = (struct config_kv_pair){app->kv[i].pairs[j].key,
+							      app->kv[i].pairs[j].value};
+		if (app->kv[i].index > index)
+			index = app->kv[i].index;
+	}
+	old = config_store_get(app->store);
+	struct config_sources src = {
+		.file_path = app->opts->config_path,
+		.file_optional = !app->opts->config_path_given,
+		.environ = app->opts->environ,
+		.kv = pairs,
+		.n_kv = n,
+		.kv_index = index,
+		.running = old,
+	};
+	buf_init(&errors, 1 << 16);
+	buf_init(&warnings, 1 << 16);
+	if (config_load(&src, &next, &errors, &warnings) != MN_OK) {
+		/* A file that no longer loads (after SIGHUP): nothing changes. */
+		for (char *cur = errors.data, *line; (line = next_line(&cur)) != NULL;)
+			log_error("config", "reload (%s) refused: %s", why, line);
+		metric_inc(app->m.config_reloads, (const char *[]){"rejected"});
+		goto out;
+	}
+	/* A refused value stays in KV until someone fixes it: it is logged and
+	 * counted when it appears, not again on every later reload. */
+	rejected = false;
+	if (warnings.data && (refusals = strdup(warnings.data)) == NULL) {
+		log_error("config", "out of memory reloading the configuration");
+		goto out_destroy;
+	}
+	for (char *cur = warnings.data, *line; (line = next_line(&cur)) != NULL;) {
+		if (seen_before(app->kv_refusals, line)) {
+			log_debug("config", "%s (still)", line);
+			continue;
+		}
+		log_warn("config", "%s", line);
+		rejected = true;
+	}
+	free(app->kv_refusals);
+	app->kv_refusals = refusals;
+	metric_inc(app->m.config_reloads, (const char *[]){rejected ? "rejected" : "success"});
+	log_info("config", "configuration reloaded (%s) at kv index %llu", why,
+		 (unsigned long long)index);
+	apply_config(app, old, next);
+	config_store_publish(app->store, next);
+	goto out;
+out_destroy:
+	config_destroy(next);
+out:
+	config_store_put(app->store, old);
+	buf_release(&errors);
+	buf_release(&warnings);
+	free(pairs);
+}
+
+static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index, bool not_found)
+{
+	struct kv_source *kv = ctx;
+	struct app *app = kv->app;
+	struct consul_kv *pairs = NULL;
+	size_t n = 0;
+	char err[256];
+
+	if (!not_found && consul_kv_parse(body, len, &pairs, &n, err, sizeof(err)) != MN_OK) {
+		log_warn("config", "kv listing of '%s' not understood: %s", kv->prefix, err);
+		return;
+	}
+	pthread_mutex_lock(&app->reload_lock);
+	consul_kv_free(kv->pairs, kv->n);
+	kv->pairs = pairs;
+	kv->n = n;
+	kv->index = index;
+	kv->known = true;
+	/* Until every prefix has answered once, a reload would drop the
+	 * values of the silent one (read at startup) for a moment. */
+	for (size_t i = 0; i < 2; i++)
+		if (app->kv[i].prefix && !app->kv[i].known)
+			goto out;
+	reload_locked(app, kv->prefix);
+out:
+	pthread_mutex_unlock(&app->reload_lock);
+}
+
+static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
+{
+	const struct kv_source *kv = ctx;
+
+	log_debug("config", "kv watch of '%s': %s (%s)", kv->prefix, msg, mn_strerror(err));
+}
+
+/* Starts following config/shared/ and the node's prefix. The last values
+ * read stay in force while the agent is away. */
+static enum mn_err watches_start(struct app *app)
+{
+	const char *prefixes[2] = {"config/shared/", app->cfg->consul_kv_prefix};
+
+	size_t n = strcmp(prefixes[1], prefixes[0]) == 0 ? 1 : 2;
+
+	for (size_t i = 0; i < n; i++) {
+		app->kv[i].app = app;
+		app->kv[i].prefix = prefixes[i];
+	}
+	for (size_t i = 0; i < n; i++) {
+		char path[1024];
+
+		snprintf(path, sizeof(path), "/v1/kv/%s?recurse=true", prefixes[i]);
+		app->kv[i].watch = watch_start(&(struct watch_opts){
+			.consul = app->consul,
+			.op = "kv_watch",
+			.path = path,
+			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
+			.on_change = on_kv_change,
+			.on_error = on_kv_error,
+			.ctx = &app->kv[i],
+		});
+		if (app->kv[i].watch == NULL)
+			return MN_NOMEM;
+	}
+	return MN_OK;
+}
+
+/* SIGHUP: the file again, and a fresh read of KV. */
+static void reload_on_signal(struct app *app)
+{
+	log_info("app", "SIGHUP received: reloading the file and consul kv");
+	pthread_mutex_lock(&app->reload_lock);
+	reload_locked(app, "SIGHUP");
+	pthread_mutex_unlock(&app->reload_lock);
+	for (size_t i = 0; i < 2; i++)
+		if (app->kv[i].watch)
+			watch_refresh(app->kv[i].watch);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -422,8 +699,9 @@ static bool server_drain(struct http_server *s, int timeout_ms)
 	return true;
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in every thread, taken here). */
-static void wait_for_stop(void)
+/* Waits for SIGTERM or SIGINT (blocked in every thread, taken here);
+ * SIGHUP reloads. */
+static void wait_for_stop(struct app *app)
 {
 	sigset_t set;
 	int sig;
@@ -436,7 +714,7 @@ static void wait_for_stop(void)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_info("app", "SIGHUP received; live reload is not available in this build");
+			reload_on_signal(app);
 			continue;
 		}
 		log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -444,31 +722,30 @@ static void wait_for_stop(void)
 	}
 }
 
-static void apply_log_settings(const struct config *cfg)
-{
-	enum log_level level;
-	enum log_format format;
-
-	if (log_level_parse(cfg->log_level, &level))
-		log_set_level(level);
-	if (log_format_parse(cfg->log_format, &format))
-		log_set_format(format);
-}
-
 static void app_teardown(struct app *app)
 {
+	for (size_t i = 0; i < 2; i++) {
+		watch_stop(app->kv[i].watch);
+		consul_kv_free(app->kv[i].pairs, app->kv[i].n);
+	}
 	registrar_stop(app->registrar);
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
 	users_repo_destroy(app->users_repo);
 	metrics_destroy(app->m.registry);
-	config_destroy(app->cfg);
+	if (app->store) {
+		config_store_put(app->store, app->cfg);
+		config_store_destroy(app->store);
+	}
+	free(app->kv_refusals);
+	pthread_mutex_destroy(&app->reload_lock);
 }
 
 int app_run(const struct app_opts *opts)
 {
-	struct app app = {0};
+	struct app app = {.opts = opts};
+	struct config *loaded;
 	struct buf errors, warnings;
 	char err[512];
 	sigset_t set;
@@ -489,14 +766,21 @@ int app_run(const struct app_opts *opts)
 	}
 	buf_init(&errors, 1 << 16);
 	buf_init(&warnings, 1 << 16);
-	if (app_load_config(opts, &app.cfg, &errors, &warnings) != MN_OK) {
+	pthread_mutex_init(&app.reload_lock, NULL);
+	if (app_load_config(opts, &loaded, &errors, &warnings) != MN_OK) {
 		fprintf(stderr, "%s", errors.data ? errors.data : "configuration error\n");
 		code = 2;
 		goto out;
 	}
+	app.store = config_store_create(loaded);
+	if (app.store == NULL) {
+		log_error("app", "out of memory");
+		goto out;
+	}
+	app.cfg = config_store_get(app.store);
 	apply_log_settings(app.cfg);
 	if (warnings.len) {
-		for (char *line = strtok(warnings.data, "\n"); line; line = strtok(NULL, "\n"))
+		for (char *cur = warnings.data, *line; (line = next_line(&cur)) != NULL;)
 			log_warn("config", "%s", line);
 	}
 	log_info("app", "meshnode %s starting as '%s' (%s)", MESHNODE_VERSION, app.cfg->service_id,
@@ -544,15 +828,25 @@ int app_run(const struct app_opts *opts)
 		log_error("consul", "cannot start the registration thread");
 		goto out_stop_server;
 	}
+	if (app.cfg->maintenance)
+		registrar_set_maintenance(app.registrar, true);
+	if (watches_start(&app) != MN_OK) {
+		log_error("config", "cannot start the consul kv watches");
+		goto out_stop_server;
+	}
 	if (app.cfg->consul_required && !registrar_wait(app.registrar, REQUIRED_REGISTRATION_MS)) {
 		log_error("consul", "consul.required is set and the agent at %s did not accept the registration",
 			  app.cfg->consul_address);
 		goto out_stop_server;
 	}
 
-	wait_for_stop();
+	wait_for_stop(&app);
 	code = 0;
 	atomic_store(&app.stopping, true); /* /ready turns 503 */
+	for (size_t i = 0; i < 2; i++) {   /* no reload may reach the registrar now */
+		watch_stop(app.kv[i].watch);
+		app.kv[i].watch = NULL;
+	}
 	registrar_stop(app.registrar);     /* deregisters */
 	app.registrar = NULL;
 

@@ -21,6 +21,8 @@ static void usage(FILE *out)
 		"  --version          print the version\n"
 		"  --help             print this help\n"
 		"\n"
+		"The node follows Consul KV edits live; SIGHUP reloads the file and KV.\n"
+		"\n"
 		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.\n",
 		DEFAULT_CONFIG);
 }

@@ -382,7 +382,8 @@ class _Process:
 class Consul(_Process):
     """A real `consul agent -dev` on loopback with every port chosen free
     (DNS and gRPC disabled). Dev mode keeps all state in memory: a restart
-    starts empty. Use start()/stop() again to restart on the same ports."""
+    starts empty. Use start()/stop() again to restart on the same ports.
+    With start=False the ports are chosen at once and start() comes later."""
 
     START_TIMEOUT = 15.0
 
@@ -399,6 +400,9 @@ class Consul(_Process):
         self.startup_seconds = None
         if start:
             self.start()
+        else:
+            # addr is known before the agent runs (a node started first)
+            self.ports = self._pick_ports()
 
     # -- lifecycle ---------------------------------------------------------
 
