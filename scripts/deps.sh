@@ -13,7 +13,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 deps="$top/.deps"
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates)
+      ca-certificates openssl python3)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
