@@ -52,6 +52,7 @@ struct kv_source {
 	size_t n;
 	uint64_t index;
 	bool known;                  /* answered at least once */
+	enum mn_err failing;         /* the watch's last error, MN_OK once it answers */
 	struct watch *watch;
 };
 
@@ -520,6 +521,29 @@ out:
 	free(pairs);
 }
 
+/* Both run on the prefix's own watch thread: 'failing' needs no lock. One
+ * warning per kind of failure, then quiet while it repeats; the values last
+ * read stay in force meanwhile. Recovery is noticed with the next change
+ * delivered. */
+static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
+{
+	struct kv_source *kv = ctx;
+
+	if (err != kv->failing)
+		log_warn("config", "kv watch of '%s' failed: %s; keeping the values last read",
+			 kv->prefix, msg);
+	else
+		log_debug("config", "kv watch of '%s': %s", kv->prefix, msg);
+	kv->failing = err;
+}
+
+static void kv_answered(struct kv_source *kv)
+{
+	if (kv->failing != MN_OK)
+		log_info("config", "kv watch of '%s' answering again", kv->prefix);
+	kv->failing = MN_OK;
+}
+
 static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index, bool not_found)
 {
 	struct kv_source *kv = ctx;
@@ -528,6 +552,7 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 	size_t n = 0;
 	char err[256];
 
+	kv_answered(kv);
 	if (!not_found && consul_kv_parse(body, len, &pairs, &n, err, sizeof(err)) != MN_OK) {
 		log_warn("config", "kv listing of '%s' not understood: %s", kv->prefix, err);
 		return;
@@ -546,13 +571,6 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 	reload_locked(app, kv->prefix);
 out:
 	pthread_mutex_unlock(&app->reload_lock);
-}
-
-static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
-{
-	const struct kv_source *kv = ctx;
-
-	log_debug("config", "kv watch of '%s': %s (%s)", kv->prefix, msg, mn_strerror(err));
 }
 
 /* Starts following config/shared/ and the node's prefix. The last values
