@@ -523,8 +523,7 @@ out:
 
 /* Both run on the prefix's own watch thread: 'failing' needs no lock. One
  * warning per kind of failure, then quiet while it repeats; the values last
- * read stay in force meanwhile. Recovery is noticed with the next change
- * delivered. */
+ * read stay in force meanwhile. */
 static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
 {
 	struct kv_source *kv = ctx;
@@ -537,8 +536,11 @@ static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
 	kv->failing = err;
 }
 
-static void kv_answered(struct kv_source *kv)
+static void on_kv_answer(void *ctx, uint64_t index)
 {
+	struct kv_source *kv = ctx;
+
+	(void)index;
 	if (kv->failing != MN_OK)
 		log_info("config", "kv watch of '%s' answering again", kv->prefix);
 	kv->failing = MN_OK;
@@ -552,7 +554,6 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 	size_t n = 0;
 	char err[256];
 
-	kv_answered(kv);
 	if (!not_found && consul_kv_parse(body, len, &pairs, &n, err, sizeof(err)) != MN_OK) {
 		log_warn("config", "kv listing of '%s' not understood: %s", kv->prefix, err);
 		return;
@@ -596,6 +597,7 @@ static enum mn_err watches_start(struct app *app)
 			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
 			.on_change = on_kv_change,
 			.on_error = on_kv_error,
+			.on_answer = on_kv_answer,
 			.ctx = &app->kv[i],
 		});
 		if (app->kv[i].watch == NULL)

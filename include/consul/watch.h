@@ -28,6 +28,10 @@ typedef void (*watch_change_fn)(void *ctx, const char *body, size_t len, uint64_
  * returned it, 'msg' its detail). */
 typedef void (*watch_error_fn)(void *ctx, enum mn_err err, const char *msg);
 
+/* Called on the watch thread after every answer, changed or not (before
+ * on_change when it is a change): the agent is answering. */
+typedef void (*watch_answer_fn)(void *ctx, uint64_t index);
+
 struct watch_opts {
 	struct consul *consul;       /* borrowed */
 	const char *op;              /* "kv_watch", for metrics and logs (copied) */
@@ -40,6 +44,7 @@ struct watch_opts {
 	size_t max_response;         /* 0 means 16 MiB */
 	watch_change_fn on_change;
 	watch_error_fn on_error;     /* may be NULL */
+	watch_answer_fn on_answer;   /* may be NULL */
 	void *ctx;
 	const struct mn_clock *clock; /* NULL: the system clock */
 };

@@ -40,6 +40,8 @@ struct httpc_response {
 	long status;                   /* 0 when no response arrived */
 	struct buf body;
 	char captured[128];            /* the value of capture_header, "" when absent */
+	bool sent;                     /* any of the request went out (a retry of a
+					  non-idempotent request is safe only when not) */
 };
 
 /* Global libcurl setup; call once before threads start. */

@@ -110,6 +110,7 @@ struct watch {
 	size_t max_response;
 	watch_change_fn on_change;
 	watch_error_fn on_error;
+	watch_answer_fn on_answer;
 	void *ctx;
 	const struct mn_clock *clock;
 	struct watch_state state;  /* under lock */
@@ -218,7 +219,9 @@ static void *watch_main(void *arg)
 		/* Callbacks run without the lock, so they may call watch_refresh. */
 		if (e != MN_OK && w->on_error)
 			w->on_error(w->ctx, e, err);
-		else if (deliver)
+		if (e == MN_OK && w->on_answer)
+			w->on_answer(w->ctx, consul_index_parse(res.captured));
+		if (deliver)
 			w->on_change(w->ctx, res.body.data ? res.body.data : "", res.body.len,
 				     consul_index_parse(res.captured), not_found);
 		pthread_mutex_lock(&w->lock);
@@ -243,6 +246,7 @@ struct watch *watch_start(const struct watch_opts *opts)
 	w->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
 	w->on_change = opts->on_change;
 	w->on_error = opts->on_error;
+	w->on_answer = opts->on_answer;
 	w->ctx = opts->ctx;
 	w->clock = opts->clock ? opts->clock : &clock_system;
 	watch_state_init(&w->state,

@@ -52,6 +52,7 @@ void httpc_response_init(struct httpc_response *res)
 	res->status = 0;
 	buf_init(&res->body, 0);
 	res->captured[0] = '\0';
+	res->sent = false;
 }
 
 void httpc_response_release(struct httpc_response *res) { buf_release(&res->body); }
@@ -134,6 +135,7 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 	struct curl_slist *headers = NULL, *connect_to = NULL, *tmp;
 	char curl_err[CURL_ERROR_SIZE] = "";
 	enum mn_err ret = MN_OK;
+	long request_size = 0;
 	CURL *c = h->curl;
 	CURLcode rc;
 
@@ -141,6 +143,7 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 		return mn_error(err, errlen, MN_INVALID, "unsupported URL scheme");
 	res->status = 0;
 	res->captured[0] = '\0';
+	res->sent = false;
 	buf_release(&res->body);
 	buf_init(&res->body, req->max_response);
 
@@ -205,6 +208,8 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 	}
 
 	rc = req->cancel ? perform_cancellable(h, req->cancel) : curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_size);
+	res->sent = request_size > 0;
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(c, CURLOPT_CONNECT_TO, NULL);
 	switch (rc) {

@@ -1,0 +1,38 @@
+/* Service instances from Consul's health endpoint
+ * (GET /v1/health/service/<name>?passing): parsing, and the checks an
+ * address from Consul passes before a call goes to it. */
+#ifndef MESHNODE_CONSUL_HEALTH_H
+#define MESHNODE_CONSUL_HEALTH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+
+#define CONSUL_HOST_MAX 253
+
+struct consul_instance {
+	char *id;            /* Service.ID */
+	char *node;          /* Node.Node */
+	char *address;       /* Service.Address, or Node.Address when empty */
+	int port;            /* 1..65535 */
+	json_t *tags;        /* array of strings (own copy) */
+	json_t *meta;        /* object of strings (own copy) */
+};
+
+/* true for an IPv4 or IPv6 literal or an RFC 1123 host name: nothing that
+ * could smuggle a scheme, credentials, a path or a header into a URL. */
+bool consul_host_valid(const char *host);
+
+/* Parses the JSON array the health endpoint answers into *out (a new array
+ * of *n instances; free with consul_instances_free()). An entry with an
+ * invalid address or port is left out and described on a line of
+ * 'rejected' (may be NULL). MN_INVALID when the body is not such an array. */
+enum mn_err consul_health_parse(const char *json, size_t len, struct consul_instance **out,
+				size_t *n, struct buf *rejected, char *err, size_t errlen);
+
+void consul_instances_free(struct consul_instance *v, size_t n);
+
+#endif

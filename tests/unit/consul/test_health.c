@@ -1,0 +1,168 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consul/health.h"
+
+/* The body of an answer captured from a real consul 1.8.7 -dev agent with
+ * `curl -si` (tests/fixtures/consul/health/): three instances of "users"
+ * registered, one with a service address and tag "blue", one without an
+ * address (the node's is used), one with a critical TTL check (left out by
+ * ?passing). */
+static char *fixture_body(const char *name, size_t *len)
+{
+	char path[256], *text, *body;
+	FILE *f;
+	long size;
+
+	snprintf(path, sizeof(path), "tests/fixtures/consul/health/%s", name);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)size + 1);
+	assert_non_null(text);
+	assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
+	fclose(f);
+	body = strstr(text, "\n\n");
+	assert_non_null(body);
+	body = strdup(body + 2);
+	free(text);
+	*len = strlen(body);
+	return body;
+}
+
+static void test_real_passing_answer(void **state)
+{
+	struct consul_instance *v;
+	size_t n, len;
+	char *body = fixture_body("health_users_passing.http", &len);
+	(void)state;
+
+	assert_int_equal(consul_health_parse(body, len, &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].id, "users-a-8081");
+	assert_string_equal(v[0].address, "127.0.0.1");
+	assert_int_equal(v[0].port, 8081);
+	assert_int_equal(json_array_size(v[0].tags), 1);
+	assert_string_equal(json_string_value(json_array_get(v[0].tags, 0)), "blue");
+	assert_string_equal(json_string_value(json_object_get(v[0].meta, "version")), "0.1.0");
+	assert_string_equal(v[1].id, "users-b-8082");
+	assert_string_equal(v[1].address, "127.0.0.1"); /* the node's address */
+	assert_int_equal(v[1].port, 8082);
+	assert_string_equal(v[1].node, v[0].node);
+	consul_instances_free(v, n);
+	free(body);
+}
+
+static void test_real_tag_filtered_and_unknown_service(void **state)
+{
+	struct consul_instance *v;
+	size_t n, len;
+	char *blue = fixture_body("health_users_tag_blue.http", &len);
+	char *none;
+	(void)state;
+
+	assert_int_equal(consul_health_parse(blue, len, &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].id, "users-a-8081");
+	consul_instances_free(v, n);
+	free(blue);
+
+	none = fixture_body("health_unknown_service.http", &len);
+	assert_int_equal(consul_health_parse(none, len, &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 0);
+	consul_instances_free(v, n);
+	free(none);
+}
+
+/* Entries with what no call should be made to: each is left out and named. */
+static void test_bad_addresses_and_ports_refused(void **state)
+{
+	static const char json[] =
+		"[{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"ok\",\"Address\":\"users-1.internal\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"v6\",\"Address\":\"::1\",\"Port\":8080}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"evil-url\",\"Address\":\"a@b/c\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"crlf\",\"Address\":\"x\\r\\nHost: y\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"scheme\",\"Address\":\"file://etc\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"port0\",\"Address\":\"\",\"Port\":0}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"port-big\",\"Port\":65536}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"port-str\",\"Port\":\"80\"}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"\"},"
+		"  \"Service\":{\"ID\":\"no-address\",\"Port\":80}},"
+		" {\"Service\":{\"Address\":\"1.2.3.4\",\"Port\":80}}]";
+	struct consul_instance *v;
+	struct buf rejected;
+	size_t n;
+	(void)state;
+
+	buf_init(&rejected, 4096);
+	assert_int_equal(consul_health_parse(json, strlen(json), &v, &n, &rejected, NULL, 0), MN_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].id, "ok");
+	assert_string_equal(v[1].id, "v6");
+	for (const char *id = "evil-url\0crlf\0scheme\0port0\0port-big\0port-str\0no-address\0";
+	     *id; id += strlen(id) + 1)
+		assert_non_null(strstr(rejected.data, id));
+	assert_non_null(strstr(rejected.data, "no service ID"));
+	consul_instances_free(v, n);
+	buf_release(&rejected);
+}
+
+static void test_host_rules(void **state)
+{
+	(void)state;
+	assert_true(consul_host_valid("127.0.0.1"));
+	assert_true(consul_host_valid("fe80::1"));
+	assert_true(consul_host_valid("users.service.consul"));
+	assert_true(consul_host_valid("a-b.c"));
+	assert_false(consul_host_valid(""));
+	assert_false(consul_host_valid(NULL));
+	assert_false(consul_host_valid("-a.b"));
+	assert_false(consul_host_valid("a-.b"));
+	assert_false(consul_host_valid("a..b"));
+	assert_false(consul_host_valid("a b"));
+	assert_false(consul_host_valid("[::1]"));
+	assert_false(consul_host_valid("host:80"));
+	assert_false(consul_host_valid("a_b"));
+}
+
+static void test_not_an_array(void **state)
+{
+	struct consul_instance *v;
+	size_t n;
+	char err[128];
+	(void)state;
+
+	assert_int_equal(consul_health_parse("{}", 2, &v, &n, NULL, err, sizeof(err)), MN_INVALID);
+	assert_int_equal(consul_health_parse("[", 1, &v, &n, NULL, err, sizeof(err)), MN_INVALID);
+	assert_null(v);
+	assert_int_equal(n, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_real_passing_answer),
+		cmocka_unit_test(test_real_tag_filtered_and_unknown_service),
+		cmocka_unit_test(test_bad_addresses_and_ports_refused),
+		cmocka_unit_test(test_host_rules),
+		cmocka_unit_test(test_not_an_array),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
