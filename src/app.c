@@ -17,6 +17,10 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/server.h"
+#include "peers/peer_client.h"
+#include "peers/peers_handlers.h"
+#include "peers/resolver.h"
+#include "peers/users_peer_http.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "store/users_repo.h"
@@ -42,6 +46,11 @@ struct app_metrics {
 	struct metric_family *kv_index;
 	struct metric_family *build_info;
 	struct metric_family *ready;
+	struct metric_family *peer_requests;
+	struct metric_family *peer_duration;
+	struct metric_family *peer_instances;
+	struct metric_family *peer_stale;
+	struct metric_family *peer_circuit;
 };
 
 /* One watched KV prefix and the pairs last read from it. */
@@ -74,6 +83,10 @@ struct app {
 	struct consul_service service;
 	char check_url[300];
 	struct registrar *registrar;
+	struct resolver *resolver;
+	struct peer_client *peers;
+	struct peer_settings_source peer_settings;
+	struct peers_handlers peers_handlers;
 	atomic_bool stopping;
 };
 
@@ -243,7 +256,7 @@ static const char *method_label(const char *m)
 }
 
 static void observe_http(void *ctx, const char *method, const char *route, int status,
-			 double seconds)
+			 double seconds, const char *request_id)
 {
 	struct app *app = ctx;
 	char code[8];
@@ -253,7 +266,8 @@ static void observe_http(void *ctx, const char *method, const char *route, int s
 	snprintf(code, sizeof(code), "%d", status);
 	metric_inc(app->m.http_requests, (const char *[]){m, endpoint, code});
 	metric_observe(app->m.http_duration, (const char *[]){m, endpoint}, seconds);
-	log_debug("http", "%s %s %d %.3f ms", m, endpoint, status, seconds * 1000.0);
+	log_debug("http", "%s %s %d %.3f ms request %s", m, endpoint, status, seconds * 1000.0,
+		  request_id);
 }
 
 static const char *result_label(enum mn_err e)
@@ -277,6 +291,24 @@ static void observe_consul(void *ctx, const char *op, enum mn_err result)
 
 static bool app_ready(void *ctx, json_t *body);
 
+static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
+{
+	struct app *app = ctx;
+
+	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->n);
+	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
+}
+
+/* 0 closed, 1 half open, 2 open. */
+static void collect_circuit(void *ctx, const char *service, const char *instance,
+			    const char *state)
+{
+	struct app *app = ctx;
+	double v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
+
+	metric_set(app->m.peer_circuit, (const char *[]){service, instance}, v);
+}
+
 static void collect(struct metrics *m, void *ctx)
 {
 	struct app *app = ctx;
@@ -291,6 +323,10 @@ static void collect(struct metrics *m, void *ctx)
 	config_store_put(app->store, cfg);
 	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
 	json_decref(scratch);
+	if (app->resolver)
+		resolver_foreach(app->resolver, collect_peer_view, app);
+	if (app->peers)
+		peer_client_foreach_instance(app->peers, collect_circuit, app);
 }
 
 static enum mn_err metrics_setup(struct app *app)
@@ -299,6 +335,8 @@ static enum mn_err metrics_setup(struct app *app)
 	static const char *const op_labels[] = {"op", "result"};
 	static const char *const result_labels[] = {"result"};
 	static const char *const version_labels[] = {"version"};
+	static const char *const peer_labels[] = {"service", "outcome"};
+	static const char *const circuit_labels[] = {"service", "instance"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
@@ -324,9 +362,27 @@ static enum mn_err metrics_setup(struct app *app)
 				 "1 while the node reports ready.", 0, NULL);
 	m->build_info = metrics_gauge(m->registry, "meshnode_build_info",
 				      "Build information; the value is always 1.", 1, version_labels);
+	m->peer_requests = metrics_counter(m->registry, "meshnode_peer_requests_total",
+					   "Attempts of calls to peer services, by service and outcome.",
+					   2, peer_labels);
+	m->peer_duration = metrics_histogram(m->registry, "meshnode_peer_request_duration_seconds",
+					     "Time of attempts of calls to peer services.", 1,
+					     peer_labels, metrics_http_buckets,
+					     metrics_http_buckets_count);
+	m->peer_instances = metrics_gauge(m->registry, "meshnode_peer_instances",
+					  "Passing instances of a peer service in the node's view.", 1,
+					  peer_labels);
+	m->peer_stale = metrics_gauge(m->registry, "meshnode_peer_view_stale_seconds",
+				      "How long the view of a peer service has been out of touch "
+				      "with Consul (0 while the agent answers).",
+				      1, peer_labels);
+	m->peer_circuit = metrics_gauge(m->registry, "meshnode_peer_circuit_state",
+					"Circuit of a peer instance: 0 closed, 1 half open, 2 open.",
+					2, circuit_labels);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
 	    !m->consul_registered || !m->config_reloads || !m->kv_index || !m->ready ||
-	    !m->build_info || metrics_register_process(m->registry) != MN_OK)
+	    !m->build_info || !m->peer_requests || !m->peer_duration || !m->peer_instances ||
+	    !m->peer_stale || !m->peer_circuit || metrics_register_process(m->registry) != MN_OK)
 		return MN_NOMEM;
 	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
 	return metrics_on_collect(m->registry, collect, app);
@@ -641,6 +697,49 @@ static enum mn_err store_open(struct app *app)
 	return MN_OK;
 }
 
+/* peers.<name>.* are dynamic: each call reads the config in force. */
+static const void *peer_settings_get(void *ctx, const char *service, struct peer_settings *s)
+{
+	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	const struct config_peer *p = config_peer_get(cfg, service);
+
+	*s = (struct peer_settings){
+		.timeout_ms = (uint64_t)p->timeout_ms,
+		.retries = (unsigned)p->retries,
+		.lb = p->lb,
+		.tag = p->tag,
+		.breaker_failures = (unsigned)p->breaker_failures,
+		.breaker_open_ms = (uint64_t)p->breaker_open_ms,
+	};
+	return cfg;
+}
+
+static void peer_settings_put(void *ctx, const void *token)
+{
+	struct app *app = ctx;
+
+	config_store_put(app->store, token);
+}
+
+/* The resolver follows a peer service from its first use on. */
+static enum mn_err peers_setup(struct app *app)
+{
+	app->resolver = resolver_create(&(struct resolver_opts){
+		.consul = app->consul,
+		.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
+	});
+	if (app->resolver == NULL)
+		return MN_NOMEM;
+	app->peers = peer_client_create(app->resolver, NULL,
+					&(struct peer_metrics){app->m.peer_requests,
+							       app->m.peer_duration});
+	if (app->peers == NULL)
+		return MN_NOMEM;
+	app->peer_settings = (struct peer_settings_source){peer_settings_get, peer_settings_put, app};
+	return MN_OK;
+}
+
 static enum mn_err routes_setup(struct app *app)
 {
 	enum mn_err err;
@@ -650,6 +749,10 @@ static enum mn_err routes_setup(struct app *app)
 		return MN_NOMEM;
 	app->system = (struct system_handlers){app_ready, app_config_for_http, app_metrics_text, app};
 	err = system_handlers_register(app->router, &app->system);
+	if (err != MN_OK)
+		return err;
+	app->peers_handlers = (struct peers_handlers){app->peers, &app->peer_settings};
+	err = peers_handlers_register(app->router, &app->peers_handlers);
 	if (err != MN_OK)
 		return err;
 	if (config_has_module(app->cfg, "users")) {
@@ -749,6 +852,8 @@ static void app_teardown(struct app *app)
 		consul_kv_free(app->kv[i].pairs, app->kv[i].n);
 	}
 	registrar_stop(app->registrar);
+	peer_client_destroy(app->peers);
+	resolver_destroy(app->resolver);  /* stops its watches */
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
@@ -811,10 +916,17 @@ int app_run(const struct app_opts *opts)
 		goto out;
 	}
 
-	if (metrics_setup(&app) != MN_OK || store_open(&app) != MN_OK || routes_setup(&app) != MN_OK) {
+	app.consul = consul_from_config(app.cfg, opts->environ, err, sizeof(err));
+	if (app.consul == NULL) {
+		log_error("consul", "%s", err);
+		goto out;
+	}
+	if (metrics_setup(&app) != MN_OK || store_open(&app) != MN_OK ||
+	    peers_setup(&app) != MN_OK || routes_setup(&app) != MN_OK) {
 		log_error("app", "cannot set up the node");
 		goto out;
 	}
+	consul_set_observer(app.consul, observe_consul, &app);
 
 	struct http_server_opts sopts = {
 		.address = app.cfg->service_address,
@@ -835,12 +947,6 @@ int app_run(const struct app_opts *opts)
 	log_info("http", "listening on %s:%d with %d threads", app.cfg->service_address,
 		 app.cfg->service_port, app.cfg->threads);
 
-	app.consul = consul_from_config(app.cfg, opts->environ, err, sizeof(err));
-	if (app.consul == NULL) {
-		log_error("consul", "%s", err);
-		goto out_stop_server;
-	}
-	consul_set_observer(app.consul, observe_consul, &app);
 	service_setup(&app);
 	app.registrar = registrar_start(app.consul, &app.service, REGISTER_BACKOFF_BASE_MS,
 					REGISTER_BACKOFF_CAP_MS);

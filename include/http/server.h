@@ -10,9 +10,10 @@
 #include "http/router.h"
 
 /* Called once per answered request, after the response was sent. 'route' is
- * the matched pattern, or NULL when no route matched (404/405/400/413). */
+ * the matched pattern, or NULL when no route matched (404/405/400/413);
+ * 'request_id' the X-Request-ID the response carried. */
 typedef void (*http_observe_fn)(void *ctx, const char *method, const char *route, int status,
-				double seconds);
+				double seconds, const char *request_id);
 
 struct http_server_opts {
 	const char *address;         /* "127.0.0.1" */

@@ -255,7 +255,7 @@ out_send:
 	buf_release(&body);
 	if (s->opts.observe)
 		s->opts.observe(s->opts.observe_ctx, ri->request_method, route, status,
-				(double)(clock_monotonic_ns() - t0) / 1e9);
+				(double)(clock_monotonic_ns() - t0) / 1e9, request_id);
 	atomic_fetch_sub(&s->inflight, 1);
 	return status;
 }

@@ -1,0 +1,33 @@
+#include "peers/peers_handlers.h"
+
+static void peer_view(const struct http_request *req, struct http_response *res, void *ctx)
+{
+	const struct peers_handlers *h = ctx;
+	const char *service = req->params[0];
+	struct peer_settings s;
+	const void *token;
+	json_t *view;
+
+	if (!resolver_name_valid(service)) {
+		http_reply_error(res, 400, "invalid service name");
+		return;
+	}
+	token = h->settings->get(h->settings->ctx, service, &s);
+	view = peer_client_view(h->client, service, s.tag, s.breaker_open_ms);
+	if (view) {
+		json_object_set_new(view, "lb", json_string(s.lb));
+		json_object_set_new(view, "timeout_ms", json_integer((json_int_t)s.timeout_ms));
+		json_object_set_new(view, "retries", json_integer(s.retries));
+	}
+	h->settings->put(h->settings->ctx, token);
+	if (view == NULL) {
+		http_reply_error(res, 500, "cannot show the peer view");
+		return;
+	}
+	http_reply_json(res, 200, view);
+}
+
+enum mn_err peers_handlers_register(struct http_router *r, const struct peers_handlers *h)
+{
+	return http_router_add(r, "GET", "/peers/{service}", peer_view, (void *)h);
+}
