@@ -1,0 +1,59 @@
+/* The orders repository: where orders live. Two implementations behind one
+ * interface: SQLite (the default, WAL mode; the file may also hold the users
+ * table) and memory. All calls are safe from many threads at once. */
+#ifndef MESHNODE_STORE_ORDERS_REPO_H
+#define MESHNODE_STORE_ORDERS_REPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "orders/order.h"
+
+struct orders_repo;
+
+/* What an implementation provides; callers use the functions below. */
+struct orders_repo_ops {
+	enum mn_err (*create)(struct orders_repo *r, int64_t user_id, const char *product,
+			      int64_t quantity, struct order *out);
+	enum mn_err (*get)(struct orders_repo *r, int64_t id, struct order *out);
+	enum mn_err (*list)(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
+			    size_t *n);
+	enum mn_err (*ping)(struct orders_repo *r);
+	void (*destroy)(struct orders_repo *r);
+};
+
+/* Implementations embed this as their first member. */
+struct orders_repo {
+	const struct orders_repo_ops *ops;
+};
+
+/* Opens (creating when missing, with parent directories) a SQLite database
+ * and its `orders` table: WAL journal, synchronous=NORMAL, busy_timeout 5 s,
+ * so several processes, and the users repository, may share the file. NULL
+ * on failure with the reason in err. */
+struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen);
+
+/* A new in-memory repository (database.driver = "memory"); NULL when out
+ * of memory. */
+struct orders_repo *orders_repo_memory_create(void);
+
+/* Stores a new order; out receives it with its id (caller releases). The
+ * repository checks nothing about the user: that is the service's job. */
+enum mn_err orders_repo_create_order(struct orders_repo *r, int64_t user_id, const char *product,
+				     int64_t quantity, struct order *out);
+
+/* MN_NOT_FOUND when no order has this id. */
+enum mn_err orders_repo_get(struct orders_repo *r, int64_t id, struct order *out);
+
+/* Orders ordered by id; *out is a new array of *n orders (free with
+ * order_list_free(), NULL when *n is 0). */
+enum mn_err orders_repo_list(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
+			     size_t *n);
+
+/* MN_OK when the store answers (readiness). */
+enum mn_err orders_repo_ping(struct orders_repo *r);
+
+/* Closes and frees; NULL is a no-op. */
+void orders_repo_destroy(struct orders_repo *r);
+
+#endif

@@ -1,0 +1,210 @@
+#include "orders/orders_service.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+struct orders_service {
+	struct orders_repo *repo;
+	const struct users_peer *users;
+};
+
+struct orders_service *orders_service_create(struct orders_repo *repo,
+					     const struct users_peer *users)
+{
+	struct orders_service *svc = calloc(1, sizeof(*svc));
+
+	if (svc) {
+		svc->repo = repo;
+		svc->users = users;
+	}
+	return svc;
+}
+
+void orders_service_destroy(struct orders_service *svc)
+{
+	free(svc);
+}
+
+/* Reads an integer field in [min, max]; MN_INVALID naming it otherwise. */
+static enum mn_err int_field(json_t *root, const char *name, json_int_t min, json_int_t max,
+			     int64_t *out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(root, name);
+
+	if (v == NULL || json_is_null(v))
+		return mn_error(err, errlen, MN_INVALID, "'%s' is required", name);
+	/* jansson reads 3.0 and 3e0 as reals and "3" is a string: none of
+	 * them is accepted as an integer. */
+	if (!json_is_integer(v))
+		return mn_error(err, errlen, MN_INVALID, "'%s' must be an integer", name);
+	if (json_integer_value(v) < min || json_integer_value(v) > max) {
+		if (max == INT64_MAX)
+			return mn_error(err, errlen, MN_INVALID, "'%s' must be at least %lld", name,
+					(long long)min);
+		return mn_error(err, errlen, MN_INVALID, "'%s' must be from %lld to %lld", name,
+				(long long)min, (long long)max);
+	}
+	*out = (int64_t)json_integer_value(v);
+	return MN_OK;
+}
+
+/* The trimmed product as a new string; MN_INVALID naming it otherwise. */
+static enum mn_err product_field(json_t *root, char **out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(root, "product");
+	const char *s, *end;
+
+	if (v == NULL || json_is_null(v))
+		return mn_error(err, errlen, MN_INVALID, "'product' is required");
+	if (!json_is_string(v))
+		return mn_error(err, errlen, MN_INVALID, "'product' must be a string");
+	/* jansson refuses \u0000 in strings unless told otherwise, so the
+	 * string ends at its NUL. */
+	s = json_string_value(v);
+	end = s + json_string_length(v);
+	while (s < end && isspace((unsigned char)*s))
+		s++;
+	while (end > s && isspace((unsigned char)end[-1]))
+		end--;
+	if (end == s || end - s > ORDER_PRODUCT_MAX)
+		return mn_error(err, errlen, MN_INVALID,
+				"'product' must be 1 to %d bytes of text, not only spaces",
+				ORDER_PRODUCT_MAX);
+	*out = strndup(s, (size_t)(end - s));
+	if (*out == NULL)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	return MN_OK;
+}
+
+enum mn_err orders_validate(const char *body, size_t len, struct order *out, char *err,
+			    size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root;
+	enum mn_err ret;
+
+	order_init(out);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (root == NULL)
+		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",
+				jerr.text, jerr.line, jerr.column);
+	if (!json_is_object(root)) {
+		ret = mn_error(err, errlen, MN_INVALID, "the body must be a JSON object");
+		goto out;
+	}
+	ret = int_field(root, "user_id", 1, INT64_MAX, &out->user_id, err, errlen);
+	if (ret == MN_OK)
+		ret = product_field(root, &out->product, err, errlen);
+	if (ret == MN_OK)
+		ret = int_field(root, "quantity", 1, ORDER_QUANTITY_MAX, &out->quantity, err,
+				errlen);
+	if (ret != MN_OK)
+		order_release(out);
+out:
+	json_decref(root);
+	return ret;
+}
+
+bool orders_parse_id(const char *s, int64_t *id)
+{
+	long long v;
+	char *end;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1)
+		return false;
+	*id = (int64_t)v;
+	return true;
+}
+
+static bool parse_size(const char *s, size_t max, size_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		return false;
+	*out = (size_t)v;
+	return true;
+}
+
+enum mn_err orders_parse_page(const char *limit, const char *offset, size_t *out_limit,
+			      size_t *out_offset, char *err, size_t errlen)
+{
+	*out_limit = ORDERS_LIMIT_DEFAULT;
+	*out_offset = 0;
+	if (limit && (!parse_size(limit, ORDERS_LIMIT_MAX, out_limit) || *out_limit == 0))
+		return mn_error(err, errlen, MN_INVALID, "'limit' must be an integer from 1 to %d",
+				ORDERS_LIMIT_MAX);
+	if (offset && !parse_size(offset, INT64_MAX, out_offset))
+		return mn_error(err, errlen, MN_INVALID, "'offset' must be a non-negative integer");
+	return MN_OK;
+}
+
+enum mn_err orders_service_create_order(struct orders_service *svc, const char *body, size_t len,
+					const struct users_peer_trace *trace, struct order *out,
+					unsigned *retry_after_s, char *err, size_t errlen)
+{
+	char peer_err[256] = "";
+	unsigned retry = 0;
+	struct order o;
+	enum mn_err ret;
+
+	*retry_after_s = 0;
+	ret = orders_validate(body, len, &o, err, errlen);
+	if (ret != MN_OK)
+		return ret;
+	ret = svc->users->user_exists(svc->users->ctx, o.user_id, trace, &retry, peer_err,
+				      sizeof(peer_err));
+	switch (ret) {
+	case MN_OK: break;
+	case MN_NOT_FOUND:
+		ret = mn_error(err, errlen, MN_UNPROCESSABLE, "user %lld does not exist",
+			       (long long)o.user_id);
+		goto out_release;
+	case MN_UNAVAILABLE:
+		/* The peer promises at least 1; a Retry-After of 0 would
+		 * invite an immediate retry storm, and 0 here means the
+		 * store. */
+		*retry_after_s = retry ? retry : 1;
+		ret = mn_error(err, errlen, MN_UNAVAILABLE, "cannot check user %lld: %s",
+			       (long long)o.user_id, peer_err);
+		goto out_release;
+	default:
+		log_error("orders", "request %s: cannot check user %lld: %s: %s",
+			  trace && trace->request_id ? trace->request_id : "-",
+			  (long long)o.user_id, mn_strerror(ret), peer_err);
+		ret = mn_error(err, errlen, MN_INTERNAL, "cannot check user %lld: %s: %s",
+			       (long long)o.user_id, mn_strerror(ret), peer_err);
+		goto out_release;
+	}
+	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out);
+	if (ret != MN_OK)
+		mn_error(err, errlen, ret, "cannot store the order: %s", mn_strerror(ret));
+out_release:
+	order_release(&o);
+	return ret;
+}
+
+enum mn_err orders_service_get(struct orders_service *svc, int64_t id, struct order *out)
+{
+	return orders_repo_get(svc->repo, id, out);
+}
+
+enum mn_err orders_service_list(struct orders_service *svc, size_t limit, size_t offset,
+				struct order **out, size_t *n)
+{
+	return orders_repo_list(svc->repo, limit, offset, out, n);
+}
