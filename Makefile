@@ -35,7 +35,7 @@ BIN        := $(BUILD)/meshnode
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit-build run bench install clean format
+.PHONY: all deps test unit-build run demo bench install clean format
 all: $(BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -68,6 +68,10 @@ unit-build: $(BIN) $(UNIT_BIN)
 run: deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/run.sh $(BIN)
+
+demo: deps
+	$(MAKE) --no-print-directory $(BIN)
+	scripts/demo.sh $(BIN)
 
 bench: deps
 	$(MAKE) --no-print-directory $(BIN)

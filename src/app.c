@@ -21,6 +21,9 @@
 #include "peers/peers_handlers.h"
 #include "peers/resolver.h"
 #include "peers/users_peer_http.h"
+#include "orders/orders_handlers.h"
+#include "orders/orders_service.h"
+#include "store/orders_repo.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "store/users_repo.h"
@@ -76,6 +79,10 @@ struct app {
 	struct app_metrics m;
 	struct users_repo *users_repo;
 	struct users_service *users;
+	struct orders_repo *orders_repo;
+	struct orders_service *orders;
+	struct users_peer_http users_peer_http;
+	struct users_peer users_peer;
 	struct http_router *router;
 	struct system_handlers system;
 	struct http_server *server;
@@ -400,8 +407,9 @@ static bool app_ready(void *ctx, json_t *body)
 		json_object_set_new(body, "reason", json_string("stopping"));
 		ok = false;
 	}
-	if (app->users_repo) {
-		bool store_ok = users_repo_ping(app->users_repo) == MN_OK;
+	if (app->users_repo || app->orders_repo) {
+		bool store_ok = (!app->users_repo || users_repo_ping(app->users_repo) == MN_OK) &&
+				(!app->orders_repo || orders_repo_ping(app->orders_repo) == MN_OK);
 
 		json_object_set_new(body, "store", json_string(store_ok ? "ok" : "unavailable"));
 		ok = ok && store_ok;
@@ -676,25 +684,35 @@ static void reload_on_signal(struct app *app)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The repositories of the modules in service.modules, in one database. */
 static enum mn_err store_open(struct app *app)
 {
+	bool memory = strcmp(app->cfg->database_driver, "memory") == 0;
+	const char *path = app->cfg->database_path;
 	char err[256];
 
-	if (strcmp(app->cfg->database_driver, "memory") == 0) {
-		app->users_repo = users_repo_memory_create();
-		if (app->users_repo == NULL) {
-			log_error("store", "cannot create the in-memory store");
-			return MN_NOMEM;
-		}
-		return MN_OK;
+	if (config_has_module(app->cfg, "users")) {
+		app->users_repo = memory ? users_repo_memory_create()
+					 : users_repo_sqlite_open(path, err, sizeof(err));
+		if (app->users_repo == NULL)
+			goto out_fail;
 	}
-	app->users_repo = users_repo_sqlite_open(app->cfg->database_path, err, sizeof(err));
-	if (app->users_repo == NULL) {
-		log_error("store", "cannot open '%s': %s", app->cfg->database_path, err);
-		return MN_IO;
+	if (config_has_module(app->cfg, "orders")) {
+		app->orders_repo = memory ? orders_repo_memory_create()
+					  : orders_repo_sqlite_open(path, err, sizeof(err));
+		if (app->orders_repo == NULL)
+			goto out_fail;
 	}
-	log_info("store", "sqlite database '%s' open", app->cfg->database_path);
+	if (!memory)
+		log_info("store", "sqlite database '%s' open", path);
 	return MN_OK;
+
+out_fail:
+	if (memory)
+		log_error("store", "cannot create the in-memory store");
+	else
+		log_error("store", "cannot open '%s': %s", path, err);
+	return memory ? MN_NOMEM : MN_IO;
 }
 
 /* peers.<name>.* are dynamic: each call reads the config in force. */
@@ -760,6 +778,17 @@ static enum mn_err routes_setup(struct app *app)
 		if (app->users == NULL)
 			return MN_NOMEM;
 		err = users_handlers_register(app->router, app->users);
+		if (err != MN_OK)
+			return err;
+	}
+	if (config_has_module(app->cfg, "orders")) {
+		app->users_peer_http = (struct users_peer_http){app->peers, &app->peer_settings,
+								 "users"};
+		app->users_peer = users_peer_http(&app->users_peer_http);
+		app->orders = orders_service_create(app->orders_repo, &app->users_peer);
+		if (app->orders == NULL)
+			return MN_NOMEM;
+		err = orders_handlers_register(app->router, app->orders);
 		if (err != MN_OK)
 			return err;
 	}
@@ -858,6 +887,8 @@ static void app_teardown(struct app *app)
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
 	users_repo_destroy(app->users_repo);
+	orders_service_destroy(app->orders);
+	orders_repo_destroy(app->orders_repo);
 	metrics_destroy(app->m.registry);
 	if (app->store) {
 		config_store_put(app->store, app->cfg);
@@ -910,11 +941,6 @@ int app_run(const struct app_opts *opts)
 	}
 	log_info("app", "meshnode %s starting as '%s' (%s)", MESHNODE_VERSION, app.cfg->service_id,
 		 app.cfg->service_name);
-	if (config_has_module(app.cfg, "orders")) {
-		log_error("app", "module 'orders' is not available in this build");
-		code = 2;
-		goto out;
-	}
 
 	app.consul = consul_from_config(app.cfg, opts->environ, err, sizeof(err));
 	if (app.consul == NULL) {
