@@ -135,6 +135,26 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         wait_until(lambda: "request itest-rid-7781" in m.users[0].log_text(), timeout=2,
                    what="the caller's request id in the users node's log")
 
+    def test_peer_settings_follow_kv_live(self):
+        m = self.mesh = Mesh()
+        m.wait_passing(2)
+        uid = m.create_user()
+        self.assertEqual(m.order(uid)[0], 201)
+        m.consul.kv_put("config/orders/peers/users/tag", "nosuch")
+        m.consul.kv_put("config/orders/peers/users/lb", "least_inflight")
+        wait_until(lambda: m.orders.get_json("/peers/users")["tag"] == "nosuch", timeout=3,
+                   what="the tag in force")
+        view = m.orders.get_json("/peers/users")
+        self.assertEqual(view["lb"], "least_inflight")
+        self.assertEqual(view["instances"], [])  # no users instance carries that tag
+        status, hdrs, _ = m.order(uid)
+        self.assertEqual(status, 503)
+        self.assertIn("retry-after", hdrs)
+        m.consul.kv_delete("config/orders/peers/users/tag")
+        wait_until(lambda: m.orders.get_json("/peers/users")["tag"] == "", timeout=3,
+                   what="the tag removed")
+        self.assertEqual(m.order(uid)[0], 201)
+
     def test_kill9_under_a_stream_of_orders_loses_none(self):
         m = self.mesh = Mesh()
         m.wait_passing(2)
