@@ -170,16 +170,17 @@ static bool hex_run(const char *s, size_t n)
 
 /* W3C trace context for the call: the caller's trace id with a new span id
  * of ours, or a new trace when the caller sent none (or a malformed one). */
-static void make_traceparent(struct peer_client *pc, const char *in, char out[64])
+static void make_traceparent(const char *in, char out[64])
 {
+	static _Thread_local uint64_t rng; /* per thread: no lock on the call path */
 	char trace[33];
 	uint64_t a, b, span;
 
-	pthread_mutex_lock(&pc->lock);
-	a = mn_rand_next(&pc->rng);
-	b = mn_rand_next(&pc->rng);
-	span = mn_rand_next(&pc->rng) | 1;
-	pthread_mutex_unlock(&pc->lock);
+	if (rng == 0)
+		rng = (clock_monotonic_ns() ^ (uint64_t)(uintptr_t)&trace) | 1;
+	a = mn_rand_next(&rng);
+	b = mn_rand_next(&rng);
+	span = mn_rand_next(&rng) | 1;
 	if (in && strlen(in) == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
 	    hex_run(in, 2) && hex_run(in + 3, 32) && hex_run(in + 36, 16) && hex_run(in + 53, 2)) {
 		memcpy(trace, in + 3, 32);
@@ -325,7 +326,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		resolver_put(snap);
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	}
-	make_traceparent(pc, req->traceparent, traceparent);
+	make_traceparent(req->traceparent, traceparent);
 	backoff_init(&backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
 	deadline = now + s->timeout_ms * (s->retries + 1);
 
@@ -387,6 +388,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 			  req->method, req->path, req->service, msg);
 		clock_sleep_ms(delay);
 		now = clock_now(pc->clock);
+		if (now >= deadline)
+			break;
 	}
 	if (ret != MN_OK) {
 		mn_error(err, errlen, MN_UNAVAILABLE, "%s: %s (%u attempt%s)", req->service, msg,
