@@ -36,14 +36,6 @@ void orders_service_destroy(struct orders_service *svc);
 enum mn_err orders_validate(const char *body, size_t len, struct order *out, char *err,
 			    size_t errlen);
 
-/* Parses an order id: a decimal integer in 1..INT64_MAX. */
-bool orders_parse_id(const char *s, int64_t *id);
-
-/* Parses ?limit= and ?offset= text (NULL = default: ORDERS_LIMIT_DEFAULT
- * and 0; limit at most ORDERS_LIMIT_MAX). MN_INVALID with err. */
-enum mn_err orders_parse_page(const char *limit, const char *offset, size_t *out_limit,
-			      size_t *out_offset, char *err, size_t errlen);
-
 /* Creates an order from a request body. Validates first (an invalid body
  * never reaches the peer), then asks the users peer, passing 'trace' on
  * (borrowed; may be NULL), then stores. 'out' receives the stored order

@@ -25,13 +25,6 @@ void users_service_destroy(struct users_service *svc);
 enum mn_err users_validate(const char *body, size_t len, char **name, char **email, char *err,
 			   size_t errlen);
 
-/* Parses a user id: a decimal integer in 1..INT64_MAX. */
-bool users_parse_id(const char *s, int64_t *id);
-
-/* Parses ?limit= and ?offset= text (NULL = default). MN_INVALID with err. */
-enum mn_err users_parse_page(const char *limit, const char *offset, size_t *out_limit,
-			     size_t *out_offset, char *err, size_t errlen);
-
 /* The use cases. 'out' receives the stored user (caller releases).
  * MN_INVALID (err says why), MN_NOT_FOUND, MN_CONFLICT (email taken), or a
  * store error. */

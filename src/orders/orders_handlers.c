@@ -3,7 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+
+#include "http/params.h"
 
 /* Replies for a failed use case: the caller's fault with its message,
  * anything else with a fixed text (the detail was logged where it arose). */
@@ -16,20 +17,6 @@ static void reply_failure(struct http_response *res, enum mn_err e, const char *
 	case MN_UNAVAILABLE: http_reply_error(res, 503, "the store is busy; try again"); break;
 	default: http_reply_error(res, 500, "internal error"); break;
 	}
-}
-
-static bool json_body(const struct http_request *req, struct http_response *res)
-{
-	const char *type = req->header(req, "Content-Type");
-	size_t n;
-
-	if (type == NULL)
-		return true;
-	n = strcspn(type, "; \t");
-	if (n == strlen("application/json") && strncasecmp(type, "application/json", n) == 0)
-		return true;
-	http_reply_error(res, 415, "the body must be application/json");
-	return false;
 }
 
 static void reply_order(struct http_response *res, int status, struct order *o)
@@ -52,7 +39,7 @@ static void create(const struct http_request *req, struct http_response *res, vo
 	unsigned retry_after_s;
 	enum mn_err e;
 
-	if (!json_body(req, res))
+	if (!http_require_json(req, res))
 		return;
 	trace.request_id = req->request_id;
 	trace.traceparent = req->header(req, "traceparent");
@@ -76,17 +63,14 @@ static void create(const struct http_request *req, struct http_response *res, vo
 
 static void list(const struct http_request *req, struct http_response *res, void *ctx)
 {
-	char limit[24], offset[24], err[128];
-	bool has_limit, has_offset;
+	char err[128];
 	struct order *orders;
 	size_t n, lim, off;
 	enum mn_err e;
 	json_t *arr;
 
-	has_limit = http_query_get(req->query, "limit", limit, sizeof(limit));
-	has_offset = http_query_get(req->query, "offset", offset, sizeof(offset));
-	e = orders_parse_page(has_limit ? limit : NULL, has_offset ? offset : NULL, &lim, &off, err,
-			      sizeof(err));
+	e = http_param_page(req->query, ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX, &lim, &off, err,
+			    sizeof(err));
 	if (e != MN_OK) {
 		reply_failure(res, e, err, 0);
 		return;
@@ -117,7 +101,7 @@ static void get(const struct http_request *req, struct http_response *res, void 
 	int64_t id;
 	enum mn_err e;
 
-	if (!orders_parse_id(req->params[0], &id)) {
+	if (!http_param_id(req->params[0], &id)) {
 		http_reply_error(res, 400, "invalid order id '%.64s'", req->params[0]);
 		return;
 	}

@@ -1,7 +1,6 @@
 #include "orders/orders_service.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,49 +107,6 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
 out:
 	json_decref(root);
 	return ret;
-}
-
-bool orders_parse_id(const char *s, int64_t *id)
-{
-	long long v;
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < 1)
-		return false;
-	*id = (int64_t)v;
-	return true;
-}
-
-static bool parse_size(const char *s, size_t max, size_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v > max)
-		return false;
-	*out = (size_t)v;
-	return true;
-}
-
-enum mn_err orders_parse_page(const char *limit, const char *offset, size_t *out_limit,
-			      size_t *out_offset, char *err, size_t errlen)
-{
-	*out_limit = ORDERS_LIMIT_DEFAULT;
-	*out_offset = 0;
-	if (limit && (!parse_size(limit, ORDERS_LIMIT_MAX, out_limit) || *out_limit == 0))
-		return mn_error(err, errlen, MN_INVALID, "'limit' must be an integer from 1 to %d",
-				ORDERS_LIMIT_MAX);
-	if (offset && !parse_size(offset, INT64_MAX, out_offset))
-		return mn_error(err, errlen, MN_INVALID, "'offset' must be a non-negative integer");
-	return MN_OK;
 }
 
 enum mn_err orders_service_create_order(struct orders_service *svc, const char *body, size_t len,

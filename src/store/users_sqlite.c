@@ -1,22 +1,11 @@
-/* SQLite users repository. A small pool of connections, each with its
- * statements prepared once, serves the civetweb worker threads; a
- * connection is used by one thread at a time. WAL with synchronous=NORMAL:
- * a committed write is in the WAL file before the call returns, so it
- * survives kill -9 of the process (only an OS crash or power loss may lose
- * the last commits). busy_timeout lets several nodes share one file. */
-#include <errno.h>
-#include <pthread.h>
+/* SQLite users repository: its table and statements over the shared
+ * connection pool (store/sqlite_pool.h), which holds the durability and
+ * sharing rules. */
 #include <sqlite3.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 
-#include "core/log.h"
 #include "store/users_repo.h"
-
-#define POOL_SIZE 4
-#define BUSY_TIMEOUT_MS 5000
+#include "store/sqlite_pool.h"
 
 enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_PING, ST_COUNT };
 
@@ -29,50 +18,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PING] = "SELECT 1",
 };
 
-struct conn {
-	sqlite3 *db;
-	sqlite3_stmt *stmt[ST_COUNT];
-};
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS users ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL,"
+	" email TEXT UNIQUE)";
 
 struct sqlite_repo {
 	struct users_repo base;
-	struct conn conns[POOL_SIZE];
-	struct conn *idle[POOL_SIZE]; /* stack of free connections */
-	size_t n_idle;
-	pthread_mutex_t lock;
-	pthread_cond_t available;
+	struct sqlite_pool *pool;
 };
-
-static struct conn *conn_acquire(struct sqlite_repo *s)
-{
-	struct conn *c;
-
-	pthread_mutex_lock(&s->lock);
-	while (s->n_idle == 0)
-		pthread_cond_wait(&s->available, &s->lock);
-	c = s->idle[--s->n_idle];
-	pthread_mutex_unlock(&s->lock);
-	return c;
-}
-
-static void conn_release(struct sqlite_repo *s, struct conn *c)
-{
-	pthread_mutex_lock(&s->lock);
-	s->idle[s->n_idle++] = c;
-	pthread_cond_signal(&s->available);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* Maps a failed step to our errors; logs what the caller must not show. */
-static enum mn_err step_error(struct conn *c, int rc, const char *what)
-{
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return MN_CONFLICT;
-	log_error("store", "sqlite %s failed: %s", what, sqlite3_errmsg(c->db));
-	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-		return MN_UNAVAILABLE;
-	return MN_IO;
-}
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
 {
@@ -92,7 +47,7 @@ static enum mn_err sq_create(struct users_repo *r, const char *name, const char 
 			     struct user *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_INSERT];
 	enum mn_err err = MN_OK;
 	int rc;
@@ -103,17 +58,17 @@ static enum mn_err sq_create(struct users_repo *r, const char *name, const char 
 	if (rc == SQLITE_DONE)
 		err = user_set(out, sqlite3_last_insert_rowid(c->db), name, email);
 	else
-		err = step_error(c, rc, "insert");
+		err = sqlite_step_error(c, rc, "users insert");
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
 static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_GET];
 	enum mn_err err;
 	int rc;
@@ -125,9 +80,9 @@ static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 	else if (rc == SQLITE_DONE)
 		err = MN_NOT_FOUND;
 	else
-		err = step_error(c, rc, "select");
+		err = sqlite_step_error(c, rc, "users select");
 	sqlite3_reset(st);
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
@@ -135,7 +90,7 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 			   size_t *n)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_LIST];
 	struct user *users = NULL;
 	enum mn_err err = MN_OK;
@@ -160,7 +115,7 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 		count++;
 	}
 	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = step_error(c, rc, "list");
+		err = sqlite_step_error(c, rc, "users list");
 	sqlite3_reset(st);
 	if (err != MN_OK || count == 0) {
 		user_list_free(users, count);
@@ -169,7 +124,7 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 	*out = users;
 	*n = count;
 out_release:
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
@@ -177,7 +132,7 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 			     struct user *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_UPDATE];
 	enum mn_err err;
 	int rc;
@@ -187,21 +142,21 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 	bind_text_or_null(st, 3, email);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE)
-		err = step_error(c, rc, "update");
+		err = sqlite_step_error(c, rc, "users update");
 	else if (sqlite3_changes(c->db) == 0)
 		err = MN_NOT_FOUND;
 	else
 		err = user_set(out, id, name, email);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
 static enum mn_err sq_remove(struct users_repo *r, int64_t id)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_DELETE];
 	enum mn_err err = MN_OK;
 	int rc;
@@ -209,41 +164,31 @@ static enum mn_err sq_remove(struct users_repo *r, int64_t id)
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE)
-		err = step_error(c, rc, "delete");
+		err = sqlite_step_error(c, rc, "users delete");
 	else if (sqlite3_changes(c->db) == 0)
 		err = MN_NOT_FOUND;
 	sqlite3_reset(st);
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
 static enum mn_err sq_ping(struct users_repo *r)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct conn *c = conn_acquire(s);
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_PING];
 	enum mn_err err = sqlite3_step(st) == SQLITE_ROW ? MN_OK : MN_UNAVAILABLE;
 
 	sqlite3_reset(st);
-	conn_release(s, c);
+	sqlite_pool_release(s->pool, c);
 	return err;
-}
-
-static void conn_close(struct conn *c)
-{
-	for (int i = 0; i < ST_COUNT; i++)
-		sqlite3_finalize(c->stmt[i]);
-	sqlite3_close(c->db);
 }
 
 static void sq_destroy(struct users_repo *r)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 
-	for (size_t i = 0; i < POOL_SIZE; i++)
-		conn_close(&s->conns[i]);
-	pthread_cond_destroy(&s->available);
-	pthread_mutex_destroy(&s->lock);
+	sqlite_pool_close(s->pool);
 	free(s);
 }
 
@@ -251,89 +196,19 @@ static const struct users_repo_ops sqlite_ops = {
 	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_destroy,
 };
 
-/* mkdir -p of the directory part of 'path'. */
-static int make_parents(const char *path)
-{
-	char dir[4096];
-	char *slash;
-
-	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
-		return -1;
-	slash = strrchr(dir, '/');
-	if (slash == NULL || slash == dir)
-		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-static int conn_open(struct conn *c, const char *path, bool first, char *err, size_t errlen)
-{
-	static const char schema[] =
-		"CREATE TABLE IF NOT EXISTS users ("
-		" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-		" name TEXT NOT NULL,"
-		" email TEXT UNIQUE)";
-	int rc;
-
-	rc = sqlite3_open_v2(path, &c->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK)
-		goto out_error;
-	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-	rc = sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		goto out_error;
-	if (first) {
-		rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL);
-		if (rc != SQLITE_OK)
-			goto out_error;
-	}
-	for (int i = 0; i < ST_COUNT; i++) {
-		rc = sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-					&c->stmt[i], NULL);
-		if (rc != SQLITE_OK)
-			goto out_error;
-	}
-	return 0;
-
-out_error:
-	mn_error(err, errlen, MN_IO, "%s", c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-	return -1;
-}
-
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen)
 {
-	struct sqlite_repo *s;
+	struct sqlite_repo *s = calloc(1, sizeof(*s));
 
-	if (make_parents(path) != 0) {
-		mn_error(err, errlen, MN_IO, "cannot create the directory of '%s': %s", path,
-			 strerror(errno));
-		return NULL;
-	}
-	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		mn_error(err, errlen, MN_NOMEM, "out of memory");
 		return NULL;
 	}
 	s->base.ops = &sqlite_ops;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->available, NULL);
-	for (size_t i = 0; i < POOL_SIZE; i++) {
-		if (conn_open(&s->conns[i], path, i == 0, err, errlen) != 0) {
-			sq_destroy(&s->base);
-			return NULL;
-		}
-		s->idle[s->n_idle++] = &s->conns[i];
+	s->pool = sqlite_pool_open(path, schema, stmt_sql, ST_COUNT, err, errlen);
+	if (s->pool == NULL) {
+		free(s);
+		return NULL;
 	}
 	return &s->base;
 }

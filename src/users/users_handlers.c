@@ -3,7 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+
+#include "http/params.h"
 
 /* Replies for a failed use case: the caller's fault with its message,
  * anything else with a fixed text (the detail was logged where it arose). */
@@ -26,23 +27,9 @@ static void reply_failure(struct http_response *res, enum mn_err e, const char *
 	}
 }
 
-static bool json_body(const struct http_request *req, struct http_response *res)
-{
-	const char *type = req->header(req, "Content-Type");
-	size_t n;
-
-	if (type == NULL)
-		return true;
-	n = strcspn(type, "; \t");
-	if (n == strlen("application/json") && strncasecmp(type, "application/json", n) == 0)
-		return true;
-	http_reply_error(res, 415, "the body must be application/json");
-	return false;
-}
-
 static bool path_id(const struct http_request *req, struct http_response *res, int64_t *id)
 {
-	if (users_parse_id(req->params[0], id))
+	if (http_param_id(req->params[0], id))
 		return true;
 	http_reply_error(res, 400, "invalid user id '%.64s'", req->params[0]);
 	return false;
@@ -66,7 +53,7 @@ static void create(const struct http_request *req, struct http_response *res, vo
 	char err[256], location[48];
 	enum mn_err e;
 
-	if (!json_body(req, res))
+	if (!http_require_json(req, res))
 		return;
 	user_init(&u);
 	e = users_service_create_user(ctx, req->body, req->body_len, &u, err, sizeof(err));
@@ -81,15 +68,14 @@ static void create(const struct http_request *req, struct http_response *res, vo
 
 static void list(const struct http_request *req, struct http_response *res, void *ctx)
 {
-	char limit[24], offset[24], err[128];
+	char err[128];
 	struct user *users;
 	size_t n, lim, off;
 	enum mn_err e;
 	json_t *arr;
 
-	e = users_parse_page(http_query_get(req->query, "limit", limit, sizeof(limit)) ? limit : NULL,
-			     http_query_get(req->query, "offset", offset, sizeof(offset)) ? offset : NULL,
-			     &lim, &off, err, sizeof(err));
+	e = http_param_page(req->query, USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX, &lim, &off, err,
+			    sizeof(err));
 	if (e != MN_OK) {
 		reply_failure(res, e, err, 0);
 		return;
@@ -138,7 +124,7 @@ static void update(const struct http_request *req, struct http_response *res, vo
 	int64_t id;
 	enum mn_err e;
 
-	if (!path_id(req, res, &id) || !json_body(req, res))
+	if (!path_id(req, res, &id) || !http_require_json(req, res))
 		return;
 	user_init(&u);
 	e = users_service_update(ctx, id, req->body, req->body_len, &u, err, sizeof(err));

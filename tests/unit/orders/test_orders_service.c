@@ -328,57 +328,6 @@ static void test_create_stores_and_get_list_return_it(void **state)
 	order_release(&got);
 }
 
-static void test_parse_id(void **state)
-{
-	int64_t id;
-	(void)state;
-
-	assert_true(orders_parse_id("1", &id));
-	assert_int_equal(id, 1);
-	assert_true(orders_parse_id("9223372036854775807", &id));
-	assert_int_equal(id, INT64_MAX);
-	assert_false(orders_parse_id("9223372036854775808", &id));
-	assert_false(orders_parse_id("0", &id));
-	assert_false(orders_parse_id("-1", &id));
-	assert_false(orders_parse_id("+1", &id));
-	assert_false(orders_parse_id("abc", &id));
-	assert_false(orders_parse_id("12abc", &id));
-	assert_false(orders_parse_id(" 1", &id));
-	assert_false(orders_parse_id("", &id));
-	assert_false(orders_parse_id(NULL, &id));
-}
-
-static void test_parse_page(void **state)
-{
-	size_t limit, offset;
-	char err[128];
-	(void)state;
-
-	assert_int_equal(orders_parse_page(NULL, NULL, &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(limit, ORDERS_LIMIT_DEFAULT);
-	assert_int_equal(limit, 50);
-	assert_int_equal(offset, 0);
-	assert_int_equal(orders_parse_page("2", "5", &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(limit, 2);
-	assert_int_equal(offset, 5);
-	assert_int_equal(orders_parse_page("1000", NULL, &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(limit, 1000);
-	assert_int_equal(orders_parse_page("1001", NULL, &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-	assert_non_null(strstr(err, "'limit'"));
-	assert_int_equal(orders_parse_page("0", NULL, &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-	assert_int_equal(orders_parse_page("-1", NULL, &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-	assert_int_equal(orders_parse_page("x", NULL, &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-	assert_int_equal(orders_parse_page(NULL, "-3", &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-	assert_non_null(strstr(err, "'offset'"));
-	assert_int_equal(orders_parse_page(NULL, "", &limit, &offset, err, sizeof(err)),
-			 MN_INVALID);
-}
-
 static void test_order_json(void **state)
 {
 	struct order o;
@@ -433,8 +382,6 @@ int main(void)
 		WITH_SERVICE(test_unavailable_passes_retry_after),
 		WITH_SERVICE(test_peer_failure_is_internal),
 		WITH_SERVICE(test_create_stores_and_get_list_return_it),
-		cmocka_unit_test(test_parse_id),
-		cmocka_unit_test(test_parse_page),
 		cmocka_unit_test(test_order_json),
 		cmocka_unit_test(test_order_set_and_release),
 	};

@@ -88,44 +88,6 @@ static void test_length_limits(void **state)
 	free(name);
 }
 
-static void test_parse_id(void **state)
-{
-	int64_t id;
-	(void)state;
-
-	assert_true(users_parse_id("1", &id));
-	assert_int_equal(id, 1);
-	assert_true(users_parse_id("9223372036854775807", &id));
-	assert_false(users_parse_id("9223372036854775808", &id));
-	assert_false(users_parse_id("0", &id));
-	assert_false(users_parse_id("-1", &id));
-	assert_false(users_parse_id("abc", &id));
-	assert_false(users_parse_id("12abc", &id));
-	assert_false(users_parse_id(" 1", &id));
-	assert_false(users_parse_id("", &id));
-}
-
-static void test_parse_page(void **state)
-{
-	size_t limit, offset;
-	char err[128];
-	(void)state;
-
-	assert_int_equal(users_parse_page(NULL, NULL, &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(limit, USERS_LIMIT_DEFAULT);
-	assert_int_equal(offset, 0);
-	assert_int_equal(users_parse_page("2", "5", &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(limit, 2);
-	assert_int_equal(offset, 5);
-	assert_int_equal(users_parse_page("1000", NULL, &limit, &offset, err, sizeof(err)), MN_OK);
-	assert_int_equal(users_parse_page("1001", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_parse_page("0", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_parse_page("-1", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_parse_page("x", NULL, &limit, &offset, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_parse_page(NULL, "-3", &limit, &offset, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_parse_page(NULL, "", &limit, &offset, err, sizeof(err)), MN_INVALID);
-}
-
 static void test_service_over_memory_repo(void **state)
 {
 	struct users_repo *repo = users_repo_memory_create();
@@ -181,8 +143,6 @@ int main(void)
 		cmocka_unit_test(test_valid_bodies),
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_length_limits),
-		cmocka_unit_test(test_parse_id),
-		cmocka_unit_test(test_parse_page),
 		cmocka_unit_test(test_service_over_memory_repo),
 		cmocka_unit_test(test_user_json),
 	};
