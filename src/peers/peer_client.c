@@ -138,6 +138,31 @@ static struct inst_state *state_for(struct peer_service *svc, const char *id)
 	return st;
 }
 
+/* Forgets instances that left Consul's answer and have no call out, once
+ * they outnumber the live ones: a node outlives many deployments of its
+ * peers. svc->lock held. */
+static void prune_locked(struct peer_service *svc, const struct peer_snapshot *snap)
+{
+	size_t kept = 0;
+
+	if (svc->n <= 2 * snap->n + 8)
+		return;
+	for (size_t i = 0; i < svc->n; i++) {
+		struct inst_state *st = svc->st[i];
+		bool live = st->inflight > 0;
+
+		for (size_t j = 0; !live && j < snap->n; j++)
+			live = strcmp(snap->inst[j].id, st->id) == 0;
+		if (live) {
+			svc->st[kept++] = st;
+		} else {
+			free(st->id);
+			free(st);
+		}
+	}
+	svc->n = kept;
+}
+
 static struct httpc *handle_acquire(struct peer_client *pc)
 {
 	struct httpc *h = NULL;
@@ -339,6 +364,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		enum mn_err e;
 
 		pthread_mutex_lock(&svc->lock);
+		if (attempts == 0)
+			prune_locked(svc, snap);
 		for (size_t i = 0; i < snap->n; i++) {
 			st = state_for(svc, snap->inst[i].id);
 			cand[i].eligible = st && !tried[i] &&
