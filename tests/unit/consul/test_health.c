@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "consul/health.h"
+#include "mutate.h"
 
 /* The body of an answer captured from a real consul 1.8.7 -dev agent with
  * `curl -si` (tests/fixtures/consul/health/): three instances of "users"
@@ -141,6 +142,44 @@ static void test_host_rules(void **state)
 	assert_false(consul_host_valid("a_b"));
 }
 
+/* The real answer mutated thousands of ways (bytes flipped, cut, doubled):
+ * the parser answers MN_OK or MN_INVALID, never crashes (the sanitizer
+ * build runs this too), and whatever it accepts passed the address rules. */
+static void test_mutated_answers(void **state)
+{
+	size_t len;
+	char *body = fixture_body("health_users_passing.http", &len);
+	char *m = malloc(2 * len + 1);
+	uint64_t rng = 0x9E3779B97F4A7C15ULL;
+	unsigned accepted = 0;
+	(void)state;
+
+	assert_non_null(m);
+	for (int round = 0; round < 3000; round++) {
+		size_t mlen = len;
+
+		memcpy(m, body, len);
+		mutate(m, &mlen, 2 * len, &rng, 1 + round % 4);
+		struct consul_instance *v;
+		size_t n;
+		enum mn_err e = consul_health_parse(m, mlen, &v, &n, NULL, NULL, 0);
+
+		assert_true(e == MN_OK || e == MN_INVALID);
+		if (e != MN_OK)
+			continue;
+		accepted++;
+		for (size_t i = 0; i < n; i++) {
+			assert_true(consul_host_valid(v[i].address));
+			assert_in_range(v[i].port, 1, 65535);
+			assert_non_null(v[i].id);
+		}
+		consul_instances_free(v, n);
+	}
+	assert_true(accepted > 0); /* some mutations still parse */
+	free(m);
+	free(body);
+}
+
 static void test_not_an_array(void **state)
 {
 	struct consul_instance *v;
@@ -161,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_real_tag_filtered_and_unknown_service),
 		cmocka_unit_test(test_bad_addresses_and_ports_refused),
 		cmocka_unit_test(test_host_rules),
+		cmocka_unit_test(test_mutated_answers),
 		cmocka_unit_test(test_not_an_array),
 	};
 

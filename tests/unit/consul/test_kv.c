@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "consul/kv.h"
+#include "mutate.h"
 
 /* Captured from a real consul 1.8.7 -dev agent: GET /v1/kv/config/?recurse */
 static char *read_fixture(const char *name, size_t *len)
@@ -105,6 +106,39 @@ static void test_index_parse(void **state)
 	assert_int_equal(consul_index_parse("12x"), 0);
 }
 
+/* The real listing mutated thousands of ways: MN_OK or MN_INVALID, never a
+ * crash, and every accepted value is a NUL-free string. */
+static void test_parse_mutated_listings(void **state)
+{
+	size_t len;
+	char *json = read_fixture("kv_recurse.json", &len);
+	char *m = malloc(2 * len + 1);
+	uint64_t rng = 0x2545F4914F6CDD1DULL;
+	unsigned accepted = 0;
+	(void)state;
+
+	assert_non_null(m);
+	for (int round = 0; round < 3000; round++) {
+		struct consul_kv *kv;
+		size_t mlen = len, n;
+		enum mn_err e;
+
+		memcpy(m, json, len);
+		mutate(m, &mlen, 2 * len, &rng, 1 + round % 4);
+		e = consul_kv_parse(m, mlen, &kv, &n, NULL, 0);
+		assert_true(e == MN_OK || e == MN_INVALID);
+		if (e != MN_OK)
+			continue;
+		accepted++;
+		for (size_t i = 0; i < n; i++)
+			assert_non_null(kv[i].key);
+		consul_kv_free(kv, n);
+	}
+	assert_true(accepted > 0);
+	free(m);
+	free(json);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -112,6 +146,7 @@ int main(void)
 		cmocka_unit_test(test_parse_rejects_bad_input),
 		cmocka_unit_test(test_parse_empty_array),
 		cmocka_unit_test(test_index_parse),
+		cmocka_unit_test(test_parse_mutated_listings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "orders/orders_service.h"
 #include "fake_users_peer.h"
+#include "mutate.h"
 
 struct fixture {
 	struct fake_users_peer peer;
@@ -369,6 +370,39 @@ static void test_order_set_and_release(void **state)
 	order_list_free(NULL, 0);
 }
 
+/* Create bodies mutated thousands of ways: MN_INVALID with a message, or
+ * MN_OK with every field within its limits. */
+static void test_mutated_bodies(void **state)
+{
+	static const char body[] = "{\"user_id\":42,\"product\":\"book\",\"quantity\":3,"
+				   "\"note\":{\"gift\":true}}";
+	char m[2 * sizeof(body)], err[256];
+	uint64_t rng = 0x94D049BB133111EBULL;
+	(void)state;
+
+	for (int round = 0; round < 3000; round++) {
+		size_t mlen = sizeof(body) - 1;
+		struct order o;
+		enum mn_err e;
+
+		memcpy(m, body, mlen);
+		mutate(m, &mlen, sizeof(m), &rng, 1 + round % 4);
+		order_init(&o);
+		err[0] = '\0';
+		e = orders_validate(m, mlen, &o, err, sizeof(err));
+		if (e == MN_OK) {
+			assert_true(o.user_id >= 1);
+			assert_in_range(o.quantity, 1, ORDER_QUANTITY_MAX);
+			assert_non_null(o.product);
+			assert_in_range(strlen(o.product), 1, ORDER_PRODUCT_MAX);
+		} else {
+			assert_int_equal(e, MN_INVALID);
+			assert_true(err[0] != '\0');
+		}
+		order_release(&o);
+	}
+}
+
 #define WITH_SERVICE(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -376,6 +410,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_bodies),
 		cmocka_unit_test(test_invalid_bodies),
+		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_product_too_long),
 		WITH_SERVICE(test_invalid_body_never_reaches_the_peer),
 		WITH_SERVICE(test_unknown_user_is_unprocessable),

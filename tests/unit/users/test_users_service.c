@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mutate.h"
 #include "users/users_service.h"
 
 static enum mn_err validate(const char *body, char **name, char **email, char *err)
@@ -137,12 +138,44 @@ static void test_user_json(void **state)
 	user_release(&u);
 }
 
+/* Request bodies mutated thousands of ways: MN_INVALID with a message, or
+ * MN_OK with a name within its limit. */
+static void test_mutated_bodies(void **state)
+{
+	static const char body[] = "{\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\","
+				   "\"extra\":[1,{\"x\":null}]}";
+	char m[2 * sizeof(body)], err[256];
+	uint64_t rng = 0xD1B54A32D192ED03ULL;
+	(void)state;
+
+	for (int round = 0; round < 3000; round++) {
+		size_t mlen = sizeof(body) - 1;
+		char *name = NULL, *email = NULL;
+		enum mn_err e;
+
+		memcpy(m, body, mlen);
+		mutate(m, &mlen, sizeof(m), &rng, 1 + round % 4);
+		err[0] = '\0';
+		e = users_validate(m, mlen, &name, &email, err, sizeof(err));
+		if (e == MN_OK) {
+			assert_non_null(name);
+			assert_true(strlen(name) <= USER_NAME_MAX);
+		} else {
+			assert_int_equal(e, MN_INVALID);
+			assert_true(err[0] != '\0');
+		}
+		free(name);
+		free(email);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_bodies),
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_length_limits),
+		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_service_over_memory_repo),
 		cmocka_unit_test(test_user_json),
 	};
