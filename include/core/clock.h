@@ -24,8 +24,14 @@ static inline uint64_t clock_now(const struct mn_clock *c) { return c->now_ms(c-
 
 #include <time.h>
 
+#include <pthread.h>
+
+/* Initialises a condition whose timed waits count on CLOCK_MONOTONIC, so a
+ * wall-clock jump neither stretches nor cuts them. 0 or an errno value. */
+int clock_cond_init(pthread_cond_t *cond);
+
 /* The CLOCK_MONOTONIC time 'ms' from now, for pthread_cond_timedwait on a
- * condition created with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+ * condition made by clock_cond_init(). */
 struct timespec clock_deadline_ms(uint64_t ms);
 
 /* Sleeps 'ms' milliseconds (restarts after signals). */

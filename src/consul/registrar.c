@@ -163,7 +163,6 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
 				  uint64_t backoff_base_ms, uint64_t backoff_cap_ms)
 {
 	struct registrar *r = calloc(1, sizeof(*r));
-	pthread_condattr_t attr;
 
 	if (r == NULL)
 		return NULL;
@@ -171,10 +170,11 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
 	r->svc = svc;
 	backoff_init(&r->backoff, backoff_base_ms, backoff_cap_ms, 0);
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cond, &attr);
-	pthread_condattr_destroy(&attr);
+	if (clock_cond_init(&r->cond) != 0) {
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		return NULL;
+	}
 	if (pthread_create(&r->thread, NULL, registrar_main, r) != 0) {
 		pthread_cond_destroy(&r->cond);
 		pthread_mutex_destroy(&r->lock);

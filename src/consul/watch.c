@@ -235,7 +235,6 @@ static void *watch_main(void *arg)
 struct watch *watch_start(const struct watch_opts *opts)
 {
 	struct watch *w = calloc(1, sizeof(*w));
-	pthread_condattr_t attr;
 
 	if (w == NULL)
 		return NULL;
@@ -259,13 +258,8 @@ struct watch *watch_start(const struct watch_opts *opts)
 		goto out_free;
 	if (pthread_mutex_init(&w->lock, NULL) != 0)
 		goto out_free;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	if (pthread_cond_init(&w->cond, &attr) != 0) {
-		pthread_condattr_destroy(&attr);
+	if (clock_cond_init(&w->cond) != 0)
 		goto out_mutex;
-	}
-	pthread_condattr_destroy(&attr);
 	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
 		goto out_cond;
 	return w;

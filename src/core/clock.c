@@ -37,6 +37,20 @@ void clock_sleep_ms(uint64_t ms)
 		;
 }
 
+int clock_cond_init(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int rc = pthread_condattr_init(&attr);
+
+	if (rc != 0)
+		return rc;
+	rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (rc == 0)
+		rc = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return rc;
+}
+
 struct timespec clock_deadline_ms(uint64_t ms)
 {
 	struct timespec ts;

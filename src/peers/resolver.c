@@ -173,7 +173,6 @@ static void on_health_error(void *ctx, enum mn_err e, const char *msg)
 struct resolver *resolver_create(const struct resolver_opts *opts)
 {
 	struct resolver *r = calloc(1, sizeof(*r));
-	pthread_condattr_t attr;
 
 	if (r == NULL)
 		return NULL;
@@ -183,10 +182,11 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->wait_ms = opts->wait_ms;
 	r->backoff_cap_ms = opts->backoff_cap_ms;
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cond, &attr);
-	pthread_condattr_destroy(&attr);
+	if (clock_cond_init(&r->cond) != 0) {
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		return NULL;
+	}
 	return r;
 }
 
