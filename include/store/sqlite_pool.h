@@ -18,6 +18,7 @@
 struct sqlite_conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[SQLITE_POOL_MAX_STMTS]; /* in the order given to open */
+	sqlite3_stmt *ping;                         /* SELECT 1, the pool's own */
 };
 
 struct sqlite_pool;
@@ -34,6 +35,10 @@ void sqlite_pool_close(struct sqlite_pool *p);
 /* A connection for the calling thread; waits while all are in use. */
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p);
 void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c);
+
+/* MN_OK when the file answers a query now, MN_UNAVAILABLE otherwise (for
+ * readiness). */
+enum mn_err sqlite_pool_ping(struct sqlite_pool *p);
 
 /* Maps a failed sqlite3_step() to our errors: MN_CONFLICT for a
  * constraint, MN_UNAVAILABLE when the file is busy, MN_IO otherwise; logs

@@ -7,14 +7,13 @@
 #include "store/orders_repo.h"
 #include "store/sqlite_pool.h"
 
-enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_PING, ST_COUNT };
+enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO orders (user_id, product, quantity) VALUES (?1, ?2, ?3)",
 	[ST_GET] = "SELECT id, user_id, product, quantity FROM orders WHERE id = ?1",
 	[ST_LIST] = "SELECT id, user_id, product, quantity FROM orders ORDER BY id"
 		    " LIMIT ?1 OFFSET ?2",
-	[ST_PING] = "SELECT 1",
 };
 
 static const char schema[] =
@@ -128,14 +127,7 @@ out_release:
 
 static enum mn_err sq_ping(struct orders_repo *r)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_PING];
-	enum mn_err err = sqlite3_step(st) == SQLITE_ROW ? MN_OK : MN_UNAVAILABLE;
-
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool);
 }
 
 static void sq_destroy(struct orders_repo *r)

@@ -41,6 +41,16 @@ void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c)
 	pthread_mutex_unlock(&p->lock);
 }
 
+enum mn_err sqlite_pool_ping(struct sqlite_pool *p)
+{
+	struct sqlite_conn *c = sqlite_pool_acquire(p);
+	enum mn_err err = sqlite3_step(c->ping) == SQLITE_ROW ? MN_OK : MN_UNAVAILABLE;
+
+	sqlite3_reset(c->ping);
+	sqlite_pool_release(p, c);
+	return err;
+}
+
 enum mn_err sqlite_step_error(struct sqlite_conn *c, int rc, const char *what)
 {
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
@@ -55,6 +65,7 @@ static void conn_close(struct sqlite_conn *c)
 {
 	for (size_t i = 0; i < SQLITE_POOL_MAX_STMTS; i++)
 		sqlite3_finalize(c->stmt[i]);
+	sqlite3_finalize(c->ping);
 	sqlite3_close(c->db);
 }
 
@@ -112,6 +123,9 @@ static int conn_open(struct sqlite_conn *c, const char *path, const char *schema
 		if (rc != SQLITE_OK)
 			goto out_error;
 	}
+	rc = sqlite3_prepare_v3(c->db, "SELECT 1", -1, SQLITE_PREPARE_PERSISTENT, &c->ping, NULL);
+	if (rc != SQLITE_OK)
+		goto out_error;
 	for (size_t i = 0; i < n_stmts; i++) {
 		rc = sqlite3_prepare_v3(c->db, stmts[i], -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i],
 					NULL);

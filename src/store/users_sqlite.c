@@ -7,7 +7,7 @@
 #include "store/users_repo.h"
 #include "store/sqlite_pool.h"
 
-enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_PING, ST_COUNT };
+enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO users (name, email) VALUES (?1, ?2)",
@@ -15,7 +15,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_LIST] = "SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2",
 	[ST_UPDATE] = "UPDATE users SET name = ?2, email = ?3 WHERE id = ?1",
 	[ST_DELETE] = "DELETE FROM users WHERE id = ?1",
-	[ST_PING] = "SELECT 1",
 };
 
 static const char schema[] =
@@ -174,14 +173,7 @@ static enum mn_err sq_remove(struct users_repo *r, int64_t id)
 
 static enum mn_err sq_ping(struct users_repo *r)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_PING];
-	enum mn_err err = sqlite3_step(st) == SQLITE_ROW ? MN_OK : MN_UNAVAILABLE;
-
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool);
 }
 
 static void sq_destroy(struct users_repo *r)
