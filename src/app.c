@@ -56,14 +56,19 @@ struct app_metrics {
 	struct metric_family *peer_circuit;
 };
 
+/* What one read of a KV prefix gave. */
+struct kv_listing {
+	struct consul_kv *pairs;
+	size_t n;
+	uint64_t index;              /* X-Consul-Index of the read */
+};
+
 /* One watched KV prefix and the pairs last read from it. */
 struct kv_source {
 	struct app *app;
 	const char *prefix;
-	struct consul_kv *pairs;
-	size_t n;
-	uint64_t index;
-	bool known;                  /* answered at least once */
+	struct kv_listing last;
+	bool known;                  /* read at least once */
 	enum mn_err failing;         /* the watch's last error, MN_OK once it answers */
 	struct watch *watch;
 };
@@ -143,60 +148,64 @@ static struct consul *consul_from_config(const struct config *cfg, char *const *
 	return consul_create(&opts, err, errlen);
 }
 
-/* Reads config/shared/ and the node's prefix; the two listings are handed
- * to the config loader as one list, shared first. */
-static enum mn_err read_kv(const struct config *base, char *const *env, struct consul_kv **all,
-			   size_t *n_all, uint64_t *index, char *err, size_t errlen)
+/* Reads config/shared/ and the node's prefix (one listing when they are
+ * the same) into kv[0] and kv[1]; on failure both are left empty. */
+static enum mn_err read_kv(const struct config *base, char *const *env, struct kv_listing kv[2],
+			   char *err, size_t errlen)
 {
 	const char *prefixes[2] = {"config/shared/", base->consul_kv_prefix};
 	struct consul *c = consul_from_config(base, env, err, errlen);
 	struct httpc *h = httpc_create();
 	enum mn_err ret = MN_OK;
 
-	*all = NULL;
-	*n_all = 0;
-	*index = 0;
+	memset(kv, 0, 2 * sizeof(*kv));
 	if (c == NULL || h == NULL) {
 		ret = c ? mn_error(err, errlen, MN_NOMEM, "out of memory") : MN_INVALID;
 		goto out;
 	}
-	for (size_t i = 0; i < 2; i++) {
-		struct consul_kv *kv, *grown;
-		size_t n;
-		uint64_t idx;
-
+	for (size_t i = 0; i < 2 && ret == MN_OK; i++) {
 		if (i == 1 && strcmp(prefixes[1], prefixes[0]) == 0)
 			break;
-		ret = consul_kv_list(c, h, prefixes[i], &kv, &n, &idx, err, errlen);
-		if (ret != MN_OK)
-			goto out;
-		grown = realloc(*all, (*n_all + n + 1) * sizeof(*grown));
-		if (grown == NULL) {
-			consul_kv_free(kv, n);
-			ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
-			goto out;
-		}
-		if (n)
-			memcpy(grown + *n_all, kv, n * sizeof(*kv));
-		free(kv); /* the entries moved into *all */
-		*all = grown;
-		*n_all += n;
-		if (idx > *index)
-			*index = idx;
+		ret = consul_kv_list(c, h, prefixes[i], &kv[i].pairs, &kv[i].n, &kv[i].index, err,
+				     errlen);
+	}
+	if (ret != MN_OK) {
+		for (size_t i = 0; i < 2; i++)
+			consul_kv_free(kv[i].pairs, kv[i].n);
+		memset(kv, 0, 2 * sizeof(*kv));
 	}
 out:
-	if (ret != MN_OK) {
-		consul_kv_free(*all, *n_all);
-		*all = NULL;
-		*n_all = 0;
-	}
 	httpc_destroy(h);
 	consul_destroy(c);
 	return ret;
 }
 
-enum mn_err app_load_config(const struct app_opts *opts, struct config **out, struct buf *errors,
-			    struct buf *warnings)
+/* The pairs of both listings as the config loader takes them, shared
+ * first (a new array of *n borrowing the listings' strings), and the
+ * highest index. NULL when out of memory. */
+static struct config_kv_pair *kv_pairs(const struct kv_listing kv[2], size_t *n, uint64_t *index)
+{
+	struct config_kv_pair *pairs = calloc(kv[0].n + kv[1].n + 1, sizeof(*pairs));
+
+	*n = 0;
+	*index = 0;
+	if (pairs == NULL)
+		return NULL;
+	for (size_t i = 0; i < 2; i++) {
+		for (size_t j = 0; j < kv[i].n; j++)
+			pairs[(*n)++] = (struct config_kv_pair){kv[i].pairs[j].key,
+								kv[i].pairs[j].value};
+		if (kv[i].index > *index)
+			*index = kv[i].index;
+	}
+	return pairs;
+}
+
+/* app_load_config, keeping what KV gave in kv[2] for the caller to free;
+ * *kv_read tells whether the agent answered. */
+static enum mn_err load_config(const struct app_opts *opts, struct config **out,
+			       struct buf *errors, struct buf *warnings, struct kv_listing kv[2],
+			       bool *kv_read)
 {
 	struct config_sources src = {
 		.file_path = opts->config_path,
@@ -204,39 +213,46 @@ enum mn_err app_load_config(const struct app_opts *opts, struct config **out, st
 		.environ = opts->environ,
 	};
 	struct config *base = NULL;
-	struct consul_kv *kv = NULL;
-	struct config_kv_pair *pairs = NULL;
-	size_t n_kv = 0;
-	uint64_t index = 0;
+	struct config_kv_pair *pairs;
 	char err[512];
 	enum mn_err ret;
 
 	/* Pass one, without KV, names the service, its KV prefix and the
 	 * agent to ask; pass two layers KV in between file and environment. */
+	memset(kv, 0, 2 * sizeof(*kv));
+	*kv_read = false;
 	ret = config_load(&src, &base, errors, NULL);
 	if (ret != MN_OK)
 		return ret;
-	if (read_kv(base, opts->environ, &kv, &n_kv, &index, err, sizeof(err)) != MN_OK) {
+	if (read_kv(base, opts->environ, kv, err, sizeof(err)) != MN_OK) {
 		if (warnings)
 			buf_printf(warnings, "consul kv not read from %s: %s\n", base->consul_address, err);
 		*out = base;
 		return MN_OK;
 	}
-	pairs = calloc(n_kv + 1, sizeof(*pairs));
+	*kv_read = true;
+	pairs = kv_pairs(kv, &src.n_kv, &src.kv_index);
 	if (pairs == NULL) {
 		ret = MN_NOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < n_kv; i++)
-		pairs[i] = (struct config_kv_pair){kv[i].key, kv[i].value};
 	src.kv = pairs;
-	src.n_kv = n_kv;
-	src.kv_index = index;
 	ret = config_load(&src, out, errors, warnings);
-out:
 	free(pairs);
-	consul_kv_free(kv, n_kv);
+out:
 	config_destroy(base);
+	return ret;
+}
+
+enum mn_err app_load_config(const struct app_opts *opts, struct config **out, struct buf *errors,
+			    struct buf *warnings)
+{
+	struct kv_listing kv[2];
+	bool kv_read;
+	enum mn_err ret = load_config(opts, out, errors, warnings, kv, &kv_read);
+
+	for (size_t i = 0; i < 2; i++)
+		consul_kv_free(kv[i].pairs, kv[i].n);
 	return ret;
 }
 
@@ -511,28 +527,20 @@ static void apply_config(struct app *app, const struct config *old, const struct
  * Called with reload_lock held. */
 static void reload_locked(struct app *app, const char *why)
 {
+	const struct kv_listing kv[2] = {app->kv[0].last, app->kv[1].last};
 	struct config_kv_pair *pairs;
 	struct buf errors, warnings;
 	const struct config *old;
 	struct config *next = NULL;
 	char *refusals = NULL;
-	size_t n = 0, at = 0;
-	uint64_t index = 0;
+	uint64_t index;
 	bool rejected;
+	size_t n;
 
-	for (size_t i = 0; i < 2; i++)
-		n += app->kv[i].n;
-	pairs = calloc(n + 1, sizeof(*pairs));
+	pairs = kv_pairs(kv, &n, &index);
 	if (pairs == NULL) {
 		log_error("config", "out of memory reloading the configuration");
 		return;
-	}
-	for (size_t i = 0; i < 2; i++) {
-		for (size_t j = 0; j < app->kv[i].n; j++)
-			pairs[at++] = (struct config_kv_pair){app->kv[i].pairs[j].key,
-							      app->kv[i].pairs[j].value};
-		if (app->kv[i].index > index)
-			index = app->kv[i].index;
 	}
 	old = config_store_get(app->store);
 	struct config_sources src = {
@@ -623,10 +631,8 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 		return;
 	}
 	pthread_mutex_lock(&app->reload_lock);
-	consul_kv_free(kv->pairs, kv->n);
-	kv->pairs = pairs;
-	kv->n = n;
-	kv->index = index;
+	consul_kv_free(kv->last.pairs, kv->last.n);
+	kv->last = (struct kv_listing){pairs, n, index};
 	kv->known = true;
 	/* Until every prefix has answered once, a reload would drop the
 	 * values of the silent one (read at startup) for a moment. */
@@ -658,6 +664,7 @@ static enum mn_err watches_start(struct app *app)
 			.consul = app->consul,
 			.op = "kv_watch",
 			.path = path,
+			.start_index = app->kv[i].known ? app->kv[i].last.index : 0,
 			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
 			.on_change = on_kv_change,
 			.on_error = on_kv_error,
@@ -878,7 +885,7 @@ static void app_teardown(struct app *app)
 {
 	for (size_t i = 0; i < 2; i++) {
 		watch_stop(app->kv[i].watch);
-		consul_kv_free(app->kv[i].pairs, app->kv[i].n);
+		consul_kv_free(app->kv[i].last.pairs, app->kv[i].last.n);
 	}
 	registrar_stop(app->registrar);
 	peer_client_destroy(app->peers);
@@ -901,7 +908,9 @@ static void app_teardown(struct app *app)
 int app_run(const struct app_opts *opts)
 {
 	struct app app = {.opts = opts};
+	struct kv_listing startup_kv[2];
 	struct config *loaded;
+	bool kv_read;
 	struct buf errors, warnings;
 	char err[512];
 	sigset_t set;
@@ -923,11 +932,16 @@ int app_run(const struct app_opts *opts)
 	buf_init(&errors, 1 << 16);
 	buf_init(&warnings, 1 << 16);
 	pthread_mutex_init(&app.reload_lock, NULL);
-	if (app_load_config(opts, &loaded, &errors, &warnings) != MN_OK) {
+	/* The KV watches go on from this read rather than read again. */
+	if (load_config(opts, &loaded, &errors, &warnings, startup_kv, &kv_read) != MN_OK) {
+		for (size_t i = 0; i < 2; i++)
+			consul_kv_free(startup_kv[i].pairs, startup_kv[i].n);
 		fprintf(stderr, "%s", errors.data ? errors.data : "configuration error\n");
 		code = 2;
 		goto out;
 	}
+	for (size_t i = 0; i < 2; i++)
+		app.kv[i] = (struct kv_source){.last = startup_kv[i], .known = kv_read};
 	app.store = config_store_create(loaded);
 	if (app.store == NULL) {
 		log_error("app", "out of memory");

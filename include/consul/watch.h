@@ -38,6 +38,9 @@ struct watch_opts {
 	const char *path;            /* "/v1/kv/config/users/?recurse=true" (copied); the
 					watch adds index= and wait= */
 	uint64_t wait_ms;            /* blocking wait; 0 means 300000 (5 min) */
+	uint64_t start_index;        /* the index of a read the caller already made
+					and acted on: the first call blocks from it
+					instead of reading again; 0: read first */
 	uint64_t min_interval_ms;    /* 0 means 100 */
 	uint64_t backoff_base_ms;    /* 0 means 250 */
 	uint64_t backoff_cap_ms;     /* 0 means 30000 */
@@ -49,8 +52,9 @@ struct watch_opts {
 	const struct mn_clock *clock; /* NULL: the system clock */
 };
 
-/* Starts the watch thread; the first call goes out at once (index 0).
- * NULL when out of memory or the thread cannot start. */
+/* Starts the watch thread; the first call goes out at once (a plain read,
+ * or a blocking one from start_index). NULL when out of memory or the
+ * thread cannot start. */
 struct watch *watch_start(const struct watch_opts *opts);
 
 /* Stops the thread, cancelling a blocked call: returns within ~100 ms.
@@ -81,6 +85,11 @@ uint64_t watch_call_timeout_ms(uint64_t wait_ms);
 /* 64-bit FNV-1a of a body, for change detection. */
 uint64_t watch_hash(const char *body, size_t len);
 
+/* The hash an answer is compared by: its body's, marked when the answer
+ * was a 404 (a KV prefix with no keys), so that "no keys" and an empty
+ * body differ. */
+uint64_t watch_answer_hash(const char *body, size_t len, bool not_found);
+
 /* What one watch remembers between calls. The thread drives it with the
  * clock's time; unit tests drive it with canned answers and a hand clock. */
 struct watch_state {
@@ -98,6 +107,10 @@ struct watch_state {
 /* 'seed' 0 picks one from the clock (tests pass a fixed one). */
 void watch_state_init(struct watch_state *s, uint64_t min_interval_ms, uint64_t backoff_base_ms,
 		      uint64_t backoff_cap_ms, uint64_t seed);
+
+/* Goes on from a read the caller made at 'index': the next call blocks
+ * from it, and only an answer with a new index and body is a change. */
+void watch_state_resume(struct watch_state *s, uint64_t index);
 
 /* Milliseconds to wait at 'now' before the next call may start. */
 uint64_t watch_state_delay(const struct watch_state *s, uint64_t now);

@@ -46,6 +46,11 @@ uint64_t watch_hash(const char *body, size_t len)
 	return h;
 }
 
+uint64_t watch_answer_hash(const char *body, size_t len, bool not_found)
+{
+	return watch_hash(body, len) ^ (uint64_t)not_found;
+}
+
 void watch_state_init(struct watch_state *s, uint64_t min_interval_ms, uint64_t backoff_base_ms,
 		      uint64_t backoff_cap_ms, uint64_t seed)
 {
@@ -53,6 +58,14 @@ void watch_state_init(struct watch_state *s, uint64_t min_interval_ms, uint64_t 
 	s->min_interval_ms = min_interval_ms;
 	backoff_init(&s->backoff, backoff_base_ms, backoff_cap_ms, seed);
 	s->rng = s->backoff.rng ^ 0x5851F42D4C957F2DULL;
+}
+
+void watch_state_resume(struct watch_state *s, uint64_t index)
+{
+	s->sent = index;
+	s->last_index = index;
+	s->last_hash = 0; /* the body read is not known here: any body differs */
+	s->delivered = index != 0;
 }
 
 uint64_t watch_state_delay(const struct watch_state *s, uint64_t now)
@@ -208,9 +221,8 @@ static void *watch_main(void *arg)
 		if (e == MN_OK) {
 			const char *body = res.body.data ? res.body.data : "";
 
-			/* "^ not_found" tells "no keys" from an empty body. */
 			deliver = watch_state_answer(&w->state, consul_index_parse(res.captured),
-						     watch_hash(body, res.body.len) ^ not_found);
+						     watch_answer_hash(body, res.body.len, not_found));
 		} else {
 			watch_state_failed(&w->state, clock_now(w->clock));
 		}
@@ -252,6 +264,7 @@ struct watch *watch_start(const struct watch_opts *opts)
 			 opts->min_interval_ms ? opts->min_interval_ms : DEFAULT_MIN_INTERVAL_MS,
 			 opts->backoff_base_ms ? opts->backoff_base_ms : DEFAULT_BACKOFF_BASE_MS,
 			 opts->backoff_cap_ms ? opts->backoff_cap_ms : DEFAULT_BACKOFF_CAP_MS, 0);
+	watch_state_resume(&w->state, opts->start_index);
 	atomic_init(&w->stopping, false);
 	atomic_init(&w->interrupt, false);
 	if (w->op == NULL || w->path == NULL)

@@ -73,10 +73,9 @@ class LiveConfigTest(unittest.TestCase):
     def node(self, name, **kw):
         n = Node(name=name, consul=kw.pop("consul", CONSUL), **kw)
         self.nodes.append(n)
+        # no wait for the watches: they go on from the startup read's index,
+        # so a write made right after start is seen
         n.start_ready()
-        # both prefixes answered once: the watches are in place
-        wait_until(lambda: metric(n, "meshnode_consul_requests_total", op="kv_watch") >= 2,
-                   timeout=5, what="the kv watches' first reads")
         return n
 
     def kv(self, node, dotted, value):
@@ -176,6 +175,18 @@ class LiveConfigTest(unittest.TestCase):
         finally:
             CONSUL.kv_delete("config/shared/log/level")
         wait_value(n, "log.level", "info")
+
+    def test_watches_go_on_from_the_startup_read(self):
+        CONSUL.kv_put("config/live-start/features/early", "true")
+        n = self.node("live-start")
+        self.assertTrue(value_of(n, "features.early"))  # read at startup
+        time.sleep(0.5)
+        # no second read of the prefixes and no reload: the watches block
+        # from the startup read's index
+        self.assertEqual(metric(n, "meshnode_consul_requests_total", op="kv_watch"), 0)
+        self.assertNotIn("configuration reloaded", n.log_text())
+        self.kv(n, "features.early", "false")
+        wait_value(n, "features.early", False, timeout=2)
 
     def test_feature_flag_appears_and_disappears(self):
         n = self.node("live-feat")

@@ -226,16 +226,59 @@ static void test_refresh_delivers_unchanged(void **state)
 	answer_free(&first);
 }
 
+/* A prefix whose keys were all deleted answers 404 with an index and no
+ * body; the watch treats it as an answer (hash of "" marked not-found) and
+ * delivers it once. */
 static void test_missing_prefix_is_an_answer(void **state)
 {
-	struct answer missing;
+	struct answer first, missing;
+	struct watch_state s;
+	uint64_t gone;
 	(void)state;
 
+	answer_load(&first, "1_first.http");
 	answer_load(&missing, "4_missing_prefix.http");
 	assert_int_equal(missing.status, 404);
-	assert_int_equal(missing.index, 16);
 	assert_int_equal(missing.len, 0);
+	gone = watch_answer_hash(missing.body, missing.len, true);
+	assert_true(gone != watch_answer_hash("", 0, false));
+	watch_state_init(&s, 100, 250, 30000, 11);
+	watch_state_start(&s, 0);
+	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
+	watch_state_start(&s, 200);
+	assert_true(watch_state_answer(&s, missing.index, gone));
+	assert_int_equal(watch_state_start(&s, 400), 16);
+	assert_false(watch_state_answer(&s, missing.index, gone));
+	answer_free(&first);
 	answer_free(&missing);
+}
+
+/* Resuming from a read the caller made: the first call blocks from its
+ * index, an expired wait is no change, a write is. */
+static void test_resume_from_a_read(void **state)
+{
+	struct answer first, unrelated, changed;
+	struct watch_state s;
+	(void)state;
+
+	answer_load(&first, "1_first.http");
+	answer_load(&unrelated, "2_unrelated_write.http");
+	answer_load(&changed, "3_changed.http");
+	watch_state_init(&s, 100, 250, 30000, 13);
+	watch_state_resume(&s, first.index);
+	assert_int_equal(watch_state_start(&s, 0), 14);
+	assert_false(watch_state_answer(&s, unrelated.index, hash_of(&unrelated)));
+	assert_int_equal(watch_state_start(&s, 200), 14);
+	assert_true(watch_state_answer(&s, changed.index, hash_of(&changed)));
+	assert_int_equal(watch_state_start(&s, 400), 16);
+	/* resuming from 0 is a plain first read */
+	watch_state_init(&s, 100, 250, 30000, 13);
+	watch_state_resume(&s, 0);
+	assert_int_equal(watch_state_start(&s, 0), 0);
+	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
+	answer_free(&first);
+	answer_free(&unrelated);
+	answer_free(&changed);
 }
 
 /* ---- the thread, against sockets that are not an agent --------------- */
@@ -370,6 +413,7 @@ int main(void)
 		cmocka_unit_test(test_hot_key_is_rate_limited),
 		cmocka_unit_test(test_refresh_delivers_unchanged),
 		cmocka_unit_test(test_missing_prefix_is_an_answer),
+		cmocka_unit_test(test_resume_from_a_read),
 		cmocka_unit_test(test_unreachable_agent_reports_errors),
 		cmocka_unit_test(test_stop_cancels_a_blocked_call),
 	};
