@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "consul/health.h"
+#include "fixture.h"
 #include "mutate.h"
 
 /* The body of an answer captured from a real consul 1.8.7 -dev agent with
@@ -17,25 +18,15 @@
  * ?passing). */
 static char *fixture_body(const char *name, size_t *len)
 {
-	char path[256], *text, *body;
-	FILE *f;
-	long size;
+	struct fixture_answer a;
+	char path[256], *body;
 
-	snprintf(path, sizeof(path), "tests/fixtures/consul/health/%s", name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	text = calloc(1, (size_t)size + 1);
-	assert_non_null(text);
-	assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	body = strstr(text, "\n\n");
+	snprintf(path, sizeof(path), "consul/health/%s", name);
+	fixture_answer_load(&a, path);
+	body = strdup(a.body);
 	assert_non_null(body);
-	body = strdup(body + 2);
-	free(text);
-	*len = strlen(body);
+	*len = a.len;
+	fixture_answer_free(&a);
 	return body;
 }
 

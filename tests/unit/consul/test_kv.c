@@ -8,36 +8,14 @@
 #include <string.h>
 
 #include "consul/kv.h"
+#include "fixture.h"
 #include "mutate.h"
-
-/* Captured from a real consul 1.8.7 -dev agent: GET /v1/kv/config/?recurse */
-static char *read_fixture(const char *name, size_t *len)
-{
-	char path[256];
-	FILE *f;
-	char *data;
-	long size;
-
-	snprintf(path, sizeof(path), "tests/fixtures/consul/%s", name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	data = malloc((size_t)size + 1);
-	assert_non_null(data);
-	assert_int_equal(fread(data, 1, (size_t)size, f), (size_t)size);
-	data[size] = '\0';
-	fclose(f);
-	*len = (size_t)size;
-	return data;
-}
 
 static void test_parse_real_listing(void **state)
 {
 	struct consul_kv *kv;
 	size_t n, len;
-	char *json = read_fixture("kv_recurse.json", &len);
+	char *json = fixture_read("consul/kv_recurse.json", &len);
 	(void)state;
 
 	assert_int_equal(consul_kv_parse(json, len, &kv, &n, NULL, 0), MN_OK);
@@ -111,7 +89,7 @@ static void test_index_parse(void **state)
 static void test_parse_mutated_listings(void **state)
 {
 	size_t len;
-	char *json = read_fixture("kv_recurse.json", &len);
+	char *json = fixture_read("consul/kv_recurse.json", &len);
 	char *m = malloc(2 * len + 1);
 	uint64_t rng = 0x2545F4914F6CDD1DULL;
 	unsigned accepted = 0;

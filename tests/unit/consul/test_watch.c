@@ -14,49 +14,11 @@
 
 #include "consul/kv.h"
 #include "consul/watch.h"
+#include "fixture.h"
 
-/* An answer captured from a real consul 1.8.7 -dev agent with `curl -si`
- * (tests/fixtures/consul/watch/): its status, X-Consul-Index and body. */
-struct answer {
-	char *text;
-	long status;
-	uint64_t index;
-	const char *body;
-	size_t len;
-};
-
-static void answer_load(struct answer *a, const char *name)
-{
-	char path[256], *sep, *hdr;
-	FILE *f;
-	long size;
-
-	snprintf(path, sizeof(path), "tests/fixtures/consul/watch/%s", name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	a->text = calloc(1, (size_t)size + 1);
-	assert_non_null(a->text);
-	assert_int_equal(fread(a->text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	assert_int_equal(sscanf(a->text, "HTTP/1.1 %ld", &a->status), 1);
-	sep = strstr(a->text, "\n\n");
-	assert_non_null(sep);
-	*sep = '\0';
-	a->body = sep + 2;
-	a->len = strlen(a->body);
-	hdr = strstr(a->text, "\nX-Consul-Index: ");
-	assert_non_null(hdr);
-	hdr += strlen("\nX-Consul-Index: ");
-	hdr[strcspn(hdr, "\n")] = '\0';
-	a->index = consul_index_parse(hdr);
-}
-
-static void answer_free(struct answer *a) { free(a->text); }
-
-static uint64_t hash_of(const struct answer *a) { return watch_hash(a->body, a->len); }
+/* The fixtures are answers captured from a real consul 1.8.7 -dev agent with
+ * `curl -si` (tests/fixtures/consul/watch/). */
+static uint64_t hash_of(const struct fixture_answer *a) { return watch_hash(a->body, a->len); }
 
 static void test_next_index_rules(void **state)
 {
@@ -101,15 +63,15 @@ static void test_call_timeout_above_wait_and_jitter(void **state)
  * lost, index back to 13). */
 static void test_real_agent_sequence(void **state)
 {
-	struct answer first, unrelated, changed, restarted;
+	struct fixture_answer first, unrelated, changed, restarted;
 	struct watch_state s;
 	uint64_t now = 1000;
 	(void)state;
 
-	answer_load(&first, "1_first.http");
-	answer_load(&unrelated, "2_unrelated_write.http");
-	answer_load(&changed, "3_changed.http");
-	answer_load(&restarted, "5_after_restart.http");
+	fixture_answer_load(&first, "consul/watch/1_first.http");
+	fixture_answer_load(&unrelated, "consul/watch/2_unrelated_write.http");
+	fixture_answer_load(&changed, "consul/watch/3_changed.http");
+	fixture_answer_load(&restarted, "consul/watch/5_after_restart.http");
 	assert_int_equal(first.index, 14);
 	assert_int_equal(changed.index, 16);
 	assert_int_equal(restarted.index, 13);
@@ -133,23 +95,23 @@ static void test_real_agent_sequence(void **state)
 	now += watch_state_delay(&s, now);
 	assert_int_equal(watch_state_start(&s, now), 1); /* reset, but never 0 */
 
-	answer_free(&first);
-	answer_free(&unrelated);
-	answer_free(&changed);
-	answer_free(&restarted);
+	fixture_answer_free(&first);
+	fixture_answer_free(&unrelated);
+	fixture_answer_free(&changed);
+	fixture_answer_free(&restarted);
 }
 
 /* A connection error resets the index: after the agent comes back the first
  * call is a plain read, so the first write is seen at once. */
 static void test_error_resets_index_and_backs_off(void **state)
 {
-	struct answer changed, restarted;
+	struct fixture_answer changed, restarted;
 	struct watch_state s;
 	uint64_t now = 0, d;
 	(void)state;
 
-	answer_load(&changed, "3_changed.http");
-	answer_load(&restarted, "5_after_restart.http");
+	fixture_answer_load(&changed, "consul/watch/3_changed.http");
+	fixture_answer_load(&restarted, "consul/watch/5_after_restart.http");
 	watch_state_init(&s, 100, 250, 1000, 7);
 	watch_state_start(&s, now);
 	assert_true(watch_state_answer(&s, changed.index, hash_of(&changed)));
@@ -171,8 +133,8 @@ static void test_error_resets_index_and_backs_off(void **state)
 	d = watch_state_failed(&s, now);
 	assert_in_range(d, 125, 250);
 
-	answer_free(&changed);
-	answer_free(&restarted);
+	fixture_answer_free(&changed);
+	fixture_answer_free(&restarted);
 }
 
 /* A key written as fast as the agent answers: one call per minimum interval
@@ -209,11 +171,11 @@ static void test_hot_key_is_rate_limited(void **state)
 
 static void test_refresh_delivers_unchanged(void **state)
 {
-	struct answer first;
+	struct fixture_answer first;
 	struct watch_state s;
 	(void)state;
 
-	answer_load(&first, "1_first.http");
+	fixture_answer_load(&first, "consul/watch/1_first.http");
 	watch_state_init(&s, 100, 250, 30000, 5);
 	watch_state_start(&s, 0);
 	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
@@ -223,7 +185,7 @@ static void test_refresh_delivers_unchanged(void **state)
 	/* and only once */
 	assert_int_equal(watch_state_start(&s, 400), 14);
 	assert_false(watch_state_answer(&s, first.index, hash_of(&first)));
-	answer_free(&first);
+	fixture_answer_free(&first);
 }
 
 /* A prefix whose keys were all deleted answers 404 with an index and no
@@ -231,13 +193,13 @@ static void test_refresh_delivers_unchanged(void **state)
  * delivers it once. */
 static void test_missing_prefix_is_an_answer(void **state)
 {
-	struct answer first, missing;
+	struct fixture_answer first, missing;
 	struct watch_state s;
 	uint64_t gone;
 	(void)state;
 
-	answer_load(&first, "1_first.http");
-	answer_load(&missing, "4_missing_prefix.http");
+	fixture_answer_load(&first, "consul/watch/1_first.http");
+	fixture_answer_load(&missing, "consul/watch/4_missing_prefix.http");
 	assert_int_equal(missing.status, 404);
 	assert_int_equal(missing.len, 0);
 	gone = watch_answer_hash(missing.body, missing.len, true);
@@ -249,21 +211,21 @@ static void test_missing_prefix_is_an_answer(void **state)
 	assert_true(watch_state_answer(&s, missing.index, gone));
 	assert_int_equal(watch_state_start(&s, 400), 16);
 	assert_false(watch_state_answer(&s, missing.index, gone));
-	answer_free(&first);
-	answer_free(&missing);
+	fixture_answer_free(&first);
+	fixture_answer_free(&missing);
 }
 
 /* Resuming from a read the caller made: the first call blocks from its
  * index, an expired wait is no change, a write is. */
 static void test_resume_from_a_read(void **state)
 {
-	struct answer first, unrelated, changed;
+	struct fixture_answer first, unrelated, changed;
 	struct watch_state s;
 	(void)state;
 
-	answer_load(&first, "1_first.http");
-	answer_load(&unrelated, "2_unrelated_write.http");
-	answer_load(&changed, "3_changed.http");
+	fixture_answer_load(&first, "consul/watch/1_first.http");
+	fixture_answer_load(&unrelated, "consul/watch/2_unrelated_write.http");
+	fixture_answer_load(&changed, "consul/watch/3_changed.http");
 	watch_state_init(&s, 100, 250, 30000, 13);
 	watch_state_resume(&s, first.index);
 	assert_int_equal(watch_state_start(&s, 0), 14);
@@ -276,9 +238,9 @@ static void test_resume_from_a_read(void **state)
 	watch_state_resume(&s, 0);
 	assert_int_equal(watch_state_start(&s, 0), 0);
 	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
-	answer_free(&first);
-	answer_free(&unrelated);
-	answer_free(&changed);
+	fixture_answer_free(&first);
+	fixture_answer_free(&unrelated);
+	fixture_answer_free(&changed);
 }
 
 /* ---- the thread, against sockets that are not an agent --------------- */
