@@ -610,6 +610,22 @@ def requires_meshnode(cls):
                          % meshnode_binary())(cls)
 
 
+class ProcessesTestCase(unittest.TestCase):
+    """Stops what a test started (nodes, agents), by PID, newest first, when
+    the test ends, whatever its outcome. track(x) returns x."""
+
+    def setUp(self):
+        self._started = []
+
+    def tearDown(self):
+        for p in reversed(self._started):
+            p.stop()
+
+    def track(self, proc):
+        self._started.append(proc)
+        return proc
+
+
 class NodeError(RuntimeError):
     pass
 
@@ -798,6 +814,13 @@ class Node(_Process):
 
     def config(self):
         return self.get_json("/config")
+
+    def metric(self, family, **labels):
+        """The sum of the samples of `family` in /metrics whose labels
+        include `labels` (0 when none)."""
+        _, _, data = self.request("GET", "/metrics")
+        return sum(v for lab, v in prom_samples(data.decode(), family)
+                   if all(lab.get(k) == want for k, want in labels.items()))
 
     def __enter__(self):
         return self

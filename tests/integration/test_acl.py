@@ -43,24 +43,13 @@ def tearDownModule():
 
 
 def forbidden_count(node):
-    _, _, data = node.request("GET", "/metrics")
-    return sum(v for lab, v in harness.prom_samples(data.decode(), "meshnode_consul_requests_total")
-               if lab.get("result") == "forbidden")
+    return node.metric("meshnode_consul_requests_total", result="forbidden")
 
 
 @requires_meshnode
-class AclTest(unittest.TestCase):
-    def setUp(self):
-        self.nodes = []
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-
+class AclTest(harness.ProcessesTestCase):
     def node(self, name, env):
-        n = Node(name=name, consul_addr=CONSUL.addr, env=env)
-        self.nodes.append(n)
-        return n
+        return self.track(Node(name=name, consul_addr=CONSUL.addr, env=env))
 
     def test_valid_token_registers_and_reads_kv(self):
         CONSUL.kv_put("config/acl-ok/log/level", "debug")

@@ -45,12 +45,6 @@ def wait_value(node, name, value, timeout=5.0):
                       what="%s = %r in /config" % (name, value))
 
 
-def metric(node, family, **labels):
-    _, _, data = node.request("GET", "/metrics")
-    return sum(v for lab, v in harness.prom_samples(data.decode(), family)
-               if all(lab.get(k) == want for k, want in labels.items()))
-
-
 def report(text):
     """Figures the issue's note quotes, printed beside the test results."""
     print("# " + text, file=sys.stderr, flush=True)
@@ -62,17 +56,9 @@ def percentile(values, p):
 
 
 @requires_meshnode
-class LiveConfigTest(unittest.TestCase):
-    def setUp(self):
-        self.nodes = []
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-
+class LiveConfigTest(harness.ProcessesTestCase):
     def node(self, name, **kw):
-        n = Node(name=name, consul=kw.pop("consul", CONSUL), **kw)
-        self.nodes.append(n)
+        n = self.track(Node(name=name, consul=kw.pop("consul", CONSUL), **kw))
         # no wait for the watches: they go on from the startup read's index,
         # so a write made right after start is seen
         n.start_ready()
@@ -121,10 +107,10 @@ class LiveConfigTest(unittest.TestCase):
         n = self.node("live-bad")
         self.kv(n, "log.level", "warn")
         wait_value(n, "log.level", "warn")
-        before = metric(n, "meshnode_config_reloads_total", result="rejected")
+        before = n.metric("meshnode_config_reloads_total", result="rejected")
 
         self.kv(n, "log.level", "loud")
-        wait_until(lambda: metric(n, "meshnode_config_reloads_total", result="rejected") > before,
+        wait_until(lambda: n.metric("meshnode_config_reloads_total", result="rejected") > before,
                    timeout=3, what="a rejected reload in the metric")
         self.assertEqual(value_of(n, "log.level"), "warn")
         self.assertIn("kv key 'config/live-bad/log/level'", n.log_text())
@@ -143,10 +129,10 @@ class LiveConfigTest(unittest.TestCase):
         wait_value(n, "log.level", "info")
 
         # a refused value that stays in KV is counted once, not per reload
-        after = metric(n, "meshnode_config_reloads_total", result="rejected")
+        after = n.metric("meshnode_config_reloads_total", result="rejected")
         self.kv(n, "features.unrelated", "true")
         wait_value(n, "features.unrelated", True)
-        self.assertEqual(metric(n, "meshnode_config_reloads_total", result="rejected"), after)
+        self.assertEqual(n.metric("meshnode_config_reloads_total", result="rejected"), after)
 
     def test_deleted_key_falls_back(self):
         n = self.node("live-del", settings={"log.level": "info"})
@@ -183,7 +169,7 @@ class LiveConfigTest(unittest.TestCase):
         time.sleep(0.5)
         # no second read of the prefixes and no reload: the watches block
         # from the startup read's index
-        self.assertEqual(metric(n, "meshnode_consul_requests_total", op="kv_watch"), 0)
+        self.assertEqual(n.metric("meshnode_consul_requests_total", op="kv_watch"), 0)
         self.assertNotIn("configuration reloaded", n.log_text())
         self.kv(n, "features.early", "false")
         wait_value(n, "features.early", False, timeout=2)
@@ -193,6 +179,11 @@ class LiveConfigTest(unittest.TestCase):
         self.assertIsNone(entry(n, "features.beta"))
         self.kv(n, "features.beta", "true")
         wait_value(n, "features.beta", True)
+        # the KV index in force: at least the key's, in /config and the metric
+        [key] = CONSUL.get("/v1/kv/config/live-feat/features/beta")
+        index = n.config()["kv_index"]
+        self.assertGreaterEqual(index, key["ModifyIndex"])
+        self.assertEqual(n.metric("meshnode_config_kv_index"), index)
         self.kv(n, "features.beta", "false")
         wait_value(n, "features.beta", False)
         self.kv_delete(n, "features.beta")
@@ -227,7 +218,7 @@ class LiveConfigTest(unittest.TestCase):
 
     def test_hot_key_costs_few_requests_and_ends_on_last_value(self):
         n = self.node("live-hot")
-        before = metric(n, "meshnode_consul_requests_total", op="kv_watch")
+        before = n.metric("meshnode_consul_requests_total", op="kv_watch")
         levels = ["debug", "info", "warn", "error"]
         t0 = time.monotonic()
         written = 0
@@ -241,7 +232,7 @@ class LiveConfigTest(unittest.TestCase):
         spent = time.monotonic() - t0
         last = levels[(written - 1) % 4]
         wait_value(n, "log.level", last, timeout=3)
-        calls = metric(n, "meshnode_consul_requests_total", op="kv_watch") - before
+        calls = n.metric("meshnode_consul_requests_total", op="kv_watch") - before
         report("hot key: %d writes to log.level in %.2f s -> %d kv_watch requests (both prefixes)"
                % (written, spent, calls))
         self.assertEqual(written, 200)
@@ -278,26 +269,14 @@ class LiveConfigTest(unittest.TestCase):
 
 
 @requires_meshnode
-class AgentLifecycleTest(unittest.TestCase):
+class AgentLifecycleTest(harness.ProcessesTestCase):
     """Each test runs its own agent: restarting it loses -dev state."""
 
-    def setUp(self):
-        self.nodes = []
-        self.consul = None
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-        if self.consul:
-            self.consul.stop()
-
     def node(self, name, **kw):
-        n = Node(name=name, consul_addr=self.consul.addr, **kw)
-        self.nodes.append(n)
-        return n
+        return self.track(Node(name=name, consul_addr=self.consul.addr, **kw))
 
     def test_agent_restart_reregisters_and_follows_kv(self):
-        self.consul = Consul()
+        self.consul = self.track(Consul())
         n = self.node("life-restart")
         n.start_ready()
         wait_until(lambda: self.consul.health_service("life-restart", passing=True), timeout=15,
@@ -318,7 +297,7 @@ class AgentLifecycleTest(unittest.TestCase):
         self.assertEqual(n.request("GET", "/health")[0], 200)
 
     def test_agent_up_after_node_registers_and_applies_kv(self):
-        self.consul = Consul(start=False)
+        self.consul = self.track(Consul(start=False))
         n = self.node("life-late", settings={"consul.required": False})
         n.start_ready()
         self.assertEqual(n.request("GET", "/users")[0], 200)  # serving without an agent

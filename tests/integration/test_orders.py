@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -23,15 +24,32 @@ def report(text):
     print("# " + text, file=sys.stderr, flush=True)
 
 
-def metric(node, family, **labels):
-    _, _, data = node.request("GET", "/metrics")
-    return sum(v for lab, v in harness.prom_samples(data.decode(), family)
-               if all(lab.get(k) == want for k, want in labels.items()))
-
-
 def user_lookups(node):
     """GET /users/{id} requests a users node answered."""
-    return metric(node, "http_requests_total", method="GET", endpoint="/users/{id}")
+    return node.metric("http_requests_total", method="GET", endpoint="/users/{id}")
+
+
+def read_heads(listener, heads):
+    """Accepts connections on `listener` and keeps each request head in
+    `heads`, answering nothing (a peer that never replies)."""
+    kept = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            break
+        kept.append(conn)
+        data = b""
+        conn.settimeout(5)
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        heads.append(data.split(b"\r\n\r\n")[0].decode("latin-1"))
 
 
 class Mesh:
@@ -83,16 +101,9 @@ class Mesh:
 
 
 @requires_meshnode
-class OrdersThroughDiscoveryTest(unittest.TestCase):
-    def setUp(self):
-        self.mesh = None
-
-    def tearDown(self):
-        if self.mesh:
-            self.mesh.stop()
-
+class OrdersThroughDiscoveryTest(harness.ProcessesTestCase):
     def test_orders_spread_over_both_users_nodes(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         before = [user_lookups(u) for u in m.users]
@@ -122,8 +133,8 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         self.assertTrue(all(i["circuit"] == "closed" for i in view["instances"]))
         self.assertGreater(view["index"], 0)
 
-    def test_request_id_and_traceparent_reach_the_users_node(self):
-        m = self.mesh = Mesh(users=1)
+    def test_request_id_reaches_the_users_node(self):
+        m = self.track(Mesh(users=1))
         m.wait_passing(1)
         uid = m.create_user()
         trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -136,7 +147,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
                    what="the caller's request id in the users node's log")
 
     def test_peer_settings_follow_kv_live(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         self.assertEqual(m.order(uid)[0], 201)
@@ -156,7 +167,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         self.assertEqual(m.order(uid)[0], 201)
 
     def test_kill9_under_a_stream_of_orders_loses_none(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         failed = []
@@ -172,7 +183,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         self.assertEqual(m.order(uid)[0], 201)
 
     def test_all_users_gone_is_503_with_retry_after(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         self.assertEqual(m.order(uid)[0], 201)
@@ -189,7 +200,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         self.assertEqual(m.orders.request("GET", "/health")[0], 200)
 
     def test_new_users_node_used_within_two_seconds_of_passing(self):
-        m = self.mesh = Mesh(users=1)
+        m = self.track(Mesh(users=1))
         m.wait_passing(1)
         uid = m.create_user()
         self.assertEqual(m.order(uid)[0], 201)
@@ -204,7 +215,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
         self.assertLess(took, 2.0)
 
     def test_consul_stopped_orders_keep_succeeding(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         self.assertEqual(m.order(uid)[0], 201)
@@ -217,11 +228,11 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
                    what="the view reported stale")
 
     def test_steady_state_costs_a_handful_of_consul_requests(self):
-        m = self.mesh = Mesh()
+        m = self.track(Mesh())
         m.wait_passing(2)
         uid = m.create_user()
         self.assertEqual(m.order(uid)[0], 201)
-        before = metric(m.orders, "meshnode_consul_requests_total", op="health_watch")
+        before = m.orders.metric("meshnode_consul_requests_total", op="health_watch")
         t0 = time.monotonic()
         done = 0
         while done < 1000 and time.monotonic() - t0 < 60:
@@ -229,7 +240,7 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
             self.assertEqual(status, 201, body)
             done += 1
         spent = time.monotonic() - t0
-        calls = metric(m.orders, "meshnode_consul_requests_total", op="health_watch") - before
+        calls = m.orders.metric("meshnode_consul_requests_total", op="health_watch") - before
         report("%d orders in %.1f s (%.0f/s, one client, new connection each) made %d "
                "health_watch requests" % (done, spent, done / spent, calls))
         self.assertEqual(done, 1000)
@@ -237,26 +248,20 @@ class OrdersThroughDiscoveryTest(unittest.TestCase):
 
 
 @requires_meshnode
-class BlackholePeerTest(unittest.TestCase):
+class BlackholePeerTest(harness.ProcessesTestCase):
     """A users instance registered in Consul, passing, that accepts
     connections and never answers."""
 
-    def setUp(self):
-        self.mesh = None
-        self.sock = None
-
-    def tearDown(self):
-        if self.mesh:
-            self.mesh.stop()
-        if self.sock:
-            self.sock.close()
-
     def test_silent_instance_costs_one_timeout_then_its_circuit_opens(self):
-        m = self.mesh = Mesh(users=1)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        port = self.sock.getsockname()[1]
+        m = self.track(Mesh(users=1))
+        hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(hole.close)
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        port = hole.getsockname()[1]
+        heads = []  # what reached the silent instance, read and never answered
+        reader = threading.Thread(target=read_heads, args=(hole, heads), daemon=True)
+        reader.start()
         m.consul.register_service({
             "ID": "users-silent", "Name": "users", "Address": "127.0.0.1", "Port": port,
             "Check": {"CheckID": "users-silent-ttl", "TTL": "600s", "Status": "passing"}})
@@ -264,9 +269,13 @@ class BlackholePeerTest(unittest.TestCase):
         uid = m.create_user()
         slow = 0
         t_all = time.monotonic()
-        for _ in range(20):
+        trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for i in range(20):
             t0 = time.monotonic()
-            status, _, body = m.order(uid)
+            status, _, body = m.orders.request(
+                "POST", "/orders", {"user_id": uid, "product": "book", "quantity": 1},
+                headers={"X-Request-ID": "itest-silent-%d" % i, "traceparent": trace},
+                timeout=10)
             self.assertEqual(status, 201, body)
             if time.monotonic() - t0 >= PEER_TIMEOUT_MS / 1000.0 * 0.9:
                 slow += 1
@@ -279,10 +288,18 @@ class BlackholePeerTest(unittest.TestCase):
         self.assertEqual(len(silent), 1)
         self.assertEqual(silent[0]["circuit"], "open")
         self.assertEqual(silent[0]["calls"], 1)
-        self.assertEqual(metric(m.orders, "meshnode_peer_requests_total", service="users",
+        self.assertEqual(m.orders.metric("meshnode_peer_requests_total", service="users",
                                 outcome="timeout"), 1)
-        self.assertEqual(metric(m.orders, "meshnode_peer_circuit_state", service="users",
+        self.assertEqual(m.orders.metric("meshnode_peer_circuit_state", service="users",
                                 instance="users-silent"), 2)
+        # the call carried the caller's request id and trace, with a new span
+        self.assertEqual(len(heads), 1, heads)
+        head = {k.strip().lower(): v.strip() for k, _, v in
+                (line.partition(":") for line in heads[0].split("\r\n")[1:] if ":" in line)}
+        self.assertRegex(head.get("x-request-id", ""), r"^itest-silent-\d+$")
+        tp = head.get("traceparent", "")
+        self.assertRegex(tp, r"^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$")
+        self.assertNotEqual(tp, trace)
 
 
 @requires_meshnode

@@ -42,18 +42,9 @@ def wait_passing(consul, name, timeout=15.0):
 
 
 @requires_meshnode
-class RegistrationTest(unittest.TestCase):
-    def setUp(self):
-        self.nodes = []
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-
+class RegistrationTest(harness.ProcessesTestCase):
     def node(self, name, **kw):
-        n = Node(name=name, consul=kw.pop("consul", CONSUL), **kw)
-        self.nodes.append(n)
-        return n
+        return self.track(Node(name=name, consul=kw.pop("consul", CONSUL), **kw))
 
     def test_registers_and_http_check_turns_passing(self):
         n = self.node("reg-basic", settings={"service.tags": ["itest", "blue"]})

@@ -62,18 +62,9 @@ def tearDownModule():
 
 
 @requires_meshnode
-class TlsTest(unittest.TestCase):
-    def setUp(self):
-        self.nodes = []
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-
+class TlsTest(harness.ProcessesTestCase):
     def node(self, name, addr, env):
-        n = Node(name=name, consul_addr=addr, env=env)
-        self.nodes.append(n)
-        return n
+        return self.track(Node(name=name, consul_addr=addr, env=env))
 
     def test_https_with_ca_and_server_name(self):
         addr = "https://127.0.0.1:%d" % CONSUL.https_port
