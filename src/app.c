@@ -69,7 +69,6 @@ struct kv_source {
 	const char *prefix;
 	struct kv_listing last;
 	bool known;                  /* read at least once */
-	enum mn_err failing;         /* the watch's last error, MN_OK once it answers */
 	struct watch *watch;
 };
 
@@ -593,31 +592,6 @@ out:
 	free(pairs);
 }
 
-/* Both run on the prefix's own watch thread: 'failing' needs no lock. One
- * warning per kind of failure, then quiet while it repeats; the values last
- * read stay in force meanwhile. */
-static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
-{
-	struct kv_source *kv = ctx;
-
-	if (err != kv->failing)
-		log_warn("config", "kv watch of '%s' failed: %s; keeping the values last read",
-			 kv->prefix, msg);
-	else
-		log_debug("config", "kv watch of '%s': %s", kv->prefix, msg);
-	kv->failing = err;
-}
-
-static void on_kv_answer(void *ctx, uint64_t index)
-{
-	struct kv_source *kv = ctx;
-
-	(void)index;
-	if (kv->failing != MN_OK)
-		log_info("config", "kv watch of '%s' answering again", kv->prefix);
-	kv->failing = MN_OK;
-}
-
 static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index, bool not_found)
 {
 	struct kv_source *kv = ctx;
@@ -667,8 +641,6 @@ static enum mn_err watches_start(struct app *app)
 			.start_index = app->kv[i].known ? app->kv[i].last.index : 0,
 			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
 			.on_change = on_kv_change,
-			.on_error = on_kv_error,
-			.on_answer = on_kv_answer,
 			.ctx = &app->kv[i],
 		});
 		if (app->kv[i].watch == NULL)

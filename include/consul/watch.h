@@ -28,10 +28,6 @@ typedef void (*watch_change_fn)(void *ctx, const char *body, size_t len, uint64_
  * returned it, 'msg' its detail). */
 typedef void (*watch_error_fn)(void *ctx, enum mn_err err, const char *msg);
 
-/* Called on the watch thread after every answer, changed or not (before
- * on_change when it is a change): the agent is answering. */
-typedef void (*watch_answer_fn)(void *ctx, uint64_t index);
-
 struct watch_opts {
 	struct consul *consul;       /* borrowed */
 	const char *op;              /* "kv_watch", for metrics and logs (copied) */
@@ -47,7 +43,6 @@ struct watch_opts {
 	size_t max_response;         /* 0 means 16 MiB */
 	watch_change_fn on_change;
 	watch_error_fn on_error;     /* may be NULL */
-	watch_answer_fn on_answer;   /* may be NULL */
 	void *ctx;
 	const struct mn_clock *clock; /* NULL: the system clock */
 };
@@ -60,6 +55,11 @@ struct watch *watch_start(const struct watch_opts *opts);
 /* Stops the thread, cancelling a blocked call: returns within ~100 ms.
  * Callbacks are not called after this returns. NULL is a no-op. */
 void watch_stop(struct watch *w);
+
+/* How long the agent has failed to answer: 0 while it answers, else the
+ * milliseconds since the first failed call. Failures are logged by the
+ * watch itself (once per kind, and when the agent answers again). */
+uint64_t watch_stale_ms(struct watch *w);
 
 /* Asks for an immediate fresh read (SIGHUP): the next call goes out with
  * index 0 and its answer is delivered even if unchanged. */

@@ -123,11 +123,13 @@ struct watch {
 	size_t max_response;
 	watch_change_fn on_change;
 	watch_error_fn on_error;
-	watch_answer_fn on_answer;
 	void *ctx;
 	const struct mn_clock *clock;
 	struct watch_state state;  /* under lock */
 	bool refresh;              /* under lock */
+	enum mn_err failing;       /* under lock: the last call's error, MN_OK
+				      while the agent answers */
+	uint64_t failing_since;    /* under lock: when the failures began */
 	atomic_bool stopping;
 	atomic_bool interrupt;     /* cancels the call in flight: stop or refresh */
 	pthread_mutex_t lock;
@@ -171,6 +173,27 @@ static enum mn_err watch_call(struct watch *w, struct httpc *h, uint64_t index,
 				   .cancel = &w->interrupt,
 			   },
 			   res, err, errlen);
+}
+
+/* One warning per kind of failure, quiet while it repeats, and a line when
+ * the agent answers again; what was last delivered stays in force
+ * meanwhile. Lock held. */
+static void note_outcome_locked(struct watch *w, enum mn_err e, const char *err)
+{
+	if (e == MN_OK) {
+		if (w->failing != MN_OK)
+			log_info("consul", "watch of %s answering again", w->path);
+		w->failing = MN_OK;
+		return;
+	}
+	if (e != w->failing)
+		log_warn("consul", "watch of %s failed: %s; keeping what it last read", w->path,
+			 err);
+	else
+		log_debug("consul", "watch of %s: %s", w->path, err);
+	if (w->failing == MN_OK)
+		w->failing_since = clock_now(w->clock);
+	w->failing = e;
 }
 
 static void *watch_main(void *arg)
@@ -226,13 +249,12 @@ static void *watch_main(void *arg)
 		} else {
 			watch_state_failed(&w->state, clock_now(w->clock));
 		}
+		note_outcome_locked(w, e, err);
 		pthread_mutex_unlock(&w->lock);
 
 		/* Callbacks run without the lock, so they may call watch_refresh. */
 		if (e != MN_OK && w->on_error)
 			w->on_error(w->ctx, e, err);
-		if (e == MN_OK && w->on_answer)
-			w->on_answer(w->ctx, consul_index_parse(res.captured));
 		if (deliver)
 			w->on_change(w->ctx, res.body.data ? res.body.data : "", res.body.len,
 				     consul_index_parse(res.captured), not_found);
@@ -257,7 +279,6 @@ struct watch *watch_start(const struct watch_opts *opts)
 	w->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
 	w->on_change = opts->on_change;
 	w->on_error = opts->on_error;
-	w->on_answer = opts->on_answer;
 	w->ctx = opts->ctx;
 	w->clock = opts->clock ? opts->clock : &clock_system;
 	watch_state_init(&w->state,
@@ -303,6 +324,19 @@ void watch_stop(struct watch *w)
 	free(w->op);
 	free(w->path);
 	free(w);
+}
+
+uint64_t watch_stale_ms(struct watch *w)
+{
+	uint64_t stale = 0;
+
+	if (w == NULL)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	if (w->failing != MN_OK)
+		stale = clock_now(w->clock) - w->failing_since;
+	pthread_mutex_unlock(&w->lock);
+	return stale;
 }
 
 void watch_refresh(struct watch *w)

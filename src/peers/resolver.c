@@ -28,8 +28,6 @@ struct followed {
 	char *tag;
 	struct snapshot *current;     /* under r->lock; never NULL */
 	uint64_t first_deadline;      /* first users wait until then */
-	bool failing;                 /* the last call to the agent failed */
-	uint64_t failing_since;       /* when the failures began */
 	struct watch *watch;
 	struct followed *next;
 };
@@ -139,35 +137,6 @@ out:
 	buf_release(&rejected);
 }
 
-static void on_health_answer(void *ctx, uint64_t index)
-{
-	struct followed *f = ctx;
-
-	(void)index;
-	pthread_mutex_lock(&f->r->lock);
-	if (f->failing)
-		log_info("peers", "consul answers again for '%s'", f->service);
-	f->failing = false;
-	pthread_mutex_unlock(&f->r->lock);
-}
-
-static void on_health_error(void *ctx, enum mn_err e, const char *msg)
-{
-	struct followed *f = ctx;
-	bool first;
-
-	pthread_mutex_lock(&f->r->lock);
-	first = !f->failing;
-	if (first) {
-		f->failing = true;
-		f->failing_since = clock_now(f->r->clock);
-	}
-	pthread_mutex_unlock(&f->r->lock);
-	if (first)
-		log_warn("peers", "cannot follow '%s' in consul (%s): %s; using the last known "
-			 "instances", f->service, mn_strerror(e), msg);
-}
-
 /* ---- the resolver ------------------------------------------------------ */
 
 struct resolver *resolver_create(const struct resolver_opts *opts)
@@ -256,8 +225,6 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 		.wait_ms = r->wait_ms,
 		.backoff_cap_ms = r->backoff_cap_ms,
 		.on_change = on_health_change,
-		.on_error = on_health_error,
-		.on_answer = on_health_answer,
 		.ctx = f,
 		.clock = r->clock,
 	});
@@ -314,8 +281,8 @@ uint64_t resolver_stale_ms(struct resolver *r, const char *service, const char *
 
 	pthread_mutex_lock(&r->lock);
 	f = find_locked(r, service, tag ? tag : "");
-	if (f && f->failing)
-		stale = clock_now(r->clock) - f->failing_since;
+	if (f)
+		stale = watch_stale_ms(f->watch);
 	pthread_mutex_unlock(&r->lock);
 	return stale;
 }
@@ -326,6 +293,6 @@ void resolver_foreach(struct resolver *r,
 {
 	pthread_mutex_lock(&r->lock);
 	for (struct followed *f = r->list; f; f = f->next)
-		fn(ctx, &f->current->pub, f->failing ? clock_now(r->clock) - f->failing_since : 0);
+		fn(ctx, &f->current->pub, watch_stale_ms(f->watch));
 	pthread_mutex_unlock(&r->lock);
 }
