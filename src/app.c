@@ -78,7 +78,7 @@ struct app {
 	struct config_store *store;  /* the config in force */
 	pthread_mutex_t reload_lock; /* one reload at a time; guards kv[] */
 	struct kv_source kv[2];      /* config/shared/, then the node's prefix */
-	char *kv_refusals;           /* the KV warnings of the last reload, one per
+	char *last_warnings;         /* the warnings of the last reload, one per
 					line; guarded by reload_lock */
 	struct app_metrics m;
 	struct users_repo *users_repo;
@@ -111,18 +111,17 @@ static const char *env_get(char *const *env, const char *name)
 	return NULL;
 }
 
-static bool env_true(char *const *env, const char *name)
+/* A boolean variable as Consul's tools read one (true/t/1, false/f/0, any
+ * case); 'dflt' when unset or anything else. */
+static bool env_bool(char *const *env, const char *name, bool dflt)
 {
 	const char *v = env_get(env, name);
 
-	return v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
-}
-
-static bool env_false(char *const *env, const char *name)
-{
-	const char *v = env_get(env, name);
-
-	return v && (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0);
+	if (v && (strcasecmp(v, "true") == 0 || strcasecmp(v, "t") == 0 || strcmp(v, "1") == 0))
+		return true;
+	if (v && (strcasecmp(v, "false") == 0 || strcasecmp(v, "f") == 0 || strcmp(v, "0") == 0))
+		return false;
+	return dflt;
 }
 
 /* The agent client, with TLS set as Consul's own tools read it from the
@@ -136,11 +135,11 @@ static struct consul *consul_from_config(const struct config *cfg, char *const *
 		.address = cfg->consul_address,
 		.token = cfg->consul_token,
 		.tls = {env_get(env, "CONSUL_CACERT"), env_get(env, "CONSUL_CLIENT_CERT"),
-			env_get(env, "CONSUL_CLIENT_KEY"), env_false(env, "CONSUL_HTTP_SSL_VERIFY")},
+			env_get(env, "CONSUL_CLIENT_KEY"), !env_bool(env, "CONSUL_HTTP_SSL_VERIFY", true)},
 		.server_name = env_get(env, "CONSUL_TLS_SERVER_NAME"),
 	};
 
-	if (env_true(env, "CONSUL_HTTP_SSL") && strncmp(cfg->consul_address, "http://", 7) == 0) {
+	if (env_bool(env, "CONSUL_HTTP_SSL", false) && strncmp(cfg->consul_address, "http://", 7) == 0) {
 		snprintf(address, sizeof(address), "https://%s", cfg->consul_address + 7);
 		opts.address = address;
 	}
@@ -531,7 +530,7 @@ static void reload_locked(struct app *app, const char *why)
 	struct buf errors, warnings;
 	const struct config *old;
 	struct config *next = NULL;
-	char *refusals = NULL;
+	char *warned = NULL;
 	uint64_t index;
 	bool rejected;
 	size_t n;
@@ -563,20 +562,20 @@ static void reload_locked(struct app *app, const char *why)
 	/* A refused value stays in KV until someone fixes it: it is logged and
 	 * counted when it appears, not again on every later reload. */
 	rejected = false;
-	if (warnings.data && (refusals = strdup(warnings.data)) == NULL) {
+	if (warnings.data && (warned = strdup(warnings.data)) == NULL) {
 		log_error("config", "out of memory reloading the configuration");
 		goto out_destroy;
 	}
 	for (char *cur = warnings.data, *line; (line = next_line(&cur)) != NULL;) {
-		if (seen_before(app->kv_refusals, line)) {
+		if (seen_before(app->last_warnings, line)) {
 			log_debug("config", "%s (still)", line);
 			continue;
 		}
 		log_warn("config", "%s", line);
 		rejected = true;
 	}
-	free(app->kv_refusals);
-	app->kv_refusals = refusals;
+	free(app->last_warnings);
+	app->last_warnings = warned;
 	metric_inc(app->m.config_reloads, (const char *[]){rejected ? "rejected" : "success"});
 	log_info("config", "configuration reloaded (%s) at kv index %llu", why,
 		 (unsigned long long)index);
@@ -873,7 +872,7 @@ static void app_teardown(struct app *app)
 		config_store_put(app->store, app->cfg);
 		config_store_destroy(app->store);
 	}
-	free(app->kv_refusals);
+	free(app->last_warnings);
 	pthread_mutex_destroy(&app->reload_lock);
 }
 
