@@ -26,8 +26,9 @@ struct orders_service *orders_service_create(struct orders_repo *repo,
 void orders_service_destroy(struct orders_service *svc);
 
 /* Validates a create body: a JSON object with "user_id" (an integer >= 1),
- * "product" (a string of 1 to ORDER_PRODUCT_MAX bytes once leading and
- * trailing whitespace is trimmed) and "quantity" (an integer from 1 to
+ * "product" (a string with no control character anywhere, C0, DEL or C1, of
+ * 1 to ORDER_PRODUCT_MAX bytes once leading and trailing whitespace is
+ * trimmed) and "quantity" (an integer from 1 to
  * ORDER_QUANTITY_MAX); other fields are ignored, strings and reals are not
  * integers. On MN_OK 'out' holds user_id, quantity and the trimmed product
  * (a new string; caller releases) with id 0; on failure 'out' is left
