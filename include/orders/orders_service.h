@@ -44,9 +44,11 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
  *   MN_INVALID        the body is wrong; err says why, for the caller
  *   MN_UNPROCESSABLE  the user does not exist; err is "user 42 does not
  *                     exist", for the caller
- *   MN_UNAVAILABLE    *retry_after_s >= 1: no users instance could answer;
- *                     *retry_after_s == 0: the store is busy. err holds
- *                     the detail, not for the caller
+ *   MN_UNAVAILABLE    *retry_after_s >= 1: no users instance could answer,
+ *                     err holds the detail, not for the caller;
+ *                     *retry_after_s == 0: the store cannot write now, err
+ *                     says why, for the caller ("the store cannot write:
+ *                     disk full", "the store is busy; try again")
  *   other             an internal failure of the peer (MN_INTERNAL) or the
  *                     store; err holds the detail, not for the caller.
  * *retry_after_s is 0 unless a users instance could not answer. */

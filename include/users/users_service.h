@@ -30,8 +30,10 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 			   size_t errlen);
 
 /* The use cases. 'out' receives the stored user (caller releases).
- * MN_INVALID (err says why), MN_NOT_FOUND, MN_CONFLICT (email taken), or a
- * store error. */
+ * MN_INVALID (err says why), MN_NOT_FOUND, MN_CONFLICT (err says the email
+ * is taken), MN_UNAVAILABLE (err says why, for the client: "the store
+ * cannot write: disk full", "the store is busy; try again"), or another
+ * store error (err not for the client). */
 enum mn_err users_service_create_user(struct users_service *svc, const char *body, size_t len,
 				      struct user *out, char *err, size_t errlen);
 enum mn_err users_service_get(struct users_service *svc, int64_t id, struct user *out);
@@ -39,6 +41,6 @@ enum mn_err users_service_list(struct users_service *svc, size_t limit, size_t o
 			       struct user **out, size_t *n);
 enum mn_err users_service_update(struct users_service *svc, int64_t id, const char *body,
 				 size_t len, struct user *out, char *err, size_t errlen);
-enum mn_err users_service_delete(struct users_service *svc, int64_t id);
+enum mn_err users_service_delete(struct users_service *svc, int64_t id, char *err, size_t errlen);
 
 #endif

@@ -153,8 +153,11 @@ enum mn_err orders_service_create_order(struct orders_service *svc, const char *
 			       (long long)o.user_id, mn_strerror(ret), peer_err);
 		goto out_release;
 	}
-	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out);
-	if (ret != MN_OK)
+	/* err keeps the store's words for MN_UNAVAILABLE ("the store cannot
+	 * write: disk full"), which are for the client. */
+	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out, err,
+				       errlen);
+	if (ret != MN_OK && ret != MN_UNAVAILABLE)
 		mn_error(err, errlen, ret, "cannot store the order: %s", mn_strerror(ret));
 out_release:
 	order_release(&o);

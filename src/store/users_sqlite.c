@@ -1,6 +1,6 @@
 /* SQLite users repository: its table and statements over the shared
  * connection pool (store/sqlite_pool.h), which holds the durability and
- * sharing rules. */
+ * sharing rules and the write state. */
 #include <sqlite3.h>
 #include <stdlib.h>
 
@@ -43,21 +43,20 @@ static enum mn_err row_to_user(sqlite3_stmt *st, struct user *out)
 }
 
 static enum mn_err sq_create(struct users_repo *r, const char *name, const char *email,
-			     struct user *out)
+			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_INSERT];
-	enum mn_err err = MN_OK;
+	enum mn_err err;
 	int rc;
 
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 2, email);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
+	err = sqlite_pool_write_result(s->pool, c, rc, "users insert", errbuf, errlen);
+	if (err == MN_OK)
 		err = user_set(out, sqlite3_last_insert_rowid(c->db), name, email);
-	else
-		err = sqlite_step_error(c, rc, "users insert");
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	sqlite_pool_release(s->pool, c);
@@ -79,7 +78,7 @@ static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 	else if (rc == SQLITE_DONE)
 		err = MN_NOT_FOUND;
 	else
-		err = sqlite_step_error(c, rc, "users select");
+		err = sqlite_pool_read_error(c, rc, "users select");
 	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
@@ -114,7 +113,7 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 		count++;
 	}
 	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users list");
+		err = sqlite_pool_read_error(c, rc, "users list");
 	sqlite3_reset(st);
 	if (err != MN_OK || count == 0) {
 		user_list_free(users, count);
@@ -128,52 +127,57 @@ out_release:
 }
 
 static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name, const char *email,
-			     struct user *out)
+			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_UPDATE];
 	enum mn_err err;
+	bool changed;
 	int rc;
 
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 3, email);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users update");
-	else if (sqlite3_changes(c->db) == 0)
-		err = MN_NOT_FOUND;
-	else
-		err = user_set(out, id, name, email);
+	err = sqlite_pool_write_result(s->pool, c, rc, "users update", errbuf, errlen);
+	changed = sqlite3_changes(c->db) > 0;
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	if (err == MN_OK && !changed)
+		err = MN_NOT_FOUND;
+	else if (err == MN_OK)
+		err = user_set(out, id, name, email);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
-static enum mn_err sq_remove(struct users_repo *r, int64_t id)
+static enum mn_err sq_remove(struct users_repo *r, int64_t id, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_DELETE];
-	enum mn_err err = MN_OK;
+	enum mn_err err;
 	int rc;
 
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users delete");
-	else if (sqlite3_changes(c->db) == 0)
+	err = sqlite_pool_write_result(s->pool, c, rc, "users delete", errbuf, errlen);
+	if (err == MN_OK && sqlite3_changes(c->db) == 0)
 		err = MN_NOT_FOUND;
 	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
-static enum mn_err sq_ping(struct users_repo *r)
+static enum mn_err sq_ping(struct users_repo *r, char *err, size_t errlen)
 {
-	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool);
+	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool, err, errlen);
+}
+
+static void sq_health(struct users_repo *r, struct store_health *out)
+{
+	sqlite_pool_health(((struct sqlite_repo *)r)->pool, out);
 }
 
 static void sq_destroy(struct users_repo *r)
@@ -185,7 +189,7 @@ static void sq_destroy(struct users_repo *r)
 }
 
 static const struct users_repo_ops sqlite_ops = {
-	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_destroy,
+	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_health, sq_destroy,
 };
 
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen)

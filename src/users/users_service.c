@@ -120,7 +120,7 @@ enum mn_err users_service_create_user(struct users_service *svc, const char *bod
 
 	if (ret != MN_OK)
 		return ret;
-	ret = users_repo_create_user(svc->repo, name, email, out);
+	ret = users_repo_create_user(svc->repo, name, email, out, err, errlen);
 	if (ret == MN_CONFLICT)
 		mn_error(err, errlen, MN_CONFLICT, "email '%s' is already taken", email);
 	free(name);
@@ -147,7 +147,7 @@ enum mn_err users_service_update(struct users_service *svc, int64_t id, const ch
 
 	if (ret != MN_OK)
 		return ret;
-	ret = users_repo_update(svc->repo, id, name, email, out);
+	ret = users_repo_update(svc->repo, id, name, email, out, err, errlen);
 	if (ret == MN_CONFLICT)
 		mn_error(err, errlen, MN_CONFLICT, "email '%s' is already taken", email);
 	free(name);
@@ -155,7 +155,7 @@ enum mn_err users_service_update(struct users_service *svc, int64_t id, const ch
 	return ret;
 }
 
-enum mn_err users_service_delete(struct users_service *svc, int64_t id)
+enum mn_err users_service_delete(struct users_service *svc, int64_t id, char *err, size_t errlen)
 {
-	return users_repo_delete(svc->repo, id);
+	return users_repo_delete(svc->repo, id, err, errlen);
 }

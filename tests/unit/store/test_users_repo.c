@@ -65,23 +65,24 @@ static void test_crud(void **state)
 	user_init(&a);
 	user_init(&b);
 	user_init(&got);
-	assert_int_equal(users_repo_create_user(r, "Ada", "ada@example.com", &a), MN_OK);
-	assert_int_equal(users_repo_create_user(r, "Bob", NULL, &b), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "Ada", "ada@example.com", &a, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "Bob", NULL, &b, NULL, 0), MN_OK);
 	assert_true(b.id > a.id);
 	assert_int_equal(users_repo_get(r, a.id, &got), MN_OK);
 	assert_string_equal(got.name, "Ada");
 	assert_string_equal(got.email, "ada@example.com");
 	assert_int_equal(users_repo_get(r, b.id, &got), MN_OK);
 	assert_null(got.email);
-	assert_int_equal(users_repo_update(r, b.id, "Bobby", "bob@example.com", &got), MN_OK);
+	assert_int_equal(users_repo_update(r, b.id, "Bobby", "bob@example.com", &got, NULL, 0),
+			 MN_OK);
 	assert_string_equal(got.name, "Bobby");
 	assert_int_equal(users_repo_get(r, b.id, &got), MN_OK);
 	assert_string_equal(got.email, "bob@example.com");
-	assert_int_equal(users_repo_delete(r, a.id), MN_OK);
+	assert_int_equal(users_repo_delete(r, a.id, NULL, 0), MN_OK);
 	assert_int_equal(users_repo_get(r, a.id, &got), MN_NOT_FOUND);
-	assert_int_equal(users_repo_delete(r, a.id), MN_NOT_FOUND);
-	assert_int_equal(users_repo_update(r, a.id, "x", NULL, &got), MN_NOT_FOUND);
-	assert_int_equal(users_repo_ping(r), MN_OK);
+	assert_int_equal(users_repo_delete(r, a.id, NULL, 0), MN_NOT_FOUND);
+	assert_int_equal(users_repo_update(r, a.id, "x", NULL, &got, NULL, 0), MN_NOT_FOUND);
+	assert_int_equal(users_repo_ping(r, NULL, 0), MN_OK);
 	user_release(&a);
 	user_release(&b);
 	user_release(&got);
@@ -94,12 +95,16 @@ static void test_email_conflicts(void **state)
 
 	user_init(&a);
 	user_init(&b);
-	assert_int_equal(users_repo_create_user(r, "A", "same@example.com", &a), MN_OK);
-	assert_int_equal(users_repo_create_user(r, "B", "same@example.com", &b), MN_CONFLICT);
-	assert_int_equal(users_repo_create_user(r, "C", NULL, &b), MN_OK);
-	assert_int_equal(users_repo_create_user(r, "D", NULL, &b), MN_OK); /* NULLs never clash */
-	assert_int_equal(users_repo_update(r, b.id, "D", "same@example.com", &b), MN_CONFLICT);
-	assert_int_equal(users_repo_update(r, a.id, "A2", "same@example.com", &a), MN_OK); /* own */
+	assert_int_equal(users_repo_create_user(r, "A", "same@example.com", &a, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "B", "same@example.com", &b, NULL, 0),
+			 MN_CONFLICT);
+	assert_int_equal(users_repo_create_user(r, "C", NULL, &b, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "D", NULL, &b, NULL, 0),
+			 MN_OK); /* NULLs never clash */
+	assert_int_equal(users_repo_update(r, b.id, "D", "same@example.com", &b, NULL, 0),
+			 MN_CONFLICT);
+	assert_int_equal(users_repo_update(r, a.id, "A2", "same@example.com", &a, NULL, 0),
+			 MN_OK); /* own */
 	user_release(&a);
 	user_release(&b);
 }
@@ -116,7 +121,7 @@ static void test_list_paging(void **state)
 	assert_int_equal(n, 0);
 	for (int i = 0; i < 5; i++) {
 		snprintf(name, sizeof(name), "u%d", i);
-		assert_int_equal(users_repo_create_user(r, name, NULL, &u), MN_OK);
+		assert_int_equal(users_repo_create_user(r, name, NULL, &u, NULL, 0), MN_OK);
 	}
 	assert_int_equal(users_repo_list(r, 2, 1, &list, &n), MN_OK);
 	assert_int_equal(n, 2);
@@ -148,7 +153,7 @@ static void *create_many(void *arg)
 	user_init(&u);
 	for (int i = 0; i < 200; i++) {
 		snprintf(email, sizeof(email), "t%d-%d@example.com", w->index, i);
-		if (users_repo_create_user(w->repo, "T", email, &u) == MN_OK)
+		if (users_repo_create_user(w->repo, "T", email, &u, NULL, 0) == MN_OK)
 			w->ok++;
 		if (users_repo_get(w->repo, u.id, &u) != MN_OK)
 			w->ok--;
@@ -188,7 +193,8 @@ static void test_sqlite_survives_reopen(void **state)
 	int64_t id;
 
 	user_init(&u);
-	assert_int_equal(users_repo_create_user(f->repo, "Durable", "d@example.com", &u), MN_OK);
+	assert_int_equal(users_repo_create_user(f->repo, "Durable", "d@example.com", &u, NULL, 0),
+			 MN_OK);
 	id = u.id;
 	users_repo_destroy(f->repo);
 	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
@@ -196,8 +202,8 @@ static void test_sqlite_survives_reopen(void **state)
 	assert_int_equal(users_repo_get(f->repo, id, &u), MN_OK);
 	assert_string_equal(u.name, "Durable");
 	/* ids never come back after a delete (AUTOINCREMENT) */
-	assert_int_equal(users_repo_delete(f->repo, id), MN_OK);
-	assert_int_equal(users_repo_create_user(f->repo, "Next", NULL, &u), MN_OK);
+	assert_int_equal(users_repo_delete(f->repo, id, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(f->repo, "Next", NULL, &u, NULL, 0), MN_OK);
 	assert_true(u.id > id);
 	user_release(&u);
 }
@@ -222,7 +228,8 @@ int main(void)
 		BOTH(test_email_conflicts),
 		BOTH(test_list_paging),
 		BOTH(test_concurrent_creates),
-		cmocka_unit_test_setup_teardown(test_sqlite_survives_reopen, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_survives_reopen, setup_sqlite,
+						teardown),
 		cmocka_unit_test(test_sqlite_open_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,8 +161,8 @@ static void test_service_over_memory_repo(void **state)
 			 MN_OK);
 	assert_string_equal(got.name, "Ada");
 	assert_string_equal(got.email, "ADA@example.com");
-	assert_int_equal(users_service_delete(svc, 1), MN_OK);
-	assert_int_equal(users_service_delete(svc, 1), MN_NOT_FOUND);
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_OK);
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_NOT_FOUND);
 	user_release(&u);
 	user_release(&got);
 	users_service_destroy(svc);
