@@ -34,8 +34,12 @@ struct users_repo {
 
 /* Opens (creating when missing, with parent directories) a SQLite database:
  * WAL journal, synchronous=NORMAL, busy_timeout 5 s, so several processes
- * may share the file; write failures as store/sqlite_pool.h says. NULL on
- * failure with the reason in err. */
+ * may share the file; write failures as store/sqlite_pool.h says. Emails
+ * are unique without regard to ASCII case: a unique index on email COLLATE
+ * NOCASE is made at open, and when rows already in the file collide that
+ * way the node still opens it (saying so in the log) and the writes
+ * themselves refuse any new collision. NULL on failure with the reason in
+ * err. */
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
@@ -43,7 +47,8 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 struct users_repo *users_repo_memory_create(void);
 
 /* Stores a new user; out receives it with its id (caller releases).
- * MN_CONFLICT when the email is taken (NULL emails never conflict). The writes (create, update,
+ * MN_CONFLICT when another user has the email, compared without regard to
+ * ASCII case (NULL emails never conflict). The writes (create, update,
  * delete) answer MN_UNAVAILABLE when the store cannot write now, with err
  * (optional) saying why in words for the client ("the store cannot write:
  * disk full"). */

@@ -31,9 +31,10 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 
 /* The use cases. 'out' receives the stored user (caller releases).
  * MN_INVALID (err says why), MN_NOT_FOUND, MN_CONFLICT (err says the email
- * is taken), MN_UNAVAILABLE (err says why, for the client: "the store
- * cannot write: disk full", "the store is busy; try again"), or another
- * store error (err not for the client). */
+ * is taken, compared without regard to ASCII case), MN_UNAVAILABLE (err
+ * says why, for the client: "the store cannot write: disk full", "the
+ * store is busy; try again"), or another store error (err not for the
+ * client). */
 enum mn_err users_service_create_user(struct users_service *svc, const char *body, size_t len,
 				      struct user *out, char *err, size_t errlen);
 enum mn_err users_service_get(struct users_service *svc, int64_t id, struct user *out);

@@ -8,6 +8,7 @@
 
 #include "store/users_repo.h"
 #include "core/array.h"
+#include "core/text.h"
 
 struct memory_repo {
 	struct users_repo base;
@@ -36,14 +37,15 @@ static ssize_t find(const struct memory_repo *m, int64_t id)
 	return -1;
 }
 
-/* true when another user than 'self' has this email. Lock held. */
+/* true when another user than 'self' has this email, compared as the
+ * SQLite store does (ASCII case folded). Lock held. */
 static bool email_taken(const struct memory_repo *m, const char *email, int64_t self)
 {
 	if (email == NULL)
 		return false;
 	for (size_t i = 0; i < m->n; i++)
 		if (m->users[i].id != self && m->users[i].email &&
-		    strcmp(m->users[i].email, email) == 0)
+		    text_equal_nocase(m->users[i].email, email))
 			return true;
 	return false;
 }

@@ -4,12 +4,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "store/users_repo.h"
 
 struct fixture {
@@ -105,6 +109,35 @@ static void test_email_conflicts(void **state)
 			 MN_CONFLICT);
 	assert_int_equal(users_repo_update(r, a.id, "A2", "same@example.com", &a, NULL, 0),
 			 MN_OK); /* own */
+	user_release(&a);
+	user_release(&b);
+}
+
+/* The service hands the repository trimmed emails; the repository folds
+ * ASCII case, as SQLite's NOCASE does, and nothing else. */
+static void test_email_conflicts_ignore_case(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	struct user a, b;
+
+	user_init(&a);
+	user_init(&b);
+	assert_int_equal(users_repo_create_user(r, "A", "DUP@x.com", &a, NULL, 0), MN_OK);
+	assert_string_equal(a.email, "DUP@x.com"); /* stored as given */
+	assert_int_equal(users_repo_create_user(r, "B", "dup@x.com", &b, NULL, 0), MN_CONFLICT);
+	assert_int_equal(users_repo_create_user(r, "B", "dup@X.COM", &b, NULL, 0), MN_CONFLICT);
+	assert_int_equal(users_repo_create_user(r, "B", "other@x.com", &b, NULL, 0), MN_OK);
+	/* an update may change the case of its own email, not take another's */
+	assert_int_equal(users_repo_update(r, b.id, "B", "Dup@X.Com", &b, NULL, 0), MN_CONFLICT);
+	assert_int_equal(users_repo_update(r, a.id, "A", "dup@x.com", &a, NULL, 0), MN_OK);
+	assert_string_equal(a.email, "dup@x.com");
+	assert_int_equal(users_repo_update(r, 999999, "Z", "dup@x.com", &b, NULL, 0), MN_NOT_FOUND);
+	/* only ASCII folds: these are two addresses */
+	assert_int_equal(users_repo_create_user(r, "C", "\xc3\x89@x.com", &b, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "D", "\xc3\xa9@x.com", &b, NULL, 0), MN_OK);
+	/* once freed, the address may be taken in any case */
+	assert_int_equal(users_repo_delete(r, a.id, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(r, "E", "DUP@X.COM", &b, NULL, 0), MN_OK);
 	user_release(&a);
 	user_release(&b);
 }
@@ -208,6 +241,104 @@ static void test_sqlite_survives_reopen(void **state)
 	user_release(&u);
 }
 
+/* A file written before emails were compared without case, holding two
+ * that collide that way: it opens (saying so in the log), keeps both rows,
+ * refuses new collisions, and gets its unique index at the first open
+ * after they are fixed. */
+static void exec_sql(const char *path, const char *sql)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static int count_sql(const char *path, const char *sql)
+{
+	sqlite3_stmt *st;
+	sqlite3 *db;
+	int n;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static char *read_text(const char *path)
+{
+	static char text[8192];
+	FILE *fp = fopen(path, "r");
+	size_t n = fp ? fread(text, 1, sizeof(text) - 1, fp) : 0;
+
+	if (fp)
+		fclose(fp);
+	text[n] = '\0';
+	return text;
+}
+
+static void test_sqlite_old_rows_colliding_without_case(void **state)
+{
+	struct fixture *f = *state;
+	char err[256], logpath[160];
+	struct user u, *list;
+	size_t n;
+	int fd;
+
+	user_init(&u);
+	users_repo_destroy(f->repo);
+	f->repo = NULL;
+	unlink(f->path);
+	exec_sql(f->path, "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			  " name TEXT NOT NULL, email TEXT UNIQUE);"
+			  "INSERT INTO users (name, email) VALUES ('A', 'ada@x.com'),"
+			  " ('B', 'ADA@x.com'), ('C', 'c@x.com'), ('D', NULL), ('E', NULL)");
+	snprintf(logpath, sizeof(logpath), "%s/log", f->dir);
+	fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	log_set_fd(fd);
+	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	log_set_fd(2);
+	close(fd);
+	assert_non_null(f->repo);
+	assert_non_null(strstr(read_text(logpath), "emails differ only in case (1 addresses"));
+
+	assert_int_equal(users_repo_list(f->repo, 10, 0, &list, &n), MN_OK);
+	assert_int_equal(n, 5);
+	user_list_free(list, n);
+	assert_int_equal(users_repo_create_user(f->repo, "F", "Ada@X.com", &u, NULL, 0),
+			 MN_CONFLICT);
+	assert_int_equal(users_repo_create_user(f->repo, "F", "C@X.COM", &u, NULL, 0), MN_CONFLICT);
+	assert_int_equal(users_repo_update(f->repo, 3, "C", "ada@X.COM", &u, NULL, 0), MN_CONFLICT);
+	assert_int_equal(users_repo_update(f->repo, 3, "C", "C@x.com", &u, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_create_user(f->repo, "F", "f@x.com", &u, NULL, 0), MN_OK);
+	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+					    " name = 'users_email_nocase_lookup'"),
+			 1);
+	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+					    " name = 'users_email_nocase'"),
+			 0);
+
+	/* fixed: the next open makes the unique index and drops the other */
+	assert_int_equal(users_repo_delete(f->repo, 2, NULL, 0), MN_OK);
+	users_repo_destroy(f->repo);
+	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	assert_non_null(f->repo);
+	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+					    " name = 'users_email_nocase'"),
+			 1);
+	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+					    " name = 'users_email_nocase_lookup'"),
+			 0);
+	assert_int_equal(users_repo_create_user(f->repo, "G", "ADA@X.COM", &u, NULL, 0),
+			 MN_CONFLICT);
+	user_release(&u);
+}
+
 static void test_sqlite_open_failure(void **state)
 {
 	char err[256] = "";
@@ -226,10 +357,13 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		BOTH(test_crud),
 		BOTH(test_email_conflicts),
+		BOTH(test_email_conflicts_ignore_case),
 		BOTH(test_list_paging),
 		BOTH(test_concurrent_creates),
 		cmocka_unit_test_setup_teardown(test_sqlite_survives_reopen, setup_sqlite,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_old_rows_colliding_without_case,
+						setup_sqlite, teardown),
 		cmocka_unit_test(test_sqlite_open_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -139,6 +139,11 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
 			 MN_CONFLICT);
 	assert_non_null(strstr(err, "already taken"));
+	/* the same address, trimmed and without case: one address */
+	body = "{\"name\":\"Ada 2\",\"email\":\"  ADA@Example.COM \"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	assert_string_equal(err, "email 'ADA@Example.COM' is already taken");
 	assert_int_equal(users_service_get(svc, 1, &got), MN_OK);
 	assert_string_equal(got.name, "Ada");
 	body = "{\"name\":\"Ada L\"}";
@@ -156,6 +161,12 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
 			 MN_INVALID);
 	assert_non_null(strstr(err, "control characters"));
+	body = "{\"name\":\"Bob\",\"email\":\"bob@example.com\"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_OK);
+	body = "{\"name\":\"Ada\",\"email\":\" BOB@example.com\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
 	body = "{\"name\":\" Ada \",\"email\":\" ADA@example.com \"}";
 	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
 			 MN_OK);
