@@ -31,9 +31,9 @@ struct orders_repo {
 
 /* Opens (creating when missing, with parent directories) a SQLite database
  * and its `orders` table: WAL journal, synchronous=NORMAL, busy_timeout 5 s,
- * so several processes, and the users repository, may share the file;
- * write failures as store/sqlite_pool.h says. NULL on failure with the
- * reason in err. */
+ * so several processes, and the users repository, may share the file; file
+ * modes and write failures as store/sqlite_pool.h says. NULL on failure
+ * with the reason in err. */
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out

@@ -6,6 +6,11 @@
  * OS crash or power loss may lose the last commits). busy_timeout lets
  * several nodes, and several repositories, share one file.
  *
+ * Files: a database file the pool creates is 0600 whatever the umask, and
+ * SQLite gives its -wal and -shm the database file's mode; directories the
+ * pool creates are 0700. Existing files and directories keep their modes (a
+ * database that others may read is reported in the log).
+ *
  * Writes: the pool keeps the store's write state. A write that fails
  * because the disk is full, the file or its file system is read-only, or of
  * an I/O error is answered MN_UNAVAILABLE with a message for the client
@@ -36,8 +41,8 @@ struct sqlite_conn {
 
 struct sqlite_pool;
 
-/* Opens 'path' (creating it and its parent directories when missing),
- * switches it to WAL, runs 'schema' once and prepares the n_stmts
+/* Opens 'path' (creating it 0600 and its parent directories 0700 when
+ * missing), switches it to WAL, runs 'schema' once and prepares the n_stmts
  * statements (at most SQLITE_POOL_MAX_STMTS) on every connection. NULL on
  * failure with the reason in err, among them a file SQLite could open only
  * read-only. */

@@ -34,12 +34,12 @@ struct users_repo {
 
 /* Opens (creating when missing, with parent directories) a SQLite database:
  * WAL journal, synchronous=NORMAL, busy_timeout 5 s, so several processes
- * may share the file; write failures as store/sqlite_pool.h says. Emails
- * are unique without regard to ASCII case: a unique index on email COLLATE
- * NOCASE is made at open, and when rows already in the file collide that
- * way the node still opens it (saying so in the log) and the writes
- * themselves refuse any new collision. NULL on failure with the reason in
- * err. */
+ * may share the file; file modes and write failures as store/sqlite_pool.h
+ * says. Emails are unique without regard to ASCII case: a unique index on
+ * email COLLATE NOCASE is made at open, and when rows already in the file
+ * collide that way the node still opens it (saying so in the log) and the
+ * writes themselves refuse any new collision. NULL on failure with the
+ * reason in err. */
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out

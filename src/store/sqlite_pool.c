@@ -1,17 +1,21 @@
 #include "store/sqlite_pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
 #define POOL_SIZE 4
 #define BUSY_TIMEOUT_MS 5000
+#define DB_FILE_MODE	0600
+#define DIR_MODE	0700
 
 /* The probe writes one row of a table of its own, made when first needed
  * (a healthy store never gets it): a commit that must reach the disk, as a
@@ -285,6 +289,16 @@ void sqlite_pool_close(struct sqlite_pool *p)
 	free(p);
 }
 
+/* mkdir 'dir' DIR_MODE when missing: the mode is set again after mkdir so
+ * that no umask takes the owner's bits away. Existing directories are left
+ * as they are. */
+static int make_dir(const char *dir)
+{
+	if (mkdir(dir, DIR_MODE) != 0)
+		return errno == EEXIST ? 0 : -1;
+	return chmod(dir, DIR_MODE);
+}
+
 /* mkdir -p of the directory part of 'path'. */
 static int make_parents(const char *path)
 {
@@ -303,11 +317,42 @@ static int make_parents(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		if (make_dir(dir) != 0)
 			return -1;
 		*p = '/';
 	}
-	return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
+	return make_dir(dir);
+}
+
+/* Creates the database file DB_FILE_MODE before SQLite does (SQLite would
+ * make it 0644 less the umask, and its -wal and -shm take the database
+ * file's mode). An existing file keeps its mode, but one that others may
+ * read or write is reported. */
+static int make_db_file(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, DB_FILE_MODE);
+
+	if (fd >= 0) {
+		int rc = fchmod(fd, DB_FILE_MODE);
+
+		close(fd);
+		if (rc == 0)
+			return 0;
+		mn_error(err, errlen, MN_IO, "cannot set the mode of '%s': %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	if (errno != EEXIST) {
+		mn_error(err, errlen, MN_IO, "cannot create '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+		log_warn("store",
+			 "'%s' is mode %04o, and its -wal and -shm take that mode: other users may "
+			 "read them; left as they are (a database the node creates is 0600)",
+			 path, (unsigned)(st.st_mode & 07777));
+	return 0;
 }
 
 static int conn_open(struct sqlite_conn *c, const char *path, const char *schema,
@@ -368,6 +413,8 @@ struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 			 strerror(errno));
 		return NULL;
 	}
+	if (make_db_file(path, err, errlen) != 0)
+		return NULL;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL || (p->path = strdup(path)) == NULL) {
 		free(p);

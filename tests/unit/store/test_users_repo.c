@@ -339,6 +339,60 @@ static void test_sqlite_old_rows_colliding_without_case(void **state)
 	user_release(&u);
 }
 
+static mode_t mode_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/* Whatever the umask: the database, its -wal and -shm 0600, the
+ * directories made for it 0700; what existed keeps its mode. */
+static void test_sqlite_file_modes(void **state)
+{
+	struct fixture *f = *state;
+	char err[256], path[160], wal[170], shm[170], sub[160];
+	struct users_repo *r;
+	struct user u;
+	mode_t old;
+	int fd;
+
+	user_init(&u);
+	snprintf(sub, sizeof(sub), "%s/made", f->dir);
+	snprintf(path, sizeof(path), "%s/made/deeper/users.db", f->dir);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	old = umask(0);
+	r = users_repo_sqlite_open(path, err, sizeof(err));
+	umask(old);
+	assert_non_null(r);
+	assert_int_equal(users_repo_create_user(r, "Ada", NULL, &u, NULL, 0), MN_OK);
+	assert_int_equal(mode_of(sub), 0700);
+	snprintf(sub, sizeof(sub), "%s/made/deeper", f->dir);
+	assert_int_equal(mode_of(sub), 0700);
+	assert_int_equal(mode_of(path), 0600);
+	assert_int_equal(mode_of(wal), 0600);
+	assert_int_equal(mode_of(shm), 0600);
+	users_repo_destroy(r);
+
+	/* an existing directory and file keep their modes */
+	assert_int_equal(chmod(sub, 0755), 0);
+	snprintf(path, sizeof(path), "%s/made/deeper/old.db", f->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(fchmod(fd, 0644), 0);
+	close(fd);
+	old = umask(0);
+	r = users_repo_sqlite_open(path, err, sizeof(err));
+	umask(old);
+	assert_non_null(r);
+	users_repo_destroy(r);
+	assert_int_equal(mode_of(sub), 0755);
+	assert_int_equal(mode_of(path), 0644);
+	user_release(&u);
+}
+
 static void test_sqlite_open_failure(void **state)
 {
 	char err[256] = "";
@@ -364,6 +418,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_old_rows_colliding_without_case,
 						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_file_modes, setup_sqlite, teardown),
 		cmocka_unit_test(test_sqlite_open_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
