@@ -21,7 +21,8 @@ void users_service_destroy(struct users_service *svc);
  * "email" (null, or a string with text on both sides of an '@', at most
  * USER_EMAIL_MAX bytes); other fields are ignored. On MN_OK *name and
  * *email are new strings (email NULL when absent); on MN_INVALID err says
- * why ("'name' must be a string"). */
+ * why ("'name' must be a string"). A body nested deeper than
+ * MN_JSON_MAX_DEPTH is MN_INVALID without being parsed. */
 enum mn_err users_validate(const char *body, size_t len, char **name, char **email, char *err,
 			   size_t errlen);
 
