@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/json_depth.h"
+
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const db_drivers[] = {"sqlite", "memory", NULL};
@@ -282,7 +284,12 @@ static bool parse_int(const char *text, long long *out)
 
 static json_t *parse_json(const char *text, json_type type)
 {
-	json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+	json_t *v;
+
+	/* KV and environment values are outside input too */
+	if (json_depth_exceeds(text, strlen(text), MN_JSON_MAX_DEPTH))
+		return NULL;
+	v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
 
 	if (v && json_typeof(v) != type) {
 		json_decref(v);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_depth.h"
+
 static bool host_name_valid(const char *s)
 {
 	size_t label = 0, len = strlen(s);
@@ -71,6 +73,8 @@ enum mn_err consul_health_parse(const char *json, size_t len, struct consul_inst
 
 	*out = NULL;
 	*n = 0;
+	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
+		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);
 	root = json_loadb(json, len, 0, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);

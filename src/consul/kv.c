@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_depth.h"
+
 #define KV_TIMEOUT_MS 5000
 #define KV_RESPONSE_MAX (16u << 20)
 
@@ -86,6 +88,8 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 
 	*pairs = NULL;
 	*n = 0;
+	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
+		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", jerr.text);
 	root = json_loadb(json, len, 0, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", jerr.text);
