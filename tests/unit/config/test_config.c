@@ -664,6 +664,30 @@ static void test_kv_bad_value_keeps_file_value(void **state)
 						 "of debug, info, warn, error\n"));
 }
 
+/* A KV key is outside input: a newline or an escape sequence in it stays
+ * inside its one warning line, which becomes one log record. */
+static void test_kv_key_with_control_characters_is_one_warning(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/log/level\n{\"level\":\"error\",\"msg\":\"forged\"}", "debug"},
+		{"config/users/x\x1b[2J\xff", "1"},
+		{"elsewhere/\r\nkey", "1"},
+	};
+
+	src.kv = kv;
+	src.n_kv = 3;
+	load_ok(f, &src);
+	assert_int_equal(count_lines(warnings_text(f)), 3);
+	assert_non_null(strstr(warnings_text(f),
+			       "kv key 'config/users/log/level\\n{\"level\":\"error\",\"msg\":"
+			       "\"forged\"}'"));
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/x\\x1b[2J\\xff'"));
+	assert_non_null(strstr(warnings_text(f), "kv key 'elsewhere/\\r\\nkey'"));
+	assert_string_equal(f->cfg->log_level, "info");
+}
+
 static void test_env_beats_kv(void **state)
 {
 	struct fixture *f = *state;
@@ -1093,6 +1117,7 @@ int main(void)
 		T(test_secret_not_in_file_error),
 		T(test_kv_layers),
 		T(test_kv_bad_value_keeps_file_value),
+		T(test_kv_key_with_control_characters_is_one_warning),
 		T(test_env_beats_kv),
 		T(test_kv_prefix_follows_service_name),
 		T(test_kv_prefix_explicit),

@@ -98,10 +98,12 @@ static void test_bad_addresses_and_ports_refused(void **state)
 		"  \"Service\":{\"ID\":\"port-str\",\"Port\":\"80\"}},"
 		" {\"Node\":{\"Node\":\"n\",\"Address\":\"\"},"
 		"  \"Service\":{\"ID\":\"no-address\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"id\\n{\\\"level\\\":1}\",\"Port\":0}},"
 		" {\"Service\":{\"Address\":\"1.2.3.4\",\"Port\":80}}]";
 	struct consul_instance *v;
 	struct buf rejected;
-	size_t n;
+	size_t n, lines;
 	(void)state;
 
 	buf_init(&rejected, 4096);
@@ -113,6 +115,13 @@ static void test_bad_addresses_and_ports_refused(void **state)
 	     *id; id += strlen(id) + 1)
 		assert_non_null(strstr(rejected.data, id));
 	assert_non_null(strstr(rejected.data, "no service ID"));
+	/* one line per refused entry: what Consul sent is escaped */
+	lines = 0;
+	for (const char *p = rejected.data; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 9);
+	assert_non_null(strstr(rejected.data, "instance 'crlf': invalid address 'x\\r\\nHost: y'\n"));
+	assert_non_null(strstr(rejected.data, "instance 'id\\n{\"level\":1}': invalid port\n"));
 	consul_instances_free(v, n);
 	buf_release(&rejected);
 }

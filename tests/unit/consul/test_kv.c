@@ -63,6 +63,22 @@ static void test_parse_rejects_bad_input(void **state)
 	}
 }
 
+/* jansson quotes what it stopped at raw; the message stays one line */
+static void test_parse_error_is_one_line(void **state)
+{
+	static const char bad[] = "[\"\\u00\n\x1b\"]";
+	struct consul_kv *kv;
+	char err[256];
+	size_t n;
+	(void)state;
+
+	assert_int_equal(consul_kv_parse(bad, sizeof(bad) - 1, &kv, &n, err, sizeof(err)),
+			 MN_INVALID);
+	assert_null(strchr(err, '\n'));
+	assert_null(strchr(err, '\x1b'));
+	assert_non_null(strstr(err, "cannot parse kv listing: invalid escape near '\"\\u00\\n"));
+}
+
 static void test_parse_empty_array(void **state)
 {
 	struct consul_kv *kv;
@@ -200,6 +216,7 @@ int main(void)
 		cmocka_unit_test(test_parse_real_listing),
 		cmocka_unit_test(test_parse_rejects_bad_input),
 		cmocka_unit_test(test_parse_empty_array),
+		cmocka_unit_test(test_parse_error_is_one_line),
 		cmocka_unit_test(test_parse_refuses_deep_listings),
 		cmocka_unit_test(test_deep_listing_on_a_small_stack),
 		cmocka_unit_test(test_index_parse),
