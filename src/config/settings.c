@@ -66,9 +66,14 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 	char *tmp;
 	size_t n;
 
+	/* Whitespace or a control character has no place in a URL, and a
+	 * CR/LF would follow the address into every line that names it. */
+	for (p = s; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			goto out_refuse;
 	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
 		p = strstr(s, "://") + 3;
-		if (*p != '\0' && *p != '/' && !strchr(p, ' '))
+		if (*p != '\0' && *p != '/')
 			return true;
 		goto out_refuse;
 	}

@@ -935,6 +935,18 @@ static void test_consul_address_forms(void **state)
 	assert_string_equal(f->cfg->consul_address, "https://[::1]:8501");
 	env[0] = "CONSUL_HTTP_ADDR=10.0.0.5";
 	assert_int_equal(load(f, &src), MN_CONFIG);
+	/* no whitespace or control character, in either form; the error is
+	 * one line that does not repeat the value */
+	env[0] = "CONSUL_HTTP_ADDR=http://127.0.0.1:8500\r\n{\"level\":\"error\"}";
+	load_fails_with(f, &src,
+			"environment variable 'CONSUL_HTTP_ADDR': expected an http:// or https:// "
+			"url or host:port");
+	env[0] = "CONSUL_HTTP_ADDR=127.0.0.1:8500\n";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	env[0] = "CONSUL_HTTP_ADDR=http://consul\x1b:8500";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	env[0] = "CONSUL_HTTP_ADDR=https://consul :8500";
+	assert_int_equal(load(f, &src), MN_CONFIG);
 }
 
 static void test_derived_service_id_invalid(void **state)
