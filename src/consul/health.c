@@ -59,7 +59,8 @@ void consul_instances_free(struct consul_instance *v, size_t n)
 
 /* Adds one line to 'rejected' (may be NULL). The ID and address come from
  * Consul: escaped, a newline in them cannot start a line of its own. */
-static void reject(struct buf *rejected, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reject(struct buf *rejected, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static void reject(struct buf *rejected, const char *fmt, ...)
 {
@@ -91,10 +92,8 @@ enum mn_err consul_health_parse(const char *json, size_t len, struct consul_inst
 
 	*out = NULL;
 	*n = 0;
-	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
-		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);
-	root = json_loadb(json, len, 0, &jerr);
-	if (root == NULL)
+	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK ||
+	    (root = json_loadb(json, len, 0, &jerr)) == NULL)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);
 	if (!json_is_array(root)) {
 		ret = mn_error(err, errlen, MN_INVALID, "health answer is not an array");

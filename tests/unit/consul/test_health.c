@@ -120,7 +120,8 @@ static void test_bad_addresses_and_ports_refused(void **state)
 	for (const char *p = rejected.data; *p; p++)
 		lines += *p == '\n';
 	assert_int_equal(lines, 9);
-	assert_non_null(strstr(rejected.data, "instance 'crlf': invalid address 'x\\r\\nHost: y'\n"));
+	assert_non_null(
+		strstr(rejected.data, "instance 'crlf': invalid address 'x\\r\\nHost: y'\n"));
 	assert_non_null(strstr(rejected.data, "instance 'id\\n{\"level\":1}': invalid port\n"));
 	consul_instances_free(v, n);
 	buf_release(&rejected);
