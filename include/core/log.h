@@ -7,8 +7,9 @@
  * from a request path, a KV key or a Consul answer can neither end the
  * line nor forge a record. In 'json' every record is one JSON object
  * that parses; in 'text' it reads `<ts> <level> [<component>] <msg>`.
- * A record is at most LOG_RECORD_MAX bytes: a longer message is cut at a
- * character boundary and ends with LOG_TRUNCATED, never split in two.
+ * A record is at most LOG_RECORD_MAX bytes, PIPE_BUF, so its one write(2)
+ * is atomic on a pipe too (journald, a log shipper): a longer message is cut
+ * at a character boundary and ends with LOG_TRUNCATED, never split in two.
  *
  * Formatting uses a buffer of 2 * LOG_RECORD_MAX bytes allocated on the
  * heap the first time a thread logs and freed when that thread exits, so a
@@ -19,7 +20,7 @@
 
 #include <stdbool.h>
 
-#define LOG_RECORD_MAX 8192
+#define LOG_RECORD_MAX 4096
 #define LOG_TRUNCATED  " [truncated]"
 
 enum log_level { MN_LOG_DEBUG, MN_LOG_INFO, MN_LOG_WARN, MN_LOG_ERROR };

@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -56,6 +57,8 @@ bool log_format_parse(const char *s, enum log_format *out)
 /* The component is a name from the code; bounding it keeps the head of a
  * record far below LOG_RECORD_MAX whatever it holds. */
 #define COMPONENT_MAX 64
+
+_Static_assert(LOG_RECORD_MAX <= PIPE_BUF, "a record must be one atomic write to a pipe");
 
 /* One thread's formatting space. The message buffer is as large as the
  * record: a message cut by vsnprintf() is then always cut again, at a
