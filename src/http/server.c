@@ -668,7 +668,9 @@ void http_server_stop(struct http_server *s)
 	}
 	peak = atomic_load(&s->stack_peak);
 	size = atomic_load(&s->stack_size);
-	if (peak)
+	if (!STACK_MEASURED)
+		log_info("http", "worker stacks: not measured in a sanitizer build");
+	else if (peak)
 		log_info("http", "worker stacks: at most %zu of %zu bytes used", peak, size);
 	mg_exit_library();
 	free(s);
