@@ -405,7 +405,12 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	tl_error_sent = true;
 	request_id_new(request_id);
 	http_response_init(&res);
-	http_reply_error(&res, status, "%s", mn_http_reason(status));
+	/* civetweb 1.15 says 411 only for a Content-Length it cannot parse
+	 * ("-1", "abc"): by RFC 9112 6.3 that is a 400. */
+	if (status == 411)
+		http_reply_error(&res, 400, "invalid Content-Length");
+	else
+		http_reply_error(&res, status, "%s", mn_http_reason(status));
 	send_response(conn, &res, request_id, true, false, false);
 	http_response_release(&res);
 	return 0;
