@@ -858,7 +858,7 @@ static void app_teardown(struct app *app)
 		watch_stop(app->kv[i].watch);
 		consul_kv_free(app->kv[i].last.pairs, app->kv[i].last.n);
 	}
-	registrar_stop(app->registrar);
+	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	peer_client_destroy(app->peers);
 	resolver_destroy(app->resolver);  /* stops its watches */
 	consul_destroy(app->consul);
@@ -939,6 +939,7 @@ int app_run(const struct app_opts *opts)
 	}
 	consul_set_observer(app.consul, observe_consul, &app);
 
+	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {
 		.address = app.cfg->service_address,
 		.port = app.cfg->service_port,
@@ -947,6 +948,7 @@ int app_run(const struct app_opts *opts)
 		.idle_timeout_ms = app.cfg->idle_timeout_ms,
 		.max_body_bytes = app.cfg->max_body_bytes,
 		.router = app.router,
+		.drain_paths = drain_paths,
 		.observe = observe_http,
 		.observe_ctx = &app,
 	};
@@ -980,12 +982,12 @@ int app_run(const struct app_opts *opts)
 	wait_for_stop(&app);
 	code = 0;
 	atomic_store(&app.stopping, true); /* /ready turns 503 */
+	http_server_drain(app.server);     /* new work is refused, keep-alive ends */
 	for (size_t i = 0; i < 2; i++) {   /* no reload may reach the registrar now */
 		watch_stop(app.kv[i].watch);
 		app.kv[i].watch = NULL;
 	}
-	registrar_stop(app.registrar);     /* deregisters */
-	app.registrar = NULL;
+	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
 	if (!server_drain(app.server, app.cfg->shutdown_timeout_ms)) {

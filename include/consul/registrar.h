@@ -22,8 +22,15 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
 				  uint64_t backoff_base_ms, uint64_t backoff_cap_ms);
 
 /* Stops the thread (within a moment, even mid-backoff), then deregisters
- * the service when it was registered. Frees the registrar; NULL is a no-op. */
+ * the service when it was registered. The registrar stays readable (it
+ * reports not registered) until registrar_destroy(), so readers on other
+ * threads (/ready, metrics) may go on using it while the node drains.
+ * A second call does nothing; NULL is a no-op. */
 void registrar_stop(struct registrar *r);
+
+/* Stops (as above) if not yet stopped, then frees; NULL is a no-op. Only
+ * once no other thread can still read 'r'. */
+void registrar_destroy(struct registrar *r);
 
 /* true while the agent is known to hold the registration. */
 bool registrar_registered(struct registrar *r);

@@ -30,6 +30,13 @@ void buf_reset(struct buf *b);
  * MN_NOMEM (content freed) when allocation fails. */
 enum mn_err buf_append(struct buf *b, const void *data, size_t len);
 
+/* Room to write up to 'extra' bytes in place (a read straight into the
+ * buffer): returns where to write, or NULL with *err MN_TOO_LARGE past the
+ * cap or MN_NOMEM (content freed in both cases). buf_commit() then adds the
+ * 'n' <= extra bytes written. */
+char *buf_reserve(struct buf *b, size_t extra, enum mn_err *err);
+void buf_commit(struct buf *b, size_t n);
+
 /* Appends a NUL-terminated string. */
 enum mn_err buf_puts(struct buf *b, const char *s);
 

@@ -20,7 +20,7 @@ struct http_route_match {
 	const char *params[HTTP_MAX_PARAMS];  /* point into 'storage' */
 	size_t nparams;
 	char storage[256];
-	char allow[64];                       /* "GET, POST" for 405 replies */
+	char allow[96];                       /* "GET, HEAD, POST, OPTIONS" */
 };
 
 /* A new empty router; NULL when out of memory. */
@@ -34,11 +34,17 @@ void http_router_destroy(struct http_router *r);
 enum mn_err http_router_add(struct http_router *r, const char *method, const char *pattern,
 			    http_handler_fn fn, void *ctx);
 
-/* Finds the route for 'method' and 'path' (no query). On HTTP_MATCH_OK fills
- * fn, ctx, pattern and params; on HTTP_MATCH_METHOD_NOT_ALLOWED fills allow
- * (HEAD is not added implicitly). Parameters longer than the storage do not
- * match. */
+/* Finds the route for 'method' and 'path' (decoded, no query). HEAD is
+ * served by the path's GET route unless it has its own. On HTTP_MATCH_OK
+ * fills fn, ctx, pattern and params; whenever the path is known, fills
+ * allow with every method it answers, HEAD with GET and always OPTIONS
+ * (for 405 replies and OPTIONS requests). Parameters longer than the
+ * storage do not match. */
 enum http_match http_router_match(const struct http_router *r, const char *method,
 				  const char *path, struct http_route_match *m);
+
+/* Every method some route answers, HEAD with GET and always OPTIONS, as an
+ * Allow header value ("GET, HEAD, POST, OPTIONS"), into out[outlen]. */
+void http_router_allow_all(const struct http_router *r, char *out, size_t outlen);
 
 #endif

@@ -23,6 +23,9 @@ struct http_server_opts {
 	int idle_timeout_ms;         /* keep-alive idle timeout */
 	int64_t max_body_bytes;      /* larger bodies are answered 413 unread */
 	const struct http_router *router; /* borrowed; must outlive the server */
+	/* Paths still answered while the server drains (NULL-terminated,
+	 * borrowed): the probes an operator and Consul read. */
+	const char *const *drain_paths;
 	http_observe_fn observe;     /* optional */
 	void *observe_ctx;
 };
@@ -34,11 +37,18 @@ struct http_server;
 struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
 				      size_t errlen);
 
-/* Stops accepting, waits for in-flight requests to finish and frees the
- * server. NULL is a no-op. */
+/* Starts draining: from now on every answer closes its connection, and a
+ * request for a path outside opts.drain_paths is answered 503 at once.
+ * Requests already being handled go on. NULL is a no-op. */
+void http_server_drain(struct http_server *s);
+
+/* Drains (if not yet), waits until every request being handled has sent
+ * its answer, then stops accepting, closes the idle connections, joins the
+ * workers and frees the server. Unbounded: a caller that needs a bound
+ * runs it on a thread of its own. NULL is a no-op. */
 void http_server_stop(struct http_server *s);
 
-/* Requests answered so far that were still being handled: 0 when idle. */
+/* Requests being handled that a stop waits for: 0 when idle. */
 int http_server_inflight(const struct http_server *s);
 
 #endif

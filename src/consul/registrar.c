@@ -22,6 +22,7 @@ struct registrar {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;       /* signalled on stop, registration, maintenance */
 	bool stopping;
+	bool stopped;              /* registrar_stop has run: deregistered */
 	bool registered;           /* the agent is known to hold the service */
 	bool ever_registered;
 	bool maintenance_wanted;
@@ -188,16 +189,26 @@ void registrar_stop(struct registrar *r)
 {
 	char err[256];
 	struct httpc *h;
+	bool was_registered;
 
 	if (r == NULL)
 		return;
 	pthread_mutex_lock(&r->lock);
+	if (r->stopped) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	r->stopping = true;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);
 
-	if (r->ever_registered) {
+	pthread_mutex_lock(&r->lock);
+	r->stopped = true;
+	was_registered = r->ever_registered;
+	r->registered = false;
+	pthread_mutex_unlock(&r->lock);
+	if (was_registered) {
 		h = httpc_create();
 		if (h && consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err)) == MN_OK)
 			log_info("consul", "deregistered '%s'", r->svc->id);
@@ -206,6 +217,13 @@ void registrar_stop(struct registrar *r)
 				 h ? err : "out of memory");
 		httpc_destroy(h);
 	}
+}
+
+void registrar_destroy(struct registrar *r)
+{
+	if (r == NULL)
+		return;
+	registrar_stop(r);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

@@ -68,6 +68,18 @@ enum mn_err buf_append(struct buf *b, const void *data, size_t len)
 	return MN_OK;
 }
 
+char *buf_reserve(struct buf *b, size_t extra, enum mn_err *err)
+{
+	*err = buf_grow(b, extra);
+	return *err == MN_OK ? b->data + b->len : NULL;
+}
+
+void buf_commit(struct buf *b, size_t n)
+{
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
 enum mn_err buf_puts(struct buf *b, const char *s)
 {
 	return buf_append(b, s, strlen(s));

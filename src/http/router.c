@@ -1,6 +1,8 @@
 #include "http/router.h"
 #include "core/array.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,11 +141,60 @@ static bool route_matches(const struct route *rt, const char *path, struct http_
 	return *p == '\0';
 }
 
+/* The methods a path allows, in this order in an Allow header. GET brings
+ * HEAD with it (RFC 9110 9.3.2) and every known path answers OPTIONS. */
+static const char *const allow_order[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+
+static void allow_format(char *out, size_t outlen, const bool *has, size_t nhas,
+			 const char *const *others, size_t nothers)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < nhas + nothers + 1; i++) {
+		const char *m = i < nhas ? (has[i] ? allow_order[i] : NULL)
+			      : i < nhas + nothers ? others[i - nhas] : "OPTIONS";
+		int n;
+
+		if (m == NULL)
+			continue;
+		n = snprintf(out + len, outlen - len, "%s%s", len ? ", " : "", m);
+		if (n < 0 || (size_t)n >= outlen - len)
+			return; /* the buffer holds every method a route table can name */
+		len += (size_t)n;
+	}
+}
+
+/* Notes 'method' in has[] (the methods of allow_order) or others[]. */
+static void allow_add(bool *has, size_t nhas, const char **others, size_t *nothers,
+		      const char *method)
+{
+	size_t k = 0;
+
+	while (k < nhas && strcmp(allow_order[k], method) != 0)
+		k++;
+	if (k < nhas) {
+		has[k] = true;
+		if (k == 0)
+			has[1] = true; /* HEAD with GET */
+		return;
+	}
+	for (size_t i = 0; i < *nothers; i++)
+		if (strcmp(others[i], method) == 0)
+			return;
+	if (strcmp(method, "OPTIONS") != 0 && *nothers < 4)
+		others[(*nothers)++] = method;
+}
+
 enum http_match http_router_match(const struct http_router *r, const char *method,
 				  const char *path, struct http_route_match *m)
 {
-	bool path_known = false;
-	size_t allow_len = 0;
+	enum { NORDER = sizeof(allow_order) / sizeof(allow_order[0]) };
+	bool has[NORDER] = {false};
+	const char *others[4];
+	size_t nothers = 0;
+	const struct route *hit = NULL, *get = NULL;
+	bool head = strcmp(method, "HEAD") == 0, known = false;
 
 	m->allow[0] = '\0';
 	for (size_t i = 0; i < r->n; i++) {
@@ -151,23 +202,38 @@ enum http_match http_router_match(const struct http_router *r, const char *metho
 
 		if (!route_matches(rt, path, m))
 			continue;
-		if (strcmp(rt->method, method) == 0) {
-			m->fn = rt->fn;
-			m->ctx = rt->ctx;
-			m->pattern = rt->pattern;
-			return HTTP_MATCH_OK;
-		}
-		path_known = true;
-		size_t mlen = strlen(rt->method);
-		if (allow_len + mlen + 3 < sizeof(m->allow) && !strstr(m->allow, rt->method)) {
-			if (allow_len) {
-				memcpy(m->allow + allow_len, ", ", 2);
-				allow_len += 2;
-			}
-			memcpy(m->allow + allow_len, rt->method, mlen + 1);
-			allow_len += mlen;
-		}
+		known = true;
+		if (hit == NULL && strcmp(rt->method, method) == 0)
+			hit = rt;
+		if (get == NULL && strcmp(rt->method, "GET") == 0)
+			get = rt;
+		allow_add(has, NORDER, others, &nothers, rt->method);
+	}
+	if (hit == NULL && head)
+		hit = get;
+	if (known)
+		allow_format(m->allow, sizeof(m->allow), has, NORDER, others, nothers);
+	if (hit) {
+		/* route_matches filled params for the last route it tried: redo
+		 * it for the one chosen. */
+		route_matches(hit, path, m);
+		m->fn = hit->fn;
+		m->ctx = hit->ctx;
+		m->pattern = hit->pattern;
+		return HTTP_MATCH_OK;
 	}
 	m->nparams = 0;
-	return path_known ? HTTP_MATCH_METHOD_NOT_ALLOWED : HTTP_MATCH_NOT_FOUND;
+	return known ? HTTP_MATCH_METHOD_NOT_ALLOWED : HTTP_MATCH_NOT_FOUND;
+}
+
+void http_router_allow_all(const struct http_router *r, char *out, size_t outlen)
+{
+	enum { NORDER = sizeof(allow_order) / sizeof(allow_order[0]) };
+	bool has[NORDER] = {false};
+	const char *others[4];
+	size_t nothers = 0;
+
+	for (size_t i = 0; i < r->n; i++)
+		allow_add(has, NORDER, others, &nothers, r->routes[i].method);
+	allow_format(out, outlen, has, NORDER, others, nothers);
 }

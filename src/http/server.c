@@ -17,13 +17,30 @@
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "http/path.h"
 
 struct http_server {
 	struct mg_context *ctx;
 	struct http_server_opts opts;
-	_Atomic int inflight;
+	int keep_alive_max;        /* open connections past which answers close */
+	_Atomic int inflight;      /* requests being handled that a stop waits for */
+	_Atomic int open_conns;    /* connections holding a worker */
+	atomic_bool draining;
 	atomic_bool stopped;
+	_Atomic size_t stack_peak; /* most stack bytes a finished worker used */
+	_Atomic size_t stack_size;
+	char allow_all[96];        /* every method the router answers, for OPTIONS * */
 };
+
+/* Per worker thread: the response is formatted here (reused, so a request
+ * costs no allocation and no big stack array), and whether civetweb sent
+ * an error for the current request itself. */
+static _Thread_local struct buf tl_out;
+static _Thread_local bool tl_error_sent;
+
+/* Scratch kept between requests up to this size; a bigger one is freed. */
+#define OUT_KEEP_BYTES (64u << 10)
+#define OUT_HEAD_BYTES 1024u
 
 /* What the request's generic header lookup needs. */
 struct conn_ref {
@@ -73,59 +90,75 @@ static void request_id_new(char out[HTTP_REQUEST_ID_MAX])
 }
 
 /* Sends the response in ONE mg_write: the status line and headers are
- * formatted in front of the body in a single buffer. */
+ * formatted in front of the body in the worker's scratch buffer. A HEAD
+ * answer carries the GET's headers, Content-Length included, and no body. */
 static void send_response(struct mg_connection *conn, const struct http_response *res,
-			  const char *request_id, bool close, bool keep_alive_10)
+			  const char *request_id, bool close, bool keep_alive_10, bool head)
 {
-	char head[1024], stackbuf[8192];
 	size_t body_len = res->body.len;
-	char *out = stackbuf;
-	int n;
+	char length[48] = "";
+	enum mn_err err;
 
-	n = snprintf(head, sizeof(head),
-		     "HTTP/1.1 %d %s\r\n"
-		     "%s%s%s"
-		     "Content-Length: %zu\r\n"
-		     "X-Request-ID: %s\r\n"
-		     "%s"
-		     "%s\r\n",
-		     res->status, mn_http_reason(res->status),
-		     res->content_type ? "Content-Type: " : "",
-		     res->content_type ? res->content_type : "", res->content_type ? "\r\n" : "",
-		     body_len, request_id, res->headers,
-		     close ? "Connection: close\r\n" : (keep_alive_10 ? "Connection: keep-alive\r\n" : ""));
-	if (n < 0 || (size_t)n >= sizeof(head))
-		return;
-	if ((size_t)n + body_len > sizeof(stackbuf)) {
-		out = malloc((size_t)n + body_len);
-		if (out == NULL) {
-			log_error("http", "out of memory sending a %zu byte response", body_len);
-			return;
-		}
-	}
-	memcpy(out, head, (size_t)n);
-	if (body_len)
-		memcpy(out + n, res->body.data, body_len);
-	mg_write(conn, out, (size_t)n + body_len);
-	if (out != stackbuf)
-		free(out);
+	if (res->status != 204) /* RFC 9110 8.6: a 204 has no Content-Length */
+		snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
+
+	if (tl_out.cap == 0)
+		buf_init(&tl_out, OUT_HEAD_BYTES + HTTP_RESPONSE_HEADERS_MAX + HTTP_RESPONSE_BODY_MAX);
+	buf_reset(&tl_out);
+	err = buf_printf(&tl_out,
+			 "HTTP/1.1 %d %s\r\n"
+			 "%s%s%s"
+			 "%s"
+			 "X-Request-ID: %s\r\n"
+			 "%s"
+			 "%s\r\n",
+			 res->status, mn_http_reason(res->status),
+			 res->content_type ? "Content-Type: " : "",
+			 res->content_type ? res->content_type : "", res->content_type ? "\r\n" : "",
+			 length, request_id, res->headers,
+			 close ? "Connection: close\r\n"
+			       : (keep_alive_10 ? "Connection: keep-alive\r\n" : ""));
+	if (err == MN_OK && body_len && !head)
+		err = buf_append(&tl_out, res->body.data, body_len);
+	if (err != MN_OK)
+		log_error("http", "cannot format a %zu byte response: %s", body_len, mn_strerror(err));
+	else
+		mg_write(conn, tl_out.data, tl_out.len);
+	if (tl_out.alloc > OUT_KEEP_BYTES)
+		buf_release(&tl_out);
 }
 
-/* Reads the whole body into 'body', up to the cap. MN_TOO_LARGE past it. */
-static enum mn_err read_body(struct mg_connection *conn, struct buf *body)
+/* Reads the body into 'body': exactly 'length' bytes, or a chunked body
+ * when length is -1, all within 'timeout_ms' however slowly it trickles.
+ * MN_TOO_LARGE past the buffer's cap, MN_TIMEOUT when the deadline passed,
+ * MN_INVALID when the client stopped short (closed, or a broken chunk). */
+static enum mn_err read_body(struct mg_connection *conn, struct buf *body, int64_t length,
+			     int timeout_ms)
 {
-	char chunk[16384];
+	uint64_t deadline = clock_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
+	enum mn_err err;
 
 	for (;;) {
-		int n = mg_read(conn, chunk, sizeof(chunk));
+		size_t want = length >= 0 ? (size_t)length - body->len : 16384;
+		char *dst;
+		int n;
 
-		if (n < 0)
-			return MN_IO;
-		if (n == 0)
+		if (want == 0)
 			return MN_OK;
-		enum mn_err err = buf_append(body, chunk, (size_t)n);
-		if (err != MN_OK)
+		if (want > (1u << 20))
+			want = 1u << 20;
+		dst = buf_reserve(body, want, &err);
+		if (dst == NULL)
 			return err;
+		n = mg_read(conn, dst, want);
+		if (n > 0)
+			buf_commit(body, (size_t)n);
+		else if (n == 0 && length < 0)
+			return MN_OK; /* the last chunk */
+		if (clock_monotonic_ns() > deadline)
+			return MN_TIMEOUT;
+		if (n <= 0)
+			return MN_INVALID;
 	}
 }
 
@@ -147,6 +180,78 @@ static bool header_has_token(const char *value, const char *token)
 	return false;
 }
 
+/* Where this request's body ends, from every framing header it carries
+ * (RFC 9112 6.3): *length is the body size, -1 for chunked, 0 for none.
+ * civetweb reads only the first Content-Length, so a second one that
+ * differs would frame a smuggled request: both are refused here. */
+static bool request_framing(const struct mg_request_info *ri, int64_t *length, const char **why)
+{
+	const char *te = NULL;
+	bool have_length = false;
+
+	*length = 0;
+	for (int i = 0; i < ri->num_headers; i++) {
+		const struct mg_header *h = &ri->http_headers[i];
+		int64_t v;
+
+		if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+			if (te) {
+				*why = "more than one Transfer-Encoding header";
+				return false;
+			}
+			te = h->value;
+		} else if (strcasecmp(h->name, "Content-Length") == 0) {
+			if (http_content_length_parse(h->value, &v) != MN_OK) {
+				*why = "invalid Content-Length";
+				return false;
+			}
+			if (have_length && v != *length) {
+				*why = "conflicting Content-Length headers";
+				return false;
+			}
+			have_length = true;
+			*length = v;
+		}
+	}
+	if (te && have_length) {
+		/* The two framings disagree about where this request ends, so
+		 * neither is trusted. */
+		*why = "both Transfer-Encoding and Content-Length given";
+		return false;
+	}
+	if (te) {
+		if (strcasecmp(te, "chunked") != 0) {
+			*why = "unsupported Transfer-Encoding";
+			return false;
+		}
+		*length = -1;
+	}
+	return true;
+}
+
+/* Ends the connection after this answer. civetweb 1.15 offers no call for
+ * that from begin_request: it keeps a connection alive when the request's
+ * own Connection header asks for it, so the request's (already handled)
+ * first header is turned into "Connection: close". The header array is
+ * the request's own and is parsed anew for the next request. */
+static void conn_close_after(struct mg_connection *conn)
+{
+	struct mg_request_info *ri = (struct mg_request_info *)mg_get_request_info(conn);
+
+	ri->http_headers[0].name = "Connection";
+	ri->http_headers[0].value = "close";
+	if (ri->num_headers < 1)
+		ri->num_headers = 1;
+}
+
+static bool drain_path(const struct http_server *s, const char *path)
+{
+	for (const char *const *p = s->opts.drain_paths; p && *p; p++)
+		if (strcmp(*p, path) == 0)
+			return true;
+	return false;
+}
+
 static int begin_request(struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -157,13 +262,17 @@ static int begin_request(struct mg_connection *conn)
 	struct http_request req;
 	struct conn_ref ref = {conn};
 	struct buf body;
-	char request_id[HTTP_REQUEST_ID_MAX];
-	const char *given_id, *te, *connection;
+	char request_id[HTTP_REQUEST_ID_MAX], why_buf[128];
+	const char *given_id, *connection, *why;
 	const char *route = NULL;
-	bool close = false, keep_alive_10 = false;
+	char *path = (char *)ri->local_uri; /* civetweb's copy, private to the request */
+	bool close = false, keep_alive_10 = false, body_read = false, counted = true;
+	bool head = strcmp(ri->request_method, "HEAD") == 0;
+	int64_t length = 0;
 	int status;
 
 	atomic_fetch_add(&s->inflight, 1);
+	tl_error_sent = false;
 	http_response_init(&res);
 	buf_init(&body, (size_t)s->opts.max_body_bytes);
 
@@ -181,60 +290,70 @@ static int begin_request(struct mg_connection *conn)
 	if (strcmp(ri->http_version, "1.0") == 0 && !keep_alive_10)
 		close = true;
 
-	te = mg_get_header(conn, "Transfer-Encoding");
-	if (te && mg_get_header(conn, "Content-Length")) {
-		/* Request smuggling: the two framings disagree about where
-		 * this request ends, so neither is trusted. */
-		http_reply_error(&res, 400, "both Transfer-Encoding and Content-Length given");
-		close = true;
+	if (!request_framing(ri, &length, &why)) {
+		http_reply_error(&res, 400, "%s", why);
+		close = true; /* where this request ends is unknown */
 		goto out_send;
 	}
-	if (te && !header_has_token(te, "chunked")) {
-		http_reply_error(&res, 400, "unsupported Transfer-Encoding");
-		close = true;
+	if (http_path_decode(path, why_buf, sizeof(why_buf)) != MN_OK) {
+		http_reply_error(&res, 400, "%s", why_buf);
 		goto out_send;
+	}
+	if (atomic_load(&s->draining)) {
+		/* Not a request the stop waits for: answered at once. */
+		atomic_fetch_sub(&s->inflight, 1);
+		counted = false;
+		if (!drain_path(s, path)) {
+			http_response_add_header(&res, "Retry-After", "1");
+			http_reply_error(&res, 503, "the node is shutting down");
+			goto out_send;
+		}
 	}
 
-	switch (http_router_match(s->opts.router, ri->request_method, ri->local_uri, &match)) {
+	switch (http_router_match(s->opts.router, ri->request_method, path, &match)) {
 	case HTTP_MATCH_NOT_FOUND:
-		http_reply_error(&res, 404, "no route for %s", ri->local_uri);
+		http_reply_error(&res, 404, "no route for %s", path);
 		goto out_send;
 	case HTTP_MATCH_METHOD_NOT_ALLOWED:
 		http_response_add_header(&res, "Allow", match.allow);
-		http_reply_error(&res, 405, "method %s not allowed", ri->request_method);
+		if (strcmp(ri->request_method, "OPTIONS") == 0)
+			http_reply_raw(&res, 204, NULL, NULL, 0);
+		else
+			http_reply_error(&res, 405, "method %s not allowed", ri->request_method);
 		goto out_send;
 	case HTTP_MATCH_OK:
 		route = match.pattern;
 		break;
 	}
 
-	if (ri->content_length > s->opts.max_body_bytes) {
-		/* Answered before a byte of the body is read; the connection
-		 * closes so the unread body is never parsed as a request. */
+	if (length > s->opts.max_body_bytes) {
+		/* Answered before a byte of the body is read. */
 		http_reply_error(&res, 413, "request body larger than %lld bytes",
 				 (long long)s->opts.max_body_bytes);
-		close = true;
 		goto out_send;
 	}
-	if (ri->content_length > 0 || te) {
-		enum mn_err err = read_body(conn, &body);
-
-		if (err == MN_TOO_LARGE) {
+	if (length != 0) {
+		switch (read_body(conn, &body, length, s->opts.read_timeout_ms)) {
+		case MN_OK:
+			body_read = true;
+			break;
+		case MN_TOO_LARGE:
 			http_reply_error(&res, 413, "request body larger than %lld bytes",
 					 (long long)s->opts.max_body_bytes);
-			close = true;
 			goto out_send;
-		}
-		if (err != MN_OK) {
-			http_reply_error(&res, 400, "cannot read the request body");
-			close = true;
+		case MN_TIMEOUT:
+			http_reply_error(&res, 408, "the request body did not arrive within %d ms",
+					 s->opts.read_timeout_ms);
+			goto out_send;
+		default:
+			http_reply_error(&res, 400, "the request body ended before its announced length");
 			goto out_send;
 		}
 	}
 
 	req = (struct http_request){
 		.method = ri->request_method,
-		.path = ri->local_uri,
+		.path = path,
 		.query = ri->query_string,
 		.body = body.data ? body.data : "",
 		.body_len = body.len,
@@ -249,14 +368,29 @@ static int begin_request(struct mg_connection *conn)
 	match.fn(&req, &res, match.ctx);
 
 out_send:
-	send_response(conn, &res, request_id, close, keep_alive_10);
+	/* A body left unread would be read as the next request: close. Past
+	 * the high-water mark of held workers, or while stopping, a
+	 * connection is not kept open to wait for another request. */
+	if (length != 0 && !body_read)
+		close = true;
+	if (!close && (atomic_load(&s->draining) ||
+		       atomic_load(&s->open_conns) > s->keep_alive_max))
+		close = true;
+	send_response(conn, &res, request_id, close, keep_alive_10, head);
 	status = res.status;
 	http_response_release(&res);
 	buf_release(&body);
 	if (s->opts.observe)
 		s->opts.observe(s->opts.observe_ctx, ri->request_method, route, status,
 				(double)(clock_monotonic_ns() - t0) / 1e9, request_id);
-	atomic_fetch_sub(&s->inflight, 1);
+	if (counted)
+		atomic_fetch_sub(&s->inflight, 1);
+	if (close) {
+		conn_close_after(conn);
+		/* Not a status: civetweb then skips reading the rest of an
+		 * unread body, which a slow client could stretch forever. */
+		return -1;
+	}
 	return status;
 }
 
@@ -268,10 +402,11 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	char request_id[HTTP_REQUEST_ID_MAX];
 
 	(void)msg;
+	tl_error_sent = true;
 	request_id_new(request_id);
 	http_response_init(&res);
 	http_reply_error(&res, status, "%s", mn_http_reason(status));
-	send_response(conn, &res, request_id, true, false);
+	send_response(conn, &res, request_id, true, false, false);
 	http_response_release(&res);
 	return 0;
 }
@@ -281,6 +416,132 @@ static int log_message(const struct mg_connection *conn, const char *message)
 	(void)conn;
 	log_warn("http", "civetweb: %s", message);
 	return 1;
+}
+
+static int on_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+	struct http_server *s = mg_get_user_data(mg_get_context(conn));
+
+	(void)conn_data;
+	atomic_fetch_add(&s->open_conns, 1);
+	tl_error_sent = false;
+	return 0;
+}
+
+/* civetweb 1.15 drops a request for "*" (the asterisk form, RFC 9112 3.2.4)
+ * without calling begin_request and closes the connection unanswered. It
+ * still calls this hook on the worker with the socket open, so the answer
+ * is written here: OPTIONS * lists what the server answers; any other
+ * method gets 400. */
+static void answer_asterisk(struct mg_connection *conn, struct http_server *s)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	struct http_response res;
+	char request_id[HTTP_REQUEST_ID_MAX];
+	bool options;
+
+	if (ri == NULL || ri->request_method == NULL || ri->request_uri == NULL ||
+	    strcmp(ri->request_uri, "*") != 0 || ri->http_version == NULL ||
+	    (strcmp(ri->http_version, "1.1") != 0 && strcmp(ri->http_version, "1.0") != 0) ||
+	    tl_error_sent)
+		return;
+	options = strcmp(ri->request_method, "OPTIONS") == 0;
+	request_id_new(request_id);
+	http_response_init(&res);
+	if (options) {
+		http_response_add_header(&res, "Allow", s->allow_all);
+		http_reply_raw(&res, 204, NULL, NULL, 0);
+	} else {
+		http_reply_error(&res, 400, "'*' is a request target for OPTIONS only");
+	}
+	send_response(conn, &res, request_id, true, false, false);
+	if (s->opts.observe)
+		s->opts.observe(s->opts.observe_ctx, ri->request_method, NULL, res.status, 0.0,
+				request_id);
+	http_response_release(&res);
+}
+
+static void on_connection_close(const struct mg_connection *conn)
+{
+	struct http_server *s = mg_get_user_data(mg_get_context(conn));
+
+	answer_asterisk((struct mg_connection *)conn, s);
+	atomic_fetch_sub(&s->open_conns, 1);
+}
+
+/* Worker stacks are small (100 KiB in Debian's build), so how much of one
+ * the request path really uses is measured: a worker paints its unused
+ * stack when it starts, and when it ends finds the deepest byte written.
+ * Skipped under AddressSanitizer, whose frames are not the real ones. */
+#define STACK_PAINT 0xA5
+#define STACK_PAINT_MARGIN 1024 /* below this frame, left for the calls it makes */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define STACK_MEASURED 0
+#else
+#define STACK_MEASURED 1
+#endif
+
+static bool stack_bounds(unsigned char **lo, size_t *size)
+{
+	pthread_attr_t a;
+	void *addr;
+	bool ok;
+
+	if (pthread_getattr_np(pthread_self(), &a) != 0)
+		return false;
+	ok = pthread_attr_getstack(&a, &addr, size) == 0;
+	pthread_attr_destroy(&a);
+	*lo = addr;
+	return ok;
+}
+
+__attribute__((noinline)) static void stack_paint(void)
+{
+	unsigned char *lo, *here = __builtin_frame_address(0);
+	size_t size;
+
+	if (!STACK_MEASURED || !stack_bounds(&lo, &size) || here < lo + 2 * STACK_PAINT_MARGIN ||
+	    here > lo + size)
+		return;
+	memset(lo, STACK_PAINT, (size_t)(here - lo) - STACK_PAINT_MARGIN);
+}
+
+/* Bytes of this thread's stack ever used, 0 when not measured. */
+static size_t stack_used(size_t *size)
+{
+	unsigned char *lo, *p;
+
+	*size = 0;
+	if (!STACK_MEASURED || !stack_bounds(&lo, size))
+		return 0;
+	for (p = lo; p < lo + *size && *p == STACK_PAINT; p++)
+		;
+	return (size_t)(lo + *size - p);
+}
+
+static void *on_init_thread(const struct mg_context *ctx, int thread_type)
+{
+	(void)ctx;
+	if (thread_type == 1) /* a worker */
+		stack_paint();
+	return NULL;
+}
+
+static void on_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_pointer)
+{
+	struct http_server *s = mg_get_user_data(ctx);
+	size_t size, used, peak;
+
+	(void)thread_pointer;
+	buf_release(&tl_out);
+	if (thread_type != 1)
+		return;
+	used = stack_used(&size);
+	atomic_store(&s->stack_size, size);
+	peak = atomic_load(&s->stack_peak);
+	while (used > peak && !atomic_compare_exchange_weak(&s->stack_peak, &peak, used))
+		;
 }
 
 struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
@@ -299,11 +560,15 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 		return NULL;
 	}
 	s->opts = *opts;
+	s->keep_alive_max = opts->threads - opts->threads / 4;
+	http_router_allow_all(opts->router, s->allow_all, sizeof(s->allow_all));
 	snprintf(listen, sizeof(listen), "%s:%d", opts->address, opts->port);
 	snprintf(threads, sizeof(threads), "%d", opts->threads);
 	snprintf(request_timeout, sizeof(request_timeout), "%d", opts->read_timeout_ms);
 	snprintf(keep_alive_timeout, sizeof(keep_alive_timeout), "%d", opts->idle_timeout_ms);
 
+	/* decode_url is off: the server decodes the path itself, refusing
+	 * what would route a request elsewhere (http_path_decode). */
 	const char *options[] = {
 		"listening_ports", listen,
 		"num_threads", threads,
@@ -311,7 +576,7 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 		"keep_alive_timeout_ms", keep_alive_timeout,
 		"enable_keep_alive", "yes",
 		"tcp_nodelay", "1",
-		"decode_url", "yes",
+		"decode_url", "no",
 		NULL, NULL,
 	};
 
@@ -319,6 +584,10 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	callbacks.begin_request = begin_request;
 	callbacks.http_error = http_error;
 	callbacks.log_message = log_message;
+	callbacks.init_connection = on_init_connection;
+	callbacks.connection_close = on_connection_close;
+	callbacks.init_thread = on_init_thread;
+	callbacks.exit_thread = on_exit_thread;
 
 	memset(&init, 0, sizeof(init));
 	init.callbacks = &callbacks;
@@ -369,12 +638,24 @@ static void poke_listener(const struct http_server *s)
 	close(fd);
 }
 
+void http_server_drain(struct http_server *s)
+{
+	if (s)
+		atomic_store(&s->draining, true);
+}
+
 void http_server_stop(struct http_server *s)
 {
+	size_t size, peak;
 	pthread_t t;
 
 	if (s == NULL)
 		return;
+	/* civetweb writes nothing once mg_stop has begun: every request being
+	 * handled must have sent its answer first. */
+	http_server_drain(s);
+	while (atomic_load(&s->inflight) > 0)
+		clock_sleep_ms(5);
 	if (pthread_create(&t, NULL, stop_thread, s) != 0) {
 		mg_stop(s->ctx);
 	} else {
@@ -385,6 +666,10 @@ void http_server_stop(struct http_server *s)
 		}
 		pthread_join(t, NULL);
 	}
+	peak = atomic_load(&s->stack_peak);
+	size = atomic_load(&s->stack_size);
+	if (peak)
+		log_info("http", "worker stacks: at most %zu of %zu bytes used", peak, size);
 	mg_exit_library();
 	free(s);
 }

@@ -63,6 +63,32 @@ static void test_printf_cap_when_room_exists(void **state)
 	assert_null(b.data);
 }
 
+static void test_reserve_then_commit(void **state)
+{
+	struct buf b;
+	enum mn_err err;
+	char *w;
+	(void)state;
+
+	buf_init(&b, 10);
+	w = buf_reserve(&b, 4, &err);
+	assert_non_null(w);
+	assert_int_equal(err, MN_OK);
+	memcpy(w, "abc", 3);
+	buf_commit(&b, 3);
+	assert_int_equal(b.len, 3);
+	assert_string_equal(b.data, "abc");
+	w = buf_reserve(&b, 7, &err);
+	assert_non_null(w);
+	buf_commit(&b, 0);
+	assert_string_equal(b.data, "abc");
+	assert_null(buf_reserve(&b, 8, &err)); /* 3 + 8 > cap: refused, freed */
+	assert_int_equal(err, MN_TOO_LARGE);
+	assert_null(b.data);
+	assert_int_equal(b.len, 0);
+	buf_release(&b);
+}
+
 static void test_steal_leaves_empty(void **state)
 {
 	struct buf b;
@@ -90,6 +116,7 @@ int main(void)
 		cmocka_unit_test(test_grows_across_many_appends),
 		cmocka_unit_test(test_cap_refuses_and_frees),
 		cmocka_unit_test(test_printf_cap_when_room_exists),
+		cmocka_unit_test(test_reserve_then_commit),
 		cmocka_unit_test(test_steal_leaves_empty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

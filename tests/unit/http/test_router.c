@@ -69,9 +69,32 @@ static void test_method_not_allowed_lists_allow(void **state)
 	struct http_route_match m;
 
 	assert_int_equal(http_router_match(*state, "PATCH", "/users/1", &m), HTTP_MATCH_METHOD_NOT_ALLOWED);
-	assert_string_equal(m.allow, "GET, DELETE");
+	assert_string_equal(m.allow, "GET, HEAD, DELETE, OPTIONS");
 	assert_int_equal(http_router_match(*state, "DELETE", "/users", &m), HTTP_MATCH_METHOD_NOT_ALLOWED);
-	assert_string_equal(m.allow, "GET, POST");
+	assert_string_equal(m.allow, "GET, HEAD, POST, OPTIONS");
+	/* OPTIONS is answered by the server from allow. */
+	assert_int_equal(http_router_match(*state, "OPTIONS", "/users", &m), HTTP_MATCH_METHOD_NOT_ALLOWED);
+	assert_string_equal(m.allow, "GET, HEAD, POST, OPTIONS");
+}
+
+static void test_allow_all_lists_every_method(void **state)
+{
+	char allow[96];
+
+	http_router_allow_all(*state, allow, sizeof(allow));
+	assert_string_equal(allow, "GET, HEAD, POST, DELETE, OPTIONS");
+}
+
+static void test_head_is_served_by_get(void **state)
+{
+	struct http_route_match m;
+
+	assert_int_equal(http_router_match(*state, "HEAD", "/users/42", &m), HTTP_MATCH_OK);
+	assert_string_equal(m.pattern, "/users/{id}");
+	assert_int_equal(m.nparams, 1);
+	assert_string_equal(m.params[0], "42");
+	assert_string_equal(m.allow, "GET, HEAD, DELETE, OPTIONS");
+	assert_int_equal(http_router_match(*state, "HEAD", "/nothing", &m), HTTP_MATCH_NOT_FOUND);
 }
 
 static void test_bad_patterns_refused(void **state)
@@ -138,6 +161,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_match_literal_and_params, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_method_not_allowed_lists_allow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_head_is_served_by_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_allow_all_lists_every_method, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_patterns_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_param_does_not_match, setup, teardown),
 		cmocka_unit_test(test_query_get),

@@ -126,10 +126,10 @@ static void test_routes_registered(void **state)
 
 	assert_int_equal(http_router_match(f->router, "DELETE", "/orders/1", &m),
 			 HTTP_MATCH_METHOD_NOT_ALLOWED);
-	assert_string_equal(m.allow, "GET");
+	assert_string_equal(m.allow, "GET, HEAD, OPTIONS");
 	assert_int_equal(http_router_match(f->router, "PUT", "/orders", &m),
 			 HTTP_MATCH_METHOD_NOT_ALLOWED);
-	assert_string_equal(m.allow, "GET, POST");
+	assert_string_equal(m.allow, "GET, HEAD, POST, OPTIONS");
 	/* a second registration on the same router is refused */
 	assert_int_equal(orders_handlers_register(f->router, f->svc), MN_INVALID);
 }
