@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "consul/agent.h"
@@ -797,6 +798,25 @@ static void service_setup(struct app *app)
 	};
 }
 
+/* Every open connection holds a descriptor, and an attack opens many: the
+ * soft limit is raised to the hard one (nginx's worker_rlimit_nofile), so
+ * the configured threads, not a default of 1024, bound the node. */
+static void fd_limit_raise(int threads)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)threads * 2 + 64)
+		log_warn("app", "open file limit %llu is low for %d server threads",
+			 (unsigned long long)rl.rlim_cur, threads);
+}
+
 static void *server_stop_thread(void *arg)
 {
 	http_server_stop(arg);
@@ -939,6 +959,7 @@ int app_run(const struct app_opts *opts)
 	}
 	consul_set_observer(app.consul, observe_consul, &app);
 
+	fd_limit_raise(app.cfg->threads);
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {
 		.address = app.cfg->service_address,
