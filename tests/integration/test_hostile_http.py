@@ -13,7 +13,6 @@ Every wait, loop and socket read here is bounded in count and time."""
 import http.client
 import json
 import math
-import os
 import select
 import signal
 import socket
@@ -24,9 +23,8 @@ import time
 import unittest
 
 import harness
-from harness import (Consul, DelayRelay, Node, free_port, parse_raw_response,
-                     raw_exchange, read_responses, requires_meshnode, wait_eof,
-                     wait_until)
+from harness import (Consul, DelayRelay, Node, parse_raw_response, raw_exchange,
+                     read_responses, requires_meshnode, wait_eof, wait_until)
 
 MAX_BODY = 1048576
 READ_TIMEOUT_MS = 1000
