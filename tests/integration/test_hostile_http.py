@@ -284,7 +284,8 @@ class SmugglingTest(HostileBase):
                         b"Content-Length: %s\r\n\r\n%s" % (value, body))
                 raw = raw_exchange(self.node.port, data, timeout=3)
                 self.assertTrue(raw, "no answer to Content-Length %r" % value)
-                self.assertEqual(parse_raw_response(raw)[0], 400, raw[:300])
+                self.assertEqual(parse_raw_response(raw)[0], 400, "Content-Length: %s -> %r"
+                                 % (value.decode(), raw[:300]))
         time.sleep(0.2)
         self.assertEqual(self.user_emails(), before, "a user was stored")
         self.assert_alive("non-numeric Content-Length")
