@@ -81,7 +81,7 @@ static void test_valid_bodies(void **state)
 
 	/* trimmed; unknown fields ignored; the limits themselves are fine */
 	assert_int_equal(
-		validate("{\"note\":[1],\"quantity\":1000000,\"product\":\" \\t green tea\\n\","
+		validate("{\"note\":[1],\"quantity\":1000000,\"product\":\"   green tea \","
 			 "\"user_id\":9223372036854775807,\"id\":5}",
 			 &o, err),
 		MN_OK);
@@ -140,8 +140,18 @@ static void test_invalid_bodies(void **state)
 		 "'product' must be a string"},
 		{"{\"user_id\":1,\"product\":\"\",\"quantity\":1}",
 		 "'product' must be 1 to 200 bytes"},
+		{"{\"user_id\":1,\"product\":\"    \",\"quantity\":1}", "'product' must be 1 to"},
+		/* control characters anywhere, never trimmed away */
 		{"{\"user_id\":1,\"product\":\" \\t\\n \",\"quantity\":1}",
-		 "'product' must be 1 to"},
+		 "'product' must not contain control characters (U+0009 at byte 1)"},
+		{"{\"user_id\":1,\"product\":\"green tea\\n\",\"quantity\":1}",
+		 "'product' must not contain control characters (U+000A at byte 9)"},
+		{"{\"user_id\":1,\"product\":\"te\\u001b[31ma\",\"quantity\":1}",
+		 "(U+001B at byte 2)"},
+		{"{\"user_id\":1,\"product\":\"tea\\u007f\",\"quantity\":1}", "(U+007F at byte 3)"},
+		{"{\"user_id\":1,\"product\":\"tea\\u0085\",\"quantity\":1}", "(U+0085 at byte 3)"},
+		{"{\"user_id\":1,\"product\":\"t\\u0000a\",\"quantity\":1}", "invalid JSON"},
+		{"{\"user_id\":1,\"product\":\"t\xff\",\"quantity\":1}", "invalid JSON"},
 		/* quantity */
 		{"{\"user_id\":1,\"product\":\"x\"}", "'quantity' is required"},
 		{"{\"user_id\":1,\"product\":\"x\",\"quantity\":null}", "'quantity' is required"},

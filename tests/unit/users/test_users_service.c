@@ -33,6 +33,16 @@ static void test_valid_bodies(void **state)
 	assert_int_equal(validate("{\"name\":\"Bob\",\"email\":null}", &name, &email, err), MN_OK);
 	assert_null(email);
 	free(name);
+
+	/* surrounding spaces trimmed from both; case kept; UTF-8 kept */
+	assert_int_equal(validate("{\"name\":\"  Ren\u00e9e \",\"email\":\" DUP@x.com \"}", &name,
+				  &email, err),
+			 MN_OK);
+	assert_string_equal(name, "Ren\xc3\xa9"
+				  "e");
+	assert_string_equal(email, "DUP@x.com");
+	free(name);
+	free(email);
 }
 
 static void test_invalid_bodies(void **state)
@@ -58,6 +68,30 @@ static void test_invalid_bodies(void **state)
 		{"{\"name\":\"x\",\"email\":\"a@\"}", "'email' must be an address"},
 		{"{\"name\":\"x\",\"email\":\"a@b@c\"}", "'email' must be an address"},
 		{"{\"name\":\"x\",\"name\":\"y\"}", "invalid JSON"},
+		{"{\"name\":\"x\",\"email\":\"a b@c.d\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"   \"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"\"}", "'email' must be an address"},
+		/* control characters anywhere, escaped or raw, never trimmed away */
+		{"{\"name\":\"Ada\\n\"}",
+		 "'name' must not contain control characters (U+000A at byte 3)"},
+		{"{\"name\":\"\\tAda\"}",
+		 "'name' must not contain control characters (U+0009 at byte 0)"},
+		{"{\"name\":\"A\\u001b[2Jda\"}", "(U+001B at byte 1)"},
+		{"{\"name\":\"Ada\\u007f\"}", "(U+007F at byte 3)"},
+		{"{\"name\":\"Ada\\u0085\"}", "(U+0085 at byte 3)"},
+		{"{\"name\":\"Ada\\u009f\"}", "(U+009F at byte 3)"},
+		{"{\"name\":\"Ada\\r\\nX-Injected: 1\"}", "(U+000D at byte 3)"},
+		{"{\"name\":\"Ada\x01\"}", "invalid JSON"}, /* raw: jansson refuses it */
+		{"{\"name\":\"x\",\"email\":\"a\\u0000b@c.d\"}", "invalid JSON"},
+		{"{\"name\":\"x\",\"email\":\"dup@x.com\\n\"}",
+		 "'email' must not contain control characters (U+000A at byte 9)"},
+		{"{\"name\":\"x\",\"email\":\"d\\u0007up@x.com\"}", "'email' must not contain"},
+		{"{\"name\":\"x\",\"email\":\"dup@x.com\\u0085\"}", "'email' must not contain"},
+		/* invalid UTF-8: jansson refuses it */
+		{"{\"name\":\"Ad\xff\"}", "invalid JSON"},
+		{"{\"name\":\"Ad\xc3\"}", "invalid JSON"},
+		{"{\"name\":\"Ad\xed\xa0\x80\"}", "invalid JSON"},		   /* a surrogate */
+		{"{\"name\":\"x\",\"email\":\"\xc0\xaf@x.com\"}", "invalid JSON"}, /* overlong */
 	};
 	char *name, *email, err[256];
 	(void)state;
@@ -105,6 +139,11 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
 			 MN_CONFLICT);
 	assert_non_null(strstr(err, "already taken"));
+	/* the same address, trimmed and without case: one address */
+	body = "{\"name\":\"Ada 2\",\"email\":\"  ADA@Example.COM \"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	assert_string_equal(err, "email 'ADA@Example.COM' is already taken");
 	assert_int_equal(users_service_get(svc, 1, &got), MN_OK);
 	assert_string_equal(got.name, "Ada");
 	body = "{\"name\":\"Ada L\"}";
@@ -114,8 +153,27 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_update(svc, 99, body, strlen(body), &got, err, sizeof(err)),
 			 MN_NOT_FOUND);
 	assert_int_equal(users_service_update(svc, 1, "{}", 2, &got, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_service_delete(svc, 1), MN_OK);
-	assert_int_equal(users_service_delete(svc, 1), MN_NOT_FOUND);
+	/* an update follows the same rules */
+	body = "{\"name\":\"Ada\\u0000\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_INVALID);
+	body = "{\"name\":\"Ada\\n\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_INVALID);
+	assert_non_null(strstr(err, "control characters"));
+	body = "{\"name\":\"Bob\",\"email\":\"bob@example.com\"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_OK);
+	body = "{\"name\":\"Ada\",\"email\":\" BOB@example.com\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	body = "{\"name\":\" Ada \",\"email\":\" ADA@example.com \"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_OK);
+	assert_string_equal(got.name, "Ada");
+	assert_string_equal(got.email, "ADA@example.com");
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_OK);
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_NOT_FOUND);
 	user_release(&u);
 	user_release(&got);
 	users_service_destroy(svc);
