@@ -33,7 +33,8 @@ void orders_service_destroy(struct orders_service *svc);
  * integers. On MN_OK 'out' holds user_id, quantity and the trimmed product
  * (a new string; caller releases) with id 0; on failure 'out' is left
  * empty and err says why: MN_INVALID ("'quantity' must be an integer") or
- * MN_NOMEM. */
+ * MN_NOMEM. A body nested deeper than MN_JSON_MAX_DEPTH is MN_INVALID
+ * without being parsed. */
 enum mn_err orders_validate(const char *body, size_t len, struct order *out, char *err,
 			    size_t errlen);
 

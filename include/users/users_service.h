@@ -25,7 +25,8 @@ void users_service_destroy(struct users_service *svc);
  * text on both sides of one '@' and no whitespace. On MN_OK *name and
  * *email are new, trimmed strings (email NULL when absent); on MN_INVALID
  * err says why ("'name' must not contain control characters (U+000A at
- * byte 3)"). */
+ * byte 3)"). A body nested deeper than MN_JSON_MAX_DEPTH is MN_INVALID
+ * without being parsed. */
 enum mn_err users_validate(const char *body, size_t len, char **name, char **email, char *err,
 			   size_t errlen);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_depth.h"
 #include "core/log.h"
 #include "core/text.h"
 
@@ -95,6 +96,11 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
 	enum mn_err ret;
 
 	order_init(out);
+	/* before jansson, whose recursion a deep body would turn against
+	 * the worker's small stack */
+	ret = json_depth_check(body, len, err, errlen);
+	if (ret != MN_OK)
+		return ret;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_depth.h"
 #include "core/text.h"
 
 struct users_service {
@@ -76,6 +77,11 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 
 	*name = NULL;
 	*email = NULL;
+	/* before jansson, whose recursion a deep body would turn against
+	 * the worker's small stack */
+	ret = json_depth_check(body, len, err, errlen);
+	if (ret != MN_OK)
+		return ret;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",

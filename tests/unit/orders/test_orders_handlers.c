@@ -196,6 +196,7 @@ static void test_404_for_a_missing_order(void **state)
 static void test_400_for_bad_input(void **state)
 {
 	struct fixture *f = *state;
+	char deep[1001];
 
 	post(f, "{\"user_id\":\"42\",\"product\":\"tea\",\"quantity\":3}");
 	assert_int_equal(f->res.status, 400);
@@ -207,6 +208,11 @@ static void test_400_for_bad_input(void **state)
 	post(f, "{oops");
 	assert_int_equal(f->res.status, 400);
 	assert_non_null(strstr(body_text(f), "invalid JSON"));
+	memset(deep, '[', sizeof(deep) - 1);
+	deep[sizeof(deep) - 1] = '\0';
+	post(f, deep);
+	assert_int_equal(f->res.status, 400);
+	assert_string_equal(body_text(f), "{\"error\":\"JSON nested deeper than 64 levels\"}");
 	assert_int_equal(f->peer.calls, 0);
 
 	request(f, "GET", "/orders/abc", NULL, NULL);

@@ -8,10 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/json_depth.h"
 #include "core/log.h"
 #include "orders/orders_service.h"
 #include "fake_users_peer.h"
 #include "mutate.h"
+#include "small_stack.h"
 
 struct fixture {
 	struct fake_users_peer peer;
@@ -192,6 +194,73 @@ static void test_product_too_long(void **state)
 	assert_int_equal(validate(body, &o, err), MN_INVALID);
 	assert_null(o.product);
 	assert_non_null(strstr(err, "'product' must be 1 to 200 bytes"));
+}
+
+/* A valid order whose "note" takes the body to 'depth' levels in all. */
+static void body_nested(char *out, size_t depth)
+{
+	char *p = out + sprintf(out, "{\"user_id\":1,\"product\":\"x\",\"quantity\":1,\"note\":");
+
+	memset(p, '[', depth - 1);
+	memset(p + depth - 1, ']', depth - 1);
+	strcpy(p + 2 * (depth - 1), "}");
+}
+
+static void test_deep_bodies_refused(void **state)
+{
+	char body[512], err[256], *deep;
+	struct order o;
+	(void)state;
+
+	body_nested(body, MN_JSON_MAX_DEPTH);
+	assert_int_equal(validate(body, &o, err), MN_OK);
+	order_release(&o);
+	body_nested(body, MN_JSON_MAX_DEPTH + 1);
+	assert_int_equal(validate(body, &o, err), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	assert_null(o.product);
+
+	deep = small_stack_brackets(1000);
+	assert_int_equal(orders_validate(deep, 1000, &o, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	free(deep);
+}
+
+struct deep_call {
+	struct fixture *f;
+	const char *body;
+	size_t len;
+	enum mn_err result;
+	char err[256];
+};
+
+static void *deep_call_run(void *arg)
+{
+	struct deep_call *c = arg;
+	unsigned retry = 0;
+	struct order o;
+
+	order_init(&o);
+	c->result = orders_service_create_order(c->f->svc, c->body, c->len, NULL, &o, &retry,
+						c->err, sizeof(c->err));
+	order_release(&o);
+	return NULL;
+}
+
+/* On a worker-sized stack: past jansson's own limit of 2048 levels its
+ * recursion alone would need about 160 KiB. */
+static void test_deep_body_on_a_worker_stack(void **state)
+{
+	struct deep_call c = {.f = *state, .len = 4096};
+	char *body = small_stack_brackets(c.len);
+
+	c.body = body;
+	assert_true(small_stack_run(deep_call_run, &c));
+	assert_int_equal(c.result, MN_INVALID);
+	assert_string_equal(c.err, "JSON nested deeper than 64 levels");
+	assert_int_equal(c.f->peer.calls, 0);
+	assert_int_equal(stored(c.f), 0);
+	free(body);
 }
 
 static void test_invalid_body_never_reaches_the_peer(void **state)
@@ -422,6 +491,8 @@ int main(void)
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_product_too_long),
+		cmocka_unit_test(test_deep_bodies_refused),
+		WITH_SERVICE(test_deep_body_on_a_worker_stack),
 		WITH_SERVICE(test_invalid_body_never_reaches_the_peer),
 		WITH_SERVICE(test_unknown_user_is_unprocessable),
 		WITH_SERVICE(test_unavailable_passes_retry_after),

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "mutate.h"
+#include "small_stack.h"
+#include "core/json_depth.h"
 #include "users/users_service.h"
 
 static enum mn_err validate(const char *body, char **name, char **email, char *err)
@@ -123,6 +125,84 @@ static void test_length_limits(void **state)
 	free(name);
 }
 
+/* 'depth' levels of "extra" nesting inside an otherwise valid body. */
+static char *body_nested(size_t depth)
+{
+	size_t n = depth * 2 + 32;
+	char *s = malloc(n), *p = s;
+
+	assert_non_null(s);
+	p += sprintf(p, "{\"name\":\"Ada\",\"extra\":");
+	memset(p, '[', depth - 1);
+	p += depth - 1;
+	memset(p, ']', depth - 1);
+	p += depth - 1;
+	strcpy(p, "}");
+	return s;
+}
+
+static void test_deep_bodies_refused(void **state)
+{
+	char *name, *email, err[256], *body;
+	(void)state;
+
+	/* 64 levels in all (the object and 63 arrays) are accepted */
+	body = body_nested(MN_JSON_MAX_DEPTH);
+	assert_int_equal(validate(body, &name, &email, err), MN_OK);
+	free(name);
+	free(body);
+	body = body_nested(MN_JSON_MAX_DEPTH + 1);
+	assert_int_equal(validate(body, &name, &email, err), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	assert_null(name);
+	assert_null(email);
+	free(body);
+
+	body = small_stack_brackets(1000);
+	assert_int_equal(users_validate(body, 1000, &name, &email, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	free(body);
+}
+
+struct deep_call {
+	struct users_service *svc;
+	const char *body;
+	size_t len;
+	enum mn_err create, update;
+	char err[256];
+};
+
+static void *deep_call_run(void *arg)
+{
+	struct deep_call *c = arg;
+	struct user u;
+
+	user_init(&u);
+	c->create = users_service_create_user(c->svc, c->body, c->len, &u, c->err, sizeof(c->err));
+	c->update = users_service_update(c->svc, 1, c->body, c->len, &u, c->err, sizeof(c->err));
+	user_release(&u);
+	return NULL;
+}
+
+/* On a worker-sized stack: past jansson's own limit of 2048 levels its
+ * recursion alone would need about 160 KiB. */
+static void test_deep_body_on_a_worker_stack(void **state)
+{
+	struct users_repo *repo = users_repo_memory_create();
+	struct deep_call c = {.svc = users_service_create(repo), .len = 4096};
+	char *body = small_stack_brackets(c.len);
+	(void)state;
+
+	c.body = body;
+	assert_true(small_stack_run(deep_call_run, &c));
+	assert_int_equal(c.create, MN_INVALID);
+	assert_int_equal(c.update, MN_INVALID);
+	assert_string_equal(c.err, "JSON nested deeper than 64 levels");
+	free(body);
+	users_service_destroy(c.svc);
+	users_repo_destroy(repo);
+}
+
 static void test_service_over_memory_repo(void **state)
 {
 	struct users_repo *repo = users_repo_memory_create();
@@ -233,6 +313,8 @@ int main(void)
 		cmocka_unit_test(test_valid_bodies),
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_length_limits),
+		cmocka_unit_test(test_deep_bodies_refused),
+		cmocka_unit_test(test_deep_body_on_a_worker_stack),
 		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_service_over_memory_repo),
 		cmocka_unit_test(test_user_json),
