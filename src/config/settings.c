@@ -148,7 +148,7 @@ const struct setting_def settings_table[] = {
 	INT("server.max_body_bytes", "1048576", 1, 1073741824, false),
 	INT("server.read_timeout_ms", "5000", 1, 3600000, false),
 	INT("server.shutdown_timeout_ms", "10000", 0, 600000, false),
-	INT("server.threads", "64", 1, 1024, false),
+	INT("server.threads", "512", 1, 1024, false),
 	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
 	STR("service.address", "127.0.0.1", 1, NULL, false),
 	{.name = "service.id", .type = SETTING_STRING, .check = check_service_id,

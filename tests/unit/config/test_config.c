@@ -161,7 +161,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->read_timeout_ms, 5000);
 	assert_int_equal(cfg->write_timeout_ms, 10000);
 	assert_int_equal(cfg->idle_timeout_ms, 120000);
-	assert_int_equal(cfg->threads, 64);
+	assert_int_equal(cfg->threads, 512);
 	assert_int_equal(cfg->max_body_bytes, 1048576);
 	assert_int_equal(cfg->shutdown_timeout_ms, 10000);
 	assert_string_equal(cfg->consul_address, "http://127.0.0.1:8500");
@@ -405,7 +405,7 @@ static void test_file_missing(void **state)
 
 	src.file_optional = true;
 	load_ok(f, &src);
-	assert_int_equal(f->cfg->threads, 64);
+	assert_int_equal(f->cfg->threads, 512);
 }
 
 static void test_env_overrides_file(void **state)
@@ -1066,7 +1066,7 @@ static void test_reload_pins_static_settings(void **state)
 	load_ok(f, &src);
 	assert_string_equal(f->cfg->log_level, "warn");
 	assert_true(config_feature_enabled(f->cfg, "beta"));
-	assert_int_equal(f->cfg->threads, 64);
+	assert_int_equal(f->cfg->threads, 512);
 	assert_entry(f->cfg, "server.threads", CONFIG_SRC_DEFAULT, NULL);
 	assert_int_equal(f->cfg->n_pending_restart, 1);
 	assert_string_equal(f->cfg->pending_restart[0], "server.threads");
