@@ -10,6 +10,7 @@
 #include "consul/health.h"
 #include "core/json_depth.h"
 #include "fixture.h"
+#include "nested.h"
 #include "mutate.h"
 #include "small_stack.h"
 
@@ -199,18 +200,9 @@ static void test_not_an_array(void **state)
 /* One passing instance whose "Checks" take the answer to 'depth' levels. */
 static char *answer_nested(size_t depth, size_t *len)
 {
-	static const char head[] = "[{\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\"},"
-				   "\"Service\":{\"ID\":\"users-1\",\"Port\":8080},\"Checks\":";
-	char *s = malloc(sizeof(head) + 2 * depth + 4), *p = s;
-
-	assert_non_null(s);
-	p += sprintf(p, "%s", head);
-	memset(p, '[', depth - 2);
-	memset(p + depth - 2, ']', depth - 2);
-	p += 2 * (depth - 2);
-	strcpy(p, "}]");
-	*len = (size_t)(p + 2 - s);
-	return s;
+	return nested_json("[{\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\"},"
+			   "\"Service\":{\"ID\":\"users-1\",\"Port\":8080},\"Checks\":",
+			   depth - 2, "}]", len);
 }
 
 static void test_deep_answers_refused(void **state)

@@ -10,6 +10,7 @@
 #include "consul/kv.h"
 #include "core/json_depth.h"
 #include "fixture.h"
+#include "nested.h"
 #include "mutate.h"
 #include "small_stack.h"
 
@@ -138,17 +139,8 @@ static void test_parse_mutated_listings(void **state)
 /* A listing of one pair whose extra field takes it to 'depth' levels. */
 static char *listing_nested(size_t depth, size_t *len)
 {
-	static const char head[] = "[{\"Key\":\"config/users/a\",\"Value\":\"YQ==\",\"Extra\":";
-	char *s = malloc(sizeof(head) + 2 * depth + 4), *p = s;
-
-	assert_non_null(s);
-	p += sprintf(p, "%s", head);
-	memset(p, '[', depth - 2);
-	memset(p + depth - 2, ']', depth - 2);
-	p += 2 * (depth - 2);
-	strcpy(p, "}]");
-	*len = (size_t)(p + 2 - s);
-	return s;
+	return nested_json("[{\"Key\":\"config/users/a\",\"Value\":\"YQ==\",\"Extra\":", depth - 2,
+			   "}]", len);
 }
 
 static void test_parse_refuses_deep_listings(void **state)

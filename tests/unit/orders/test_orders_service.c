@@ -13,6 +13,7 @@
 #include "orders/orders_service.h"
 #include "fake_users_peer.h"
 #include "mutate.h"
+#include "nested.h"
 #include "small_stack.h"
 
 struct fixture {
@@ -197,28 +198,27 @@ static void test_product_too_long(void **state)
 }
 
 /* A valid order whose "note" takes the body to 'depth' levels in all. */
-static void body_nested(char *out, size_t depth)
+static char *body_nested(size_t depth)
 {
-	char *p = out + sprintf(out, "{\"user_id\":1,\"product\":\"x\",\"quantity\":1,\"note\":");
-
-	memset(p, '[', depth - 1);
-	memset(p + depth - 1, ']', depth - 1);
-	strcpy(p + 2 * (depth - 1), "}");
+	return nested_json("{\"user_id\":1,\"product\":\"x\",\"quantity\":1,\"note\":", depth - 1,
+			   "}", NULL);
 }
 
 static void test_deep_bodies_refused(void **state)
 {
-	char body[512], err[256], *deep;
+	char err[256], *body, *deep;
 	struct order o;
 	(void)state;
 
-	body_nested(body, MN_JSON_MAX_DEPTH);
+	body = body_nested(MN_JSON_MAX_DEPTH);
 	assert_int_equal(validate(body, &o, err), MN_OK);
 	order_release(&o);
-	body_nested(body, MN_JSON_MAX_DEPTH + 1);
+	free(body);
+	body = body_nested(MN_JSON_MAX_DEPTH + 1);
 	assert_int_equal(validate(body, &o, err), MN_INVALID);
 	assert_string_equal(err, "JSON nested deeper than 64 levels");
 	assert_null(o.product);
+	free(body);
 
 	deep = small_stack_brackets(1000);
 	assert_int_equal(orders_validate(deep, 1000, &o, err, sizeof(err)), MN_INVALID);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mutate.h"
+#include "nested.h"
 #include "small_stack.h"
 #include "core/json_depth.h"
 #include "users/users_service.h"
@@ -128,17 +129,7 @@ static void test_length_limits(void **state)
 /* 'depth' levels of "extra" nesting inside an otherwise valid body. */
 static char *body_nested(size_t depth)
 {
-	size_t n = depth * 2 + 32;
-	char *s = malloc(n), *p = s;
-
-	assert_non_null(s);
-	p += sprintf(p, "{\"name\":\"Ada\",\"extra\":");
-	memset(p, '[', depth - 1);
-	p += depth - 1;
-	memset(p, ']', depth - 1);
-	p += depth - 1;
-	strcpy(p, "}");
-	return s;
+	return nested_json("{\"name\":\"Ada\",\"extra\":", depth - 1, "}", NULL);
 }
 
 static void test_deep_bodies_refused(void **state)
