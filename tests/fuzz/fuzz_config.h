@@ -87,6 +87,7 @@ static inline void fuzz_check_config(const struct config *cfg)
 	for (size_t i = 0; i < cfg->n_peers; i++) {
 		const struct config_peer *p = &cfg->peers[i];
 
+		FUZZ_CHECK(strlen(p->name) <= SETTINGS_PEER_NAME_MAX);
 		FUZZ_CHECK(settings_name_valid(p->name, strlen(p->name), true));
 		FUZZ_CHECK(config_peer_get(cfg, p->name) == p);
 		FUZZ_CHECK(p->timeout_ms >= 1 && p->retries >= 0 && p->breaker_failures >= 1 &&

@@ -100,6 +100,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(strcmp(text + strlen(text) - tail, star + 1) == 0);
 		FUZZ_CHECK(settings_name_valid(text + head, strlen(text) - head - tail,
 					       strncmp(found->name, "peers.", 6) == 0));
+		if (strncmp(found->name, "peers.", 6) == 0)
+			FUZZ_CHECK(strlen(text) - head - tail <= SETTINGS_PEER_NAME_MAX);
 	}
 	free(text);
 	return 0;
