@@ -56,7 +56,7 @@ for t in "$@"; do
 		seeds=$(find "$work" -type f | wc -l)
 	fi
 	# shellcheck disable=SC2207 # options_of prints words without spaces
-	opts=(-artifact_prefix="$art/" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+	opts=(-artifact_prefix="$art/" -timeout=60 -rss_limit_mb=2048 -print_final_stats=1
 	      $(options_of "$t"))
 
 	status=ok
