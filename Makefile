@@ -88,4 +88,6 @@ format:
 clean:
 	rm -rf build
 
+include tests/fuzz/fuzz.mk
+
 -include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(UNIT_BIN:=.d)

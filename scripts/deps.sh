@@ -7,6 +7,10 @@
 #
 # Prints nothing but the path of the consul binary on its last line when
 # everything is in place (scripts use: consul=$(scripts/deps.sh | tail -n1)).
+#
+# Arguments name extra groups for the targets that need them:
+#   fuzz  clang-14 and its sanitizer/libFuzzer runtimes (make fuzz), and
+#         llvm-14 for llvm-symbolizer, so crash reports have file:line
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +18,12 @@ deps="$top/.deps"
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3)
+for group in "$@"; do
+	case $group in
+	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
+	*) printf 'deps: unknown group %s\n' "$group" >&2; exit 2 ;;
+	esac
+done
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

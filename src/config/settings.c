@@ -211,9 +211,9 @@ static bool settings_match(const char *pattern, const char *name)
 		seg = strlen(rest);
 		return settings_name_valid(rest, seg, false) && !strchr(rest, '.');
 	}
-	/* star[1] is '.': the segment runs to the next dot */
+	/* star[1] is '.': the segment, a peer name, runs to the next dot */
 	seg = strcspn(rest, ".");
-	if (!settings_name_valid(rest, seg, true))
+	if (seg > SETTINGS_PEER_NAME_MAX || !settings_name_valid(rest, seg, true))
 		return false;
 	return strcmp(rest + seg, star + 1) == 0;
 }

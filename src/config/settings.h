@@ -37,8 +37,13 @@ struct setting_def {
 extern const struct setting_def settings_table[];
 extern const size_t settings_count;
 
+/* A peer is a Consul service the node watches: its name is never longer
+ * than a service name the resolver accepts. */
+#define SETTINGS_PEER_NAME_MAX 128
+
 /* The definition of the dotted 'name', matching '*' segments (peer names
- * [a-z0-9-]+, feature flags [A-Za-z0-9_-]+); NULL for an unknown name. */
+ * [a-z0-9-]{1,SETTINGS_PEER_NAME_MAX}, feature flags [A-Za-z0-9_-]+); NULL
+ * for an unknown name. */
 const struct setting_def *settings_find(const char *name);
 
 /* true when 'def' is one of the templated settings (peers.*, features.*). */

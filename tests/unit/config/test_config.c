@@ -801,6 +801,53 @@ static void test_peers_and_features_from_every_layer(void **state)
 	assert_int_equal(f->cfg->n_features, 3);
 }
 
+/* A peer name longer than any service name the resolver accepts is not a
+ * setting. Before it was refused, a name of ~280 characters overflowed the
+ * buffers that build "peers.<name>.<setting>" and the whole load failed
+ * with MN_INTERNAL, from KV too (found by fuzz_config_kv). */
+static void test_long_peer_name(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char longest[129], too_long[130], huge[291], k1[200], k2[200], k3[340], text[512];
+	struct config_kv_pair kv[3];
+	const struct config_peer *p;
+	enum mn_err err;
+
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[sizeof(longest) - 1] = '\0';
+	memset(too_long, 'b', sizeof(too_long) - 1);
+	too_long[sizeof(too_long) - 1] = '\0';
+	memset(huge, 'c', sizeof(huge) - 1);
+	huge[sizeof(huge) - 1] = '\0';
+	snprintf(k1, sizeof(k1), "config/users/peers/%s/lb", longest);
+	snprintf(k2, sizeof(k2), "config/users/peers/%s/lb", too_long);
+	snprintf(k3, sizeof(k3), "config/users/peers/%s/timeout_ms", huge);
+	kv[0] = (struct config_kv_pair){k1, "random"};
+	kv[1] = (struct config_kv_pair){k2, "random"};
+	kv[2] = (struct config_kv_pair){k3, "100"};
+	src.kv = kv;
+	src.n_kv = 3;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_peers, 1);
+	p = config_peer_get(f->cfg, longest);
+	assert_string_equal(p->name, longest);
+	assert_string_equal(p->lb, "random");
+	assert_int_equal(count_lines(warnings_text(f)), 2);
+	snprintf(text, sizeof(text), "kv key '%s': unknown setting\n", k2);
+	assert_non_null(strstr(warnings_text(f), text));
+	snprintf(text, sizeof(text), "kv key '%s': unknown setting\n", k3);
+	assert_non_null(strstr(warnings_text(f), text));
+
+	/* in the file, a clear error rather than an internal one */
+	snprintf(text, sizeof(text), "peers = { %s = { lb = \"random\"; }; };\n", huge);
+	src = (struct config_sources){.file_path = write_file(f, "long.cfg", text)};
+	err = load(f, &src);
+	assert_int_equal(err, MN_CONFIG);
+	snprintf(text, sizeof(text), "key 'peers.%s.lb': unknown setting\n", huge);
+	assert_non_null(strstr(errors_text(f), text));
+}
+
 static void test_lists_and_maps_from_text(void **state)
 {
 	struct fixture *f = *state;
@@ -1134,6 +1181,7 @@ int main(void)
 		T(test_kv_prefix_follows_service_name),
 		T(test_kv_prefix_explicit),
 		T(test_peers_and_features_from_every_layer),
+		T(test_long_peer_name),
 		T(test_lists_and_maps_from_text),
 		T(test_deep_json_values_refused),
 		T(test_consul_address_forms),
