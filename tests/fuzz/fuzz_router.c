@@ -1,7 +1,8 @@
 /* A request as the server hands it on: "METHOD TARGET" on the first line,
  * the Content-Type on the second ("" for none), the body after. The target
- * is split at '?' into the path (already percent-decoded by civetweb) and
- * the raw query. The node's own route table routes it; users and orders
+ * is split at '?' into the raw path and the raw query; the path is
+ * percent-decoded as the server does it (http_path_decode), and a path it
+ * refuses goes no further. The node's own route table routes it; users and orders
  * requests then run their real handlers over memory stores, and the query
  * goes through the paging and query-string readers.
  *
@@ -14,6 +15,7 @@
 
 #include "fuzz.h"
 #include "http/params.h"
+#include "http/path.h"
 #include "http/router.h"
 #include "http/system_handlers.h"
 #include "orders/orders_handlers.h"
@@ -200,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct http_request req;
 	struct user u;
 	struct order o;
+	char why[128];
 	int64_t id;
 
 	FUZZ_CHECK(router && urepo && orepo && usvc && osvc);
@@ -208,16 +211,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(system_handlers_register(router, &system_cbs) == MN_OK);
 	FUZZ_CHECK(peers_handlers_register(router, &peers) == MN_OK);
 	user_init(&u);
-	FUZZ_CHECK(users_repo_create_user(urepo, "Ada", "ada@example.com", &u) == MN_OK);
+	FUZZ_CHECK(users_repo_create_user(urepo, "Ada", "ada@example.com", &u, NULL, 0) == MN_OK);
 	user_release(&u);
-	FUZZ_CHECK(users_repo_create_user(urepo, "Grace", NULL, &u) == MN_OK);
+	FUZZ_CHECK(users_repo_create_user(urepo, "Grace", NULL, &u, NULL, 0) == MN_OK);
 	user_release(&u);
 	order_init(&o);
-	FUZZ_CHECK(orders_repo_create_order(orepo, 1, "tea", 3, &o) == MN_OK);
+	FUZZ_CHECK(orders_repo_create_order(orepo, 1, "tea", 3, &o, NULL, 0) == MN_OK);
 	order_release(&o);
 
 	parts_split(&parts, data, size);
 	check_query(parts.query);
+	if (http_path_decode(parts.path, why, sizeof(why)) != MN_OK) {
+		FUZZ_CHECK(why[0] != '\0');
+		goto out;
+	}
+	/* What the server routes: starts with '/', no NUL, no control
+	 * character. */
+	FUZZ_CHECK(parts.path[0] == '/');
+	for (const char *c = parts.path; *c; c++)
+		FUZZ_CHECK((unsigned char)*c >= 0x20 && *c != 0x7f);
 	switch (http_router_match(router, parts.method, parts.path, &m)) {
 	case HTTP_MATCH_OK:
 		check_match(&m, parts.path);
@@ -257,6 +269,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case HTTP_MATCH_NOT_FOUND: FUZZ_CHECK(m.nparams == 0); break;
 	}
 
+out:
 	parts_free(&parts);
 	orders_service_destroy(osvc);
 	users_service_destroy(usvc);
