@@ -55,6 +55,7 @@ struct app_metrics {
 	struct metric_family *peer_instances;
 	struct metric_family *peer_stale;
 	struct metric_family *peer_circuit;
+	struct metric_family *store_write_failures;
 };
 
 /* What one read of a KV prefix gave. */
@@ -345,6 +346,22 @@ static void collect(struct metrics *m, void *ctx)
 	config_store_put(app->store, cfg);
 	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
 	json_decref(scratch);
+	if (app->users_repo || app->orders_repo) {
+		struct store_health sum = {0}, h;
+
+		if (app->users_repo) {
+			users_repo_health(app->users_repo, &h);
+			store_health_add(&sum, &h);
+		}
+		if (app->orders_repo) {
+			orders_repo_health(app->orders_repo, &h);
+			store_health_add(&sum, &h);
+		}
+		for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
+			metric_set_counter(app->m.store_write_failures,
+					   (const char *[]){store_fault_label(k)},
+					   (double)sum.write_failures[k]);
+	}
 	if (app->resolver)
 		resolver_foreach(app->resolver, collect_peer_view, app);
 	if (app->peers)
@@ -359,6 +376,7 @@ static enum mn_err metrics_setup(struct app *app)
 	static const char *const version_labels[] = {"version"};
 	static const char *const peer_labels[] = {"service", "outcome"};
 	static const char *const circuit_labels[] = {"service", "instance"};
+	static const char *const kind_labels[] = {"kind"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
@@ -401,10 +419,15 @@ static enum mn_err metrics_setup(struct app *app)
 	m->peer_circuit = metrics_gauge(m->registry, "meshnode_peer_circuit_state",
 					"Circuit of a peer instance: 0 closed, 1 half open, 2 open.",
 					2, circuit_labels);
+	m->store_write_failures = metrics_counter(
+		m->registry, "meshnode_store_write_failures_total",
+		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
+		kind_labels);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
 	    !m->consul_registered || !m->config_reloads || !m->kv_index || !m->ready ||
 	    !m->build_info || !m->peer_requests || !m->peer_duration || !m->peer_instances ||
-	    !m->peer_stale || !m->peer_circuit || metrics_register_process(m->registry) != MN_OK)
+	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
+	    metrics_register_process(m->registry) != MN_OK)
 		return MN_NOMEM;
 	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
 	return metrics_on_collect(m->registry, collect, app);
@@ -423,10 +446,13 @@ static bool app_ready(void *ctx, json_t *body)
 		ok = false;
 	}
 	if (app->users_repo || app->orders_repo) {
-		bool store_ok = (!app->users_repo || users_repo_ping(app->users_repo) == MN_OK) &&
-				(!app->orders_repo || orders_repo_ping(app->orders_repo) == MN_OK);
+		char why[128] = "unavailable";
+		bool store_ok = (!app->users_repo ||
+				 users_repo_ping(app->users_repo, why, sizeof(why)) == MN_OK) &&
+				(!app->orders_repo ||
+				 orders_repo_ping(app->orders_repo, why, sizeof(why)) == MN_OK);
 
-		json_object_set_new(body, "store", json_string(store_ok ? "ok" : "unavailable"));
+		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
 		ok = ok && store_ok;
 	}
 	if (app->registrar) {

@@ -29,7 +29,9 @@ bool consul_host_valid(const char *host);
 /* Parses the JSON array the health endpoint answers into *out (a new array
  * of *n instances; free with consul_instances_free()). An entry with an
  * invalid address or port is left out and described on a line of
- * 'rejected' (may be NULL). MN_INVALID when the body is not such an array. */
+ * 'rejected' (may be NULL; what Consul sent is escaped so that each
+ * description is one line). MN_INVALID when the body is not such an array
+ * or nests deeper than MN_JSON_MAX_DEPTH. */
 enum mn_err consul_health_parse(const char *json, size_t len, struct consul_instance **out,
 				size_t *n, struct buf *rejected, char *err, size_t errlen);
 

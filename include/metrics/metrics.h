@@ -69,6 +69,10 @@ void metric_inc(struct metric_family *f, const char *const *label_values);
 void metric_add(struct metric_family *f, const char *const *label_values, double v);
 /* Gauge: =v. */
 void metric_set(struct metric_family *f, const char *const *label_values, double v);
+/* Counter whose count another module keeps (read in a collect callback):
+ * =v. A v below the current value (or NaN) is ignored: a counter never
+ * goes back. */
+void metric_set_counter(struct metric_family *f, const char *const *label_values, double v);
 /* Histogram: counts v in the first bucket whose bound is >= v and adds it to
  * the sum (NaN lands in +Inf only and makes the sum NaN, as Prometheus does). */
 void metric_observe(struct metric_family *f, const char *const *label_values, double v);

@@ -26,13 +26,15 @@ struct orders_service *orders_service_create(struct orders_repo *repo,
 void orders_service_destroy(struct orders_service *svc);
 
 /* Validates a create body: a JSON object with "user_id" (an integer >= 1),
- * "product" (a string of 1 to ORDER_PRODUCT_MAX bytes once leading and
- * trailing whitespace is trimmed) and "quantity" (an integer from 1 to
+ * "product" (a string with no control character anywhere, C0, DEL or C1, of
+ * 1 to ORDER_PRODUCT_MAX bytes once leading and trailing whitespace is
+ * trimmed) and "quantity" (an integer from 1 to
  * ORDER_QUANTITY_MAX); other fields are ignored, strings and reals are not
  * integers. On MN_OK 'out' holds user_id, quantity and the trimmed product
  * (a new string; caller releases) with id 0; on failure 'out' is left
  * empty and err says why: MN_INVALID ("'quantity' must be an integer") or
- * MN_NOMEM. */
+ * MN_NOMEM. A body nested deeper than MN_JSON_MAX_DEPTH is MN_INVALID
+ * without being parsed. */
 enum mn_err orders_validate(const char *body, size_t len, struct order *out, char *err,
 			    size_t errlen);
 
@@ -43,9 +45,11 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
  *   MN_INVALID        the body is wrong; err says why, for the caller
  *   MN_UNPROCESSABLE  the user does not exist; err is "user 42 does not
  *                     exist", for the caller
- *   MN_UNAVAILABLE    *retry_after_s >= 1: no users instance could answer;
- *                     *retry_after_s == 0: the store is busy. err holds
- *                     the detail, not for the caller
+ *   MN_UNAVAILABLE    *retry_after_s >= 1: no users instance could answer,
+ *                     err holds the detail, not for the caller;
+ *                     *retry_after_s == 0: the store cannot write now, err
+ *                     says why, for the caller ("the store cannot write:
+ *                     disk full", "the store is busy; try again")
  *   other             an internal failure of the peer (MN_INTERNAL) or the
  *                     store; err holds the detail, not for the caller.
  * *retry_after_s is 0 unless a users instance could not answer. */

@@ -8,17 +8,19 @@
 #include <stdint.h>
 
 #include "orders/order.h"
+#include "store/store_fault.h"
 
 struct orders_repo;
 
 /* What an implementation provides; callers use the functions below. */
 struct orders_repo_ops {
 	enum mn_err (*create)(struct orders_repo *r, int64_t user_id, const char *product,
-			      int64_t quantity, struct order *out);
+			      int64_t quantity, struct order *out, char *err, size_t errlen);
 	enum mn_err (*get)(struct orders_repo *r, int64_t id, struct order *out);
 	enum mn_err (*list)(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
 			    size_t *n);
-	enum mn_err (*ping)(struct orders_repo *r);
+	enum mn_err (*ping)(struct orders_repo *r, char *err, size_t errlen);
+	void (*health)(struct orders_repo *r, struct store_health *out);
 	void (*destroy)(struct orders_repo *r);
 };
 
@@ -29,8 +31,9 @@ struct orders_repo {
 
 /* Opens (creating when missing, with parent directories) a SQLite database
  * and its `orders` table: WAL journal, synchronous=NORMAL, busy_timeout 5 s,
- * so several processes, and the users repository, may share the file. NULL
- * on failure with the reason in err. */
+ * so several processes, and the users repository, may share the file; file
+ * modes and write failures as store/sqlite_pool.h says. NULL on failure
+ * with the reason in err. */
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
@@ -38,9 +41,12 @@ struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t 
 struct orders_repo *orders_repo_memory_create(void);
 
 /* Stores a new order; out receives it with its id (caller releases). The
- * repository checks nothing about the user: that is the service's job. */
+ * repository checks nothing about the user: that is the service's job.
+ * MN_UNAVAILABLE when the store cannot write now, with err (optional)
+ * saying why in words for the client ("the store cannot write: disk
+ * full"). */
 enum mn_err orders_repo_create_order(struct orders_repo *r, int64_t user_id, const char *product,
-				     int64_t quantity, struct order *out);
+				     int64_t quantity, struct order *out, char *err, size_t errlen);
 
 /* MN_NOT_FOUND when no order has this id. */
 enum mn_err orders_repo_get(struct orders_repo *r, int64_t id, struct order *out);
@@ -50,8 +56,12 @@ enum mn_err orders_repo_get(struct orders_repo *r, int64_t id, struct order *out
 enum mn_err orders_repo_list(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
 			     size_t *n);
 
-/* MN_OK when the store answers (readiness). */
-enum mn_err orders_repo_ping(struct orders_repo *r);
+/* Readiness: MN_OK when the store answers and can write; MN_UNAVAILABLE
+ * with err (optional) saying why ("cannot write: disk full"). */
+enum mn_err orders_repo_ping(struct orders_repo *r, char *err, size_t errlen);
+
+/* The write state (what the memory store reports: no fault, no failure). */
+void orders_repo_health(struct orders_repo *r, struct store_health *out);
 
 /* Closes and frees; NULL is a no-op. */
 void orders_repo_destroy(struct orders_repo *r);

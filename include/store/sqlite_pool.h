@@ -4,16 +4,34 @@
  * a time. WAL with synchronous=NORMAL: a committed write is in the WAL file
  * before the call returns, so it survives kill -9 of the process (only an
  * OS crash or power loss may lose the last commits). busy_timeout lets
- * several nodes, and several repositories, share one file. */
+ * several nodes, and several repositories, share one file.
+ *
+ * Files: a database file the pool creates is 0600 whatever the umask, and
+ * SQLite gives its -wal and -shm the database file's mode; directories the
+ * pool creates are 0700. Existing files and directories keep their modes (a
+ * database that others may read is reported in the log).
+ *
+ * Writes: the pool keeps the store's write state. A write that fails
+ * because the disk is full, the file or its file system is read-only, or of
+ * an I/O error is answered MN_UNAVAILABLE with a message for the client
+ * ("the store cannot write: disk full"), logged once per kind until a write
+ * succeeds again (which is logged too), and counted by kind. While the last
+ * write failed, sqlite_pool_ping() reports it and, at most once per
+ * SQLITE_POOL_PROBE_INTERVAL_MS, tries a one-row write of its own, so
+ * readiness comes back when the disk does even if no client writes. */
 #ifndef MESHNODE_STORE_SQLITE_POOL_H
 #define MESHNODE_STORE_SQLITE_POOL_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "core/clock.h"
 #include "core/error.h"
+#include "store/store_fault.h"
 
-#define SQLITE_POOL_MAX_STMTS 8
+#define SQLITE_POOL_MAX_STMTS	      8
+#define SQLITE_POOL_PROBE_INTERVAL_MS 1000
 
 struct sqlite_conn {
 	sqlite3 *db;
@@ -23,26 +41,57 @@ struct sqlite_conn {
 
 struct sqlite_pool;
 
-/* Opens 'path' (creating it and its parent directories when missing),
- * switches it to WAL, runs 'schema' once and prepares the n_stmts
- * statements (at most SQLITE_POOL_MAX_STMTS) on every connection. NULL
- * on failure with the reason in err. */
+/* Opens 'path' (creating it 0600 and its parent directories 0700 when
+ * missing), switches it to WAL, runs 'schema' once and prepares the n_stmts
+ * statements (at most SQLITE_POOL_MAX_STMTS) on every connection. NULL on
+ * failure with the reason in err, among them a file SQLite could open only
+ * read-only. */
 struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 				     const char *const *stmts, size_t n_stmts, char *err,
 				     size_t errlen);
+/* Closes every connection and frees; NULL is a no-op. */
 void sqlite_pool_close(struct sqlite_pool *p);
+
+/* The clock that paces the write probes (tests); 'clock' is borrowed and
+ * must outlive the pool. The system clock until then. */
+void sqlite_pool_set_clock(struct sqlite_pool *p, const struct mn_clock *clock);
 
 /* A connection for the calling thread; waits while all are in use. */
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p);
 void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c);
 
-/* MN_OK when the file answers a query now, MN_UNAVAILABLE otherwise (for
- * readiness). */
-enum mn_err sqlite_pool_ping(struct sqlite_pool *p);
+/* For readiness: MN_OK when the file answers a query now and the store can
+ * write. Otherwise MN_UNAVAILABLE and err says why: "unavailable", or
+ * "cannot write: disk full" while the last write failed (see the write
+ * probe above). */
+enum mn_err sqlite_pool_ping(struct sqlite_pool *p, char *err, size_t errlen);
 
-/* Maps a failed sqlite3_step() to our errors: MN_CONFLICT for a
- * constraint, MN_UNAVAILABLE when the file is busy, MN_IO otherwise; logs
- * what the caller must not show ('what' names the operation). */
-enum mn_err sqlite_step_error(struct sqlite_conn *c, int rc, const char *what);
+/* The write state: the fault of the last write and the failures by kind. */
+void sqlite_pool_health(struct sqlite_pool *p, struct store_health *out);
+
+/* Maps a failed read (sqlite3_step() gave neither SQLITE_ROW nor
+ * SQLITE_DONE): MN_UNAVAILABLE when the file is busy, MN_NOMEM, MN_IO
+ * otherwise; logs what the caller must not show ('what' names the
+ * operation). */
+enum mn_err sqlite_pool_read_error(struct sqlite_conn *c, int rc, const char *what);
+
+/* Reports the result 'rc' of the last sqlite3_step() of a write on 'c' to
+ * the pool's write state, before the statement is reset, and maps it:
+ *   SQLITE_DONE  MN_OK; when it changed a row, the store can write again
+ *   constraint   MN_CONFLICT
+ *   busy         MN_UNAVAILABLE, err "the store is busy; try again"
+ *   disk full, read-only, I/O error (sqlite_fault_classify())
+ *                MN_UNAVAILABLE, err "the store cannot write: disk full";
+ *                counted, logged once per kind until a write succeeds
+ *   other        MN_NOMEM or MN_IO, logged; err "internal error".
+ * err (optional) is for the client: it never holds SQLite's words. */
+enum mn_err sqlite_pool_write_result(struct sqlite_pool *p, struct sqlite_conn *c, int rc,
+				     const char *what, char *err, size_t errlen);
+
+/* Which write fault an (extended) SQLite result code is, given the errno
+ * of the system call that failed (0 when unknown), which tells SQLite's
+ * I/O errors apart (EROFS, ENOSPC): STORE_FAULT_NONE for results that are
+ * not one (success, constraint, busy, out of memory, misuse). */
+enum store_fault sqlite_fault_classify(int rc, int sys_errno);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/store_fault.h"
 #include "users/user.h"
 
 struct users_repo;
@@ -14,14 +15,15 @@ struct users_repo;
 /* What an implementation provides; callers use the functions below. */
 struct users_repo_ops {
 	enum mn_err (*create)(struct users_repo *r, const char *name, const char *email,
-			      struct user *out);
+			      struct user *out, char *err, size_t errlen);
 	enum mn_err (*get)(struct users_repo *r, int64_t id, struct user *out);
 	enum mn_err (*list)(struct users_repo *r, size_t limit, size_t offset, struct user **out,
 			    size_t *n);
 	enum mn_err (*update)(struct users_repo *r, int64_t id, const char *name, const char *email,
-			      struct user *out);
-	enum mn_err (*remove)(struct users_repo *r, int64_t id);
-	enum mn_err (*ping)(struct users_repo *r);
+			      struct user *out, char *err, size_t errlen);
+	enum mn_err (*remove)(struct users_repo *r, int64_t id, char *err, size_t errlen);
+	enum mn_err (*ping)(struct users_repo *r, char *err, size_t errlen);
+	void (*health)(struct users_repo *r, struct store_health *out);
 	void (*destroy)(struct users_repo *r);
 };
 
@@ -32,7 +34,12 @@ struct users_repo {
 
 /* Opens (creating when missing, with parent directories) a SQLite database:
  * WAL journal, synchronous=NORMAL, busy_timeout 5 s, so several processes
- * may share the file. NULL on failure with the reason in err. */
+ * may share the file; file modes and write failures as store/sqlite_pool.h
+ * says. Emails are unique without regard to ASCII case: a unique index on
+ * email COLLATE NOCASE is made at open, and when rows already in the file
+ * collide that way the node still opens it (saying so in the log) and the
+ * writes themselves refuse any new collision. NULL on failure with the
+ * reason in err. */
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
@@ -40,9 +47,13 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 struct users_repo *users_repo_memory_create(void);
 
 /* Stores a new user; out receives it with its id (caller releases).
- * MN_CONFLICT when the email is taken (NULL emails never conflict). */
+ * MN_CONFLICT when another user has the email, compared without regard to
+ * ASCII case (NULL emails never conflict). The writes (create, update,
+ * delete) answer MN_UNAVAILABLE when the store cannot write now, with err
+ * (optional) saying why in words for the client ("the store cannot write:
+ * disk full"). */
 enum mn_err users_repo_create_user(struct users_repo *r, const char *name, const char *email,
-				   struct user *out);
+				   struct user *out, char *err, size_t errlen);
 
 /* MN_NOT_FOUND when no user has this id. */
 enum mn_err users_repo_get(struct users_repo *r, int64_t id, struct user *out);
@@ -52,15 +63,20 @@ enum mn_err users_repo_get(struct users_repo *r, int64_t id, struct user *out);
 enum mn_err users_repo_list(struct users_repo *r, size_t limit, size_t offset, struct user **out,
 			    size_t *n);
 
-/* Replaces name and email; MN_NOT_FOUND or MN_CONFLICT. */
-enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name,
-			      const char *email, struct user *out);
+/* Replaces name and email; MN_NOT_FOUND, MN_CONFLICT (as for create) or
+ * MN_UNAVAILABLE. */
+enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name, const char *email,
+			      struct user *out, char *err, size_t errlen);
 
-/* MN_NOT_FOUND when no user has this id. */
-enum mn_err users_repo_delete(struct users_repo *r, int64_t id);
+/* MN_NOT_FOUND when no user has this id, or MN_UNAVAILABLE. */
+enum mn_err users_repo_delete(struct users_repo *r, int64_t id, char *err, size_t errlen);
 
-/* MN_OK when the store answers (readiness). */
-enum mn_err users_repo_ping(struct users_repo *r);
+/* Readiness: MN_OK when the store answers and can write; MN_UNAVAILABLE
+ * with err (optional) saying why ("cannot write: disk full"). */
+enum mn_err users_repo_ping(struct users_repo *r, char *err, size_t errlen);
+
+/* The write state (what the memory store reports: no fault, no failure). */
+void users_repo_health(struct users_repo *r, struct store_health *out);
 
 /* Closes and frees; NULL is a no-op. */
 void users_repo_destroy(struct users_repo *r);

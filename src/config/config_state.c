@@ -1,5 +1,6 @@
 #include "config_state.h"
 #include "core/array.h"
+#include "core/escape.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,7 +109,7 @@ static void config_state_vappend(struct buf *b, const char *fmt, va_list ap)
 {
 	if (b == NULL)
 		return;
-	if (buf_vprintf(b, fmt, ap) == MN_OK)
+	if (escape_vprintf(b, ESCAPE_TEXT, fmt, ap) == MN_OK)
 		buf_puts(b, "\n");
 }
 

@@ -51,7 +51,10 @@ struct config_slot *config_state_find(const struct config_state *st, const char 
 /* The current string value of 'name', NULL when unset or not a string. */
 const char *config_state_string(const struct config_state *st, const char *name);
 
-/* Appends one line to errors / warnings and counts it. */
+/* Appends one line to errors / warnings and counts it. The formatted text
+ * is escaped (core/escape.h, ESCAPE_TEXT): a KV key, a file path or an
+ * environment name holding a newline or a control character stays inside
+ * its own line, which is then one log record. */
 void config_state_error(struct config_state *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void config_state_warning(struct config_state *st, const char *fmt, ...)

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/json_depth.h"
+
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const db_drivers[] = {"sqlite", "memory", NULL};
@@ -64,9 +66,14 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 	char *tmp;
 	size_t n;
 
+	/* Whitespace or a control character has no place in a URL, and a
+	 * CR/LF would follow the address into every line that names it. */
+	for (p = s; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			goto out_refuse;
 	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
 		p = strstr(s, "://") + 3;
-		if (*p != '\0' && *p != '/' && !strchr(p, ' '))
+		if (*p != '\0' && *p != '/')
 			return true;
 		goto out_refuse;
 	}
@@ -141,7 +148,7 @@ const struct setting_def settings_table[] = {
 	INT("server.max_body_bytes", "1048576", 1, 1073741824, false),
 	INT("server.read_timeout_ms", "5000", 1, 3600000, false),
 	INT("server.shutdown_timeout_ms", "10000", 0, 600000, false),
-	INT("server.threads", "64", 1, 1024, false),
+	INT("server.threads", "512", 1, 1024, false),
 	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
 	STR("service.address", "127.0.0.1", 1, NULL, false),
 	{.name = "service.id", .type = SETTING_STRING, .check = check_service_id,
@@ -282,7 +289,12 @@ static bool parse_int(const char *text, long long *out)
 
 static json_t *parse_json(const char *text, json_type type)
 {
-	json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+	json_t *v;
+
+	/* KV and environment values are outside input too */
+	if (json_depth_exceeds(text, strlen(text), MN_JSON_MAX_DEPTH))
+		return NULL;
+	v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
 
 	if (v && json_typeof(v) != type) {
 		json_decref(v);

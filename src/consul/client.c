@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/escape.h"
+
 struct consul {
 	char *address;        /* the URL base requests go to */
 	char *connect_to;     /* with a TLS server name: "NAME:PORT:HOST:PORT" */
@@ -112,11 +114,25 @@ void consul_set_observer(struct consul *c, consul_observe_fn fn, void *ctx)
 
 const char *consul_address(const struct consul *c) { return c->address; }
 
+/* The start of an error answer's body for a message, escaped: Consul ends
+ * them with a newline, and the message may become a line of its own. */
+static const char *body_excerpt(const struct httpc_response *res, char out[128])
+{
+	const char *s = res->body.data ? res->body.data : "";
+	size_t len = res->body.len, pos = 0;
+
+	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' '))
+		len--;
+	escape_append(out, 127, &pos, s, len, ESCAPE_TEXT);
+	out[pos] = '\0';
+	return out;
+}
+
 enum mn_err consul_call(struct consul *c, struct httpc *h, const struct consul_call *call,
 			struct httpc_response *res, char *err, size_t errlen)
 {
 	const char *headers[3] = {"Content-Type: application/json", c->token_header, NULL};
-	char url[2048];
+	char url[2048], excerpt[128];
 	enum mn_err ret;
 
 	if ((size_t)snprintf(url, sizeof(url), "%s%s", c->address, call->path) >= sizeof(url)) {
@@ -145,11 +161,11 @@ enum mn_err consul_call(struct consul *c, struct httpc *h, const struct consul_c
 	if (res->status == 404)
 		ret = mn_error(err, errlen, MN_NOT_FOUND, "consul %s: not found", call->op);
 	else if (res->status == 403)
-		ret = mn_error(err, errlen, MN_FORBIDDEN, "consul %s: permission denied (%.100s)",
-			       call->op, res->body.data ? res->body.data : "");
+		ret = mn_error(err, errlen, MN_FORBIDDEN, "consul %s: permission denied (%s)",
+			       call->op, body_excerpt(res, excerpt));
 	else
-		ret = mn_error(err, errlen, MN_PROTOCOL, "consul %s: status %ld (%.100s)", call->op,
-			       res->status, res->body.data ? res->body.data : "");
+		ret = mn_error(err, errlen, MN_PROTOCOL, "consul %s: status %ld (%s)", call->op,
+			       res->status, body_excerpt(res, excerpt));
 out:
 	if (c->observe)
 		c->observe(c->observe_ctx, call->op, ret);

@@ -1,8 +1,12 @@
 #include "consul/health.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/escape.h"
+#include "core/json_depth.h"
 
 static bool host_name_valid(const char *s)
 {
@@ -53,6 +57,23 @@ void consul_instances_free(struct consul_instance *v, size_t n)
 	free(v);
 }
 
+/* Adds one line to 'rejected' (may be NULL). The ID and address come from
+ * Consul: escaped, a newline in them cannot start a line of its own. */
+static void reject(struct buf *rejected, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void reject(struct buf *rejected, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (rejected == NULL)
+		return;
+	va_start(ap, fmt);
+	if (escape_vprintf(rejected, ESCAPE_TEXT, fmt, ap) == MN_OK)
+		buf_puts(rejected, "\n");
+	va_end(ap);
+}
+
 static const char *string_at(json_t *obj, const char *key)
 {
 	json_t *v = json_object_get(obj, key);
@@ -71,8 +92,8 @@ enum mn_err consul_health_parse(const char *json, size_t len, struct consul_inst
 
 	*out = NULL;
 	*n = 0;
-	root = json_loadb(json, len, 0, &jerr);
-	if (root == NULL)
+	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK ||
+	    (root = json_loadb(json, len, 0, &jerr)) == NULL)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);
 	if (!json_is_array(root)) {
 		ret = mn_error(err, errlen, MN_INVALID, "health answer is not an array");
@@ -96,20 +117,17 @@ enum mn_err consul_health_parse(const char *json, size_t len, struct consul_inst
 		if (address == NULL || *address == '\0')
 			address = string_at(node, "Address");
 		if (id == NULL || *id == '\0') {
-			if (rejected)
-				buf_printf(rejected, "entry %zu has no service ID\n", i);
+			reject(rejected, "entry %zu has no service ID", i);
 			continue;
 		}
 		if (!consul_host_valid(address)) {
-			if (rejected)
-				buf_printf(rejected, "instance '%.100s': invalid address '%.100s'\n", id,
-					   address ? address : "");
+			reject(rejected, "instance '%.100s': invalid address '%.100s'", id,
+			       address ? address : "");
 			continue;
 		}
 		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
 		    json_integer_value(port) > 65535) {
-			if (rejected)
-				buf_printf(rejected, "instance '%.100s': invalid port\n", id);
+			reject(rejected, "instance '%.100s': invalid port", id);
 			continue;
 		}
 		in->id = strdup(id);

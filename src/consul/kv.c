@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/escape.h"
+#include "core/json_depth.h"
+
 #define KV_TIMEOUT_MS 5000
 #define KV_RESPONSE_MAX (16u << 20)
 
@@ -86,9 +89,20 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 
 	*pairs = NULL;
 	*n = 0;
-	root = json_loadb(json, len, 0, &jerr);
-	if (root == NULL)
+	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", jerr.text);
+	root = json_loadb(json, len, 0, &jerr);
+	if (root == NULL) {
+		/* jansson quotes the bytes it stopped at as they are; the
+		 * message ends up in a list of one problem per line */
+		char text[4 * sizeof(jerr.text)];
+		size_t pos = 0;
+
+		escape_append(text, sizeof(text) - 1, &pos, jerr.text, strlen(jerr.text),
+			      ESCAPE_TEXT);
+		text[pos] = '\0';
+		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", text);
+	}
 	if (!json_is_array(root)) {
 		ret = mn_error(err, errlen, MN_INVALID, "kv listing is not an array");
 		goto out_free_root;

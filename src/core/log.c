@@ -1,12 +1,17 @@
 #include "core/log.h"
 
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/escape.h"
 
 static _Atomic int current_level = MN_LOG_INFO;
 static _Atomic int current_format = MN_LOG_JSON;
@@ -49,66 +54,148 @@ bool log_format_parse(const char *s, enum log_format *out)
 	return true;
 }
 
-/* Appends 'src' JSON-escaped to dst[*pos..cap-1]; truncates when full. */
-static void put_escaped(char *dst, size_t cap, size_t *pos, const char *src)
+/* The component is a name from the code; bounding it keeps the head of a
+ * record far below LOG_RECORD_MAX whatever it holds. */
+#define COMPONENT_MAX 64
+
+_Static_assert(LOG_RECORD_MAX <= PIPE_BUF, "a record must be one atomic write to a pipe");
+
+/* One thread's formatting space. The message buffer is as large as the
+ * record: a message cut by vsnprintf() is then always cut again, at a
+ * character boundary, when it is escaped into the record, so the partial
+ * UTF-8 sequence vsnprintf() may leave at its end is never written. */
+struct log_scratch {
+	char msg[LOG_RECORD_MAX];  /* the message as formatted */
+	char line[LOG_RECORD_MAX]; /* the record as written */
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_ok;
+
+/* The key's destructor frees a thread's buffer when the thread exits:
+ * threads come and go (civetweb's workers, test programs starting and
+ * stopping servers), and LeakSanitizer would report every exited thread's
+ * buffer. The main thread's stays until the process ends. */
+static void scratch_key_create(void)
 {
-	static const char hex[] = "0123456789abcdef";
+	scratch_key_ok = pthread_key_create(&scratch_key, free) == 0;
+}
 
-	for (; *src && *pos + 7 < cap; src++) {
-		unsigned char c = (unsigned char)*src;
+static struct log_scratch *scratch_get(void)
+{
+	struct log_scratch *s;
 
-		if (c == '"' || c == '\\') {
-			dst[(*pos)++] = '\\';
-			dst[(*pos)++] = (char)c;
-		} else if (c == '\n') {
-			dst[(*pos)++] = '\\';
-			dst[(*pos)++] = 'n';
-		} else if (c < 0x20) {
-			memcpy(dst + *pos, "\\u00", 4);
-			dst[*pos + 4] = hex[c >> 4];
-			dst[*pos + 5] = hex[c & 15];
-			*pos += 6;
-		} else {
-			dst[(*pos)++] = (char)c;
+	pthread_once(&scratch_once, scratch_key_create);
+	if (!scratch_key_ok)
+		return NULL;
+	s = pthread_getspecific(scratch_key);
+	if (s == NULL) {
+		s = malloc(sizeof(*s));
+		if (s && pthread_setspecific(scratch_key, s) != 0) {
+			free(s);
+			s = NULL;
 		}
 	}
+	return s;
+}
+
+/* "2024-05-01T12:00:00.123Z" (UTC, milliseconds). */
+static void timestamp(char ts[32])
+{
+	struct timeval tv;
+	struct tm tm;
+	size_t n;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	n = strftime(ts, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(ts + n, 32 - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+static void put(char *line, size_t *pos, const char *s)
+{
+	size_t n = strlen(s);
+
+	memcpy(line + *pos, s, n);
+	*pos += n;
+}
+
+/* Builds one record in line[0..LOG_RECORD_MAX) and returns its length.
+ * 'cut' says the message was already cut when formatted. */
+static size_t format_record(char *line, enum log_format format, enum log_level level,
+			    const char *component, const char *ts, const char *msg, size_t msg_len,
+			    bool cut)
+{
+	enum escape_style style = format == MN_LOG_JSON ? ESCAPE_JSON : ESCAPE_TEXT;
+	const char *tail = format == MN_LOG_JSON ? "\"}\n" : "\n";
+	size_t pos, start, tail_len = strlen(tail);
+	int n;
+
+	if (format == MN_LOG_JSON)
+		n = snprintf(line, LOG_RECORD_MAX,
+			     "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
+			     log_level_name(level));
+	else
+		n = snprintf(line, LOG_RECORD_MAX, "%s %-5s [", ts, log_level_name(level));
+	pos = n > 0 ? (size_t)n : 0;
+	escape_append(line, pos + COMPONENT_MAX, &pos, component, strlen(component), style);
+	put(line, &pos, format == MN_LOG_JSON ? "\",\"msg\":\"" : "] ");
+	start = pos;
+	if (escape_append(line, LOG_RECORD_MAX - tail_len, &pos, msg, msg_len, style) < msg_len ||
+	    cut) {
+		/* again, leaving room for the marker */
+		pos = start;
+		escape_append(line, LOG_RECORD_MAX - tail_len - strlen(LOG_TRUNCATED), &pos, msg,
+			      msg_len, style);
+		put(line, &pos, LOG_TRUNCATED);
+	}
+	put(line, &pos, tail);
+	return pos;
+}
+
+/* Out of memory for the thread's buffer: say a record was lost, from a
+ * small frame of its own so log_write()'s stays small. */
+__attribute__((noinline, cold)) static void write_lost(const char *ts)
+{
+	char line[160];
+	int n;
+
+	if (log_get_format() == MN_LOG_JSON)
+		n = snprintf(line, sizeof(line),
+			     "{\"ts\":\"%s\",\"level\":\"error\",\"component\":\"log\","
+			     "\"msg\":\"out of memory: a record was lost\"}\n",
+			     ts);
+	else
+		n = snprintf(line, sizeof(line),
+			     "%s error [log] out of memory: a record was lost\n", ts);
+	if (n > 0 && (size_t)n < sizeof(line) && write(atomic_load(&out_fd), line, (size_t)n) < 0)
+		return;
 }
 
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
 {
-	char msg[2048], line[4608], ts[40];
-	struct timeval tv;
-	struct tm tm;
-	size_t pos;
+	struct log_scratch *s = scratch_get();
+	size_t len, msg_len;
+	char ts[32];
 	va_list ap;
 	int n;
 
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = (int)strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(ts + n, sizeof(ts) - (size_t)n, ".%03dZ", (int)(tv.tv_usec / 1000));
-
-	if (log_get_format() == MN_LOG_TEXT) {
-		n = snprintf(line, sizeof(line), "%s %-5s [%s] %s\n", ts, log_level_name(level),
-			     component, msg);
-		pos = n < 0 ? 0 : ((size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-	} else {
-		n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"",
-			     ts, log_level_name(level));
-		pos = (size_t)n;
-		put_escaped(line, sizeof(line) - 3, &pos, component);
-		memcpy(line + pos, "\",\"msg\":\"", 9);
-		pos += 9;
-		put_escaped(line, sizeof(line) - 3, &pos, msg);
-		memcpy(line + pos, "\"}\n", 3);
-		pos += 3;
+	timestamp(ts);
+	if (s == NULL) {
+		write_lost(ts);
+		return;
 	}
+	va_start(ap, fmt);
+	n = vsnprintf(s->msg, sizeof(s->msg), fmt, ap);
+	va_end(ap);
+	/* the length vsnprintf() gives, not strlen(): a NUL from "%c" is
+	 * escaped like any control character */
+	msg_len = n < 0 ? 0 : (size_t)n < sizeof(s->msg) ? (size_t)n : sizeof(s->msg) - 1;
+	len = format_record(s->line, log_get_format(), level, component ? component : "", ts,
+			    s->msg, msg_len, n >= 0 && (size_t)n >= sizeof(s->msg));
 	/* A short write to stderr is not worth retrying: the record is lost
 	 * either way and logging must never block the caller for long. */
-	if (write(atomic_load(&out_fd), line, pos) < 0)
+	if (write(atomic_load(&out_fd), s->line, len) < 0)
 		return;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -405,7 +406,12 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	tl_error_sent = true;
 	request_id_new(request_id);
 	http_response_init(&res);
-	http_reply_error(&res, status, "%s", mn_http_reason(status));
+	/* civetweb 1.15 says 411 only for a Content-Length it cannot parse
+	 * ("-1", "abc"): by RFC 9112 6.3 that is a 400. */
+	if (status == 411)
+		http_reply_error(&res, 400, "invalid Content-Length");
+	else
+		http_reply_error(&res, status, "%s", mn_http_reason(status));
 	send_response(conn, &res, request_id, true, false, false);
 	http_response_release(&res);
 	return 0;
@@ -470,18 +476,10 @@ static void on_connection_close(const struct mg_connection *conn)
 }
 
 /* Worker stacks are small (100 KiB in Debian's build), so how much of one
- * the request path really uses is measured: a worker paints its unused
- * stack when it starts, and when it ends finds the deepest byte written.
- * Skipped under AddressSanitizer, whose frames are not the real ones. */
-#define STACK_PAINT 0xA5
-#define STACK_PAINT_MARGIN 1024 /* below this frame, left for the calls it makes */
-
-#if defined(__SANITIZE_ADDRESS__)
-#define STACK_MEASURED 0
-#else
-#define STACK_MEASURED 1
-#endif
-
+ * the request path really uses is measured: when a worker ends, the
+ * lowest of its stack pages the kernel has ever given memory to (mincore)
+ * is the deepest the stack went, to the page. Nothing is written to the
+ * stack for this, so an idle worker keeps costing only the pages it used. */
 static bool stack_bounds(unsigned char **lo, size_t *size)
 {
 	pthread_attr_t a;
@@ -496,36 +494,29 @@ static bool stack_bounds(unsigned char **lo, size_t *size)
 	return ok;
 }
 
-__attribute__((noinline)) static void stack_paint(void)
-{
-	unsigned char *lo, *here = __builtin_frame_address(0);
-	size_t size;
-
-	if (!STACK_MEASURED || !stack_bounds(&lo, &size) || here < lo + 2 * STACK_PAINT_MARGIN ||
-	    here > lo + size)
-		return;
-	memset(lo, STACK_PAINT, (size_t)(here - lo) - STACK_PAINT_MARGIN);
-}
-
-/* Bytes of this thread's stack ever used, 0 when not measured. */
+/* Bytes of this thread's stack ever used (to the page), 0 when unknown. */
 static size_t stack_used(size_t *size)
 {
-	unsigned char *lo, *p;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), npages, used = 0;
+	unsigned char *lo, *vec;
+	uintptr_t start;
 
 	*size = 0;
-	if (!STACK_MEASURED || !stack_bounds(&lo, size))
+	if (!stack_bounds(&lo, size))
 		return 0;
-	for (p = lo; p < lo + *size && *p == STACK_PAINT; p++)
-		;
-	return (size_t)(lo + *size - p);
-}
-
-static void *on_init_thread(const struct mg_context *ctx, int thread_type)
-{
-	(void)ctx;
-	if (thread_type == 1) /* a worker */
-		stack_paint();
-	return NULL;
+	start = (uintptr_t)lo & ~(uintptr_t)(page - 1);
+	npages = ((uintptr_t)lo + *size - start + page - 1) / page;
+	vec = malloc(npages);
+	if (vec && mincore((void *)start, npages * page, vec) == 0) {
+		for (size_t i = 0; i < npages; i++) {
+			if (vec[i] & 1) {
+				used = (size_t)((uintptr_t)lo + *size - (start + i * page));
+				break;
+			}
+		}
+	}
+	free(vec);
+	return used;
 }
 
 static void on_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_pointer)
@@ -586,7 +577,6 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	callbacks.log_message = log_message;
 	callbacks.init_connection = on_init_connection;
 	callbacks.connection_close = on_connection_close;
-	callbacks.init_thread = on_init_thread;
 	callbacks.exit_thread = on_exit_thread;
 
 	memset(&init, 0, sizeof(init));

@@ -20,7 +20,7 @@ enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 
 static const char *const metric_type_names[] = {"counter", "gauge", "histogram"};
 
-enum metric_op { OP_ADD, OP_SET, OP_OBSERVE };
+enum metric_op { OP_ADD, OP_SET, OP_RAISE, OP_OBSERVE };
 
 /* One label set of a family. Allocated once, with its bucket counts, value
  * pointers and value strings in the same block, and never freed before the
@@ -319,6 +319,10 @@ static void family_update(struct metric_family *f, const char *const *values, en
 		switch (op) {
 		case OP_ADD: s->value += v; break;
 		case OP_SET: s->value = v; break;
+		case OP_RAISE:
+			if (v > s->value)
+				s->value = v;
+			break;
 		case OP_OBSERVE:
 			s->buckets[b]++;
 			s->count++;
@@ -355,6 +359,12 @@ void metric_set(struct metric_family *f, const char *const *label_values, double
 {
 	if (f && f->type == METRIC_GAUGE)
 		family_update(f, label_values, OP_SET, v);
+}
+
+void metric_set_counter(struct metric_family *f, const char *const *label_values, double v)
+{
+	if (f && f->type == METRIC_COUNTER)
+		family_update(f, label_values, OP_RAISE, v);
 }
 
 void metric_observe(struct metric_family *f, const char *const *label_values, double v)

@@ -6,15 +6,18 @@
 
 #include "http/params.h"
 
-/* Replies for a failed use case: the caller's fault with its message,
- * anything else with a fixed text (the detail was logged where it arose). */
+/* Replies for a failed use case: the caller's fault with its message, the
+ * store's unavailability with the service's words for it, anything else
+ * with a fixed text (the detail was logged where it arose). */
 static void reply_failure(struct http_response *res, enum mn_err e, const char *msg, int64_t id)
 {
 	switch (e) {
 	case MN_INVALID:
 	case MN_UNPROCESSABLE: http_reply_error(res, mn_err_http_status(e), "%s", msg); break;
 	case MN_NOT_FOUND: http_reply_error(res, 404, "order %lld not found", (long long)id); break;
-	case MN_UNAVAILABLE: http_reply_error(res, 503, "the store is busy; try again"); break;
+	case MN_UNAVAILABLE:
+		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is busy; try again");
+		break;
 	default: http_reply_error(res, 500, "internal error"); break;
 	}
 }
@@ -35,7 +38,7 @@ static void create(const struct http_request *req, struct http_response *res, vo
 {
 	struct users_peer_trace trace;
 	struct order o;
-	char err[512], value[24], location[48];
+	char err[512] = "", value[24], location[48];
 	unsigned retry_after_s;
 	enum mn_err e;
 

@@ -1,11 +1,12 @@
 #include "orders/orders_service.h"
 
-#include <ctype.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_depth.h"
 #include "core/log.h"
+#include "core/text.h"
 
 struct orders_service {
 	struct orders_repo *repo;
@@ -56,25 +57,32 @@ static enum mn_err int_field(json_t *root, const char *name, json_int_t min, jso
 static enum mn_err product_field(json_t *root, char **out, char *err, size_t errlen)
 {
 	json_t *v = json_object_get(root, "product");
-	const char *s, *end;
+	const char *s;
+	size_t len;
+	unsigned cp;
+	ssize_t at;
 
 	if (v == NULL || json_is_null(v))
 		return mn_error(err, errlen, MN_INVALID, "'product' is required");
 	if (!json_is_string(v))
 		return mn_error(err, errlen, MN_INVALID, "'product' must be a string");
-	/* jansson refuses \u0000 in strings unless told otherwise, so the
-	 * string ends at its NUL. */
+	/* jansson has checked the UTF-8 and refuses \u0000 unless told
+	 * otherwise; the other escapes (\n, \u001b, \u0085) arrive here and
+	 * are refused wherever they are, never trimmed away. */
 	s = json_string_value(v);
-	end = s + json_string_length(v);
-	while (s < end && isspace((unsigned char)*s))
-		s++;
-	while (end > s && isspace((unsigned char)end[-1]))
-		end--;
-	if (end == s || end - s > ORDER_PRODUCT_MAX)
+	len = json_string_length(v);
+	at = text_find_control(s, len, &cp);
+	if (at >= 0)
+		return mn_error(
+			err, errlen, MN_INVALID,
+			"'product' must not contain control characters (U+%04X at byte %zd)", cp,
+			at);
+	text_trim(&s, &len);
+	if (len == 0 || len > ORDER_PRODUCT_MAX)
 		return mn_error(err, errlen, MN_INVALID,
 				"'product' must be 1 to %d bytes of text, not only spaces",
 				ORDER_PRODUCT_MAX);
-	*out = strndup(s, (size_t)(end - s));
+	*out = strndup(s, len);
 	if (*out == NULL)
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	return MN_OK;
@@ -88,6 +96,11 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
 	enum mn_err ret;
 
 	order_init(out);
+	/* before jansson, whose recursion a deep body would turn against
+	 * the worker's small stack */
+	ret = json_depth_check(body, len, err, errlen);
+	if (ret != MN_OK)
+		return ret;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",
@@ -146,8 +159,11 @@ enum mn_err orders_service_create_order(struct orders_service *svc, const char *
 			       (long long)o.user_id, mn_strerror(ret), peer_err);
 		goto out_release;
 	}
-	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out);
-	if (ret != MN_OK)
+	/* err keeps the store's words for MN_UNAVAILABLE ("the store cannot
+	 * write: disk full"), which are for the client. */
+	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out, err,
+				       errlen);
+	if (ret != MN_OK && ret != MN_UNAVAILABLE)
 		mn_error(err, errlen, ret, "cannot store the order: %s", mn_strerror(ret));
 out_release:
 	order_release(&o);

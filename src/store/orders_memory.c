@@ -36,12 +36,14 @@ static ssize_t find(const struct memory_repo *m, int64_t id)
 }
 
 static enum mn_err mem_create(struct orders_repo *r, int64_t user_id, const char *product,
-			      int64_t quantity, struct order *out)
+			      int64_t quantity, struct order *out, char *errbuf, size_t errlen)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
 	enum mn_err err;
 	struct order o;
 
+	(void)errbuf; /* this store fails only when out of memory */
+	(void)errlen;
 	order_init(&o);
 	pthread_rwlock_wrlock(&m->lock);
 	if (!array_reserve(&m->orders, &m->alloc, m->n, sizeof(*m->orders), 64)) {
@@ -115,10 +117,18 @@ out_unlock:
 	return err;
 }
 
-static enum mn_err mem_ping(struct orders_repo *r)
+static enum mn_err mem_ping(struct orders_repo *r, char *err, size_t errlen)
 {
 	(void)r;
+	(void)err;
+	(void)errlen;
 	return MN_OK;
+}
+
+static void mem_health(struct orders_repo *r, struct store_health *out)
+{
+	(void)r;
+	*out = (struct store_health){.fault = STORE_FAULT_NONE};
 }
 
 static void mem_destroy(struct orders_repo *r)
@@ -131,7 +141,7 @@ static void mem_destroy(struct orders_repo *r)
 }
 
 static const struct orders_repo_ops memory_ops = {
-	mem_create, mem_get, mem_list, mem_ping, mem_destroy,
+	mem_create, mem_get, mem_list, mem_ping, mem_health, mem_destroy,
 };
 
 struct orders_repo *orders_repo_memory_create(void)

@@ -1,6 +1,6 @@
 /* SQLite orders repository: its table and statements over the shared
  * connection pool (store/sqlite_pool.h), which holds the durability and
- * sharing rules. */
+ * sharing rules and the write state. */
 #include <sqlite3.h>
 #include <stdlib.h>
 
@@ -40,7 +40,7 @@ static enum mn_err row_to_order(sqlite3_stmt *st, struct order *out)
 }
 
 static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char *product,
-			     int64_t quantity, struct order *out)
+			     int64_t quantity, struct order *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
@@ -52,10 +52,9 @@ static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char 
 	sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, quantity);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
+	err = sqlite_pool_write_result(s->pool, c, rc, "orders insert", errbuf, errlen);
+	if (err == MN_OK)
 		err = order_set(out, sqlite3_last_insert_rowid(c->db), user_id, product, quantity);
-	else
-		err = sqlite_step_error(c, rc, "orders insert");
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	sqlite_pool_release(s->pool, c);
@@ -77,7 +76,7 @@ static enum mn_err sq_get(struct orders_repo *r, int64_t id, struct order *out)
 	else if (rc == SQLITE_DONE)
 		err = MN_NOT_FOUND;
 	else
-		err = sqlite_step_error(c, rc, "orders select");
+		err = sqlite_pool_read_error(c, rc, "orders select");
 	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
@@ -112,7 +111,7 @@ static enum mn_err sq_list(struct orders_repo *r, size_t limit, size_t offset, s
 		count++;
 	}
 	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "orders list");
+		err = sqlite_pool_read_error(c, rc, "orders list");
 	sqlite3_reset(st);
 	if (err != MN_OK || count == 0) {
 		order_list_free(orders, count);
@@ -125,9 +124,14 @@ out_release:
 	return err;
 }
 
-static enum mn_err sq_ping(struct orders_repo *r)
+static enum mn_err sq_ping(struct orders_repo *r, char *err, size_t errlen)
 {
-	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool);
+	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool, err, errlen);
+}
+
+static void sq_health(struct orders_repo *r, struct store_health *out)
+{
+	sqlite_pool_health(((struct sqlite_repo *)r)->pool, out);
 }
 
 static void sq_destroy(struct orders_repo *r)
@@ -139,7 +143,7 @@ static void sq_destroy(struct orders_repo *r)
 }
 
 static const struct orders_repo_ops sqlite_ops = {
-	sq_create, sq_get, sq_list, sq_ping, sq_destroy,
+	sq_create, sq_get, sq_list, sq_ping, sq_health, sq_destroy,
 };
 
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen)

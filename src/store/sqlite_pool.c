@@ -1,17 +1,29 @@
 #include "store/sqlite_pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
-#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
 #define POOL_SIZE 4
 #define BUSY_TIMEOUT_MS 5000
+#define DB_FILE_MODE	0600
+#define DIR_MODE	0700
+
+/* The probe writes one row of a table of its own, made when first needed
+ * (a healthy store never gets it): a commit that must reach the disk, as a
+ * client's would. */
+static const char probe_sql[] = "CREATE TABLE IF NOT EXISTS meshnode_write_probe"
+				" (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);"
+				"INSERT OR REPLACE INTO meshnode_write_probe (id, at)"
+				" VALUES (1, CAST(strftime('%s', 'now') AS INTEGER))";
 
 struct sqlite_pool {
 	struct sqlite_conn conns[POOL_SIZE];
@@ -19,6 +31,15 @@ struct sqlite_pool {
 	size_t n_idle;
 	pthread_mutex_t lock;
 	pthread_cond_t available;
+	char *path;
+	const struct mn_clock *clock;
+
+	pthread_mutex_t state_lock; /* the write state below */
+	enum store_fault fault;	    /* of the last write; NONE once one succeeded */
+	unsigned warned;	    /* bit per kind logged since the last success */
+	uint64_t failed_since_ok;   /* failed writes since the last success */
+	uint64_t failures[STORE_FAULT_COUNT];
+	uint64_t next_probe_ms;
 };
 
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p)
@@ -41,25 +62,211 @@ void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c)
 	pthread_mutex_unlock(&p->lock);
 }
 
-enum mn_err sqlite_pool_ping(struct sqlite_pool *p)
+void sqlite_pool_set_clock(struct sqlite_pool *p, const struct mn_clock *clock)
 {
-	struct sqlite_conn *c = sqlite_pool_acquire(p);
-	enum mn_err err = sqlite3_step(c->ping) == SQLITE_ROW ? MN_OK : MN_UNAVAILABLE;
-
-	sqlite3_reset(c->ping);
-	sqlite_pool_release(p, c);
-	return err;
+	pthread_mutex_lock(&p->state_lock);
+	p->clock = clock;
+	pthread_mutex_unlock(&p->state_lock);
 }
 
-enum mn_err sqlite_step_error(struct sqlite_conn *c, int rc, const char *what)
+/* ---- write state ------------------------------------------------------ */
+
+enum store_fault sqlite_fault_classify(int rc, int sys_errno)
 {
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return MN_CONFLICT;
+	enum store_fault f;
+
+	switch (rc & 0xff) {
+	case SQLITE_FULL: return STORE_FAULT_DISK_FULL;
+	case SQLITE_READONLY: return STORE_FAULT_READ_ONLY;
+	case SQLITE_IOERR:
+		if (rc == SQLITE_IOERR_NOMEM)
+			return STORE_FAULT_NONE;
+		f = STORE_FAULT_IO;
+		break;
+	case SQLITE_CANTOPEN:
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+	case SQLITE_PROTOCOL:
+	case SQLITE_NOLFS: f = STORE_FAULT_IO; break;
+	default: return STORE_FAULT_NONE;
+	}
+	/* SQLite turns ENOSPC on write() into SQLITE_FULL, but not on the
+	 * -shm's growth, nor EDQUOT or EROFS: the errno says what it was. */
+	switch (sys_errno) {
+	case ENOSPC:
+	case EDQUOT: return STORE_FAULT_DISK_FULL;
+	case EROFS:
+	case EACCES:
+	case EPERM: return STORE_FAULT_READ_ONLY;
+	default: return f;
+	}
+}
+
+/* The errno of the system call that failed. errno itself, which is what
+ * sqlite3_system_errno() gives, has often moved on by then (SQLite unlocks
+ * and rolls back first); SQLite's unix files keep their own: the WAL's,
+ * where commits go, then the database file's. 0 when none is known. */
+static int last_errno(sqlite3 *db)
+{
+	sqlite3_file *f = NULL;
+	int e = 0;
+
+	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) == SQLITE_OK && f &&
+	    f->pMethods && f->pMethods->xFileControl(f, SQLITE_FCNTL_LAST_ERRNO, &e) == SQLITE_OK &&
+	    e != 0)
+		return e;
+	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_LAST_ERRNO, &e) == SQLITE_OK && e != 0)
+		return e;
+	return sqlite3_system_errno(db);
+}
+
+/* Records a write that reached the disk (STORE_FAULT_NONE) or failed with
+ * 'f'; 'counted' is false for the pool's own probes, which are not
+ * writes a client asked for. Logs outside the lock: the first failure of
+ * each kind since the last success, and the success that ends them. */
+static void note_write(struct sqlite_pool *p, enum store_fault f, bool counted,
+		       struct sqlite_conn *c, const char *what)
+{
+	bool warn = false, recovered = false;
+	uint64_t failed = 0;
+
+	pthread_mutex_lock(&p->state_lock);
+	if (f == STORE_FAULT_NONE) {
+		if (p->fault == STORE_FAULT_NONE) {
+			pthread_mutex_unlock(&p->state_lock);
+			return;
+		}
+		recovered = true;
+		failed = p->failed_since_ok;
+		p->fault = STORE_FAULT_NONE;
+		p->warned = 0;
+		p->failed_since_ok = 0;
+	} else {
+		if (counted) {
+			p->failures[f]++;
+			p->failed_since_ok++;
+		}
+		if (p->fault == STORE_FAULT_NONE)
+			p->next_probe_ms = clock_now(p->clock) + SQLITE_POOL_PROBE_INTERVAL_MS;
+		warn = (p->warned & (1u << f)) == 0;
+		p->warned |= 1u << f;
+		p->fault = f;
+	}
+	pthread_mutex_unlock(&p->state_lock);
+
+	if (recovered)
+		log_info("store", "'%s' can write again (%s succeeded after %llu failed writes)",
+			 p->path, what, (unsigned long long)failed);
+	if (warn) {
+		int e = last_errno(c->db);
+
+		log_warn("store",
+			 "cannot write to '%s': %s (%s failed: %s, sqlite code %d%s%s); "
+			 "writes answer 503 and /ready says so until one succeeds; "
+			 "further failures of this kind are counted, not logged",
+			 p->path, store_fault_text(f), what, sqlite3_errmsg(c->db),
+			 sqlite3_extended_errcode(c->db), e ? ", " : "", e ? strerror(e) : "");
+	}
+}
+
+void sqlite_pool_health(struct sqlite_pool *p, struct store_health *out)
+{
+	pthread_mutex_lock(&p->state_lock);
+	out->fault = p->fault;
+	memcpy(out->write_failures, p->failures, sizeof(out->write_failures));
+	pthread_mutex_unlock(&p->state_lock);
+}
+
+enum mn_err sqlite_pool_read_error(struct sqlite_conn *c, int rc, const char *what)
+{
 	log_error("store", "sqlite %s failed: %s", what, sqlite3_errmsg(c->db));
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 		return MN_UNAVAILABLE;
+	if ((rc & 0xff) == SQLITE_NOMEM)
+		return MN_NOMEM;
 	return MN_IO;
 }
+
+/* As sqlite_pool_write_result(); 'counted' as for note_write(). */
+static enum mn_err write_result(struct sqlite_pool *p, struct sqlite_conn *c, int rc, bool counted,
+				const char *what, char *err, size_t errlen)
+{
+	enum store_fault f;
+
+	if (rc == SQLITE_DONE || rc == SQLITE_OK) {
+		/* A write that changed nothing (no such row) proves nothing
+		 * about the disk. */
+		if (sqlite3_changes(c->db) > 0)
+			note_write(p, STORE_FAULT_NONE, counted, c, what);
+		return MN_OK;
+	}
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT: return mn_error(err, errlen, MN_CONFLICT, "conflict");
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		log_warn("store", "sqlite %s: '%s' stayed busy for %d ms", what, p->path,
+			 BUSY_TIMEOUT_MS);
+		return mn_error(err, errlen, MN_UNAVAILABLE, "the store is busy; try again");
+	}
+	/* rc may be the primary code only; the connection keeps the
+	 * extended one (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED). */
+	f = sqlite_fault_classify(sqlite3_extended_errcode(c->db), last_errno(c->db));
+	if (f != STORE_FAULT_NONE) {
+		note_write(p, f, counted, c, what);
+		return mn_error(err, errlen, MN_UNAVAILABLE, "the store cannot write: %s",
+				store_fault_text(f));
+	}
+	log_error("store", "sqlite %s failed: %s", what, sqlite3_errmsg(c->db));
+	return mn_error(err, errlen, (rc & 0xff) == SQLITE_NOMEM ? MN_NOMEM : MN_IO,
+			"internal error");
+}
+
+enum mn_err sqlite_pool_write_result(struct sqlite_pool *p, struct sqlite_conn *c, int rc,
+				     const char *what, char *err, size_t errlen)
+{
+	return write_result(p, c, rc, true, what, err, errlen);
+}
+
+enum mn_err sqlite_pool_ping(struct sqlite_pool *p, char *err, size_t errlen)
+{
+	struct sqlite_conn *c;
+	enum store_fault f;
+	bool probe = false;
+	int rc;
+
+	pthread_mutex_lock(&p->state_lock);
+	if (p->fault != STORE_FAULT_NONE) {
+		uint64_t now = clock_now(p->clock);
+
+		if (now >= p->next_probe_ms) {
+			probe = true;
+			p->next_probe_ms = now + SQLITE_POOL_PROBE_INTERVAL_MS;
+		}
+	}
+	pthread_mutex_unlock(&p->state_lock);
+
+	c = sqlite_pool_acquire(p);
+	rc = sqlite3_step(c->ping);
+	sqlite3_reset(c->ping);
+	if (rc == SQLITE_ROW && probe) {
+		rc = sqlite3_exec(c->db, probe_sql, NULL, NULL, NULL);
+		write_result(p, c, rc, false, "write probe", NULL, 0);
+		rc = SQLITE_ROW;
+	}
+	sqlite_pool_release(p, c);
+	if (rc != SQLITE_ROW)
+		return mn_error(err, errlen, MN_UNAVAILABLE, "unavailable");
+
+	pthread_mutex_lock(&p->state_lock);
+	f = p->fault;
+	pthread_mutex_unlock(&p->state_lock);
+	if (f != STORE_FAULT_NONE)
+		return mn_error(err, errlen, MN_UNAVAILABLE, "cannot write: %s",
+				store_fault_text(f));
+	return MN_OK;
+}
+
+/* ---- opening and closing ------------------------------------------------ */
 
 static void conn_close(struct sqlite_conn *c)
 {
@@ -77,7 +284,19 @@ void sqlite_pool_close(struct sqlite_pool *p)
 		conn_close(&p->conns[i]);
 	pthread_cond_destroy(&p->available);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->state_lock);
+	free(p->path);
 	free(p);
+}
+
+/* mkdir 'dir' DIR_MODE when missing: the mode is set again after mkdir so
+ * that no umask takes the owner's bits away. Existing directories are left
+ * as they are. */
+static int make_dir(const char *dir)
+{
+	if (mkdir(dir, DIR_MODE) != 0)
+		return errno == EEXIST ? 0 : -1;
+	return chmod(dir, DIR_MODE);
 }
 
 /* mkdir -p of the directory part of 'path'. */
@@ -86,8 +305,10 @@ static int make_parents(const char *path)
 	char dir[4096];
 	char *slash;
 
-	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir)) {
+		errno = ENAMETOOLONG;
 		return -1;
+	}
 	slash = strrchr(dir, '/');
 	if (slash == NULL || slash == dir)
 		return 0;
@@ -96,11 +317,42 @@ static int make_parents(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		if (make_dir(dir) != 0)
 			return -1;
 		*p = '/';
 	}
-	return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
+	return make_dir(dir);
+}
+
+/* Creates the database file DB_FILE_MODE before SQLite does (SQLite would
+ * make it 0644 less the umask, and its -wal and -shm take the database
+ * file's mode). An existing file keeps its mode, but one that others may
+ * read or write is reported. */
+static int make_db_file(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, DB_FILE_MODE);
+
+	if (fd >= 0) {
+		int rc = fchmod(fd, DB_FILE_MODE);
+
+		close(fd);
+		if (rc == 0)
+			return 0;
+		mn_error(err, errlen, MN_IO, "cannot set the mode of '%s': %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	if (errno != EEXIST) {
+		mn_error(err, errlen, MN_IO, "cannot create '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+		log_warn("store",
+			 "'%s' is mode %04o, and its -wal and -shm take that mode: other users may "
+			 "read them; left as they are (a database the node creates is 0600)",
+			 path, (unsigned)(st.st_mode & 07777));
+	return 0;
 }
 
 static int conn_open(struct sqlite_conn *c, const char *path, const char *schema,
@@ -112,6 +364,13 @@ static int conn_open(struct sqlite_conn *c, const char *path, const char *schema
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)
 		goto out_error;
+	/* SQLite falls back to read-only when it may not write the file; a
+	 * store that starts unable to write is refused, not half served. */
+	if (sqlite3_db_readonly(c->db, "main") == 1) {
+		mn_error(err, errlen, MN_IO, "'%s' is read-only (its mode, owner or file system)",
+			 path);
+		return -1;
+	}
 	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
 	rc = sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
@@ -154,12 +413,17 @@ struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 			 strerror(errno));
 		return NULL;
 	}
+	if (make_db_file(path, err, errlen) != 0)
+		return NULL;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL) {
+	if (p == NULL || (p->path = strdup(path)) == NULL) {
+		free(p);
 		mn_error(err, errlen, MN_NOMEM, "out of memory");
 		return NULL;
 	}
+	p->clock = &clock_system;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->state_lock, NULL);
 	pthread_cond_init(&p->available, NULL);
 	for (size_t i = 0; i < POOL_SIZE; i++) {
 		if (conn_open(&p->conns[i], path, schema, stmts, n_stmts, i == 0, err, errlen) != 0) {

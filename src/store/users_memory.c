@@ -8,6 +8,7 @@
 
 #include "store/users_repo.h"
 #include "core/array.h"
+#include "core/text.h"
 
 struct memory_repo {
 	struct users_repo base;
@@ -36,25 +37,28 @@ static ssize_t find(const struct memory_repo *m, int64_t id)
 	return -1;
 }
 
-/* true when another user than 'self' has this email. Lock held. */
+/* true when another user than 'self' has this email, compared as the
+ * SQLite store does (ASCII case folded). Lock held. */
 static bool email_taken(const struct memory_repo *m, const char *email, int64_t self)
 {
 	if (email == NULL)
 		return false;
 	for (size_t i = 0; i < m->n; i++)
 		if (m->users[i].id != self && m->users[i].email &&
-		    strcmp(m->users[i].email, email) == 0)
+		    text_equal_nocase(m->users[i].email, email))
 			return true;
 	return false;
 }
 
 static enum mn_err mem_create(struct users_repo *r, const char *name, const char *email,
-			      struct user *out)
+			      struct user *out, char *errbuf, size_t errlen)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
 	enum mn_err err = MN_OK;
 	struct user u;
 
+	(void)errbuf; /* this store fails only when out of memory */
+	(void)errlen;
 	user_init(&u);
 	pthread_rwlock_wrlock(&m->lock);
 	if (email_taken(m, email, 0)) {
@@ -130,13 +134,15 @@ out_unlock:
 }
 
 static enum mn_err mem_update(struct users_repo *r, int64_t id, const char *name, const char *email,
-			      struct user *out)
+			      struct user *out, char *errbuf, size_t errlen)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
 	enum mn_err err;
 	struct user u;
 	ssize_t i;
 
+	(void)errbuf;
+	(void)errlen;
 	user_init(&u);
 	pthread_rwlock_wrlock(&m->lock);
 	i = find(m, id);
@@ -163,12 +169,14 @@ out_unlock:
 	return err;
 }
 
-static enum mn_err mem_remove(struct users_repo *r, int64_t id)
+static enum mn_err mem_remove(struct users_repo *r, int64_t id, char *errbuf, size_t errlen)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
 	enum mn_err err = MN_NOT_FOUND;
 	ssize_t i;
 
+	(void)errbuf;
+	(void)errlen;
 	pthread_rwlock_wrlock(&m->lock);
 	i = find(m, id);
 	if (i >= 0) {
@@ -181,10 +189,18 @@ static enum mn_err mem_remove(struct users_repo *r, int64_t id)
 	return err;
 }
 
-static enum mn_err mem_ping(struct users_repo *r)
+static enum mn_err mem_ping(struct users_repo *r, char *err, size_t errlen)
 {
 	(void)r;
+	(void)err;
+	(void)errlen;
 	return MN_OK;
+}
+
+static void mem_health(struct users_repo *r, struct store_health *out)
+{
+	(void)r;
+	*out = (struct store_health){.fault = STORE_FAULT_NONE};
 }
 
 static void mem_destroy(struct users_repo *r)
@@ -197,7 +213,7 @@ static void mem_destroy(struct users_repo *r)
 }
 
 static const struct users_repo_ops memory_ops = {
-	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_ping, mem_destroy,
+	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_ping, mem_health, mem_destroy,
 };
 
 struct users_repo *users_repo_memory_create(void)

@@ -1,9 +1,9 @@
 #include "store/users_repo.h"
 
 enum mn_err users_repo_create_user(struct users_repo *r, const char *name, const char *email,
-				   struct user *out)
+				   struct user *out, char *err, size_t errlen)
 {
-	return r->ops->create(r, name, email, out);
+	return r->ops->create(r, name, email, out, err, errlen);
 }
 
 enum mn_err users_repo_get(struct users_repo *r, int64_t id, struct user *out)
@@ -17,15 +17,26 @@ enum mn_err users_repo_list(struct users_repo *r, size_t limit, size_t offset, s
 	return r->ops->list(r, limit, offset, out, n);
 }
 
-enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name,
-			      const char *email, struct user *out)
+enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name, const char *email,
+			      struct user *out, char *err, size_t errlen)
 {
-	return r->ops->update(r, id, name, email, out);
+	return r->ops->update(r, id, name, email, out, err, errlen);
 }
 
-enum mn_err users_repo_delete(struct users_repo *r, int64_t id) { return r->ops->remove(r, id); }
+enum mn_err users_repo_delete(struct users_repo *r, int64_t id, char *err, size_t errlen)
+{
+	return r->ops->remove(r, id, err, errlen);
+}
 
-enum mn_err users_repo_ping(struct users_repo *r) { return r->ops->ping(r); }
+enum mn_err users_repo_ping(struct users_repo *r, char *err, size_t errlen)
+{
+	return r->ops->ping(r, err, errlen);
+}
+
+void users_repo_health(struct users_repo *r, struct store_health *out)
+{
+	r->ops->health(r, out);
+}
 
 void users_repo_destroy(struct users_repo *r)
 {

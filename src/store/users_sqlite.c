@@ -1,27 +1,47 @@
 /* SQLite users repository: its table and statements over the shared
  * connection pool (store/sqlite_pool.h), which holds the durability and
- * sharing rules. */
+ * sharing rules and the write state. */
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include "core/log.h"
 #include "store/users_repo.h"
 #include "store/sqlite_pool.h"
 
 enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_COUNT };
 
+/* The writes check that no other user has the email, ASCII case folded,
+ * themselves: a file whose old rows collide that way has no unique index
+ * to do it (see email_index()). One statement is atomic, as SQLite runs it
+ * under the write lock; where the index exists it refuses the same rows. */
 static const char *const stmt_sql[ST_COUNT] = {
-	[ST_INSERT] = "INSERT INTO users (name, email) VALUES (?1, ?2)",
+	[ST_INSERT] = "INSERT INTO users (name, email) SELECT ?1, ?2"
+		      " WHERE ?2 IS NULL"
+		      " OR NOT EXISTS (SELECT 1 FROM users WHERE email = ?2 COLLATE NOCASE)",
 	[ST_GET] = "SELECT id, name, email FROM users WHERE id = ?1",
 	[ST_LIST] = "SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2",
-	[ST_UPDATE] = "UPDATE users SET name = ?2, email = ?3 WHERE id = ?1",
+	[ST_UPDATE] = "UPDATE users SET name = ?2, email = ?3 WHERE id = ?1"
+		      " AND (?3 IS NULL OR NOT EXISTS (SELECT 1 FROM users"
+		      " WHERE email = ?3 COLLATE NOCASE AND id <> ?1))",
 	[ST_DELETE] = "DELETE FROM users WHERE id = ?1",
 };
 
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS users ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" name TEXT NOT NULL,"
-	" email TEXT UNIQUE)";
+/* Files made before emails were compared without case have `email TEXT
+ * UNIQUE`; the unique index below makes that constraint redundant. */
+static const char schema[] = "CREATE TABLE IF NOT EXISTS users ("
+			     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			     " name TEXT NOT NULL,"
+			     " email TEXT)";
+
+static const char unique_index_sql[] =
+	"CREATE UNIQUE INDEX IF NOT EXISTS users_email_nocase ON users (email COLLATE NOCASE)";
+/* Only for speed, while the unique index cannot be made. */
+static const char lookup_index_sql[] =
+	"CREATE INDEX IF NOT EXISTS users_email_nocase_lookup ON users (email COLLATE NOCASE)";
+static const char drop_lookup_index_sql[] = "DROP INDEX IF EXISTS users_email_nocase_lookup";
+static const char collisions_sql[] =
+	"SELECT count(*) FROM (SELECT 1 FROM users WHERE email IS NOT NULL"
+	" GROUP BY email COLLATE NOCASE HAVING count(*) > 1)";
 
 struct sqlite_repo {
 	struct users_repo base;
@@ -43,21 +63,22 @@ static enum mn_err row_to_user(sqlite3_stmt *st, struct user *out)
 }
 
 static enum mn_err sq_create(struct users_repo *r, const char *name, const char *email,
-			     struct user *out)
+			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_INSERT];
-	enum mn_err err = MN_OK;
+	enum mn_err err;
 	int rc;
 
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 2, email);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
+	err = sqlite_pool_write_result(s->pool, c, rc, "users insert", errbuf, errlen);
+	if (err == MN_OK && sqlite3_changes(c->db) == 0)
+		err = MN_CONFLICT; /* the email is taken */
+	else if (err == MN_OK)
 		err = user_set(out, sqlite3_last_insert_rowid(c->db), name, email);
-	else
-		err = sqlite_step_error(c, rc, "users insert");
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	sqlite_pool_release(s->pool, c);
@@ -79,7 +100,7 @@ static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 	else if (rc == SQLITE_DONE)
 		err = MN_NOT_FOUND;
 	else
-		err = sqlite_step_error(c, rc, "users select");
+		err = sqlite_pool_read_error(c, rc, "users select");
 	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
@@ -114,7 +135,7 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 		count++;
 	}
 	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users list");
+		err = sqlite_pool_read_error(c, rc, "users list");
 	sqlite3_reset(st);
 	if (err != MN_OK || count == 0) {
 		user_list_free(users, count);
@@ -127,53 +148,78 @@ out_release:
 	return err;
 }
 
+/* After an update that changed no row: MN_CONFLICT when user 'id' exists
+ * (its new email is taken), MN_NOT_FOUND when it does not. */
+static enum mn_err update_miss(struct sqlite_conn *c, int64_t id)
+{
+	sqlite3_stmt *st = c->stmt[ST_GET];
+	enum mn_err err;
+	int rc;
+
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		err = MN_CONFLICT;
+	else if (rc == SQLITE_DONE)
+		err = MN_NOT_FOUND;
+	else
+		err = sqlite_pool_read_error(c, rc, "users select");
+	sqlite3_reset(st);
+	return err;
+}
+
 static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name, const char *email,
-			     struct user *out)
+			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_UPDATE];
 	enum mn_err err;
+	bool changed;
 	int rc;
 
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 3, email);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users update");
-	else if (sqlite3_changes(c->db) == 0)
-		err = MN_NOT_FOUND;
-	else
-		err = user_set(out, id, name, email);
+	err = sqlite_pool_write_result(s->pool, c, rc, "users update", errbuf, errlen);
+	changed = sqlite3_changes(c->db) > 0;
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	if (err == MN_OK && !changed)
+		err = update_miss(c, id);
+	else if (err == MN_OK)
+		err = user_set(out, id, name, email);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
-static enum mn_err sq_remove(struct users_repo *r, int64_t id)
+static enum mn_err sq_remove(struct users_repo *r, int64_t id, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
 	sqlite3_stmt *st = c->stmt[ST_DELETE];
-	enum mn_err err = MN_OK;
+	enum mn_err err;
 	int rc;
 
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		err = sqlite_step_error(c, rc, "users delete");
-	else if (sqlite3_changes(c->db) == 0)
+	err = sqlite_pool_write_result(s->pool, c, rc, "users delete", errbuf, errlen);
+	if (err == MN_OK && sqlite3_changes(c->db) == 0)
 		err = MN_NOT_FOUND;
 	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
 
-static enum mn_err sq_ping(struct users_repo *r)
+static enum mn_err sq_ping(struct users_repo *r, char *err, size_t errlen)
 {
-	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool);
+	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool, err, errlen);
+}
+
+static void sq_health(struct users_repo *r, struct store_health *out)
+{
+	sqlite_pool_health(((struct sqlite_repo *)r)->pool, out);
 }
 
 static void sq_destroy(struct users_repo *r)
@@ -185,8 +231,49 @@ static void sq_destroy(struct users_repo *r)
 }
 
 static const struct users_repo_ops sqlite_ops = {
-	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_destroy,
+	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_health, sq_destroy,
 };
+
+/* The unique index on email COLLATE NOCASE. Rows written before emails
+ * were compared without case may collide; the node still starts with them:
+ * they stay as they are, the log says how many addresses collide, and a
+ * plain index keeps the writes' own check fast until they are fixed and
+ * the next start makes the unique one. */
+static void email_index(struct sqlite_pool *pool, const char *path)
+{
+	struct sqlite_conn *c = sqlite_pool_acquire(pool);
+	sqlite3_stmt *st = NULL;
+	long long n = -1;
+	int rc;
+
+	rc = sqlite3_exec(c->db, unique_index_sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK) {
+		/* Only speed is lost when this fails: the next start retries. */
+		sqlite3_exec(c->db, drop_lookup_index_sql, NULL, NULL, NULL);
+		goto out_release;
+	}
+	if (rc != SQLITE_CONSTRAINT) {
+		log_warn("store",
+			 "cannot create the unique email index in '%s': %s; new users "
+			 "and updates are still refused an email that is taken",
+			 path, sqlite3_errmsg(c->db));
+		goto out_lookup;
+	}
+	if (sqlite3_prepare_v2(c->db, collisions_sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	log_warn("store",
+		 "'%s' has users whose emails differ only in case (%lld addresses, rows from "
+		 "before that rule): they are left as they are, new users and updates are "
+		 "refused an email that is taken, and the unique index is made at the first "
+		 "start after they are fixed",
+		 path, n);
+out_lookup:
+	sqlite3_exec(c->db, lookup_index_sql, NULL, NULL, NULL);
+out_release:
+	sqlite_pool_release(pool, c);
+}
 
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen)
 {
@@ -202,5 +289,6 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 		free(s);
 		return NULL;
 	}
+	email_index(s->pool, path);
 	return &s->base;
 }

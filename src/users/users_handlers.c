@@ -6,8 +6,9 @@
 
 #include "http/params.h"
 
-/* Replies for a failed use case: the caller's fault with its message,
- * anything else with a fixed text (the detail was logged where it arose). */
+/* Replies for a failed use case: the caller's fault with its message, the
+ * store's unavailability with the service's words for it, anything else
+ * with a fixed text (the detail was logged where it arose). */
 static void reply_failure(struct http_response *res, enum mn_err e, const char *msg, int64_t id)
 {
 	switch (e) {
@@ -19,7 +20,7 @@ static void reply_failure(struct http_response *res, enum mn_err e, const char *
 		http_reply_error(res, 404, "user %lld not found", (long long)id);
 		break;
 	case MN_UNAVAILABLE:
-		http_reply_error(res, 503, "the store is busy; try again");
+		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is busy; try again");
 		break;
 	default:
 		http_reply_error(res, 500, "internal error");
@@ -50,7 +51,7 @@ static void reply_user(struct http_response *res, int status, struct user *u)
 static void create(const struct http_request *req, struct http_response *res, void *ctx)
 {
 	struct user u;
-	char err[256], location[48];
+	char err[256] = "", location[48];
 	enum mn_err e;
 
 	if (!http_require_json(req, res))
@@ -120,7 +121,7 @@ static void get(const struct http_request *req, struct http_response *res, void 
 static void update(const struct http_request *req, struct http_response *res, void *ctx)
 {
 	struct user u;
-	char err[256];
+	char err[256] = "";
 	int64_t id;
 	enum mn_err e;
 
@@ -137,14 +138,15 @@ static void update(const struct http_request *req, struct http_response *res, vo
 
 static void delete(const struct http_request *req, struct http_response *res, void *ctx)
 {
+	char err[256] = "";
 	int64_t id;
 	enum mn_err e;
 
 	if (!path_id(req, res, &id))
 		return;
-	e = users_service_delete(ctx, id);
+	e = users_service_delete(ctx, id, err, sizeof(err));
 	if (e != MN_OK) {
-		reply_failure(res, e, "", id);
+		reply_failure(res, e, err, id);
 		return;
 	}
 	http_reply_json(res, 204, NULL);

@@ -1,9 +1,12 @@
 #include "users/users_service.h"
 
-#include <ctype.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/json_depth.h"
+#include "core/text.h"
 
 struct users_service {
 	struct users_repo *repo;
@@ -20,19 +23,49 @@ struct users_service *users_service_create(struct users_repo *repo)
 
 void users_service_destroy(struct users_service *svc) { free(svc); }
 
-static bool blank(const char *s)
-{
-	for (; *s; s++)
-		if (!isspace((unsigned char)*s))
-			return false;
-	return true;
-}
-
+/* A plausible address: text on both sides of one '@', no whitespace. */
 static bool email_plausible(const char *s)
 {
 	const char *at = strchr(s, '@');
 
-	return at && at != s && at[1] != '\0' && strchr(at + 1, '@') == NULL;
+	return at && at != s && at[1] != '\0' && strchr(at + 1, '@') == NULL &&
+	       strpbrk(s, " \t\n\v\f\r") == NULL;
+}
+
+/* The string 'v' named 'key', with no control character, trimmed of
+ * surrounding spaces, as a new string in *out of 'min' to 'max' bytes. MN_INVALID
+ * (err says why) or MN_NOMEM, *out left NULL. */
+static enum mn_err clean_string(json_t *v, const char *key, size_t min, size_t max, char **out,
+				char *err, size_t errlen)
+{
+	const char *s;
+	size_t len;
+	unsigned cp;
+	ssize_t at;
+
+	*out = NULL;
+	if (!json_is_string(v))
+		return mn_error(err, errlen, MN_INVALID, "'%s' must be a string", key);
+	/* jansson has checked the UTF-8 and refuses \u0000 unless told
+	 * otherwise; the other escapes (\n, \u001b, \u0085) arrive here. */
+	s = json_string_value(v);
+	len = json_string_length(v);
+	/* Anywhere, leading and trailing ones too: a control character is
+	 * refused, never trimmed away. */
+	at = text_find_control(s, len, &cp);
+	if (at >= 0)
+		return mn_error(err, errlen, MN_INVALID,
+				"'%s' must not contain control characters (U+%04X at byte %zd)",
+				key, cp, at);
+	text_trim(&s, &len);
+	if (len < min || len > max)
+		return mn_error(err, errlen, MN_INVALID,
+				"'%s' must be %zu to %zu bytes of text, not only spaces", key, min,
+				max);
+	*out = strndup(s, len);
+	if (*out == NULL)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	return MN_OK;
 }
 
 enum mn_err users_validate(const char *body, size_t len, char **name, char **email, char *err,
@@ -40,10 +73,15 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 {
 	json_error_t jerr;
 	json_t *root, *jname, *jemail;
-	enum mn_err ret = MN_OK;
+	enum mn_err ret;
 
 	*name = NULL;
 	*email = NULL;
+	/* before jansson, whose recursion a deep body would turn against
+	 * the worker's small stack */
+	ret = json_depth_check(body, len, err, errlen);
+	if (ret != MN_OK)
+		return ret;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",
@@ -58,38 +96,24 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 		ret = mn_error(err, errlen, MN_INVALID, "'name' is required");
 		goto out;
 	}
-	if (!json_is_string(jname)) {
-		ret = mn_error(err, errlen, MN_INVALID, "'name' must be a string");
+	ret = clean_string(jname, "name", 1, USER_NAME_MAX, name, err, errlen);
+	if (ret != MN_OK || jemail == NULL || json_is_null(jemail))
 		goto out;
-	}
-	/* jansson refuses \u0000 in strings unless told otherwise, so the
-	 * lengths below are the C string lengths. */
-	if (blank(json_string_value(jname)) || json_string_length(jname) > USER_NAME_MAX) {
-		ret = mn_error(err, errlen, MN_INVALID,
-			       "'name' must be 1 to %d bytes of text, not only spaces", USER_NAME_MAX);
-		goto out;
-	}
-	if (jemail && !json_is_null(jemail)) {
-		if (!json_is_string(jemail)) {
-			ret = mn_error(err, errlen, MN_INVALID, "'email' must be a string");
-			goto out;
-		}
-		if (json_string_length(jemail) > USER_EMAIL_MAX ||
-		    !email_plausible(json_string_value(jemail))) {
-			ret = mn_error(err, errlen, MN_INVALID,
-				       "'email' must be an address such as name@example.com");
-			goto out;
-		}
-		*email = strdup(json_string_value(jemail));
-	}
-	*name = strdup(json_string_value(jname));
-	if (*name == NULL || (jemail && !json_is_null(jemail) && *email == NULL)) {
-		free(*name);
+	/* an empty email is not an address: email_plausible() says so */
+	ret = clean_string(jemail, "email", 0, SIZE_MAX, email, err, errlen);
+	if (ret == MN_OK && (strlen(*email) > USER_EMAIL_MAX || !email_plausible(*email))) {
 		free(*email);
-		*name = *email = NULL;
-		ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
+		*email = NULL;
+		ret = mn_error(err, errlen, MN_INVALID,
+			       "'email' must be an address such as name@example.com, at most %d "
+			       "bytes",
+			       USER_EMAIL_MAX);
 	}
 out:
+	if (ret != MN_OK) {
+		free(*name);
+		*name = NULL;
+	}
 	json_decref(root);
 	return ret;
 }
@@ -102,7 +126,7 @@ enum mn_err users_service_create_user(struct users_service *svc, const char *bod
 
 	if (ret != MN_OK)
 		return ret;
-	ret = users_repo_create_user(svc->repo, name, email, out);
+	ret = users_repo_create_user(svc->repo, name, email, out, err, errlen);
 	if (ret == MN_CONFLICT)
 		mn_error(err, errlen, MN_CONFLICT, "email '%s' is already taken", email);
 	free(name);
@@ -129,7 +153,7 @@ enum mn_err users_service_update(struct users_service *svc, int64_t id, const ch
 
 	if (ret != MN_OK)
 		return ret;
-	ret = users_repo_update(svc->repo, id, name, email, out);
+	ret = users_repo_update(svc->repo, id, name, email, out, err, errlen);
 	if (ret == MN_CONFLICT)
 		mn_error(err, errlen, MN_CONFLICT, "email '%s' is already taken", email);
 	free(name);
@@ -137,7 +161,7 @@ enum mn_err users_service_update(struct users_service *svc, int64_t id, const ch
 	return ret;
 }
 
-enum mn_err users_service_delete(struct users_service *svc, int64_t id)
+enum mn_err users_service_delete(struct users_service *svc, int64_t id, char *err, size_t errlen)
 {
-	return users_repo_delete(svc->repo, id);
+	return users_repo_delete(svc->repo, id, err, errlen);
 }

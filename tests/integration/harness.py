@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -246,6 +247,169 @@ def raw_exchange(port, data, timeout=5.0, host="127.0.0.1", half_close=False):
                     if k.strip().lower() == b"content-length":
                         need = len(head) + 4 + int(v.strip())
                         break
+
+
+def read_responses(sock, count, timeout=5.0, head_only=()):
+    """Reads up to `count` HTTP/1.x responses from `sock` in order, framed by
+    Content-Length (a response whose index is in `head_only`, the answer to
+    a HEAD, has no body whatever it announces). Returns (responses, rest,
+    eof): responses are (status, headers, body, raw head) tuples, rest the
+    bytes after the last one, eof True when the peer closed. Bounded by
+    `timeout` in all; stops early at EOF or a reset."""
+    out = []
+    buf = b""
+    eof = False
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end != -1:
+            head = buf[:head_end]
+            status, hdrs, _ = parse_raw_response(head + b"\r\n\r\n")
+            n = 0 if len(out) in head_only else int(hdrs.get("content-length", "0"))
+            if len(buf) >= head_end + 4 + n:
+                out.append((status, hdrs, buf[head_end + 4:head_end + 4 + n], head))
+                buf = buf[head_end + 4 + n:]
+                continue
+        if eof:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except (ConnectionResetError, BrokenPipeError):
+            eof = True
+            continue
+        if not chunk:
+            eof = True
+        buf += chunk
+    return out, buf, eof
+
+
+def wait_eof(sock, timeout=2.0):
+    """What the peer does next: "eof" when it closes (or resets) within
+    `timeout`, "data" when it sends more bytes, "open" when neither."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "open"
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return "open"
+        except (ConnectionResetError, BrokenPipeError):
+            return "eof"
+        return "data" if chunk else "eof"
+
+
+class DelayRelay:
+    """A loopback TCP relay in front of a real server: every connection to
+    `port` is joined to a new connection to `target_port`; the client's
+    bytes pass at once, the server's are each held `delay` seconds from
+    when they arrived. `requests` counts the request lines that passed
+    (" HTTP/1.1\r\n" in the client's bytes). stop() closes everything."""
+
+    def __init__(self, target_port, delay=3.0, host="127.0.0.1"):
+        self.target = (host, target_port)
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.connections = 0
+        self.socks = []
+        self.stopped = False
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if self.stopped:
+                    client.close()
+                    server.close()
+                    return
+                self.connections += 1
+                self.socks += [client, server]
+            threading.Thread(target=self._upstream, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client), daemon=True).start()
+
+    def _upstream(self, client, server):
+        tail = b""
+        marker = b" HTTP/1.1\r\n"
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            seen = tail + data
+            with self.lock:
+                self.requests += seen.count(marker)
+            tail = seen[-(len(marker) - 1):]
+            try:
+                server.sendall(data)
+            except OSError:
+                break
+        try:
+            server.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _downstream(self, server, client):
+        while True:
+            try:
+                data = server.recv(65536)
+            except OSError:
+                data = b""
+            release = time.monotonic() + self.delay
+            while not self.stopped and time.monotonic() < release:
+                time.sleep(min(0.05, max(0.0, release - time.monotonic())))
+            if self.stopped:
+                break
+            if not data:
+                break
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        try:
+            client.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+            socks = list(self.socks)
+        for s in [self.listener] + socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
 
 
 def libconfig_value(v, indent=""):

@@ -209,6 +209,42 @@ class HelpersTest(unittest.TestCase):
         s = harness.prom_samples(good, "http_request_duration_seconds_bucket")
         self.assertEqual(s, [({"method": "GET", "le": "+Inf"}, 3.0)])
 
+    def test_delay_relay_holds_answers_and_counts_requests(self):
+        class Echo(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        relay = harness.DelayRelay(srv.server_address[1], delay=0.5)
+        try:
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+                s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /bc HTTP/1.1\r\nHost: x\r\n\r\n")
+                resps, rest, _ = harness.read_responses(s, 2, timeout=3)
+                self.assertEqual([(st, body) for st, _, body, _ in resps],
+                                 [(200, b"/a"), (200, b"/bc")])
+                self.assertEqual(rest, b"")
+                self.assertEqual(harness.wait_eof(s, 0.1), "open")
+            took = time.monotonic() - t0
+            self.assertGreaterEqual(took, 0.5)
+            self.assertLess(took, 2.5)
+            self.assertEqual(relay.requests, 2)
+            self.assertEqual(relay.connections, 1)
+        finally:
+            relay.stop()
+            srv.shutdown()
+            srv.server_close()
+
 
 if __name__ == "__main__":
     unittest.main()

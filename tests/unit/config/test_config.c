@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "small_stack.h"
 
 #define MAX_FILES 8
 
@@ -160,7 +161,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->read_timeout_ms, 5000);
 	assert_int_equal(cfg->write_timeout_ms, 10000);
 	assert_int_equal(cfg->idle_timeout_ms, 120000);
-	assert_int_equal(cfg->threads, 64);
+	assert_int_equal(cfg->threads, 512);
 	assert_int_equal(cfg->max_body_bytes, 1048576);
 	assert_int_equal(cfg->shutdown_timeout_ms, 10000);
 	assert_string_equal(cfg->consul_address, "http://127.0.0.1:8500");
@@ -404,7 +405,7 @@ static void test_file_missing(void **state)
 
 	src.file_optional = true;
 	load_ok(f, &src);
-	assert_int_equal(f->cfg->threads, 64);
+	assert_int_equal(f->cfg->threads, 512);
 }
 
 static void test_env_overrides_file(void **state)
@@ -663,6 +664,30 @@ static void test_kv_bad_value_keeps_file_value(void **state)
 						 "of debug, info, warn, error\n"));
 }
 
+/* A KV key is outside input: a newline or an escape sequence in it stays
+ * inside its one warning line, which becomes one log record. */
+static void test_kv_key_with_control_characters_is_one_warning(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_kv_pair kv[] = {
+		{"config/users/log/level\n{\"level\":\"error\",\"msg\":\"forged\"}", "debug"},
+		{"config/users/x\x1b[2J\xff", "1"},
+		{"elsewhere/\r\nkey", "1"},
+	};
+
+	src.kv = kv;
+	src.n_kv = 3;
+	load_ok(f, &src);
+	assert_int_equal(count_lines(warnings_text(f)), 3);
+	assert_non_null(strstr(warnings_text(f),
+			       "kv key 'config/users/log/level\\n{\"level\":\"error\",\"msg\":"
+			       "\"forged\"}'"));
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/x\\x1b[2J\\xff'"));
+	assert_non_null(strstr(warnings_text(f), "kv key 'elsewhere/\\r\\nkey'"));
+	assert_string_equal(f->cfg->log_level, "info");
+}
+
 static void test_env_beats_kv(void **state)
 {
 	struct fixture *f = *state;
@@ -824,6 +849,78 @@ static void test_lists_and_maps_from_text(void **state)
 	}
 }
 
+struct small_stack_load {
+	struct fixture *f;
+	struct config_sources *src;
+	enum mn_err result;
+};
+
+static void *small_stack_load_run(void *arg)
+{
+	struct small_stack_load *l = arg;
+
+	l->result = load(l->f, l->src);
+	return NULL;
+}
+
+/* Loads on a thread with a worker-sized stack, where a parse recursing
+ * once per level of a value would crash instead of passing unnoticed. */
+static enum mn_err load_on_small_stack(struct fixture *f, struct config_sources *src)
+{
+	struct small_stack_load l = {f, src, MN_INTERNAL};
+
+	assert_true(small_stack_run(small_stack_load_run, &l));
+	return l.result;
+}
+
+/* KV and environment values are outside input: a list or map nested past
+ * MN_JSON_MAX_DEPTH is refused before jansson sees it, like any bad value.
+ * 2000 levels are within jansson's own limit and need 160 KiB of stack to
+ * parse: without the guard the small stack overflows. */
+static void test_deep_json_values_refused(void **state)
+{
+	enum { DEPTH = 2000 };
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	char *deep_list = malloc(2 * DEPTH + 8), *deep_map = malloc(6 * DEPTH + 8), *env_var;
+	struct config_kv_pair kv[2] = {{"config/users/service/tags", deep_list},
+				       {"config/users/service/meta", deep_map}};
+	const char *env[2] = {NULL, NULL};
+	char *p = deep_map;
+
+	assert_non_null(deep_list);
+	assert_non_null(deep_map);
+	memset(deep_list, '[', DEPTH);
+	memset(deep_list + DEPTH, ']', DEPTH);
+	deep_list[2 * DEPTH] = '\0';
+	for (int i = 0; i < DEPTH; i++, p += 5)
+		memcpy(p, "{\"a\":", 5);
+	*p++ = '1';
+	memset(p, '}', DEPTH);
+	p[DEPTH] = '\0';
+
+	src.kv = kv;
+	src.n_kv = 2;
+	src.hostname = "host1";
+	assert_int_equal(load_on_small_stack(f, &src), MN_OK);
+	assert_int_equal(f->cfg->n_service_tags, 0);
+	assert_int_equal(f->cfg->n_service_meta, 0);
+	assert_int_equal(count_lines(warnings_text(f)), 2);
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/service/tags': expected"));
+	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/service/meta': expected"));
+
+	src.kv = NULL;
+	src.n_kv = 0;
+	assert_true(asprintf(&env_var, "MESHNODE_SERVICE_TAGS=%s", deep_list) > 0);
+	env[0] = env_var;
+	src.environ = (char *const *)env;
+	assert_int_equal(load_on_small_stack(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "environment variable 'MESHNODE_SERVICE_TAGS'"));
+	free(env_var);
+	free(deep_list);
+	free(deep_map);
+}
+
 static void test_consul_address_forms(void **state)
 {
 	struct fixture *f = *state;
@@ -837,6 +934,18 @@ static void test_consul_address_forms(void **state)
 	load_ok(f, &src);
 	assert_string_equal(f->cfg->consul_address, "https://[::1]:8501");
 	env[0] = "CONSUL_HTTP_ADDR=10.0.0.5";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	/* no whitespace or control character, in either form; the error is
+	 * one line that does not repeat the value */
+	env[0] = "CONSUL_HTTP_ADDR=http://127.0.0.1:8500\r\n{\"level\":\"error\"}";
+	load_fails_with(f, &src,
+			"environment variable 'CONSUL_HTTP_ADDR': expected an http:// or https:// "
+			"url or host:port");
+	env[0] = "CONSUL_HTTP_ADDR=127.0.0.1:8500\n";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	env[0] = "CONSUL_HTTP_ADDR=http://consul\x1b:8500";
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	env[0] = "CONSUL_HTTP_ADDR=https://consul :8500";
 	assert_int_equal(load(f, &src), MN_CONFIG);
 }
 
@@ -957,7 +1066,7 @@ static void test_reload_pins_static_settings(void **state)
 	load_ok(f, &src);
 	assert_string_equal(f->cfg->log_level, "warn");
 	assert_true(config_feature_enabled(f->cfg, "beta"));
-	assert_int_equal(f->cfg->threads, 64);
+	assert_int_equal(f->cfg->threads, 512);
 	assert_entry(f->cfg, "server.threads", CONFIG_SRC_DEFAULT, NULL);
 	assert_int_equal(f->cfg->n_pending_restart, 1);
 	assert_string_equal(f->cfg->pending_restart[0], "server.threads");
@@ -1020,11 +1129,13 @@ int main(void)
 		T(test_secret_not_in_file_error),
 		T(test_kv_layers),
 		T(test_kv_bad_value_keeps_file_value),
+		T(test_kv_key_with_control_characters_is_one_warning),
 		T(test_env_beats_kv),
 		T(test_kv_prefix_follows_service_name),
 		T(test_kv_prefix_explicit),
 		T(test_peers_and_features_from_every_layer),
 		T(test_lists_and_maps_from_text),
+		T(test_deep_json_values_refused),
 		T(test_consul_address_forms),
 		T(test_derived_service_id_invalid),
 		T(test_to_json),

@@ -8,8 +8,11 @@
 #include <string.h>
 
 #include "consul/health.h"
+#include "core/json_depth.h"
 #include "fixture.h"
+#include "nested.h"
 #include "mutate.h"
+#include "small_stack.h"
 
 /* The body of an answer captured from a real consul 1.8.7 -dev agent with
  * `curl -si` (tests/fixtures/consul/health/): three instances of "users"
@@ -96,10 +99,12 @@ static void test_bad_addresses_and_ports_refused(void **state)
 		"  \"Service\":{\"ID\":\"port-str\",\"Port\":\"80\"}},"
 		" {\"Node\":{\"Node\":\"n\",\"Address\":\"\"},"
 		"  \"Service\":{\"ID\":\"no-address\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"id\\n{\\\"level\\\":1}\",\"Port\":0}},"
 		" {\"Service\":{\"Address\":\"1.2.3.4\",\"Port\":80}}]";
 	struct consul_instance *v;
 	struct buf rejected;
-	size_t n;
+	size_t n, lines;
 	(void)state;
 
 	buf_init(&rejected, 4096);
@@ -111,6 +116,14 @@ static void test_bad_addresses_and_ports_refused(void **state)
 	     *id; id += strlen(id) + 1)
 		assert_non_null(strstr(rejected.data, id));
 	assert_non_null(strstr(rejected.data, "no service ID"));
+	/* one line per refused entry: what Consul sent is escaped */
+	lines = 0;
+	for (const char *p = rejected.data; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 9);
+	assert_non_null(
+		strstr(rejected.data, "instance 'crlf': invalid address 'x\\r\\nHost: y'\n"));
+	assert_non_null(strstr(rejected.data, "instance 'id\\n{\"level\":1}': invalid port\n"));
 	consul_instances_free(v, n);
 	buf_release(&rejected);
 }
@@ -184,6 +197,74 @@ static void test_not_an_array(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* One passing instance whose "Checks" take the answer to 'depth' levels. */
+static char *answer_nested(size_t depth, size_t *len)
+{
+	return nested_json("[{\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\"},"
+			   "\"Service\":{\"ID\":\"users-1\",\"Port\":8080},\"Checks\":",
+			   depth - 2, "}]", len);
+}
+
+static void test_deep_answers_refused(void **state)
+{
+	struct consul_instance *v;
+	char err[256], *json;
+	size_t n, len;
+	(void)state;
+
+	json = answer_nested(MN_JSON_MAX_DEPTH, &len);
+	assert_int_equal(consul_health_parse(json, len, &v, &n, NULL, err, sizeof(err)), MN_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].address, "10.0.0.1");
+	consul_instances_free(v, n);
+	free(json);
+
+	json = answer_nested(MN_JSON_MAX_DEPTH + 1, &len);
+	assert_int_equal(consul_health_parse(json, len, &v, &n, NULL, err, sizeof(err)),
+			 MN_INVALID);
+	assert_string_equal(err, "cannot parse health answer: JSON nested deeper than 64 levels");
+	assert_null(v);
+	assert_int_equal(n, 0);
+	free(json);
+
+	json = answer_nested(1000, &len);
+	assert_int_equal(consul_health_parse(json, len, &v, &n, NULL, err, sizeof(err)),
+			 MN_INVALID);
+	assert_string_equal(err, "cannot parse health answer: JSON nested deeper than 64 levels");
+	free(json);
+}
+
+struct deep_parse {
+	const char *json;
+	size_t len;
+	enum mn_err result;
+	char err[256];
+};
+
+static void *deep_parse_run(void *arg)
+{
+	struct deep_parse *d = arg;
+	struct consul_instance *v;
+	size_t n;
+
+	d->result = consul_health_parse(d->json, d->len, &v, &n, NULL, d->err, sizeof(d->err));
+	return NULL;
+}
+
+/* An answer 4096 levels deep on a worker-sized stack: refused, not a crash. */
+static void test_deep_answer_on_a_small_stack(void **state)
+{
+	struct deep_parse d = {.len = 4096};
+	char *json = small_stack_brackets(d.len);
+	(void)state;
+
+	d.json = json;
+	assert_true(small_stack_run(deep_parse_run, &d));
+	assert_int_equal(d.result, MN_INVALID);
+	assert_non_null(strstr(d.err, "JSON nested deeper than 64 levels"));
+	free(json);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +274,8 @@ int main(void)
 		cmocka_unit_test(test_host_rules),
 		cmocka_unit_test(test_mutated_answers),
 		cmocka_unit_test(test_not_an_array),
+		cmocka_unit_test(test_deep_answers_refused),
+		cmocka_unit_test(test_deep_answer_on_a_small_stack),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

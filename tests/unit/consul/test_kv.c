@@ -8,8 +8,11 @@
 #include <string.h>
 
 #include "consul/kv.h"
+#include "core/json_depth.h"
 #include "fixture.h"
+#include "nested.h"
 #include "mutate.h"
+#include "small_stack.h"
 
 static void test_parse_real_listing(void **state)
 {
@@ -59,6 +62,22 @@ static void test_parse_rejects_bad_input(void **state)
 		assert_int_equal(n, 0);
 		assert_true(strlen(err) > 0);
 	}
+}
+
+/* jansson quotes what it stopped at raw; the message stays one line */
+static void test_parse_error_is_one_line(void **state)
+{
+	static const char bad[] = "[\"\\u00\n\x1b\"]";
+	struct consul_kv *kv;
+	char err[256];
+	size_t n;
+	(void)state;
+
+	assert_int_equal(consul_kv_parse(bad, sizeof(bad) - 1, &kv, &n, err, sizeof(err)),
+			 MN_INVALID);
+	assert_null(strchr(err, '\n'));
+	assert_null(strchr(err, '\x1b'));
+	assert_non_null(strstr(err, "cannot parse kv listing: invalid escape near '\"\\u00\\n"));
 }
 
 static void test_parse_empty_array(void **state)
@@ -117,12 +136,81 @@ static void test_parse_mutated_listings(void **state)
 	free(json);
 }
 
+/* A listing of one pair whose extra field takes it to 'depth' levels. */
+static char *listing_nested(size_t depth, size_t *len)
+{
+	return nested_json("[{\"Key\":\"config/users/a\",\"Value\":\"YQ==\",\"Extra\":", depth - 2,
+			   "}]", len);
+}
+
+static void test_parse_refuses_deep_listings(void **state)
+{
+	struct consul_kv *kv;
+	char err[256], *json;
+	size_t n, len;
+	(void)state;
+
+	json = listing_nested(MN_JSON_MAX_DEPTH, &len);
+	assert_int_equal(consul_kv_parse(json, len, &kv, &n, err, sizeof(err)), MN_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(kv[0].value, "a");
+	consul_kv_free(kv, n);
+	free(json);
+
+	json = listing_nested(MN_JSON_MAX_DEPTH + 1, &len);
+	assert_int_equal(consul_kv_parse(json, len, &kv, &n, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "cannot parse kv listing: JSON nested deeper than 64 levels");
+	assert_null(kv);
+	assert_int_equal(n, 0);
+	free(json);
+
+	json = listing_nested(1000, &len);
+	assert_int_equal(consul_kv_parse(json, len, &kv, &n, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "cannot parse kv listing: JSON nested deeper than 64 levels");
+	free(json);
+}
+
+struct deep_parse {
+	const char *json;
+	size_t len;
+	enum mn_err result;
+	char err[256];
+};
+
+static void *deep_parse_run(void *arg)
+{
+	struct deep_parse *d = arg;
+	struct consul_kv *kv;
+	size_t n;
+
+	d->result = consul_kv_parse(d->json, d->len, &kv, &n, d->err, sizeof(d->err));
+	return NULL;
+}
+
+/* The watch and the startup read parse on ordinary threads; a worker-sized
+ * stack is the tighter bound and must survive an answer 4096 levels deep. */
+static void test_deep_listing_on_a_small_stack(void **state)
+{
+	struct deep_parse d = {.len = 4096};
+	char *json = small_stack_brackets(d.len);
+	(void)state;
+
+	d.json = json;
+	assert_true(small_stack_run(deep_parse_run, &d));
+	assert_int_equal(d.result, MN_INVALID);
+	assert_non_null(strstr(d.err, "JSON nested deeper than 64 levels"));
+	free(json);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_real_listing),
 		cmocka_unit_test(test_parse_rejects_bad_input),
 		cmocka_unit_test(test_parse_empty_array),
+		cmocka_unit_test(test_parse_error_is_one_line),
+		cmocka_unit_test(test_parse_refuses_deep_listings),
+		cmocka_unit_test(test_deep_listing_on_a_small_stack),
 		cmocka_unit_test(test_index_parse),
 		cmocka_unit_test(test_parse_mutated_listings),
 	};

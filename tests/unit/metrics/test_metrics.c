@@ -73,6 +73,32 @@ static void test_counter_with_labels(void **state)
 	metrics_destroy(m);
 }
 
+/* A count kept elsewhere, published at collect time: it may only grow. */
+static void test_counter_set_from_its_source(void **state)
+{
+	static const char *const names[] = {"kind"};
+	static const char *const full[] = {"disk_full"};
+	struct metrics *m = metrics_create();
+	struct metric_family *f, *g;
+	(void)state;
+
+	f = metrics_counter(m, "w_total", "Failed writes.", 1, names);
+	g = metrics_gauge(m, "g", "", 0, NULL);
+	metric_set_counter(f, full, 3);
+	metric_set_counter(f, full, 7);
+	metric_set_counter(f, full, 5);	  /* never back */
+	metric_set_counter(f, full, NAN); /* nor to nothing */
+	metric_set_counter(g, NULL, 9);	  /* counters only */
+	assert_render(m, "# HELP w_total Failed writes.\n"
+			 "# TYPE w_total counter\n"
+			 "w_total{kind=\"disk_full\"} 7\n"
+			 "# HELP g \n"
+			 "# TYPE g gauge\n"
+			 "g 0\n" DROPPED_HEAD);
+	metric_set_counter(NULL, full, 1);
+	metrics_destroy(m);
+}
+
 static void test_labelless_gauge(void **state)
 {
 	struct metrics *m = metrics_create();
@@ -572,6 +598,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_counter_with_labels),
+		cmocka_unit_test(test_counter_set_from_its_source),
 		cmocka_unit_test(test_labelless_gauge),
 		cmocka_unit_test(test_histogram_buckets),
 		cmocka_unit_test(test_labelless_histogram_and_inf_bound),

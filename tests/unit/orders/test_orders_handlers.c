@@ -196,6 +196,7 @@ static void test_404_for_a_missing_order(void **state)
 static void test_400_for_bad_input(void **state)
 {
 	struct fixture *f = *state;
+	char deep[1001];
 
 	post(f, "{\"user_id\":\"42\",\"product\":\"tea\",\"quantity\":3}");
 	assert_int_equal(f->res.status, 400);
@@ -207,6 +208,11 @@ static void test_400_for_bad_input(void **state)
 	post(f, "{oops");
 	assert_int_equal(f->res.status, 400);
 	assert_non_null(strstr(body_text(f), "invalid JSON"));
+	memset(deep, '[', sizeof(deep) - 1);
+	deep[sizeof(deep) - 1] = '\0';
+	post(f, deep);
+	assert_int_equal(f->res.status, 400);
+	assert_string_equal(body_text(f), "{\"error\":\"JSON nested deeper than 64 levels\"}");
 	assert_int_equal(f->peer.calls, 0);
 
 	request(f, "GET", "/orders/abc", NULL, NULL);
@@ -278,13 +284,13 @@ static void test_500_hides_the_peer_failure(void **state)
 	assert_int_equal(f->res.headers_len, 0);
 }
 
-/* A failing store: busy on create and get (the 503 that is not the peer's),
- * broken on list. */
+/* A failing store: a full disk on create, busy on get (the 503s that are
+ * not the peer's), broken on list. */
 static enum mn_err busy_create(struct orders_repo *r, int64_t user_id, const char *product,
-			       int64_t quantity, struct order *out)
+			       int64_t quantity, struct order *out, char *err, size_t errlen)
 {
 	(void)r, (void)user_id, (void)product, (void)quantity, (void)out;
-	return MN_UNAVAILABLE;
+	return mn_error(err, errlen, MN_UNAVAILABLE, "the store cannot write: disk full");
 }
 
 static enum mn_err busy_get(struct orders_repo *r, int64_t id, struct order *out)
@@ -302,10 +308,16 @@ static enum mn_err busy_list(struct orders_repo *r, size_t limit, size_t offset,
 	return MN_IO;
 }
 
-static enum mn_err busy_ping(struct orders_repo *r)
+static enum mn_err busy_ping(struct orders_repo *r, char *err, size_t errlen)
 {
 	(void)r;
-	return MN_UNAVAILABLE;
+	return mn_error(err, errlen, MN_UNAVAILABLE, "cannot write: disk full");
+}
+
+static void busy_health(struct orders_repo *r, struct store_health *out)
+{
+	(void)r;
+	*out = (struct store_health){.fault = STORE_FAULT_DISK_FULL};
 }
 
 static void busy_destroy(struct orders_repo *r)
@@ -314,7 +326,7 @@ static void busy_destroy(struct orders_repo *r)
 }
 
 static const struct orders_repo_ops busy_ops = {
-	busy_create, busy_get, busy_list, busy_ping, busy_destroy,
+	busy_create, busy_get, busy_list, busy_ping, busy_health, busy_destroy,
 };
 
 static int setup_busy_store(void **state)
@@ -333,9 +345,10 @@ static void test_store_failures(void **state)
 	post(f, "{\"user_id\":42,\"product\":\"tea\",\"quantity\":3}");
 	assert_int_equal(f->res.status, 503);
 	assert_int_equal(f->res.headers_len, 0); /* no Retry-After: not the peer */
-	assert_string_equal(body_text(f), "{\"error\":\"the store is busy; try again\"}");
+	assert_string_equal(body_text(f), "{\"error\":\"the store cannot write: disk full\"}");
 	request(f, "GET", "/orders/1", NULL, NULL);
 	assert_int_equal(f->res.status, 503);
+	assert_string_equal(body_text(f), "{\"error\":\"the store is busy; try again\"}");
 	request(f, "GET", "/orders", NULL, NULL);
 	assert_int_equal(f->res.status, 500);
 	assert_string_equal(body_text(f), "{\"error\":\"internal error\"}");

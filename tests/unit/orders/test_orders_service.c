@@ -8,10 +8,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/json_depth.h"
 #include "core/log.h"
 #include "orders/orders_service.h"
 #include "fake_users_peer.h"
 #include "mutate.h"
+#include "nested.h"
+#include "small_stack.h"
 
 struct fixture {
 	struct fake_users_peer peer;
@@ -81,7 +84,7 @@ static void test_valid_bodies(void **state)
 
 	/* trimmed; unknown fields ignored; the limits themselves are fine */
 	assert_int_equal(
-		validate("{\"note\":[1],\"quantity\":1000000,\"product\":\" \\t green tea\\n\","
+		validate("{\"note\":[1],\"quantity\":1000000,\"product\":\"   green tea \","
 			 "\"user_id\":9223372036854775807,\"id\":5}",
 			 &o, err),
 		MN_OK);
@@ -140,8 +143,18 @@ static void test_invalid_bodies(void **state)
 		 "'product' must be a string"},
 		{"{\"user_id\":1,\"product\":\"\",\"quantity\":1}",
 		 "'product' must be 1 to 200 bytes"},
+		{"{\"user_id\":1,\"product\":\"    \",\"quantity\":1}", "'product' must be 1 to"},
+		/* control characters anywhere, never trimmed away */
 		{"{\"user_id\":1,\"product\":\" \\t\\n \",\"quantity\":1}",
-		 "'product' must be 1 to"},
+		 "'product' must not contain control characters (U+0009 at byte 1)"},
+		{"{\"user_id\":1,\"product\":\"green tea\\n\",\"quantity\":1}",
+		 "'product' must not contain control characters (U+000A at byte 9)"},
+		{"{\"user_id\":1,\"product\":\"te\\u001b[31ma\",\"quantity\":1}",
+		 "(U+001B at byte 2)"},
+		{"{\"user_id\":1,\"product\":\"tea\\u007f\",\"quantity\":1}", "(U+007F at byte 3)"},
+		{"{\"user_id\":1,\"product\":\"tea\\u0085\",\"quantity\":1}", "(U+0085 at byte 3)"},
+		{"{\"user_id\":1,\"product\":\"t\\u0000a\",\"quantity\":1}", "invalid JSON"},
+		{"{\"user_id\":1,\"product\":\"t\xff\",\"quantity\":1}", "invalid JSON"},
 		/* quantity */
 		{"{\"user_id\":1,\"product\":\"x\"}", "'quantity' is required"},
 		{"{\"user_id\":1,\"product\":\"x\",\"quantity\":null}", "'quantity' is required"},
@@ -182,6 +195,72 @@ static void test_product_too_long(void **state)
 	assert_int_equal(validate(body, &o, err), MN_INVALID);
 	assert_null(o.product);
 	assert_non_null(strstr(err, "'product' must be 1 to 200 bytes"));
+}
+
+/* A valid order whose "note" takes the body to 'depth' levels in all. */
+static char *body_nested(size_t depth)
+{
+	return nested_json("{\"user_id\":1,\"product\":\"x\",\"quantity\":1,\"note\":", depth - 1,
+			   "}", NULL);
+}
+
+static void test_deep_bodies_refused(void **state)
+{
+	char err[256], *body, *deep;
+	struct order o;
+	(void)state;
+
+	body = body_nested(MN_JSON_MAX_DEPTH);
+	assert_int_equal(validate(body, &o, err), MN_OK);
+	order_release(&o);
+	free(body);
+	body = body_nested(MN_JSON_MAX_DEPTH + 1);
+	assert_int_equal(validate(body, &o, err), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	assert_null(o.product);
+	free(body);
+
+	deep = small_stack_brackets(1000);
+	assert_int_equal(orders_validate(deep, 1000, &o, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	free(deep);
+}
+
+struct deep_call {
+	struct fixture *f;
+	const char *body;
+	size_t len;
+	enum mn_err result;
+	char err[256];
+};
+
+static void *deep_call_run(void *arg)
+{
+	struct deep_call *c = arg;
+	unsigned retry = 0;
+	struct order o;
+
+	order_init(&o);
+	c->result = orders_service_create_order(c->f->svc, c->body, c->len, NULL, &o, &retry,
+						c->err, sizeof(c->err));
+	order_release(&o);
+	return NULL;
+}
+
+/* On a worker-sized stack: past jansson's own limit of 2048 levels its
+ * recursion alone would need about 160 KiB. */
+static void test_deep_body_on_a_worker_stack(void **state)
+{
+	struct deep_call c = {.f = *state, .len = 4096};
+	char *body = small_stack_brackets(c.len);
+
+	c.body = body;
+	assert_true(small_stack_run(deep_call_run, &c));
+	assert_int_equal(c.result, MN_INVALID);
+	assert_string_equal(c.err, "JSON nested deeper than 64 levels");
+	assert_int_equal(c.f->peer.calls, 0);
+	assert_int_equal(stored(c.f), 0);
+	free(body);
 }
 
 static void test_invalid_body_never_reaches_the_peer(void **state)
@@ -412,6 +491,8 @@ int main(void)
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_product_too_long),
+		cmocka_unit_test(test_deep_bodies_refused),
+		WITH_SERVICE(test_deep_body_on_a_worker_stack),
 		WITH_SERVICE(test_invalid_body_never_reaches_the_peer),
 		WITH_SERVICE(test_unknown_user_is_unprocessable),
 		WITH_SERVICE(test_unavailable_passes_retry_after),

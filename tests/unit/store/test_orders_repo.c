@@ -71,12 +71,13 @@ static void test_create_and_get(void **state)
 	order_init(&a);
 	order_init(&b);
 	order_init(&got);
-	assert_int_equal(orders_repo_create_order(r, 42, "tea", 3, &a), MN_OK);
+	assert_int_equal(orders_repo_create_order(r, 42, "tea", 3, &a, NULL, 0), MN_OK);
 	assert_true(a.id >= 1);
 	assert_int_equal(a.user_id, 42);
 	assert_string_equal(a.product, "tea");
 	assert_int_equal(a.quantity, 3);
-	assert_int_equal(orders_repo_create_order(r, 7, "a \"quoted\" pot", 1000000, &b), MN_OK);
+	assert_int_equal(orders_repo_create_order(r, 7, "a \"quoted\" pot", 1000000, &b, NULL, 0),
+			 MN_OK);
 	assert_true(b.id > a.id);
 	assert_int_equal(orders_repo_get(r, a.id, &got), MN_OK);
 	assert_int_equal(got.id, a.id);
@@ -89,7 +90,7 @@ static void test_create_and_get(void **state)
 	assert_int_equal(got.quantity, 1000000);
 	assert_int_equal(orders_repo_get(r, b.id + 1, &got), MN_NOT_FOUND);
 	assert_int_equal(orders_repo_get(r, 0, &got), MN_NOT_FOUND);
-	assert_int_equal(orders_repo_ping(r), MN_OK);
+	assert_int_equal(orders_repo_ping(r, NULL, 0), MN_OK);
 	order_release(&a);
 	order_release(&b);
 	order_release(&got);
@@ -108,7 +109,8 @@ static void test_list_paging(void **state)
 	assert_null(list);
 	for (int i = 0; i < 5; i++) {
 		snprintf(product, sizeof(product), "p%d", i);
-		assert_int_equal(orders_repo_create_order(r, 1, product, i + 1, &o), MN_OK);
+		assert_int_equal(orders_repo_create_order(r, 1, product, i + 1, &o, NULL, 0),
+				 MN_OK);
 	}
 	assert_int_equal(orders_repo_list(r, 2, 1, &list, &n), MN_OK);
 	assert_int_equal(n, 2);
@@ -143,7 +145,8 @@ static void *create_many(void *arg)
 	order_init(&o);
 	order_init(&got);
 	for (int i = 0; i < 200; i++) {
-		if (orders_repo_create_order(w->repo, w->index + 1, "T", i + 1, &o) != MN_OK)
+		if (orders_repo_create_order(w->repo, w->index + 1, "T", i + 1, &o, NULL, 0) !=
+		    MN_OK)
 			continue;
 		if (orders_repo_get(w->repo, o.id, &got) == MN_OK && got.user_id == w->index + 1 &&
 		    got.quantity == i + 1)
@@ -185,7 +188,7 @@ static void test_sqlite_survives_reopen(void **state)
 	int64_t id;
 
 	order_init(&o);
-	assert_int_equal(orders_repo_create_order(f->repo, 9, "durable", 2, &o), MN_OK);
+	assert_int_equal(orders_repo_create_order(f->repo, 9, "durable", 2, &o, NULL, 0), MN_OK);
 	id = o.id;
 	orders_repo_destroy(f->repo);
 	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
@@ -210,8 +213,8 @@ static void test_sqlite_two_repos_share_a_file(void **state)
 	order_init(&got);
 	other = orders_repo_sqlite_open(f->path, err, sizeof(err));
 	assert_non_null(other);
-	assert_int_equal(orders_repo_create_order(f->repo, 1, "from one", 1, &a), MN_OK);
-	assert_int_equal(orders_repo_create_order(other, 2, "from other", 2, &b), MN_OK);
+	assert_int_equal(orders_repo_create_order(f->repo, 1, "from one", 1, &a, NULL, 0), MN_OK);
+	assert_int_equal(orders_repo_create_order(other, 2, "from other", 2, &b, NULL, 0), MN_OK);
 	assert_int_not_equal(a.id, b.id);
 	assert_int_equal(orders_repo_get(other, a.id, &got), MN_OK);
 	assert_string_equal(got.product, "from one");
@@ -239,10 +242,11 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	/* orders created the file first; users adds its table beside */
 	users = users_repo_sqlite_open(f->path, err, sizeof(err));
 	assert_non_null(users);
-	assert_int_equal(users_repo_create_user(users, "Ada", "ada@example.com", &u), MN_OK);
-	assert_int_equal(orders_repo_create_order(f->repo, u.id, "tea", 1, &o), MN_OK);
-	assert_int_equal(orders_repo_ping(f->repo), MN_OK);
-	assert_int_equal(users_repo_ping(users), MN_OK);
+	assert_int_equal(users_repo_create_user(users, "Ada", "ada@example.com", &u, NULL, 0),
+			 MN_OK);
+	assert_int_equal(orders_repo_create_order(f->repo, u.id, "tea", 1, &o, NULL, 0), MN_OK);
+	assert_int_equal(orders_repo_ping(f->repo, NULL, 0), MN_OK);
+	assert_int_equal(users_repo_ping(users, NULL, 0), MN_OK);
 
 	/* and the other way round: users first, then orders */
 	orders_repo_destroy(f->repo);
@@ -256,8 +260,8 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	assert_int_equal(orders_repo_get(f->repo, o.id, &o), MN_OK);
 	assert_string_equal(o.product, "tea");
 	assert_int_equal(o.user_id, u.id);
-	assert_int_equal(users_repo_create_user(users, "Bob", NULL, &u), MN_OK);
-	assert_int_equal(orders_repo_create_order(f->repo, u.id, "cake", 2, &o), MN_OK);
+	assert_int_equal(users_repo_create_user(users, "Bob", NULL, &u, NULL, 0), MN_OK);
+	assert_int_equal(orders_repo_create_order(f->repo, u.id, "cake", 2, &o, NULL, 0), MN_OK);
 	users_repo_destroy(users);
 	user_release(&u);
 	order_release(&o);
@@ -284,7 +288,7 @@ static void test_sqlite_order_survives_kill9(void **state)
 	if (pid == 0) {
 		struct orders_repo *r = orders_repo_sqlite_open(f->path, err, sizeof(err));
 
-		if (r && orders_repo_create_order(r, 5, "acknowledged", 4, &o) == MN_OK)
+		if (r && orders_repo_create_order(r, 5, "acknowledged", 4, &o, NULL, 0) == MN_OK)
 			id = o.id;
 		if (write(fds[1], &id, sizeof(id)) != (ssize_t)sizeof(id))
 			_exit(1);

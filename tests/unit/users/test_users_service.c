@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "mutate.h"
+#include "nested.h"
+#include "small_stack.h"
+#include "core/json_depth.h"
 #include "users/users_service.h"
 
 static enum mn_err validate(const char *body, char **name, char **email, char *err)
@@ -33,6 +36,16 @@ static void test_valid_bodies(void **state)
 	assert_int_equal(validate("{\"name\":\"Bob\",\"email\":null}", &name, &email, err), MN_OK);
 	assert_null(email);
 	free(name);
+
+	/* surrounding spaces trimmed from both; case kept; UTF-8 kept */
+	assert_int_equal(validate("{\"name\":\"  Ren\u00e9e \",\"email\":\" DUP@x.com \"}", &name,
+				  &email, err),
+			 MN_OK);
+	assert_string_equal(name, "Ren\xc3\xa9"
+				  "e");
+	assert_string_equal(email, "DUP@x.com");
+	free(name);
+	free(email);
 }
 
 static void test_invalid_bodies(void **state)
@@ -58,6 +71,30 @@ static void test_invalid_bodies(void **state)
 		{"{\"name\":\"x\",\"email\":\"a@\"}", "'email' must be an address"},
 		{"{\"name\":\"x\",\"email\":\"a@b@c\"}", "'email' must be an address"},
 		{"{\"name\":\"x\",\"name\":\"y\"}", "invalid JSON"},
+		{"{\"name\":\"x\",\"email\":\"a b@c.d\"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"   \"}", "'email' must be an address"},
+		{"{\"name\":\"x\",\"email\":\"\"}", "'email' must be an address"},
+		/* control characters anywhere, escaped or raw, never trimmed away */
+		{"{\"name\":\"Ada\\n\"}",
+		 "'name' must not contain control characters (U+000A at byte 3)"},
+		{"{\"name\":\"\\tAda\"}",
+		 "'name' must not contain control characters (U+0009 at byte 0)"},
+		{"{\"name\":\"A\\u001b[2Jda\"}", "(U+001B at byte 1)"},
+		{"{\"name\":\"Ada\\u007f\"}", "(U+007F at byte 3)"},
+		{"{\"name\":\"Ada\\u0085\"}", "(U+0085 at byte 3)"},
+		{"{\"name\":\"Ada\\u009f\"}", "(U+009F at byte 3)"},
+		{"{\"name\":\"Ada\\r\\nX-Injected: 1\"}", "(U+000D at byte 3)"},
+		{"{\"name\":\"Ada\x01\"}", "invalid JSON"}, /* raw: jansson refuses it */
+		{"{\"name\":\"x\",\"email\":\"a\\u0000b@c.d\"}", "invalid JSON"},
+		{"{\"name\":\"x\",\"email\":\"dup@x.com\\n\"}",
+		 "'email' must not contain control characters (U+000A at byte 9)"},
+		{"{\"name\":\"x\",\"email\":\"d\\u0007up@x.com\"}", "'email' must not contain"},
+		{"{\"name\":\"x\",\"email\":\"dup@x.com\\u0085\"}", "'email' must not contain"},
+		/* invalid UTF-8: jansson refuses it */
+		{"{\"name\":\"Ad\xff\"}", "invalid JSON"},
+		{"{\"name\":\"Ad\xc3\"}", "invalid JSON"},
+		{"{\"name\":\"Ad\xed\xa0\x80\"}", "invalid JSON"},		   /* a surrogate */
+		{"{\"name\":\"x\",\"email\":\"\xc0\xaf@x.com\"}", "invalid JSON"}, /* overlong */
 	};
 	char *name, *email, err[256];
 	(void)state;
@@ -89,6 +126,74 @@ static void test_length_limits(void **state)
 	free(name);
 }
 
+/* 'depth' levels of "extra" nesting inside an otherwise valid body. */
+static char *body_nested(size_t depth)
+{
+	return nested_json("{\"name\":\"Ada\",\"extra\":", depth - 1, "}", NULL);
+}
+
+static void test_deep_bodies_refused(void **state)
+{
+	char *name, *email, err[256], *body;
+	(void)state;
+
+	/* 64 levels in all (the object and 63 arrays) are accepted */
+	body = body_nested(MN_JSON_MAX_DEPTH);
+	assert_int_equal(validate(body, &name, &email, err), MN_OK);
+	free(name);
+	free(body);
+	body = body_nested(MN_JSON_MAX_DEPTH + 1);
+	assert_int_equal(validate(body, &name, &email, err), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	assert_null(name);
+	assert_null(email);
+	free(body);
+
+	body = small_stack_brackets(1000);
+	assert_int_equal(users_validate(body, 1000, &name, &email, err, sizeof(err)), MN_INVALID);
+	assert_string_equal(err, "JSON nested deeper than 64 levels");
+	free(body);
+}
+
+struct deep_call {
+	struct users_service *svc;
+	const char *body;
+	size_t len;
+	enum mn_err create, update;
+	char err[256];
+};
+
+static void *deep_call_run(void *arg)
+{
+	struct deep_call *c = arg;
+	struct user u;
+
+	user_init(&u);
+	c->create = users_service_create_user(c->svc, c->body, c->len, &u, c->err, sizeof(c->err));
+	c->update = users_service_update(c->svc, 1, c->body, c->len, &u, c->err, sizeof(c->err));
+	user_release(&u);
+	return NULL;
+}
+
+/* On a worker-sized stack: past jansson's own limit of 2048 levels its
+ * recursion alone would need about 160 KiB. */
+static void test_deep_body_on_a_worker_stack(void **state)
+{
+	struct users_repo *repo = users_repo_memory_create();
+	struct deep_call c = {.svc = users_service_create(repo), .len = 4096};
+	char *body = small_stack_brackets(c.len);
+	(void)state;
+
+	c.body = body;
+	assert_true(small_stack_run(deep_call_run, &c));
+	assert_int_equal(c.create, MN_INVALID);
+	assert_int_equal(c.update, MN_INVALID);
+	assert_string_equal(c.err, "JSON nested deeper than 64 levels");
+	free(body);
+	users_service_destroy(c.svc);
+	users_repo_destroy(repo);
+}
+
 static void test_service_over_memory_repo(void **state)
 {
 	struct users_repo *repo = users_repo_memory_create();
@@ -105,6 +210,11 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
 			 MN_CONFLICT);
 	assert_non_null(strstr(err, "already taken"));
+	/* the same address, trimmed and without case: one address */
+	body = "{\"name\":\"Ada 2\",\"email\":\"  ADA@Example.COM \"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	assert_string_equal(err, "email 'ADA@Example.COM' is already taken");
 	assert_int_equal(users_service_get(svc, 1, &got), MN_OK);
 	assert_string_equal(got.name, "Ada");
 	body = "{\"name\":\"Ada L\"}";
@@ -114,8 +224,27 @@ static void test_service_over_memory_repo(void **state)
 	assert_int_equal(users_service_update(svc, 99, body, strlen(body), &got, err, sizeof(err)),
 			 MN_NOT_FOUND);
 	assert_int_equal(users_service_update(svc, 1, "{}", 2, &got, err, sizeof(err)), MN_INVALID);
-	assert_int_equal(users_service_delete(svc, 1), MN_OK);
-	assert_int_equal(users_service_delete(svc, 1), MN_NOT_FOUND);
+	/* an update follows the same rules */
+	body = "{\"name\":\"Ada\\u0000\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_INVALID);
+	body = "{\"name\":\"Ada\\n\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_INVALID);
+	assert_non_null(strstr(err, "control characters"));
+	body = "{\"name\":\"Bob\",\"email\":\"bob@example.com\"}";
+	assert_int_equal(users_service_create_user(svc, body, strlen(body), &got, err, sizeof(err)),
+			 MN_OK);
+	body = "{\"name\":\"Ada\",\"email\":\" BOB@example.com\"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_CONFLICT);
+	body = "{\"name\":\" Ada \",\"email\":\" ADA@example.com \"}";
+	assert_int_equal(users_service_update(svc, 1, body, strlen(body), &got, err, sizeof(err)),
+			 MN_OK);
+	assert_string_equal(got.name, "Ada");
+	assert_string_equal(got.email, "ADA@example.com");
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_OK);
+	assert_int_equal(users_service_delete(svc, 1, err, sizeof(err)), MN_NOT_FOUND);
 	user_release(&u);
 	user_release(&got);
 	users_service_destroy(svc);
@@ -175,6 +304,8 @@ int main(void)
 		cmocka_unit_test(test_valid_bodies),
 		cmocka_unit_test(test_invalid_bodies),
 		cmocka_unit_test(test_length_limits),
+		cmocka_unit_test(test_deep_bodies_refused),
+		cmocka_unit_test(test_deep_body_on_a_worker_stack),
 		cmocka_unit_test(test_mutated_bodies),
 		cmocka_unit_test(test_service_over_memory_repo),
 		cmocka_unit_test(test_user_json),

@@ -1,0 +1,475 @@
+/* The pool's write state: which SQLite failures are a store that cannot
+ * write, the answer and message each gets, one log line per kind until a
+ * write succeeds, the counts, and the probe that brings readiness back.
+ * Failures are injected by a VFS shim over the real unix VFS, so SQLite
+ * itself meets them where it writes, as it would meet a full disk. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "store/sqlite_pool.h"
+
+/* ---- a VFS that fails writes on demand ----------------------------------- */
+
+struct shim_file {
+	sqlite3_file base;
+	sqlite3_file *real; /* the unix file, right after this struct */
+};
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs shim_vfs;
+static atomic_int inject_rc;	/* xWrite answers this when not 0 */
+static atomic_int inject_errno; /* and SQLITE_FCNTL_LAST_ERRNO this */
+static atomic_int write_calls;	/* xWrite calls, failed or not */
+
+#define REAL(f) (((struct shim_file *)(f))->real)
+
+static int shim_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+
+static int shim_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), buf, amt, off);
+}
+
+static int shim_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
+{
+	int rc = atomic_load(&inject_rc);
+
+	atomic_fetch_add(&write_calls, 1);
+	if (rc != 0)
+		return rc;
+	return REAL(f)->pMethods->xWrite(REAL(f), buf, amt, off);
+}
+
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+static int shim_sync(sqlite3_file *f, int flags)
+{
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+
+static int shim_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+
+static int shim_lock(sqlite3_file *f, int level)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), level);
+}
+
+static int shim_unlock(sqlite3_file *f, int level)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), level);
+}
+
+static int shim_check_reserved(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+
+static int shim_file_control(sqlite3_file *f, int op, void *arg)
+{
+	int e = atomic_load(&inject_errno);
+
+	if (op == SQLITE_FCNTL_LAST_ERRNO && e != 0) {
+		*(int *)arg = e;
+		return SQLITE_OK;
+	}
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+
+static int shim_sector_size(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+
+static int shim_device_characteristics(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+static int shim_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **out)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), page, size, extend, out);
+}
+
+static int shim_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+}
+
+static void shim_shm_barrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+
+static int shim_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
+}
+
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 off, int amt, void **out)
+{
+	return REAL(f)->pMethods->xFetch(REAL(f), off, amt, out);
+}
+
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+	return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+
+static const sqlite3_io_methods shim_io = {
+	3,
+	shim_close,
+	shim_read,
+	shim_write,
+	shim_truncate,
+	shim_sync,
+	shim_file_size,
+	shim_lock,
+	shim_unlock,
+	shim_check_reserved,
+	shim_file_control,
+	shim_sector_size,
+	shim_device_characteristics,
+	shim_shm_map,
+	shim_shm_lock,
+	shim_shm_barrier,
+	shim_shm_unmap,
+	shim_fetch,
+	shim_unfetch,
+};
+
+static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
+{
+	struct shim_file *s = (struct shim_file *)f;
+	int rc;
+
+	(void)vfs;
+	s->real = (sqlite3_file *)(s + 1);
+	rc = real_vfs->xOpen(real_vfs, name, s->real, flags, out_flags);
+	s->base.pMethods = s->real->pMethods ? &shim_io : NULL;
+	return rc;
+}
+
+static int install_shim(void **state)
+{
+	(void)state;
+	real_vfs = sqlite3_vfs_find(NULL);
+	if (real_vfs == NULL)
+		return -1;
+	shim_vfs = *real_vfs;
+	shim_vfs.zName = "meshnode-test-shim";
+	shim_vfs.szOsFile = (int)sizeof(struct shim_file) + real_vfs->szOsFile;
+	shim_vfs.xOpen = shim_open;
+	return sqlite3_vfs_register(&shim_vfs, 1) == SQLITE_OK ? 0 : -1;
+}
+
+static int remove_shim(void **state)
+{
+	(void)state;
+	return sqlite3_vfs_unregister(&shim_vfs) == SQLITE_OK ? 0 : -1;
+}
+
+static void inject(int rc, int sys_errno)
+{
+	atomic_store(&inject_errno, sys_errno);
+	atomic_store(&inject_rc, rc);
+}
+
+/* ---- fixture -------------------------------------------------------------- */
+
+enum { ST_INSERT, ST_DELETE, ST_COUNT };
+
+static const char *const stmts[ST_COUNT] = {
+	[ST_INSERT] = "INSERT INTO t (v) VALUES (?1)",
+	[ST_DELETE] = "DELETE FROM t WHERE v = ?1",
+};
+
+struct fixture {
+	struct sqlite_pool *pool;
+	struct mn_clock clock;
+	uint64_t now;
+	char dir[64];
+	char path[96];
+	char log[96];
+	int log_fd;
+};
+
+static uint64_t fake_now(void *ctx)
+{
+	return *(uint64_t *)ctx;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	*state = f;
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/meshnode-pool.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/pool.db", f->dir);
+	snprintf(f->log, sizeof(f->log), "%s/log", f->dir);
+	f->pool = sqlite_pool_open(f->path,
+				   "CREATE TABLE IF NOT EXISTS t"
+				   " (id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
+				   stmts, ST_COUNT, err, sizeof(err));
+	if (f->pool == NULL)
+		return -1;
+	f->now = 5000;
+	f->clock = (struct mn_clock){fake_now, &f->now};
+	sqlite_pool_set_clock(f->pool, &f->clock);
+	f->log_fd = open(f->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+	if (f->log_fd < 0)
+		return -1;
+	log_set_fd(f->log_fd);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	inject(0, 0);
+	log_set_fd(2);
+	if (f->log_fd > 0)
+		close(f->log_fd);
+	sqlite_pool_close(f->pool);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(f);
+	return 0;
+}
+
+/* One write through the pool, as a repository makes it. */
+static enum mn_err write_one(struct fixture *f, int which, const char *v, char *err, size_t errlen)
+{
+	struct sqlite_conn *c = sqlite_pool_acquire(f->pool);
+	sqlite3_stmt *st = c->stmt[which];
+	enum mn_err e;
+
+	sqlite3_bind_text(st, 1, v, -1, SQLITE_TRANSIENT);
+	e = sqlite_pool_write_result(f->pool, c, sqlite3_step(st), "test write", err, errlen);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	sqlite_pool_release(f->pool, c);
+	return e;
+}
+
+/* Lines of the log holding 'needle'. */
+static int log_lines(struct fixture *f, const char *needle)
+{
+	char line[2048];
+	FILE *fp = fopen(f->log, "r");
+	int n = 0;
+
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp))
+		if (strstr(line, needle))
+			n++;
+	fclose(fp);
+	return n;
+}
+
+static void assert_health(struct fixture *f, enum store_fault fault, uint64_t full,
+			  uint64_t read_only, uint64_t io)
+{
+	struct store_health h;
+
+	sqlite_pool_health(f->pool, &h);
+	assert_int_equal(h.fault, fault);
+	assert_int_equal(h.write_failures[STORE_FAULT_NONE], 0);
+	assert_int_equal(h.write_failures[STORE_FAULT_DISK_FULL], full);
+	assert_int_equal(h.write_failures[STORE_FAULT_READ_ONLY], read_only);
+	assert_int_equal(h.write_failures[STORE_FAULT_IO], io);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_classify(void **state)
+{
+	static const struct {
+		int rc, sys_errno;
+		enum store_fault want;
+	} cases[] = {
+		{SQLITE_DONE, 0, STORE_FAULT_NONE},
+		{SQLITE_CONSTRAINT_UNIQUE, 0, STORE_FAULT_NONE},
+		{SQLITE_BUSY, 0, STORE_FAULT_NONE},
+		{SQLITE_LOCKED, 0, STORE_FAULT_NONE},
+		{SQLITE_NOMEM, 0, STORE_FAULT_NONE},
+		{SQLITE_IOERR_NOMEM, 0, STORE_FAULT_NONE},
+		{SQLITE_MISUSE, 0, STORE_FAULT_NONE},
+		{SQLITE_ERROR, EROFS, STORE_FAULT_NONE},
+		{SQLITE_FULL, 0, STORE_FAULT_DISK_FULL},
+		{SQLITE_FULL, EIO, STORE_FAULT_DISK_FULL},
+		{SQLITE_IOERR_WRITE, ENOSPC, STORE_FAULT_DISK_FULL},
+		{SQLITE_IOERR_SHMSIZE, ENOSPC, STORE_FAULT_DISK_FULL},
+		{SQLITE_IOERR_WRITE, EDQUOT, STORE_FAULT_DISK_FULL},
+		{SQLITE_READONLY, 0, STORE_FAULT_READ_ONLY},
+		{SQLITE_READONLY_DBMOVED, 0, STORE_FAULT_READ_ONLY},
+		{SQLITE_IOERR_WRITE, EROFS, STORE_FAULT_READ_ONLY},
+		{SQLITE_IOERR_FSYNC, EROFS, STORE_FAULT_READ_ONLY},
+		{SQLITE_CANTOPEN, EACCES, STORE_FAULT_READ_ONLY},
+		{SQLITE_IOERR_WRITE, EPERM, STORE_FAULT_READ_ONLY},
+		{SQLITE_IOERR_WRITE, EIO, STORE_FAULT_IO},
+		{SQLITE_IOERR_WRITE, 0, STORE_FAULT_IO},
+		{SQLITE_IOERR, 0, STORE_FAULT_IO},
+		{SQLITE_IOERR_FSYNC, EIO, STORE_FAULT_IO},
+		{SQLITE_CANTOPEN, ENOENT, STORE_FAULT_IO},
+		{SQLITE_CORRUPT, 0, STORE_FAULT_IO},
+		{SQLITE_NOTADB, 0, STORE_FAULT_IO},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (sqlite_fault_classify(cases[i].rc, cases[i].sys_errno) != cases[i].want)
+			fail_msg("rc %d errno %d: %s, not %s", cases[i].rc, cases[i].sys_errno,
+				 store_fault_label(
+					 sqlite_fault_classify(cases[i].rc, cases[i].sys_errno)),
+				 store_fault_label(cases[i].want));
+	assert_string_equal(store_fault_label(STORE_FAULT_DISK_FULL), "disk_full");
+	assert_string_equal(store_fault_text(STORE_FAULT_READ_ONLY), "read-only");
+	assert_string_equal(store_fault_label(STORE_FAULT_COUNT), "unknown");
+}
+
+static void test_failed_writes_are_503_logged_once_and_counted(void **state)
+{
+	struct fixture *f = *state;
+	char err[128], v[16];
+
+	assert_int_equal(write_one(f, ST_INSERT, "ok", err, sizeof(err)), MN_OK);
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_OK);
+	assert_health(f, STORE_FAULT_NONE, 0, 0, 0);
+
+	inject(SQLITE_FULL, 0);
+	for (int i = 0; i < 50; i++) {
+		snprintf(v, sizeof(v), "full%d", i);
+		err[0] = '\0';
+		assert_int_equal(write_one(f, ST_INSERT, v, err, sizeof(err)), MN_UNAVAILABLE);
+		assert_string_equal(err, "the store cannot write: disk full");
+	}
+	assert_health(f, STORE_FAULT_DISK_FULL, 50, 0, 0);
+	assert_int_equal(log_lines(f, "cannot write to"), 1);
+	assert_int_equal(log_lines(f, "disk full"), 1);
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_string_equal(err, "cannot write: disk full");
+
+	/* another kind: its own line, once; a kind seen already: none */
+	inject(SQLITE_IOERR_WRITE, EROFS);
+	assert_int_equal(write_one(f, ST_INSERT, "ro1", err, sizeof(err)), MN_UNAVAILABLE);
+	assert_string_equal(err, "the store cannot write: read-only");
+	assert_int_equal(write_one(f, ST_INSERT, "ro2", err, sizeof(err)), MN_UNAVAILABLE);
+	inject(SQLITE_IOERR_WRITE, EIO);
+	assert_int_equal(write_one(f, ST_INSERT, "io1", err, sizeof(err)), MN_UNAVAILABLE);
+	assert_string_equal(err, "the store cannot write: input/output error");
+	inject(SQLITE_FULL, 0);
+	assert_int_equal(write_one(f, ST_INSERT, "full-again", err, sizeof(err)), MN_UNAVAILABLE);
+	assert_health(f, STORE_FAULT_DISK_FULL, 51, 2, 1);
+	assert_int_equal(log_lines(f, "cannot write to"), 3);
+	assert_int_equal(log_lines(f, "Read-only file system"), 1); /* the errno, in the log */
+	/* SQLite's words never reach the client */
+	assert_null(strstr(err, "database or disk"));
+
+	/* a constraint is the caller's: no fault, nothing counted */
+	inject(0, 0);
+	assert_int_equal(write_one(f, ST_INSERT, "ok", err, sizeof(err)), MN_CONFLICT);
+	/* nor does a write that changed nothing prove the disk is back */
+	assert_int_equal(write_one(f, ST_DELETE, "no-such-row", err, sizeof(err)), MN_OK);
+	assert_health(f, STORE_FAULT_DISK_FULL, 51, 2, 1);
+	assert_int_equal(log_lines(f, "can write again"), 0);
+
+	/* a write that succeeds ends it, with one line */
+	assert_int_equal(write_one(f, ST_INSERT, "back", err, sizeof(err)), MN_OK);
+	assert_health(f, STORE_FAULT_NONE, 51, 2, 1);
+	assert_int_equal(log_lines(f, "can write again"), 1);
+	assert_int_equal(log_lines(f, "after 54 failed writes"), 1);
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_OK);
+	assert_int_equal(write_one(f, ST_INSERT, "more", err, sizeof(err)), MN_OK);
+	assert_int_equal(log_lines(f, "can write again"), 1);
+
+	/* the next failure starts over: logged again */
+	inject(SQLITE_FULL, 0);
+	assert_int_equal(write_one(f, ST_INSERT, "full-later", err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(log_lines(f, "cannot write to"), 4);
+	assert_health(f, STORE_FAULT_DISK_FULL, 52, 2, 1);
+}
+
+/* With no client writing, readiness comes back through the probe: one
+ * write of the pool's own, at most once per SQLITE_POOL_PROBE_INTERVAL_MS,
+ * not counted as a failed write. */
+static void test_probe_brings_readiness_back(void **state)
+{
+	struct fixture *f = *state;
+	char err[128];
+	int before;
+
+	inject(SQLITE_FULL, 0);
+	assert_int_equal(write_one(f, ST_INSERT, "a", err, sizeof(err)), MN_UNAVAILABLE);
+
+	/* within the interval: no probe, however often asked */
+	before = atomic_load(&write_calls);
+	for (int i = 0; i < 20; i++) {
+		f->now += SQLITE_POOL_PROBE_INTERVAL_MS / 20 - 1;
+		assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_UNAVAILABLE);
+	}
+	assert_int_equal(atomic_load(&write_calls), before);
+
+	/* due: one probe, which fails while the disk is full */
+	f->now += 20;
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_string_equal(err, "cannot write: disk full");
+	assert_true(atomic_load(&write_calls) > before);
+	before = atomic_load(&write_calls);
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(atomic_load(&write_calls), before);
+	assert_health(f, STORE_FAULT_DISK_FULL, 1, 0, 0); /* probes are not counted */
+	assert_int_equal(log_lines(f, "cannot write to"), 1);
+
+	/* space is back: the next due probe succeeds */
+	inject(0, 0);
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_UNAVAILABLE);
+	f->now += SQLITE_POOL_PROBE_INTERVAL_MS;
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_OK);
+	assert_health(f, STORE_FAULT_NONE, 1, 0, 0);
+	assert_int_equal(log_lines(f, "can write again (write probe succeeded after 1 failed"), 1);
+
+	/* healthy: pings never write */
+	before = atomic_load(&write_calls);
+	f->now += 10 * SQLITE_POOL_PROBE_INTERVAL_MS;
+	assert_int_equal(sqlite_pool_ping(f->pool, err, sizeof(err)), MN_OK);
+	assert_int_equal(atomic_load(&write_calls), before);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_classify),
+		cmocka_unit_test_setup_teardown(test_failed_writes_are_503_logged_once_and_counted,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_brings_readiness_back, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, install_shim, remove_shim);
+}
