@@ -78,7 +78,8 @@ done
 
 # Sweep: around the thread count (where a thread-per-connection server runs
 # out) and the issue's 300..1200; stops at the first N where every probe fails.
-sweep_slow=$(printf '%s\n' $((threads / 2)) $((threads * 3 / 4)) "$threads" $((threads * 5 / 4)) 300 600 900 1200 |
+sweep_slow=$(printf '%s\n' $((threads / 2)) $((threads * 3 / 4)) $((threads * 7 / 8)) $((threads * 31 / 32)) \
+	"$threads" $((threads * 5 / 4)) 300 600 900 1200 |
 	awk '$1 > 0' | sort -n -u | paste -sd,)
 sweep_idle=1000,2000,4000,8000
 t0=$(date +%s)
@@ -93,7 +94,7 @@ section=$work/section.md
 {
 	echo "## Hostile connections"
 	echo
-	echo "- date: $(date -u +%Y-%m-%dT%H:%MZ); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "- date: $(date -u +%Y-%m-%dT%H:%MZ); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include 2>/dev/null || echo ' with local changes to src/include')"
 	echo "- machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r); shared with other work, loopback only"
 	echo "- meshnode with its shipped defaults: server.threads = $threads, idle_timeout_ms = $idle_ms,"
 	echo "  read_timeout_ms = $read_ms; Consul check every $check_ms ms, timeout $check_to ms (a Consul $("$consul" version | head -n1 | awk '{print $2}') dev agent)."
