@@ -5,7 +5,10 @@
 # nodes, three ways side by side (bench/peer_modes.c: meshnode's discovery,
 # a fixed address, a Consul query per call) and POST /orders end to end.
 # Writes bench/RESULTS.md with the machine and the date. Bounded: each wrk
-# run lasts DURATION seconds, each peer mode DURATION/2.
+# run lasts DURATION seconds, each peer mode DURATION/2. Then the hostile-
+# connection part (bench/hostile.sh: idle and slow connections against the
+# shipped defaults, beside bare civetweb; about 4-5 minutes; HOSTILE=0 skips
+# it), which appends its section to bench/RESULTS.md.
 set -euo pipefail
 bin=${1:-build/meshnode}
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -167,3 +170,10 @@ base=$(median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
 	echo "made $consul_requests health_watch requests to Consul for $orders_done orders."
 } >bench/RESULTS.md
 cat bench/RESULTS.md
+
+# ---- hostile connections: its own agent and nodes, with nothing above left running
+cleanup
+trap - EXIT
+if [ "${HOSTILE:-1}" != 0 ]; then
+	bench/hostile.sh "$bin"
+fi
