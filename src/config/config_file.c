@@ -18,7 +18,11 @@ static json_t *config_file_value(const config_setting_t *s)
 	case CONFIG_TYPE_INT64:
 		return json_integer(config_setting_get_int64(s));
 	case CONFIG_TYPE_FLOAT:
-		return json_real(config_setting_get_float(s));
+		/* too large for a double (1e999): JSON has no infinity, so
+		 * null, refused by the setting's check like a string would be,
+		 * instead of failing the whole load as if memory ran out */
+		v = json_real(config_setting_get_float(s));
+		return v ? v : json_null();
 	case CONFIG_TYPE_STRING:
 		/* not UTF-8: null, which the setting's check refuses as a type
 		 * mismatch instead of failing the whole load */

@@ -358,6 +358,21 @@ static void test_file_invalid_utf8(void **state)
 			"key 'service.name': expected a non-empty string");
 }
 
+/* libconfig reads 1e999 as infinity, which has no JSON value: the load
+ * used to fail as out of memory, with no error line (found by
+ * fuzz_config_file). */
+static void test_file_float_overflow(void **state)
+{
+	file_error_case(*state, "server = {\n threads = 1e999;\n};\n", 2,
+			"key 'server.threads': expected an integer between 1 and 1024");
+}
+
+static void test_file_float_overflow_in_list(void **state)
+{
+	file_error_case(*state, "service = { tags = ( \"a\", -1e999 ); };\n", 1,
+			"key 'service.tags': expected a list of non-empty strings");
+}
+
 static void test_file_bad_values_of_every_kind(void **state)
 {
 	struct fixture *f = *state;
@@ -1164,6 +1179,8 @@ int main(void)
 		T(test_file_unknown_key),
 		T(test_file_syntax_error),
 		T(test_file_invalid_utf8),
+		T(test_file_float_overflow),
+		T(test_file_float_overflow_in_list),
 		T(test_file_bad_values_of_every_kind),
 		T(test_file_missing),
 		T(test_env_overrides_file),
