@@ -17,31 +17,12 @@ if ! command -v wrk >/dev/null; then
 	sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
 	"${sudo_cmd[@]}" apt-get install -y -q wrk >/dev/null
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do
-		for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 cc -O2 -o "$work/bare" bench/bare.c -lcivetweb -pthread
 consul=$(scripts/deps.sh | tail -n1)
-free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "hostile: $1 never answered" >&2; return 1; }
 
-chttp=$(free_port)
-caddr=http://127.0.0.1:$chttp
-setsid "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$chttp" \
-	-dns-port -1 -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
-	-server-port "$(free_port)" -log-level warn >"$work/consul.log" 2>&1 &
-pids+=($!)
-wait_http "$caddr/v1/status/leader"
+consul_dev_start "$consul"
 
 # meshnode, shipped defaults: nothing under server.* or consul.check_*.
 mport=$(free_port)
