@@ -48,7 +48,4 @@ void http_server_drain(struct http_server *s);
  * runs it on a thread of its own. NULL is a no-op. */
 void http_server_stop(struct http_server *s);
 
-/* Requests being handled that a stop waits for: 0 when idle. */
-int http_server_inflight(const struct http_server *s);
-
 #endif

@@ -664,4 +664,3 @@ void http_server_stop(struct http_server *s)
 	free(s);
 }
 
-int http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }

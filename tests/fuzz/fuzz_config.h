@@ -114,4 +114,28 @@ static inline void fuzz_check_config(const struct config *cfg)
 	json_decref(shown);
 }
 
+/* Loads 'src' into the fresh buffers errors and warnings (the caller
+ * releases them) and checks the outcome: a configuration that passes
+ * fuzz_check_config() and no error, or no configuration and at least one
+ * error line. Any other result is a finding. */
+static inline void fuzz_config_load(const struct config_sources *src, struct buf *errors,
+				    struct buf *warnings)
+{
+	struct config *cfg = (struct config *)&cfg; /* a failed load must set NULL */
+	enum mn_err e;
+
+	buf_init(errors, 1u << 20);
+	buf_init(warnings, 1u << 20);
+	e = config_load(src, &cfg, errors, warnings);
+	FUZZ_CHECK(e == MN_OK || e == MN_CONFIG);
+	if (e == MN_OK) {
+		FUZZ_CHECK(errors->len == 0);
+		fuzz_check_config(cfg);
+		config_free(cfg);
+	} else {
+		FUZZ_CHECK(cfg == NULL);
+		FUZZ_CHECK(errors->len > 0);
+	}
+}
+
 #endif

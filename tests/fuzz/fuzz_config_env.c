@@ -43,9 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *env[ENV_MAX + 1], *secrets[ENV_MAX];
 	struct config_sources src = {.environ = env, .hostname = "fuzz-host"};
 	struct buf errors, warnings;
-	struct config *cfg = (struct config *)&cfg;
 	size_t n = 0, n_secrets = 0;
-	enum mn_err e;
 
 	FUZZ_CHECK(ftruncate(token_fd, 0) == 0);
 	while (n < ENV_MAX && *line) {
@@ -74,18 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	env[n] = NULL;
 
-	buf_init(&errors, 1u << 20);
-	buf_init(&warnings, 1u << 20);
-	e = config_load(&src, &cfg, &errors, &warnings);
-	FUZZ_CHECK(e == MN_OK || e == MN_CONFIG);
-	if (e == MN_OK) {
-		FUZZ_CHECK(errors.len == 0);
-		fuzz_check_config(cfg);
-		config_free(cfg);
-	} else {
-		FUZZ_CHECK(cfg == NULL);
-		FUZZ_CHECK(errors.len > 0);
-	}
+	fuzz_config_load(&src, &errors, &warnings);
 	for (size_t i = 0; i < n_secrets; i++) {
 		FUZZ_CHECK(!leaked(&errors, secrets[i], env));
 		FUZZ_CHECK(!leaked(&warnings, secrets[i], env));
