@@ -774,6 +774,25 @@ def requires_meshnode(cls):
                          % meshnode_binary())(cls)
 
 
+def share_consul(module_globals, make=None):
+    """Gives a test module one real Consul agent for all its tests: sets the
+    module's CONSUL to None and defines its setUpModule (which starts the
+    agent, `make()` or a plain dev agent, when meshnode is there to test)
+    and tearDownModule (which stops it). Call it at module level with
+    globals(), after whatever `make` needs is defined."""
+    def set_up():
+        if have_meshnode():
+            module_globals["CONSUL"] = (make or Consul)()
+
+    def tear_down():
+        agent = module_globals.get("CONSUL")
+        if agent:
+            agent.stop()
+        module_globals["CONSUL"] = None
+
+    module_globals.update(CONSUL=None, setUpModule=set_up, tearDownModule=tear_down)
+
+
 class ProcessesTestCase(unittest.TestCase):
     """Stops what a test started (nodes, agents), by PID, newest first, when
     the test ends, whatever its outcome. track(x) returns x."""

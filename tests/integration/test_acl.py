@@ -15,8 +15,6 @@ ACL_HCL = os.path.join(harness.REPO, "consul", "acl-dev.hcl")
 MASTER = "meshnode-dev-master-token"
 BOGUS = "itest-BOGUS-acl-token-7d1e-do-not-print"
 
-CONSUL = None
-
 
 class AclConsul(harness.Consul):
     """The harness's dev agent plus consul/acl-dev.hcl; the test's own calls
@@ -31,15 +29,8 @@ class AclConsul(harness.Consul):
         return super().request(method, path, body, headers, timeout)
 
 
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = AclConsul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals(), AclConsul)
 
 
 def forbidden_count(node):

@@ -3,7 +3,6 @@ before the meshnode binary exists, and the baseline for its timings."""
 
 import http.server
 import os
-import signal
 import socket
 import threading
 import time

@@ -23,7 +23,7 @@ import time
 import unittest
 
 import harness
-from harness import (Consul, DelayRelay, Node, parse_raw_response, raw_exchange,
+from harness import (DelayRelay, Node, parse_raw_response, raw_exchange,
                      read_responses, requires_meshnode, wait_eof, wait_until)
 
 MAX_BODY = 1048576
@@ -31,18 +31,8 @@ READ_TIMEOUT_MS = 1000
 
 # One Consul agent for the module (rows 6 and 8); the other rows run nodes
 # with no agent at all (a free port where nothing listens).
-CONSUL = None
-
-
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = Consul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals())
 
 
 def report(text):

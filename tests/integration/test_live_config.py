@@ -5,27 +5,16 @@ pending restart, hot keys, SIGHUP and SIGTERM while the watches are blocked.
 CONTRACT.md's "Configuration" section; issue 3."""
 
 import signal
-import statistics
 import sys
 import time
 import unittest
-import uuid
 
 import harness
 from harness import Consul, Node, config_entry, requires_meshnode, wait_until
 
-CONSUL = None
 
-
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = Consul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals())
 
 
 def entry(node, name):

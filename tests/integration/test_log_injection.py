@@ -7,13 +7,11 @@ a line early, never forge a record, and every json record parses."""
 import base64
 import json
 import re
-import time
 import unittest
 
 import harness
-from harness import Consul, Node, requires_meshnode, wait_until
+from harness import Node, requires_meshnode, wait_until
 
-CONSUL = None
 
 # What an attacker would like to see as a record of its own.
 FORGED = '{"ts":"2024-01-01T00:00:00.000Z","level":"error","component":"app","msg":"forged"}'
@@ -23,15 +21,8 @@ TEXT_RECORD = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info |warn |error) \[[^\]\n]*\] ")
 
 
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = Consul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals())
 
 
 def log_lines(node):

@@ -4,7 +4,6 @@ before the agent, and the command line. CONTRACT.md's "Consul registration",
 "Configuration" and "Command line" sections."""
 
 import json
-import re
 import signal
 import socket
 import threading
@@ -15,20 +14,12 @@ import harness
 from harness import Consul, Node, config_entry, requires_meshnode, wait_until
 
 # One Consul agent for the module: every test uses its own service name.
-CONSUL = None
 
 FAKE_TOKEN = "itest-FAKE-TOKEN-5f0c2b7e-do-not-print"
 
 
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = Consul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals())
 
 
 def wait_registered(consul, name, timeout=10.0):

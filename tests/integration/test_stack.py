@@ -6,7 +6,6 @@ stack high-water mark and logs it when it stops; under the sanitizers the
 same requests must simply all be answered. Issue 8, point 1."""
 
 import json
-import os
 import re
 import sys
 

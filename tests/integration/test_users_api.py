@@ -10,23 +10,13 @@ import subprocess
 import unittest
 
 import harness
-from harness import Consul, Node, requires_meshnode, wait_until
+from harness import Node, requires_meshnode, wait_until
 
 MAX_BODY = 1024
 
 # One Consul agent for the module: every test uses its own service name.
-CONSUL = None
-
-
-def setUpModule():
-    global CONSUL
-    if harness.have_meshnode():
-        CONSUL = Consul()
-
-
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL = None  # the module's agent, while its tests run
+harness.share_consul(globals())
 
 
 def users_list(doc):
