@@ -155,7 +155,7 @@ static enum mn_err read_kv(const struct config *base, char *const *env, struct k
 {
 	const char *prefixes[2] = {"config/shared/", base->consul_kv_prefix};
 	struct consul *c = consul_from_config(base, env, err, errlen);
-	struct httpc *h = httpc_create();
+	struct httpc *h = c ? consul_conn_create(c) : NULL;
 	enum mn_err ret = MN_OK;
 
 	memset(kv, 0, 2 * sizeof(*kv));
@@ -175,7 +175,8 @@ static enum mn_err read_kv(const struct config *base, char *const *env, struct k
 		memset(kv, 0, 2 * sizeof(*kv));
 	}
 out:
-	httpc_destroy(h);
+	if (c)
+		consul_conn_destroy(c, h);
 	consul_destroy(c);
 	return ret;
 }

@@ -78,6 +78,11 @@ struct config {
 	int consul_check_interval_ms;
 	int consul_check_timeout_ms;
 	int consul_deregister_critical_after_ms;
+	int64_t consul_kv_max_keys;       /* per prefix; a longer listing is refused whole */
+	int64_t consul_kv_max_bytes;      /* per prefix, the listing's size as read */
+	int consul_watch_max_services;    /* services followed at once, whatever happens */
+	int consul_watch_idle_ms;         /* a watch unused this long stops; 0: never */
+	int consul_watch_wait_ms;         /* the blocking wait of every watch */
 
 	/* database */
 	char *database_driver;    /* "sqlite" | "memory" */

@@ -14,6 +14,7 @@ struct consul_opts {
 	struct httpc_tls tls;     /* from CONSUL_CACERT and friends */
 	const char *server_name;  /* CONSUL_TLS_SERVER_NAME: the name the agent's
 				     certificate must carry; NULL: the address's host */
+	const struct httpc_transport *transport; /* borrowed; NULL: httpc_libcurl */
 };
 
 /* Called after every agent call: 'op' names it ("register", "kv_list"),
@@ -41,7 +42,12 @@ struct consul_call {
 	const atomic_bool *cancel; /* may be NULL */
 };
 
-/* Performs one call through 'h' (the caller's handle: one per thread).
+/* A connection handle of the client's transport for consul_call(), used by
+ * one thread at a time; NULL when out of memory. */
+struct httpc *consul_conn_create(struct consul *c);
+void consul_conn_destroy(struct consul *c, struct httpc *h);
+
+/* Performs one call through 'h' (from consul_conn_create(): one per thread).
  * MN_OK for a 2xx answer (body in res); MN_NOT_FOUND for 404 (res kept);
  * MN_FORBIDDEN for 403 (ACL); MN_PROTOCOL for other statuses;
  * MN_UNAVAILABLE / MN_TIMEOUT / MN_IO when the agent did not answer. */

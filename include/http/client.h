@@ -62,6 +62,23 @@ void httpc_response_release(struct httpc_response *res);
 enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 			  struct httpc_response *res, char *err, size_t errlen);
 
+/* The seam between the modules that make HTTP calls (the Consul client and
+ * its watches, the peer client) and libcurl. Production uses httpc_libcurl;
+ * unit tests pass a table-driven fake fed with answers captured from the
+ * real agent. A handle from create() is used by one thread at a time and
+ * may be of the transport's own type (callers never look inside it);
+ * perform() has httpc_perform()'s contract, 'cancel' included. */
+struct httpc_transport {
+	struct httpc *(*create)(void *ctx);
+	void (*destroy)(void *ctx, struct httpc *h);
+	enum mn_err (*perform)(void *ctx, struct httpc *h, const struct httpc_request *req,
+			       struct httpc_response *res, char *err, size_t errlen);
+	void *ctx;
+};
+
+/* libcurl: httpc_create(), httpc_destroy(), httpc_perform(). */
+extern const struct httpc_transport httpc_libcurl;
+
 /* 's' percent-encoded for use as one URL path segment or query value
  * (new allocation, free with free()); NULL when out of memory. */
 char *httpc_escape(const char *s);

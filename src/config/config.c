@@ -351,6 +351,11 @@ static void config_fill(struct builder *b)
 	cfg->consul_check_timeout_ms = (int)cfg_int(b, "consul.check_timeout_ms");
 	cfg->consul_deregister_critical_after_ms =
 		(int)cfg_int(b, "consul.deregister_critical_after_ms");
+	cfg->consul_kv_max_keys = cfg_int(b, "consul.kv_max_keys");
+	cfg->consul_kv_max_bytes = cfg_int(b, "consul.kv_max_bytes");
+	cfg->consul_watch_max_services = (int)cfg_int(b, "consul.watch_max_services");
+	cfg->consul_watch_idle_ms = (int)cfg_int(b, "consul.watch_idle_ms");
+	cfg->consul_watch_wait_ms = (int)cfg_int(b, "consul.watch_wait_ms");
 
 	cfg->database_driver = cfg_str(b, "database.driver");
 	cfg->database_path = cfg_str(b, "database.path");

@@ -12,6 +12,7 @@ struct consul {
 	char *token_header;   /* "X-Consul-Token: ..." or NULL */
 	char *ca_file, *cert_file, *key_file;
 	struct httpc_tls tls;
+	const struct httpc_transport *transport;
 	consul_observe_fn observe;
 	void *observe_ctx;
 };
@@ -81,6 +82,7 @@ struct consul *consul_create(const struct consul_opts *opts, char *err, size_t e
 			goto out_nomem;
 		}
 	}
+	c->transport = opts->transport ? opts->transport : &httpc_libcurl;
 	c->ca_file = strdup_or_null(opts->tls.ca_file);
 	c->cert_file = strdup_or_null(opts->tls.cert_file);
 	c->key_file = strdup_or_null(opts->tls.key_file);
@@ -113,6 +115,17 @@ void consul_set_observer(struct consul *c, consul_observe_fn fn, void *ctx)
 }
 
 const char *consul_address(const struct consul *c) { return c->address; }
+
+struct httpc *consul_conn_create(struct consul *c)
+{
+	return c->transport->create(c->transport->ctx);
+}
+
+void consul_conn_destroy(struct consul *c, struct httpc *h)
+{
+	if (h)
+		c->transport->destroy(c->transport->ctx, h);
+}
 
 /* The start of an error answer's body for a message, escaped: Consul ends
  * them with a newline, and the message may become a line of its own. */
@@ -153,7 +166,7 @@ enum mn_err consul_call(struct consul *c, struct httpc *h, const struct consul_c
 		.connect_to = c->connect_to,
 		.cancel = call->cancel,
 	};
-	ret = httpc_perform(h, &req, res, err, errlen);
+	ret = c->transport->perform(c->transport->ctx, h, &req, res, err, errlen);
 	if (ret != MN_OK)
 		goto out;
 	if (res->status >= 200 && res->status < 300)

@@ -146,7 +146,7 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 static void *registrar_main(void *arg)
 {
 	struct registrar *r = arg;
-	struct httpc *h = httpc_create();
+	struct httpc *h = consul_conn_create(r->consul);
 
 	if (h == NULL) {
 		log_error("consul", "cannot create an HTTP client for registration");
@@ -156,7 +156,7 @@ static void *registrar_main(void *arg)
 	while (!r->stopping)
 		reconcile_step(r, h);
 	pthread_mutex_unlock(&r->lock);
-	httpc_destroy(h);
+	consul_conn_destroy(r->consul, h);
 	return NULL;
 }
 
@@ -209,13 +209,13 @@ void registrar_stop(struct registrar *r)
 	r->registered = false;
 	pthread_mutex_unlock(&r->lock);
 	if (was_registered) {
-		h = httpc_create();
+		h = consul_conn_create(r->consul);
 		if (h && consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err)) == MN_OK)
 			log_info("consul", "deregistered '%s'", r->svc->id);
 		else
 			log_warn("consul", "cannot deregister '%s': %s", r->svc->id,
 				 h ? err : "out of memory");
-		httpc_destroy(h);
+		consul_conn_destroy(r->consul, h);
 	}
 }
 

@@ -199,7 +199,7 @@ static void note_outcome_locked(struct watch *w, enum mn_err e, const char *err)
 static void *watch_main(void *arg)
 {
 	struct watch *w = arg;
-	struct httpc *h = httpc_create();
+	struct httpc *h = consul_conn_create(w->consul);
 	struct httpc_response res;
 	char err[512];
 
@@ -262,7 +262,7 @@ static void *watch_main(void *arg)
 	}
 	pthread_mutex_unlock(&w->lock);
 	httpc_response_release(&res);
-	httpc_destroy(h);
+	consul_conn_destroy(w->consul, h);
 	return NULL;
 }
 

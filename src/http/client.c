@@ -266,3 +266,25 @@ char *httpc_escape(const char *s)
 	*o = '\0';
 	return out;
 }
+
+static struct httpc *libcurl_create(void *ctx)
+{
+	(void)ctx;
+	return httpc_create();
+}
+
+static void libcurl_destroy(void *ctx, struct httpc *h)
+{
+	(void)ctx;
+	httpc_destroy(h);
+}
+
+static enum mn_err libcurl_perform(void *ctx, struct httpc *h, const struct httpc_request *req,
+				   struct httpc_response *res, char *err, size_t errlen)
+{
+	(void)ctx;
+	return httpc_perform(h, req, res, err, errlen);
+}
+
+const struct httpc_transport httpc_libcurl = {libcurl_create, libcurl_destroy, libcurl_perform,
+					      NULL};
