@@ -315,22 +315,25 @@ static void observe_consul(void *ctx, const char *op, enum mn_err result)
 
 static bool app_ready(void *ctx, json_t *body);
 
-static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
-{
-	struct app *app = ctx;
-
-	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->n);
-	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
-}
-
-/* 0 closed, 1 half open, 2 open. */
+/* 0 closed, 1 half open, 2 open. Only circuits that are not closed have a
+ * series: a mesh of 10,000 instances would otherwise make 10,000 of them. */
 static void collect_circuit(void *ctx, const char *service, const char *instance,
 			    const char *state)
 {
 	struct app *app = ctx;
 	double v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
 
-	metric_set(app->m.peer_circuit, (const char *[]){service, instance}, v);
+	if (v > 0)
+		metric_set(app->m.peer_circuit, (const char *[]){service, instance}, v);
+}
+
+static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
+{
+	struct app *app = ctx;
+
+	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->n);
+	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
+	peer_client_foreach_instance(snap, collect_circuit, app);
 }
 
 static void collect(struct metrics *m, void *ctx)
@@ -365,8 +368,6 @@ static void collect(struct metrics *m, void *ctx)
 	}
 	if (app->resolver)
 		resolver_foreach(app->resolver, collect_peer_view, app);
-	if (app->peers)
-		peer_client_foreach_instance(app->peers, collect_circuit, app);
 }
 
 static enum mn_err metrics_setup(struct app *app)
@@ -666,6 +667,7 @@ static enum mn_err watches_start(struct app *app)
 			.op = "kv_watch",
 			.path = path,
 			.start_index = app->kv[i].known ? app->kv[i].last.index : 0,
+			.wait_ms = (uint64_t)app->cfg->consul_watch_wait_ms,
 			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
 			.on_change = on_kv_change,
 			.ctx = &app->kv[i],
@@ -746,20 +748,53 @@ static void peer_settings_put(void *ctx, const void *token)
 	config_store_put(app->store, token);
 }
 
-/* The resolver follows a peer service from its first use on. */
+/* The services this node may call: those its modules need, and those
+ * named under peers.<name> in the configuration in force. */
+static bool peer_allowed(void *ctx, const char *service)
+{
+	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	bool ok = (config_has_module(cfg, "orders") && strcmp(service, "users") == 0) ||
+		  config_peer_get(cfg, service)->name != NULL;
+
+	config_store_put(app->store, cfg);
+	return ok;
+}
+
+static void *peer_prepare(void *ctx, const struct peer_snapshot *snap)
+{
+	return peer_client_prepare(((struct app *)ctx)->peers, snap);
+}
+
+static void peer_release(void *ctx, void *prepared)
+{
+	peer_client_release(((struct app *)ctx)->peers, prepared);
+}
+
+/* The resolver follows a peer service from its first use on, within the
+ * configured bounds. */
 static enum mn_err peers_setup(struct app *app)
 {
+	app->peers = peer_client_create(NULL,
+					&(struct peer_metrics){app->m.peer_requests,
+							       app->m.peer_duration},
+					NULL);
+	if (app->peers == NULL)
+		return MN_NOMEM;
 	app->resolver = resolver_create(&(struct resolver_opts){
 		.consul = app->consul,
+		.wait_ms = (uint64_t)app->cfg->consul_watch_wait_ms,
 		.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
+		.max_services = (size_t)app->cfg->consul_watch_max_services,
+		.idle_ms = (uint64_t)app->cfg->consul_watch_idle_ms,
+		.allowed = peer_allowed,
+		.prepare = peer_prepare,
+		.release = peer_release,
+		.ctx = app,
 	});
 	if (app->resolver == NULL)
 		return MN_NOMEM;
-	app->peers = peer_client_create(app->resolver, NULL,
-					&(struct peer_metrics){app->m.peer_requests,
-							       app->m.peer_duration});
-	if (app->peers == NULL)
-		return MN_NOMEM;
+	peer_client_attach(app->peers, app->resolver);
 	app->peer_settings = (struct peer_settings_source){peer_settings_get, peer_settings_put, app};
 	return MN_OK;
 }

@@ -56,9 +56,13 @@ struct watch *watch_start(const struct watch_opts *opts);
  * Callbacks are not called after this returns. NULL is a no-op. */
 void watch_stop(struct watch *w);
 
-/* How long the agent has failed to answer: 0 while it answers, else the
- * milliseconds since the first failed call. Failures are logged by the
- * watch itself (once per kind, and when the agent answers again). */
+/* How far behind the agent the watch may be: the milliseconds since its
+ * last complete, successful answer (since it started, before the first),
+ * whatever the call in flight does: a body trickling in or an agent that
+ * never answers shows here before the call's deadline abandons it. A
+ * healthy agent answers a blocking call at least every wait_ms (plus its
+ * jitter). Failures are logged by the watch itself (once per kind, and
+ * when the agent answers again). */
 uint64_t watch_stale_ms(struct watch *w);
 
 /* Asks for an immediate fresh read (SIGHUP): the next call goes out with

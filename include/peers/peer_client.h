@@ -3,7 +3,13 @@
  * keep-alive connections (a pool of handles, none used by two threads at
  * once), per-attempt timeout, retries on other instances, a circuit breaker
  * per instance and passive ejection (an instance that refuses the
- * connection or times out is skipped at once, before Consul notices). */
+ * connection or times out is skipped at once, before Consul notices).
+ *
+ * The cost of a call does not grow with the number of instances: what the
+ * node remembers of each instance (its circuit, calls in flight) is indexed
+ * by instance id, and each snapshot the resolver publishes carries a table
+ * of those states built once, on the watch thread (peer_client_prepare).
+ * A call locks only the few instances its balancer looks at. */
 #ifndef MESHNODE_PEERS_PEER_CLIENT_H
 #define MESHNODE_PEERS_PEER_CLIENT_H
 
@@ -43,15 +49,29 @@ struct peer_metrics {
 	struct metric_family *duration;   /* {service} histogram, seconds */
 };
 
-struct peer_client *peer_client_create(struct resolver *resolver, const struct mn_clock *clock,
-				       const struct peer_metrics *metrics);
+/* 'transport' NULL: httpc_libcurl. The resolver must have been created with
+ * peer_client_prepare and peer_client_release as its prepare and release
+ * hooks and the client as their context (see peer_client_hooks()): create
+ * the client first, then the resolver, then attach it. */
+struct peer_client *peer_client_create(const struct mn_clock *clock,
+				       const struct peer_metrics *metrics,
+				       const struct httpc_transport *transport);
+void peer_client_attach(struct peer_client *pc, struct resolver *resolver);
+/* Frees the client; instance states still referenced by snapshots are
+ * freed with them (the resolver may be destroyed before or after). */
 void peer_client_destroy(struct peer_client *pc);
+
+/* The resolver hooks (resolver_opts.prepare / release, with the client as
+ * ctx): a table of instance states per snapshot. */
+void *peer_client_prepare(void *pc, const struct peer_snapshot *snap);
+void peer_client_release(void *pc, void *prepared);
 
 /* One call. MN_OK: an instance answered (res->status may be any status,
  * 5xx included when no retry could do better). MN_UNAVAILABLE: no instance
- * could be reached (none passing, all circuits open, or every attempt
- * failed to connect or timed out); MN_INVALID: a bad service name or
- * lb. err says why. */
+ * could be reached (none passing, all circuits open, every attempt
+ * failed to connect or timed out, or the service cannot be followed now);
+ * MN_INVALID: a bad service name or lb; MN_NOT_FOUND: a service this node
+ * does not follow (see resolver_get). err says why. */
 enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		      const struct peer_request *req, struct httpc_response *res, char *err,
 		      size_t errlen);
@@ -59,16 +79,18 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 /* Milliseconds until the earliest open circuit of 'service' may let a call
  * through (0 when none is open): a Retry-After hint. */
 uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
-				    uint64_t breaker_open_ms);
+				    const char *tag, uint64_t breaker_open_ms);
 
-/* The node's view of 'service' for GET /peers/{service} (new reference;
- * NULL for an invalid name). */
-json_t *peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			 uint64_t breaker_open_ms);
+/* The node's view of 'service' for GET /peers/{service} in *out (new
+ * reference). The errors of resolver_get (MN_INVALID, MN_NOT_FOUND,
+ * MN_UNAVAILABLE) or MN_NOMEM, with detail in err. */
+enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
+			     uint64_t breaker_open_ms, json_t **out, char *err, size_t errlen);
 
-/* Per instance of every service called so far: fn gets the circuit state
- * name; for the circuit metric. */
-void peer_client_foreach_instance(struct peer_client *pc,
+/* Calls fn for each instance of 'snap' with its circuit state name
+ * ("closed", "open", "half_open"); for the circuit metric. Takes only each
+ * instance's own lock, one at a time. */
+void peer_client_foreach_instance(const struct peer_snapshot *snap,
 				  void (*fn)(void *ctx, const char *service, const char *instance,
 					     const char *state),
 				  void *ctx);

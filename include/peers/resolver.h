@@ -1,9 +1,16 @@
-/* The node's live view of the peer services it calls. Each (service, tag)
- * is followed by one blocking-query watch on
+/* The node's live view of the peer services it calls. Each followed
+ * service is watched with one blocking query on
  * /v1/health/service/<service>?passing[&tag=<tag>], started on first use;
  * every answer that changes the instances is published as an immutable,
  * refcounted snapshot that callers read without asking Consul. When the
- * agent is unreachable the last snapshot stays in use. */
+ * agent is unreachable the last snapshot stays in use.
+ *
+ * What is followed is bounded by configuration, never by a caller: only
+ * services the 'allowed' callback accepts, at most max_services at once; a
+ * service not used for idle_ms stops being followed; a service asked for
+ * with another tag than the one followed is followed with the new tag and
+ * the old watch stops. Watches stop on a housekeeping thread, never on the
+ * caller's. */
 #ifndef MESHNODE_PEERS_RESOLVER_H
 #define MESHNODE_PEERS_RESOLVER_H
 
@@ -24,6 +31,8 @@ struct peer_snapshot {
 	uint64_t index;                     /* X-Consul-Index it came with */
 	uint64_t changed_ms;                /* clock time it was published */
 	bool known;                         /* false: Consul has not answered yet */
+	void *prepared;                     /* what opts.prepare made of it; NULL
+					       for a snapshot with no instance */
 };
 
 struct resolver_opts {
@@ -33,32 +42,59 @@ struct resolver_opts {
 					       answer; 0 means 2000 */
 	uint64_t wait_ms;                   /* blocking wait; 0 means 5 min */
 	uint64_t backoff_cap_ms;            /* 0 means 30 s */
+	size_t max_services;                /* followed at once; 0 means 32 */
+	uint64_t idle_ms;                   /* unused this long: stop; 0: never */
+	/* May 'service' be followed? Asked when a service is first asked for,
+	 * and again every second for those followed (a service no longer
+	 * allowed stops). NULL: any valid name. Called without resolver locks
+	 * held by the caller; must not call back into the resolver. */
+	bool (*allowed)(void *ctx, const char *service);
+	/* Called on the watch thread for each new snapshot with instances,
+	 * before it is published; its result is snapshot->prepared, handed
+	 * to release() when the snapshot is freed (on whatever thread drops
+	 * the last reference). Both may be NULL. */
+	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
+	void (*release)(void *ctx, void *prepared);
+	void *ctx;                          /* for allowed, prepare, release */
 };
 
-/* NULL when out of memory. */
+/* NULL when out of memory or a thread cannot start. */
 struct resolver *resolver_create(const struct resolver_opts *opts);
 /* Stops every watch (within ~100 ms) and frees everything; snapshots still
  * held must have been released. */
 void resolver_destroy(struct resolver *r);
 
-/* The current snapshot of 'service' with 'tag' (NULL or "": any). The
- * first use starts the watch and waits up to first_wait_ms for Consul's
- * first answer (later callers wait only what is left of that). Never NULL
- * unless out of memory or the name is not a valid service name; release
- * with resolver_put(). */
-const struct peer_snapshot *resolver_get(struct resolver *r, const char *service,
-					 const char *tag);
+/* The current snapshot of 'service' with 'tag' (NULL or "": any) in *out,
+ * to release with resolver_put(). The first use starts the watch and waits
+ * up to first_wait_ms for Consul's first answer (later callers wait only
+ * what is left of that). Errors, with detail in err: MN_INVALID for a name
+ * that is not a valid service name, MN_NOT_FOUND for a service that is not
+ * allowed, MN_UNAVAILABLE when max_services are followed already, MN_NOMEM. */
+enum mn_err resolver_get(struct resolver *r, const char *service, const char *tag,
+			 const struct peer_snapshot **out, char *err, size_t errlen);
 void resolver_put(const struct peer_snapshot *s);
 
-/* How long the view has been out of touch with Consul: 0 while the agent
- * answers, else milliseconds since the first failed call. */
-uint64_t resolver_stale_ms(struct resolver *r, const char *service, const char *tag);
+/* How far behind Consul the view of 'service' may be: the milliseconds
+ * since the watch's last complete, successful answer (since it started,
+ * before the first), whatever the call in flight does. A healthy watch
+ * answers at least every wait_ms (plus Consul's jitter). 0 for a service
+ * not followed. */
+uint64_t resolver_stale_ms(struct resolver *r, const char *service);
 
-/* Calls fn for each followed (service, tag) with its current snapshot and
- * staleness; for metrics. */
+/* Calls fn for each followed service with its current snapshot and
+ * staleness, without the resolver's lock held (fn may take its time); for
+ * metrics. */
 void resolver_foreach(struct resolver *r,
 		      void (*fn)(void *ctx, const struct peer_snapshot *s, uint64_t stale_ms),
 		      void *ctx);
+
+/* Services followed now. */
+size_t resolver_followed(struct resolver *r);
+
+/* Stops what is idle, no longer allowed or replaced; the housekeeping
+ * thread calls it every second; exposed for tests with a hand clock.
+ * Returns how many watches it stopped. */
+size_t resolver_sweep(struct resolver *r);
 
 /* true for a name Consul would accept as a service name and that is safe in
  * a URL path: [A-Za-z0-9_-] and '.', 1..128 bytes. */

@@ -129,7 +129,8 @@ struct watch {
 	bool refresh;              /* under lock */
 	enum mn_err failing;       /* under lock: the last call's error, MN_OK
 				      while the agent answers */
-	uint64_t failing_since;    /* under lock: when the failures began */
+	uint64_t last_answer;      /* under lock: when the last complete, successful
+				      answer arrived (the start before the first) */
 	atomic_bool stopping;
 	atomic_bool interrupt;     /* cancels the call in flight: stop or refresh */
 	pthread_mutex_t lock;
@@ -184,6 +185,7 @@ static void note_outcome_locked(struct watch *w, enum mn_err e, const char *err)
 		if (w->failing != MN_OK)
 			log_info("consul", "watch of %s answering again", w->path);
 		w->failing = MN_OK;
+		w->last_answer = clock_now(w->clock);
 		return;
 	}
 	if (e != w->failing)
@@ -191,8 +193,6 @@ static void note_outcome_locked(struct watch *w, enum mn_err e, const char *err)
 			 err);
 	else
 		log_debug("consul", "watch of %s: %s", w->path, err);
-	if (w->failing == MN_OK)
-		w->failing_since = clock_now(w->clock);
 	w->failing = e;
 }
 
@@ -286,6 +286,7 @@ struct watch *watch_start(const struct watch_opts *opts)
 			 opts->backoff_base_ms ? opts->backoff_base_ms : DEFAULT_BACKOFF_BASE_MS,
 			 opts->backoff_cap_ms ? opts->backoff_cap_ms : DEFAULT_BACKOFF_CAP_MS, 0);
 	watch_state_resume(&w->state, opts->start_index);
+	w->last_answer = clock_now(w->clock);
 	atomic_init(&w->stopping, false);
 	atomic_init(&w->interrupt, false);
 	if (w->op == NULL || w->path == NULL)
@@ -328,13 +329,13 @@ void watch_stop(struct watch *w)
 
 uint64_t watch_stale_ms(struct watch *w)
 {
-	uint64_t stale = 0;
+	uint64_t stale, now;
 
 	if (w == NULL)
 		return 0;
 	pthread_mutex_lock(&w->lock);
-	if (w->failing != MN_OK)
-		stale = clock_now(w->clock) - w->failing_since;
+	now = clock_now(w->clock);
+	stale = now > w->last_answer ? now - w->last_answer : 0;
 	pthread_mutex_unlock(&w->lock);
 	return stale;
 }

@@ -1,6 +1,7 @@
 #include "peers/peer_client.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,74 +16,154 @@
 #define POOL_MAX 64
 #define RETRY_BASE_MS 20
 #define RETRY_CAP_MS 200
+/* Instances one call may pass over: its attempts (retries are at most 10)
+ * and the picks another call took first. */
+#define TRIED_MAX 32
 
-/* What the node remembers of one instance across snapshots. */
+/* What the node remembers of one instance across snapshots. Shared by the
+ * service's index and every table that lists it; freed with the last. */
 struct inst_state {
 	char *id;
+	uint64_t hash;
+	struct inst_state *hnext;     /* index chain (svc->lock) */
+	uint64_t seen;                /* last table built with it (svc->lock) */
+	atomic_uint refs;
+	atomic_uint inflight;
+	const char *service;          /* the service's name, for logs; lives
+					 as long as the client */
+	pthread_mutex_t lock;         /* everything below */
 	struct breaker br;
-	unsigned inflight;
-	unsigned recent_failures;    /* consecutive */
+	unsigned recent_failures;     /* consecutive */
 	uint64_t calls, failures;
 	char last_error[160];
 };
 
+struct peer_service;
+
+/* A snapshot's instances with their states, in the snapshot's order:
+ * peer_snapshot.prepared. */
+struct peer_table {
+	struct peer_service *svc;
+	size_t n;
+	struct inst_state *st[];
+};
+
 struct peer_service {
 	char *name;
-	pthread_mutex_t lock;        /* everything below */
 	struct lb_state lb;
-	struct inst_state **st;      /* pointers: entries never move */
-	size_t n, cap;
+	pthread_mutex_t lock;         /* the index */
+	struct inst_state **buckets;  /* by id hash; power-of-two count */
+	size_t nbuckets, count;
+	uint64_t generation;          /* tables built */
 	struct peer_service *next;
 };
 
 struct peer_client {
 	struct resolver *resolver;
 	const struct mn_clock *clock;
+	const struct httpc_transport *transport;
 	struct peer_metrics m;
-	pthread_mutex_t lock;        /* services and the handle pool */
+	pthread_mutex_t lock;         /* services and the handle pool */
 	struct peer_service *services;
 	struct httpc *pool[POOL_MAX];
 	size_t pool_n;
 	uint64_t rng;
 };
 
-struct peer_client *peer_client_create(struct resolver *resolver, const struct mn_clock *clock,
-				       const struct peer_metrics *metrics)
-{
-	struct peer_client *pc = calloc(1, sizeof(*pc));
+/* ---- instance states ---------------------------------------------------- */
 
-	if (pc == NULL)
-		return NULL;
-	pc->resolver = resolver;
-	pc->clock = clock ? clock : &clock_system;
-	if (metrics)
-		pc->m = *metrics;
-	pc->rng = clock_monotonic_ns() ^ (uint64_t)(uintptr_t)pc;
-	pthread_mutex_init(&pc->lock, NULL);
-	return pc;
+static uint64_t id_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
 }
 
-void peer_client_destroy(struct peer_client *pc)
+static void state_unref(struct inst_state *st)
 {
-	struct peer_service *svc, *next;
-
-	if (pc == NULL)
-		return;
-	for (svc = pc->services; svc; svc = next) {
-		next = svc->next;
-		for (size_t i = 0; i < svc->n; i++) {
-			free(svc->st[i]->id);
-			free(svc->st[i]);
-		}
-		free(svc->st);
-		free(svc->name);
-		pthread_mutex_destroy(&svc->lock);
-		free(svc);
+	if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
+		pthread_mutex_destroy(&st->lock);
+		free(st->id);
+		free(st);
 	}
-	for (size_t i = 0; i < pc->pool_n; i++)
-		httpc_destroy(pc->pool[i]);
-	pthread_mutex_destroy(&pc->lock);
-	free(pc);
+}
+
+static bool index_grow(struct peer_service *svc)
+{
+	size_t n = svc->nbuckets ? svc->nbuckets * 2 : 64;
+	struct inst_state **b = calloc(n, sizeof(*b));
+
+	if (b == NULL)
+		return false;
+	for (size_t i = 0; i < svc->nbuckets; i++) {
+		for (struct inst_state *st = svc->buckets[i], *next; st; st = next) {
+			next = st->hnext;
+			st->hnext = b[st->hash & (n - 1)];
+			b[st->hash & (n - 1)] = st;
+		}
+	}
+	free(svc->buckets);
+	svc->buckets = b;
+	svc->nbuckets = n;
+	return true;
+}
+
+/* The state of instance 'id', created closed on first sight. svc->lock held. */
+static struct inst_state *index_get(struct peer_service *svc, const char *id)
+{
+	uint64_t h = id_hash(id);
+	struct inst_state *st;
+
+	if (svc->nbuckets) {
+		for (st = svc->buckets[h & (svc->nbuckets - 1)]; st; st = st->hnext)
+			if (st->hash == h && strcmp(st->id, id) == 0)
+				return st;
+	}
+	if (svc->count + 1 > svc->nbuckets / 4 * 3 && !index_grow(svc))
+		return NULL;
+	st = calloc(1, sizeof(*st));
+	if (st == NULL || (st->id = strdup(id)) == NULL) {
+		free(st);
+		return NULL;
+	}
+	st->hash = h;
+	st->service = svc->name;
+	atomic_init(&st->refs, 1); /* the index's */
+	atomic_init(&st->inflight, 0);
+	pthread_mutex_init(&st->lock, NULL);
+	breaker_init(&st->br);
+	st->hnext = svc->buckets[h & (svc->nbuckets - 1)];
+	svc->buckets[h & (svc->nbuckets - 1)] = st;
+	svc->count++;
+	return st;
+}
+
+/* Forgets instances that left Consul's answer (not in the table of
+ * generation 'gen') and have no call out, once they outnumber the live
+ * ones: a node outlives many deployments of its peers. svc->lock held. */
+static void index_prune(struct peer_service *svc, uint64_t gen, size_t live)
+{
+	if (svc->count <= 2 * live + 8)
+		return;
+	for (size_t i = 0; i < svc->nbuckets; i++) {
+		struct inst_state **pp = &svc->buckets[i];
+
+		while (*pp) {
+			struct inst_state *st = *pp;
+
+			if (st->seen != gen && atomic_load(&st->inflight) == 0) {
+				*pp = st->hnext;
+				svc->count--;
+				state_unref(st);
+			} else {
+				pp = &st->hnext;
+			}
+		}
+	}
 }
 
 static struct peer_service *service_get(struct peer_client *pc, const char *name)
@@ -111,56 +192,100 @@ out:
 	return svc;
 }
 
-/* The state of instance 'id', created closed on first sight. svc->lock held. */
-static struct inst_state *state_for(struct peer_service *svc, const char *id)
+void *peer_client_prepare(void *ctx, const struct peer_snapshot *snap)
 {
-	struct inst_state *st;
+	struct peer_client *pc = ctx;
+	struct peer_service *svc = service_get(pc, snap->service);
+	struct peer_table *t;
+	uint64_t gen;
 
-	for (size_t i = 0; i < svc->n; i++)
-		if (strcmp(svc->st[i]->id, id) == 0)
-			return svc->st[i];
-	if (svc->n == svc->cap) {
-		size_t cap = svc->cap ? svc->cap * 2 : 8;
-		struct inst_state **grown = realloc(svc->st, cap * sizeof(*grown));
+	if (svc == NULL)
+		return NULL;
+	t = malloc(sizeof(*t) + snap->n * sizeof(t->st[0]));
+	if (t == NULL)
+		return NULL;
+	t->svc = svc;
+	t->n = 0;
+	pthread_mutex_lock(&svc->lock);
+	gen = ++svc->generation;
+	for (size_t i = 0; i < snap->n; i++) {
+		struct inst_state *st = index_get(svc, snap->inst[i].id);
 
-		if (grown == NULL)
-			return NULL;
-		svc->st = grown;
-		svc->cap = cap;
+		if (st == NULL)
+			break;
+		st->seen = gen;
+		atomic_fetch_add(&st->refs, 1);
+		t->st[t->n++] = st;
 	}
-	st = calloc(1, sizeof(*st));
-	if (st == NULL || (st->id = strdup(id)) == NULL) {
-		free(st);
+	if (t->n == snap->n)
+		index_prune(svc, gen, snap->n);
+	pthread_mutex_unlock(&svc->lock);
+	if (t->n < snap->n) {
+		peer_client_release(pc, t);
 		return NULL;
 	}
-	breaker_init(&st->br);
-	svc->st[svc->n++] = st;
-	return st;
+	return t;
 }
 
-/* Forgets instances that left Consul's answer and have no call out, once
- * they outnumber the live ones: a node outlives many deployments of its
- * peers. svc->lock held. */
-static void prune_locked(struct peer_service *svc, const struct peer_snapshot *snap)
+void peer_client_release(void *ctx, void *prepared)
 {
-	size_t kept = 0;
+	struct peer_table *t = prepared;
 
-	if (svc->n <= 2 * snap->n + 8)
+	(void)ctx;
+	if (t == NULL)
 		return;
-	for (size_t i = 0; i < svc->n; i++) {
-		struct inst_state *st = svc->st[i];
-		bool live = st->inflight > 0;
+	for (size_t i = 0; i < t->n; i++)
+		state_unref(t->st[i]);
+	free(t);
+}
 
-		for (size_t j = 0; !live && j < snap->n; j++)
-			live = strcmp(snap->inst[j].id, st->id) == 0;
-		if (live) {
-			svc->st[kept++] = st;
-		} else {
-			free(st->id);
-			free(st);
+/* ---- the client ---------------------------------------------------------- */
+
+struct peer_client *peer_client_create(const struct mn_clock *clock,
+				       const struct peer_metrics *metrics,
+				       const struct httpc_transport *transport)
+{
+	struct peer_client *pc = calloc(1, sizeof(*pc));
+
+	if (pc == NULL)
+		return NULL;
+	pc->clock = clock ? clock : &clock_system;
+	pc->transport = transport ? transport : &httpc_libcurl;
+	if (metrics)
+		pc->m = *metrics;
+	pc->rng = clock_monotonic_ns() ^ (uint64_t)(uintptr_t)pc;
+	pthread_mutex_init(&pc->lock, NULL);
+	return pc;
+}
+
+void peer_client_attach(struct peer_client *pc, struct resolver *resolver)
+{
+	pc->resolver = resolver;
+}
+
+void peer_client_destroy(struct peer_client *pc)
+{
+	struct peer_service *svc, *next;
+
+	if (pc == NULL)
+		return;
+	for (svc = pc->services; svc; svc = next) {
+		next = svc->next;
+		for (size_t i = 0; i < svc->nbuckets; i++) {
+			for (struct inst_state *st = svc->buckets[i], *sn; st; st = sn) {
+				sn = st->hnext;
+				state_unref(st);
+			}
 		}
+		free(svc->buckets);
+		free(svc->name);
+		pthread_mutex_destroy(&svc->lock);
+		free(svc);
 	}
-	svc->n = kept;
+	for (size_t i = 0; i < pc->pool_n; i++)
+		pc->transport->destroy(pc->transport->ctx, pc->pool[i]);
+	pthread_mutex_destroy(&pc->lock);
+	free(pc);
 }
 
 static struct httpc *handle_acquire(struct peer_client *pc)
@@ -171,7 +296,7 @@ static struct httpc *handle_acquire(struct peer_client *pc)
 	if (pc->pool_n)
 		h = pc->pool[--pc->pool_n];
 	pthread_mutex_unlock(&pc->lock);
-	return h ? h : httpc_create();
+	return h ? h : pc->transport->create(pc->transport->ctx);
 }
 
 static void handle_release(struct peer_client *pc, struct httpc *h)
@@ -182,7 +307,8 @@ static void handle_release(struct peer_client *pc, struct httpc *h)
 		h = NULL;
 	}
 	pthread_mutex_unlock(&pc->lock);
-	httpc_destroy(h);
+	if (h)
+		pc->transport->destroy(pc->transport->ctx, h);
 }
 
 static bool hex_run(const char *s, size_t n)
@@ -272,7 +398,7 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 	h = handle_acquire(pc);
 	if (h == NULL)
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
-	e = httpc_perform(h,
+	e = pc->transport->perform(pc->transport->ctx, h,
 			  &(struct httpc_request){
 				  .method = req->method,
 				  .url = url,
@@ -290,16 +416,11 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 }
 
 /* Records an attempt's result on the instance's state. */
-static void record(struct peer_service *svc, const char *id, enum peer_failure f, uint64_t now,
+static void record(struct inst_state *st, enum peer_failure f, uint64_t now,
 		   const struct peer_settings *s, const char *msg)
 {
-	struct inst_state *st;
-
-	pthread_mutex_lock(&svc->lock);
-	st = state_for(svc, id);
-	if (st == NULL)
-		goto out;
-	st->inflight--;
+	atomic_fetch_sub(&st->inflight, 1);
+	pthread_mutex_lock(&st->lock);
 	if (f == PEER_FAIL_NONE) {
 		breaker_success(&st->br);
 		st->recent_failures = 0;
@@ -310,14 +431,89 @@ static void record(struct peer_service *svc, const char *id, enum peer_failure f
 	snprintf(st->last_error, sizeof(st->last_error), "%s", msg);
 	if (f == PEER_FAIL_CONNECT || f == PEER_FAIL_TIMEOUT) {
 		if (st->br.state != BREAKER_OPEN)
-			log_warn("peers", "instance '%s' of '%s' ejected for %llu ms: %s", id,
-				 svc->name, (unsigned long long)s->breaker_open_ms, msg);
+			log_warn("peers", "instance '%s' of '%s' ejected for %llu ms: %s", st->id,
+				 st->service, (unsigned long long)s->breaker_open_ms, msg);
 		breaker_trip(&st->br, now);
 	} else {
 		breaker_failure(&st->br, now, s->breaker_failures);
 	}
 out:
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* What one call's balancer sees: the table, and the instances the call
+ * passed over already. */
+struct pick {
+	const struct peer_table *t;
+	uint64_t now, open_ms;
+	size_t tried[TRIED_MAX];
+	size_t ntried;
+};
+
+static bool pick_tried(const struct pick *p, size_t i)
+{
+	for (size_t k = 0; k < p->ntried; k++)
+		if (p->tried[k] == i)
+			return true;
+	return false;
+}
+
+static bool pick_eligible(void *ctx, size_t i)
+{
+	struct pick *p = ctx;
+	struct inst_state *st = p->t->st[i];
+	bool ok;
+
+	if (pick_tried(p, i))
+		return false;
+	pthread_mutex_lock(&st->lock);
+	ok = breaker_would_allow(&st->br, p->now, p->open_ms);
+	pthread_mutex_unlock(&st->lock);
+	return ok;
+}
+
+static unsigned pick_inflight(void *ctx, size_t i)
+{
+	const struct pick *p = ctx;
+
+	return atomic_load(&p->t->st[i]->inflight);
+}
+
+/* An instance for the next attempt, taken (its circuit let the call
+ * through and it counts as in flight), or LB_NONE. */
+static size_t pick_take(const struct lb_strategy *lb, struct pick *p)
+{
+	struct lb_view v = {p->t ? p->t->n : 0, pick_eligible, pick_inflight, p};
+
+	while (p->t && p->ntried < TRIED_MAX) {
+		size_t idx = lb->pick(&p->t->svc->lb, &v);
+		struct inst_state *st;
+		bool ok;
+
+		if (idx == LB_NONE)
+			return LB_NONE;
+		st = p->t->st[idx];
+		pthread_mutex_lock(&st->lock);
+		ok = breaker_allow(&st->br, p->now, p->open_ms);
+		if (ok)
+			st->calls++;
+		pthread_mutex_unlock(&st->lock);
+		p->tried[p->ntried++] = idx;
+		if (ok) {
+			atomic_fetch_add(&st->inflight, 1);
+			return idx;
+		}
+		/* another call took the half-open probe first */
+	}
+	return LB_NONE;
+}
+
+static enum mn_err get_snapshot(struct peer_client *pc, const char *service, const char *tag,
+				const struct peer_snapshot **snap, char *err, size_t errlen)
+{
+	if (pc->resolver == NULL)
+		return mn_error(err, errlen, MN_INTERNAL, "no resolver attached");
+	return resolver_get(pc->resolver, service, tag, snap, err, errlen);
 }
 
 enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
@@ -326,10 +522,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 {
 	const struct lb_strategy *lb = lb_find(s->lb && *s->lb ? s->lb : "round_robin");
 	const struct peer_snapshot *snap;
-	struct lb_candidate *cand = NULL;
-	struct peer_service *svc;
-	bool *tried = NULL;
 	struct backoff backoff;
+	struct pick p;
 	char traceparent[64], msg[256] = "";
 	enum mn_err ret = MN_UNAVAILABLE;
 	unsigned attempts = 0;
@@ -337,49 +531,27 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 
 	if (lb == NULL)
 		return mn_error(err, errlen, MN_INVALID, "unknown load balancing '%s'", s->lb);
-	svc = service_get(pc, req->service);
-	if (svc == NULL)
-		return mn_error(err, errlen, MN_NOMEM, "out of memory");
-	snap = resolver_get(pc->resolver, req->service, s->tag);
-	if (snap == NULL)
-		return mn_error(err, errlen, MN_INVALID, "invalid peer service name");
-	cand = calloc(snap->n + 1, sizeof(*cand));
-	tried = calloc(snap->n + 1, sizeof(*tried));
-	if (cand == NULL || tried == NULL) {
-		free(cand);
-		free(tried);
-		resolver_put(snap);
-		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	ret = get_snapshot(pc, req->service, s->tag, &snap, msg, sizeof(msg));
+	if (ret != MN_OK) {
+		metric_inc(pc->m.requests, (const char *[]){req->service, "no_instance"});
+		return mn_error(err, errlen, ret, "%s", msg);
 	}
+	ret = MN_UNAVAILABLE;
+	p = (struct pick){.t = snap->prepared, .now = now, .open_ms = s->breaker_open_ms};
 	make_traceparent(req->traceparent, traceparent);
 	backoff_init(&backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
 	deadline = now + s->timeout_ms * (s->retries + 1);
 
 	for (;;) {
 		const struct consul_instance *in;
-		enum peer_failure f;
 		struct inst_state *st;
+		enum peer_failure f;
 		uint64_t t0, delay;
 		size_t idx;
 		enum mn_err e;
 
-		pthread_mutex_lock(&svc->lock);
-		if (attempts == 0)
-			prune_locked(svc, snap);
-		for (size_t i = 0; i < snap->n; i++) {
-			st = state_for(svc, snap->inst[i].id);
-			cand[i].eligible = st && !tried[i] &&
-					   breaker_would_allow(&st->br, now, s->breaker_open_ms);
-			cand[i].inflight = st ? st->inflight : 0;
-		}
-		idx = lb->pick(&svc->lb, cand, snap->n);
-		if (idx != LB_NONE) {
-			st = state_for(svc, snap->inst[idx].id);
-			breaker_allow(&st->br, now, s->breaker_open_ms);
-			st->inflight++;
-			st->calls++;
-		}
-		pthread_mutex_unlock(&svc->lock);
+		p.now = now;
+		idx = pick_take(lb, &p);
 		if (idx == LB_NONE) {
 			if (attempts == 0)
 				snprintf(msg, sizeof(msg), "%s",
@@ -388,8 +560,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 							: "every instance's circuit is open");
 			break;
 		}
-		tried[idx] = true;
 		in = &snap->inst[idx];
+		st = p.t->st[idx];
 
 		t0 = clock_monotonic_ns();
 		e = attempt(pc, req, in, s->timeout_ms < deadline - now ? s->timeout_ms
@@ -399,7 +571,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		if (f == PEER_FAIL_5XX)
 			snprintf(msg, sizeof(msg), "answered %ld", res->status);
 		now = clock_now(pc->clock);
-		record(svc, in->id, f, now, s, msg);
+		record(st, f, now, s, msg);
 		metric_inc(pc->m.requests, (const char *[]){req->service, outcome_name(f)});
 		metric_observe(pc->m.duration, (const char *[]){req->service},
 			       (double)(clock_monotonic_ns() - t0) / 1e9);
@@ -424,87 +596,103 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		if (attempts == 0)
 			metric_inc(pc->m.requests, (const char *[]){req->service, "no_instance"});
 	}
-	free(cand);
-	free(tried);
 	resolver_put(snap);
 	return ret;
 }
 
 uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
-				    uint64_t breaker_open_ms)
+				    const char *tag, uint64_t breaker_open_ms)
 {
 	uint64_t now = clock_now(pc->clock), best = 0;
-	struct peer_service *svc = service_get(pc, service);
+	const struct peer_snapshot *snap;
+	const struct peer_table *t;
+	char err[256];
 
-	if (svc == NULL)
+	if (get_snapshot(pc, service, tag, &snap, err, sizeof(err)) != MN_OK)
 		return 0;
-	pthread_mutex_lock(&svc->lock);
-	for (size_t i = 0; i < svc->n; i++) {
-		const struct breaker *b = &svc->st[i]->br;
-		uint64_t until = b->opened_at + breaker_open_ms;
+	t = snap->prepared;
+	for (size_t i = 0; t && i < t->n; i++) {
+		struct inst_state *st = t->st[i];
+		uint64_t until;
 
-		if (b->state == BREAKER_OPEN && until > now && (best == 0 || until - now < best))
+		pthread_mutex_lock(&st->lock);
+		until = st->br.opened_at + breaker_open_ms;
+		if (st->br.state == BREAKER_OPEN && until > now && (best == 0 || until - now < best))
 			best = until - now;
+		pthread_mutex_unlock(&st->lock);
 	}
-	pthread_mutex_unlock(&svc->lock);
+	resolver_put(snap);
 	return best;
 }
 
-json_t *peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			 uint64_t breaker_open_ms)
+/* An instance's circuit as a caller would find it: an open circuit past its
+ * time is ready for a probe. The state's lock held. */
+static enum breaker_state circuit_now(const struct inst_state *st, uint64_t now, uint64_t open_ms)
 {
-	const struct peer_snapshot *snap = resolver_get(pc->resolver, service, tag);
-	struct peer_service *svc;
-	uint64_t now = clock_now(pc->clock);
-	json_t *out, *list;
-
-	if (snap == NULL)
-		return NULL;
-	svc = service_get(pc, service);
-	list = json_array();
-	out = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "service", service, "tag",
-			snap->tag, "known", snap->known, "index", (json_int_t)snap->index,
-			"age_ms", (json_int_t)(now - snap->changed_ms), "stale_ms",
-			(json_int_t)resolver_stale_ms(pc->resolver, service, tag), "instances", list);
-	if (out == NULL || svc == NULL)
-		goto out;
-	pthread_mutex_lock(&svc->lock);
-	for (size_t i = 0; i < snap->n; i++) {
-		const struct consul_instance *in = &snap->inst[i];
-		struct inst_state *st = state_for(svc, in->id);
-		enum breaker_state state = st ? st->br.state : BREAKER_CLOSED;
-
-		/* an open circuit past its time is ready for a probe */
-		if (st && state == BREAKER_OPEN && breaker_would_allow(&st->br, now, breaker_open_ms))
-			state = BREAKER_HALF_OPEN;
-		json_array_append_new(
-			list, json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:s, s:I, s:I, s:I, s:I, s:s}",
-					"id", in->id, "node", in->node, "address", in->address,
-					"port", in->port, "tags", in->tags, "meta", in->meta,
-					"circuit", breaker_state_name(state), "inflight",
-					(json_int_t)(st ? st->inflight : 0), "recent_failures",
-					(json_int_t)(st ? st->recent_failures : 0), "calls",
-					(json_int_t)(st ? st->calls : 0), "failures",
-					(json_int_t)(st ? st->failures : 0), "last_error",
-					st ? st->last_error : ""));
-	}
-	pthread_mutex_unlock(&svc->lock);
-out:
-	resolver_put(snap);
-	return out;
+	if (st->br.state == BREAKER_OPEN && breaker_would_allow(&st->br, now, open_ms))
+		return BREAKER_HALF_OPEN;
+	return st->br.state;
 }
 
-void peer_client_foreach_instance(struct peer_client *pc,
+enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
+			     uint64_t breaker_open_ms, json_t **out, char *err, size_t errlen)
+{
+	const struct peer_snapshot *snap;
+	const struct peer_table *t;
+	uint64_t now = clock_now(pc->clock);
+	json_t *view, *list;
+	enum mn_err e;
+
+	*out = NULL;
+	e = get_snapshot(pc, service, tag, &snap, err, errlen);
+	if (e != MN_OK)
+		return e;
+	t = snap->prepared;
+	list = json_array();
+	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "service", service, "tag",
+			 snap->tag, "known", snap->known, "index", (json_int_t)snap->index,
+			 "age_ms", (json_int_t)(now - snap->changed_ms), "stale_ms",
+			 (json_int_t)resolver_stale_ms(pc->resolver, service), "instances", list);
+	for (size_t i = 0; view && t && i < t->n; i++) {
+		const struct consul_instance *in = &snap->inst[i];
+		struct inst_state *st = t->st[i];
+		json_t *one;
+
+		pthread_mutex_lock(&st->lock);
+		one = json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:s, s:I, s:I, s:I, s:I, s:s}",
+				"id", in->id, "node", in->node, "address", in->address, "port",
+				in->port, "tags", in->tags, "meta", in->meta, "circuit",
+				breaker_state_name(circuit_now(st, now, breaker_open_ms)),
+				"inflight", (json_int_t)atomic_load(&st->inflight),
+				"recent_failures", (json_int_t)st->recent_failures, "calls",
+				(json_int_t)st->calls, "failures", (json_int_t)st->failures,
+				"last_error", st->last_error);
+		pthread_mutex_unlock(&st->lock);
+		if (one == NULL || json_array_append_new(list, one) != 0) {
+			json_decref(view);
+			view = NULL;
+		}
+	}
+	resolver_put(snap);
+	if (view == NULL)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	*out = view;
+	return MN_OK;
+}
+
+void peer_client_foreach_instance(const struct peer_snapshot *snap,
 				  void (*fn)(void *ctx, const char *service, const char *instance,
 					     const char *state),
 				  void *ctx)
 {
-	pthread_mutex_lock(&pc->lock);
-	for (struct peer_service *svc = pc->services; svc; svc = svc->next) {
-		pthread_mutex_lock(&svc->lock);
-		for (size_t i = 0; i < svc->n; i++)
-			fn(ctx, svc->name, svc->st[i]->id, breaker_state_name(svc->st[i]->br.state));
-		pthread_mutex_unlock(&svc->lock);
+	const struct peer_table *t = snap->prepared;
+
+	for (size_t i = 0; t && i < t->n; i++) {
+		enum breaker_state state;
+
+		pthread_mutex_lock(&t->st[i]->lock);
+		state = t->st[i]->br.state;
+		pthread_mutex_unlock(&t->st[i]->lock);
+		fn(ctx, snap->service, snap->inst[i].id, breaker_state_name(state));
 	}
-	pthread_mutex_unlock(&pc->lock);
 }

@@ -7,20 +7,34 @@ static void peer_view(const struct http_request *req, struct http_response *res,
 	struct peer_settings s;
 	const void *token;
 	json_t *view;
+	char err[256];
+	enum mn_err e;
 
 	if (!resolver_name_valid(service)) {
 		http_reply_error(res, 400, "invalid service name");
 		return;
 	}
 	token = h->settings->get(h->settings->ctx, service, &s);
-	view = peer_client_view(h->client, service, s.tag, s.breaker_open_ms);
-	if (view) {
+	e = peer_client_view(h->client, service, s.tag, s.breaker_open_ms, &view, err, sizeof(err));
+	if (e == MN_OK) {
 		json_object_set_new(view, "lb", json_string(s.lb));
 		json_object_set_new(view, "timeout_ms", json_integer((json_int_t)s.timeout_ms));
 		json_object_set_new(view, "retries", json_integer(s.retries));
 	}
 	h->settings->put(h->settings->ctx, token);
-	if (view == NULL) {
+	switch (e) {
+	case MN_OK:
+		break;
+	case MN_NOT_FOUND:
+		http_reply_error(res, 404, "%s", err);
+		return;
+	case MN_INVALID:
+		http_reply_error(res, 400, "%s", err);
+		return;
+	case MN_UNAVAILABLE:
+		http_reply_error(res, 503, "%s", err);
+		return;
+	default:
 		http_reply_error(res, 500, "cannot show the peer view");
 		return;
 	}

@@ -11,34 +11,54 @@
 #include "core/log.h"
 
 #define DEFAULT_FIRST_WAIT_MS 2000
+#define DEFAULT_MAX_SERVICES 32
 #define NAME_MAX_LEN 128
+#define SWEEP_EVERY_MS 1000
+/* Refused instances logged one line each, per answer; then a count. */
+#define REJECTED_LINES_MAX 5
 
 struct snapshot {
 	struct peer_snapshot pub;     /* first: callers see only this */
 	atomic_uint refs;
+	struct resolver *r;
 	char *service;
 	char *tag;
 	struct consul_instance *inst;
 };
 
-/* One followed (service, tag). */
+/* One followed service. */
 struct followed {
 	struct resolver *r;
 	char *service;
 	char *tag;
 	struct snapshot *current;     /* under r->lock; never NULL */
 	uint64_t first_deadline;      /* first users wait until then */
+	atomic_uint_fast64_t used_ms; /* clock time of the last resolver_get */
 	struct watch *watch;
+	uint64_t id;                  /* tells it from a later follower of the
+					 same service */
+	const char *why_stopped;      /* set when it leaves r->list */
 	struct followed *next;
 };
 
 struct resolver {
 	struct consul *consul;
 	const struct mn_clock *clock;
-	uint64_t first_wait_ms, wait_ms, backoff_cap_ms;
+	uint64_t first_wait_ms, wait_ms, backoff_cap_ms, idle_ms;
+	size_t max_services;
+	bool (*allowed)(void *ctx, const char *service);
+	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
+	void (*release)(void *ctx, void *prepared);
+	void *ctx;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;          /* a first answer arrived */
-	struct followed *list;
+	pthread_cond_t cond;          /* a first answer arrived; or the sweeper
+					 has work or must stop */
+	struct followed *list;        /* followed now */
+	size_t n_followed;
+	uint64_t next_id;
+	struct followed *retired;     /* left the list; the sweeper stops them */
+	bool stopping;
+	pthread_t sweeper;
 };
 
 bool resolver_name_valid(const char *name)
@@ -56,6 +76,8 @@ bool resolver_name_valid(const char *name)
 
 static void snapshot_free(struct snapshot *s)
 {
+	if (s->pub.prepared && s->r->release)
+		s->r->release(s->r->ctx, s->pub.prepared);
 	consul_instances_free(s->inst, s->pub.n);
 	free(s->service);
 	free(s->tag);
@@ -70,7 +92,7 @@ void resolver_put(const struct peer_snapshot *ps)
 		snapshot_free(s);
 }
 
-static struct snapshot *snapshot_new(const char *service, const char *tag,
+static struct snapshot *snapshot_new(struct resolver *r, const char *service, const char *tag,
 				     struct consul_instance *inst, size_t n, uint64_t index,
 				     uint64_t now, bool known)
 {
@@ -78,6 +100,7 @@ static struct snapshot *snapshot_new(const char *service, const char *tag,
 
 	if (s == NULL)
 		return NULL;
+	s->r = r;
 	s->service = strdup(service);
 	s->tag = strdup(tag);
 	if (s->service == NULL || s->tag == NULL) {
@@ -88,11 +111,33 @@ static struct snapshot *snapshot_new(const char *service, const char *tag,
 	}
 	s->inst = inst;
 	atomic_init(&s->refs, 1);
-	s->pub = (struct peer_snapshot){s->service, s->tag, inst, n, index, now, known};
+	s->pub = (struct peer_snapshot){s->service, s->tag, inst, n, index, now, known, NULL};
 	return s;
 }
 
 /* ---- watch callbacks (on the watch thread) ----------------------------- */
+
+/* One line per refused instance, the first few; then how many more. */
+static void log_rejected(const struct followed *f, char *lines)
+{
+	size_t shown = 0, more = 0;
+
+	for (char *line = lines, *nl; line && *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		if (shown < REJECTED_LINES_MAX) {
+			log_warn("peers", "service '%s': %s; instance refused", f->service, line);
+			shown++;
+		} else {
+			more++;
+		}
+		if (nl == NULL)
+			break;
+	}
+	if (more)
+		log_warn("peers", "service '%s': %zu more instances refused", f->service, more);
+}
 
 static void on_health_change(void *ctx, const char *body, size_t len, uint64_t index,
 			     bool not_found)
@@ -102,6 +147,7 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 	struct consul_instance *inst = NULL;
 	struct snapshot *next, *old;
 	struct buf rejected;
+	uint64_t t0 = clock_monotonic_ns();
 	size_t n = 0;
 	char err[256];
 
@@ -111,18 +157,18 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 		log_warn("peers", "health answer for '%s' not understood: %s", f->service, err);
 		goto out;
 	}
-	for (char *line = rejected.data, *nl; line && *line; line = nl + 1) {
-		nl = strchr(line, '\n');
-		if (nl)
-			*nl = '\0';
-		log_warn("peers", "service '%s': %s; instance refused", f->service, line);
-		if (nl == NULL)
-			break;
-	}
-	next = snapshot_new(f->service, f->tag, inst, n, index, clock_now(r->clock), true);
+	log_rejected(f, rejected.data);
+	next = snapshot_new(r, f->service, f->tag, inst, n, index, clock_now(r->clock), true);
 	if (next == NULL) {
 		consul_instances_free(inst, n);
 		log_error("peers", "out of memory updating '%s'", f->service);
+		goto out;
+	}
+	/* The work proportional to the mesh happens here, once per answer,
+	 * never on a call. */
+	if (n && r->prepare && (next->pub.prepared = r->prepare(r->ctx, &next->pub)) == NULL) {
+		log_error("peers", "out of memory updating '%s'", f->service);
+		resolver_put(&next->pub);
 		goto out;
 	}
 	pthread_mutex_lock(&r->lock);
@@ -130,14 +176,125 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 	f->current = next;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
-	log_info("peers", "service '%s'%s%s: %zu passing instance%s at index %llu", f->service,
-		 *f->tag ? " tag " : "", f->tag, n, n == 1 ? "" : "s", (unsigned long long)index);
+	log_info("peers", "service '%s'%s%s: %zu passing instance%s at index %llu (parsed and "
+		 "published in %.1f ms)", f->service, *f->tag ? " tag " : "", f->tag, n,
+		 n == 1 ? "" : "s", (unsigned long long)index,
+		 (double)(clock_monotonic_ns() - t0) / 1e6);
 	resolver_put(&old->pub);
 out:
 	buf_release(&rejected);
 }
 
-/* ---- the resolver ------------------------------------------------------ */
+/* ---- following and letting go ------------------------------------------ */
+
+static void followed_free(struct followed *f)
+{
+	if (f->current)
+		resolver_put(&f->current->pub);
+	free(f->service);
+	free(f->tag);
+	free(f);
+}
+
+/* Takes f off the list for the sweeper to stop. Lock held. */
+static void retire_locked(struct resolver *r, struct followed *f, const char *why)
+{
+	struct followed **pp;
+
+	for (pp = &r->list; *pp && *pp != f; pp = &(*pp)->next)
+		;
+	if (*pp == NULL)
+		return;
+	*pp = f->next;
+	r->n_followed--;
+	f->why_stopped = why;
+	f->next = r->retired;
+	r->retired = f;
+	pthread_cond_broadcast(&r->cond);
+}
+
+/* Stops the watches of a list taken off the resolver, then frees them. */
+static size_t stop_all(struct followed *f)
+{
+	size_t n = 0;
+
+	for (struct followed *next; f; f = next, n++) {
+		next = f->next;
+		watch_stop(f->watch);
+		if (f->why_stopped)
+			log_info("peers", "stopped following service '%s'%s%s: %s", f->service,
+				 *f->tag ? " tag " : "", f->tag, f->why_stopped);
+		followed_free(f);
+	}
+	return n;
+}
+
+size_t resolver_sweep(struct resolver *r)
+{
+	uint64_t now = clock_now(r->clock);
+	struct followed *f, *next, *gone;
+	size_t n = 0, i = 0;
+	char **names;
+
+	/* The allowed callback reads the configuration: ask it without the
+	 * resolver's lock, about a copy of the names. */
+	pthread_mutex_lock(&r->lock);
+	names = calloc(r->n_followed + 1, sizeof(*names));
+	for (f = r->list; names && f; f = f->next)
+		if ((names[n] = strdup(f->service)) != NULL)
+			n++;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; names && i < n; i++) {
+		if (r->allowed == NULL || r->allowed(r->ctx, names[i])) {
+			free(names[i]);
+			names[i] = NULL;
+		}
+	}
+	pthread_mutex_lock(&r->lock);
+	for (f = r->list; f; f = next) {
+		next = f->next;
+		uint64_t used = atomic_load(&f->used_ms);
+
+		if (r->idle_ms && now > used && now - used >= r->idle_ms) {
+			retire_locked(r, f, "idle");
+			continue;
+		}
+		for (i = 0; names && i < n; i++)
+			if (names[i] && strcmp(names[i], f->service) == 0)
+				break;
+		if (names && i < n)
+			retire_locked(r, f, "no longer a peer of this node");
+	}
+	gone = r->retired;
+	r->retired = NULL;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	return stop_all(gone);
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct resolver *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping) {
+		struct timespec ts = clock_deadline_ms(SWEEP_EVERY_MS);
+
+		/* woken early when a watch was retired, to stop it at once */
+		while (!r->stopping && r->retired == NULL)
+			if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+				break;
+		if (r->stopping)
+			break;
+		pthread_mutex_unlock(&r->lock);
+		resolver_sweep(r);
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
 
 struct resolver *resolver_create(const struct resolver_opts *opts)
 {
@@ -150,46 +307,52 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->first_wait_ms = opts->first_wait_ms ? opts->first_wait_ms : DEFAULT_FIRST_WAIT_MS;
 	r->wait_ms = opts->wait_ms;
 	r->backoff_cap_ms = opts->backoff_cap_ms;
+	r->idle_ms = opts->idle_ms;
+	r->max_services = opts->max_services ? opts->max_services : DEFAULT_MAX_SERVICES;
+	r->allowed = opts->allowed;
+	r->prepare = opts->prepare;
+	r->release = opts->release;
+	r->ctx = opts->ctx;
 	pthread_mutex_init(&r->lock, NULL);
-	if (clock_cond_init(&r->cond) != 0) {
-		pthread_mutex_destroy(&r->lock);
-		free(r);
-		return NULL;
-	}
+	if (clock_cond_init(&r->cond) != 0)
+		goto out_mutex;
+	if (pthread_create(&r->sweeper, NULL, sweeper_main, r) != 0)
+		goto out_cond;
 	return r;
-}
 
-static void followed_free(struct followed *f)
-{
-	if (f->current)
-		resolver_put(&f->current->pub);
-	free(f->service);
-	free(f->tag);
-	free(f);
+out_cond:
+	pthread_cond_destroy(&r->cond);
+out_mutex:
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return NULL;
 }
 
 void resolver_destroy(struct resolver *r)
 {
-	struct followed *f, *next;
+	struct followed *all;
 
 	if (r == NULL)
 		return;
+	pthread_mutex_lock(&r->lock);
+	r->stopping = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	pthread_join(r->sweeper, NULL);
 	/* stop every watch first: their callbacks take r->lock */
-	for (f = r->list; f; f = f->next)
-		watch_stop(f->watch);
-	for (f = r->list; f; f = next) {
-		next = f->next;
-		followed_free(f);
-	}
+	stop_all(r->retired);
+	for (all = r->list; all; all = all->next)
+		all->why_stopped = NULL;
+	stop_all(r->list);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
 
-static struct followed *find_locked(struct resolver *r, const char *service, const char *tag)
+static struct followed *find_locked(struct resolver *r, const char *service)
 {
 	for (struct followed *f = r->list; f; f = f->next)
-		if (strcmp(f->service, service) == 0 && strcmp(f->tag, tag) == 0)
+		if (strcmp(f->service, service) == 0)
 			return f;
 	return NULL;
 }
@@ -200,20 +363,23 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	struct followed *f = calloc(1, sizeof(*f));
 	char path[512];
 	char *etag = NULL;
+	uint64_t now = clock_now(r->clock);
 
 	if (f == NULL)
 		return NULL;
 	f->r = r;
+	f->id = ++r->next_id;
 	f->service = strdup(service);
 	f->tag = strdup(tag);
+	atomic_init(&f->used_ms, now);
 	if (*tag && (etag = httpc_escape(tag)) == NULL)
 		goto out_free;
 	if (f->service == NULL || f->tag == NULL)
 		goto out_free;
-	f->current = snapshot_new(service, tag, NULL, 0, 0, clock_now(r->clock), false);
+	f->current = snapshot_new(r, service, tag, NULL, 0, 0, now, false);
 	if (f->current == NULL)
 		goto out_free;
-	f->first_deadline = clock_now(r->clock) + r->first_wait_ms;
+	f->first_deadline = now + r->first_wait_ms;
 	snprintf(path, sizeof(path), "/v1/health/service/%s?passing=1%s%s", service,
 		 etag ? "&tag=" : "", etag ? etag : "");
 	free(etag);
@@ -232,6 +398,7 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 		goto out_free;
 	f->next = r->list;
 	r->list = f;
+	r->n_followed++;
 	log_info("peers", "following service '%s'%s%s in consul", service, *tag ? " tag " : "",
 		 tag);
 	return f;
@@ -242,45 +409,94 @@ out_free:
 	return NULL;
 }
 
-const struct peer_snapshot *resolver_get(struct resolver *r, const char *service,
-					 const char *tag)
+enum mn_err resolver_get(struct resolver *r, const char *service, const char *tag,
+			 const struct peer_snapshot **out, char *err, size_t errlen)
 {
 	struct followed *f;
 	struct snapshot *s;
 
+	*out = NULL;
 	if (tag == NULL)
 		tag = "";
 	if (!resolver_name_valid(service))
-		return NULL;
+		return mn_error(err, errlen, MN_INVALID, "invalid service name");
 	pthread_mutex_lock(&r->lock);
-	f = find_locked(r, service, tag);
+	f = find_locked(r, service);
+	if (f && strcmp(f->tag, tag) != 0) {
+		/* peers.<name>.tag changed: one watch per service, the new one */
+		retire_locked(r, f, "its tag changed");
+		f = NULL;
+	}
+	if (f == NULL) {
+		pthread_mutex_unlock(&r->lock);
+		if (r->allowed && !r->allowed(r->ctx, service))
+			return mn_error(err, errlen, MN_NOT_FOUND,
+					"service '%s' is not a peer of this node: its modules do "
+					"not call it and no peers.%s setting names it",
+					service, service);
+		pthread_mutex_lock(&r->lock);
+		f = find_locked(r, service); /* another caller may have started it */
+		if (f && strcmp(f->tag, tag) != 0) {
+			retire_locked(r, f, "its tag changed");
+			f = NULL;
+		}
+	}
+	if (f == NULL && r->n_followed >= r->max_services) {
+		pthread_mutex_unlock(&r->lock);
+		return mn_error(err, errlen, MN_UNAVAILABLE,
+				"cannot follow service '%s': %zu services are followed already "
+				"(consul.watch_max_services)",
+				service, r->max_services);
+	}
 	if (f == NULL && (f = follow_locked(r, service, tag)) == NULL) {
 		pthread_mutex_unlock(&r->lock);
-		return NULL;
+		return mn_error(err, errlen, MN_NOMEM, "cannot follow service '%s': out of memory",
+				service);
 	}
-	while (!f->current->pub.known) {
-		uint64_t now = clock_now(r->clock);
-		struct timespec ts;
-
-		if (now >= f->first_deadline)
-			break;
-		ts = clock_deadline_ms(f->first_deadline - now);
-		if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
-			break;
-	}
+	atomic_store(&f->used_ms, clock_now(r->clock));
 	s = f->current;
 	atomic_fetch_add(&s->refs, 1);
+	if (!s->pub.known) {
+		/* The wait lets go of the lock: f may be retired and freed
+		 * meanwhile, so it is found again by name and id each time. */
+		uint64_t id = f->id;
+		struct snapshot *first = s;
+
+		for (;;) {
+			uint64_t now = clock_now(r->clock);
+			struct timespec ts;
+
+			if (now >= f->first_deadline)
+				break;
+			ts = clock_deadline_ms(f->first_deadline - now);
+			if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+				break;
+			f = find_locked(r, service);
+			if (f == NULL || f->id != id || f->current->pub.known)
+				break;
+		}
+		f = find_locked(r, service);
+		if (f && f->id == id && f->current != first) {
+			s = f->current;
+			atomic_fetch_add(&s->refs, 1);
+			pthread_mutex_unlock(&r->lock);
+			resolver_put(&first->pub);
+			*out = &s->pub;
+			return MN_OK;
+		}
+	}
 	pthread_mutex_unlock(&r->lock);
-	return &s->pub;
+	*out = &s->pub;
+	return MN_OK;
 }
 
-uint64_t resolver_stale_ms(struct resolver *r, const char *service, const char *tag)
+uint64_t resolver_stale_ms(struct resolver *r, const char *service)
 {
 	struct followed *f;
 	uint64_t stale = 0;
 
 	pthread_mutex_lock(&r->lock);
-	f = find_locked(r, service, tag ? tag : "");
+	f = find_locked(r, service);
 	if (f)
 		stale = watch_stale_ms(f->watch);
 	pthread_mutex_unlock(&r->lock);
@@ -291,8 +507,35 @@ void resolver_foreach(struct resolver *r,
 		      void (*fn)(void *ctx, const struct peer_snapshot *s, uint64_t stale_ms),
 		      void *ctx)
 {
+	struct snapshot **snaps;
+	uint64_t *stale;
+	size_t n = 0;
+
+	/* references taken under the lock, fn called without it: fn may
+	 * walk thousands of instances */
 	pthread_mutex_lock(&r->lock);
-	for (struct followed *f = r->list; f; f = f->next)
-		fn(ctx, &f->current->pub, watch_stale_ms(f->watch));
+	snaps = calloc(r->n_followed + 1, sizeof(*snaps));
+	stale = calloc(r->n_followed + 1, sizeof(*stale));
+	for (struct followed *f = r->list; snaps && stale && f; f = f->next) {
+		snaps[n] = f->current;
+		atomic_fetch_add(&f->current->refs, 1);
+		stale[n++] = watch_stale_ms(f->watch);
+	}
 	pthread_mutex_unlock(&r->lock);
+	for (size_t i = 0; i < n; i++) {
+		fn(ctx, &snaps[i]->pub, stale[i]);
+		resolver_put(&snaps[i]->pub);
+	}
+	free(snaps);
+	free(stale);
+}
+
+size_t resolver_followed(struct resolver *r)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->n_followed;
+	pthread_mutex_unlock(&r->lock);
+	return n;
 }

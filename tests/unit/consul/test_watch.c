@@ -332,7 +332,7 @@ static void test_unreachable_agent_reports_errors(void **state)
 		if (pthread_cond_timedwait(&seen.cond, &seen.lock, &ts) != 0)
 			break;
 	pthread_mutex_unlock(&seen.lock);
-	assert_true(watch_stale_ms(w) > 0); /* out of touch since the first failure */
+	assert_true(watch_stale_ms(w) > 0); /* no answer since it started */
 	watch_stop(w);
 	assert_true(seen.errors >= 3); /* it retried */
 	assert_int_equal(seen.last, MN_UNAVAILABLE);
@@ -353,7 +353,8 @@ static void test_stop_cancels_a_blocked_call(void **state)
 	w = start_on(&c, port, &seen);
 	assert_non_null(w);
 	clock_sleep_ms(300); /* the call is out and waiting */
-	assert_int_equal(watch_stale_ms(w), 0); /* waiting is not failing */
+	/* a silent agent is not vouched for: no answer since the start */
+	assert_true(watch_stale_ms(w) >= 250);
 	t0 = clock_monotonic_ms();
 	watch_stop(w);
 	took = clock_monotonic_ms() - t0;
