@@ -171,6 +171,11 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->consul_check_interval_ms, 10000);
 	assert_int_equal(cfg->consul_check_timeout_ms, 2000);
 	assert_int_equal(cfg->consul_deregister_critical_after_ms, 60000);
+	assert_int_equal(cfg->consul_kv_max_keys, 10000);
+	assert_int_equal(cfg->consul_kv_max_bytes, 4194304);
+	assert_int_equal(cfg->consul_watch_max_services, 32);
+	assert_int_equal(cfg->consul_watch_idle_ms, 600000);
+	assert_int_equal(cfg->consul_watch_wait_ms, 30000);
 	assert_string_equal(cfg->database_driver, "sqlite");
 	assert_string_equal(cfg->database_path, "data/users.db");
 	assert_string_equal(cfg->log_level, "info");
@@ -179,7 +184,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
 	assert_int_equal(cfg->kv_index, 0);
-	assert_int_equal(cfg->n_entries, 25);
+	assert_int_equal(cfg->n_entries, 30);
 
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		assert_int_equal(cfg->entries[i].source, CONFIG_SRC_DEFAULT);
@@ -1036,7 +1041,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), 25 + 6 + 1);
+	assert_int_equal(json_object_size(js), 30 + 6 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
