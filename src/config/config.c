@@ -324,6 +324,11 @@ out_nomem:
 	b->failed = true;
 }
 
+static int peer_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct config_peer *)a)->name, ((const struct config_peer *)b)->name);
+}
+
 static void config_fill(struct builder *b)
 {
 	struct config *cfg = b->cfg;
@@ -363,6 +368,9 @@ static void config_fill(struct builder *b)
 	cfg->log_format = cfg_str(b, "log.format");
 	cfg->maintenance = cfg_bool(b, "maintenance");
 	cfg_peers_features(b);
+	/* by name, for config_peer_get() on every peer call */
+	if (!b->failed && cfg->n_peers > 1)
+		qsort(cfg->peers, cfg->n_peers, sizeof(*cfg->peers), peer_cmp);
 }
 
 /* Moves the slots into cfg->entries (sorted) and fills the typed fields. */
@@ -605,10 +613,13 @@ const struct config_entry *config_entry_find(const struct config *cfg, const cha
 
 const struct config_peer *config_peer_get(const struct config *cfg, const char *name)
 {
-	for (size_t i = 0; name && i < cfg->n_peers; i++)
-		if (strcmp(cfg->peers[i].name, name) == 0)
-			return &cfg->peers[i];
-	return &peer_defaults;
+	struct config_peer key = {.name = (char *)name};
+	const struct config_peer *p;
+
+	if (name == NULL || cfg->n_peers == 0)
+		return &peer_defaults;
+	p = bsearch(&key, cfg->peers, cfg->n_peers, sizeof(key), peer_cmp);
+	return p ? p : &peer_defaults;
 }
 
 bool config_feature_enabled(const struct config *cfg, const char *name)

@@ -1026,6 +1026,32 @@ static void test_derived_service_id_invalid(void **state)
 	assert_non_null(strstr(errors_text(f), "key 'service.id': "));
 }
 
+/* Peers are found by name whatever the order their settings sort in
+ * ("peers.a-b.x" sorts before "peers.a.x", the names the other way). */
+static void test_peer_lookup_by_name(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {.hostname = "host1"};
+	const char *names[] = {"b", "a-b", "a", "ab", "a0", "a1"};
+
+	src.file_path = write_file(f, "a.cfg",
+				   "peers = { b = { retries = 1; }; a-b = { retries = 2; };\n"
+				   "  a = { retries = 3; }; ab = { retries = 4; };\n"
+				   "  a0 = { retries = 5; }; };\n");
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_peers, 5);
+	for (int i = 0; i < 5; i++) {
+		const struct config_peer *p = config_peer_get(f->cfg, names[i]);
+
+		assert_non_null(p->name);
+		assert_string_equal(p->name, names[i]);
+		assert_int_equal(p->retries, i + 1);
+	}
+	assert_null(config_peer_get(f->cfg, names[5])->name); /* not configured */
+	assert_null(config_peer_get(f->cfg, "")->name);
+	assert_null(config_peer_get(f->cfg, NULL)->name);
+}
+
 static void test_to_json(void **state)
 {
 	struct fixture *f = *state;
@@ -1208,6 +1234,7 @@ int main(void)
 		T(test_deep_json_values_refused),
 		T(test_consul_address_forms),
 		T(test_derived_service_id_invalid),
+		T(test_peer_lookup_by_name),
 		T(test_to_json),
 		T(test_shipped_config_equals_defaults),
 		T(test_reload_pins_static_settings),
