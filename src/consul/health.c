@@ -7,6 +7,7 @@
 
 #include "core/escape.h"
 #include "core/json_depth.h"
+#include "core/json_scan.h"
 
 static bool host_name_valid(const char *s)
 {
@@ -74,79 +75,288 @@ static void reject(struct buf *rejected, const char *fmt, ...)
 	va_end(ap);
 }
 
-static const char *string_at(json_t *obj, const char *key)
-{
-	json_t *v = json_object_get(obj, key);
+/* Longest string taken from an answer: IDs, names and addresses are far
+ * shorter (Consul caps a service ID at 256 bytes, a host at 253). */
+#define FIELD_MAX (64u * 1024u)
+/* Longest member name kept: Consul caps meta keys at 128 bytes. */
+#define KEY_MAX 256
 
-	return json_is_string(v) ? json_string_value(v) : NULL;
+/* What one entry of the answer says, as it is read. */
+struct entry {
+	struct buf id, node, node_address, address;
+	long long port;
+	bool port_ok, is_object;
+	json_t *tags, *meta;
+};
+
+static void entry_init(struct entry *e)
+{
+	buf_init(&e->id, FIELD_MAX);
+	buf_init(&e->node, FIELD_MAX);
+	buf_init(&e->node_address, FIELD_MAX);
+	buf_init(&e->address, FIELD_MAX);
+	e->port = 0;
+	e->port_ok = false;
+	e->is_object = false;
+	e->tags = NULL;
+	e->meta = NULL;
+}
+
+static void entry_release(struct entry *e)
+{
+	buf_release(&e->id);
+	buf_release(&e->node);
+	buf_release(&e->node_address);
+	buf_release(&e->address);
+	json_decref(e->tags);
+	json_decref(e->meta);
+}
+
+/* A string member into b, or nothing (b emptied) when it is not a string. */
+static bool read_string(struct jscan *s, struct buf *b)
+{
+	if (jscan_peek(s) != JSCAN_STRING) {
+		buf_reset(b);
+		return jscan_skip(s);
+	}
+	return jscan_string(s, b);
+}
+
+/* Tags: the strings of an array (anything else in it, or a tags member
+ * that is not an array, is left out). */
+static bool read_tags(struct jscan *s, struct entry *e, struct buf *scratch)
+{
+	json_decref(e->tags);
+	e->tags = json_array();
+	if (e->tags == NULL)
+		return false;
+	if (jscan_peek(s) != JSCAN_ARRAY)
+		return jscan_skip(s);
+	if (!jscan_array_begin(s))
+		return false;
+	while (jscan_array_next(s)) {
+		if (jscan_peek(s) != JSCAN_STRING) {
+			if (!jscan_skip(s))
+				return false;
+			continue;
+		}
+		if (!jscan_string(s, scratch) ||
+		    json_array_append_new(e->tags, json_stringn(scratch->data, scratch->len)) != 0)
+			return false;
+	}
+	return !s->failed;
+}
+
+/* Meta: the string members of an object. */
+static bool read_meta(struct jscan *s, struct entry *e, struct buf *scratch)
+{
+	char key[KEY_MAX];
+
+	json_decref(e->meta);
+	e->meta = json_object();
+	if (e->meta == NULL)
+		return false;
+	if (jscan_peek(s) != JSCAN_OBJECT)
+		return jscan_skip(s);
+	if (!jscan_object_begin(s))
+		return false;
+	while (jscan_object_next(s, key, sizeof(key))) {
+		if (jscan_peek(s) != JSCAN_STRING) {
+			if (!jscan_skip(s))
+				return false;
+			continue;
+		}
+		if (!jscan_string(s, scratch) ||
+		    json_object_set_new(e->meta, key, json_stringn(scratch->data, scratch->len)) != 0)
+			return false;
+	}
+	return !s->failed;
+}
+
+static bool read_node(struct jscan *s, struct entry *e)
+{
+	char key[KEY_MAX];
+
+	if (jscan_peek(s) != JSCAN_OBJECT) {
+		buf_reset(&e->node);
+		buf_reset(&e->node_address);
+		return jscan_skip(s);
+	}
+	if (!jscan_object_begin(s))
+		return false;
+	while (jscan_object_next(s, key, sizeof(key))) {
+		bool ok = strcmp(key, "Node") == 0      ? read_string(s, &e->node)
+			  : strcmp(key, "Address") == 0 ? read_string(s, &e->node_address)
+							: jscan_skip(s);
+		if (!ok)
+			return false;
+	}
+	return !s->failed;
+}
+
+static bool read_service(struct jscan *s, struct entry *e, struct buf *scratch)
+{
+	char key[KEY_MAX];
+
+	if (jscan_peek(s) != JSCAN_OBJECT) {
+		buf_reset(&e->id);
+		return jscan_skip(s);
+	}
+	if (!jscan_object_begin(s))
+		return false;
+	while (jscan_object_next(s, key, sizeof(key))) {
+		bool ok;
+
+		if (strcmp(key, "ID") == 0) {
+			ok = read_string(s, &e->id);
+		} else if (strcmp(key, "Address") == 0) {
+			ok = read_string(s, &e->address);
+		} else if (strcmp(key, "Port") == 0) {
+			e->port_ok = false;
+			ok = jscan_peek(s) == JSCAN_NUMBER ? jscan_integer(s, &e->port, &e->port_ok)
+							   : jscan_skip(s);
+		} else if (strcmp(key, "Tags") == 0) {
+			ok = read_tags(s, e, scratch);
+		} else if (strcmp(key, "Meta") == 0) {
+			ok = read_meta(s, e, scratch);
+		} else {
+			ok = jscan_skip(s);
+		}
+		if (!ok)
+			return false;
+	}
+	return !s->failed;
+}
+
+/* One entry of the array; false on a parse error or out of memory. */
+static bool read_entry(struct jscan *s, struct entry *e, struct buf *scratch)
+{
+	char key[KEY_MAX];
+
+	if (jscan_peek(s) != JSCAN_OBJECT)
+		return jscan_skip(s);
+	e->is_object = true;
+	if (!jscan_object_begin(s))
+		return false;
+	while (jscan_object_next(s, key, sizeof(key))) {
+		bool ok = strcmp(key, "Node") == 0      ? read_node(s, e)
+			  : strcmp(key, "Service") == 0 ? read_service(s, e, scratch)
+							: jscan_skip(s);
+		if (!ok)
+			return false;
+	}
+	return !s->failed;
+}
+
+/* Keeps a well-formed entry as instance 'in' (its strings and JSON taken)
+ * or describes why not in 'rejected'. MN_NOMEM, or MN_OK (kept or not,
+ * *kept telling). */
+static enum mn_err entry_take(struct entry *e, size_t i, struct consul_instance *in,
+			      struct buf *rejected, bool *kept)
+{
+	const char *id = e->id.data;
+	const char *address = e->address.len ? e->address.data : e->node_address.data;
+
+	*kept = false;
+	if (id == NULL || *id == '\0') {
+		reject(rejected, "entry %zu has no service ID", i);
+		return MN_OK;
+	}
+	if (!consul_host_valid(address)) {
+		reject(rejected, "instance '%.100s': invalid address '%.100s'", id,
+		       address ? address : "");
+		return MN_OK;
+	}
+	if (!e->port_ok || e->port < 1 || e->port > 65535) {
+		reject(rejected, "instance '%.100s': invalid port", id);
+		return MN_OK;
+	}
+	memset(in, 0, sizeof(*in));
+	in->id = strdup(id);
+	in->node = strdup(e->node.data ? e->node.data : "");
+	in->address = strdup(address);
+	in->port = (int)e->port;
+	in->tags = e->tags ? e->tags : json_array();
+	in->meta = e->meta ? e->meta : json_object();
+	e->tags = e->meta = NULL;
+	*kept = true;
+	if (!in->id || !in->node || !in->address || !in->tags || !in->meta)
+		return MN_NOMEM;
+	return MN_OK;
 }
 
 enum mn_err consul_health_parse(const char *json, size_t len, struct consul_instance **out,
 				size_t *n, struct buf *rejected, char *err, size_t errlen)
 {
 	struct consul_instance *v = NULL;
-	json_error_t jerr;
-	json_t *root, *entry;
-	size_t count = 0, i;
+	size_t count = 0, alloc = 0, i = 0;
 	enum mn_err ret = MN_OK;
+	struct buf scratch;
+	struct jscan s;
+	char why[128];
 
 	*out = NULL;
 	*n = 0;
-	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK ||
-	    (root = json_loadb(json, len, 0, &jerr)) == NULL)
-		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", jerr.text);
-	if (!json_is_array(root)) {
-		ret = mn_error(err, errlen, MN_INVALID, "health answer is not an array");
-		goto out_root;
+	if (json_depth_check(json, len, why, sizeof(why)) != MN_OK)
+		return mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s", why);
+	jscan_init(&s, json, len);
+	buf_init(&scratch, FIELD_MAX);
+	if (jscan_peek(&s) != JSCAN_ARRAY) {
+		ret = mn_error(err, errlen, MN_INVALID,
+			       s.failed ? "cannot parse health answer: %s"
+					: "health answer is not an array%s",
+			       jscan_error(&s));
+		goto out;
 	}
-	v = calloc(json_array_size(root) + 1, sizeof(*v));
-	if (v == NULL) {
-		ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
-		goto out_root;
-	}
-	json_array_foreach(root, i, entry) {
-		json_t *svc = json_object_get(entry, "Service");
-		json_t *node = json_object_get(entry, "Node");
-		json_t *port = json_object_get(svc, "Port");
-		json_t *tags = json_object_get(svc, "Tags");
-		json_t *meta = json_object_get(svc, "Meta");
-		const char *id = string_at(svc, "ID");
-		const char *address = string_at(svc, "Address");
-		struct consul_instance *in = &v[count];
+	jscan_array_begin(&s);
+	for (; jscan_array_next(&s); i++) {
+		struct entry e;
+		bool kept = false;
 
-		if (address == NULL || *address == '\0')
-			address = string_at(node, "Address");
-		if (id == NULL || *id == '\0') {
+		entry_init(&e);
+		if (!read_entry(&s, &e, &scratch)) {
+			entry_release(&e);
+			if (!s.failed)
+				goto out_nomem;
+			break;
+		}
+		if (count == alloc) {
+			size_t grown = alloc ? alloc * 2 : 16;
+			struct consul_instance *more = realloc(v, grown * sizeof(*v));
+
+			if (more == NULL) {
+				entry_release(&e);
+				goto out_nomem;
+			}
+			v = more;
+			alloc = grown;
+		}
+		if (!e.is_object)
 			reject(rejected, "entry %zu has no service ID", i);
-			continue;
+		else if (entry_take(&e, i, &v[count], rejected, &kept) != MN_OK) {
+			count++;
+			entry_release(&e);
+			goto out_nomem;
 		}
-		if (!consul_host_valid(address)) {
-			reject(rejected, "instance '%.100s': invalid address '%.100s'", id,
-			       address ? address : "");
-			continue;
-		}
-		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
-		    json_integer_value(port) > 65535) {
-			reject(rejected, "instance '%.100s': invalid port", id);
-			continue;
-		}
-		in->id = strdup(id);
-		in->node = strdup(string_at(node, "Node") ? string_at(node, "Node") : "");
-		in->address = strdup(address);
-		in->port = (int)json_integer_value(port);
-		/* copies: snapshots are read from many threads, the answer is not */
-		in->tags = json_is_array(tags) ? json_deep_copy(tags) : json_array();
-		in->meta = json_is_object(meta) ? json_deep_copy(meta) : json_object();
-		count++;
-		if (!in->id || !in->node || !in->address || !in->tags || !in->meta) {
-			ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
-			consul_instances_free(v, count);
-			goto out_root;
-		}
+		count += kept;
+		entry_release(&e);
 	}
+	if (s.failed || !jscan_end(&s)) {
+		ret = mn_error(err, errlen, MN_INVALID, "cannot parse health answer: %s",
+			       jscan_error(&s));
+		goto out_free;
+	}
+	if (v == NULL && (v = calloc(1, sizeof(*v))) == NULL)
+		goto out_nomem;
 	*out = v;
 	*n = count;
-out_root:
-	json_decref(root);
+	goto out;
+
+out_nomem:
+	ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
+out_free:
+	consul_instances_free(v, count);
+out:
+	buf_release(&scratch);
 	return ret;
 }

@@ -128,6 +128,84 @@ static void test_bad_addresses_and_ports_refused(void **state)
 	buf_release(&rejected);
 }
 
+/* Tags keep their strings and Meta its string members, whatever else an
+ * agent puts there; a fractional port refuses the instance, not the answer;
+ * the last of duplicate members wins; Node may come after Service. */
+static void test_fields_taken_strictly(void **state)
+{
+	const char *json =
+		"[{\"Service\":{\"ID\":\"a\",\"Port\":80,\"Tags\":[\"x\",1,null,[\"y\"],\"z\"],"
+		"\"Meta\":{\"k\":\"v\",\"n\":2,\"o\":{\"p\":\"q\"}},\"ID\":\"a2\"},"
+		"\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\"}},"
+		" {\"Node\":{\"Node\":\"n2\",\"Address\":\"10.0.0.2\"},"
+		"  \"Service\":{\"ID\":\"frac\",\"Port\":80.5}},"
+		" {\"Node\":{\"Node\":\"n3\",\"Address\":\"10.0.0.3\"},"
+		"  \"Service\":{\"ID\":\"t\",\"Port\":81,\"Tags\":\"not-a-list\",\"Meta\":[]}}]";
+	struct consul_instance *v;
+	struct buf rejected;
+	size_t n;
+	(void)state;
+
+	buf_init(&rejected, 4096);
+	assert_int_equal(consul_health_parse(json, strlen(json), &v, &n, &rejected, NULL, 0), MN_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].id, "a2");
+	assert_string_equal(v[0].node, "n1");
+	assert_string_equal(v[0].address, "10.0.0.1");
+	assert_int_equal(json_array_size(v[0].tags), 2);
+	assert_string_equal(json_string_value(json_array_get(v[0].tags, 1)), "z");
+	assert_int_equal(json_object_size(v[0].meta), 1);
+	assert_string_equal(json_string_value(json_object_get(v[0].meta, "k")), "v");
+	assert_string_equal(v[1].id, "t");
+	assert_int_equal(json_array_size(v[1].tags), 0);
+	assert_int_equal(json_object_size(v[1].meta), 0);
+	assert_non_null(strstr(rejected.data, "instance 'frac': invalid port"));
+	consul_instances_free(v, n);
+	buf_release(&rejected);
+}
+
+/* 10,000 instances in entries shaped like the agent's (see
+ * health_users_passing.http): every one read, in order. */
+static void test_large_answer(void **state)
+{
+	struct consul_instance *v;
+	struct buf big;
+	size_t n;
+	(void)state;
+
+	buf_init(&big, 64u << 20);
+	buf_puts(&big, "[");
+	for (int i = 0; i < 10000; i++)
+		buf_printf(&big,
+			   "%s{\"Node\":{\"ID\":\"6c1f\",\"Node\":\"node-%d\",\"Address\":"
+			   "\"10.0.%d.%d\",\"Datacenter\":\"dc1\",\"TaggedAddresses\":{\"lan\":"
+			   "\"10.0.0.1\"},\"Meta\":{\"consul-network-segment\":\"\"},"
+			   "\"CreateIndex\":10,\"ModifyIndex\":11},\"Service\":{\"ID\":"
+			   "\"users-%d\",\"Service\":\"users\",\"Tags\":[\"v1\"],\"Address\":\"\","
+			   "\"Meta\":{\"version\":\"0.1.0\"},\"Port\":%d,\"Weights\":{\"Passing\":1,"
+			   "\"Warning\":1},\"EnableTagOverride\":false},\"Checks\":[{\"Node\":"
+			   "\"node-%d\",\"CheckID\":\"serfHealth\",\"Status\":\"passing\","
+			   "\"Output\":\"Agent alive and reachable\",\"ServiceTags\":[]}]}",
+			   i ? "," : "", i, i / 250, i % 250 + 1, i, 1024 + i, i);
+	buf_puts(&big, "]");
+	assert_non_null(big.data);
+	assert_int_equal(consul_health_parse(big.data, big.len, &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 10000);
+	for (size_t i = 0; i < n; i += 997) {
+		char id[32], addr[32];
+
+		snprintf(id, sizeof(id), "users-%zu", i);
+		snprintf(addr, sizeof(addr), "10.0.%zu.%zu", i / 250, i % 250 + 1);
+		assert_string_equal(v[i].id, id);
+		assert_string_equal(v[i].address, addr);
+		assert_int_equal(v[i].port, 1024 + (int)i);
+		assert_string_equal(json_string_value(json_object_get(v[i].meta, "version")),
+				    "0.1.0");
+	}
+	consul_instances_free(v, n);
+	buf_release(&big);
+}
+
 static void test_host_rules(void **state)
 {
 	(void)state;
@@ -271,6 +349,8 @@ int main(void)
 		cmocka_unit_test(test_real_passing_answer),
 		cmocka_unit_test(test_real_tag_filtered_and_unknown_service),
 		cmocka_unit_test(test_bad_addresses_and_ports_refused),
+		cmocka_unit_test(test_fields_taken_strictly),
+		cmocka_unit_test(test_large_answer),
 		cmocka_unit_test(test_host_rules),
 		cmocka_unit_test(test_mutated_answers),
 		cmocka_unit_test(test_not_an_array),
