@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -410,6 +411,212 @@ class DelayRelay:
                 s.close()
             except OSError:
                 pass
+
+
+class TrickleRelay:
+    """A loopback TCP relay in front of a real HTTP/1.x server that can slow
+    down or withhold the answers to chosen requests, switchable while it
+    runs. Every connection to `port` is joined to a new connection to
+    `target_port`; the client's bytes always pass at once.
+
+    Each request line seen in the client's bytes ("GET /path HTTP/1.1") is
+    tested with `affects(method, path)` (default: every request); the
+    server's bytes that follow an affected request on that connection are,
+    per the mode in force as they are forwarded:
+      "normal"  forwarded at once;
+      "trickle" held and released one byte every 1/`rate` seconds;
+      "silent"  held, none released.
+    Answers to requests not affected always pass at once. The decision is
+    per request, not per connection, so a kept-alive connection follows a
+    mode switch from its next request on; held bytes stay in order, so
+    switching back to "normal" sends everything held at once and the
+    stream stays valid HTTP. A switch never cuts a connection (drop() does).
+    A client that closes while bytes are held is disconnected from the
+    server too. Counters: connections, requests, affected (request lines
+    seen, and those that matched). stop() closes everything."""
+
+    MODES = ("normal", "trickle", "silent")
+    _REQUEST_LINE = re.compile(rb"([A-Z]{3,10}) (\S+) HTTP/1\.[01]\r\n")
+
+    class _Conn:
+        def __init__(self, client, server):
+            self.client = client
+            self.server = server
+            self.affected = False    # the last request line seen matched
+            self.client_eof = False
+            self.ends = 2            # threads still using the sockets
+
+    def __init__(self, target_port, affects=None, rate=1.0, host="127.0.0.1"):
+        self.target = (host, target_port)
+        self.affects = affects or (lambda method, path: True)
+        self.rate = float(rate)
+        self.mode = "normal"
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests = 0
+        self.affected = 0
+        self.conns = []
+        self.stopped = False
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def set_mode(self, mode):
+        if mode not in self.MODES:
+            raise ValueError("mode must be one of %r" % (self.MODES,))
+        with self.lock:
+            self.mode = mode
+
+    def drop(self, affected_only=True):
+        """Cuts the connections in use (those whose last request was
+        affected, or all): both sides see a reset or EOF at once."""
+        with self.lock:
+            conns = [c for c in self.conns if c.affected or not affected_only]
+        for c in conns:
+            self._shut(c)
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            conn = self._Conn(client, server)
+            with self.lock:
+                if self.stopped:
+                    client.close()
+                    server.close()
+                    return
+                self.connections += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._upstream, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _shut(conn):
+        for s in (conn.client, conn.server):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _end(self, conn):
+        with self.lock:
+            conn.ends -= 1
+            last = conn.ends == 0
+            if last and conn in self.conns:
+                self.conns.remove(conn)
+        if last:
+            for s in (conn.client, conn.server):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _upstream(self, conn):
+        carry = b""
+        while True:
+            try:
+                data = conn.client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            seen = carry + data
+            last_end = 0
+            for m in self._REQUEST_LINE.finditer(seen):
+                hit = bool(self.affects(m.group(1).decode("latin-1"),
+                                        m.group(2).decode("latin-1")))
+                with self.lock:
+                    self.requests += 1
+                    self.affected += hit
+                    conn.affected = hit
+                last_end = m.end()
+            # keep an unfinished request line for the next read
+            carry = seen[last_end:][-4096:]
+            try:
+                conn.server.sendall(data)
+            except OSError:
+                break
+        with self.lock:
+            conn.client_eof = True
+        try:
+            conn.server.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._end(conn)
+
+    def _downstream(self, conn):
+        held = bytearray()
+        server_eof = False
+        next_byte = 0.0
+        while not self.stopped:
+            if not server_eof:
+                try:
+                    ready, _, _ = select.select([conn.server], [], [], 0.05)
+                except (OSError, ValueError):
+                    break
+                if ready:
+                    try:
+                        data = conn.server.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        held += data
+                    else:
+                        server_eof = True
+            else:
+                time.sleep(0.05)
+            with self.lock:
+                mode = self.mode if conn.affected else "normal"
+                client_eof = conn.client_eof
+            if held and client_eof and mode != "normal":
+                break  # the client gave up on what we hold
+            out = b""
+            if mode == "normal":
+                out, held = bytes(held), bytearray()
+            elif mode == "trickle" and held and time.monotonic() >= next_byte:
+                out, held = bytes(held[:1]), held[1:]
+                next_byte = time.monotonic() + 1.0 / self.rate
+            if out:
+                try:
+                    conn.client.sendall(out)
+                except OSError:
+                    break
+            if server_eof and not held:
+                try:
+                    conn.client.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                break
+        self._shut(conn)
+        self._end(conn)
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+            conns = list(self.conns)
+        for op in (lambda: self.listener.shutdown(socket.SHUT_RDWR), self.listener.close):
+            try:
+                op()
+            except OSError:
+                pass
+        for c in conns:
+            self._shut(c)
 
 
 def libconfig_value(v, indent=""):
