@@ -12,12 +12,12 @@
  *
  * Families live as long as the registry: a family pointer stays valid until
  * metrics_destroy(), and any thread may update it while another renders.
- * Series (one per label set) may be removed with metric_remove(); any
- * thread may remove while another renders. A render reads label values
- * outside the family lock, so a removed series is only retired and freed
- * once no render can be reading it: at once when no render is running, else
- * when that render ends (by the end of the next one at the latest), and in
- * any case by metrics_destroy(). */
+ * Series (one per label set) may be removed, one by one with metric_remove()
+ * or by a sweep; any thread may remove while another renders. A render reads
+ * label values outside the family lock, so a removed series is only retired
+ * and freed once no render can be reading it: at once when no render is
+ * running, else when that render ends (by the end of the next one at the
+ * latest), and in any case by metrics_destroy(). */
 #ifndef MESHNODE_METRICS_METRICS_H
 #define MESHNODE_METRICS_METRICS_H
 
@@ -89,6 +89,18 @@ void metric_observe(struct metric_family *f, const char *const *label_values, do
  * series, for a NULL family, or for a family without labels (its one series
  * always renders). Any family type. */
 void metric_remove(struct metric_family *f, const char *const *label_values);
+
+/* A sweep drops the series a collect callback no longer reports: call
+ * metric_sweep_begin(), update every label set that still exists, then
+ * metric_sweep_end(), which removes every series of the family not updated
+ * (inc, add, set, set_counter or observe, from any thread, even when the
+ * value did not change) since the begin. One sweep at a time per family;
+ * a collect callback has that, since renders run one at a time. An end
+ * without a begin does nothing; so do both calls for a NULL or label-less
+ * family. Costs O(series) at the end only: an update just notes the sweep
+ * it happened in. */
+void metric_sweep_begin(struct metric_family *f);
+void metric_sweep_end(struct metric_family *f);
 
 /* Called at each render before any text is produced, e.g. to refresh
  * process_* gauges or gauges derived from other state. Callbacks run in the

@@ -30,6 +30,7 @@ struct series {
 	uint64_t hash;
 	double value;	   /* counter or gauge value, histogram sum */
 	uint64_t count;	   /* histogram observations */
+	uint64_t gen;	   /* the family's sweep generation at the last update */
 	uint64_t *buckets; /* histogram: nbounds + 1 non-cumulative counts */
 	char **values;	   /* nlabels strings */
 	struct series *retired_next;
@@ -53,6 +54,8 @@ struct metric_family {
 	struct series **list; /* first-seen order */
 	size_t nseries;
 	size_t list_alloc;
+	uint64_t gen;		/* bumped by metric_sweep_begin() */
+	bool sweeping;		/* between metric_sweep_begin() and _end() */
 	struct series *retired; /* removed, maybe still read by a render */
 };
 
@@ -365,6 +368,7 @@ static void family_update(struct metric_family *f, const char *const *values, en
 			s->value += v;
 			break;
 		}
+		s->gen = f->gen;
 	}
 	pthread_mutex_unlock(&f->lock);
 
@@ -410,6 +414,17 @@ void metric_observe(struct metric_family *f, const char *const *label_values, do
 }
 
 /* ---- removal -------------------------------------------------------------- */
+
+/* Where 's', which is in the table, sits in f->slots. */
+static size_t family_slot_of(const struct metric_family *f, const struct series *s)
+{
+	size_t mask = f->nslots - 1;
+	size_t i = (size_t)s->hash & mask;
+
+	while (f->slots[i] != s)
+		i = (i + 1) & mask;
+	return i;
+}
 
 /* Takes 's' out of the table (it sits in 'slot') and onto the retired list;
  * taking it out of f->list is the caller's part. Called with f->lock held. */
@@ -471,6 +486,42 @@ void metric_remove(struct metric_family *f, const char *const *label_values)
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (s)
+		family_reap_if_idle(f);
+}
+
+void metric_sweep_begin(struct metric_family *f)
+{
+	if (f == NULL || f->nlabels == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->gen++;
+	f->sweeping = true;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void metric_sweep_end(struct metric_family *f)
+{
+	size_t kept = 0;
+	bool removed = false;
+
+	if (f == NULL || f->nlabels == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (f->sweeping) {
+		for (size_t i = 0; i < f->nseries; i++) {
+			struct series *s = f->list[i];
+
+			if (s->gen == f->gen)
+				f->list[kept++] = s;
+			else
+				family_retire(f, s, family_slot_of(f, s));
+		}
+		removed = kept < f->nseries;
+		f->nseries = kept;
+		f->sweeping = false;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (removed)
 		family_reap_if_idle(f);
 }
 

@@ -637,6 +637,100 @@ static void test_remove_then_readd_starts_from_zero(void **state)
 	metrics_destroy(m);
 }
 
+/* What a collect callback reports: the instances alive at this render. */
+struct sweep_ctx {
+	struct metric_family *g;
+	const char *const *alive;
+	size_t nalive;
+	bool sweep;
+};
+
+static void sweep_collect(struct metrics *m, void *ctx)
+{
+	struct sweep_ctx *c = ctx;
+
+	(void)m;
+	if (c->sweep)
+		metric_sweep_begin(c->g);
+	for (size_t i = 0; i < c->nalive; i++) {
+		const char *values[] = {"users", c->alive[i]};
+
+		metric_set(c->g, values, (double)i + 1);
+	}
+	if (c->sweep)
+		metric_sweep_end(c->g);
+}
+
+static void test_sweep_removes_untouched(void **state)
+{
+	static const char *const names[] = {"service", "instance"};
+	static const char *const first[] = {"i1", "i2", "i3", "i4"};
+	static const char *const second[] = {"i2", "i4", "i5"};
+	static const char *const users_i1[] = {"users", "i1"};
+	static const char *const head = "# HELP up Instances.\n"
+					"# TYPE up gauge\n";
+	struct metrics *m = metrics_create();
+	struct sweep_ctx ctx = {0};
+	struct metric_family *other;
+	char expected[1024];
+	(void)state;
+
+	ctx.g = metrics_gauge(m, "up", "Instances.", 2, names);
+	other = metrics_gauge(m, "other", "", 2, names);
+	metric_set(other, users_i1, 7); /* another family is not swept */
+	ctx.sweep = true;
+	assert_int_equal(metrics_on_collect(m, sweep_collect, &ctx), MN_OK);
+
+	ctx.alive = first;
+	ctx.nalive = 4;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i1\"} 1\n"
+		 "up{service=\"users\",instance=\"i2\"} 2\n"
+		 "up{service=\"users\",instance=\"i3\"} 3\n"
+		 "up{service=\"users\",instance=\"i4\"} 4\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+
+	/* i1 and i3 are gone; the kept ones keep their order, i5 comes last */
+	ctx.alive = second;
+	ctx.nalive = 3;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i2\"} 1\n"
+		 "up{service=\"users\",instance=\"i4\"} 2\n"
+		 "up{service=\"users\",instance=\"i5\"} 3\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+
+	/* an end without a begin, and NULL or label-less families, do nothing */
+	metric_sweep_end(ctx.g);
+	metric_sweep_begin(NULL);
+	metric_sweep_end(NULL);
+	ctx.sweep = false;
+	assert_render(m, expected);
+
+	/* a came-back instance starts afresh; nothing alive: nothing rendered */
+	ctx.sweep = true;
+	ctx.alive = first;
+	ctx.nalive = 1;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i1\"} 1\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+	ctx.nalive = 0;
+	snprintf(expected, sizeof(expected),
+		 "%s# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+	metrics_destroy(m);
+}
+
 /* Counts the sample lines of 'text' that start with 'prefix'. */
 static size_t count_lines(const char *text, const char *prefix)
 {
@@ -654,28 +748,47 @@ static void test_remove_regains_room(void **state)
 	static const char *const five[] = {"5"};
 	static const char *const extra[] = {"extra"}, *const extra2[] = {"extra2"};
 	struct metrics *m = metrics_create();
-	struct metric_family *f;
+	struct metric_family *f, *g;
 	char value[16];
 	const char *values[] = {value};
 	char *text;
 	(void)state;
 
 	f = metrics_counter(m, "capped_total", "", 1, names);
+	g = metrics_gauge(m, "swept", "", 1, names);
 	for (int i = 0; i < METRICS_MAX_SERIES; i++) {
 		snprintf(value, sizeof(value), "%d", i);
 		metric_inc(f, values);
+		metric_set(g, values, i);
 	}
 	metric_inc(f, extra); /* full: dropped */
 	metric_remove(f, five);
 	metric_inc(f, extra);  /* fits again, not dropped */
 	metric_inc(f, extra2); /* full again: dropped */
 
+	/* a sweep that keeps half makes room for as many new ones */
+	metric_sweep_begin(g);
+	for (int i = 0; i < METRICS_MAX_SERIES / 2; i++) {
+		snprintf(value, sizeof(value), "%d", i);
+		metric_set(g, values, i);
+	}
+	metric_sweep_end(g);
+	for (int i = 0; i < METRICS_MAX_SERIES / 2; i++) {
+		snprintf(value, sizeof(value), "new%d", i);
+		metric_set(g, values, i);
+	}
+
 	text = render(m);
 	assert_int_equal(count_lines(text, "capped_total{"), METRICS_MAX_SERIES);
 	assert_true(isnan(sample_value(text, "capped_total{id=\"5\"}")));
 	assert_true(sample_value(text, "capped_total{id=\"extra\"}") == 1);
 	assert_true(isnan(sample_value(text, "capped_total{id=\"extra2\"}")));
+	assert_int_equal(count_lines(text, "swept{"), METRICS_MAX_SERIES);
+	assert_true(isnan(sample_value(text, "swept{id=\"5000\"}")));
+	assert_true(sample_value(text, "swept{id=\"4999\"}") == 4999);
+	assert_true(sample_value(text, "swept{id=\"new4999\"}") == 4999);
 	assert_true(sample_value(text, METRICS_DROPPED_NAME "{family=\"capped_total\"}") == 2);
+	assert_true(isnan(sample_value(text, METRICS_DROPPED_NAME "{family=\"swept\"}")));
 	free(text);
 	metrics_destroy(m);
 }
@@ -778,7 +891,7 @@ static void test_interleaved_insert_remove_keeps_table(void **state)
 struct race {
 	struct metric_family *churn;	 /* removed and re-added by the churner */
 	struct metric_family *hist;	 /* the same, with buckets to copy */
-	struct metric_family *collected; /* changed at each collect, removed by the churner */
+	struct metric_family *collected; /* swept at each collect, removed by the churner */
 	char ids[RACE_IDS][8];
 	uint64_t deadline_ms;
 	int renders;
@@ -789,12 +902,15 @@ struct race {
 static void race_collect(struct metrics *m, void *ctx)
 {
 	struct race *r = ctx;
-	const char *gone[] = {r->ids[r->renders % RACE_IDS]};
-	const char *back[] = {r->ids[(r->renders + RACE_IDS / 2) % RACE_IDS]};
 
 	(void)m;
-	metric_remove(r->collected, gone);
-	metric_set(r->collected, back, r->renders);
+	metric_sweep_begin(r->collected);
+	for (int i = r->renders % 3; i < RACE_IDS; i += 3) {
+		const char *values[] = {r->ids[i]};
+
+		metric_set(r->collected, values, r->renders);
+	}
+	metric_sweep_end(r->collected);
 }
 
 static void *race_churn(void *arg)
@@ -846,7 +962,7 @@ static bool race_check(const struct race *r, const char *text, const char *famil
 	return true;
 }
 
-/* One thread renders (and removes from its collect callback) while another
+/* One thread renders (and sweeps from its collect callback) while another
  * removes and re-adds series: a removed series must stay readable until the
  * render that may hold it is over. Meant for the sanitizer build. */
 static void test_remove_while_rendering(void **state)
@@ -952,6 +1068,7 @@ int main(void)
 		cmocka_unit_test(test_process_metrics),
 		cmocka_unit_test(test_remove_stops_rendering),
 		cmocka_unit_test(test_remove_then_readd_starts_from_zero),
+		cmocka_unit_test(test_sweep_removes_untouched),
 		cmocka_unit_test(test_remove_regains_room),
 		cmocka_unit_test(test_interleaved_insert_remove_keeps_table),
 		cmocka_unit_test(test_remove_while_rendering),
