@@ -11,7 +11,13 @@
  * registry owns and renders after all other families.
  *
  * Families live as long as the registry: a family pointer stays valid until
- * metrics_destroy(), and any thread may update it while another renders. */
+ * metrics_destroy(), and any thread may update it while another renders.
+ * Series (one per label set) may be removed, one by one with metric_remove()
+ * or by a sweep; any thread may remove while another renders. A render reads
+ * label values outside the family lock, so a removed series is only retired
+ * and freed once no render can be reading it: at once when no render is
+ * running, else when that render ends (by the end of the next one at the
+ * latest), and in any case by metrics_destroy(). */
 #ifndef MESHNODE_METRICS_METRICS_H
 #define MESHNODE_METRICS_METRICS_H
 
@@ -59,9 +65,9 @@ struct metric_family *metrics_histogram(struct metrics *m, const char *name, con
 
 /* Updates. label_values holds the family's nlabels strings in the order of its
  * label names (NULL when nlabels is 0; a NULL string counts as ""); they are
- * copied the first time a label set is seen. A call that does not fit the
- * family's type is ignored, as is a NULL family, so callers may keep optional
- * metrics as NULL pointers. */
+ * copied when the label set's series is created (first seen, or seen again
+ * after a removal). A call that does not fit the family's type is ignored, as
+ * is a NULL family, so callers may keep optional metrics as NULL pointers. */
 
 /* Counter or gauge: +1. */
 void metric_inc(struct metric_family *f, const char *const *label_values);
@@ -77,6 +83,25 @@ void metric_set_counter(struct metric_family *f, const char *const *label_values
  * the sum (NaN lands in +Inf only and makes the sum NaN, as Prometheus does). */
 void metric_observe(struct metric_family *f, const char *const *label_values, double v);
 
+/* Removes the series of exactly these label values (as for updates), so it
+ * no longer renders and no longer counts against METRICS_MAX_SERIES; a later
+ * update creates it afresh, from 0. Does nothing when there is no such
+ * series, for a NULL family, or for a family without labels (its one series
+ * always renders). Any family type. */
+void metric_remove(struct metric_family *f, const char *const *label_values);
+
+/* A sweep drops the series a collect callback no longer reports: call
+ * metric_sweep_begin(), update every label set that still exists, then
+ * metric_sweep_end(), which removes every series of the family not updated
+ * (inc, add, set, set_counter or observe, from any thread, even when the
+ * value did not change) since the begin. One sweep at a time per family;
+ * a collect callback has that, since renders run one at a time. An end
+ * without a begin does nothing; so do both calls for a NULL or label-less
+ * family. Costs O(series) at the end only: an update just notes the sweep
+ * it happened in. */
+void metric_sweep_begin(struct metric_family *f);
+void metric_sweep_end(struct metric_family *f);
+
 /* Called at each render before any text is produced, e.g. to refresh
  * process_* gauges or gauges derived from other state. Callbacks run in the
  * order they were added, one render at a time, with no registry lock held:
@@ -89,7 +114,8 @@ enum mn_err metrics_on_collect(struct metrics *m, metrics_collect_fn fn, void *c
 
 /* Runs the collect callbacks, then appends the Prometheus text exposition
  * format (version 0.0.4) of every family to 'out': families in registration
- * order, series in first-seen order, the dropped-series counter last.
+ * order, series in first-seen order (a series removed and created again
+ * counts as seen anew), the dropped-series counter last.
  * Returns MN_OK, or the buf error (MN_TOO_LARGE, MN_NOMEM: 'out' freed by
  * buf), or MN_NOMEM when a snapshot cannot be allocated. */
 enum mn_err metrics_render(struct metrics *m, struct buf *out);

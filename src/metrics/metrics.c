@@ -22,15 +22,18 @@ static const char *const metric_type_names[] = {"counter", "gauge", "histogram"}
 
 enum metric_op { OP_ADD, OP_SET, OP_RAISE, OP_OBSERVE };
 
-/* One label set of a family. Allocated once, with its bucket counts, value
- * pointers and value strings in the same block, and never freed before the
- * registry: render reads the label values without the family lock. */
+/* One label set of a family, allocated with its bucket counts, value
+ * pointers and value strings in the same block. Render reads the label values
+ * without the family lock, so a removed series is not freed at once: it moves
+ * to its family's retired list, freed under the render lock (family_reap()). */
 struct series {
 	uint64_t hash;
 	double value;	   /* counter or gauge value, histogram sum */
 	uint64_t count;	   /* histogram observations */
+	uint64_t gen;	   /* the family's sweep generation at the last update */
 	uint64_t *buckets; /* histogram: nbounds + 1 non-cumulative counts */
 	char **values;	   /* nlabels strings */
+	struct series *retired_next;
 };
 
 struct metric_family {
@@ -51,6 +54,9 @@ struct metric_family {
 	struct series **list; /* first-seen order */
 	size_t nseries;
 	size_t list_alloc;
+	uint64_t gen;		/* bumped by metric_sweep_begin() */
+	bool sweeping;		/* between metric_sweep_begin() and _end() */
+	struct series *retired; /* removed, maybe still read by a render */
 };
 
 struct collector {
@@ -229,6 +235,23 @@ static void slots_insert(struct series **slots, size_t nslots, struct series *s)
 	slots[i] = s;
 }
 
+/* Empties slot 'i' and puts the rest of its cluster back where a lookup
+ * will find it: an entry past the hole may have probed over it. Linear
+ * probing needs no tombstones this way, and a table at most half full
+ * always has an empty slot to end the walk. */
+static void slots_delete(struct series **slots, size_t nslots, size_t i)
+{
+	size_t mask = nslots - 1;
+
+	slots[i] = NULL;
+	for (i = (i + 1) & mask; slots[i]; i = (i + 1) & mask) {
+		struct series *s = slots[i];
+
+		slots[i] = NULL;
+		slots_insert(slots, nslots, s);
+	}
+}
+
 /* Makes room for one more series (load factor at most 1/2). */
 static bool family_reserve(struct metric_family *f)
 {
@@ -249,6 +272,26 @@ static bool family_reserve(struct metric_family *f)
 	return true;
 }
 
+/* The series of 'values' in a labelled family and its slot in *slot, or
+ * NULL. Called with f->lock held. */
+static struct series *family_find(const struct metric_family *f, uint64_t h,
+				  const char *const *values, size_t *slot)
+{
+	struct series *s;
+	size_t mask;
+
+	if (f->nslots == 0)
+		return NULL;
+	mask = f->nslots - 1;
+	for (size_t i = (size_t)h & mask; (s = f->slots[i]) != NULL; i = (i + 1) & mask) {
+		if (series_matches(f, s, h, values)) {
+			*slot = i;
+			return s;
+		}
+	}
+	return NULL;
+}
+
 /* The series of 'values', created if new. NULL when the label set must be
  * dropped (*dropped set) or memory runs out. Called with f->lock held. */
 static struct series *family_series(struct metric_family *f, uint64_t h, const char *const *values,
@@ -259,13 +302,9 @@ static struct series *family_series(struct metric_family *f, uint64_t h, const c
 
 	if (f->nlabels == 0)
 		return f->only;
-	if (f->nslots) {
-		size_t mask = f->nslots - 1;
-
-		for (i = (size_t)h & mask; (s = f->slots[i]) != NULL; i = (i + 1) & mask)
-			if (series_matches(f, s, h, values))
-				return s;
-	}
+	s = family_find(f, h, values, &i);
+	if (s)
+		return s;
 
 	if (f->nseries >= METRICS_MAX_SERIES) {
 		*dropped = true;
@@ -329,6 +368,7 @@ static void family_update(struct metric_family *f, const char *const *values, en
 			s->value += v;
 			break;
 		}
+		s->gen = f->gen;
 	}
 	pthread_mutex_unlock(&f->lock);
 
@@ -373,14 +413,132 @@ void metric_observe(struct metric_family *f, const char *const *label_values, do
 		family_update(f, label_values, OP_OBSERVE, v);
 }
 
+/* ---- removal -------------------------------------------------------------- */
+
+/* Where 's', which is in the table, sits in f->slots. */
+static size_t family_slot_of(const struct metric_family *f, const struct series *s)
+{
+	size_t mask = f->nslots - 1;
+	size_t i = (size_t)s->hash & mask;
+
+	while (f->slots[i] != s)
+		i = (i + 1) & mask;
+	return i;
+}
+
+/* Takes 's' out of the table (it sits in 'slot') and onto the retired list;
+ * taking it out of f->list is the caller's part. Called with f->lock held. */
+static void family_retire(struct metric_family *f, struct series *s, size_t slot)
+{
+	slots_delete(f->slots, f->nslots, slot);
+	s->retired_next = f->retired;
+	f->retired = s;
+}
+
+/* Frees the series retired from 'f'. Only a render reads series outside
+ * f->lock, and only while it holds the render lock, so the caller holds the
+ * render lock and has no render snapshot of its own alive. */
+static void family_reap(struct metric_family *f)
+{
+	struct series *s, *next;
+
+	pthread_mutex_lock(&f->lock);
+	s = f->retired;
+	f->retired = NULL;
+	pthread_mutex_unlock(&f->lock);
+	for (; s; s = next) {
+		next = s->retired_next;
+		free(s);
+	}
+}
+
+/* Reaps 'f' now unless a render is running, perhaps our own caller's (a
+ * removal from a collect callback). That render reaps when it ends, or the
+ * next one does if this one has already reaped: the retired list holds no
+ * more than what was removed while about one render ran. */
+static void family_reap_if_idle(struct metric_family *f)
+{
+	struct metrics *m = f->owner;
+
+	if (pthread_mutex_trylock(&m->render_lock) != 0)
+		return;
+	family_reap(f);
+	pthread_mutex_unlock(&m->render_lock);
+}
+
+void metric_remove(struct metric_family *f, const char *const *label_values)
+{
+	struct series *s;
+	uint64_t h;
+	size_t slot, i;
+
+	if (f == NULL || f->nlabels == 0)
+		return;
+	h = values_hash(f->nlabels, label_values);
+	pthread_mutex_lock(&f->lock);
+	s = family_find(f, h, label_values, &slot);
+	if (s) {
+		family_retire(f, s, slot);
+		for (i = 0; f->list[i] != s; i++)
+			;
+		memmove(&f->list[i], &f->list[i + 1], (f->nseries - i - 1) * sizeof(*f->list));
+		f->nseries--;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (s)
+		family_reap_if_idle(f);
+}
+
+void metric_sweep_begin(struct metric_family *f)
+{
+	if (f == NULL || f->nlabels == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->gen++;
+	f->sweeping = true;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void metric_sweep_end(struct metric_family *f)
+{
+	size_t kept = 0;
+	bool removed = false;
+
+	if (f == NULL || f->nlabels == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (f->sweeping) {
+		for (size_t i = 0; i < f->nseries; i++) {
+			struct series *s = f->list[i];
+
+			if (s->gen == f->gen)
+				f->list[kept++] = s;
+			else
+				family_retire(f, s, family_slot_of(f, s));
+		}
+		removed = kept < f->nseries;
+		f->nseries = kept;
+		f->sweeping = false;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (removed)
+		family_reap_if_idle(f);
+}
+
 /* ---- registration --------------------------------------------------------- */
 
 static void family_free(struct metric_family *f)
 {
+	struct series *s, *next;
+
 	if (f == NULL)
 		return;
 	for (size_t i = 0; i < f->nseries; i++)
 		free(f->list[i]);
+	for (s = f->retired; s; s = next) {
+		next = s->retired_next;
+		free(s);
+	}
 	free(f->only);
 	free(f->list);
 	free(f->slots);
@@ -715,8 +873,10 @@ static void family_render(struct writer *w, struct metric_family *f)
 	w_puts(w, metric_type_names[f->type]);
 	w_put(w, "\n", 1);
 
-	/* Series are only ever added, so the first n stay the first n:
-	 * allocate outside the lock, copy the numbers inside it. */
+	/* Allocate outside the lock, copy the numbers inside it. Series may
+	 * come and go in between: take the first of those there are then, as
+	 * many as were allocated for. A series removed after the copy stays
+	 * readable: it is retired, and freed only once this render is over. */
 	pthread_mutex_lock(&f->lock);
 	n = f->only ? 1 : f->nseries;
 	pthread_mutex_unlock(&f->lock);
@@ -730,6 +890,8 @@ static void family_render(struct writer *w, struct metric_family *f)
 		goto out_free;
 	}
 	pthread_mutex_lock(&f->lock);
+	if (!f->only && f->nseries < n)
+		n = f->nseries;
 	for (size_t i = 0; i < n; i++) {
 		const struct series *s = f->only ? f->only : f->list[i];
 
@@ -798,6 +960,9 @@ enum mn_err metrics_render(struct metrics *m, struct buf *out)
 	for (struct metric_family *f = m->families; f; f = f->next)
 		family_render(&w, f);
 	family_render(&w, m->dropped);
+	/* no snapshot of this render is left: what was removed so far may go */
+	for (struct metric_family *f = m->families; f; f = f->next)
+		family_reap(f);
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&m->render_lock);
 	return w.err;

@@ -5,6 +5,8 @@
 #include <cmocka.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,6 +555,457 @@ static void test_concurrent_increments(void **state)
 	metrics_destroy(m);
 }
 
+static void test_remove_stops_rendering(void **state)
+{
+	static const char *const names[] = {"peer"};
+	static const char *const a[] = {"a"}, *const b[] = {"b"}, *const c[] = {"c"};
+	static const char *const absent[] = {"zzz"};
+	static const char *const empty[] = {""};
+	static const char *const after[] = {"# HELP r_total Requests.\n"
+					    "# TYPE r_total counter\n"
+					    "r_total{peer=\"a\"} 1\n"
+					    "r_total{peer=\"c\"} 3\n"
+					    "# HELP g \n"
+					    "# TYPE g gauge\n"
+					    "g 5\n" DROPPED_HEAD};
+	struct metrics *m = metrics_create();
+	struct metric_family *f, *g;
+	(void)state;
+
+	f = metrics_counter(m, "r_total", "Requests.", 1, names);
+	g = metrics_gauge(m, "g", "", 0, NULL);
+	metric_inc(f, a);
+	metric_add(f, b, 2);
+	metric_add(f, c, 3);
+	metric_set(g, NULL, 5);
+	metric_remove(f, b);
+	assert_render(m, after[0]);
+
+	/* absent label sets, a second removal, NULL and label-less families */
+	metric_remove(f, absent);
+	metric_remove(f, b);
+	metric_remove(NULL, a);
+	metric_remove(g, NULL);
+	assert_render(m, after[0]);
+
+	/* NULL values mean "" here as for updates */
+	metric_inc(f, empty);
+	metric_remove(f, NULL);
+	assert_render(m, after[0]);
+
+	metric_remove(f, a);
+	metric_remove(f, c);
+	assert_render(m, "# HELP r_total Requests.\n"
+			 "# TYPE r_total counter\n"
+			 "# HELP g \n"
+			 "# TYPE g gauge\n"
+			 "g 5\n" DROPPED_HEAD);
+	metrics_destroy(m);
+}
+
+static void test_remove_then_readd_starts_from_zero(void **state)
+{
+	static const char *const names[] = {"peer"};
+	static const char *const a[] = {"a"}, *const b[] = {"b"};
+	static const double bounds[] = {1};
+	struct metrics *m = metrics_create();
+	struct metric_family *f, *h;
+	(void)state;
+
+	f = metrics_counter(m, "r_total", "", 1, names);
+	h = metrics_histogram(m, "d", "", 1, names, bounds, 1);
+	for (int i = 0; i < 5; i++) {
+		metric_inc(f, a);
+		metric_observe(h, a, 0.5);
+	}
+	metric_inc(f, b);
+	metric_remove(f, a);
+	metric_remove(h, a);
+	metric_inc(f, a);
+	metric_observe(h, a, 2);
+	/* a comes back after b: it is seen anew */
+	assert_render(m, "# HELP r_total \n"
+			 "# TYPE r_total counter\n"
+			 "r_total{peer=\"b\"} 1\n"
+			 "r_total{peer=\"a\"} 1\n"
+			 "# HELP d \n"
+			 "# TYPE d histogram\n"
+			 "d_bucket{peer=\"a\",le=\"1\"} 0\n"
+			 "d_bucket{peer=\"a\",le=\"+Inf\"} 1\n"
+			 "d_sum{peer=\"a\"} 2\n"
+			 "d_count{peer=\"a\"} 1\n" DROPPED_HEAD);
+	metrics_destroy(m);
+}
+
+/* What a collect callback reports: the instances alive at this render. */
+struct sweep_ctx {
+	struct metric_family *g;
+	const char *const *alive;
+	size_t nalive;
+	bool sweep;
+};
+
+static void sweep_collect(struct metrics *m, void *ctx)
+{
+	struct sweep_ctx *c = ctx;
+
+	(void)m;
+	if (c->sweep)
+		metric_sweep_begin(c->g);
+	for (size_t i = 0; i < c->nalive; i++) {
+		const char *values[] = {"users", c->alive[i]};
+
+		metric_set(c->g, values, (double)i + 1);
+	}
+	if (c->sweep)
+		metric_sweep_end(c->g);
+}
+
+static void test_sweep_removes_untouched(void **state)
+{
+	static const char *const names[] = {"service", "instance"};
+	static const char *const first[] = {"i1", "i2", "i3", "i4"};
+	static const char *const second[] = {"i2", "i4", "i5"};
+	static const char *const users_i1[] = {"users", "i1"};
+	static const char *const head = "# HELP up Instances.\n"
+					"# TYPE up gauge\n";
+	struct metrics *m = metrics_create();
+	struct sweep_ctx ctx = {0};
+	struct metric_family *other;
+	char expected[1024];
+	(void)state;
+
+	ctx.g = metrics_gauge(m, "up", "Instances.", 2, names);
+	other = metrics_gauge(m, "other", "", 2, names);
+	metric_set(other, users_i1, 7); /* another family is not swept */
+	ctx.sweep = true;
+	assert_int_equal(metrics_on_collect(m, sweep_collect, &ctx), MN_OK);
+
+	ctx.alive = first;
+	ctx.nalive = 4;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i1\"} 1\n"
+		 "up{service=\"users\",instance=\"i2\"} 2\n"
+		 "up{service=\"users\",instance=\"i3\"} 3\n"
+		 "up{service=\"users\",instance=\"i4\"} 4\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+
+	/* i1 and i3 are gone; the kept ones keep their order, i5 comes last */
+	ctx.alive = second;
+	ctx.nalive = 3;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i2\"} 1\n"
+		 "up{service=\"users\",instance=\"i4\"} 2\n"
+		 "up{service=\"users\",instance=\"i5\"} 3\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+
+	/* an end without a begin, and NULL or label-less families, do nothing */
+	metric_sweep_end(ctx.g);
+	metric_sweep_begin(NULL);
+	metric_sweep_end(NULL);
+	ctx.sweep = false;
+	assert_render(m, expected);
+
+	/* a came-back instance starts afresh; nothing alive: nothing rendered */
+	ctx.sweep = true;
+	ctx.alive = first;
+	ctx.nalive = 1;
+	snprintf(expected, sizeof(expected),
+		 "%sup{service=\"users\",instance=\"i1\"} 1\n"
+		 "# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+	ctx.nalive = 0;
+	snprintf(expected, sizeof(expected),
+		 "%s# HELP other \n# TYPE other gauge\n"
+		 "other{service=\"users\",instance=\"i1\"} 7\n" DROPPED_HEAD,
+		 head);
+	assert_render(m, expected);
+	metrics_destroy(m);
+}
+
+/* Counts the sample lines of 'text' that start with 'prefix'. */
+static size_t count_lines(const char *text, const char *prefix)
+{
+	size_t n = 0, len = strlen(prefix);
+
+	for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strncmp(p, prefix, len) == 0)
+			n++;
+	return n;
+}
+
+static void test_remove_regains_room(void **state)
+{
+	static const char *const names[] = {"id"};
+	static const char *const five[] = {"5"};
+	static const char *const extra[] = {"extra"}, *const extra2[] = {"extra2"};
+	struct metrics *m = metrics_create();
+	struct metric_family *f, *g;
+	char value[16];
+	const char *values[] = {value};
+	char *text;
+	(void)state;
+
+	f = metrics_counter(m, "capped_total", "", 1, names);
+	g = metrics_gauge(m, "swept", "", 1, names);
+	for (int i = 0; i < METRICS_MAX_SERIES; i++) {
+		snprintf(value, sizeof(value), "%d", i);
+		metric_inc(f, values);
+		metric_set(g, values, i);
+	}
+	metric_inc(f, extra); /* full: dropped */
+	metric_remove(f, five);
+	metric_inc(f, extra);  /* fits again, not dropped */
+	metric_inc(f, extra2); /* full again: dropped */
+
+	/* a sweep that keeps half makes room for as many new ones */
+	metric_sweep_begin(g);
+	for (int i = 0; i < METRICS_MAX_SERIES / 2; i++) {
+		snprintf(value, sizeof(value), "%d", i);
+		metric_set(g, values, i);
+	}
+	metric_sweep_end(g);
+	for (int i = 0; i < METRICS_MAX_SERIES / 2; i++) {
+		snprintf(value, sizeof(value), "new%d", i);
+		metric_set(g, values, i);
+	}
+
+	text = render(m);
+	assert_int_equal(count_lines(text, "capped_total{"), METRICS_MAX_SERIES);
+	assert_true(isnan(sample_value(text, "capped_total{id=\"5\"}")));
+	assert_true(sample_value(text, "capped_total{id=\"extra\"}") == 1);
+	assert_true(isnan(sample_value(text, "capped_total{id=\"extra2\"}")));
+	assert_int_equal(count_lines(text, "swept{"), METRICS_MAX_SERIES);
+	assert_true(isnan(sample_value(text, "swept{id=\"5000\"}")));
+	assert_true(sample_value(text, "swept{id=\"4999\"}") == 4999);
+	assert_true(sample_value(text, "swept{id=\"new4999\"}") == 4999);
+	assert_true(sample_value(text, METRICS_DROPPED_NAME "{family=\"capped_total\"}") == 2);
+	assert_true(isnan(sample_value(text, METRICS_DROPPED_NAME "{family=\"swept\"}")));
+	free(text);
+	metrics_destroy(m);
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}
+
+/* Renders 'm' and checks that family churn_total holds exactly the keys
+ * whose model count is not 0, each once and with that count. */
+static void churn_check(struct metrics *m, const uint64_t *model, size_t universe)
+{
+	static const char prefix[] = "churn_total{k=\"k";
+	char *text = render(m);
+	bool *seen = calloc(universe, sizeof(*seen));
+	size_t lines = 0, live = 0;
+
+	assert_non_null(seen);
+	for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+		char *end;
+		unsigned long k = strtoul(p + sizeof(prefix) - 1, &end, 10);
+		double v;
+
+		if (k >= universe || strncmp(end, "\"} ", 3) != 0)
+			fail_msg("bad line: %.40s", p);
+		v = strtod(end + 3, NULL);
+		if (seen[k] || model[k] == 0 || v != (double)model[k])
+			fail_msg("k%lu: seen %d, model %llu, rendered %g", k, seen[k],
+				 (unsigned long long)model[k], v);
+		seen[k] = true;
+		lines++;
+	}
+	for (size_t k = 0; k < universe; k++)
+		live += model[k] != 0;
+	assert_int_equal(lines, live);
+	free(seen);
+	free(text);
+}
+
+/* Random inserts, updates and removals against a model, the table kept at
+ * its highest load (half full), so clusters are long and wrap around. */
+static void churn_run(size_t universe, size_t max_live, int ops, int check_every, uint64_t seed)
+{
+	static const char *const names[] = {"k"};
+	struct metrics *m = metrics_create();
+	struct metric_family *f = metrics_counter(m, "churn_total", "", 1, names);
+	uint64_t *model = calloc(universe, sizeof(*model));
+	size_t live = 0;
+	char value[32];
+	const char *values[] = {value};
+	char *text;
+
+	assert_non_null(model);
+	for (int op = 0; op < ops; op++) {
+		size_t k = (size_t)(xorshift(&seed) % universe);
+
+		snprintf(value, sizeof(value), "k%zu", k);
+		if (model[k] != 0 && (live >= max_live || xorshift(&seed) % 2)) {
+			metric_remove(f, values);
+			metric_remove(f, values); /* and again: absent now */
+			model[k] = 0;
+			live--;
+		} else if (model[k] != 0 || live < max_live) {
+			/* found when there, created afresh when not */
+			metric_inc(f, values);
+			live += model[k] == 0;
+			model[k]++;
+		}
+		if (op % check_every == 0)
+			churn_check(m, model, universe);
+	}
+	churn_check(m, model, universe);
+	text = render(m);
+	assert_null(strstr(text, METRICS_DROPPED_NAME "{"));
+	free(text);
+	free(model);
+	metrics_destroy(m);
+}
+
+static void test_interleaved_insert_remove_keeps_table(void **state)
+{
+	(void)state;
+	/* a 32-slot table, 16 live of 64 keys */
+	churn_run(64, 16, 20000, 7, 0x9e3779b97f4a7c15ULL);
+	/* a 4096-slot table, 2048 live of 8192 keys */
+	churn_run(8192, 2048, 40000, 1000, 0x2545f4914f6cdd1dULL);
+}
+
+#define RACE_IDS	64
+#define RACE_OPS	200000
+#define RACE_RENDERS	100000
+#define RACE_SECONDS_MS 3000
+
+struct race {
+	struct metric_family *churn;	 /* removed and re-added by the churner */
+	struct metric_family *hist;	 /* the same, with buckets to copy */
+	struct metric_family *collected; /* swept at each collect, removed by the churner */
+	char ids[RACE_IDS][8];
+	uint64_t deadline_ms;
+	int renders;
+	atomic_bool done; /* set by the churner when it ends */
+	atomic_bool stop; /* set by the renderer to end the churner early */
+};
+
+static void race_collect(struct metrics *m, void *ctx)
+{
+	struct race *r = ctx;
+
+	(void)m;
+	metric_sweep_begin(r->collected);
+	for (int i = r->renders % 3; i < RACE_IDS; i += 3) {
+		const char *values[] = {r->ids[i]};
+
+		metric_set(r->collected, values, r->renders);
+	}
+	metric_sweep_end(r->collected);
+}
+
+static void *race_churn(void *arg)
+{
+	struct race *r = arg;
+
+	for (int i = 0;
+	     i < RACE_OPS && clock_monotonic_ms() < r->deadline_ms && !atomic_load(&r->stop); i++) {
+		const char *add[] = {r->ids[i % RACE_IDS]};
+		const char *del[] = {r->ids[(i * 7 + 3) % RACE_IDS]};
+
+		metric_set(r->churn, add, i);
+		metric_observe(r->hist, add, i % 3);
+		metric_remove(r->churn, del);
+		metric_remove(r->hist, del);
+		if (i % 5 == 0)
+			metric_remove(r->collected, add);
+	}
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+/* Checks that every sample of 'family' in 'text' names one of r->ids, and
+ * none twice. false with the offending line in 'why': the caller must stop
+ * the churner before failing, it reads the test's stack. */
+static bool race_check(const struct race *r, const char *text, const char *family, char *why,
+		       size_t whylen)
+{
+	bool seen[RACE_IDS] = {false};
+	char prefix[32];
+	size_t len;
+
+	len = (size_t)snprintf(prefix, sizeof(prefix), "\n%s{id=\"", family);
+	for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+		const char *id = p + len;
+		const char *end = strchr(id, '"');
+		int i;
+
+		for (i = 0; end && i < RACE_IDS; i++)
+			if (strlen(r->ids[i]) == (size_t)(end - id) &&
+			    strncmp(r->ids[i], id, (size_t)(end - id)) == 0)
+				break;
+		if (end == NULL || i == RACE_IDS || seen[i]) {
+			snprintf(why, whylen, "unknown or repeated id in: %.60s", p + 1);
+			return false;
+		}
+		seen[i] = true;
+	}
+	return true;
+}
+
+/* One thread renders (and sweeps from its collect callback) while another
+ * removes and re-adds series: a removed series must stay readable until the
+ * render that may hold it is over. Meant for the sanitizer build. */
+static void test_remove_while_rendering(void **state)
+{
+	static const char *const names[] = {"id"};
+	static const double bounds[] = {0.5, 1.5};
+	struct metrics *m = metrics_create();
+	struct race r = {0};
+	pthread_t tid;
+	char why[128] = "";
+	bool ok = true;
+	(void)state;
+
+	for (int i = 0; i < RACE_IDS; i++)
+		snprintf(r.ids[i], sizeof(r.ids[i]), "id%d", i);
+	r.churn = metrics_gauge(m, "churn", "", 1, names);
+	r.hist = metrics_histogram(m, "hist", "", 1, names, bounds, 2);
+	r.collected = metrics_gauge(m, "collected", "", 1, names);
+	r.deadline_ms = clock_monotonic_ms() + RACE_SECONDS_MS;
+	atomic_init(&r.done, false);
+	atomic_init(&r.stop, false);
+	assert_int_equal(metrics_on_collect(m, race_collect, &r), MN_OK);
+	assert_int_equal(pthread_create(&tid, NULL, race_churn, &r), 0);
+	for (; ok && r.renders < RACE_RENDERS && !atomic_load(&r.done); r.renders++) {
+		struct buf b;
+		char *text;
+
+		buf_init(&b, 16 << 20);
+		ok = metrics_render(m, &b) == MN_OK;
+		text = buf_steal(&b, NULL);
+		ok = ok && race_check(&r, text, "churn", why, sizeof(why)) &&
+		     race_check(&r, text, "hist_count", why, sizeof(why)) &&
+		     race_check(&r, text, "collected", why, sizeof(why));
+		free(text);
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(tid, NULL);
+	metrics_destroy(m);
+	if (!ok)
+		fail_msg("render %d: %s", r.renders, why[0] ? why : "render failed");
+	assert_true(r.renders > 0);
+}
+
 static void test_process_metrics(void **state)
 {
 	static const char *const names[] = {
@@ -613,6 +1066,12 @@ int main(void)
 		cmocka_unit_test(test_collect_called_at_render),
 		cmocka_unit_test(test_concurrent_increments),
 		cmocka_unit_test(test_process_metrics),
+		cmocka_unit_test(test_remove_stops_rendering),
+		cmocka_unit_test(test_remove_then_readd_starts_from_zero),
+		cmocka_unit_test(test_sweep_removes_untouched),
+		cmocka_unit_test(test_remove_regains_room),
+		cmocka_unit_test(test_interleaved_insert_remove_keeps_table),
+		cmocka_unit_test(test_remove_while_rendering),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
