@@ -366,8 +366,16 @@ static void collect(struct metrics *m, void *ctx)
 					   (const char *[]){store_fault_label(k)},
 					   (double)sum.write_failures[k]);
 	}
+	/* the series of services no longer followed and of circuits closed
+	 * since go: only what is set now stays */
+	metric_sweep_begin(app->m.peer_instances);
+	metric_sweep_begin(app->m.peer_stale);
+	metric_sweep_begin(app->m.peer_circuit);
 	if (app->resolver)
 		resolver_foreach(app->resolver, collect_peer_view, app);
+	metric_sweep_end(app->m.peer_instances);
+	metric_sweep_end(app->m.peer_stale);
+	metric_sweep_end(app->m.peer_circuit);
 }
 
 static enum mn_err metrics_setup(struct app *app)
