@@ -82,10 +82,14 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
 				    const char *tag, uint64_t breaker_open_ms);
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
- * reference). The errors of resolver_get (MN_INVALID, MN_NOT_FOUND,
- * MN_UNAVAILABLE) or MN_NOMEM, with detail in err. */
+ * reference): the snapshot's index, age and staleness, "instances_total",
+ * and the instances from 'offset' on, at most 'limit' of them (a view of
+ * 10,000 instances is megabytes: a request asks for a page). The errors of
+ * resolver_get (MN_INVALID, MN_NOT_FOUND, MN_UNAVAILABLE) or MN_NOMEM,
+ * with detail in err. */
 enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			     uint64_t breaker_open_ms, json_t **out, char *err, size_t errlen);
+			     uint64_t breaker_open_ms, size_t offset, size_t limit, json_t **out,
+			     char *err, size_t errlen);
 
 /* Calls fn for each instance of 'snap' with its circuit state name
  * ("closed", "open", "half_open"); for the circuit metric. Takes only each

@@ -635,7 +635,8 @@ static enum breaker_state circuit_now(const struct inst_state *st, uint64_t now,
 }
 
 enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			     uint64_t breaker_open_ms, json_t **out, char *err, size_t errlen)
+			     uint64_t breaker_open_ms, size_t offset, size_t limit, json_t **out,
+			     char *err, size_t errlen)
 {
 	const struct peer_snapshot *snap;
 	const struct peer_table *t;
@@ -649,11 +650,12 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 		return e;
 	t = snap->prepared;
 	list = json_array();
-	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "service", service, "tag",
+	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o}", "service", service, "tag",
 			 snap->tag, "known", snap->known, "index", (json_int_t)snap->index,
 			 "age_ms", (json_int_t)(now - snap->changed_ms), "stale_ms",
-			 (json_int_t)resolver_stale_ms(pc->resolver, service), "instances", list);
-	for (size_t i = 0; view && t && i < t->n; i++) {
+			 (json_int_t)resolver_stale_ms(pc->resolver, service), "instances_total",
+			 (json_int_t)snap->n, "instances", list);
+	for (size_t i = offset; view && t && i < t->n && i - offset < limit; i++) {
 		const struct consul_instance *in = &snap->inst[i];
 		struct inst_state *st = t->st[i];
 		json_t *one;

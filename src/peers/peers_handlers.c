@@ -1,5 +1,11 @@
 #include "peers/peers_handlers.h"
 
+#include "http/params.h"
+
+/* Instances in one view: a page, as /users lists users. */
+#define VIEW_PAGE_DEFAULT 100
+#define VIEW_PAGE_MAX 1000
+
 static void peer_view(const struct http_request *req, struct http_response *res, void *ctx)
 {
 	const struct peers_handlers *h = ctx;
@@ -7,6 +13,7 @@ static void peer_view(const struct http_request *req, struct http_response *res,
 	struct peer_settings s;
 	const void *token;
 	json_t *view;
+	size_t limit, offset;
 	char err[256];
 	enum mn_err e;
 
@@ -14,8 +21,14 @@ static void peer_view(const struct http_request *req, struct http_response *res,
 		http_reply_error(res, 400, "invalid service name");
 		return;
 	}
+	if (http_param_page(req->query, VIEW_PAGE_DEFAULT, VIEW_PAGE_MAX, &limit, &offset, err,
+			    sizeof(err)) != MN_OK) {
+		http_reply_error(res, 400, "%s", err);
+		return;
+	}
 	token = h->settings->get(h->settings->ctx, service, &s);
-	e = peer_client_view(h->client, service, s.tag, s.breaker_open_ms, &view, err, sizeof(err));
+	e = peer_client_view(h->client, service, s.tag, s.breaker_open_ms, offset, limit, &view,
+			     err, sizeof(err));
 	if (e == MN_OK) {
 		json_object_set_new(view, "lb", json_string(s.lb));
 		json_object_set_new(view, "timeout_ms", json_integer((json_int_t)s.timeout_ms));

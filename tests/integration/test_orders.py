@@ -130,8 +130,16 @@ class OrdersThroughDiscoveryTest(harness.ProcessesTestCase):
 
         view = m.orders.get_json("/peers/users")
         self.assertEqual(len(view["instances"]), 2)
+        self.assertEqual(view["instances_total"], 2)
         self.assertTrue(all(i["circuit"] == "closed" for i in view["instances"]))
         self.assertGreater(view["index"], 0)
+        # the view is a page: a mesh of 10,000 instances is not one answer
+        second = m.orders.get_json("/peers/users?limit=1&offset=1")
+        self.assertEqual(second["instances_total"], 2)
+        self.assertEqual([i["id"] for i in second["instances"]], [view["instances"][1]["id"]])
+        self.assertEqual(m.orders.get_json("/peers/users?offset=5")["instances"], [])
+        self.assertEqual(m.orders.request("GET", "/peers/users?limit=0")[0], 400)
+        self.assertEqual(m.orders.request("GET", "/peers/users?limit=1001")[0], 400)
 
     def test_request_id_reaches_the_users_node(self):
         m = self.track(Mesh(users=1))
