@@ -949,8 +949,9 @@ static void app_teardown(struct app *app)
 		consul_kv_free(app->kv[i].last.pairs, app->kv[i].last.n);
 	}
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
+	/* the watches first: they build tables of the client's states */
+	resolver_destroy(app->resolver);
 	peer_client_destroy(app->peers);
-	resolver_destroy(app->resolver);  /* stops its watches */
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
