@@ -527,7 +527,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 	char traceparent[64], msg[256] = "";
 	enum mn_err ret = MN_UNAVAILABLE;
 	unsigned attempts = 0;
-	uint64_t now = clock_now(pc->clock), deadline;
+	struct httpc_response best;   /* a 5xx answer kept while a retry goes out */
+	uint64_t now, deadline;
 
 	if (lb == NULL)
 		return mn_error(err, errlen, MN_INVALID, "unknown load balancing '%s'", s->lb);
@@ -536,6 +537,10 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		metric_inc(pc->m.requests, (const char *[]){req->service, "no_instance"});
 		return mn_error(err, errlen, ret, "%s", msg);
 	}
+	/* the call's time starts once it has instances: a first use waits for
+	 * Consul's first answer before */
+	now = clock_now(pc->clock);
+	httpc_response_init(&best);
 	ret = MN_UNAVAILABLE;
 	p = (struct pick){.t = snap->prepared, .now = now, .open_ms = s->breaker_open_ms};
 	make_traceparent(req->traceparent, traceparent);
@@ -583,6 +588,12 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		if (f == PEER_FAIL_NONE || !retry_allowed(req->method, f, attempts, s->retries) ||
 		    !retry_delay(&backoff, now, deadline, &delay))
 			break;
+		if (f == PEER_FAIL_5XX) {
+			/* the answer stays the call's unless a retry does better */
+			httpc_response_release(&best);
+			best = *res;
+			httpc_response_init(res);
+		}
 		log_debug("peers", "retrying '%s %s' on another instance of '%s' after: %s",
 			  req->method, req->path, req->service, msg);
 		clock_sleep_ms(delay);
@@ -590,6 +601,15 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		if (now >= deadline)
 			break;
 	}
+	if (ret != MN_OK && best.status) {
+		/* a retry after a 5xx failed to connect or timed out: the 5xx
+		 * is the best answer there is */
+		httpc_response_release(res);
+		*res = best;
+		httpc_response_init(&best);
+		ret = MN_OK;
+	}
+	httpc_response_release(&best);
 	if (ret != MN_OK) {
 		mn_error(err, errlen, MN_UNAVAILABLE, "%s: %s (%u attempt%s)", req->service, msg,
 			 attempts, attempts == 1 ? "" : "s");
@@ -640,19 +660,21 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 {
 	const struct peer_snapshot *snap;
 	const struct peer_table *t;
-	uint64_t now = clock_now(pc->clock);
 	json_t *view, *list;
+	uint64_t now;
 	enum mn_err e;
 
 	*out = NULL;
 	e = get_snapshot(pc, service, tag, &snap, err, errlen);
 	if (e != MN_OK)
 		return e;
+	now = clock_now(pc->clock); /* after a first use's wait */
 	t = snap->prepared;
 	list = json_array();
 	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o}", "service", service, "tag",
 			 snap->tag, "known", snap->known, "index", (json_int_t)snap->index,
-			 "age_ms", (json_int_t)(now - snap->changed_ms), "stale_ms",
+			 "age_ms", (json_int_t)(now > snap->changed_ms ? now - snap->changed_ms : 0),
+			 "stale_ms",
 			 (json_int_t)resolver_stale_ms(pc->resolver, service), "instances_total",
 			 (json_int_t)snap->n, "instances", list);
 	for (size_t i = offset; view && t && i < t->n && i - offset < limit; i++) {
