@@ -24,8 +24,9 @@
  * that counts calls per port and answers as the test set that port to. The
  * hand clock drives the breaker, the deadlines and the snapshot times. */
 
-#define USERS_URL "/v1/health/service/users?passing=1"
-#define PORTS	  65536
+#define USERS_URL      "/v1/health/service/users?passing=1"
+#define PORTS	       65536
+#define KNOWN_BUGS_ENV "MESHNODE_KNOWN_BUGS"
 
 enum inst_mode {
 	INST_OK,	      /* 200 */
@@ -47,7 +48,7 @@ struct pt {
 	int health, inst_rule;
 	struct fixture_answer users, without3, back, two;
 	const char *denied;
-	atomic_uint prepares, releases;
+	atomic_uint prepares, releases, prepare_calls;
 	/* the instances, by port */
 	atomic_uint calls[PORTS];
 	atomic_uchar mode[PORTS];
@@ -163,7 +164,10 @@ static bool pt_allowed(void *ctx, const char *service)
 static void *pt_prepare(void *ctx, const struct peer_snapshot *snap)
 {
 	struct pt *t = ctx;
-	void *p = peer_client_prepare(t->pc, snap);
+	void *p;
+
+	atomic_fetch_add(&t->prepare_calls, 1);
+	p = peer_client_prepare(t->pc, snap);
 
 	if (p)
 		atomic_fetch_add(&t->prepares, 1);
@@ -378,6 +382,16 @@ static double metric_value(struct pt *t, const char *service, const char *outcom
 		v = strtod(at + strlen(needle), NULL);
 	buf_release(&out);
 	return v;
+}
+
+/* A known bug (see the test's comment) keeps its test skipped unless
+ * MESHNODE_KNOWN_BUGS is set. */
+static bool known_bug_skipped(void)
+{
+	if (getenv(KNOWN_BUGS_ENV))
+		return false;
+	skip();
+	return true;
 }
 
 /* ---- balancing -------------------------------------------------------------- */
@@ -1200,6 +1214,120 @@ static void test_concurrent_calls_over_a_thousand_instances(void **state)
 	free(b);
 }
 
+/* ---- known bugs (skipped unless MESHNODE_KNOWN_BUGS is set) ------------------------- */
+
+/* Bug: peer_client_view() reads the clock before resolver_get(), which on
+ * first use waits for Consul's first answer; the snapshot is stamped later
+ * than 'now', and age_ms = now - changed_ms wraps: a negative age. */
+static void test_view_age_on_first_use(void **state)
+{
+	struct pt *t = *state;
+	json_int_t age;
+	json_t *v;
+
+	if (known_bug_skipped())
+		return;
+	t->health = fake_rule_add(t->ft, &(struct fake_rule){
+						 .url_has = USERS_URL,
+						 .ans = {.body = t->users.body, .index = 16},
+						 .blocking = true,
+						 .elapse_ms = 40, /* the agent takes 40 ms */
+					 });
+	t->ft->elapse = hand_clock_elapse;
+	t->ft->elapse_ctx = &t->clk;
+	pt_start(t, t->users.body, 16); /* its rule comes after the one above */
+	v = view(t, 60000);
+	age = int_of(v, "age_ms");
+	json_decref(v);
+	if (age < 0)
+		fail_msg("age_ms %lld on first use", (long long)age);
+}
+
+/* Bug: peer_call() reads the clock before resolver_get(), so on first use
+ * the wait for Consul's first answer is charged to the call's deadline of
+ * timeout_ms x (retries + 1) and the first attempt is not cut to what is
+ * left of it: here the agent takes 400 ms, the 300 ms budget is spent
+ * before any attempt, yet an attempt of 100 ms goes and no retry follows. */
+static void test_deadline_counts_from_the_snapshot(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user();
+	long got[8];
+	char err[256];
+
+	if (known_bug_skipped())
+		return;
+	t->health = fake_rule_add(t->ft, &(struct fake_rule){
+						 .url_has = USERS_URL,
+						 .ans = {.body = t->users.body, .index = 16},
+						 .blocking = true,
+						 .elapse_ms = 400,
+					 });
+	t->ft->elapse = hand_clock_elapse;
+	t->ft->elapse_ctx = &t->clk;
+	pt_start(t, t->users.body, 16);
+	s.timeout_ms = 100;
+	s.retries = 2;
+	set_modes(t, 9101, 9104, INST_TIMEOUT);
+	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_UNAVAILABLE);
+	/* the budget counts from when the call has its instances */
+	assert_int_equal(granted_timeouts(t, got, 8), 3);
+}
+
+/* Bug: the header promises MN_OK when an instance answered, even with a
+ * 5xx, and MN_UNAVAILABLE only when every attempt failed to connect or
+ * timed out; but a 503 followed by a retry that is refused returns
+ * MN_UNAVAILABLE, the 503 lost (the other order returns MN_OK with it). */
+static void test_answer_kept_when_a_retry_fails(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user();
+	char err[256];
+	long status;
+
+	if (known_bug_skipped())
+		return;
+	pt_start(t, t->two.body, t->two.index);
+	s.retries = 1;
+	/* round robin starts at users-a-8081 */
+	set_mode(t, 8081, INST_5XX);
+	set_mode(t, 8082, INST_REFUSE);
+	assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
+	assert_int_equal(status, 503);
+}
+
+/* Bug: peer_client.h says the resolver may be destroyed before or after
+ * the client, and src/app.c destroys the client first; but the resolver's
+ * watches keep running until resolver_destroy() and an answer arriving in
+ * between calls peer_client_prepare() on the freed client (under ASan:
+ * heap-use-after-free in service_get). */
+static bool second_prepare(void *ctx)
+{
+	return atomic_load(&((struct pt *)ctx)->prepare_calls) >= 2;
+}
+
+static void test_answer_after_client_destroyed(void **state)
+{
+	struct pt *t = *state;
+	const struct peer_snapshot *s;
+	char err[256];
+
+	if (known_bug_skipped())
+		return;
+	pt_start(t, t->users.body, t->users.index);
+	assert_int_equal(resolver_get(t->r, "users", "", &s, err, sizeof(err)), MN_OK);
+	resolver_put(s);
+	peer_client_destroy(t->pc); /* app_teardown's order */
+	fake_publish(t->ft, t->health, t->without3.body, t->without3.index);
+	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
+	assert_true(poll_until(second_prepare, t, POLL_MS));
+	resolver_destroy(t->r);
+	t->r = NULL;
+	t->pc = NULL;
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1228,6 +1356,10 @@ int main(void)
 		T(test_request_url_and_headers),
 		T(test_retry_after_ms),
 		T(test_concurrent_calls_over_a_thousand_instances),
+		T(test_view_age_on_first_use),
+		T(test_deadline_counts_from_the_snapshot),
+		T(test_answer_kept_when_a_retry_fails),
+		T(test_answer_after_client_destroyed),
 	};
 #undef T
 
