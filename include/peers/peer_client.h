@@ -58,7 +58,8 @@ struct peer_client *peer_client_create(const struct mn_clock *clock,
 				       const struct httpc_transport *transport);
 void peer_client_attach(struct peer_client *pc, struct resolver *resolver);
 /* Frees the client; instance states still referenced by snapshots are
- * freed with them (the resolver may be destroyed before or after). */
+ * freed with them. Destroy the resolver first: its watches prepare tables
+ * of the client's states until it stops them. */
 void peer_client_destroy(struct peer_client *pc);
 
 /* The resolver hooks (resolver_opts.prepare / release, with the client as

