@@ -30,3 +30,65 @@ consul_dev_start() {
 	pids+=($!)
 	wait_http "$caddr/v1/status/leader"
 }
+
+# Installs Debian package $2 when command $1 is missing (wrk, perf).
+bench_need() {
+	command -v "$1" >/dev/null && return 0
+	local sudo_cmd=()
+	[ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+	DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q "$2" >/dev/null
+}
+
+# Builds a bench program: cc OUT SOURCES... against build/libmeshnode.a
+# (the library beside the binary $bin), with symbols for perf.
+bench_cc() {
+	local out=$1
+	shift
+	cc -O2 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Ibench \
+		$(pkg-config --cflags libcurl) -o "$out" "$@" "$(dirname "$bin")/libmeshnode.a" \
+		-lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm -pthread
+}
+
+# Starts a meshnode ($bin) registered in the agent at $caddr and waits for
+# its /health: NAME 'MODULES' DRIVER LOG_LEVEL [THREADS]. Sets node_port and
+# node_pid (no subshell: the PID must reach pids); logs to
+# $work/NAME-PORT.log.
+mesh_node_start() {
+	local port
+	port=$(free_port)
+	cat >"$work/$1-$port.cfg" <<CFG
+service = { name = "$1"; port = $port; modules = [ $2 ]; };
+server = { threads = ${5:-64}; };
+consul = { address = "$caddr"; check_interval_ms = 1000; check_timeout_ms = 1000; };
+database = { driver = "$3"; path = "$work/mesh-$1.db"; };
+log = { level = "$4"; };
+CFG
+	"$bin" -c "$work/$1-$port.cfg" >"$work/$1-$port.log" 2>&1 &
+	node_pid=$!
+	pids+=($node_pid)
+	wait_http "http://127.0.0.1:$port/health"
+	node_port=$port
+}
+
+# Stops one process started here (TERM, then KILL after 15 s) and takes it
+# out of pids.
+bench_stop() {
+	local p keep=()
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]}")
+}
+
+# The median line of ';'-separated records, by their first (numeric) field.
+bench_median() { tr ';' '\n' | awk 'NF' | sort -n -k1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
+
+# wrk's "850.12us" / "1.20ms" / "2.01s" in milliseconds ("n/a" for none).
+bench_ms() { awk '{v=$1; if (v == "") {print "n/a"; exit} if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'; }
+
+# "date; commit" for a section of bench/RESULTS.md.
+bench_stamp() {
+	echo "$(date -u +%Y-%m-%dT%H:%MZ); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include bench ':!bench/RESULTS.md' 2>/dev/null || echo ' with local changes')"
+}

@@ -1,13 +1,17 @@
 /* Three ways for a node to check a user on a peer, measured side by side
- * against the same users nodes and agent (make bench):
+ * against the same users nodes and agent (bench/mesh_scale.sh):
  *   discovery  meshnode's resolver + peer client: a watched snapshot, no
  *              Consul request per call
- *   fixed      GET /users/1 on one fixed address (no discovery at all)
+ *   fixed      GET /users/1 on fixed addresses, no discovery: each thread
+ *              goes round robin over FIXED_URLS (the same users processes
+ *              discovery spreads over), starting at its own index
  *   per_call   the reference design: GET /v1/health/service/users?passing
  *              on every call, then GET /users/1 on an instance it returned
  * Each worker thread keeps its own keep-alive connections. Prints one line
  * per mode: calls/s, p50 and p99 in ms, failures.
- * Usage: peer_modes CONSUL_ADDR FIXED_URL THREADS SECONDS */
+ * Usage: peer_modes CONSUL_ADDR FIXED_URLS THREADS SECONDS [MODES]
+ *   FIXED_URLS  comma-separated full URLs ("http://127.0.0.1:8081/users/1,...")
+ *   MODES       comma-separated, default "discovery,fixed,per_call" */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +21,19 @@
 #include "consul/health.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "peers/peer_client.h"
-#include "peers/resolver.h"
+#include "peer_api.h"
 
 #define MAX_SAMPLES 2000000
+#define MAX_URLS 16
 
-enum mode { DISCOVERY, FIXED, PER_CALL };
+enum mode { DISCOVERY, FIXED, PER_CALL, MODE_COUNT };
 static const char *const mode_names[] = {"discovery", "fixed", "per_call"};
 
 struct run {
 	enum mode mode;
-	struct consul *consul;
-	struct peer_client *pc;
-	const char *fixed_url;
+	struct bench_peers *bp;
+	const char *urls[MAX_URLS];
+	size_t nurls;
 	uint64_t until_ns;
 	pthread_mutex_t lock;
 	double *samples;  /* ms */
@@ -37,9 +41,9 @@ struct run {
 	unsigned long failures;
 };
 
-static const struct peer_settings settings = {
-	.timeout_ms = 2000, .retries = 2, .lb = "round_robin", .tag = "",
-	.breaker_failures = 5, .breaker_open_ms = 10000,
+struct worker_arg {
+	struct run *r;
+	unsigned index;
 };
 
 static bool get(struct httpc *h, const char *url, struct httpc_response *res)
@@ -61,7 +65,7 @@ static bool per_call(struct run *r, struct httpc *agent, struct httpc *peer, uns
 	char err[256], url[512];
 	size_t n;
 
-	if (consul_call(r->consul, agent,
+	if (consul_call(bench_peers_consul(r->bp), agent,
 			&(struct consul_call){.op = "bench", .method = "GET",
 					      .path = "/v1/health/service/users?passing=1",
 					      .timeout_ms = 2000},
@@ -83,11 +87,13 @@ static bool per_call(struct run *r, struct httpc *agent, struct httpc *peer, uns
 
 static void *worker(void *arg)
 {
-	struct run *r = arg;
-	struct httpc *a = httpc_create(), *b = httpc_create();
+	struct worker_arg *wa = arg;
+	struct run *r = wa->r;
+	struct httpc *a = r->mode == PER_CALL ? consul_conn_create(bench_peers_consul(r->bp))
+					      : httpc_create();
+	struct httpc *b = httpc_create();
 	struct httpc_response res;
-	unsigned rr = 0;
-	char err[256];
+	unsigned rr = wa->index;
 
 	httpc_response_init(&res);
 	while (clock_monotonic_ns() < r->until_ns) {
@@ -96,14 +102,10 @@ static void *worker(void *arg)
 
 		switch (r->mode) {
 		case DISCOVERY:
-			ok = peer_call(r->pc, &settings,
-				       &(struct peer_request){.service = "users", .method = "GET",
-							      .path = "/users/1"},
-				       &res, err, sizeof(err)) == MN_OK &&
-			     res.status == 200;
+			ok = bench_peers_call(r->bp, "/users/1", &res);
 			break;
 		case FIXED:
-			ok = get(a, r->fixed_url, &res);
+			ok = get(a, r->urls[rr++ % r->nurls], &res);
 			break;
 		default:
 			ok = per_call(r, a, b, &rr, &res);
@@ -117,7 +119,10 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&r->lock);
 	}
 	httpc_response_release(&res);
-	httpc_destroy(a);
+	if (r->mode == PER_CALL)
+		consul_conn_destroy(bench_peers_consul(r->bp), a);
+	else
+		httpc_destroy(a);
 	httpc_destroy(b);
 	return NULL;
 }
@@ -129,54 +134,85 @@ static int cmp(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+/* Splits a comma-separated list in place; returns the count, 0 when empty
+ * or past 'max'. */
+static size_t split(char *s, const char **out, size_t max)
+{
+	size_t n = 0;
+
+	for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+		if (n == max)
+			return 0;
+		out[n++] = tok;
+	}
+	return n;
+}
+
 int main(int argc, char **argv)
 {
-	struct consul *consul;
-	struct resolver *resolver;
-	struct peer_client *pc;
-	char err[256];
+	const char *mode_list[MODE_COUNT];
+	const char *urls[MAX_URLS];
+	struct bench_peers *bp;
+	char err[256], *modes;
+	size_t nurls, nmodes;
 	int threads, seconds;
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s CONSUL_ADDR FIXED_URL THREADS SECONDS\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s CONSUL_ADDR FIXED_URLS THREADS SECONDS [MODES]\n",
+			argv[0]);
 		return 2;
 	}
 	threads = atoi(argv[3]);
 	seconds = atoi(argv[4]);
-	if (threads < 1 || threads > 256 || seconds < 1 || seconds > 60)
+	modes = argc == 6 ? argv[5] : (char[]){"discovery,fixed,per_call"};
+	nurls = split(argv[2], urls, MAX_URLS);
+	nmodes = split(modes, mode_list, MODE_COUNT);
+	if (threads < 1 || threads > 256 || seconds < 1 || seconds > 60 || nurls == 0 ||
+	    nmodes == 0)
 		return 2;
 	log_set_level(MN_LOG_ERROR);
 	httpc_global_init();
-	consul = consul_create(&(struct consul_opts){.address = argv[1]}, err, sizeof(err));
-	if (consul == NULL) {
+	bp = bench_peers_open(argv[1], err, sizeof(err));
+	if (bp == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	resolver = resolver_create(&(struct resolver_opts){.consul = consul});
-	pc = peer_client_create(resolver, NULL, NULL);
-	for (enum mode m = DISCOVERY; m <= PER_CALL; m++) {
-		struct run r = {.mode = m, .consul = consul, .pc = pc, .fixed_url = argv[2]};
+	/* the watch's first answer is not part of any mode's time */
+	if (bench_peers_count(bp) < 1)
+		fprintf(stderr, "peer_modes: no instance of 'users' in consul yet\n");
+	for (size_t k = 0; k < nmodes; k++) {
+		struct run r = {.bp = bp, .nurls = nurls};
 		pthread_t *tids = calloc((size_t)threads, sizeof(*tids));
+		struct worker_arg *args = calloc((size_t)threads, sizeof(*args));
 
+		for (r.mode = DISCOVERY; r.mode < MODE_COUNT; r.mode++)
+			if (strcmp(mode_list[k], mode_names[r.mode]) == 0)
+				break;
+		if (r.mode == MODE_COUNT) {
+			fprintf(stderr, "unknown mode '%s'\n", mode_list[k]);
+			return 2;
+		}
+		memcpy(r.urls, urls, nurls * sizeof(*urls));
 		r.samples = malloc(MAX_SAMPLES * sizeof(double));
 		pthread_mutex_init(&r.lock, NULL);
 		r.until_ns = clock_monotonic_ns() + (uint64_t)seconds * 1000000000ULL;
-		for (int i = 0; i < threads; i++)
-			pthread_create(&tids[i], NULL, worker, &r);
+		for (int i = 0; i < threads; i++) {
+			args[i] = (struct worker_arg){&r, (unsigned)i};
+			pthread_create(&tids[i], NULL, worker, &args[i]);
+		}
 		for (int i = 0; i < threads; i++)
 			pthread_join(tids[i], NULL);
 		qsort(r.samples, r.n, sizeof(double), cmp);
-		printf("%s %.0f %.3f %.3f %lu\n", mode_names[m], (double)r.n / seconds,
+		printf("%s %.0f %.3f %.3f %lu\n", mode_names[r.mode], (double)r.n / seconds,
 		       r.n ? r.samples[r.n / 2] : 0.0, r.n ? r.samples[r.n * 99 / 100] : 0.0,
 		       r.failures);
 		fflush(stdout);
 		free(r.samples);
+		free(args);
 		free(tids);
 		pthread_mutex_destroy(&r.lock);
 	}
-	peer_client_destroy(pc);
-	resolver_destroy(resolver);
-	consul_destroy(consul);
+	bench_peers_close(bp);
 	httpc_global_cleanup();
 	return 0;
 }

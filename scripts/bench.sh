@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`: wrk on loopback against meshnode (sqlite and memory stores)
 # and a bare one-write civetweb handler, interleaved in one run, medians of
-# ROUNDS rounds; then peer calls against a Consul dev agent and two users
-# nodes, three ways side by side (bench/peer_modes.c: meshnode's discovery,
-# a fixed address, a Consul query per call) and POST /orders end to end.
-# Writes bench/RESULTS.md with the machine and the date. Bounded: each wrk
-# run lasts DURATION seconds, each peer mode DURATION/2. Then the hostile-
-# connection part (bench/hostile.sh: idle and slow connections against the
-# shipped defaults, beside bare civetweb; about 4-5 minutes; HOSTILE=0 skips
-# it), which appends its section to bench/RESULTS.md.
+# ROUNDS rounds; then POST /orders end to end against a Consul dev agent,
+# two users nodes and an orders node. Writes bench/RESULTS.md with the
+# machine and the date, keeping the sections the parts below own. Bounded:
+# each wrk run lasts DURATION seconds. Then the mesh at scale (bench/
+# mesh_scale.sh: peer calls through discovery with 2 to 10,000 passing
+# instances, discovery vs fixed addresses, a CPU profile, an orders node's
+# RSS; about 4 minutes; MESH=0 skips it) and the hostile-connection part
+# (bench/hostile.sh: idle and slow connections against the shipped
+# defaults, beside bare civetweb; about 4-5 minutes; HOSTILE=0 skips it),
+# each of which writes its own section of bench/RESULTS.md.
 set -euo pipefail
 bin=${1:-build/meshnode}
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,22 +20,10 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-64}
 
-if ! command -v wrk >/dev/null; then
-	sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
-	"${sudo_cmd[@]}" apt-get install -y -q wrk >/dev/null
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
+. bench/lib.sh
+bench_need wrk wrk
 cc -O2 -o "$work/bare" bench/bare.c -lcivetweb -pthread
-cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude $(pkg-config --cflags libcurl) -o "$work/peer_modes" \
-	bench/peer_modes.c "$(dirname "$bin")/libmeshnode.a" \
-	-lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm -pthread
 consul=$(scripts/deps.sh | tail -n1)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 never answered" >&2; return 1; }
 
 start_node() { # driver; sets node_port (no subshell: the PID must reach pids)
 	local driver=$1 port; port=$(free_port)
@@ -78,43 +68,18 @@ done
 rss() { awk '/VmHWM/ {print $2/1024 " MB"}' "/proc/$1/status"; }
 rss_bare=$(rss "${pids[0]}") rss_sqlite=$(rss "${pids[1]}") rss_memory=$(rss "${pids[2]}")
 
-# ---- peer calls: a dev agent, two users nodes sharing a file, one orders node
-chttp=$(free_port)
-caddr=http://127.0.0.1:$chttp
-setsid "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$chttp" \
-	-dns-port -1 -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
-	-server-port "$(free_port)" >"$work/consul.log" 2>&1 &
-pids+=($!)
-wait_http "$caddr/v1/status/leader"
-mesh_node() { # name modules; sets node_port
-	local port; port=$(free_port)
-	cat >"$work/$1-$port.cfg" <<CFG
-service = { name = "$1"; port = $port; modules = [ $2 ]; };
-server = { threads = $THREADS; };
-consul = { address = "$caddr"; check_interval_ms = 1000; check_timeout_ms = 1000; };
-database = { path = "$work/mesh-$1.db"; };
-log = { level = "warn"; };
-CFG
-	"$bin" -c "$work/$1-$port.cfg" >"$work/$1-$port.log" 2>&1 &
-	pids+=($!)
-	wait_http "http://127.0.0.1:$port/health"
-	node_port=$port
-}
-mesh_node users '"users"'; users1=$node_port
-mesh_node users '"users"'
-mesh_node orders '"orders"'; orders_port=$node_port
+# ---- POST /orders end to end: a dev agent, two users nodes sharing a file, one orders node
+consul_dev_start "$consul"
+mesh_node_start users '"users"' sqlite warn "$THREADS"; users1=$node_port
+mesh_node_start users '"users"' sqlite warn "$THREADS"
+mesh_node_start orders '"orders"' sqlite warn "$THREADS"; orders_port=$node_port
 curl -sf -o /dev/null -XPOST -H 'Content-Type: application/json' \
 	-d '{"name":"Ada","email":"ada@example.com"}' "http://127.0.0.1:$users1/users"
 for _ in $(seq 150); do
 	[ "$(curl -sf "$caddr/v1/health/service/users?passing" | grep -o '"ServiceID"' | wc -l)" -ge 4 ] && break
 	sleep 0.1
 done
-declare -A peer
 for r in $(seq "$ROUNDS"); do
-	while read -r mode cps p50 p99 fails; do
-		peer[$mode]+="$cps $p50 $p99 $fails;"
-		echo "bench: peer $mode round: $cps calls/s, p50 $p50 ms, p99 $p99 ms, $fails failed" >&2
-	done < <("$work/peer_modes" "$caddr" "http://127.0.0.1:$users1/users/1" 8 $((DURATION / 2 > 0 ? DURATION / 2 : 1)))
 	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post_order.lua "http://127.0.0.1:$orders_port/orders")
 	results["meshnode orders, POST /orders"]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out");"
 	grep -q "Non-2xx" <<<"$out" && echo "bench: POST /orders had non-2xx answers" >&2
@@ -122,9 +87,11 @@ done
 consul_requests=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^meshnode_consul_requests_total\{op="health_watch"/ {s+=$2} END {print s+0}')
 orders_done=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^http_requests_total\{method="POST",endpoint="\/orders",status="201"/ {s+=$2} END {print s+0}')
 
-median() { tr ';' '\n' | awk 'NF' | sort -n -k1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'; }
-base=$(median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
+base=$(bench_median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
+# the sections bench/mesh_scale.sh and bench/hostile.sh own stay until they rewrite them
+kept=$work/kept.md
+touch "$kept"
+[ ! -f bench/RESULTS.md ] || awk '/^## (The mesh at scale|Hostile connections)/ {keep = 1} keep' bench/RESULTS.md >"$kept"
 {
 	echo "# meshnode benchmark"
 	echo
@@ -136,9 +103,9 @@ base=$(median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
 	echo "| target | req/s | p99 (ms) | vs bare civetweb |"
 	echo "|---|---|---|---|"
 	for k in "bare civetweb, GET /users/1" "meshnode sqlite, GET /users/1" "meshnode memory, GET /users/1" "meshnode, GET /health"; do
-		m=$(median <<<"${results[$k]}")
+		m=$(bench_median <<<"${results[$k]}")
 		rps=${m%% *}
-		p99=$(echo "${m##* }" | to_ms)
+		p99=$(echo "${m##* }" | bench_ms)
 		echo "| $k | $rps | $p99 | $(awk -v a="$rps" -v b="$base" 'BEGIN {printf "%.2f", a/b}') |"
 	done
 	echo
@@ -146,34 +113,29 @@ base=$(median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
 	echo
 	echo "## Peer calls through Consul discovery"
 	echo
-	echo "A Consul 1.8.7 dev agent, two users nodes (one SQLite file), one orders node. The"
-	echo "user check (\`GET /users/1\` on a users instance) made three ways in one process,"
-	echo "8 threads, keep-alive, $((DURATION / 2 > 0 ? DURATION / 2 : 1)) s per way per round, medians of $ROUNDS rounds (bench/peer_modes.c):"
-	echo
-	echo "| way | calls/s | p50 (ms) | p99 (ms) | failed | vs fixed address |"
-	echo "|---|---|---|---|---|---|"
-	fixed=$(median <<<"${peer[fixed]}" | awk '{print $1}')
-	for k in discovery fixed per_call; do
-		m=$(median <<<"${peer[$k]}")
-		read -r cps p50 p99 fails <<<"$m"
-		case $k in
-		discovery) label="meshnode: resolver snapshot + peer client" ;;
-		fixed) label="a fixed address, no discovery" ;;
-		per_call) label="a Consul health query per call (reference design)" ;;
-		esac
-		echo "| $label | $cps | $p50 | $p99 | $fails | $(awk -v a="$cps" -v b="$fixed" 'BEGIN {printf "%.2f", a/b}') |"
-	done
-	echo
-	m=$(median <<<"${results["meshnode orders, POST /orders"]}")
+	echo "A Consul $("$consul" version | head -n1 | awk '{print $2}') dev agent, two users nodes (one SQLite file), one orders node."
+	m=$(bench_median <<<"${results["meshnode orders, POST /orders"]}")
 	echo "End to end, \`POST /orders\` on the orders node (user check through discovery, then a"
-	echo "SQLite insert), wrk \`-c$CONNS\`: ${m%% *} req/s, p99 $(echo "${m##* }" | to_ms) ms. The orders node"
+	echo "SQLite insert), wrk \`-c$CONNS\`, medians of $ROUNDS rounds: ${m%% *} req/s, p99 $(echo "${m##* }" | bench_ms) ms. The orders node"
 	echo "made $consul_requests health_watch requests to Consul for $orders_done orders."
-} >bench/RESULTS.md
+	echo
+	echo "The user check made three ways side by side (discovery, fixed addresses over the same"
+	echo "users nodes, a Consul query per call) is in \"The mesh at scale\" below (bench/mesh_scale.sh)."
+	if [ -s "$kept" ]; then
+		echo
+		cat "$kept"
+	fi
+} >"$work/results.md"
+mv "$work/results.md" bench/RESULTS.md
 cat bench/RESULTS.md
 
-# ---- hostile connections: its own agent and nodes, with nothing above left running
-cleanup
+# ---- the mesh at scale, then hostile connections: each with its own agent
+# and nodes, with nothing above left running
+bench_cleanup
 trap - EXIT
+if [ "${MESH:-1}" != 0 ]; then
+	bench/mesh_scale.sh "$bin"
+fi
 if [ "${HOSTILE:-1}" != 0 ]; then
 	bench/hostile.sh "$bin"
 fi
