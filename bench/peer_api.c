@@ -48,12 +48,19 @@ struct bench_peers *bench_peers_open(const char *consul_addr, char *err, size_t 
 				  labels, metrics_http_buckets, metrics_http_buckets_count);
 	if (pm.requests == NULL || pm.duration == NULL)
 		goto out_nomem;
-	bp->resolver = resolver_create(&(struct resolver_opts){.consul = bp->consul});
-	if (bp->resolver == NULL)
-		goto out_nomem;
-	bp->pc = peer_client_create(bp->resolver, NULL, &pm);
+	/* as src/app.c wires them: the client prepares each snapshot's table */
+	bp->pc = peer_client_create(NULL, &pm, NULL);
 	if (bp->pc == NULL)
 		goto out_nomem;
+	bp->resolver = resolver_create(&(struct resolver_opts){
+		.consul = bp->consul,
+		.prepare = peer_client_prepare,
+		.release = peer_client_release,
+		.ctx = bp->pc,
+	});
+	if (bp->resolver == NULL)
+		goto out_nomem;
+	peer_client_attach(bp->pc, bp->resolver);
 	return bp;
 
 out_nomem:
@@ -67,8 +74,8 @@ void bench_peers_close(struct bench_peers *bp)
 {
 	if (bp == NULL)
 		return;
+	resolver_destroy(bp->resolver); /* its watches use the client */
 	peer_client_destroy(bp->pc);
-	resolver_destroy(bp->resolver);
 	metrics_destroy(bp->metrics);
 	consul_destroy(bp->consul);
 	free(bp);
@@ -91,10 +98,11 @@ bool bench_peers_call(struct bench_peers *bp, const char *path, struct httpc_res
 
 long bench_peers_count(struct bench_peers *bp)
 {
-	const struct peer_snapshot *s = resolver_get(bp->resolver, SERVICE, NULL);
+	const struct peer_snapshot *s;
+	char err[256];
 	long n;
 
-	if (s == NULL)
+	if (resolver_get(bp->resolver, SERVICE, NULL, &s, err, sizeof(err)) != MN_OK)
 		return -1;
 	n = s->known ? (long)s->n : -1;
 	resolver_put(s);

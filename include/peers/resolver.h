@@ -43,6 +43,8 @@ struct resolver_opts {
 	uint64_t wait_ms;                   /* blocking wait; 0 means 5 min */
 	uint64_t backoff_cap_ms;            /* 0 means 30 s */
 	size_t max_services;                /* followed at once; 0 means 32 */
+	size_t max_response;                /* one health answer; 0 means 64 MiB
+					       (10,000 instances take 10-20 MB) */
 	uint64_t idle_ms;                   /* unused this long: stop; 0: never */
 	/* May 'service' be followed? Asked when a service is first asked for,
 	 * and again every second for those followed (a service no longer

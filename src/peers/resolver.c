@@ -12,6 +12,7 @@
 
 #define DEFAULT_FIRST_WAIT_MS 2000
 #define DEFAULT_MAX_SERVICES 32
+#define DEFAULT_MAX_RESPONSE (64u << 20)
 #define NAME_MAX_LEN 128
 #define SWEEP_EVERY_MS 1000
 /* Refused instances logged one line each, per answer; then a count. */
@@ -45,7 +46,7 @@ struct resolver {
 	struct consul *consul;
 	const struct mn_clock *clock;
 	uint64_t first_wait_ms, wait_ms, backoff_cap_ms, idle_ms;
-	size_t max_services;
+	size_t max_services, max_response;
 	bool (*allowed)(void *ctx, const char *service);
 	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
 	void (*release)(void *ctx, void *prepared);
@@ -309,6 +310,7 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->backoff_cap_ms = opts->backoff_cap_ms;
 	r->idle_ms = opts->idle_ms;
 	r->max_services = opts->max_services ? opts->max_services : DEFAULT_MAX_SERVICES;
+	r->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
 	r->allowed = opts->allowed;
 	r->prepare = opts->prepare;
 	r->release = opts->release;
@@ -390,6 +392,7 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 		.path = path,
 		.wait_ms = r->wait_ms,
 		.backoff_cap_ms = r->backoff_cap_ms,
+		.max_response = r->max_response,
 		.on_change = on_health_change,
 		.ctx = f,
 		.clock = r->clock,
