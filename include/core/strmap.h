@@ -36,6 +36,11 @@ void strmap_init(struct strmap *m);
  * strmap_init(). */
 void strmap_release(struct strmap *m);
 
+/* Makes room for 'n' keys in all, so that putting them allocates nothing
+ * more (one allocation instead of a doubling chain when the count is known
+ * in advance). MN_NOMEM; the map is then unchanged. */
+enum mn_err strmap_reserve(struct strmap *m, size_t n);
+
 /* Maps 'key' (borrowed) to 'value', replacing the value of an equal key
  * already there (the key in the map stays the first one put). MN_NOMEM
  * when the table cannot grow; the map is then unchanged. */

@@ -56,12 +56,12 @@ static struct strmap_entry *strmap_place(struct strmap_entry *entries, size_t ca
 	}
 }
 
-static enum mn_err strmap_grow(struct strmap *m)
+/* Moves the entries to a table of 'cap' places. */
+static enum mn_err strmap_resize(struct strmap *m, size_t cap)
 {
-	size_t cap = m->cap ? m->cap * 2 : STRMAP_FIRST_CAP;
 	struct strmap_entry *entries;
 
-	if (cap < m->cap || cap > SIZE_MAX / sizeof(*entries))
+	if (cap > SIZE_MAX / sizeof(*entries))
 		return MN_NOMEM;
 	entries = calloc(cap, sizeof(*entries));
 	if (entries == NULL)
@@ -76,12 +76,23 @@ static enum mn_err strmap_grow(struct strmap *m)
 	return MN_OK;
 }
 
+enum mn_err strmap_reserve(struct strmap *m, size_t n)
+{
+	size_t cap = m->cap ? m->cap : STRMAP_FIRST_CAP;
+
+	if (n > SIZE_MAX / 4)
+		return MN_NOMEM;
+	while (cap < 2 * n)
+		cap *= 2;
+	return cap == m->cap ? MN_OK : strmap_resize(m, cap);
+}
+
 enum mn_err strmap_put(struct strmap *m, const char *key, size_t value)
 {
 	uint64_t hash = strmap_hash(m, key);
 	struct strmap_entry *e;
 
-	if ((m->n + 1) * 2 > m->cap && strmap_grow(m) != MN_OK)
+	if ((m->n + 1) * 2 > m->cap && strmap_reserve(m, m->n + 1) != MN_OK)
 		return MN_NOMEM;
 	e = strmap_place(m->entries, m->cap, key, hash);
 	if (e->key == NULL) {

@@ -75,12 +75,42 @@ static void test_many_keys_survive_growth(void **state)
 	free(keys);
 }
 
+/* Reserving makes room once: the puts that follow do not move the table. */
+static void test_reserve_allocates_once(void **state)
+{
+	char keys[1000][16];
+	struct strmap_entry *table;
+	struct strmap m;
+	size_t v;
+	(void)state;
+
+	strmap_init(&m);
+	assert_int_equal(strmap_put(&m, "first", 0), MN_OK);
+	assert_int_equal(strmap_reserve(&m, 1001), MN_OK);
+	assert_true(m.cap >= 2002);
+	table = m.entries;
+	for (size_t i = 0; i < 1000; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%zu", i);
+		assert_int_equal(strmap_put(&m, keys[i], i + 1), MN_OK);
+	}
+	assert_ptr_equal(m.entries, table);
+	assert_true(strmap_get(&m, "first", &v));
+	assert_int_equal(v, 0);
+	assert_true(strmap_get(&m, "k999", &v));
+	assert_int_equal(v, 1000);
+	/* a smaller reservation changes nothing */
+	assert_int_equal(strmap_reserve(&m, 10), MN_OK);
+	assert_ptr_equal(m.entries, table);
+	strmap_release(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_empty_map_finds_nothing),
 		cmocka_unit_test(test_put_get_and_replace),
 		cmocka_unit_test(test_many_keys_survive_growth),
+		cmocka_unit_test(test_reserve_allocates_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
