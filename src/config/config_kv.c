@@ -69,8 +69,10 @@ bool config_kv_listing_fits(const struct config *cfg, size_t n_keys, bool too_la
 	return true;
 }
 
-/* The KV layer is found through these, so KV cannot move itself. */
-static const char *const kv_fixed[] = {"service.name", "consul.kv_prefix", NULL};
+/* The KV layer is found and bounded through these, so KV can neither move
+ * itself nor lift its own caps. */
+static const char *const kv_fixed[] = {"service.name", "consul.kv_prefix", "consul.kv_max_keys",
+				       "consul.kv_max_bytes", NULL};
 
 static enum mn_err kv_apply_one(struct config_state *st, const struct config_kv_pair *pair,
 				size_t prefix_len, struct kv_unknown *unknown)

@@ -1396,6 +1396,26 @@ static void test_kv_listing_bounds(void **state)
 	assert_string_equal(why, "101 keys, more than consul.kv_max_keys (100)");
 }
 
+/* KV cannot lift its own caps: they are read before KV is. */
+static void test_kv_cannot_set_its_caps(void **state)
+{
+	struct fixture *f = *state;
+	const struct config_kv_pair kv[] = {
+		{"config/users/consul/kv_max_keys", "1000000"},
+		{"config/shared/consul/kv_max_bytes", "268435456"},
+	};
+	struct config_sources src = {.kv = kv, .n_kv = 2};
+
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->consul_kv_max_keys, 10000);
+	assert_int_equal(f->cfg->consul_kv_max_bytes, 4194304);
+	assert_string_equal(warnings_text(f),
+			    "kv key 'config/shared/consul/kv_max_bytes': 'consul.kv_max_bytes' "
+			    "cannot be set from consul kv\n"
+			    "kv key 'config/users/consul/kv_max_keys': 'consul.kv_max_keys' cannot "
+			    "be set from consul kv\n");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1444,6 +1464,7 @@ int main(void)
 		T(test_errors_near_the_cap_are_counted),
 		T(test_ten_thousand_key_listing),
 		T(test_kv_listing_bounds),
+		T(test_kv_cannot_set_its_caps),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
