@@ -161,7 +161,7 @@ static enum mn_err config_apply_derived(struct config_state *st, const char *hos
  * by the layers are looked at. */
 static enum mn_err config_complete_peers(struct config_state *st)
 {
-	char name[300], reason[256];
+	char name[300];
 	size_t n = st->n_slots, n_peer_slots = 0;
 	enum mn_err err;
 
@@ -193,10 +193,9 @@ static enum mn_err config_complete_peers(struct config_state *st)
 			memcpy(name + 6 + plen + 1, def->name + 8, slen + 1);
 			if (config_state_find(st, name))
 				continue;
-			err = config_state_set_def(st, def, name, def->default_text, NULL,
-						   CONFIG_SRC_DEFAULT, NULL, reason, sizeof(reason));
+			err = config_state_add_default(st, def, name);
 			if (err != MN_OK)
-				return err == MN_NOMEM ? err : MN_INTERNAL;
+				return err;
 		}
 	}
 	return MN_OK;

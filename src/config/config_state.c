@@ -79,19 +79,31 @@ static struct config_slot *config_state_add(struct config_state *st, const char 
 	return slot;
 }
 
+enum mn_err config_state_add_default(struct config_state *st, const struct setting_def *def,
+				    const char *name)
+{
+	struct config_slot *slot;
+	char reason[256];
+	json_t *value = settings_parse_text(def, def->default_text, reason, sizeof(reason));
+
+	if (value == NULL || !settings_check(def, &value, reason, sizeof(reason))) {
+		json_decref(value);
+		return MN_INTERNAL; /* the table's own default */
+	}
+	slot = config_state_add(st, name, def);
+	if (slot == NULL) {
+		json_decref(value);
+		return MN_NOMEM;
+	}
+	slot->value = value;
+	return MN_OK;
+}
+
 enum mn_err config_state_set(struct config_state *st, const char *name, const char *text,
 			     json_t *value, enum config_source source, const char *origin,
 			     char *reason, size_t len)
 {
-	return config_state_set_def(st, settings_find(name), name, text, value, source, origin,
-				    reason, len);
-}
-
-enum mn_err config_state_set_def(struct config_state *st, const struct setting_def *def,
-				 const char *name, const char *text, json_t *value,
-				 enum config_source source, const char *origin, char *reason,
-				 size_t len)
-{
+	const struct setting_def *def = settings_find(name);
 	struct config_slot *slot;
 	char *dup = NULL;
 

@@ -59,12 +59,12 @@ enum mn_err config_state_set(struct config_state *st, const char *name, const ch
  * rather than grown step by step. MN_NOMEM. */
 enum mn_err config_state_reserve(struct config_state *st, size_t more);
 
-/* config_state_set() for a 'name' that settings_find() already matched to
- * 'def' (NULL: an unknown name). */
-enum mn_err config_state_set_def(struct config_state *st, const struct setting_def *def,
-				 const char *name, const char *text, json_t *value,
-				 enum config_source source, const char *origin, char *reason,
-				 size_t len);
+/* Adds a slot for 'name', which has none yet and which settings_find()
+ * matches to 'def', holding def's default: what config_state_set() would
+ * do for the default text, without looking the name up twice. MN_NOMEM,
+ * MN_INTERNAL when the table's default does not validate. */
+enum mn_err config_state_add_default(struct config_state *st, const struct setting_def *def,
+				    const char *name);
 
 /* The slot of 'name' (borrowed, valid until the next config_state_set()),
  * NULL when never set. O(1): slots are indexed by name. */
