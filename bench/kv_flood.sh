@@ -17,7 +17,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 py=/usr/bin/python3
 lib=$(dirname "$bin")/libmeshnode.a
-[ -x "$bin" ] && [ -f "$lib" ] || { echo "kv_flood: build first (make): $bin, $lib" >&2; exit 2; }
+if [ ! -x "$bin" ] || [ ! -f "$lib" ]; then
+	echo "kv_flood: build first (make): $bin, $lib" >&2
+	exit 2
+fi
 . bench/lib.sh
 
 say() { printf 'kv_flood: %s\n' "$*" >&2; }
@@ -77,7 +80,7 @@ database = { path = "$work/users.db"; };
 CFG
 "$bin" -c "$work/meshnode.cfg" >"$work/meshnode.log" 2>&1 &
 mpid=$!
-pids+=($mpid)
+pids+=("$mpid")
 wait_http "http://127.0.0.1:$mport/health"
 
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$mpid/status"; }
