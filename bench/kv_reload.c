@@ -18,8 +18,8 @@
 
 #define DEFAULT_KEYS 10000
 #define DEFAULT_RUNS 7
-#define MAX_KEYS 1000000
-#define MAX_RUNS 101
+#define MAX_KEYS     1000000
+#define MAX_RUNS     101
 
 enum mix { MIX_PEERS, MIX_UNKNOWN, MIX_REFUSED, MIX_THIRDS, MIX_COUNT };
 

@@ -43,8 +43,8 @@ static uint64_t strmap_hash(const struct strmap *m, const char *key)
 
 /* The place of 'key' in the table: its entry, or the empty one where it
  * would go. The table is never full. */
-static struct strmap_entry *strmap_place(struct strmap_entry *entries, size_t cap,
-					 const char *key, uint64_t hash)
+static struct strmap_entry *strmap_place(struct strmap_entry *entries, size_t cap, const char *key,
+					 uint64_t hash)
 {
 	size_t mask = cap - 1;
 
