@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 #include "config/store.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/strmap.h"
 #include "http/server.h"
 #include "peers/peer_client.h"
 #include "peers/peers_handlers.h"
@@ -39,6 +43,10 @@
  * within a second or two, so retries are capped at one second. */
 #define REGISTER_BACKOFF_CAP_MS 1000
 #define KV_WATCH_BACKOFF_CAP_MS 1000
+/* A KV listing this large, once replaced or refused, leaves that much freed
+ * memory in malloc's arenas: it is handed back to the system. */
+#define KV_TRIM_KEYS 1000
+#define KV_TRIM_BYTES (1u << 20)
 
 struct app_metrics {
 	struct metrics *registry;
@@ -48,6 +56,7 @@ struct app_metrics {
 	struct metric_family *consul_registered;
 	struct metric_family *config_reloads;
 	struct metric_family *kv_index;
+	struct metric_family *kv_refused;
 	struct metric_family *build_info;
 	struct metric_family *ready;
 	struct metric_family *peer_requests;
@@ -63,14 +72,19 @@ struct kv_listing {
 	struct consul_kv *pairs;
 	size_t n;
 	uint64_t index;              /* X-Consul-Index of the read */
+	size_t bytes;                /* of its keys and values */
+	bool refused;                /* over consul.kv_max_keys or kv_max_bytes:
+					no pairs, only the index */
 };
 
-/* One watched KV prefix and the pairs last read from it. */
+/* One watched KV prefix and the last good listing read from it. */
 struct kv_source {
 	struct app *app;
-	const char *prefix;
-	struct kv_listing last;
+	const char *prefix;          /* NULL: not used (the node's prefix is
+					config/shared/ itself) */
+	struct kv_listing last;      /* the last listing within the caps */
 	bool known;                  /* read at least once */
+	bool refused;                /* its latest listing is over the caps */
 	struct watch *watch;
 };
 
@@ -80,8 +94,9 @@ struct app {
 	struct config_store *store;  /* the config in force */
 	pthread_mutex_t reload_lock; /* one reload at a time; guards kv[] */
 	struct kv_source kv[2];      /* config/shared/, then the node's prefix */
-	char *last_warnings;         /* the warnings of the last reload, one per
-					line; guarded by reload_lock */
+	char *last_warnings;         /* the warnings of the last load, as lines
+					cut in place; guarded by reload_lock */
+	struct strmap last_warned;   /* those lines, borrowed from last_warnings */
 	struct app_metrics m;
 	struct users_repo *users_repo;
 	struct users_service *users;
@@ -148,10 +163,65 @@ static struct consul *consul_from_config(const struct config *cfg, char *const *
 	return consul_create(&opts, err, errlen);
 }
 
+/* The size of a listing's keys and values. */
+static size_t kv_listing_bytes(const struct consul_kv *pairs, size_t n)
+{
+	size_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++)
+		bytes += strlen(pairs[i].key) + (pairs[i].value ? strlen(pairs[i].value) : 0);
+	return bytes;
+}
+
+static bool kv_listing_big(size_t n, size_t bytes)
+{
+	return n > KV_TRIM_KEYS || bytes > KV_TRIM_BYTES;
+}
+
+/* Hands the memory freed with a big listing back to the system: glibc
+ * keeps freed memory in its arenas (the watch threads' arenas, where the
+ * listings are parsed), so without this the RSS of a flood stays after
+ * the keys are gone. */
+static void kv_memory_trim(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/* Reads one prefix, within the caps of 'base': a refused listing is
+ * kv->refused with its index and no pairs, and one line in 'warnings'. */
+static enum mn_err read_kv_prefix(const struct config *base, struct consul *c, struct httpc *h,
+				  const char *prefix, struct kv_listing *kv, struct buf *warnings,
+				  char *err, size_t errlen)
+{
+	enum mn_err ret;
+	char why[160];
+
+	ret = consul_kv_list(c, h, prefix, (size_t)base->consul_kv_max_bytes, &kv->pairs, &kv->n,
+			     &kv->index, err, errlen);
+	if (ret != MN_OK && ret != MN_TOO_LARGE)
+		return ret;
+	if (config_kv_listing_fits(base, kv->n, ret == MN_TOO_LARGE, why, sizeof(why))) {
+		kv->bytes = kv_listing_bytes(kv->pairs, kv->n);
+		return MN_OK;
+	}
+	consul_kv_free(kv->pairs, kv->n);
+	kv->pairs = NULL;
+	kv->n = 0;
+	kv->refused = true;
+	if (warnings)
+		buf_printf(warnings, "kv listing of '%s' refused: %s; starting without the keys "
+			   "of this prefix\n", prefix, why);
+	return MN_OK;
+}
+
 /* Reads config/shared/ and the node's prefix (one listing when they are
- * the same) into kv[0] and kv[1]; on failure both are left empty. */
+ * the same) into kv[0] and kv[1]; on failure both are left empty. A
+ * listing over the caps is refused (kv_listing.refused) with a line in
+ * 'warnings': the other one is still used. */
 static enum mn_err read_kv(const struct config *base, char *const *env, struct kv_listing kv[2],
-			   char *err, size_t errlen)
+			   struct buf *warnings, char *err, size_t errlen)
 {
 	const char *prefixes[2] = {"config/shared/", base->consul_kv_prefix};
 	struct consul *c = consul_from_config(base, env, err, errlen);
@@ -166,8 +236,7 @@ static enum mn_err read_kv(const struct config *base, char *const *env, struct k
 	for (size_t i = 0; i < 2 && ret == MN_OK; i++) {
 		if (i == 1 && strcmp(prefixes[1], prefixes[0]) == 0)
 			break;
-		ret = consul_kv_list(c, h, prefixes[i], &kv[i].pairs, &kv[i].n, &kv[i].index, err,
-				     errlen);
+		ret = read_kv_prefix(base, c, h, prefixes[i], &kv[i], warnings, err, errlen);
 	}
 	if (ret != MN_OK) {
 		for (size_t i = 0; i < 2; i++)
@@ -225,7 +294,7 @@ static enum mn_err load_config(const struct app_opts *opts, struct config **out,
 	ret = config_load(&src, &base, errors, NULL);
 	if (ret != MN_OK)
 		return ret;
-	if (read_kv(base, opts->environ, kv, err, sizeof(err)) != MN_OK) {
+	if (read_kv(base, opts->environ, kv, warnings, err, sizeof(err)) != MN_OK) {
 		if (warnings)
 			buf_printf(warnings, "consul kv not read from %s: %s\n", base->consul_address, err);
 		*out = base;
@@ -387,6 +456,7 @@ static enum mn_err metrics_setup(struct app *app)
 	static const char *const peer_labels[] = {"service", "outcome"};
 	static const char *const circuit_labels[] = {"service", "instance"};
 	static const char *const kind_labels[] = {"kind"};
+	static const char *const prefix_labels[] = {"prefix"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
@@ -408,6 +478,12 @@ static enum mn_err metrics_setup(struct app *app)
 					    "Configuration reloads, by result.", 1, result_labels);
 	m->kv_index = metrics_gauge(m->registry, "meshnode_config_kv_index",
 				    "The Consul KV index of the configuration in force.", 0, NULL);
+	/* labels: config/shared/ and the node's prefix, nothing else */
+	m->kv_refused = metrics_gauge(m->registry, "meshnode_config_kv_listing_refused",
+				      "1 while the latest KV listing of the prefix is over "
+				      "consul.kv_max_keys or consul.kv_max_bytes (its last good "
+				      "listing stays in force).",
+				      1, prefix_labels);
 	m->ready = metrics_gauge(m->registry, "meshnode_ready",
 				 "1 while the node reports ready.", 0, NULL);
 	m->build_info = metrics_gauge(m->registry, "meshnode_build_info",
@@ -434,12 +510,17 @@ static enum mn_err metrics_setup(struct app *app)
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
 		kind_labels);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
-	    !m->consul_registered || !m->config_reloads || !m->kv_index || !m->ready ||
+	    !m->consul_registered || !m->config_reloads || !m->kv_index || !m->kv_refused ||
+	    !m->ready ||
 	    !m->build_info || !m->peer_requests || !m->peer_duration || !m->peer_instances ||
 	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
 	    metrics_register_process(m->registry) != MN_OK)
 		return MN_NOMEM;
 	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
+	for (size_t i = 0; i < 2; i++)
+		if (app->kv[i].prefix)
+			metric_set(m->kv_refused, (const char *[]){app->kv[i].prefix},
+				   app->kv[i].refused ? 1 : 0);
 	return metrics_on_collect(m->registry, collect, app);
 }
 
@@ -525,15 +606,34 @@ static char *next_line(char **cursor)
 	return line;
 }
 
-/* true when 'line' is one of the lines of 'set' (NULL: none). */
-static bool seen_before(const char *set, const char *line)
+/* Logs the lines of 'warnings' (taking its content) that the last load
+ * did not give, at warn level, the others at debug: a refused value stays
+ * in KV until someone fixes it, and is logged when it appears, not again
+ * on every later reload. The lines become the ones the next load is
+ * compared with (a hash set: linear in the number of lines). true when
+ * some line is new. Called with reload_lock held, or before any thread. */
+static bool warnings_log_new(struct app *app, struct buf *warnings)
 {
-	size_t len = strlen(line);
+	char *text = buf_steal(warnings, NULL);
+	struct strmap seen;
+	bool fresh = false;
 
-	for (const char *p = set; p && (p = strstr(p, line)) != NULL; p += len)
-		if ((p == set || p[-1] == '\n') && (p[len] == '\n' || p[len] == '\0'))
-			return true;
-	return false;
+	strmap_init(&seen);
+	for (char *cur = text, *line; (line = next_line(&cur)) != NULL;) {
+		if (strmap_get(&app->last_warned, line, NULL)) {
+			log_debug("config", "%s (still)", line);
+		} else {
+			log_warn("config", "%s", line);
+			fresh = true;
+		}
+		/* out of memory: the line is only logged again next time */
+		strmap_put(&seen, line, 0);
+	}
+	strmap_release(&app->last_warned);
+	free(app->last_warnings);
+	app->last_warned = seen;
+	app->last_warnings = text;
+	return fresh;
 }
 
 static bool listed(char *const *names, size_t n, const char *name)
@@ -564,10 +664,10 @@ static void reload_locked(struct app *app, const char *why)
 {
 	const struct kv_listing kv[2] = {app->kv[0].last, app->kv[1].last};
 	struct config_kv_pair *pairs;
+	uint64_t t0 = clock_monotonic_ns();
 	struct buf errors, warnings;
 	const struct config *old;
 	struct config *next = NULL;
-	char *warned = NULL;
 	uint64_t index;
 	bool rejected;
 	size_t n;
@@ -596,36 +696,52 @@ static void reload_locked(struct app *app, const char *why)
 		metric_inc(app->m.config_reloads, (const char *[]){"rejected"});
 		goto out;
 	}
-	/* A refused value stays in KV until someone fixes it: it is logged and
-	 * counted when it appears, not again on every later reload. */
-	rejected = false;
-	if (warnings.data && (warned = strdup(warnings.data)) == NULL) {
-		log_error("config", "out of memory reloading the configuration");
-		goto out_destroy;
-	}
-	for (char *cur = warnings.data, *line; (line = next_line(&cur)) != NULL;) {
-		if (seen_before(app->last_warnings, line)) {
-			log_debug("config", "%s (still)", line);
-			continue;
-		}
-		log_warn("config", "%s", line);
-		rejected = true;
-	}
-	free(app->last_warnings);
-	app->last_warnings = warned;
+	/* A refused value is counted when it appears, like it is logged. */
+	rejected = warnings_log_new(app, &warnings);
 	metric_inc(app->m.config_reloads, (const char *[]){rejected ? "rejected" : "success"});
-	log_info("config", "configuration reloaded (%s) at kv index %llu", why,
-		 (unsigned long long)index);
+	log_info("config", "configuration reloaded (%s) at kv index %llu in %.1f ms", why,
+		 (unsigned long long)index, (double)(clock_monotonic_ns() - t0) / 1e6);
 	apply_config(app, old, next);
 	config_store_publish(app->store, next);
-	goto out;
-out_destroy:
-	config_destroy(next);
 out:
 	config_store_put(app->store, old);
 	buf_release(&errors);
 	buf_release(&warnings);
 	free(pairs);
+}
+
+/* Until every prefix has answered once, a reload would drop the values of
+ * the silent one (read at startup) for a moment. */
+static bool kv_all_known(const struct app *app)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (app->kv[i].prefix && !app->kv[i].known)
+			return false;
+	return true;
+}
+
+/* The latest listing of 'kv' is over the caps ('why'): it is refused whole
+ * and the last good listing stays in force. Logged and counted once when
+ * the prefix goes over; while it stays over, later listings only at debug
+ * level. Called with reload_lock held. */
+static void kv_refuse_locked(struct kv_source *kv, const char *why)
+{
+	struct app *app = kv->app;
+	bool was_known = kv->known;
+
+	if (!kv->refused) {
+		log_warn("config", "kv listing of '%s' refused: %s; the configuration in force "
+			 "stays", kv->prefix, why);
+		metric_inc(app->m.config_reloads, (const char *[]){"rejected"});
+		metric_set(app->m.kv_refused, (const char *[]){kv->prefix}, 1);
+		kv->refused = true;
+	} else {
+		log_debug("config", "kv listing of '%s' still refused: %s", kv->prefix, why);
+	}
+	kv->known = true;
+	/* a first answer, refused: the node goes on without this prefix */
+	if (!was_known && kv_all_known(app))
+		reload_locked(app, kv->prefix);
 }
 
 static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index, bool not_found)
@@ -634,6 +750,7 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 	struct app *app = kv->app;
 	struct consul_kv *pairs = NULL;
 	size_t n = 0;
+	bool trim;
 	char err[256];
 
 	if (!not_found && consul_kv_parse(body, len, &pairs, &n, err, sizeof(err)) != MN_OK) {
@@ -641,16 +758,44 @@ static void on_kv_change(void *ctx, const char *body, size_t len, uint64_t index
 		return;
 	}
 	pthread_mutex_lock(&app->reload_lock);
+	trim = kv_listing_big(n, len) || kv_listing_big(kv->last.n, kv->last.bytes);
+	if (!config_kv_listing_fits(app->cfg, n, false, err, sizeof(err))) {
+		consul_kv_free(pairs, n);
+		kv_refuse_locked(kv, err);
+		goto out;
+	}
+	if (kv->refused) {
+		log_info("config", "kv listing of '%s' accepted again (%zu keys)", kv->prefix, n);
+		metric_set(app->m.kv_refused, (const char *[]){kv->prefix}, 0);
+		kv->refused = false;
+	}
 	consul_kv_free(kv->last.pairs, kv->last.n);
-	kv->last = (struct kv_listing){pairs, n, index};
+	kv->last = (struct kv_listing){pairs, n, index, kv_listing_bytes(pairs, n), false};
 	kv->known = true;
-	/* Until every prefix has answered once, a reload would drop the
-	 * values of the silent one (read at startup) for a moment. */
-	for (size_t i = 0; i < 2; i++)
-		if (app->kv[i].prefix && !app->kv[i].known)
-			goto out;
-	reload_locked(app, kv->prefix);
+	if (kv_all_known(app))
+		reload_locked(app, kv->prefix);
 out:
+	if (trim)
+		kv_memory_trim();
+	pthread_mutex_unlock(&app->reload_lock);
+}
+
+/* The watch could not read the listing whole: over consul.kv_max_bytes
+ * (MN_TOO_LARGE). Other failures are the watch's own to report. */
+static void on_kv_error(void *ctx, enum mn_err err, const char *msg)
+{
+	struct kv_source *kv = ctx;
+	struct app *app = kv->app;
+	char why[160];
+
+	(void)msg;
+	if (err != MN_TOO_LARGE)
+		return;
+	config_kv_listing_fits(app->cfg, 0, true, why, sizeof(why));
+	pthread_mutex_lock(&app->reload_lock);
+	kv_refuse_locked(kv, why);
+	if (kv_listing_big(0, (size_t)app->cfg->consul_kv_max_bytes))
+		kv_memory_trim();
 	pthread_mutex_unlock(&app->reload_lock);
 }
 
@@ -658,18 +803,10 @@ out:
  * read stay in force while the agent is away. */
 static enum mn_err watches_start(struct app *app)
 {
-	const char *prefixes[2] = {"config/shared/", app->cfg->consul_kv_prefix};
-
-	size_t n = strcmp(prefixes[1], prefixes[0]) == 0 ? 1 : 2;
-
-	for (size_t i = 0; i < n; i++) {
-		app->kv[i].app = app;
-		app->kv[i].prefix = prefixes[i];
-	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < 2 && app->kv[i].prefix; i++) {
 		char path[1024];
 
-		snprintf(path, sizeof(path), "/v1/kv/%s?recurse=true", prefixes[i]);
+		snprintf(path, sizeof(path), "/v1/kv/%s?recurse=true", app->kv[i].prefix);
 		app->kv[i].watch = watch_start(&(struct watch_opts){
 			.consul = app->consul,
 			.op = "kv_watch",
@@ -677,7 +814,9 @@ static enum mn_err watches_start(struct app *app)
 			.start_index = app->kv[i].known ? app->kv[i].last.index : 0,
 			.wait_ms = (uint64_t)app->cfg->consul_watch_wait_ms,
 			.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
+			.max_response = (size_t)app->cfg->consul_kv_max_bytes,
 			.on_change = on_kv_change,
+			.on_error = on_kv_error,
 			.ctx = &app->kv[i],
 		});
 		if (app->kv[i].watch == NULL)
@@ -963,6 +1102,7 @@ static void app_teardown(struct app *app)
 		config_store_put(app->store, app->cfg);
 		config_store_destroy(app->store);
 	}
+	strmap_release(&app->last_warned);
 	free(app->last_warnings);
 	pthread_mutex_destroy(&app->reload_lock);
 }
@@ -993,6 +1133,7 @@ int app_run(const struct app_opts *opts)
 	}
 	buf_init(&errors, 1 << 16);
 	buf_init(&warnings, 1 << 16);
+	strmap_init(&app.last_warned);
 	pthread_mutex_init(&app.reload_lock, NULL);
 	/* The KV watches go on from this read rather than read again. */
 	if (load_config(opts, &loaded, &errors, &warnings, startup_kv, &kv_read) != MN_OK) {
@@ -1003,18 +1144,23 @@ int app_run(const struct app_opts *opts)
 		goto out;
 	}
 	for (size_t i = 0; i < 2; i++)
-		app.kv[i] = (struct kv_source){.last = startup_kv[i], .known = kv_read};
+		app.kv[i] = (struct kv_source){.app = &app, .last = startup_kv[i], .known = kv_read,
+					       .refused = startup_kv[i].refused};
 	app.store = config_store_create(loaded);
 	if (app.store == NULL) {
 		log_error("app", "out of memory");
 		goto out;
 	}
 	app.cfg = config_store_get(app.store);
+	app.kv[0].prefix = "config/shared/";
+	if (strcmp(app.cfg->consul_kv_prefix, app.kv[0].prefix) != 0)
+		app.kv[1].prefix = app.cfg->consul_kv_prefix;
 	apply_log_settings(app.cfg);
-	if (warnings.len) {
-		for (char *cur = warnings.data, *line; (line = next_line(&cur)) != NULL;)
-			log_warn("config", "%s", line);
-	}
+	warnings_log_new(&app, &warnings);
+	if (startup_kv[0].refused || startup_kv[1].refused ||
+	    kv_listing_big(startup_kv[0].n + startup_kv[1].n,
+			   startup_kv[0].bytes + startup_kv[1].bytes))
+		kv_memory_trim();
 	log_info("app", "meshnode %s starting as '%s' (%s)", MESHNODE_VERSION, app.cfg->service_id,
 		 app.cfg->service_name);
 

@@ -29,6 +29,22 @@ static void usage(FILE *out)
 
 enum { OPT_CHECK = 256, OPT_PRINT, OPT_VERSION, OPT_HELP };
 
+/* true when a line of 'warnings' is about Consul KV content: a refused
+ * value, keys that name no setting, a listing over the caps. */
+static bool kv_problem(const char *warnings)
+{
+	static const char *const starts[] = {"kv key '", "kv: ", "kv listing of '"};
+
+	for (const char *line = warnings; line && *line; line = strchr(line, '\n')) {
+		if (*line == '\n')
+			line++;
+		for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++)
+			if (strncmp(line, starts[i], strlen(starts[i])) == 0)
+				return true;
+	}
+	return false;
+}
+
 /* --check-config and --print-config: load everything, report, exit. */
 static int config_command(const struct app_opts *opts, bool print)
 {
@@ -61,7 +77,7 @@ static int config_command(const struct app_opts *opts, bool print)
 		/* A refused KV value is a problem worth failing a check for;
 		 * an agent that is not there is only reported. */
 		fprintf(stderr, "%s", warnings.data);
-		if (strstr(warnings.data, "kv key '") != NULL)
+		if (kv_problem(warnings.data))
 			code = 2;
 	}
 	if (!print && code == 0)

@@ -142,13 +142,29 @@ struct config_sources {
  * per refused key is appended to 'warnings' ("kv key 'config/users/log/level':
  * expected one of debug, info, warn, error"), the key is ignored (the lower
  * layers' value stays), and the call succeeds. KV keys outside
- * config/shared/ and the service's kv_prefix, and unknown names, are ignored
- * with a warning.
+ * config/shared/ and the service's kv_prefix are ignored with a warning
+ * each; keys that name no setting are ignored with one warning per prefix
+ * giving their count and the first three ("kv: 2 keys under 'config/users/'
+ * name no setting and are ignored ('config/users/a', 'config/users/b')").
+ *
+ * The buffers are never overflowed: when one nears its cap, the lines that
+ * no longer fit are counted and the last line says how many ("1234 more
+ * warnings not shown").
  *
  * On success *out is a new config (free with config_destroy()). 'errors' and
  * 'warnings' may be NULL. */
 enum mn_err config_load(const struct config_sources *src, struct config **out,
 			struct buf *errors, struct buf *warnings);
+
+/* The bounds on one Consul KV listing (of config/shared/ or of the node's
+ * prefix): true when a listing of 'n_keys' keys is within
+ * consul.kv_max_keys of 'cfg'. 'too_large' means the listing was not read
+ * whole because it is larger than consul.kv_max_bytes (the cap the caller
+ * gave the HTTP client): always refused. When refused, 'why' receives the
+ * reason ("20000 keys, more than consul.kv_max_keys (10000)"). A refused
+ * listing is refused whole: none of its keys is used. */
+bool config_kv_listing_fits(const struct config *cfg, size_t n_keys, bool too_large, char *why,
+			    size_t len);
 
 /* Frees 'cfg' and everything it owns; NULL does nothing. */
 void config_free(struct config *cfg);

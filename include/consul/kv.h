@@ -24,10 +24,13 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 void consul_kv_free(struct consul_kv *pairs, size_t n);
 
 /* Lists every key under 'prefix'. A prefix with no keys is MN_OK with
- * *n == 0. *index receives X-Consul-Index (0 when absent). */
+ * *n == 0. *index receives X-Consul-Index (0 when absent), on failure too.
+ * A response body larger than 'max_response' bytes (0: 16 MiB) is not read
+ * further: MN_TOO_LARGE, no pairs, and *index still set, so the caller can
+ * go on from that index without reading the listing again. */
 enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix,
-			   struct consul_kv **pairs, size_t *n, uint64_t *index, char *err,
-			   size_t errlen);
+			   size_t max_response, struct consul_kv **pairs, size_t *n,
+			   uint64_t *index, char *err, size_t errlen);
 
 /* Parses an X-Consul-Index value; 0 when absent or malformed. */
 uint64_t consul_index_parse(const char *s);

@@ -25,7 +25,16 @@ typedef void (*watch_change_fn)(void *ctx, const char *body, size_t len, uint64_
 				bool not_found);
 
 /* Called on the watch thread after a failed call ('err' as consul_call
- * returned it, 'msg' its detail). */
+ * returned it, 'msg' its detail).
+ *
+ * MN_TOO_LARGE is an answer whose body is over max_response: it is not
+ * delivered (it was not read whole), yet it is an answer at its
+ * X-Consul-Index. The watch goes on blocking from that index, so the
+ * listing is read again only when the data changes, never in a backoff
+ * loop; the agent counts as answering (watch_stale_ms() stays 0); and the
+ * next answer that fits is delivered, even one equal to the last
+ * delivered (the data went past the cap and came back). Only an answer
+ * with no index backs off like a failure. */
 typedef void (*watch_error_fn)(void *ctx, enum mn_err err, const char *msg);
 
 struct watch_opts {
@@ -40,7 +49,8 @@ struct watch_opts {
 	uint64_t min_interval_ms;    /* 0 means 100 */
 	uint64_t backoff_base_ms;    /* 0 means 250 */
 	uint64_t backoff_cap_ms;     /* 0 means 30000 */
-	size_t max_response;         /* 0 means 16 MiB */
+	size_t max_response;         /* 0 means 16 MiB; past it: on_error with
+					MN_TOO_LARGE (see watch_error_fn) */
 	watch_change_fn on_change;
 	watch_error_fn on_error;     /* may be NULL */
 	void *ctx;
@@ -127,6 +137,12 @@ uint64_t watch_state_start(struct watch_state *s, uint64_t now);
 /* An answer arrived with this X-Consul-Index (0 when missing) and body hash:
  * true when it is to be delivered. Resets the backoff. */
 bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash);
+
+/* An answer at 'index' (not 0) whose body was too large to read: an
+ * answer all the same (the next call blocks from 'index', the backoff
+ * resets), not delivered, and the next answer that fits is delivered
+ * whatever its body. */
+void watch_state_too_large(struct watch_state *s, uint64_t index);
 
 /* A call failed at 'now': the index is reset (the next call is a plain
  * read, so the first write after an agent restart is seen at once) and the

@@ -156,32 +156,46 @@ static enum mn_err config_apply_derived(struct config_state *st, const char *hos
 	return config_derive(st, "database.path", text);
 }
 
-/* A configured peer shows all its settings: the unset ones as defaults. */
+/* A configured peer shows all its settings: the unset ones as defaults.
+ * The slots added here are all complete peers' own, so only the ones set
+ * by the layers are looked at. */
 static enum mn_err config_complete_peers(struct config_state *st)
 {
-	char name[300], reason[256];
+	char name[300];
+	size_t n = st->n_slots, n_peer_slots = 0;
 	enum mn_err err;
 
-	for (size_t i = 0; i < st->n_slots; i++) {
+	for (size_t i = 0; i < n; i++)
+		n_peer_slots += strncmp(st->slots[i].name, "peers.", 6) == 0;
+	/* at worst each peer was given one setting and gets the five others */
+	if (n_peer_slots && config_state_reserve(st, 5 * n_peer_slots) != MN_OK)
+		return MN_NOMEM;
+	for (size_t i = 0; i < n; i++) {
 		const char *s = st->slots[i].name;
-		size_t plen;
+		size_t plen, slen;
 
 		if (strncmp(s, "peers.", 6) != 0)
 			continue;
 		plen = strcspn(s + 6, ".");
+		if (plen > SETTINGS_PEER_NAME_MAX)
+			continue; /* settings_find() accepts no such name */
 		for (size_t k = 0; k < settings_count; k++) {
 			const struct setting_def *def = &settings_table[k];
 
 			if (strncmp(def->name, "peers.*.", 8) != 0)
 				continue;
-			snprintf(name, sizeof(name), "peers.%.*s.%s", (int)plen, s + 6,
-				 def->name + 8);
+			/* "peers.<name>.<setting>", without snprintf: this runs
+			 * six times per configured peer */
+			slen = strlen(def->name + 8);
+			if (6 + plen + 1 + slen >= sizeof(name))
+				continue;
+			memcpy(name, s, 6 + plen + 1);
+			memcpy(name + 6 + plen + 1, def->name + 8, slen + 1);
 			if (config_state_find(st, name))
 				continue;
-			err = config_state_set(st, name, def->default_text, NULL,
-					       CONFIG_SRC_DEFAULT, NULL, reason, sizeof(reason));
+			err = config_state_add_default(st, def, name);
 			if (err != MN_OK)
-				return err == MN_NOMEM ? err : MN_INTERNAL;
+				return err;
 		}
 	}
 	return MN_OK;
@@ -206,14 +220,18 @@ static const json_t *cfg_value(const struct config *cfg, const char *name)
 	return e ? e->value : NULL;
 }
 
-static char *cfg_str(struct builder *b, const char *name)
+static char *cfg_dup(struct builder *b, const char *s)
 {
-	const char *s = json_string_value(cfg_value(b->cfg, name));
 	char *dup = strdup(s ? s : "");
 
 	if (dup == NULL)
 		b->failed = true;
 	return dup;
+}
+
+static char *cfg_str(struct builder *b, const char *name)
+{
+	return cfg_dup(b, json_string_value(cfg_value(b->cfg, name)));
 }
 
 static long long cfg_int(struct builder *b, const char *name)
@@ -273,21 +291,20 @@ static void cfg_meta(struct builder *b)
 static void cfg_peers_features(struct builder *b)
 {
 	struct config *cfg = b->cfg;
-	char name[300];
+	size_t peers_alloc = 0, features_alloc = 0;
 
 	/* entries are sorted, so one peer's settings are adjacent */
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		const char *s = cfg->entries[i].name;
-		struct config_peer *p, *peers;
+		struct config_peer *p;
 		size_t plen;
 
 		if (strncmp(s, "features.", 9) == 0) {
-			struct config_feature *f = realloc(cfg->features,
-							   (cfg->n_features + 1) * sizeof(*f));
+			struct config_feature *f;
 
-			if (f == NULL)
+			if (!array_reserve(&cfg->features, &features_alloc, cfg->n_features,
+					   sizeof(*f), 8))
 				goto out_nomem;
-			cfg->features = f;
 			f = &cfg->features[cfg->n_features++];
 			f->name = strdup(s + 9);
 			f->enabled = json_is_true(cfg->entries[i].value);
@@ -301,23 +318,39 @@ static void cfg_peers_features(struct builder *b)
 		if (cfg->n_peers && strlen(cfg->peers[cfg->n_peers - 1].name) == plen &&
 		    strncmp(cfg->peers[cfg->n_peers - 1].name, s + 6, plen) == 0)
 			continue;
-		peers = realloc(cfg->peers, (cfg->n_peers + 1) * sizeof(*peers));
-		if (peers == NULL)
+		if (!array_reserve(&cfg->peers, &peers_alloc, cfg->n_peers, sizeof(*p), 8))
 			goto out_nomem;
-		cfg->peers = peers;
 		p = &cfg->peers[cfg->n_peers++];
 		memset(p, 0, sizeof(*p));
 		p->name = strndup(s + 6, plen);
 		if (p->name == NULL)
 			goto out_nomem;
-#define PEER_NAME(setting) (snprintf(name, sizeof(name), "peers.%s.%s", p->name, setting), name)
-		p->timeout_ms = (int)cfg_int(b, PEER_NAME("timeout_ms"));
-		p->retries = (int)cfg_int(b, PEER_NAME("retries"));
-		p->lb = cfg_str(b, PEER_NAME("lb"));
-		p->tag = cfg_str(b, PEER_NAME("tag"));
-		p->breaker_failures = (int)cfg_int(b, PEER_NAME("breaker_failures"));
-		p->breaker_open_ms = (int)cfg_int(b, PEER_NAME("breaker_open_ms"));
-#undef PEER_NAME
+		/* the peer's settings are the entries from here on that start
+		 * with "peers.<name>.": read in one pass, not looked up */
+		for (size_t j = i; j < cfg->n_entries; j++) {
+			const char *e = cfg->entries[j].name;
+			const json_t *v = cfg->entries[j].value;
+
+			if (strncmp(e, s, 6 + plen + 1) != 0)
+				break;
+			e += 6 + plen + 1;
+			if (strcmp(e, "timeout_ms") == 0)
+				p->timeout_ms = (int)json_integer_value(v);
+			else if (strcmp(e, "retries") == 0)
+				p->retries = (int)json_integer_value(v);
+			else if (strcmp(e, "lb") == 0)
+				p->lb = cfg_dup(b, json_string_value(v));
+			else if (strcmp(e, "tag") == 0)
+				p->tag = cfg_dup(b, json_string_value(v));
+			else if (strcmp(e, "breaker_failures") == 0)
+				p->breaker_failures = (int)json_integer_value(v);
+			else if (strcmp(e, "breaker_open_ms") == 0)
+				p->breaker_open_ms = (int)json_integer_value(v);
+		}
+		if (p->lb == NULL)
+			p->lb = cfg_dup(b, "");
+		if (p->tag == NULL)
+			p->tag = cfg_dup(b, "");
 	}
 	return;
 out_nomem:
@@ -517,6 +550,7 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 		n_pending = 0;
 	}
 out_release:
+	config_state_finish(&st);
 	free_strings(pending, n_pending);
 	config_state_release(&st);
 	return err;

@@ -225,8 +225,12 @@ static bool settings_match(const char *pattern, const char *name)
 
 const struct setting_def *settings_find(const char *name)
 {
+	/* every setting, templates too, starts with a fixed letter: the
+	 * first one rules most of the table out at once (this runs once per
+	 * KV key) */
 	for (size_t i = 0; i < settings_count; i++)
-		if (settings_match(settings_table[i].name, name))
+		if (settings_table[i].name[0] == name[0] &&
+		    settings_match(settings_table[i].name, name))
 			return &settings_table[i];
 	return NULL;
 }

@@ -176,8 +176,8 @@ uint64_t consul_index_parse(const char *s)
 }
 
 enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix,
-			   struct consul_kv **pairs, size_t *n, uint64_t *index, char *err,
-			   size_t errlen)
+			   size_t max_response, struct consul_kv **pairs, size_t *n,
+			   uint64_t *index, char *err, size_t errlen)
 {
 	struct httpc_response res;
 	char path[1024];
@@ -196,7 +196,8 @@ enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix
 						.method = "GET",
 						.path = path,
 						.timeout_ms = KV_TIMEOUT_MS,
-						.max_response = KV_RESPONSE_MAX},
+						.max_response = max_response ? max_response
+									     : KV_RESPONSE_MAX},
 			  &res, err, errlen);
 	*index = consul_index_parse(res.captured);
 	if (ret == MN_NOT_FOUND) {

@@ -97,6 +97,15 @@ bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash)
 	return deliver;
 }
 
+void watch_state_too_large(struct watch_state *s, uint64_t index)
+{
+	s->sent = watch_next_index(s->sent, index);
+	backoff_reset(&s->backoff);
+	s->last_index = index;
+	s->last_hash = 0; /* nothing read: any body that fits differs */
+	s->delivered = true;
+}
+
 uint64_t watch_state_failed(struct watch_state *s, uint64_t now)
 {
 	uint64_t delay = backoff_next(&s->backoff);
@@ -213,6 +222,7 @@ static void *watch_main(void *arg)
 		uint64_t delay = watch_state_delay(&w->state, clock_now(w->clock)), index;
 		bool deliver = false, not_found = false;
 		enum mn_err e;
+		bool too_large;
 
 		if (delay) {
 			wait_locked(w, delay);
@@ -240,16 +250,21 @@ static void *watch_main(void *arg)
 			buf_release(&res.body);
 			e = MN_OK;
 		}
+		/* Over max_response, with the index captured from the headers:
+		 * an answer at that index (watch_error_fn), not a failure. */
+		too_large = e == MN_TOO_LARGE && consul_index_parse(res.captured) != 0;
 		pthread_mutex_lock(&w->lock);
 		if (e == MN_OK) {
 			const char *body = res.body.data ? res.body.data : "";
 
 			deliver = watch_state_answer(&w->state, consul_index_parse(res.captured),
 						     watch_answer_hash(body, res.body.len, not_found));
+		} else if (too_large) {
+			watch_state_too_large(&w->state, consul_index_parse(res.captured));
 		} else {
 			watch_state_failed(&w->state, clock_now(w->clock));
 		}
-		note_outcome_locked(w, e, err);
+		note_outcome_locked(w, too_large ? MN_OK : e, err);
 		pthread_mutex_unlock(&w->lock);
 
 		/* Callbacks run without the lock, so they may call watch_refresh. */

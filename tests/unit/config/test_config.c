@@ -655,9 +655,10 @@ static void test_kv_layers(void **state)
 		"'config/users/', ignored\n"
 		"kv key 'other/thing': outside 'config/shared/' and 'config/users/', ignored\n"
 		"kv key 'config/users/server/threads': expected an integer between 1 and 1024\n"
-		"kv key 'config/users/server/nope': unknown setting\n"
 		"kv key 'config/users/service/name': 'service.name' cannot be set from consul "
-		"kv\n");
+		"kv\n"
+		"kv: 1 key under 'config/users/' names no setting and is ignored "
+		"('config/users/server/nope')\n");
 }
 
 static void test_kv_bad_value_keeps_file_value(void **state)
@@ -699,11 +700,11 @@ static void test_kv_key_with_control_characters_is_one_warning(void **state)
 	src.kv = kv;
 	src.n_kv = 3;
 	load_ok(f, &src);
-	assert_int_equal(count_lines(warnings_text(f)), 3);
+	/* the two keys that name no setting share one line */
+	assert_int_equal(count_lines(warnings_text(f)), 2);
 	assert_non_null(strstr(warnings_text(f),
-			       "kv key 'config/users/log/level\\n{\"level\":\"error\",\"msg\":"
-			       "\"forged\"}'"));
-	assert_non_null(strstr(warnings_text(f), "kv key 'config/users/x\\x1b[2J\\xff'"));
+			       "('config/users/log/level\\n{\"level\":\"error\",\"msg\":"
+			       "\"forged\"}', 'config/users/x\\x1b[2J\\xff')\n"));
 	assert_non_null(strstr(warnings_text(f), "kv key 'elsewhere/\\r\\nkey'"));
 	assert_string_equal(f->cfg->log_level, "info");
 }
@@ -829,7 +830,7 @@ static void test_long_peer_name(void **state)
 {
 	struct fixture *f = *state;
 	struct config_sources src = {0};
-	char longest[129], too_long[130], huge[291], k1[200], k2[200], k3[340], text[512];
+	char longest[129], too_long[130], huge[291], k1[200], k2[200], k3[340], text[1024];
 	struct config_kv_pair kv[3];
 	const struct config_peer *p;
 	enum mn_err err;
@@ -853,11 +854,10 @@ static void test_long_peer_name(void **state)
 	p = config_peer_get(f->cfg, longest);
 	assert_string_equal(p->name, longest);
 	assert_string_equal(p->lb, "random");
-	assert_int_equal(count_lines(warnings_text(f)), 2);
-	snprintf(text, sizeof(text), "kv key '%s': unknown setting\n", k2);
-	assert_non_null(strstr(warnings_text(f), text));
-	snprintf(text, sizeof(text), "kv key '%s': unknown setting\n", k3);
-	assert_non_null(strstr(warnings_text(f), text));
+	snprintf(text, sizeof(text),
+		 "kv: 2 keys under 'config/users/' name no setting and are ignored ('%s', '%s')\n",
+		 k2, k3);
+	assert_string_equal(warnings_text(f), text);
 
 	/* in the file, a clear error rather than an internal one */
 	snprintf(text, sizeof(text), "peers = { %s = { lb = \"random\"; }; };\n", huge);
@@ -1195,6 +1195,256 @@ static void test_reload_refused_kv_keeps_last_good(void **state)
 	config_destroy(running);
 }
 
+/* Keys that name no setting are one warning per prefix: their count and
+ * the first three, never one line each. */
+static void test_kv_unknown_keys_are_one_warning_per_prefix(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	struct config_kv_pair kv[12];
+	char keys[12][64];
+
+	for (size_t i = 0; i < 10; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "config/users/flood/k%02zu", i);
+		kv[i] = (struct config_kv_pair){keys[i], "x"};
+	}
+	kv[10] = (struct config_kv_pair){"config/shared/nope", "1"};
+	kv[11] = (struct config_kv_pair){"config/users/log/level", "debug"};
+	src.kv = kv;
+	src.n_kv = 12;
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->log_level, "debug");
+	assert_string_equal(
+		warnings_text(f),
+		"kv: 1 key under 'config/shared/' names no setting and is ignored "
+		"('config/shared/nope')\n"
+		"kv: 10 keys under 'config/users/' name no setting and are ignored "
+		"(e.g. 'config/users/flood/k00', 'config/users/flood/k01', "
+		"'config/users/flood/k02', ...)\n");
+
+	/* three: all shown, no "e.g." */
+	src.n_kv = 3;
+	load_ok(f, &src);
+	assert_string_equal(warnings_text(f),
+			    "kv: 3 keys under 'config/users/' name no setting and are ignored "
+			    "('config/users/flood/k00', 'config/users/flood/k01', "
+			    "'config/users/flood/k02')\n");
+}
+
+/* Refused values of real settings stay one line each, until the buffer
+ * nears its cap: then the others are counted and one last line says how
+ * many were not shown. The buffer is never freed by an overflow. */
+static void test_warnings_near_the_cap_are_counted(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {.hostname = "host1"};
+	struct config_kv_pair kv[200];
+	char keys[200][64];
+	struct buf warnings;
+	size_t shown, more = 0;
+	const char *last;
+
+	for (size_t i = 0; i < 200; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "config/users/peers/p%03zu/retries", i);
+		kv[i] = (struct config_kv_pair){keys[i], "-1"};
+	}
+	src.kv = kv;
+	src.n_kv = 200;
+	buf_init(&warnings, 2048);
+	assert_int_equal(config_load(&src, &f->cfg, NULL, &warnings), MN_OK);
+	assert_non_null(warnings.data);
+	assert_true(warnings.len <= 2048);
+	assert_true(warnings.data[warnings.len - 1] == '\n');
+	shown = count_lines(warnings.data) - 1;
+	assert_true(shown > 10);
+	last = strrchr(warnings.data, '\n');
+	while (last > warnings.data && last[-1] != '\n')
+		last--;
+	assert_int_equal(sscanf(last, "%zu more warnings not shown\n", &more), 1);
+	assert_int_equal(shown + more, 200);
+	/* what is shown is the first lines, whole */
+	assert_non_null(strstr(warnings.data, "kv key 'config/users/peers/p000/retries': expected "
+					      "an integer between 0 and 10\n"));
+	assert_null(strstr(warnings.data, "p199"));
+	/* the refused values were ignored: the peers have their defaults */
+	assert_int_equal(f->cfg->n_peers, 0);
+	buf_release(&warnings);
+}
+
+/* The same for errors: one line each while they fit, then a count. */
+static void test_errors_near_the_cap_are_counted(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {.hostname = "host1"};
+	char vars[100][64], *env[101];
+	struct buf errors;
+	size_t more = 0;
+	const char *last;
+
+	for (size_t i = 0; i < 100; i++) {
+		snprintf(vars[i], sizeof(vars[i]), "MESHNODE_PEERS_P%03zu_TIMEOUT_MS=soon", i);
+		env[i] = vars[i];
+	}
+	env[100] = NULL;
+	src.environ = env;
+	buf_init(&errors, 1024);
+	assert_int_equal(config_load(&src, &f->cfg, &errors, NULL), MN_CONFIG);
+	assert_null(f->cfg);
+	assert_non_null(errors.data);
+	assert_true(errors.len <= 1024);
+	last = strrchr(errors.data, '\n');
+	while (last > errors.data && last[-1] != '\n')
+		last--;
+	assert_int_equal(sscanf(last, "%zu more errors not shown\n", &more), 1);
+	assert_int_equal(count_lines(errors.data) - 1 + more, 100);
+	buf_release(&errors);
+}
+
+/* A 10,000-key listing of every kind at once (valid peer settings, names
+ * of no setting, refused values) loads with the right result: correctness
+ * at a size where the old linear lookups were quadratic. No timing here:
+ * bench/kv_reload.c measures it. */
+static void test_ten_thousand_key_listing(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 10000 };
+	struct config_kv_pair *kv = calloc(N, sizeof(*kv));
+	char (*keys)[64] = calloc(N, sizeof(*keys));
+	char (*values)[16] = calloc(N, sizeof(*values));
+	struct config_sources src = {0};
+	struct config *running;
+	size_t n_valid = 0, n_unknown = 0, n_refused = 0, more = 0;
+	const struct config_peer *p;
+	const char *line;
+	char want[256];
+
+	assert_non_null(kv);
+	assert_non_null(keys);
+	assert_non_null(values);
+	for (size_t i = 0; i < N; i++) {
+		switch (i % 3) {
+		case 0: /* valid */
+			snprintf(keys[i], sizeof(keys[i]), "config/users/peers/p%zu/timeout_ms", i);
+			snprintf(values[i], sizeof(values[i]), "%zu", 1000 + i);
+			n_valid++;
+			break;
+		case 1: /* names no setting */
+			snprintf(keys[i], sizeof(keys[i]), "config/users/flood/k%05zu", i);
+			snprintf(values[i], sizeof(values[i]), "x");
+			n_unknown++;
+			break;
+		default: /* refused value of a real setting */
+			snprintf(keys[i], sizeof(keys[i]), "config/users/peers/q%zu/retries", i);
+			snprintf(values[i], sizeof(values[i]), "many");
+			n_refused++;
+			break;
+		}
+		kv[i] = (struct config_kv_pair){keys[i], values[i]};
+	}
+	src.kv = kv;
+	src.n_kv = N;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_peers, n_valid);
+	for (size_t i = 0; i < N; i += 3) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "p%zu", i);
+		p = config_peer_get(f->cfg, name);
+		assert_non_null(p->name);
+		assert_int_equal(p->timeout_ms, 1000 + (int)i);
+		assert_int_equal(p->retries, 2);
+		assert_string_equal(p->lb, "round_robin");
+	}
+	assert_null(config_peer_get(f->cfg, "q2")->name);
+	/* 30 settings of their own plus the six of each valid peer */
+	assert_int_equal(f->cfg->n_entries, 30 + 6 * n_valid);
+	for (size_t i = 1; i < f->cfg->n_entries; i++)
+		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
+
+	/* the warnings: one line per refused value while they fit, the count
+	 * of the rest, and the one line of the unknown names, which comes
+	 * last and so is part of the count too */
+	assert_true(f->warnings.len <= 1 << 16);
+	line = strrchr(warnings_text(f), '\n');
+	assert_non_null(line);
+	while (line > warnings_text(f) && line[-1] != '\n')
+		line--;
+	assert_int_equal(sscanf(line, "%zu more warnings not shown\n", &more), 1);
+	assert_int_equal(count_lines(warnings_text(f)) - 1 + more, n_refused + 1);
+	snprintf(want, sizeof(want), "kv key 'config/users/peers/q2/retries': expected an integer "
+				     "between 0 and 10\n");
+	assert_non_null(strstr(warnings_text(f), want));
+
+	/* as a reload against itself: the same result */
+	running = f->cfg;
+	f->cfg = NULL;
+	src.running = running;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->n_entries, running->n_entries);
+	assert_int_equal(f->cfg->n_peers, n_valid);
+	config_destroy(running);
+
+	/* and without the refused values, the unknown names are one line */
+	for (size_t i = 2; i < N; i += 3)
+		kv[i] = (struct config_kv_pair){"config/users/", NULL}; /* a folder */
+	src = (struct config_sources){.kv = kv, .n_kv = N};
+	load_ok(f, &src);
+	snprintf(want, sizeof(want),
+		 "kv: %zu keys under 'config/users/' name no setting and are ignored (e.g. "
+		 "'config/users/flood/k00001', 'config/users/flood/k00004', "
+		 "'config/users/flood/k00007', ...)\n",
+		 n_unknown);
+	assert_string_equal(warnings_text(f), want);
+	free(kv);
+	free(keys);
+	free(values);
+}
+
+/* consul.kv_max_keys and consul.kv_max_bytes: a listing is refused whole
+ * past either, with the reason naming the setting. */
+static void test_kv_listing_bounds(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_CONSUL_KV_MAX_KEYS=100", NULL};
+	char why[160] = "";
+
+	load_ok(f, &src);
+	assert_true(config_kv_listing_fits(f->cfg, 0, false, why, sizeof(why)));
+	assert_true(config_kv_listing_fits(f->cfg, 10000, false, why, sizeof(why)));
+	assert_string_equal(why, "");
+	assert_false(config_kv_listing_fits(f->cfg, 10001, false, why, sizeof(why)));
+	assert_string_equal(why, "10001 keys, more than consul.kv_max_keys (10000)");
+	assert_false(config_kv_listing_fits(f->cfg, 3, true, why, sizeof(why)));
+	assert_string_equal(why, "larger than consul.kv_max_bytes (4194304 bytes)");
+
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_true(config_kv_listing_fits(f->cfg, 100, false, why, sizeof(why)));
+	assert_false(config_kv_listing_fits(f->cfg, 101, false, why, sizeof(why)));
+	assert_string_equal(why, "101 keys, more than consul.kv_max_keys (100)");
+}
+
+/* KV cannot lift its own caps: they are read before KV is. */
+static void test_kv_cannot_set_its_caps(void **state)
+{
+	struct fixture *f = *state;
+	const struct config_kv_pair kv[] = {
+		{"config/users/consul/kv_max_keys", "1000000"},
+		{"config/shared/consul/kv_max_bytes", "268435456"},
+	};
+	struct config_sources src = {.kv = kv, .n_kv = 2};
+
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->consul_kv_max_keys, 10000);
+	assert_int_equal(f->cfg->consul_kv_max_bytes, 4194304);
+	assert_string_equal(warnings_text(f),
+			    "kv key 'config/shared/consul/kv_max_bytes': 'consul.kv_max_bytes' "
+			    "cannot be set from consul kv\n"
+			    "kv key 'config/users/consul/kv_max_keys': 'consul.kv_max_keys' cannot "
+			    "be set from consul kv\n");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1239,6 +1489,12 @@ int main(void)
 		T(test_shipped_config_equals_defaults),
 		T(test_reload_pins_static_settings),
 		T(test_reload_refused_kv_keeps_last_good),
+		T(test_kv_unknown_keys_are_one_warning_per_prefix),
+		T(test_warnings_near_the_cap_are_counted),
+		T(test_errors_near_the_cap_are_counted),
+		T(test_ten_thousand_key_listing),
+		T(test_kv_listing_bounds),
+		T(test_kv_cannot_set_its_caps),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

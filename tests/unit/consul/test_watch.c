@@ -243,6 +243,59 @@ static void test_resume_from_a_read(void **state)
 	fixture_answer_free(&changed);
 }
 
+/* An answer over max_response is an answer at its index: the next call
+ * blocks from it (no plain re-read, no backoff), nothing is delivered,
+ * and the next answer that fits is delivered even when its body equals
+ * the last one delivered (the data went past the cap and came back). */
+static void test_too_large_is_an_answer_at_its_index(void **state)
+{
+	struct fixture_answer first, changed;
+	struct watch_state s;
+	uint64_t now = 0, d;
+	(void)state;
+
+	fixture_answer_load(&first, "consul/watch/1_first.http");
+	fixture_answer_load(&changed, "consul/watch/3_changed.http");
+	watch_state_init(&s, 100, 250, 30000, 17);
+	watch_state_start(&s, now);
+	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
+	/* two failures grow the backoff; the oversized answer resets it */
+	now += watch_state_delay(&s, now);
+	watch_state_start(&s, now);
+	watch_state_failed(&s, now);
+	now += watch_state_delay(&s, now);
+	watch_state_start(&s, now);
+	watch_state_failed(&s, now);
+	now += watch_state_delay(&s, now);
+	assert_int_equal(watch_state_start(&s, now), 0);
+	watch_state_too_large(&s, 20);
+	assert_in_range(watch_state_delay(&s, now), 100, 150); /* the interval, no backoff */
+	now += watch_state_delay(&s, now);
+	assert_int_equal(watch_state_start(&s, now), 20); /* blocks from its index */
+	d = watch_state_failed(&s, now);
+	assert_in_range(d, 125, 250); /* the backoff starts over */
+	now += watch_state_delay(&s, now);
+	assert_int_equal(watch_state_start(&s, now), 0);
+	watch_state_too_large(&s, 20); /* the same flood again, still one read */
+	now += watch_state_delay(&s, now);
+	assert_int_equal(watch_state_start(&s, now), 20);
+	/* the keys go: the listing is the first one again, and it is delivered */
+	assert_true(watch_state_answer(&s, 24, hash_of(&first)));
+	now += watch_state_delay(&s, now);
+	assert_int_equal(watch_state_start(&s, now), 24);
+	assert_false(watch_state_answer(&s, 24, hash_of(&first)));
+
+	/* too large from the very first read: the first answer that fits is
+	 * delivered */
+	watch_state_init(&s, 100, 250, 30000, 19);
+	assert_int_equal(watch_state_start(&s, 0), 0);
+	watch_state_too_large(&s, 14);
+	assert_int_equal(watch_state_start(&s, 200), 14);
+	assert_true(watch_state_answer(&s, changed.index, hash_of(&changed)));
+	fixture_answer_free(&first);
+	fixture_answer_free(&changed);
+}
+
 /* ---- the thread, against sockets that are not an agent --------------- */
 
 struct seen {
@@ -366,6 +419,128 @@ static void test_stop_cancels_a_blocked_call(void **state)
 	close(fd);
 }
 
+/* ---- the thread, through the transport seam ---------------------------- */
+
+/* A transport that plays captured answers in turn, honouring the caller's
+ * max_response as httpc_perform() does (the header captured, then
+ * MN_TOO_LARGE), and after the last one blocks like a blocking query until
+ * the call is cancelled. It records the path of every call. */
+struct replay {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	const struct fixture_answer *answers[4];
+	size_t n_answers;
+	size_t calls;
+	char paths[8][256];
+};
+
+static struct httpc *replay_create(void *ctx)
+{
+	(void)ctx;
+	return malloc(1); /* never looked inside */
+}
+
+static void replay_destroy(void *ctx, struct httpc *h)
+{
+	(void)ctx;
+	free(h);
+}
+
+static enum mn_err replay_perform(void *ctx, struct httpc *h, const struct httpc_request *req,
+				  struct httpc_response *res, char *err, size_t errlen)
+{
+	struct replay *r = ctx;
+	const struct fixture_answer *a = NULL;
+	const char *path = strstr(req->url, "/v1/");
+	size_t i;
+
+	(void)h;
+	pthread_mutex_lock(&r->lock);
+	i = r->calls++;
+	if (i < sizeof(r->paths) / sizeof(r->paths[0]))
+		snprintf(r->paths[i], sizeof(r->paths[i]), "%s", path ? path : req->url);
+	if (i < r->n_answers)
+		a = r->answers[i];
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	res->status = 0;
+	res->captured[0] = '\0';
+	buf_release(&res->body);
+	buf_init(&res->body, req->max_response);
+	if (a == NULL) {
+		while (!atomic_load(req->cancel))
+			clock_sleep_ms(5);
+		return mn_error(err, errlen, MN_IO, "cancelled");
+	}
+	snprintf(res->captured, sizeof(res->captured), "%llu", (unsigned long long)a->index);
+	if (buf_append(&res->body, a->body, a->len) != MN_OK)
+		return mn_error(err, errlen, MN_TOO_LARGE, "response larger than %zu bytes",
+				req->max_response);
+	res->status = a->status;
+	return MN_OK;
+}
+
+/* A listing over max_response: reported once through on_error with
+ * MN_TOO_LARGE, not delivered, the agent not counted as failing, and the
+ * next call blocks from its index instead of reading it again; the next
+ * answer that fits (the prefix emptied: a 404) is delivered. */
+static void test_too_large_answer_blocks_from_its_index(void **state)
+{
+	struct fixture_answer first, missing;
+	struct replay r = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	struct seen seen = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, MN_OK};
+	const struct httpc_transport transport = {replay_create, replay_destroy, replay_perform,
+						  &r};
+	struct timespec ts;
+	char err[256];
+	struct consul *c;
+	struct watch *w;
+	(void)state;
+
+	fixture_answer_load(&first, "consul/watch/1_first.http");
+	fixture_answer_load(&missing, "consul/watch/4_missing_prefix.http");
+	assert_true(first.len > 200);
+	r.answers[0] = &first;   /* 367 bytes: over the cap below */
+	r.answers[1] = &missing; /* fits */
+	r.n_answers = 2;
+	c = consul_create(&(struct consul_opts){.address = "http://127.0.0.1:8500",
+						.transport = &transport},
+			  err, sizeof(err));
+	assert_non_null(c);
+	w = watch_start(&(struct watch_opts){
+		.consul = c,
+		.op = "kv_watch",
+		.path = "/v1/kv/config/users/?recurse=true",
+		.wait_ms = 1000,
+		.max_response = 200,
+		.backoff_base_ms = 5000, /* a failure would stall the test */
+		.on_change = on_change,
+		.on_error = on_error,
+		.ctx = &seen,
+	});
+	assert_non_null(w);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	pthread_mutex_lock(&r.lock);
+	while (r.calls < 3)
+		if (pthread_cond_timedwait(&r.cond, &r.lock, &ts) != 0)
+			break;
+	pthread_mutex_unlock(&r.lock);
+	/* the agent answered (the last answer moments ago): not out of touch */
+	assert_true(watch_stale_ms(w) < 1000);
+	watch_stop(w);
+	assert_true(r.calls >= 3);
+	assert_string_equal(r.paths[0], "/v1/kv/config/users/?recurse=true");
+	assert_string_equal(r.paths[1], "/v1/kv/config/users/?recurse=true&index=14&wait=1000ms");
+	assert_string_equal(r.paths[2], "/v1/kv/config/users/?recurse=true&index=16&wait=1000ms");
+	assert_int_equal(seen.errors, 1);
+	assert_int_equal(seen.last, MN_TOO_LARGE);
+	assert_int_equal(seen.changes, 1); /* the 404, not the oversized listing */
+	consul_destroy(c);
+	fixture_answer_free(&first);
+	fixture_answer_free(&missing);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -379,8 +554,10 @@ int main(void)
 		cmocka_unit_test(test_refresh_delivers_unchanged),
 		cmocka_unit_test(test_missing_prefix_is_an_answer),
 		cmocka_unit_test(test_resume_from_a_read),
+		cmocka_unit_test(test_too_large_is_an_answer_at_its_index),
 		cmocka_unit_test(test_unreachable_agent_reports_errors),
 		cmocka_unit_test(test_stop_cancels_a_blocked_call),
+		cmocka_unit_test(test_too_large_answer_blocks_from_its_index),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
