@@ -31,8 +31,9 @@ typedef void (*watch_change_fn)(void *ctx, const char *body, size_t len, uint64_
  * delivered (it was not read whole), yet it is an answer at its
  * X-Consul-Index. The watch goes on blocking from that index, so the
  * listing is read again only when the data changes, never in a backoff
- * loop; the agent counts as answering (watch_stale_ms() stays 0); and the
- * next answer that fits is delivered, even one equal to the last
+ * loop; the agent counts as answering (no failure is logged), but what
+ * it has was not read, so watch_stale_ms() keeps growing; and the next
+ * answer that fits is delivered, even one equal to the last
  * delivered (the data went past the cap and came back). Only an answer
  * with no index backs off like a failure. */
 typedef void (*watch_error_fn)(void *ctx, enum mn_err err, const char *msg);

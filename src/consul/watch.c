@@ -264,7 +264,16 @@ static void *watch_main(void *arg)
 		} else {
 			watch_state_failed(&w->state, clock_now(w->clock));
 		}
-		note_outcome_locked(w, too_large ? MN_OK : e, err);
+		if (too_large) {
+			/* the agent answers, but what it has is not read: the
+			 * staleness clock keeps running */
+			uint64_t last = w->last_answer;
+
+			note_outcome_locked(w, MN_OK, err);
+			w->last_answer = last;
+		} else {
+			note_outcome_locked(w, e, err);
+		}
 		pthread_mutex_unlock(&w->lock);
 
 		/* Callbacks run without the lock, so they may call watch_refresh. */

@@ -186,6 +186,17 @@ out:
 	buf_release(&rejected);
 }
 
+/* An answer over max_response: the last view stays, and its staleness
+ * grows (watch_stale_ms); other failures the watch logs itself. */
+static void on_health_error(void *ctx, enum mn_err err, const char *msg)
+{
+	struct followed *f = ctx;
+
+	if (err == MN_TOO_LARGE)
+		log_warn("peers", "health answer for '%s' refused: %s; the last view stays",
+			 f->service, msg);
+}
+
 /* ---- following and letting go ------------------------------------------ */
 
 static void followed_free(struct followed *f)
@@ -394,6 +405,7 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 		.backoff_cap_ms = r->backoff_cap_ms,
 		.max_response = r->max_response,
 		.on_change = on_health_change,
+		.on_error = on_health_error,
 		.ctx = f,
 		.clock = r->clock,
 	});
