@@ -92,3 +92,27 @@ bench_ms() { awk '{v=$1; if (v == "") {print "n/a"; exit} if (v ~ /us$/) {sub(/u
 bench_stamp() {
 	echo "$(date -u +%Y-%m-%dT%H:%MZ); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include bench ':!bench/RESULTS.md' 2>/dev/null || echo ' with local changes')"
 }
+
+# Puts the markdown section in file $1 (it starts "## <title>") into
+# bench/RESULTS.md in place of the one with the same title, or before the
+# section titled $2 when there is none, or at the end.
+results_section() {
+	/usr/bin/python3 - "$1" "${2:-}" <<'PY'
+import re, sys
+sec = open(sys.argv[1]).read()
+title = sec.split("\n", 1)[0]
+try:
+    text = open("bench/RESULTS.md").read()
+except FileNotFoundError:
+    text = ""
+parts = [p for p in re.split(r"(?m)^(?=## )", text) if p.strip()]
+old = next((i for i, p in enumerate(parts) if p.split("\n", 1)[0] == title), None)
+if old is not None:
+    parts[old] = sec
+else:
+    at = next((i for i, p in enumerate(parts) if sys.argv[2] and p.startswith("## " + sys.argv[2])),
+              len(parts))
+    parts.insert(at, sec)
+open("bench/RESULTS.md", "w").write("\n".join(p.strip("\n") + "\n" for p in parts))
+PY
+}

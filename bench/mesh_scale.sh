@@ -233,17 +233,5 @@ base=$(bench_median <<<"${point[2]:-}" | awk '{print $1}')
 	fi
 } >"$section"
 
-$py - "$section" <<'PY'
-import re, sys
-sec = open(sys.argv[1]).read()
-try:
-    text = open("bench/RESULTS.md").read()
-except FileNotFoundError:
-    text = ""
-parts = [p for p in re.split(r"(?m)^(?=## )", text)
-         if p.strip() and not p.startswith("## The mesh at scale")]
-at = next((i for i, p in enumerate(parts) if p.startswith("## Hostile connections")), len(parts))
-parts.insert(at, sec)
-open("bench/RESULTS.md", "w").write("\n".join(p.strip("\n") + "\n" for p in parts))
-PY
+results_section "$section" "Hostile connections"
 cat "$section"

@@ -7,7 +7,9 @@
 # each wrk run lasts DURATION seconds. Then the mesh at scale (bench/
 # mesh_scale.sh: peer calls through discovery with 2 to 10,000 passing
 # instances, discovery vs fixed addresses, a CPU profile, an orders node's
-# RSS; about 4 minutes; MESH=0 skips it) and the hostile-connection part
+# RSS; about 4 minutes; MESH=0 skips it), the KV flood (bench/kv_flood.sh:
+# RSS and reload time with 100,000 and 10,000 keys; one to two minutes;
+# KVFLOOD=0 skips it) and the hostile-connection part
 # (bench/hostile.sh: idle and slow connections against the shipped
 # defaults, beside bare civetweb; about 4-5 minutes; HOSTILE=0 skips it),
 # each of which writes its own section of bench/RESULTS.md.
@@ -135,6 +137,12 @@ bench_cleanup
 trap - EXIT
 if [ "${MESH:-1}" != 0 ]; then
 	bench/mesh_scale.sh "$bin"
+fi
+if [ "${KVFLOOD:-1}" != 0 ]; then
+	kv_section=$(mktemp)
+	bench/kv_flood.sh "$bin" >"$kv_section"
+	results_section "$kv_section" "Hostile connections"
+	rm -f "$kv_section"
 fi
 if [ "${HOSTILE:-1}" != 0 ]; then
 	bench/hostile.sh "$bin"
