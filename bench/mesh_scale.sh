@@ -30,6 +30,7 @@ ROUNDS=${ROUNDS:-3}
 MESH_N=${MESH_N:-2 100 1000 10000}
 MESH_SECONDS=${MESH_SECONDS:-3}
 PEER_SECONDS=${PEER_SECONDS:-4}
+PEER_ROUNDS=${PEER_ROUNDS:-5}
 ORDERS_SECONDS=${ORDERS_SECONDS:-20}
 PROFILE=${PROFILE:-1}
 PROFILE_AT=${PROFILE_AT:-1000}
@@ -65,12 +66,27 @@ mesh_to() { # N: N passing instances in all; sets took (seconds)
 }
 
 # ---- 1, 2: the three ways with the two users nodes only
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+meets() { awk -v a="$1" -v t="$2" 'BEGIN {print (a != "n/a" && a + 0 >= t) ? "met" : "**not met**"}'; }
+
+# PEER_ROUNDS rounds, the order of discovery and fixed swapped every round
+# (drift on a shared machine falls on both); each round's discovery/fixed
+# ratio is kept, of calls/s and of the client's CPU per call
 declare -A peer
-for r in $(seq "$ROUNDS"); do
-	while read -r mode cps p50 p99 fails; do
-		peer[$mode]+="$cps $p50 $p99 $fails;"
-		echo "mesh: peer $mode round $r: $cps calls/s, p50 $p50 ms, p99 $p99 ms, $fails failed" >&2
-	done < <("$work/peer_modes" "$caddr" "$urls" 8 "$PEER_SECONDS")
+pair_cps="" pair_cpu=""
+for r in $(seq "$PEER_ROUNDS"); do
+	order=discovery,fixed,per_call
+	[ $((r % 2)) = 0 ] && order=fixed,discovery,per_call
+	declare -A this=()
+	while read -r mode cps p50 p99 fails cpu; do
+		peer[$mode]+="$cps $p50 $p99 $fails $cpu;"
+		this[$mode]="$cps $cpu"
+		echo "mesh: peer $mode round $r: $cps calls/s, p50 $p50 ms, p99 $p99 ms, $fails failed, $cpu us CPU a call" >&2
+	done < <("$work/peer_modes" "$caddr" "$urls" 8 "$PEER_SECONDS" "$order")
+	read -r dc dcpu <<<"${this[discovery]:-0 0}"
+	read -r fc fcpu <<<"${this[fixed]:-0 0}"
+	pair_cps+="$(ratio "$dc" "$fc");"
+	pair_cpu+="$(ratio "$fcpu" "$dcpu");"
 done
 profile() { # N: the profile section for the mesh as it is
 	echo "#### With $1 passing instances"
@@ -145,8 +161,6 @@ orders_run "$max"
 orders_rows+=$'\n'$orders_line
 
 # ---- the section
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
-meets() { awk -v a="$1" -v t="$2" 'BEGIN {print (a != "n/a" && a + 0 >= t) ? "met" : "**not met**"}'; }
 section=$work/section.md
 base=$(bench_median <<<"${point[2]:-}" | awk '{print $1}')
 {
@@ -201,26 +215,30 @@ base=$(bench_median <<<"${point[2]:-}" | awk '{print $1}')
 	echo "### Discovery vs fixed addresses, same users processes"
 	echo
 	echo "The user check (\`GET /users/1\`) three ways in one process (bench/peer_modes.c), 8 threads,"
-	echo "keep-alive, $PEER_SECONDS s per way per round, medians of $ROUNDS rounds, the two users nodes only."
-	echo "Discovery spreads over both through the resolver's snapshot; the fixed way goes round robin"
-	echo "over the same two URLs in each thread; per_call asks the agent before every call."
+	echo "keep-alive, $PEER_SECONDS s per way per round, $PEER_ROUNDS rounds with the order of discovery and"
+	echo "fixed swapped every round, the two users nodes only. Discovery spreads over both through"
+	echo "the resolver's snapshot; the fixed way goes round robin over the same two URLs in each"
+	echo "thread; per_call asks the agent before every call. \"CPU a call\" is the client process's"
+	echo "user + system time per call (getrusage), steadier than calls/s on a shared machine."
 	echo
-	echo "| way | calls/s | p50 (ms) | p99 (ms) | failed | vs fixed addresses |"
-	echo "|---|---|---|---|---|---|"
+	echo "| way | calls/s | p50 (ms) | p99 (ms) | failed | CPU a call (us) | vs fixed addresses |"
+	echo "|---|---|---|---|---|---|---|"
 	fixed=$(bench_median <<<"${peer[fixed]:-}" | awk '{print $1}')
 	for k in discovery fixed per_call; do
-		read -r cps p50 p99 fails <<<"$(bench_median <<<"${peer[$k]:-}")"
+		read -r cps p50 p99 fails cpu <<<"$(bench_median <<<"${peer[$k]:-}")"
 		case $k in
 		discovery) label="meshnode: resolver snapshot + peer client" ;;
 		fixed) label="fixed addresses, round robin over the two users nodes" ;;
 		per_call) label="a Consul health query per call (reference design)" ;;
 		esac
-		echo "| $label | ${cps:-n/a} | ${p50:-} | ${p99:-} | ${fails:-} | $(ratio "${cps:-0}" "${fixed:-0}") |"
+		echo "| $label | ${cps:-n/a} | ${p50:-} | ${p99:-} | ${fails:-} | ${cpu:-} | $(ratio "${cps:-0}" "${fixed:-0}") |"
 	done
 	echo
-	disc=$(bench_median <<<"${peer[discovery]:-}" | awk '{print $1}')
-	r_disc=$(ratio "${disc:-0}" "${fixed:-0}")
-	echo "discovery / fixed: **$r_disc** (target ≥ 0.95: $(meets "$r_disc" 0.95))."
+	r_disc=$(tr ';' '\n' <<<"$pair_cps" | awk 'NF' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+	r_cpu=$(tr ';' '\n' <<<"$pair_cpu" | awk 'NF' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+	echo "discovery / fixed, calls/s, per round: $(tr ';' ' ' <<<"$pair_cps");"
+	echo "median **$r_disc** (target ≥ 0.95: $(meets "$r_disc" 0.95)). Fixed's CPU a call / discovery's,"
+	echo "per round: $(tr ';' ' ' <<<"$pair_cpu"); median **$r_cpu**."
 	if [ "$PROFILE" != 0 ]; then
 		echo
 		echo "### Where a discovery call's CPU time goes"

@@ -28,7 +28,7 @@ report --no-children >"$work/self"
 report --children >"$work/children"
 nm -A --defined-only "$lib" >"$work/nm.lib"
 nm --defined-only "$pm" >"$work/nm.bin"
-read -r _ cps p50 p99 failed <"$work/calls"
+read -r _ cps p50 p99 failed _ <"$work/calls"
 event=$(perf evlist -i "$work/perf.data" 2>/dev/null | head -n1)
 samples=$(perf report -i "$work/perf.data" --stdio --no-children -t '|' -n --sort dso -g none 2>/dev/null |
 	awk -F'|' '!/^#/ && NF > 2 {s += $2} END {print s + 0}')

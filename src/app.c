@@ -933,6 +933,7 @@ static enum mn_err peers_setup(struct app *app)
 		.wait_ms = (uint64_t)app->cfg->consul_watch_wait_ms,
 		.backoff_cap_ms = KV_WATCH_BACKOFF_CAP_MS,
 		.max_services = (size_t)app->cfg->consul_watch_max_services,
+		.max_response = (size_t)app->cfg->consul_watch_max_bytes,
 		.idle_ms = (uint64_t)app->cfg->consul_watch_idle_ms,
 		.allowed = peer_allowed,
 		.prepare = peer_prepare,

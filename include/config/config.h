@@ -81,6 +81,7 @@ struct config {
 	int64_t consul_kv_max_keys;       /* per prefix; a longer listing is refused whole */
 	int64_t consul_kv_max_bytes;      /* per prefix, the listing's size as read */
 	int consul_watch_max_services;    /* services followed at once, whatever happens */
+	int64_t consul_watch_max_bytes;   /* one health answer (10,000 instances: 10-20 MB) */
 	int consul_watch_idle_ms;         /* a watch unused this long stops; 0: never */
 	int consul_watch_wait_ms;         /* the blocking wait of every watch */
 

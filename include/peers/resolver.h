@@ -45,7 +45,9 @@ struct resolver_opts {
 	size_t max_services;                /* followed at once; 0 means 32 */
 	size_t max_response;                /* one health answer; 0 means 64 MiB
 					       (10,000 instances take 10-20 MB) */
-	uint64_t idle_ms;                   /* unused this long: stop; 0: never */
+	uint64_t idle_ms;                   /* unused this long: stop; 0: never
+					       (counted from the sweep that saw
+					       the last use: within a second) */
 	/* May 'service' be followed? Asked when a service is first asked for,
 	 * and again every second for those followed (a service no longer
 	 * allowed stops). NULL: any valid name. Called without resolver locks

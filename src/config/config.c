@@ -392,6 +392,7 @@ static void config_fill(struct builder *b)
 	cfg->consul_kv_max_keys = cfg_int(b, "consul.kv_max_keys");
 	cfg->consul_kv_max_bytes = cfg_int(b, "consul.kv_max_bytes");
 	cfg->consul_watch_max_services = (int)cfg_int(b, "consul.watch_max_services");
+	cfg->consul_watch_max_bytes = cfg_int(b, "consul.watch_max_bytes");
 	cfg->consul_watch_idle_ms = (int)cfg_int(b, "consul.watch_idle_ms");
 	cfg->consul_watch_wait_ms = (int)cfg_int(b, "consul.watch_wait_ms");
 

@@ -142,6 +142,7 @@ const struct setting_def settings_table[] = {
 	BOOL("consul.required", "false", false),
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "", .secret = true},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
+	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),
 	INT("consul.watch_wait_ms", "30000", 1000, 600000, false),
 	ENUM("database.driver", "sqlite", db_drivers, false),

@@ -561,6 +561,14 @@ static size_t pick_take(const struct lb_strategy *lb, struct pick *p)
 	return LB_NONE;
 }
 
+/* The client's clock at monotonic time 'ns': the system clock's from the
+ * time already read (a clock read costs on some VMs, and a call reads the
+ * time around each attempt anyway), an injected one's asked. */
+static uint64_t call_now(const struct peer_client *pc, uint64_t ns)
+{
+	return pc->clock == &clock_system ? ns / 1000000u : clock_now(pc->clock);
+}
+
 static enum mn_err get_snapshot(struct peer_client *pc, const char *service, const char *tag,
 				const struct peer_snapshot **snap, char *err, size_t errlen)
 {
@@ -581,7 +589,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 	enum mn_err ret = MN_UNAVAILABLE;
 	unsigned attempts = 0;
 	struct httpc_response best;   /* a 5xx answer kept while a retry goes out */
-	uint64_t now, deadline;
+	uint64_t now, deadline, t0;   /* t0: when the attempt started, ns */
 
 	if (lb == NULL)
 		return mn_error(err, errlen, MN_INVALID, "unknown load balancing '%s'", s->lb);
@@ -592,19 +600,20 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 	}
 	/* the call's time starts once it has instances: a first use waits for
 	 * Consul's first answer before */
-	now = clock_now(pc->clock);
+	t0 = clock_monotonic_ns();
+	now = call_now(pc, t0);
 	httpc_response_init(&best);
 	ret = MN_UNAVAILABLE;
 	p = (struct pick){.t = snap->prepared, .now = now, .open_ms = s->breaker_open_ms};
 	make_traceparent(req->traceparent, traceparent);
-	backoff_init(&backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
+	backoff_init(&backoff, RETRY_BASE_MS, RETRY_CAP_MS, t0 ^ (uintptr_t)&backoff);
 	deadline = now + s->timeout_ms * (s->retries + 1);
 
 	for (;;) {
 		const struct consul_instance *in;
 		struct inst_state *st;
 		enum peer_failure f;
-		uint64_t t0, delay;
+		uint64_t t1, delay;
 		size_t idx;
 		enum mn_err e;
 
@@ -621,18 +630,18 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		in = &snap->inst[idx];
 		st = p.t->st[idx];
 
-		t0 = clock_monotonic_ns();
 		e = attempt(pc, req, in, s->timeout_ms < deadline - now ? s->timeout_ms
 									  : deadline - now,
 			    traceparent, res, msg, sizeof(msg));
 		f = classify(e, res);
 		if (f == PEER_FAIL_5XX)
 			snprintf(msg, sizeof(msg), "answered %ld", res->status);
-		now = clock_now(pc->clock);
+		t1 = clock_monotonic_ns();
+		now = call_now(pc, t1);
 		record(st, f, now, s, msg);
 		metric_inc(pc->m.requests, (const char *[]){req->service, outcome_name(f)});
 		metric_observe(pc->m.duration, (const char *[]){req->service},
-			       (double)(clock_monotonic_ns() - t0) / 1e9);
+			       (double)(t1 - t0) / 1e9);
 		attempts++;
 		if (f == PEER_FAIL_NONE || f == PEER_FAIL_5XX)
 			ret = MN_OK; /* an answer, perhaps the best there is */
@@ -650,7 +659,8 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		log_debug("peers", "retrying '%s %s' on another instance of '%s' after: %s",
 			  req->method, req->path, req->service, msg);
 		clock_sleep_ms(delay);
-		now = clock_now(pc->clock);
+		t0 = clock_monotonic_ns();
+		now = call_now(pc, t0);
 		if (now >= deadline)
 			break;
 	}

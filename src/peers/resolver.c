@@ -34,7 +34,8 @@ struct followed {
 	char *tag;
 	struct snapshot *current;     /* under r->lock; never NULL */
 	uint64_t first_deadline;      /* first users wait until then */
-	atomic_uint_fast64_t used_ms; /* clock time of the last resolver_get */
+	atomic_bool used;             /* a resolver_get since the last sweep */
+	uint64_t used_ms;             /* when a sweep last saw it used (r->lock) */
 	struct watch *watch;
 	uint64_t id;                  /* tells it from a later follower of the
 					 same service */
@@ -265,9 +266,9 @@ size_t resolver_sweep(struct resolver *r)
 	pthread_mutex_lock(&r->lock);
 	for (f = r->list; f; f = next) {
 		next = f->next;
-		uint64_t used = atomic_load(&f->used_ms);
-
-		if (r->idle_ms && now > used && now - used >= r->idle_ms) {
+		if (atomic_exchange(&f->used, false))
+			f->used_ms = now;
+		if (r->idle_ms && now > f->used_ms && now - f->used_ms >= r->idle_ms) {
 			retire_locked(r, f, "idle");
 			continue;
 		}
@@ -384,7 +385,8 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	f->id = ++r->next_id;
 	f->service = strdup(service);
 	f->tag = strdup(tag);
-	atomic_init(&f->used_ms, now);
+	atomic_init(&f->used, false);
+	f->used_ms = now;
 	if (*tag && (etag = httpc_escape(tag)) == NULL)
 		goto out_free;
 	if (f->service == NULL || f->tag == NULL)
@@ -468,7 +470,9 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
 		return mn_error(err, errlen, MN_NOMEM, "cannot follow service '%s': out of memory",
 				service);
 	}
-	atomic_store(&f->used_ms, clock_now(r->clock));
+	/* a flag, not a time: no clock read on a call; the sweep dates it */
+	if (!atomic_load_explicit(&f->used, memory_order_relaxed))
+		atomic_store(&f->used, true);
 	s = f->current;
 	atomic_fetch_add(&s->refs, 1);
 	if (!s->pub.known) {

@@ -174,6 +174,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->consul_kv_max_keys, 10000);
 	assert_int_equal(cfg->consul_kv_max_bytes, 4194304);
 	assert_int_equal(cfg->consul_watch_max_services, 32);
+	assert_int_equal(cfg->consul_watch_max_bytes, 67108864);
 	assert_int_equal(cfg->consul_watch_idle_ms, 600000);
 	assert_int_equal(cfg->consul_watch_wait_ms, 30000);
 	assert_string_equal(cfg->database_driver, "sqlite");
@@ -184,7 +185,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
 	assert_int_equal(cfg->kv_index, 0);
-	assert_int_equal(cfg->n_entries, 30);
+	assert_int_equal(cfg->n_entries, 31);
 
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		assert_int_equal(cfg->entries[i].source, CONFIG_SRC_DEFAULT);
@@ -1067,7 +1068,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), 30 + 6 + 1);
+	assert_int_equal(json_object_size(js), 31 + 6 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1356,8 +1357,8 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* 30 settings of their own plus the six of each valid peer */
-	assert_int_equal(f->cfg->n_entries, 30 + 6 * n_valid);
+	/* 31 settings of their own plus the six of each valid peer */
+	assert_int_equal(f->cfg->n_entries, 31 + 6 * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 
