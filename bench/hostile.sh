@@ -25,16 +25,7 @@ consul=$(scripts/deps.sh | tail -n1)
 consul_dev_start "$consul"
 
 # meshnode, shipped defaults: nothing under server.* or consul.check_*.
-mport=$(free_port)
-cat >"$work/meshnode.cfg" <<CFG
-service = { port = $mport; };
-consul = { address = "$caddr"; };
-database = { path = "$work/users.db"; };
-CFG
-"$bin" -c "$work/meshnode.cfg" >"$work/meshnode.log" 2>&1 &
-mpid=$!
-pids+=($mpid)
-wait_http "http://127.0.0.1:$mport/health"
+start_default_node
 curl -sf -o /dev/null -XPOST -H 'Content-Type: application/json' \
 	-d '{"name":"Ada","email":"ada@example.com"}' "http://127.0.0.1:$mport/users"
 setting() { curl -sf "http://127.0.0.1:$mport/config" | $py -c 'import json,sys; s=json.load(sys.stdin)["settings"][sys.argv[1]]; print(s["value"], s["source"])' "$1"; }

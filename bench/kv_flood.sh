@@ -72,16 +72,7 @@ if failed or any(t.is_alive() for t in threads):
 PY
 kv() { $py "$work/kv.py" "$caddr" "$@"; }
 
-mport=$(free_port)
-cat >"$work/meshnode.cfg" <<CFG
-service = { port = $mport; };
-consul = { address = "$caddr"; };
-database = { path = "$work/users.db"; };
-CFG
-"$bin" -c "$work/meshnode.cfg" >"$work/meshnode.log" 2>&1 &
-mpid=$!
-pids+=("$mpid")
-wait_http "http://127.0.0.1:$mport/health"
+start_default_node
 
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$mpid/status"; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }

@@ -21,14 +21,26 @@ wait_http() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sl
 # Starts `consul agent -dev` (binary $1) on free ports, logging to
 # $work/consul.log, and waits for its leader.
 consul_dev_start() {
-	local chttp
-	chttp=$(free_port)
-	caddr=http://127.0.0.1:$chttp
-	setsid "$1" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$chttp" \
-		-dns-port -1 -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
-		-server-port "$(free_port)" -log-level warn >"$work/consul.log" 2>&1 &
-	pids+=($!)
-	wait_http "$caddr/v1/status/leader"
+	local chttp pid try
+	# a free port may be taken again before the agent binds it: a new
+	# set of ports, up to three times
+	for try in 1 2 3; do
+		chttp=$(free_port)
+		caddr=http://127.0.0.1:$chttp
+		setsid "$1" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$chttp" \
+			-dns-port -1 -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
+			-server-port "$(free_port)" -log-level warn >"$work/consul.log" 2>&1 &
+		pid=$!
+		pids+=($pid)
+		for _ in $(seq 300); do
+			curl -sf -o /dev/null "$caddr/v1/status/leader" && return 0
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill "$pid" 2>/dev/null || true
+		echo "bench: the consul dev agent did not answer (try $try): $(tail -n 2 "$work/consul.log")" >&2
+	done
+	return 1
 }
 
 # Installs Debian package $2 when command $1 is missing (wrk, perf).
@@ -115,4 +127,20 @@ else:
     parts.insert(at, sec)
 open("bench/RESULTS.md", "w").write("\n".join(p.strip("\n") + "\n" for p in parts))
 PY
+}
+
+# Starts a meshnode users node ($bin) with the shipped defaults (nothing
+# under server.* or consul.check_*) registered with the agent at $caddr;
+# sets mport and mpid (no subshell: the PID must reach pids).
+start_default_node() {
+	mport=$(free_port)
+	cat >"$work/meshnode.cfg" <<CFG
+service = { port = $mport; };
+consul = { address = "$caddr"; };
+database = { path = "$work/users.db"; };
+CFG
+	"$bin" -c "$work/meshnode.cfg" >"$work/meshnode.log" 2>&1 &
+	mpid=$!
+	pids+=("$mpid")
+	wait_http "http://127.0.0.1:$mport/health"
 }

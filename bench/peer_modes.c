@@ -5,6 +5,8 @@
  *   fixed      GET /users/1 on fixed addresses, no discovery: each thread
  *              goes round robin over FIXED_URLS (the same users processes
  *              discovery spreads over), starting at its own index
+ * Every way sends a traceparent, as a node passing trace context on does
+ * (the peer client always does): what differs is finding the address.
  *   per_call   the reference design: GET /v1/health/service/users?passing
  *              on every call, then GET /users/1 on an instance it returned
  * Each worker thread keeps its own keep-alive connections. Prints one line
@@ -48,12 +50,23 @@ struct worker_arg {
 	unsigned index;
 };
 
+/* A call to a users instance at 'url' as any node of the mesh makes it:
+ * with a W3C traceparent (a new trace per call here), which the peer
+ * client passes on too, so that the ways differ only in how they find
+ * the address. */
 static bool get(struct httpc *h, const char *url, struct httpc_response *res)
 {
-	char err[256];
+	static _Thread_local uint64_t rng;
+	char err[256], tp[80];
+	const char *headers[] = {tp, NULL};
 
+	if (rng == 0)
+		rng = clock_monotonic_ns() | 1;
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	snprintf(tp, sizeof(tp), "traceparent: 00-%016llx%016llx-%016llx-01",
+		 (unsigned long long)rng, (unsigned long long)(rng * 3), (unsigned long long)(rng | 1));
 	return httpc_perform(h,
-			     &(struct httpc_request){.method = "GET", .url = url,
+			     &(struct httpc_request){.method = "GET", .url = url, .headers = headers,
 						     .timeout_ms = 2000, .max_response = 1 << 20},
 			     res, err, sizeof(err)) == MN_OK &&
 	       res->status == 200;

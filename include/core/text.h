@@ -23,4 +23,7 @@ void text_trim(const char **s, size_t *len);
  * locale. */
 bool text_equal_nocase(const char *a, const char *b);
 
+/* The value of the hexadecimal digit 'c' (either case), or -1. */
+int text_hex_value(char c);
+
 #endif

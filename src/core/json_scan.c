@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/json_depth.h"
+#include "core/text.h"
 
 static bool fail(struct jscan *s, const char *what)
 {
@@ -103,24 +104,13 @@ static bool number(struct jscan *s, bool *integral)
 	return true;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool hex4(struct jscan *s, unsigned *v)
 {
 	*v = 0;
 	if (s->end - s->p < 4)
 		return fail(s, "invalid \\u escape");
 	for (int i = 0; i < 4; i++) {
-		int h = hexval(s->p[i]);
+		int h = text_hex_value(s->p[i]);
 
 		if (h < 0)
 			return fail(s, "invalid \\u escape");

@@ -55,3 +55,14 @@ bool text_equal_nocase(const char *a, const char *b)
 		;
 	return ascii_lower(*x) == ascii_lower(*y);
 }
+
+int text_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -3,16 +3,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "core/text.h"
 
 /* A segment that decodes to "." or "..": the server removed the plain ones
  * before decoding, so these could only come from %2e and would climb out of
@@ -33,7 +24,7 @@ enum mn_err http_path_decode(char *path, char *err, size_t errlen)
 		unsigned char c = (unsigned char)*in;
 
 		if (c == '%') {
-			int hi = hex_value(in[1]), lo = hi < 0 ? -1 : hex_value(in[2]);
+			int hi = text_hex_value(in[1]), lo = hi < 0 ? -1 : text_hex_value(in[2]);
 
 			if (lo < 0)
 				return mn_error(err, errlen, MN_INVALID,

@@ -426,10 +426,10 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 			   size_t errlen)
 {
 	char url[1024], rid[128];
-	const char *headers[5] = {"Accept: application/json", NULL, NULL, NULL, NULL};
+	const char *headers[4] = {NULL, NULL, NULL, NULL};
 	const char *scheme = "http";
 	json_t *ms = json_object_get(in->meta, "scheme");
-	size_t nh = 1;
+	size_t nh = 0;
 	struct httpc *h;
 	enum mn_err e;
 

@@ -308,6 +308,44 @@ def wait_eof(sock, timeout=2.0):
         return "data" if chunk else "eof"
 
 
+def relay_listen(relay, host):
+    """Opens a relay's listener on a free port of `host` (relay.port) and
+    starts its accept thread (relay._accept)."""
+    relay.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    relay.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    relay.listener.bind((host, 0))
+    relay.listener.listen(128)
+    relay.port = relay.listener.getsockname()[1]
+    relay.thread = threading.Thread(target=relay._accept, daemon=True)
+    relay.thread.start()
+
+
+def relay_accept(relay, joined):
+    """The accept loop of a relay (DelayRelay, TrickleRelay): each client
+    of relay.listener is joined to a new connection to relay.target and
+    handed to joined(client, server), called with relay.lock held, which
+    starts its threads; returns when the listener closes or the relay
+    stops."""
+    while not relay.stopped:
+        try:
+            client, _ = relay.listener.accept()
+        except OSError:
+            return
+        try:
+            server = socket.create_connection(relay.target, timeout=5)
+            server.settimeout(None)
+        except OSError:
+            client.close()
+            continue
+        with relay.lock:
+            if relay.stopped:
+                client.close()
+                server.close()
+                return
+            relay.connections += 1
+            joined(client, server)
+
+
 class DelayRelay:
     """A loopback TCP relay in front of a real server: every connection to
     `port` is joined to a new connection to `target_port`; the client's
@@ -323,35 +361,14 @@ class DelayRelay:
         self.connections = 0
         self.socks = []
         self.stopped = False
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
-        self.listener.listen(128)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        relay_listen(self, host)
 
     def _accept(self):
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                if self.stopped:
-                    client.close()
-                    server.close()
-                    return
-                self.connections += 1
-                self.socks += [client, server]
+        def joined(client, server):
+            self.socks += [client, server]
             threading.Thread(target=self._upstream, args=(client, server), daemon=True).start()
             threading.Thread(target=self._downstream, args=(server, client), daemon=True).start()
+        relay_accept(self, joined)
 
     def _upstream(self, client, server):
         tail = b""
@@ -457,13 +474,7 @@ class TrickleRelay:
         self.affected = 0
         self.conns = []
         self.stopped = False
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
-        self.listener.listen(128)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        relay_listen(self, host)
 
     @property
     def addr(self):
@@ -484,27 +495,12 @@ class TrickleRelay:
             self._shut(c)
 
     def _accept(self):
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
+        def joined(client, server):
             conn = self._Conn(client, server)
-            with self.lock:
-                if self.stopped:
-                    client.close()
-                    server.close()
-                    return
-                self.connections += 1
-                self.conns.append(conn)
+            self.conns.append(conn)
             threading.Thread(target=self._upstream, args=(conn,), daemon=True).start()
             threading.Thread(target=self._downstream, args=(conn,), daemon=True).start()
+        relay_accept(self, joined)
 
     @staticmethod
     def _shut(conn):

@@ -347,46 +347,37 @@ static inline void fake_set_hang(struct fake_transport *ft, int i, bool hang)
 	pthread_mutex_unlock(&ft->lock);
 }
 
-static inline unsigned fake_calls(struct fake_transport *ft, int i)
+/* A counter of the fake, read under its lock. */
+static inline unsigned fake_read(struct fake_transport *ft, const unsigned *counter)
 {
 	unsigned n;
 
 	pthread_mutex_lock(&ft->lock);
-	n = ft->calls[i];
+	n = *counter;
 	pthread_mutex_unlock(&ft->lock);
 	return n;
 }
 
+static inline unsigned fake_calls(struct fake_transport *ft, int i)
+{
+	return fake_read(ft, &ft->calls[i]);
+}
+
 static inline unsigned fake_total(struct fake_transport *ft)
 {
-	unsigned n;
-
-	pthread_mutex_lock(&ft->lock);
-	n = ft->total;
-	pthread_mutex_unlock(&ft->lock);
-	return n;
+	return fake_read(ft, &ft->total);
 }
 
 /* Requests no rule matched, and handles misused: 0 in a sound test. */
 static inline unsigned fake_unexpected(struct fake_transport *ft)
 {
-	unsigned n;
-
-	pthread_mutex_lock(&ft->lock);
-	n = ft->unmatched + ft->misuse;
-	pthread_mutex_unlock(&ft->lock);
-	return n;
+	return fake_read(ft, &ft->unmatched) + fake_read(ft, &ft->misuse);
 }
 
 /* Held requests that ended because their cancel flag turned true. */
 static inline unsigned fake_cancelled(struct fake_transport *ft)
 {
-	unsigned n;
-
-	pthread_mutex_lock(&ft->lock);
-	n = ft->cancelled;
-	pthread_mutex_unlock(&ft->lock);
-	return n;
+	return fake_read(ft, &ft->cancelled);
 }
 
 static inline int fake_handles_live(struct fake_transport *ft)
