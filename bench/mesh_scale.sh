@@ -221,7 +221,7 @@ base=$(bench_median <<<"${point[2]:-}" | awk '{print $1}')
 	echo "thread; per_call asks the agent before every call. \"CPU a call\" is the client process's"
 	echo "user + system time per call (getrusage), steadier than calls/s on a shared machine."
 	echo
-	echo "| way | calls/s | p50 (ms) | p99 (ms) | failed | CPU a call (us) | vs fixed addresses |"
+	echo "| way | calls/s (median) | p50 (ms) | p99 (ms) | failed | CPU a call (us) | medians vs fixed |"
 	echo "|---|---|---|---|---|---|---|"
 	fixed=$(bench_median <<<"${peer[fixed]:-}" | awk '{print $1}')
 	for k in discovery fixed per_call; do
