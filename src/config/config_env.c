@@ -216,8 +216,22 @@ enum mn_err config_env_apply(struct config_state *st, char *const *environ)
 		memcpy(var, *e, n);
 		var[n] = '\0';
 		if (!env_name(var + strlen(ENV_PREFIX), name, sizeof(name))) {
-			config_state_warning(st, "environment variable '%s': unknown setting, ignored",
-					     var);
+			char hint[160], hint_var[200];
+
+			if (settings_closest(var + strlen(ENV_PREFIX), true, hint, sizeof(hint))) {
+				size_t k = 0;
+
+				for (; hint[k] && k + 1 < sizeof(hint); k++)
+					hint[k] = hint[k] == '.' ? '_'
+						  : (char)toupper((unsigned char)hint[k]);
+				hint[k] = '\0';
+				snprintf(hint_var, sizeof(hint_var), "%s%s", ENV_PREFIX, hint);
+				config_state_warning(st, "environment variable '%s': unknown setting, "
+						     "ignored (did you mean '%s'?)", var, hint_var);
+			} else {
+				config_state_warning(st, "environment variable '%s': unknown "
+						     "setting, ignored", var);
+			}
 			continue;
 		}
 		err = env_set(st, var, name, eq + 1);

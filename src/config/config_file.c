@@ -2,9 +2,13 @@
 
 #include <errno.h>
 #include <libconfig.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/escape.h"
+#include "core/text.h"
 
 /* A libconfig value as JSON: scalars as themselves, arrays and lists as
  * arrays, groups as objects. NULL when out of memory. */
@@ -91,6 +95,38 @@ static enum mn_err config_file_walk(const config_setting_t *group, const char *p
 	return err;
 }
 
+/* Line 'line' (from 1) of 'path', trimmed and cut to fit 'out'; false when
+ * it cannot be read or is blank. */
+static bool config_file_line(const char *path, int line, char *out, size_t len)
+{
+	FILE *fp = fopen(path, "r");
+	char buf[4096];
+	const char *s;
+	size_t n;
+	int at = 0;
+	bool found = false;
+
+	if (fp == NULL || line < 1)
+		goto out;
+	while (!found && fgets(buf, sizeof(buf), fp) != NULL)
+		if (++at == line)
+			found = true;
+	if (!found)
+		goto out;
+	s = buf;
+	n = strcspn(buf, "\r\n");
+	text_trim(&s, &n);
+	if (n == 0) {
+		found = false;
+		goto out;
+	}
+	snprintf(out, len, "%.*s", (int)n, s);
+out:
+	if (fp)
+		fclose(fp);
+	return found;
+}
+
 enum mn_err config_file_read(const char *path, const struct config_file_ops *ops, void *ctx,
 			     struct buf *errors)
 {
@@ -114,10 +150,21 @@ enum mn_err config_file_read(const char *path, const struct config_file_ops *ops
 	config_init(&lc);
 	if (config_read_file(&lc, path) != CONFIG_TRUE) {
 		const char *file = config_error_file(&lc);
+		char text[120];
 
-		if (errors)
-			buf_printf(errors, "%s:%d: %s\n", file ? file : path,
-				   config_error_line(&lc), config_error_text(&lc));
+		if (errors) {
+			/* libconfig says only "syntax error": the line it means
+			 * follows, so the mistake is seen without an editor */
+			if (config_file_line(file ? file : path, config_error_line(&lc), text,
+					     sizeof(text))) {
+				buf_printf(errors, "%s:%d: %s in '", file ? file : path,
+					   config_error_line(&lc), config_error_text(&lc));
+				escape_buf(errors, text, strlen(text), ESCAPE_TEXT);
+				buf_puts(errors, "'\n");
+			} else
+				buf_printf(errors, "%s:%d: %s\n", file ? file : path,
+					   config_error_line(&lc), config_error_text(&lc));
+		}
 		err = MN_CONFIG;
 		goto out_destroy;
 	}

@@ -108,8 +108,13 @@ enum mn_err config_state_set(struct config_state *st, const char *name, const ch
 	char *dup = NULL;
 
 	if (def == NULL) {
+		char hint[160];
+
 		json_decref(value);
-		snprintf(reason, len, "unknown setting");
+		if (settings_closest(name, false, hint, sizeof(hint)))
+			snprintf(reason, len, "unknown setting (did you mean '%s'?)", hint);
+		else
+			snprintf(reason, len, "unknown setting");
 		return MN_NOT_FOUND;
 	}
 	if (text) {

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,4 +457,81 @@ bool settings_check(const struct setting_def *def, json_t **value, char *reason,
 out_refuse:
 	settings_describe(def, reason, len);
 	return false;
+}
+
+/* Edit distance of a and b (each at most 127 bytes compared), with
+ * insertions, deletions and substitutions. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[128];
+
+	if (la > 127)
+		la = 127;
+	if (lb > 127)
+		lb = 127;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+/* A dotted name in its MESHNODE_ form: "SERVER_THREADS". */
+static void env_form(const char *name, char *out, size_t len)
+{
+	size_t i = 0;
+
+	for (; name[i] && i + 1 < len; i++)
+		out[i] = name[i] == '.' ? '_' : (char)toupper((unsigned char)name[i]);
+	out[i] = '\0';
+}
+
+bool settings_closest(const char *name, bool env, char *out, size_t len)
+{
+	size_t best = SIZE_MAX, limit = strlen(name) / 3;
+	char form[160], cand[160];
+	const char *seg_end = NULL;
+
+	if (limit > 2)
+		limit = 2;
+	/* a configured peer's settings: "peers.<name>.<setting>" */
+	if (!env && strncmp(name, "peers.", 6) == 0)
+		seg_end = strchr(name + 6, '.');
+	for (size_t i = 0; i < settings_count; i++) {
+		const char *s = settings_table[i].name;
+		size_t d;
+
+		if (settings_is_template(&settings_table[i])) {
+			if (seg_end == NULL || strncmp(s, "peers.*.", 8) != 0)
+				continue;
+			snprintf(cand, sizeof(cand), "%.*s%s", (int)(seg_end + 1 - name), name,
+				 s + 8);
+		} else {
+			snprintf(cand, sizeof(cand), "%s", s);
+		}
+		if (env) {
+			env_form(cand, form, sizeof(form));
+			d = edit_distance(name, form);
+		} else {
+			d = edit_distance(name, cand);
+		}
+		if (d > 0 && d <= limit && d < best) {
+			best = d;
+			snprintf(out, len, "%s", cand);
+		}
+	}
+	return best != SIZE_MAX;
 }

@@ -46,6 +46,12 @@ extern const size_t settings_count;
  * for an unknown name. */
 const struct setting_def *settings_find(const char *name);
 
+/* The setting an unknown 'name' most likely meant (a typo: at most two
+ * edits away, and fewer than a third of its length), written into 'out' as
+ * a dotted name; false when none is that close. With 'env' the comparison
+ * is of the MESHNODE_ forms ("SERVER_THREAD" against "SERVER_THREADS"). */
+bool settings_closest(const char *name, bool env, char *out, size_t len);
+
 /* true when 'def' is one of the templated settings (peers.*, features.*). */
 bool settings_is_template(const struct setting_def *def);
 

@@ -350,12 +350,41 @@ static void test_file_unknown_enum(void **state)
 static void test_file_unknown_key(void **state)
 {
 	file_error_case(*state, "server = { threads = 8; treads = 8; };\n",
-			1, "key 'server.treads': unknown setting");
+			1, "key 'server.treads': unknown setting (did you mean 'server.threads'?)");
+}
+
+/* A typo gets the setting it most likely meant (a peer's too); a name far
+ * from any, none. */
+static void test_unknown_names_get_the_closest_setting(void **state)
+{
+	file_error_case(*state, "consul = { adress = \"http://127.0.0.1:8500\"; };\n", 1,
+			"key 'consul.adress': unknown setting (did you mean 'consul.address'?)");
+	file_error_case(*state, "peers = { users = { timout_ms = 1; }; };\n", 1,
+			"key 'peers.users.timout_ms': unknown setting (did you mean "
+			"'peers.users.timeout_ms'?)");
+	file_error_case(*state, "colour = 1;\n", 1, "key 'colour': unknown setting");
+}
+
+static void test_env_typo_named(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_SERVER_THREAD=16", "MESHNODE_NO_SUCH_THING=1", NULL};
+
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_string_equal(warnings_text(f),
+			    "environment variable 'MESHNODE_SERVER_THREAD': unknown setting, ignored "
+			    "(did you mean 'MESHNODE_SERVER_THREADS'?)\n"
+			    "environment variable 'MESHNODE_NO_SUCH_THING': unknown setting, "
+			    "ignored\n");
 }
 
 static void test_file_syntax_error(void **state)
 {
-	file_error_case(*state, "server = {\n threads = = 8;\n};\n", 2, "syntax error");
+	/* libconfig's message, and the line it is about */
+	file_error_case(*state, "server = {\n threads = = 8;\n};\n", 2,
+			"syntax error in 'threads = = 8;'");
 }
 
 static void test_file_invalid_utf8(void **state)
@@ -1486,6 +1515,8 @@ int main(void)
 		T(test_consul_address_forms),
 		T(test_derived_service_id_invalid),
 		T(test_peer_lookup_by_name),
+		T(test_unknown_names_get_the_closest_setting),
+		T(test_env_typo_named),
 		T(test_to_json),
 		T(test_shipped_config_equals_defaults),
 		T(test_reload_pins_static_settings),
