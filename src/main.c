@@ -13,13 +13,14 @@ extern char **environ;
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: meshnode [-c|--config FILE] [--check-config] [--print-config] [--version] [--help]\n"
+		"usage: meshnode [-c|--config FILE] [--check-config] [--print-config] [-V|--version] "
+		"[-h|--help]\n"
 		"\n"
 		"  -c, --config FILE  configuration file (default %s)\n"
 		"  --check-config     load and validate file, environment and Consul KV; exit 0 or 2\n"
 		"  --print-config     print the effective configuration with sources as JSON\n"
-		"  --version          print the version\n"
-		"  --help             print this help\n"
+		"  -V, --version      print the version\n"
+		"  -h, --help         print this help\n"
 		"\n"
 		"The node follows Consul KV edits live; SIGHUP reloads the file and KV.\n"
 		"\n"
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			opts.config_path = optarg;
@@ -116,9 +117,11 @@ int main(int argc, char **argv)
 		case OPT_PRINT:
 			print = true;
 			break;
+		case 'V':
 		case OPT_VERSION:
 			printf("meshnode %s\n", MESHNODE_VERSION);
 			return 0;
+		case 'h':
 		case OPT_HELP:
 			usage(stdout);
 			return 0;

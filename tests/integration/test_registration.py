@@ -242,15 +242,18 @@ class CommandLineTest(unittest.TestCase):
 
     def test_version(self):
         n = Node(name="cli-version")
-        rc, out, err = n.run_cli(["--version"], with_config=False)
-        self.assertEqual(rc, 0, err)
-        self.assertRegex(out, r"\d+\.\d+\.\d+")
+        for flag in ("--version", "-V"):
+            rc, out, err = n.run_cli([flag], with_config=False)
+            self.assertEqual(rc, 0, err)
+            self.assertRegex(out, r"^meshnode \d+\.\d+\.\d+\n$", flag)
 
     def test_help(self):
         n = Node(name="cli-help")
-        rc, out, err = n.run_cli(["--help"], with_config=False)
-        self.assertEqual(rc, 0, err)
-        self.assertIn("--config", out + err)
+        for flag in ("--help", "-h"):
+            rc, out, err = n.run_cli([flag], with_config=False)
+            self.assertEqual(rc, 0, err)
+            self.assertIn("--config", out, flag)
+            self.assertIn("-V, --version", out, flag)
 
     def test_unknown_flag_exits_2(self):
         n = Node(name="cli-unknown")
