@@ -529,9 +529,18 @@ static enum mn_err metrics_setup(struct app *app)
 static bool app_ready(void *ctx, json_t *body)
 {
 	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	json_t *pending = json_array();
 	bool ok = true;
 	char err[256];
 
+	/* what an operator looks for: still ready in maintenance (Consul
+	 * takes the node out of ?passing), and what waits for a restart */
+	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
+	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
+		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
+	json_object_set_new(body, "pending_restart", pending);
+	config_store_put(app->store, cfg);
 	if (atomic_load(&app->stopping)) {
 		json_object_set_new(body, "reason", json_string("stopping"));
 		ok = false;

@@ -188,15 +188,19 @@ class LiveConfigTest(harness.ProcessesTestCase):
                    what="out of ?passing in maintenance")
         self.assertEqual(n.request("GET", "/health")[0], 200)  # still serving
         self.assertEqual(n.request("GET", "/users")[0], 200)
+        ready = n.get_json("/ready")  # ready, and says why Consul has it out
+        self.assertIs(ready["maintenance"], True)
         self.kv(n, "maintenance", "false")
         wait_until(lambda: CONSUL.health_service("live-maint", passing=True), timeout=5,
                    what="back in ?passing")
+        self.assertIs(n.get_json("/ready")["maintenance"], False)
 
     def test_static_setting_reported_pending_restart(self):
         n = self.node("live-static")
         self.kv(n, "server.threads", "16")
         wait_until(lambda: "server.threads" in n.config().get("pending_restart", []), timeout=3,
                    what="server.threads pending restart")
+        self.assertEqual(n.get_json("/ready")["pending_restart"], ["server.threads"])
         e = entry(n, "server.threads")
         self.assertEqual(e["value"], 8)
         self.assertEqual(e["source"], "file")
