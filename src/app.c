@@ -993,6 +993,27 @@ static enum mn_err routes_setup(struct app *app)
 	return MN_OK;
 }
 
+/* A 404 that says which module serves a path this node's modules do not:
+ * "/orders is served by the 'orders' module, ...". */
+static bool explain_not_found(void *ctx, const char *path, char *msg, size_t len)
+{
+	static const char *const modules[] = {"users", "orders"};
+	struct app *app = ctx;
+
+	for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
+		size_t n = strlen(modules[i]);
+
+		if (path[0] != '/' || strncmp(path + 1, modules[i], n) != 0 ||
+		    (path[1 + n] != '\0' && path[1 + n] != '/') ||
+		    config_has_module(app->cfg, modules[i]))
+			continue;
+		snprintf(msg, len, "/%s is served by the '%s' module, which this node does not "
+			 "run (service.modules)", modules[i], modules[i]);
+		return true;
+	}
+	return false;
+}
+
 static void service_setup(struct app *app)
 {
 	const struct config *cfg = app->cfg;
@@ -1199,6 +1220,8 @@ int app_run(const struct app_opts *opts)
 		.drain_paths = drain_paths,
 		.observe = observe_http,
 		.observe_ctx = &app,
+		.explain_not_found = explain_not_found,
+		.explain_ctx = &app,
 	};
 	app.server = http_server_start(&sopts, err, sizeof(err));
 	if (app.server == NULL) {

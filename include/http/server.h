@@ -28,6 +28,11 @@ struct http_server_opts {
 	const char *const *drain_paths;
 	http_observe_fn observe;     /* optional */
 	void *observe_ctx;
+	/* Optional: for a path no route serves, a better 404 message than
+	 * "no route" into msg[len] (a route another configuration serves);
+	 * false to keep the plain one. */
+	bool (*explain_not_found)(void *ctx, const char *path, char *msg, size_t len);
+	void *explain_ctx;
 };
 
 struct http_server;

@@ -313,7 +313,11 @@ static int begin_request(struct mg_connection *conn)
 
 	switch (http_router_match(s->opts.router, ri->request_method, path, &match)) {
 	case HTTP_MATCH_NOT_FOUND:
-		http_reply_error(&res, 404, "no route for %s", path);
+		if (s->opts.explain_not_found &&
+		    s->opts.explain_not_found(s->opts.explain_ctx, path, why_buf, sizeof(why_buf)))
+			http_reply_error(&res, 404, "%s", why_buf);
+		else
+			http_reply_error(&res, 404, "no route for %s", path);
 		goto out_send;
 	case HTTP_MATCH_METHOD_NOT_ALLOWED:
 		http_response_add_header(&res, "Allow", match.allow);

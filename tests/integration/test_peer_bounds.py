@@ -206,6 +206,14 @@ class FollowedByConfigurationTest(harness.ProcessesTestCase):
         status, body = peer_get(orders, "users")
         self.assertEqual(status, 200, body)
         self.assertEqual(body["service"], "users")
+        # a module's routes on a node that does not run it: a 404 naming it
+        for node, path, module in ((solo, "/orders", "orders"), (solo, "/orders/7", "orders"),
+                                   (orders, "/users/1", "users")):
+            status, _, data = node.request("GET", path)
+            self.assertEqual(status, 404, path)
+            self.assertIn("'%s' module" % module, json.loads(data)["error"], path)
+        status, _, data = solo.request("GET", "/ordersx")
+        self.assertEqual((status, json.loads(data)["error"]), (404, "no route for /ordersx"))
 
     def test_peer_named_in_kv_becomes_followed(self):
         key = "config/pb-kv/peers/billing/timeout_ms"
