@@ -82,8 +82,17 @@ static enum mn_err config_file_set(void *ctx, const char *name, json_t *value, c
 			       sizeof(reason));
 	if (err == MN_NOMEM)
 		return err;
-	if (err != MN_OK)
+	if (err == MN_NOT_FOUND) {
+		char hint[160];
+
+		if (settings_closest(name, false, hint, sizeof(hint)))
+			config_state_error(fc->st, "%s: key '%s': %s (did you mean '%s'?)", origin,
+					   name, reason, hint);
+		else
+			config_state_error(fc->st, "%s: key '%s': %s", origin, name, reason);
+	} else if (err != MN_OK) {
 		config_state_error(fc->st, "%s: key '%s': %s", origin, name, reason);
+	}
 	return MN_OK;
 }
 

@@ -108,13 +108,10 @@ enum mn_err config_state_set(struct config_state *st, const char *name, const ch
 	char *dup = NULL;
 
 	if (def == NULL) {
-		char hint[160];
-
+		/* no typo hint here: a KV flood brings thousands of unknown
+		 * names, reported as one count; the file's errors add it */
 		json_decref(value);
-		if (settings_closest(name, false, hint, sizeof(hint)))
-			snprintf(reason, len, "unknown setting (did you mean '%s'?)", hint);
-		else
-			snprintf(reason, len, "unknown setting");
+		snprintf(reason, len, "unknown setting");
 		return MN_NOT_FOUND;
 	}
 	if (text) {
