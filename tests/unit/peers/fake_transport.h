@@ -184,13 +184,15 @@ static enum mn_err fake_fill(const struct httpc_request *req, const struct fake_
 		return mn_error(err, errlen, a->fail, "fake: %s failed", req->url);
 	}
 	res->sent = true;
+	/* headers come before the body: an answer over the cap still has
+	 * its index, as with libcurl */
+	if (a->index && req->capture_header &&
+	    strcasecmp(req->capture_header, "X-Consul-Index") == 0)
+		snprintf(res->captured, sizeof(res->captured), "%" PRIu64, a->index);
 	if (len && buf_append(&res->body, a->body, len) != MN_OK)
 		return mn_error(err, errlen, MN_TOO_LARGE, "response larger than %zu bytes",
 				req->max_response);
 	res->status = a->status ? a->status : 200;
-	if (a->index && req->capture_header &&
-	    strcasecmp(req->capture_header, "X-Consul-Index") == 0)
-		snprintf(res->captured, sizeof(res->captured), "%" PRIu64, a->index);
 	return MN_OK;
 }
 

@@ -266,6 +266,19 @@ static const struct peer_snapshot *get_index_after(struct rt *t, const char *ser
 	}
 }
 
+/* Polls until the fake saw a request whose URL has 'url_has'. */
+static bool poll_seen(struct rt *t, const char *url_has)
+{
+	uint64_t end = clock_monotonic_ms() + POLL_MS;
+
+	while (fake_seen(t->ft, url_has) == 0) {
+		if (clock_monotonic_ms() >= end)
+			return false;
+		clock_sleep_ms(2);
+	}
+	return true;
+}
+
 static const struct peer_snapshot *get_index(struct rt *t, const char *service, const char *tag,
 					     uint64_t index)
 {
@@ -631,6 +644,50 @@ static void test_service_no_longer_allowed_stops_at_next_sweep(void **state)
 	assert_int_equal(resolver_get(t->r, "users", NULL, &s, err, sizeof(err)), MN_NOT_FOUND);
 }
 
+/* A health answer over max_response (consul.watch_max_bytes) is not read:
+ * nothing is published from it, the view's staleness keeps growing, and
+ * the watch blocks from its index instead of reading it again; the next
+ * answer that fits is published. */
+static void test_answer_over_the_cap_keeps_the_view_and_its_staleness(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	int rule = fake_rule_add(t->ft, &(struct fake_rule){
+						.method = "GET",
+						.url_has = USERS_URL,
+						.ans = {.body = "[]", .index = 16},
+						.blocking = true,
+					});
+
+	assert_true(strlen(t->users.body) > 256);
+	rt_resolver(t, (struct resolver_opts){.max_response = 256});
+	s = get_index_after(t, "users", NULL, 16, false);
+	resolver_put(s);
+	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
+	assert_true(fake_wait_held(t->ft, rule, 1, POLL_MS));
+	hand_clock_advance(&t->clk, 1000);
+	/* the agent's answer grows past the cap */
+	fake_publish(t->ft, rule, t->users.body, 17);
+	/* the next call, after the watch's interval, blocks from the
+	 * oversized answer's index: it is not read again in a loop */
+	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
+	assert_true(poll_seen(t, "&index=17&"));
+	assert_true(fake_wait_held(t->ft, rule, 1, POLL_MS));
+	hand_clock_advance(&t->clk, 5000);
+	/* the last view stays, and its staleness counts from the last answer
+	 * read (index 16), not from the one refused */
+	s = get_ok(t, "users", NULL);
+	assert_int_equal(s->index, 16);
+	resolver_put(s);
+	assert_int_equal(resolver_stale_ms(t->r, "users"), 2 * WATCH_INTERVAL_MS + 6000);
+	assert_int_equal(atomic_load(&t->h.prepares), 0); /* "[]" has no instance */
+
+	fake_publish(t->ft, rule, "[]", 18);
+	s = get_index_after(t, "users", NULL, 18, false);
+	assert_int_equal(resolver_stale_ms(t->r, "users"), 0);
+	resolver_put(s);
+}
+
 static void test_stale_grows_while_consul_is_silent(void **state)
 {
 	struct rt *t = *state;
@@ -833,6 +890,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tag_is_escaped_in_the_query, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_service_no_longer_allowed_stops_at_next_sweep,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_answer_over_the_cap_keeps_the_view_and_its_staleness,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_grows_while_consul_is_silent, setup,
 						teardown),
