@@ -383,6 +383,14 @@ static double metric_value(struct pt *t, const char *service, const char *outcom
 	return v;
 }
 
+/* Stops the resolver's watches before a test frees the answers it
+ * published (the fake borrows them); the teardown then skips it. */
+static void pt_stop_watches(struct pt *t)
+{
+	resolver_destroy(t->r);
+	t->r = NULL;
+}
+
 /* ---- balancing -------------------------------------------------------------- */
 
 static void test_round_robin_two_instances_alternate(void **state)
@@ -569,8 +577,7 @@ static void test_five_thousand_instances_every_strategy_spreads(void **state)
 	spread(t, "least_inflight", 100000, 20000, 5000, &min, &max);
 	assert_true(min >= 1);
 	assert_true(max <= 60);
-	resolver_destroy(t->r);
-	t->r = NULL;
+	pt_stop_watches(t);
 	free(big);
 }
 
@@ -586,8 +593,7 @@ static void test_five_thousand_instances_least_inflight_avoids_busy(void **state
 	 * about 0.01 in 5,000 probes (random picking: 8) */
 	assert_true(probes_to_busy(t, 5000, 20000, 25000) <= 1);
 	release_calls(t, h, 8);
-	resolver_destroy(t->r);
-	t->r = NULL;
+	pt_stop_watches(t);
 	free(big);
 }
 
@@ -759,8 +765,7 @@ static void test_retries_among_thousands_never_repeat(void **state)
 			assert_int_equal(total, 11);
 		}
 	}
-	resolver_destroy(t->r);
-	t->r = NULL;
+	pt_stop_watches(t);
 	free(big);
 }
 
@@ -946,8 +951,7 @@ static void test_unavailable_says_why(void **state)
 	wait_index(t, 20);
 	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_UNAVAILABLE);
 	assert_non_null(strstr(err, "no passing instance"));
-	resolver_destroy(t->r);
-	t->r = NULL;
+	pt_stop_watches(t);
 	fixture_answer_free(&none);
 }
 
@@ -1197,8 +1201,7 @@ static void test_concurrent_calls_over_a_thousand_instances(void **state)
 	json_array_foreach(json_object_get(v, "instances"), i, one)
 		assert_int_equal(int_of(one, "inflight"), 0);
 	json_decref(v);
-	resolver_destroy(t->r);
-	t->r = NULL;
+	pt_stop_watches(t);
 	free(a);
 	free(b);
 }
