@@ -104,13 +104,17 @@ static bool config_file_line(const char *path, int line, char *out, size_t len)
 	const char *s;
 	size_t n;
 	int at = 0;
-	bool found = false;
+	bool found = false, at_start = true;
 
 	if (fp == NULL || line < 1)
 		goto out;
-	while (!found && fgets(buf, sizeof(buf), fp) != NULL)
-		if (++at == line)
+	/* a line longer than buf comes in pieces: only a piece that ends the
+	 * previous line starts a new one; the wanted line's first piece shows */
+	while (!found && fgets(buf, sizeof(buf), fp) != NULL) {
+		if (at_start && ++at == line)
 			found = true;
+		at_start = strchr(buf, '\n') != NULL;
+	}
 	if (!found)
 		goto out;
 	s = buf;

@@ -382,9 +382,14 @@ static void test_env_typo_named(void **state)
 
 static void test_file_syntax_error(void **state)
 {
+	char text[16384];
+
 	/* libconfig's message, and the line it is about */
 	file_error_case(*state, "server = {\n threads = = 8;\n};\n", 2,
 			"syntax error in 'threads = = 8;'");
+	/* after a line longer than the reader's buffer, still the right one */
+	snprintf(text, sizeof(text), "# %09000d\nserver = {\n threads = = 8;\n};\n", 0);
+	file_error_case(*state, text, 3, "syntax error in 'threads = = 8;'");
 }
 
 static void test_file_invalid_utf8(void **state)
