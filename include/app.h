@@ -13,15 +13,6 @@ struct app_opts {
 	char *const *environ;      /* the process environment */
 };
 
-/* Loads defaults, file, Consul KV (when the agent answers within a moment)
- * and environment. MN_CONFIG with one line per problem in 'errors'; KV
- * values refused go to 'warnings'. *out is a new config on success. */
-enum mn_err app_load_config(const struct app_opts *opts, struct config **out, struct buf *errors,
-			    struct buf *warnings);
-
-/* {"settings": {...}, "kv_index": N} with secrets redacted (new reference). */
-json_t *app_config_json(const struct config *cfg);
-
 /* Runs the node in the foreground until SIGTERM or SIGINT. Returns the
  * process exit code: 0 clean stop, 1 runtime failure, 2 configuration error. */
 int app_run(const struct app_opts *opts);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "config/live.h"
 
 extern char **environ;
 
@@ -30,38 +31,34 @@ static void usage(FILE *out)
 
 enum { OPT_CHECK = 256, OPT_PRINT, OPT_VERSION, OPT_HELP };
 
-/* true when a line of 'warnings' is about Consul KV content: a refused
- * value, keys that name no setting, a listing over the caps. */
-static bool kv_problem(const char *warnings)
-{
-	static const char *const starts[] = {"kv key '", "kv: ", "kv listing of '"};
-
-	for (const char *line = warnings; line && *line; line = strchr(line, '\n')) {
-		if (*line == '\n')
-			line++;
-		for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++)
-			if (strncmp(line, starts[i], strlen(starts[i])) == 0)
-				return true;
-	}
-	return false;
-}
-
-/* --check-config and --print-config: load everything, report, exit. */
+/* --check-config and --print-config: load everything, report, exit. A
+ * check fails (2) on a file or environment error and on any warning about
+ * what an operator wrote (a key or variable that names no setting, a KV
+ * value refused, a KV listing over the caps); an agent that is not there
+ * is only reported. */
 static int config_command(const struct app_opts *opts, bool print)
 {
-	struct config *cfg = NULL;
-	struct buf errors, warnings;
+	struct config_live_opts live_opts = {
+		.file_path = opts->config_path,
+		.file_optional = !opts->config_path_given,
+		.environ = opts->environ,
+	};
+	struct config_live *live = NULL;
+	const struct config *cfg;
+	struct buf errors, warnings, read;
 	int code = 0;
 
 	buf_init(&errors, 1 << 16);
 	buf_init(&warnings, 1 << 16);
-	if (app_load_config(opts, &cfg, &errors, &warnings) != MN_OK) {
+	buf_init(&read, 1 << 12);
+	if (config_live_create(&live_opts, &live, &errors, &warnings) != MN_OK) {
 		fprintf(stderr, "%s", errors.data ? errors.data : "configuration error\n");
 		code = 2;
 		goto out;
 	}
+	cfg = config_store_get(config_live_store(live));
 	if (print) {
-		json_t *o = app_config_json(cfg);
+		json_t *o = config_document(cfg);
 		char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 
 		if (s == NULL) {
@@ -72,21 +69,22 @@ static int config_command(const struct app_opts *opts, bool print)
 		}
 		free(s);
 		json_decref(o);
-		if (warnings.len)
-			fprintf(stderr, "%s", warnings.data);
-	} else if (warnings.len) {
-		/* A refused KV value is a problem worth failing a check for;
-		 * an agent that is not there is only reported. */
-		fprintf(stderr, "%s", warnings.data);
-		if (kv_problem(warnings.data))
+	} else {
+		config_live_describe(live, &read);
+		printf("%s", read.data ? read.data : "");
+		if (config_live_content_trouble(live))
 			code = 2;
 	}
+	if (warnings.len)
+		fprintf(stderr, "%s", warnings.data);
 	if (!print && code == 0)
 		printf("configuration ok\n");
+	config_store_put(config_live_store(live), cfg);
 out:
-	config_destroy(cfg);
+	config_live_destroy(live);
 	buf_release(&errors);
 	buf_release(&warnings);
+	buf_release(&read);
 	return code;
 }
 

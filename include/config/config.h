@@ -106,6 +106,9 @@ struct config {
 
 	/* the KV modify index the KV layer was read at (0 when none) */
 	uint64_t kv_index;
+	/* the warnings of this load: file keys and MESHNODE_ variables that
+	 * name no setting, KV values refused and KV keys ignored */
+	size_t n_warnings;
 
 	/* static settings whose sources changed while running: still shown
 	 * and used with their running value until a restart */
@@ -119,7 +122,26 @@ struct config_kv_pair {
 	const char *value;  /* NULL for a key with no value (a "folder") */
 };
 
+/* A configuration file as read once (at start, on SIGHUP): its keys and
+ * values with their origins, so that a KV change rebuilds the configuration
+ * from the file as last loaded, never from a half-edited one on disk. */
+struct config_file_layer;
+
+/* Reads and parses 'path'. A missing file is an empty layer when
+ * 'optional', else an error. MN_CONFIG with one line in 'errors' (libconfig's
+ * message with file and line) when it cannot be read or parsed; MN_NOMEM. */
+enum mn_err config_file_layer_read(const char *path, bool optional,
+				   struct config_file_layer **out, struct buf *errors);
+void config_file_layer_free(struct config_file_layer *layer);
+const char *config_file_layer_path(const struct config_file_layer *layer);
+/* false for an optional file that was not there. */
+bool config_file_layer_found(const struct config_file_layer *layer);
+/* The number of keys it holds. */
+size_t config_file_layer_count(const struct config_file_layer *layer);
+
 struct config_sources {
+	const struct config_file_layer *file; /* the file as last read; NULL: read
+					 file_path now (when set) */
 	const char *file_path;     /* NULL: no file */
 	bool file_optional;        /* a missing file is not an error */
 	char *const *environ;      /* NULL: no environment layer */
@@ -184,6 +206,10 @@ static inline void config_destroy(struct config *cfg)
  * "<redacted>" (new reference). */
 json_t *config_to_json(const struct config *cfg);
 
+/* What GET /config and --print-config show: {"settings": config_to_json(),
+ * "kv_index": N, "pending_restart": [...]} (new reference). */
+json_t *config_document(const struct config *cfg);
+
 /* The effective peer settings for 'name': the configured ones, or defaults
  * when the peer is not configured (borrowed, valid while cfg lives; the
  * defaults' name is NULL). */
@@ -194,6 +220,14 @@ bool config_feature_enabled(const struct config *cfg, const char *name);
 
 /* true when 'module' is listed in service.modules. */
 bool config_has_module(const struct config *cfg, const char *module);
+
+/* What changed from 'old' to 'next': one line per setting whose value
+ * differs, "log.level: info -> debug (kv)" (the new value's source;
+ * "(removed)" when it has none), secrets as "<redacted>", values cut at
+ * 120 bytes, at most 'max_lines' lines and then one "N more settings
+ * changed". Returns the number of settings that changed. */
+size_t config_changes(const struct config *old, const struct config *next, struct buf *out,
+		      size_t max_lines);
 
 /* The effective entry of the dotted setting 'name' ("server.threads",
  * "peers.users.lb"), or NULL when it is not set (borrowed, valid while cfg

@@ -24,6 +24,12 @@ typedef void (*consul_observe_fn)(void *ctx, const char *op, enum mn_err result)
 /* A new client (copies everything in opts). NULL on a bad address or out of
  * memory, with the reason in err. */
 struct consul *consul_create(const struct consul_opts *opts, char *err, size_t errlen);
+/* consul_create() with TLS set as Consul's own tools read it from the
+ * environment 'env': CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+ * CONSUL_TLS_SERVER_NAME; CONSUL_HTTP_SSL=true means https whatever the
+ * address says, CONSUL_HTTP_SSL_VERIFY=false turns verification off. */
+struct consul *consul_create_env(const char *address, const char *token, char *const *env,
+				 char *err, size_t errlen);
 void consul_destroy(struct consul *c);
 
 void consul_set_observer(struct consul *c, consul_observe_fn fn, void *ctx);

@@ -26,4 +26,11 @@ bool text_equal_nocase(const char *a, const char *b);
 /* The value of the hexadecimal digit 'c' (either case), or -1. */
 int text_hex_value(char c);
 
+/* A boolean as Consul and its tools read one (Go's strconv.ParseBool),
+ * in any ASCII case and between ASCII whitespace: true, t, 1 or false, f,
+ * 0. The one boolean parser for settings from KV and the environment and
+ * for CONSUL_HTTP_SSL-style variables. false when 's' is none of them
+ * (*out untouched). */
+bool text_parse_bool(const char *s, bool *out);
+
 #endif

@@ -11,10 +11,13 @@
 
 #include "config_file.h"
 #include "core/array.h"
+#include "core/escape.h"
 #include "config_state.h"
 #include "settings.h"
 
 #define ORIGIN_MAX 4200 /* a path, ':' and a line number */
+/* A value shown in a change line is cut past this many bytes. */
+#define CHANGE_VALUE_MAX 120
 
 static char peer_default_lb[] = "round_robin";
 static char peer_default_tag[] = "";
@@ -58,8 +61,19 @@ static enum mn_err config_apply_defaults(struct config_state *st)
 	return MN_OK;
 }
 
-struct file_ctx {
-	struct config_state *st;
+/* One leaf of the file: what the file said, where. */
+struct file_leaf {
+	char *name;
+	json_t *value;
+	char *origin;                /* "path:line" */
+};
+
+struct config_file_layer {
+	char *path;
+	bool found;                  /* false: an optional file that is not there */
+	struct file_leaf *leaves;
+	size_t n;
+	size_t alloc;
 };
 
 static bool config_file_is_map(void *ctx, const char *name)
@@ -70,56 +84,141 @@ static bool config_file_is_map(void *ctx, const char *name)
 	return def && def->type == SETTING_MAP;
 }
 
-static enum mn_err config_file_set(void *ctx, const char *name, json_t *value, const char *file,
-				   unsigned line)
+static enum mn_err config_file_keep(void *ctx, const char *name, json_t *value, const char *file,
+				    unsigned line)
 {
-	struct file_ctx *fc = ctx;
-	char origin[ORIGIN_MAX], reason[256];
-	enum mn_err err;
+	struct config_file_layer *layer = ctx;
+	struct file_leaf *leaf;
 
-	snprintf(origin, sizeof(origin), "%s:%u", file, line);
-	err = config_state_set(fc->st, name, NULL, value, CONFIG_SRC_FILE, origin, reason,
-			       sizeof(reason));
-	if (err == MN_NOMEM)
-		return err;
-	if (err == MN_NOT_FOUND) {
-		char hint[160];
-
-		if (settings_closest(name, false, hint, sizeof(hint)))
-			config_state_error(fc->st, "%s: key '%s': %s (did you mean '%s'?)", origin,
-					   name, reason, hint);
-		else
-			config_state_error(fc->st, "%s: key '%s': %s", origin, name, reason);
-	} else if (err != MN_OK) {
-		config_state_error(fc->st, "%s: key '%s': %s", origin, name, reason);
+	if (!array_reserve(&layer->leaves, &layer->alloc, layer->n, sizeof(*layer->leaves), 16)) {
+		json_decref(value);
+		return MN_NOMEM;
 	}
+	leaf = &layer->leaves[layer->n];
+	leaf->value = value;
+	leaf->name = strdup(name);
+	if (leaf->name == NULL || asprintf(&leaf->origin, "%s:%u", file, line) < 0) {
+		free(leaf->name);
+		json_decref(value);
+		return MN_NOMEM;
+	}
+	layer->n++;
 	return MN_OK;
 }
 
 static const struct config_file_ops file_ops = {
 	.is_map = config_file_is_map,
-	.set = config_file_set,
+	.set = config_file_keep,
 };
 
-static enum mn_err config_apply_file(struct config_state *st, const struct config_sources *src)
+enum mn_err config_file_layer_read(const char *path, bool optional,
+				   struct config_file_layer **out, struct buf *errors)
 {
-	struct file_ctx fc = {.st = st};
+	struct config_file_layer *layer = calloc(1, sizeof(*layer));
 	enum mn_err err;
 
-	err = config_file_read(src->file_path, &file_ops, &fc, st->errors);
-	switch (err) {
-	case MN_OK:
-		return MN_OK;
-	case MN_NOT_FOUND:
-		if (!src->file_optional)
-			config_state_error(st, "%s: cannot open: no such file", src->file_path);
-		return MN_OK;
-	case MN_CONFIG:
-		st->n_errors++;
-		return MN_OK;
-	default:
+	*out = NULL;
+	if (layer == NULL || (layer->path = strdup(path)) == NULL) {
+		free(layer);
+		return MN_NOMEM;
+	}
+	err = config_file_read(path, &file_ops, layer, errors);
+	if (err == MN_NOT_FOUND && optional) {
+		err = MN_OK;
+	} else if (err == MN_NOT_FOUND) {
+		if (errors)
+			buf_printf(errors, "%s: cannot open: no such file\n", path);
+		err = MN_CONFIG;
+	} else if (err == MN_OK) {
+		layer->found = true;
+	}
+	if (err != MN_OK) {
+		config_file_layer_free(layer);
 		return err;
 	}
+	*out = layer;
+	return MN_OK;
+}
+
+void config_file_layer_free(struct config_file_layer *layer)
+{
+	if (layer == NULL)
+		return;
+	for (size_t i = 0; i < layer->n; i++) {
+		free(layer->leaves[i].name);
+		json_decref(layer->leaves[i].value);
+		free(layer->leaves[i].origin);
+	}
+	free(layer->leaves);
+	free(layer->path);
+	free(layer);
+}
+
+const char *config_file_layer_path(const struct config_file_layer *layer)
+{
+	return layer->path;
+}
+
+bool config_file_layer_found(const struct config_file_layer *layer)
+{
+	return layer->found;
+}
+
+size_t config_file_layer_count(const struct config_file_layer *layer)
+{
+	return layer->n;
+}
+
+/* The leaves of the file into the state. An unknown key is a warning: a
+ * file written for a newer node, or with a typo, still starts this one, and
+ * the warning names the setting most likely meant. A known key with a bad
+ * value is an error. */
+static enum mn_err config_file_replay(struct config_state *st,
+				      const struct config_file_layer *layer)
+{
+	char reason[256], hint[160];
+	enum mn_err err;
+
+	for (size_t i = 0; i < layer->n; i++) {
+		const struct file_leaf *leaf = &layer->leaves[i];
+		json_t *value = json_deep_copy(leaf->value);
+
+		if (value == NULL)
+			return MN_NOMEM;
+		err = config_state_set(st, leaf->name, NULL, value, CONFIG_SRC_FILE, leaf->origin,
+				       reason, sizeof(reason));
+		if (err == MN_NOMEM)
+			return err;
+		if (err == MN_NOT_FOUND && settings_closest(leaf->name, false, hint, sizeof(hint)))
+			config_state_warning(st, "%s: key '%s': %s, ignored (did you mean '%s'?)",
+					     leaf->origin, leaf->name, reason, hint);
+		else if (err == MN_NOT_FOUND)
+			config_state_warning(st, "%s: key '%s': %s, ignored", leaf->origin,
+					     leaf->name, reason);
+		else if (err != MN_OK)
+			config_state_error(st, "%s: key '%s': %s", leaf->origin, leaf->name, reason);
+	}
+	return MN_OK;
+}
+
+/* The file layer of 'src': the one given, or 'path' read now. */
+static enum mn_err config_apply_file(struct config_state *st, const struct config_sources *src)
+{
+	struct config_file_layer *layer = NULL;
+	enum mn_err err;
+
+	if (src->file)
+		return config_file_replay(st, src->file);
+	err = config_file_layer_read(src->file_path, src->file_optional, &layer, st->errors);
+	if (err == MN_CONFIG) {
+		st->n_errors++;
+		return MN_OK;
+	}
+	if (err != MN_OK)
+		return err;
+	err = config_file_replay(st, layer);
+	config_file_layer_free(layer);
+	return err;
 }
 
 /* Sets a derived default through the same path as any value, so a derived
@@ -524,7 +623,7 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 	config_state_init(&st, errors, warnings);
 	st.running = src->running;
 	err = config_apply_defaults(&st);
-	if (err == MN_OK && src->file_path)
+	if (err == MN_OK && (src->file || src->file_path))
 		err = config_apply_file(&st, src);
 	if (err == MN_OK)
 		err = config_env_apply(&st, src->environ);
@@ -556,6 +655,7 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 	if (err == MN_OK) {
 		(*out)->pending_restart = pending;
 		(*out)->n_pending_restart = n_pending;
+		(*out)->n_warnings = st.n_warnings;
 		pending = NULL;
 		n_pending = 0;
 	}
@@ -680,4 +780,92 @@ bool config_has_module(const struct config *cfg, const char *module)
 		if (strcmp(cfg->service_modules[i], module) == 0)
 			return true;
 	return false;
+}
+
+/* One side of a change line: "<redacted>" for a secret, a string as it is
+ * (escaped), anything else as compact JSON; cut past CHANGE_VALUE_MAX. */
+static void change_value(struct buf *out, const struct config_entry *e)
+{
+	char *text = NULL;
+	const char *s;
+	size_t len;
+
+	if (e == NULL) {
+		buf_puts(out, "(unset)");
+		return;
+	}
+	if (e->secret) {
+		s = json_string_value(e->value);
+		buf_puts(out, s && *s ? "<redacted>" : "\"\"");
+		return;
+	}
+	if (json_is_string(e->value)) {
+		s = json_string_value(e->value);
+		len = json_string_length(e->value);
+		if (len == 0) {
+			buf_puts(out, "\"\"");
+			return;
+		}
+	} else {
+		text = json_dumps(e->value, JSON_COMPACT | JSON_ENCODE_ANY);
+		s = text ? text : "?";
+		len = strlen(s);
+	}
+	escape_buf(out, s, len < CHANGE_VALUE_MAX ? len : CHANGE_VALUE_MAX, ESCAPE_TEXT);
+	if (len > CHANGE_VALUE_MAX)
+		buf_puts(out, "...");
+	free(text);
+}
+
+/* A setting that appears or goes away at its default (a new peer's other
+ * settings) is not a change anyone made: only the ones set are shown. */
+static bool entry_changed(const struct config_entry *a, const struct config_entry *b)
+{
+	if (a == NULL)
+		return b->source != CONFIG_SRC_DEFAULT;
+	if (b == NULL)
+		return a->source != CONFIG_SRC_DEFAULT;
+	return !json_equal(a->value, b->value);
+}
+
+size_t config_changes(const struct config *old, const struct config *next, struct buf *out,
+		      size_t max_lines)
+{
+	size_t i = 0, j = 0, changed = 0;
+
+	while (i < old->n_entries || j < next->n_entries) {
+		const struct config_entry *a = i < old->n_entries ? &old->entries[i] : NULL;
+		const struct config_entry *b = j < next->n_entries ? &next->entries[j] : NULL;
+		int c = a == NULL ? 1 : b == NULL ? -1 : strcmp(a->name, b->name);
+
+		if (c < 0)
+			b = NULL;
+		else if (c > 0)
+			a = NULL;
+		i += c <= 0;
+		j += c >= 0;
+		if (!entry_changed(a, b))
+			continue;
+		if (changed++ >= max_lines)
+			continue;
+		escape_buf(out, (a ? a : b)->name, strlen((a ? a : b)->name), ESCAPE_TEXT);
+		buf_puts(out, ": ");
+		change_value(out, a);
+		buf_puts(out, " -> ");
+		change_value(out, b);
+		buf_printf(out, " (%s)\n", b ? config_source_name(b->source) : "removed");
+	}
+	if (changed > max_lines)
+		buf_printf(out, "%zu more settings changed\n", changed - max_lines);
+	return changed;
+}
+
+json_t *config_document(const struct config *cfg)
+{
+	json_t *pending = json_array();
+
+	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
+		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
+	return json_pack("{s:o, s:I, s:o}", "settings", config_to_json(cfg), "kv_index",
+			 (json_int_t)cfg->kv_index, "pending_restart", pending);
 }

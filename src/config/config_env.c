@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
+
 #define ENV_PREFIX      "MESHNODE_"
 #define TOKEN_FILE_VAR  "CONSUL_HTTP_TOKEN_FILE"
 #define TOKEN_FILE_CAP  (64 * 1024)
@@ -23,18 +25,6 @@ static const struct {
 	{"CONSUL_HTTP_ADDR", "consul.address"},
 	{"CONSUL_HTTP_TOKEN", "consul.token"},
 };
-
-/* The value of the last "var=" entry, NULL when absent. */
-static const char *env_get(char *const *environ, const char *var)
-{
-	size_t n = strlen(var);
-	const char *found = NULL;
-
-	for (char *const *e = environ; *e; e++)
-		if (strncmp(*e, var, n) == 0 && (*e)[n] == '=')
-			found = *e + n + 1;
-	return found;
-}
 
 static enum mn_err env_set(struct config_state *st, const char *var, const char *name,
 			   const char *text)

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/json_depth.h"
+#include "core/text.h"
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
@@ -352,6 +353,7 @@ json_t *settings_parse_text(const struct setting_def *def, const char *text, cha
 	const char *p = text;
 	json_t *v = NULL;
 	long long n;
+	bool b;
 
 	switch (def->type) {
 	case SETTING_STRING:
@@ -362,13 +364,8 @@ json_t *settings_parse_text(const struct setting_def *def, const char *text, cha
 			v = json_integer(n);
 		break;
 	case SETTING_BOOL:
-		while (isspace((unsigned char)*p))
-			p++;
-		if (strncasecmp(p, "true", 4) == 0 && strspn(p + 4, " \t\r\n") == strlen(p + 4))
-			v = json_true();
-		else if (strncasecmp(p, "false", 5) == 0 &&
-			 strspn(p + 5, " \t\r\n") == strlen(p + 5))
-			v = json_false();
+		if (text_parse_bool(text, &b))
+			v = json_boolean(b);
 		break;
 	case SETTING_LIST:
 		while (isspace((unsigned char)*p))

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/escape.h"
 
 struct consul {
@@ -93,6 +94,25 @@ out_nomem:
 	consul_destroy(c);
 	mn_error(err, errlen, MN_NOMEM, "out of memory");
 	return NULL;
+}
+
+struct consul *consul_create_env(const char *address, const char *token, char *const *env,
+				 char *err, size_t errlen)
+{
+	char https[512];
+	struct consul_opts opts = {
+		.address = address,
+		.token = token,
+		.tls = {env_get(env, "CONSUL_CACERT"), env_get(env, "CONSUL_CLIENT_CERT"),
+			env_get(env, "CONSUL_CLIENT_KEY"), !env_bool(env, "CONSUL_HTTP_SSL_VERIFY", true)},
+		.server_name = env_get(env, "CONSUL_TLS_SERVER_NAME"),
+	};
+
+	if (env_bool(env, "CONSUL_HTTP_SSL", false) && strncmp(address, "http://", 7) == 0) {
+		snprintf(https, sizeof(https), "https://%s", address + 7);
+		opts.address = https;
+	}
+	return consul_create(&opts, err, errlen);
 }
 
 void consul_destroy(struct consul *c)

@@ -1,5 +1,7 @@
 #include "core/text.h"
 
+#include <string.h>
+
 /* Written out rather than <ctype.h>: the answer must not depend on the
  * locale. */
 static bool ascii_space(unsigned char c)
@@ -65,4 +67,23 @@ int text_hex_value(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+bool text_parse_bool(const char *s, bool *out)
+{
+	static const char *const words[] = {"false", "f", "0", "true", "t", "1"};
+	size_t len = strlen(s), i, k;
+
+	text_trim(&s, &len);
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strlen(words[i]) != len)
+			continue;
+		for (k = 0; k < len && ascii_lower((unsigned char)s[k]) == (unsigned char)words[i][k]; k++)
+			;
+		if (k == len) {
+			*out = i >= 3;
+			return true;
+		}
+	}
+	return false;
 }

@@ -329,6 +329,19 @@ static void file_error_case(struct fixture *f, const char *text, int line, const
 	load_fails_with(f, &src, want);
 }
 
+/* Loads 'text' expecting success and exactly one warning line: 'rest'
+ * after "<file>:<line>: ". */
+static void file_warning_case(struct fixture *f, const char *text, int line, const char *rest)
+{
+	struct config_sources src = {0};
+	char want[512];
+
+	src.file_path = write_file(f, "odd.cfg", text);
+	snprintf(want, sizeof(want), "%s:%d: %s\n", src.file_path, line, rest);
+	load_ok(f, &src);
+	assert_string_equal(warnings_text(f), want);
+}
+
 static void test_file_type_mismatch(void **state)
 {
 	file_error_case(*state, "\nserver = {\n  threads = \"many\";\n};\n",
@@ -347,22 +360,29 @@ static void test_file_unknown_enum(void **state)
 			2, "key 'log.level': expected one of debug, info, warn, error");
 }
 
+/* An unknown key is a warning: the node starts with the rest of the file
+ * (one written for a newer node, or with a typo the warning points at). */
 static void test_file_unknown_key(void **state)
 {
-	file_error_case(*state, "server = { threads = 8; treads = 8; };\n",
-			1, "key 'server.treads': unknown setting (did you mean 'server.threads'?)");
+	struct fixture *f = *state;
+
+	file_warning_case(f, "server = { threads = 8; treads = 9; };\n", 1,
+			  "key 'server.treads': unknown setting, ignored (did you mean "
+			  "'server.threads'?)");
+	assert_int_equal(f->cfg->threads, 8);
 }
 
 /* A typo gets the setting it most likely meant (a peer's too); a name far
  * from any, none. */
 static void test_unknown_names_get_the_closest_setting(void **state)
 {
-	file_error_case(*state, "consul = { adress = \"http://127.0.0.1:8500\"; };\n", 1,
-			"key 'consul.adress': unknown setting (did you mean 'consul.address'?)");
-	file_error_case(*state, "peers = { users = { timout_ms = 1; }; };\n", 1,
-			"key 'peers.users.timout_ms': unknown setting (did you mean "
-			"'peers.users.timeout_ms'?)");
-	file_error_case(*state, "colour = 1;\n", 1, "key 'colour': unknown setting");
+	file_warning_case(*state, "consul = { adress = \"http://127.0.0.1:8500\"; };\n", 1,
+			  "key 'consul.adress': unknown setting, ignored (did you mean "
+			  "'consul.address'?)");
+	file_warning_case(*state, "peers = { users = { timout_ms = 1; }; };\n", 1,
+			  "key 'peers.users.timout_ms': unknown setting, ignored (did you mean "
+			  "'peers.users.timeout_ms'?)");
+	file_warning_case(*state, "colour = 1;\n", 1, "key 'colour': unknown setting, ignored");
 }
 
 static void test_env_typo_named(void **state)
@@ -378,6 +398,85 @@ static void test_env_typo_named(void **state)
 			    "(did you mean 'MESHNODE_SERVER_THREADS'?)\n"
 			    "environment variable 'MESHNODE_NO_SUCH_THING': unknown setting, "
 			    "ignored\n");
+}
+
+/* What a reload logs: one line per changed setting with its new source,
+ * secrets redacted, a removed setting, and a cap on the lines. */
+static void test_changes_one_line_per_setting(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"CONSUL_HTTP_TOKEN=old-secret-1", NULL};
+	const char *env2[] = {"CONSUL_HTTP_TOKEN=new-secret-2", NULL};
+	struct config_kv_pair kv[] = {
+		{"config/users/log/level", "debug"},
+		{"config/users/features/beta", "true"},
+		{"config/users/peers/users/timeout_ms", "2000"},
+	};
+	struct config *old;
+	struct buf out;
+
+	buf_init(&out, 1 << 16);
+	src.environ = (char *const *)env;
+	src.kv = kv;
+	src.n_kv = 2;
+	load_ok(f, &src);
+	old = f->cfg;
+	f->cfg = NULL;
+	src.environ = (char *const *)env2;
+	kv[0].value = "warn";
+	kv[1] = kv[2];
+	load_ok(f, &src);
+	assert_int_equal(config_changes(old, f->cfg, &out, 50), 4);
+	assert_string_equal(out.data,
+			    "consul.token: <redacted> -> <redacted> (env)\n"
+			    "features.beta: true -> (unset) (removed)\n"
+			    "log.level: debug -> warn (kv)\n"
+			    "peers.users.timeout_ms: (unset) -> 2000 (kv)\n");
+	assert_null(strstr(out.data, "secret"));
+	buf_reset(&out);
+	assert_int_equal(config_changes(old, f->cfg, &out, 2), 4);
+	assert_string_equal(out.data,
+			    "consul.token: <redacted> -> <redacted> (env)\n"
+			    "features.beta: true -> (unset) (removed)\n"
+			    "2 more settings changed\n");
+	buf_reset(&out);
+	assert_int_equal(config_changes(f->cfg, f->cfg, &out, 50), 0);
+	assert_int_equal(out.len, 0);
+	buf_release(&out);
+	config_destroy(old);
+}
+
+/* A reload from the file as last loaded: the file on disk may be broken
+ * meanwhile, the layer still gives what it held. */
+static void test_file_layer_kept(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	struct config_file_layer *layer = NULL;
+	const char *path = write_file(f, "layer.cfg", "server = { threads = 12; };\n");
+	struct buf errors;
+
+	buf_init(&errors, 4096);
+	assert_int_equal(config_file_layer_read(path, false, &layer, &errors), MN_OK);
+	assert_true(config_file_layer_found(layer));
+	assert_int_equal(config_file_layer_count(layer), 1);
+	write_file(f, "layer.cfg", "server = { threads = = 12; };\n");
+	src.file = layer;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->threads, 12);
+	/* and the broken file is refused when read again */
+	config_file_layer_free(layer);
+	layer = NULL;
+	assert_int_equal(config_file_layer_read(path, false, &layer, &errors), MN_CONFIG);
+	assert_null(layer);
+	assert_non_null(strstr(errors.data, "syntax error in 'server = { threads = = 12; };'"));
+	/* an optional file that is not there is an empty layer */
+	assert_int_equal(config_file_layer_read("/nonexistent/x.cfg", true, &layer, &errors),
+			 MN_OK);
+	assert_false(config_file_layer_found(layer));
+	config_file_layer_free(layer);
+	buf_release(&errors);
 }
 
 static void test_file_syntax_error(void **state)
@@ -553,11 +652,11 @@ static void test_file_and_env_errors_together(void **state)
 	struct config_sources src = {0};
 	const char *env[] = {"MESHNODE_SERVER_THREADS=0", NULL};
 
-	src.file_path = write_file(f, "a.cfg", "nope = 1;\n");
+	src.file_path = write_file(f, "a.cfg", "server = { threads = \"x\"; };\n");
 	src.environ = (char *const *)env;
 	assert_int_equal(load(f, &src), MN_CONFIG);
 	assert_int_equal(count_lines(errors_text(f)), 2);
-	assert_non_null(strstr(errors_text(f), ":1: key 'nope': unknown setting\n"));
+	assert_non_null(strstr(errors_text(f), ":1: key 'server.threads': expected"));
 	assert_non_null(strstr(errors_text(f), "'MESHNODE_SERVER_THREADS': expected"));
 }
 
@@ -894,13 +993,13 @@ static void test_long_peer_name(void **state)
 		 k2, k3);
 	assert_string_equal(warnings_text(f), text);
 
-	/* in the file, a clear error rather than an internal one */
+	/* in the file, a clear warning rather than an internal error */
 	snprintf(text, sizeof(text), "peers = { %s = { lb = \"random\"; }; };\n", huge);
 	src = (struct config_sources){.file_path = write_file(f, "long.cfg", text)};
 	err = load(f, &src);
-	assert_int_equal(err, MN_CONFIG);
-	snprintf(text, sizeof(text), "key 'peers.%s.lb': unknown setting\n", huge);
-	assert_non_null(strstr(errors_text(f), text));
+	assert_int_equal(err, MN_OK);
+	snprintf(text, sizeof(text), "key 'peers.%s.lb': unknown setting, ignored\n", huge);
+	assert_non_null(strstr(warnings_text(f), text));
 }
 
 static void test_lists_and_maps_from_text(void **state)
@@ -1522,6 +1621,8 @@ int main(void)
 		T(test_peer_lookup_by_name),
 		T(test_unknown_names_get_the_closest_setting),
 		T(test_env_typo_named),
+		T(test_changes_one_line_per_setting),
+		T(test_file_layer_kept),
 		T(test_to_json),
 		T(test_shipped_config_equals_defaults),
 		T(test_reload_pins_static_settings),

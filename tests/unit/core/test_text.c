@@ -82,12 +82,36 @@ static void test_equal_nocase(void **state)
 	assert_false(text_equal_nocase("[", "{"));
 }
 
+/* One boolean parser: what Consul's tools accept, any case, trimmed. */
+static void test_parse_bool(void **state)
+{
+	static const char *const yes[] = {"true", "TRUE", "True", "t", "T", "1", " true\n"};
+	static const char *const no[] = {"false", "FALSE", "f", "F", "0", "\tfalse "};
+	static const char *const neither[] = {"", "yes", "no", "on", "2", "tru", "true1", "-1"};
+	bool b;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		b = false;
+		assert_true(text_parse_bool(yes[i], &b));
+		assert_true(b);
+	}
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		b = true;
+		assert_true(text_parse_bool(no[i], &b));
+		assert_false(b);
+	}
+	for (size_t i = 0; i < sizeof(neither) / sizeof(neither[0]); i++)
+		assert_false(text_parse_bool(neither[i], &b));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_find_control),
 		cmocka_unit_test(test_trim),
 		cmocka_unit_test(test_equal_nocase),
+		cmocka_unit_test(test_parse_bool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
