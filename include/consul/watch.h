@@ -76,10 +76,6 @@ void watch_stop(struct watch *w);
  * when the agent answers again). */
 uint64_t watch_stale_ms(struct watch *w);
 
-/* Asks for an immediate fresh read (SIGHUP): the next call goes out with
- * index 0 and its answer is delivered even if unchanged. */
-void watch_refresh(struct watch *w);
-
 /* ---- the rules, pure ------------------------------------------------- */
 
 /* The index to send next, given the one sent last ('sent', 0 for the first
@@ -112,7 +108,6 @@ struct watch_state {
 	uint64_t last_index;      /* index of the last delivered answer */
 	uint64_t last_hash;       /* body hash of the last delivered answer */
 	bool delivered;           /* something was delivered */
-	bool force;               /* deliver the next answer even if unchanged */
 	uint64_t next_start;      /* no call starts before this time */
 	uint64_t min_interval_ms;
 	struct backoff backoff;
@@ -149,8 +144,5 @@ void watch_state_too_large(struct watch_state *s, uint64_t index);
  * read, so the first write after an agent restart is seen at once) and the
  * next call waits a backoff delay, which is returned. */
 uint64_t watch_state_failed(struct watch_state *s, uint64_t now);
-
-/* SIGHUP: the next call is a plain read and its answer is delivered. */
-void watch_state_refresh(struct watch_state *s);
 
 #endif

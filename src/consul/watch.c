@@ -83,8 +83,7 @@ uint64_t watch_state_start(struct watch_state *s, uint64_t now)
 
 bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash)
 {
-	bool deliver = s->force || watch_is_change(!s->delivered, s->last_index, s->last_hash,
-						     index, hash);
+	bool deliver = watch_is_change(!s->delivered, s->last_index, s->last_hash, index, hash);
 
 	s->sent = watch_next_index(s->sent, index);
 	backoff_reset(&s->backoff);
@@ -92,7 +91,6 @@ bool watch_state_answer(struct watch_state *s, uint64_t index, uint64_t hash)
 		s->last_index = index;
 		s->last_hash = hash;
 		s->delivered = true;
-		s->force = false;
 	}
 	return deliver;
 }
@@ -116,12 +114,6 @@ uint64_t watch_state_failed(struct watch_state *s, uint64_t now)
 	return delay;
 }
 
-void watch_state_refresh(struct watch_state *s)
-{
-	s->sent = 0;
-	s->force = true;
-}
-
 /* ---- the thread ------------------------------------------------------- */
 
 struct watch {
@@ -135,25 +127,23 @@ struct watch {
 	void *ctx;
 	const struct mn_clock *clock;
 	struct watch_state state;  /* under lock */
-	bool refresh;              /* under lock */
 	enum mn_err failing;       /* under lock: the last call's error, MN_OK
 				      while the agent answers */
 	uint64_t last_answer;      /* under lock: when the last complete, successful
 				      answer arrived (the start before the first) */
 	atomic_bool stopping;
-	atomic_bool interrupt;     /* cancels the call in flight: stop or refresh */
+	atomic_bool interrupt;     /* cancels the call in flight on stop */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;       /* signalled on stop and refresh */
+	pthread_cond_t cond;       /* signalled on stop */
 	pthread_t thread;
 };
 
-/* Waits until 'ms' passed, the watch stops or a refresh is asked for.
- * Called with the lock held. */
+/* Waits until 'ms' passed or the watch stops. Called with the lock held. */
 static void wait_locked(struct watch *w, uint64_t ms)
 {
 	struct timespec ts = clock_deadline_ms(ms);
 
-	while (!atomic_load(&w->stopping) && !w->refresh)
+	while (!atomic_load(&w->stopping))
 		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
 			break;
 }
@@ -226,12 +216,7 @@ static void *watch_main(void *arg)
 
 		if (delay) {
 			wait_locked(w, delay);
-			if (!w->refresh)
-				continue;
-		}
-		if (w->refresh) {
-			w->refresh = false;
-			watch_state_refresh(&w->state);
+			continue;
 		}
 		atomic_store(&w->interrupt, false);
 		index = watch_state_start(&w->state, clock_now(w->clock));
@@ -239,8 +224,7 @@ static void *watch_main(void *arg)
 
 		e = watch_call(w, h, index, &res, err, sizeof(err));
 		if (atomic_load(&w->interrupt)) {
-			/* Stopped, or a refresh cut the blocked call short: the
-			 * loop starts over with the fresh read. */
+			/* Stopped: the blocked call was cut short. */
 			pthread_mutex_lock(&w->lock);
 			continue;
 		}
@@ -276,7 +260,7 @@ static void *watch_main(void *arg)
 		}
 		pthread_mutex_unlock(&w->lock);
 
-		/* Callbacks run without the lock, so they may call watch_refresh. */
+		/* Callbacks run without the lock. */
 		if (e != MN_OK && w->on_error)
 			w->on_error(w->ctx, e, err);
 		if (deliver)
@@ -362,15 +346,4 @@ uint64_t watch_stale_ms(struct watch *w)
 	stale = now > w->last_answer ? now - w->last_answer : 0;
 	pthread_mutex_unlock(&w->lock);
 	return stale;
-}
-
-void watch_refresh(struct watch *w)
-{
-	if (w == NULL)
-		return;
-	pthread_mutex_lock(&w->lock);
-	w->refresh = true;
-	atomic_store(&w->interrupt, true);
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
 }

@@ -169,25 +169,6 @@ static void test_hot_key_is_rate_limited(void **state)
 	assert_int_equal(delivered, calls);
 }
 
-static void test_refresh_delivers_unchanged(void **state)
-{
-	struct fixture_answer first;
-	struct watch_state s;
-	(void)state;
-
-	fixture_answer_load(&first, "consul/watch/1_first.http");
-	watch_state_init(&s, 100, 250, 30000, 5);
-	watch_state_start(&s, 0);
-	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
-	watch_state_refresh(&s);
-	assert_int_equal(watch_state_start(&s, 200), 0);
-	assert_true(watch_state_answer(&s, first.index, hash_of(&first)));
-	/* and only once */
-	assert_int_equal(watch_state_start(&s, 400), 14);
-	assert_false(watch_state_answer(&s, first.index, hash_of(&first)));
-	fixture_answer_free(&first);
-}
-
 /* A prefix whose keys were all deleted answers 404 with an index and no
  * body; the watch treats it as an answer (hash of "" marked not-found) and
  * delivers it once. */
@@ -551,7 +532,6 @@ int main(void)
 		cmocka_unit_test(test_real_agent_sequence),
 		cmocka_unit_test(test_error_resets_index_and_backs_off),
 		cmocka_unit_test(test_hot_key_is_rate_limited),
-		cmocka_unit_test(test_refresh_delivers_unchanged),
 		cmocka_unit_test(test_missing_prefix_is_an_answer),
 		cmocka_unit_test(test_resume_from_a_read),
 		cmocka_unit_test(test_too_large_is_an_answer_at_its_index),
