@@ -30,13 +30,19 @@ LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm
 SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libmeshnode.a
+# Two binaries from the same library, differing only in the configuration
+# file read when no -c is given (compiled into main.c): build/meshnode,
+# run from the source tree, reads config/meshnode.cfg; the one `make
+# install` copies reads $(SYSCONFDIR)/meshnode/meshnode.cfg.
 BIN        := $(BUILD)/meshnode
+INSTALL_BIN := $(BUILD)/install/meshnode
+CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit-build run demo bench install clean format
-all: $(BIN)
+.PHONY: all deps test unit-build run demo bench install clean format FORCE
+all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -47,7 +53,24 @@ $(LIB): $(OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
+$(BUILD)/obj/src/main.o: CPPFLAGS += -DMESHNODE_DEFAULT_CONFIG='"config/meshnode.cfg"'
+
 $(BIN): $(BUILD)/obj/src/main.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The installed binary's main.o depends on a file holding the path compiled
+# into it, rewritten only when that path changes: `make install` with
+# another PREFIX or SYSCONFDIR than the last build compiles main.c again
+# (and nothing else) instead of installing a binary that looks elsewhere.
+$(BUILD)/install/config-file: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CONFIG_FILE)' | cmp -s - $@ || echo '$(CONFIG_FILE)' >$@
+
+$(BUILD)/install/main.o: src/main.c $(BUILD)/install/config-file
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DMESHNODE_DEFAULT_CONFIG='"$(CONFIG_FILE)"' $(CFLAGS) -c $< -o $@
+
+$(INSTALL_BIN): $(BUILD)/install/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
@@ -77,9 +100,9 @@ bench: deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
-install: $(BIN)
+install: $(INSTALL_BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/meshnode
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
 	install -m 0644 config/meshnode.cfg $(DESTDIR)$(SYSCONFDIR)/meshnode/meshnode.cfg
 
 format:
@@ -90,4 +113,4 @@ clean:
 
 include tests/fuzz/fuzz.mk
 
--include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(UNIT_BIN:=.d)
+-include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d)
