@@ -1,12 +1,18 @@
 # meshnode build. `make` builds build/meshnode; `make test` installs what is
 # missing, builds and runs every suite; SANITIZE=address,undefined builds and
-# tests with sanitizers in build/san/.
+# tests with sanitizers in build/san/. `make install` / `make uninstall`
+# honour PREFIX, BINDIR, SYSCONFDIR, UNITDIR and DESTDIR.
 
 VERSION    := 0.1.0
 CC         ?= cc
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
 SYSCONFDIR ?= $(PREFIX)/etc
+# systemd reads system units from /usr/local/lib/systemd/system and
+# /usr/lib/systemd/system, so the unit follows PREFIX for both; with another
+# PREFIX (/opt/meshnode) give UNITDIR=/etc/systemd/system.
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SANITIZE   ?=
 WERROR     ?= -Werror
 
@@ -41,7 +47,7 @@ CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit-build run demo bench install clean format FORCE
+.PHONY: all deps test unit-build run demo bench install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -100,10 +106,33 @@ bench: deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
+# The binary, the example configuration (only where there is none: an
+# operator's file is never overwritten) and the systemd unit with the
+# binary's path. Nothing is started or enabled: see README.md.
 install: $(INSTALL_BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/meshnode
-	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
-	install -m 0644 config/meshnode.cfg $(DESTDIR)$(SYSCONFDIR)/meshnode/meshnode.cfg
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)'
+	install -m 0755 $(INSTALL_BIN) '$(DESTDIR)$(BINDIR)/meshnode'
+	@if [ -e '$(DESTDIR)$(CONFIG_FILE)' ]; then \
+		echo 'kept $(DESTDIR)$(CONFIG_FILE) (config/meshnode.cfg is the example)'; \
+	else \
+		echo "install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'"; \
+		install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; \
+	fi
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/meshnode.service >'$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
+	mv -f '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp' '$(DESTDIR)$(UNITDIR)/meshnode.service'
+
+# Removes the binary and the unit. The configuration goes only when it is
+# still the example as shipped; an edited one stays, and is named.
+uninstall:
+	rm -f '$(DESTDIR)$(BINDIR)/meshnode' '$(DESTDIR)$(UNITDIR)/meshnode.service'
+	@if cmp -s config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; then \
+		echo "rm -f '$(DESTDIR)$(CONFIG_FILE)'"; \
+		rm -f '$(DESTDIR)$(CONFIG_FILE)'; \
+		rmdir '$(DESTDIR)$(SYSCONFDIR)/meshnode' 2>/dev/null || true; \
+	elif [ -e '$(DESTDIR)$(CONFIG_FILE)' ]; then \
+		echo 'kept $(DESTDIR)$(CONFIG_FILE): it differs from the example (edited)'; \
+	fi
 
 format:
 	clang-format -i $(shell find src include tests/unit -name '*.[ch]')
