@@ -118,7 +118,8 @@ install: $(INSTALL_BIN)
 		echo "install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'"; \
 		install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; \
 	fi
-	sed 's|@BINDIR@|$(BINDIR)|g' packaging/meshnode.service >'$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		packaging/meshnode.service >'$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
 	chmod 0644 '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
 	mv -f '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp' '$(DESTDIR)$(UNITDIR)/meshnode.service'
 
