@@ -1,12 +1,18 @@
 # meshnode build. `make` builds build/meshnode; `make test` installs what is
 # missing, builds and runs every suite; SANITIZE=address,undefined builds and
-# tests with sanitizers in build/san/.
+# tests with sanitizers in build/san/. `make install` / `make uninstall`
+# honour PREFIX, BINDIR, SYSCONFDIR, UNITDIR and DESTDIR.
 
 VERSION    := 0.1.0
 CC         ?= cc
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
 SYSCONFDIR ?= $(PREFIX)/etc
+# systemd reads system units from /usr/local/lib/systemd/system and
+# /usr/lib/systemd/system, so the unit follows PREFIX for both; with another
+# PREFIX (/opt/meshnode) give UNITDIR=/etc/systemd/system.
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SANITIZE   ?=
 WERROR     ?= -Werror
 
@@ -30,13 +36,19 @@ LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm
 SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libmeshnode.a
+# Two binaries from the same library, differing only in the configuration
+# file read when no -c is given (compiled into main.c): build/meshnode,
+# run from the source tree, reads config/meshnode.cfg; the one `make
+# install` copies reads $(SYSCONFDIR)/meshnode/meshnode.cfg.
 BIN        := $(BUILD)/meshnode
+INSTALL_BIN := $(BUILD)/install/meshnode
+CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit-build run demo bench install clean format
-all: $(BIN)
+.PHONY: all deps test unit-build run demo bench install uninstall clean format FORCE
+all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -47,7 +59,24 @@ $(LIB): $(OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
+$(BUILD)/obj/src/main.o: CPPFLAGS += -DMESHNODE_DEFAULT_CONFIG='"config/meshnode.cfg"'
+
 $(BIN): $(BUILD)/obj/src/main.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The installed binary's main.o depends on a file holding the path compiled
+# into it, rewritten only when that path changes: `make install` with
+# another PREFIX or SYSCONFDIR than the last build compiles main.c again
+# (and nothing else) instead of installing a binary that looks elsewhere.
+$(BUILD)/install/config-file: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CONFIG_FILE)' | cmp -s - $@ || echo '$(CONFIG_FILE)' >$@
+
+$(BUILD)/install/main.o: src/main.c $(BUILD)/install/config-file
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DMESHNODE_DEFAULT_CONFIG='"$(CONFIG_FILE)"' $(CFLAGS) -c $< -o $@
+
+$(INSTALL_BIN): $(BUILD)/install/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
@@ -77,10 +106,34 @@ bench: deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
-install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/meshnode
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/meshnode
-	install -m 0644 config/meshnode.cfg $(DESTDIR)$(SYSCONFDIR)/meshnode/meshnode.cfg
+# The binary, the example configuration (only where there is none: an
+# operator's file is never overwritten) and the systemd unit with the
+# binary's path. Nothing is started or enabled: see README.md.
+install: $(INSTALL_BIN)
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)'
+	install -m 0755 $(INSTALL_BIN) '$(DESTDIR)$(BINDIR)/meshnode'
+	@if [ -e '$(DESTDIR)$(CONFIG_FILE)' ]; then \
+		echo 'kept $(DESTDIR)$(CONFIG_FILE) (config/meshnode.cfg is the example)'; \
+	else \
+		echo "install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'"; \
+		install -m 0644 config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; \
+	fi
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		packaging/meshnode.service >'$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
+	mv -f '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp' '$(DESTDIR)$(UNITDIR)/meshnode.service'
+
+# Removes the binary and the unit. The configuration goes only when it is
+# still the example as shipped; an edited one stays, and is named.
+uninstall:
+	rm -f '$(DESTDIR)$(BINDIR)/meshnode' '$(DESTDIR)$(UNITDIR)/meshnode.service'
+	@if cmp -s config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; then \
+		echo "rm -f '$(DESTDIR)$(CONFIG_FILE)'"; \
+		rm -f '$(DESTDIR)$(CONFIG_FILE)'; \
+		rmdir '$(DESTDIR)$(SYSCONFDIR)/meshnode' 2>/dev/null || true; \
+	elif [ -e '$(DESTDIR)$(CONFIG_FILE)' ]; then \
+		echo 'kept $(DESTDIR)$(CONFIG_FILE): it differs from the example (edited)'; \
+	fi
 
 format:
 	clang-format -i $(shell find src include tests/unit -name '*.[ch]')
@@ -90,4 +143,4 @@ clean:
 
 include tests/fuzz/fuzz.mk
 
--include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(UNIT_BIN:=.d)
+-include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d)

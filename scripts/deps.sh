@@ -15,9 +15,14 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 deps="$top/.deps"
+# systemd: for systemd-analyze, which checks packaging/meshnode.service in
+# the tests. A Debian 12 host has it already (it is init); in a chroot or a
+# container it installs the tools and starts nothing: its maintainer scripts
+# call systemctl only when systemd runs, and it does not become init (that is
+# systemd-sysv, not installed).
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates openssl python3)
+      ca-certificates openssl python3 systemd)
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;

@@ -712,19 +712,26 @@ int app_run(const struct app_opts *opts)
 		 app.cfg->service_port, app.cfg->threads);
 
 	service_setup(&app);
-	app.registrar = registrar_start(app.consul, &app.service, REGISTER_BACKOFF_BASE_MS,
-					REGISTER_BACKOFF_CAP_MS);
-	if (app.registrar == NULL) {
-		log_error("consul", "cannot start the registration thread");
-		goto out_stop_server;
+	if (app.cfg->consul_register) {
+		app.registrar = registrar_start(app.consul, &app.service,
+						REGISTER_BACKOFF_BASE_MS, REGISTER_BACKOFF_CAP_MS);
+		if (app.registrar == NULL) {
+			log_error("consul", "cannot start the registration thread");
+			goto out_stop_server;
+		}
+	} else {
+		log_info("consul", "consul.register is false: the agent's configuration "
+			 "registers '%s'; this node neither registers nor deregisters it",
+			 app.cfg->service_id);
 	}
-	if (app.cfg->maintenance)
+	if (app.cfg->maintenance && app.registrar)
 		registrar_set_maintenance(app.registrar, true);
 	if (config_live_follow(app.live, app.consul) != MN_OK) {
 		log_error("config", "cannot start the consul kv watches");
 		goto out_stop_server;
 	}
-	if (app.cfg->consul_required && !registrar_wait(app.registrar, REQUIRED_REGISTRATION_MS)) {
+	if (app.cfg->consul_required && app.registrar &&
+	    !registrar_wait(app.registrar, REQUIRED_REGISTRATION_MS)) {
 		log_error("consul", "consul.required is set and the agent at %s did not accept the registration",
 			  app.cfg->consul_address);
 		goto out_stop_server;

@@ -9,7 +9,14 @@
 
 extern char **environ;
 
-#define DEFAULT_CONFIG "config/meshnode.cfg"
+/* The file read when no -c is given (a missing one is fine), compiled in by
+ * the Makefile: config/meshnode.cfg for build/meshnode, run from the source
+ * tree; $(SYSCONFDIR)/meshnode/meshnode.cfg for the binary `make install`
+ * installs. */
+#ifndef MESHNODE_DEFAULT_CONFIG
+#error "MESHNODE_DEFAULT_CONFIG is not defined: build with the Makefile"
+#endif
+#define DEFAULT_CONFIG MESHNODE_DEFAULT_CONFIG
 
 static void usage(FILE *out)
 {

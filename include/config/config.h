@@ -75,6 +75,7 @@ struct config {
 	char *consul_token;       /* secret; "" when none */
 	char *consul_kv_prefix;   /* "config/<service.name>/" */
 	bool consul_required;
+	bool consul_register;     /* false: the agent's configuration defines the service */
 	int consul_check_interval_ms;
 	int consul_check_timeout_ms;
 	int consul_deregister_critical_after_ms;

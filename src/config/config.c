@@ -493,6 +493,7 @@ static void config_fill(struct builder *b)
 	cfg->consul_token = cfg_str(b, "consul.token");
 	cfg->consul_kv_prefix = cfg_str(b, "consul.kv_prefix");
 	cfg->consul_required = cfg_bool(b, "consul.required");
+	cfg->consul_register = cfg_bool(b, "consul.register");
 	cfg->consul_check_interval_ms = (int)cfg_int(b, "consul.check_interval_ms");
 	cfg->consul_check_timeout_ms = (int)cfg_int(b, "consul.check_timeout_ms");
 	cfg->consul_deregister_critical_after_ms =

@@ -141,6 +141,7 @@ const struct setting_def settings_table[] = {
 	INT("consul.kv_max_keys", "10000", 1, 1000000, false),
 	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = check_kv_prefix,
 	 .derived = true},
+	BOOL("consul.register", "true", false),
 	BOOL("consul.required", "false", false),
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "", .secret = true},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),

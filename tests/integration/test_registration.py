@@ -4,6 +4,7 @@ before the agent, and the command line. CONTRACT.md's "Consul registration",
 "Configuration" and "Command line" sections."""
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -175,6 +176,46 @@ class RegistrationTest(harness.ProcessesTestCase):
         self.assertEqual(rc, 1, harness.tail(n.log_path))
         self.assertGreater(took, 8, "gave up before trying for 10 s")
         self.assertIn("consul.required", n.log_text())
+
+    def test_register_false_leaves_the_agent_definition(self):
+        # consul.register = false: the service is defined on the agent, here
+        # consul/services/users.json sent through the agent API with this
+        # node's id, port and a short check interval.
+        n = self.node("reg-agent", settings={"consul.register": False,
+                                              "service.id": "reg-agent-1",
+                                              "service.tags": ["from-node"]})
+        with open(os.path.join(harness.REPO, "consul", "services", "users.json")) as f:
+            svc = json.load(f)["service"]
+        svc.update(id="reg-agent-1", name="reg-agent", port=n.port)
+        svc["check"].update(http="http://127.0.0.1:%d/health" % n.port, interval="1s")
+        CONSUL.register_service(svc)
+        try:
+            n.start_ready()
+            [entry] = wait_passing(CONSUL, "reg-agent")
+            self.assertEqual(entry["Service"]["ID"], "reg-agent-1")
+            # Long enough for a registration to have happened (the node
+            # registers as soon as it listens) and be seen in the catalog.
+            time.sleep(1.5)
+            catalog = CONSUL.get("/v1/catalog/service/reg-agent")
+            self.assertEqual(len(catalog), 1, catalog)
+            self.assertEqual(catalog[0]["ServiceTags"], svc["tags"],
+                             "the node registered over the agent's definition")
+            status, _, body = n.request("GET", "/ready")
+            self.assertEqual(status, 200, body)
+            ready = json.loads(body)
+            self.assertNotIn("consul", ready, ready)
+            self.assertEqual(n.metric("meshnode_consul_registered"), 0)
+            self.assertEqual(n.metric("meshnode_consul_requests_total", op="register"), 0)
+            self.assertEqual(n.log_text().count("consul.register is false"), 1)
+
+            self.assertEqual(n.stop(), 0, harness.tail(n.log_path))
+            self.assertNotIn("deregistered '", n.log_text())
+            self.assertNotIn("cannot deregister", n.log_text())
+            [left] = CONSUL.service_by_name("reg-agent")
+            self.assertEqual(left["ID"], "reg-agent-1")
+            self.assertEqual(len(CONSUL.get("/v1/catalog/service/reg-agent")), 1)
+        finally:
+            CONSUL.deregister_service("reg-agent-1")
 
 
 @requires_meshnode

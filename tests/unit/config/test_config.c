@@ -185,7 +185,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
 	assert_int_equal(cfg->kv_index, 0);
-	assert_int_equal(cfg->n_entries, 31);
+	assert_int_equal(cfg->n_entries, 32);
 
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		assert_int_equal(cfg->entries[i].source, CONFIG_SRC_DEFAULT);
@@ -905,6 +905,57 @@ static void test_kv_prefix_explicit(void **state)
 	assert_non_null(strstr(warnings_text(f), "'consul.kv_prefix' cannot be set"));
 }
 
+/* consul.register: true by default; false from the file or the
+ * environment; static, so a KV change waits for a restart; anything but a
+ * boolean refused. */
+static void test_consul_register(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"MESHNODE_CONSUL_REGISTER=false", NULL};
+	const struct config_kv_pair kv[] = {{"config/users/consul/register", "true"}};
+	const struct config_entry *e;
+	struct config *running;
+	char origin[256], want[512];
+
+	load_ok(f, &src);
+	e = config_entry_find(f->cfg, "consul.register");
+	assert_non_null(e);
+	assert_true(json_is_true(e->value));
+	assert_false(e->dynamic);
+	assert_entry(f->cfg, "consul.register", CONFIG_SRC_DEFAULT, NULL);
+
+	src.file_path = write_file(f, "a.cfg", "consul = {\n  register = false;\n};\n");
+	load_ok(f, &src);
+	assert_true(json_is_false(config_entry_find(f->cfg, "consul.register")->value));
+	snprintf(origin, sizeof(origin), "%s:2", src.file_path);
+	assert_entry(f->cfg, "consul.register", CONFIG_SRC_FILE, origin);
+
+	src.file_path = NULL;
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	assert_true(json_is_false(config_entry_find(f->cfg, "consul.register")->value));
+	assert_entry(f->cfg, "consul.register", CONFIG_SRC_ENV, "MESHNODE_CONSUL_REGISTER");
+
+	/* running with false, KV says true: still false until a restart */
+	running = f->cfg;
+	f->cfg = NULL;
+	src = (struct config_sources){.environ = NULL, .kv = kv, .n_kv = 1, .kv_index = 3,
+				      .running = running};
+	src.file_path = write_file(f, "b.cfg", "consul = { register = false; };\n");
+	load_ok(f, &src);
+	assert_true(json_is_false(config_entry_find(f->cfg, "consul.register")->value));
+	assert_int_equal(f->cfg->n_pending_restart, 1);
+	assert_string_equal(f->cfg->pending_restart[0], "consul.register");
+	config_destroy(running);
+
+	src = (struct config_sources){0};
+	src.file_path = write_file(f, "c.cfg", "consul = { register = \"no\"; };\n");
+	snprintf(want, sizeof(want), "%s:1: key 'consul.register': expected true or false",
+		 src.file_path);
+	load_fails_with(f, &src, want);
+}
+
 static void test_peers_and_features_from_every_layer(void **state)
 {
 	struct fixture *f = *state;
@@ -1201,7 +1252,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), 31 + 6 + 1);
+	assert_int_equal(json_object_size(js), 32 + 6 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1490,8 +1541,8 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* 31 settings of their own plus the six of each valid peer */
-	assert_int_equal(f->cfg->n_entries, 31 + 6 * n_valid);
+	/* 32 settings of their own plus the six of each valid peer */
+	assert_int_equal(f->cfg->n_entries, 32 + 6 * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 
@@ -1612,6 +1663,7 @@ int main(void)
 		T(test_env_beats_kv),
 		T(test_kv_prefix_follows_service_name),
 		T(test_kv_prefix_explicit),
+		T(test_consul_register),
 		T(test_peers_and_features_from_every_layer),
 		T(test_long_peer_name),
 		T(test_lists_and_maps_from_text),
