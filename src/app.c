@@ -1231,15 +1231,15 @@ int app_run(const struct app_opts *opts)
 	log_info("http", "listening on %s:%d with %d threads", app.cfg->service_address,
 		 app.cfg->service_port, app.cfg->threads);
 
+	/* Only now, the store open and the listener up: the registrar sees
+	 * /health answer before it lets the check start passing. */
 	service_setup(&app);
-	app.registrar = registrar_start(app.consul, &app.service, REGISTER_BACKOFF_BASE_MS,
-					REGISTER_BACKOFF_CAP_MS);
+	app.registrar = registrar_start(app.consul, &app.service, app.cfg->maintenance,
+					REGISTER_BACKOFF_BASE_MS, REGISTER_BACKOFF_CAP_MS);
 	if (app.registrar == NULL) {
 		log_error("consul", "cannot start the registration thread");
 		goto out_stop_server;
 	}
-	if (app.cfg->maintenance)
-		registrar_set_maintenance(app.registrar, true);
 	if (watches_start(&app) != MN_OK) {
 		log_error("config", "cannot start the consul kv watches");
 		goto out_stop_server;
