@@ -324,6 +324,11 @@ class MakeRunTest(unittest.TestCase):
         self.assertIsNotNone(run.node_pid, run.text())
         self.assertIsNotNone(run.agent_pid, "no dev agent started:\n" + run.text())
         self.assertIn("config/users/features/bulk_import = false  (seeded now", run.text())
+        # The seed holds only the flag: log.level and log.format stay the
+        # file's (an edit of config/meshnode.cfg shows at the next run).
+        self.assertEqual(setting(run, "log.level"), ("info", "file"))
+        self.assertEqual(setting(run, "log.format"), ("json", "file"))
+        self.assertEqual(setting(run, "features.bulk_import"), (False, "kv"))
         n = check_printed_commands(self, run, cmds)
         run.ctrl_c()
         rc = run.wait_exit()
