@@ -41,11 +41,17 @@ try:
 except OSError:
     fg = -1
 if fg == os.getpgrp() and fg != os.getpid():
-    os.setpgid(0, 0)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    os.tcsetpgrp(0, os.getpgrp())
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(0, os.getpgrp())
+        os.environ["MESHNODE_RUN_TTY"] = str(fg)
+    except OSError:
+        try:
+            os.setpgid(0, fg)  # back with make: ^C as before
+        except OSError:
+            pass
     signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-    os.environ["MESHNODE_RUN_TTY"] = str(fg)
 os.execv(sys.argv[1], sys.argv[1:])
 ' "$BASH" "${BASH_SOURCE[0]}" "$@"
 fi
