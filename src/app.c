@@ -711,9 +711,11 @@ int app_run(const struct app_opts *opts)
 	log_info("http", "listening on %s:%d with %d threads", app.cfg->service_address,
 		 app.cfg->service_port, app.cfg->threads);
 
+	/* Only now, the store open and the listener up: the registrar sees
+	 * /health answer before it lets the check start passing. */
 	service_setup(&app);
 	if (app.cfg->consul_register) {
-		app.registrar = registrar_start(app.consul, &app.service,
+		app.registrar = registrar_start(app.consul, &app.service, app.cfg->maintenance,
 						REGISTER_BACKOFF_BASE_MS, REGISTER_BACKOFF_CAP_MS);
 		if (app.registrar == NULL) {
 			log_error("consul", "cannot start the registration thread");
@@ -724,8 +726,6 @@ int app_run(const struct app_opts *opts)
 			 "registers '%s'; this node neither registers nor deregisters it",
 			 app.cfg->service_id);
 	}
-	if (app.cfg->maintenance && app.registrar)
-		registrar_set_maintenance(app.registrar, true);
 	if (config_live_follow(app.live, app.consul) != MN_OK) {
 		log_error("config", "cannot start the consul kv watches");
 		goto out_stop_server;

@@ -25,12 +25,17 @@ struct consul_service {
 };
 
 /* The registration payload of PUT /v1/agent/service/register (new reference);
- * NULL when out of memory. */
-json_t *consul_service_to_json(const struct consul_service *svc);
+ * NULL when out of memory. With 'check_passing' the check starts passing
+ * ("Status": "passing"): only for a caller that has just seen the check URL
+ * answer; otherwise it starts critical, Consul's default, until the agent's
+ * first run of it (at a random point of the first interval). */
+json_t *consul_service_to_json(const struct consul_service *svc, bool check_passing);
 
-/* Registers (or re-registers, idempotently) the service with its check. */
+/* Registers (or re-registers, idempotently) the service with its check,
+ * starting passing or critical as consul_service_to_json() says. */
 enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
-				  const struct consul_service *svc, char *err, size_t errlen);
+				  const struct consul_service *svc, bool check_passing, char *err,
+				  size_t errlen);
 
 /* Removes the service and its check from the agent. */
 enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,

@@ -15,11 +15,16 @@
 
 struct registrar;
 
-/* Starts the thread. 'c' and 'svc' (and everything it points to) are
- * borrowed and must outlive the registrar. NULL when the thread cannot
- * start. */
+/* Starts the thread. Call it once the node's listener and store are up:
+ * each registration first GETs svc->check_url itself and, when that
+ * answers 2xx, registers the check already passing (else critical, Consul's
+ * default, until the agent's first check); in maintenance ('maintenance'
+ * here, or registrar_set_maintenance() since) it always starts critical.
+ * 'c' and 'svc' (and everything it points to) are borrowed and must outlive
+ * the registrar. NULL when the thread cannot start. */
 struct registrar *registrar_start(struct consul *c, const struct consul_service *svc,
-				  uint64_t backoff_base_ms, uint64_t backoff_cap_ms);
+				  bool maintenance, uint64_t backoff_base_ms,
+				  uint64_t backoff_cap_ms);
 
 /* Stops the thread (within a moment, even mid-backoff), then deregisters
  * the service when it was registered. The registrar stays readable (it

@@ -15,7 +15,7 @@ static json_t *duration(int ms)
 	return json_string(s);
 }
 
-json_t *consul_service_to_json(const struct consul_service *svc)
+json_t *consul_service_to_json(const struct consul_service *svc, bool check_passing)
 {
 	json_t *o, *tags, *meta, *check;
 
@@ -25,6 +25,8 @@ json_t *consul_service_to_json(const struct consul_service *svc)
 			  duration(svc->check_interval_ms), "Timeout", duration(svc->check_timeout_ms),
 			  "DeregisterCriticalServiceAfter", duration(svc->deregister_after_ms));
 	if (tags == NULL || meta == NULL || check == NULL)
+		goto out_free;
+	if (check_passing && json_object_set_new(check, "Status", json_string("passing")) != 0)
 		goto out_free;
 	for (size_t i = 0; i < svc->n_tags; i++)
 		if (json_array_append_new(tags, json_string(svc->tags[i])) != 0)
@@ -46,11 +48,12 @@ out_free:
 }
 
 enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
-				  const struct consul_service *svc, char *err, size_t errlen)
+				  const struct consul_service *svc, bool check_passing, char *err,
+				  size_t errlen)
 {
 	struct httpc_response res;
 	enum mn_err ret;
-	json_t *payload = consul_service_to_json(svc);
+	json_t *payload = consul_service_to_json(svc, check_passing);
 	char *body;
 
 	if (payload == NULL)

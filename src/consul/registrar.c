@@ -10,6 +10,7 @@
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "http/client.h"
 
 #define RECONCILE_INTERVAL_MS 1000
 #define MAINTENANCE_REASON "maintenance = true in consul kv (meshnode)"
@@ -59,6 +60,42 @@ static void failed_locked(struct registrar *r, const char *what, enum mn_err e, 
 	wait_locked(r, delay);
 }
 
+/* GET of the service's own check URL, as the agent will make it (same URL,
+ * same timeout): true on a 2xx answer, which Consul counts as passing.
+ * Only then does a registration start its check passing; without it the
+ * node would be critical, out of ?passing, until the agent's first check
+ * (at a random point of the first check interval, 10 s by default). */
+static bool check_answers(const struct consul_service *svc, char *why, size_t whylen)
+{
+	struct httpc *h = httpc_create();
+	struct httpc_response res;
+	char err[256];
+	enum mn_err e;
+	bool ok = false;
+
+	if (h == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	httpc_response_init(&res);
+	e = httpc_perform(h,
+			  &(struct httpc_request){.method = "GET",
+						  .url = svc->check_url,
+						  .timeout_ms = svc->check_timeout_ms,
+						  .connect_timeout_ms = svc->check_timeout_ms,
+						  .max_response = 4096},
+			  &res, err, sizeof(err));
+	if (e != MN_OK)
+		snprintf(why, whylen, "%s", err);
+	else if (res.status < 200 || res.status > 299)
+		snprintf(why, whylen, "status %ld", res.status);
+	else
+		ok = true;
+	httpc_response_release(&res);
+	httpc_destroy(h);
+	return ok;
+}
+
 static void succeeded_locked(struct registrar *r)
 {
 	backoff_reset(&r->backoff);
@@ -77,25 +114,37 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		/* After an outage, first look: an agent that kept the service
 		 * needs no new registration. */
 		bool look = r->ever_registered;
+		/* In maintenance the service must never show passing, not even
+		 * for the moment before the maintenance call. */
+		bool maintenance = r->maintenance_wanted;
+		bool passing = false;
+		char why[256] = "maintenance mode";
 
 		pthread_mutex_unlock(&r->lock);
 		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, err, sizeof(err))
 			 : MN_NOT_FOUND;
-		if (e == MN_NOT_FOUND)
-			e = consul_agent_register(r->consul, h, r->svc, err, sizeof(err));
-		else
+		if (e == MN_NOT_FOUND) {
+			passing = !maintenance && check_answers(r->svc, why, sizeof(why));
+			e = consul_agent_register(r->consul, h, r->svc, passing, err, sizeof(err));
+		} else {
 			look = false; /* it was there: nothing was registered */
+		}
 		pthread_mutex_lock(&r->lock);
 		if (e != MN_OK) {
 			failed_locked(r, "registration", e, err);
 			return;
 		}
 		if (r->ever_registered && look)
-			log_warn("consul", "the agent had lost service '%s'; registered it again",
-				 r->svc->id);
+			log_warn("consul", "the agent had lost service '%s'; registered it again (check %s)",
+				 r->svc->id, passing ? "passing" : "critical until the agent's first check");
+		else if (!r->ever_registered && passing)
+			log_info("consul", "registered service '%s' as '%s' with the agent at %s, check "
+				 "passing (%s answered)", r->svc->name, r->svc->id,
+				 consul_address(r->consul), r->svc->check_url);
 		else if (!r->ever_registered)
-			log_info("consul", "registered service '%s' as '%s' with the agent at %s",
-				 r->svc->name, r->svc->id, consul_address(r->consul));
+			log_info("consul", "registered service '%s' as '%s' with the agent at %s, check "
+				 "critical until the agent's first check (%s: %s)", r->svc->name,
+				 r->svc->id, consul_address(r->consul), r->svc->check_url, why);
 		if (look)
 			r->maintenance_applied = false; /* a new registration has none */
 		r->registered = true;
@@ -161,7 +210,8 @@ static void *registrar_main(void *arg)
 }
 
 struct registrar *registrar_start(struct consul *c, const struct consul_service *svc,
-				  uint64_t backoff_base_ms, uint64_t backoff_cap_ms)
+				  bool maintenance, uint64_t backoff_base_ms,
+				  uint64_t backoff_cap_ms)
 {
 	struct registrar *r = calloc(1, sizeof(*r));
 
@@ -169,6 +219,7 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
 		return NULL;
 	r->consul = c;
 	r->svc = svc;
+	r->maintenance_wanted = maintenance;
 	backoff_init(&r->backoff, backoff_base_ms, backoff_cap_ms, 0);
 	pthread_mutex_init(&r->lock, NULL);
 	if (clock_cond_init(&r->cond) != 0) {

@@ -60,9 +60,102 @@ class RegistrationTest(harness.ProcessesTestCase):
         [check] = [c for c in entry["Checks"] if c.get("ServiceID") == svc["ID"]]
         self.assertEqual(check["Type"], "http")
         self.assertEqual(check["Status"], "passing")
+
+        # The check starts passing (the node saw its /health answer); the
+        # agent's own first run (within the 1 s interval) keeps it so.
         # 1.8.7 leaves Definition empty; the output names the URL it polled.
+        # The agent's view: an output change alone reaches the catalog only
+        # after check_update_interval (5 min).
+        def polled():
+            [c] = [c for c in CONSUL.agent_checks().values()
+                   if c.get("ServiceID") == svc["ID"]]
+            return c if c["Output"] else None
+        check = wait_until(polled, timeout=5, what="the agent's first run of the check")
+        self.assertEqual(check["Status"], "passing")
         self.assertIn("127.0.0.1:%d/health" % n.port, check["Output"])
         print("  [reg-basic passing %.2fs after start]" % took)
+
+    @staticmethod
+    def watch_checks(name, node, watch_for=2.0, need_passing=True, timeout=20.0):
+        """Polls /v1/health/checks/<name> and ?passing as tightly as the
+        agent answers, until the service's checks have been visible for
+        `watch_for` seconds (and, with need_passing, ?passing listed it),
+        bounded by `timeout`; fails at once when `node` exits. Returns
+        (observations, first_passing): observations are (t, {CheckID:
+        Status}) for every non-empty answer, first_passing the monotonic
+        time ?passing first listed the service (None if never)."""
+        seen, first_passing = [], None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not node.running():
+                raise AssertionError("node exited:\n" + harness.tail(node.log_path))
+            checks = CONSUL.get("/v1/health/checks/%s" % name) or []
+            t = time.monotonic()
+            if checks:
+                seen.append((t, {c["CheckID"]: c["Status"] for c in checks}))
+            if first_passing is None and CONSUL.health_service(name, passing=True):
+                first_passing = time.monotonic()
+            if seen and t - seen[0][0] >= watch_for and \
+                    (first_passing is not None or not need_passing):
+                break
+            time.sleep(0.005)
+        return seen, first_passing
+
+    def test_check_passing_from_the_first_moment_it_is_seen(self):
+        # Default check settings (10 s interval: the agent's first check
+        # lands 0-10 s after registration) and default threads. The node
+        # GETs its own /health before registering, so the check is
+        # registered passing: never critical first.
+        n = self.node("reg-atonce", settings={"consul.check_interval_ms": 10000,
+                                              "consul.check_timeout_ms": 2000,
+                                              "server.threads": None})
+        t0 = time.monotonic()
+        n.start()
+        seen, first_passing = self.watch_checks("reg-atonce", n)
+        self.assertTrue(seen, "the check never appeared:\n" + harness.tail(n.log_path))
+        self.assertIsNotNone(first_passing, "never in ?passing")
+        statuses = [st for _, obs in seen for st in obs.values()]
+        self.assertEqual(set(statuses), {"passing"},
+                         "the check was not passing from its first sight: %r" % seen[:5])
+        self.assertIn("check passing", n.log_text())
+        print("  [reg-atonce: check first seen %.3fs, in ?passing %.3fs after the process "
+              "started; %d observations over %.1fs, all passing]"
+              % (seen[0][0] - t0, first_passing - t0, len(seen), seen[-1][0] - seen[0][0]))
+
+    def test_registered_again_passing_after_the_agent_lost_it(self):
+        # The same running node, its listener up: a re-registration starts
+        # passing too (10 s interval, so the agent's own check cannot be
+        # what made it pass).
+        n = self.node("reg-again", settings={"consul.check_interval_ms": 10000})
+        n.start_ready()
+        [svc] = wait_registered(CONSUL, "reg-again")
+        wait_passing(CONSUL, "reg-again", timeout=5)
+        CONSUL.deregister_service(svc["ID"])
+        t0 = time.monotonic()
+        wait_until(lambda: not CONSUL.get("/v1/health/checks/reg-again"), timeout=5,
+                   interval=0.005, what="the check gone after deregistration")
+        seen, first_passing = self.watch_checks("reg-again", n, watch_for=1.0)
+        self.assertTrue(seen, harness.tail(n.log_path))
+        statuses = [st for _, obs in seen for st in obs.values()]
+        self.assertEqual(set(statuses), {"passing"}, "not passing at first sight: %r" % seen[:5])
+        self.assertIn("registered it again (check passing)", n.log_text())
+        print("  [reg-again: back and passing %.3fs after the deregistration]"
+              % (first_passing - t0))
+
+    def test_maintenance_at_start_never_passing(self):
+        # maintenance = true in the file: the check starts critical and the
+        # maintenance check follows, so ?passing never lists the service.
+        n = self.node("reg-maint", settings={"maintenance": True,
+                                             "consul.check_interval_ms": 1000})
+        n.start()
+        seen, first_passing = self.watch_checks("reg-maint", n, watch_for=3.0,
+                                                need_passing=False)
+        self.assertTrue(seen, harness.tail(n.log_path))
+        self.assertIsNone(first_passing, "in ?passing while in maintenance: %r" % seen[:5])
+        first = seen[0][1]
+        self.assertNotIn("passing", first.values(), "first sight: %r" % first)
+        self.assertIn("_service_maintenance:%s" % n.get_json("/config")["settings"]
+                      ["service.id"]["value"], seen[-1][1])
 
     def test_explicit_service_id(self):
         n = self.node("reg-id", settings={"service.id": "reg-id-custom-7"})

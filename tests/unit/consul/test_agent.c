@@ -20,7 +20,7 @@ static void test_registration_payload(void **state)
 		.check_url = "http://127.0.0.1:8080/health", .check_interval_ms = 10000,
 		.check_timeout_ms = 2000, .deregister_after_ms = 60000,
 	};
-	json_t *o = consul_service_to_json(&svc), *check;
+	json_t *o = consul_service_to_json(&svc, false), *check;
 	(void)state;
 
 	assert_non_null(o);
@@ -37,6 +37,28 @@ static void test_registration_payload(void **state)
 	assert_string_equal(json_string_value(json_object_get(check, "Interval")), "10000ms");
 	assert_string_equal(json_string_value(json_object_get(check, "Timeout")), "2000ms");
 	assert_string_equal(json_string_value(json_object_get(check, "DeregisterCriticalServiceAfter")), "60000ms");
+	/* no Status: Consul's default, critical until the agent's first check */
+	assert_null(json_object_get(check, "Status"));
+	json_decref(o);
+}
+
+/* A caller that has seen its check URL answer registers the check passing
+ * ("Status" of Consul's check definition; 1.8.7 honours it: the check is
+ * passing from the moment it appears). */
+static void test_check_starts_passing_when_asked(void **state)
+{
+	struct consul_service svc = {
+		.id = "a", .name = "a", .version = "0.1.0", .address = "127.0.0.1", .port = 1,
+		.check_url = "http://127.0.0.1:1/health", .check_interval_ms = 10000,
+		.check_timeout_ms = 2000, .deregister_after_ms = 60000,
+	};
+	json_t *o = consul_service_to_json(&svc, true);
+	json_t *check = json_object_get(o, "Check");
+	(void)state;
+
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(check, "Status")), "passing");
+	assert_string_equal(json_string_value(json_object_get(check, "HTTP")), "http://127.0.0.1:1/health");
 	json_decref(o);
 }
 
@@ -48,7 +70,7 @@ static void test_meta_version_is_the_build(void **state)
 		.id = "a", .name = "a", .meta_keys = mk, .meta_values = mv, .n_meta = 1,
 		.version = "0.1.0", .address = "127.0.0.1", .port = 1, .check_url = "http://x/",
 	};
-	json_t *o = consul_service_to_json(&svc);
+	json_t *o = consul_service_to_json(&svc, false);
 	(void)state;
 
 	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "Meta"), "version")), "0.1.0");
@@ -60,6 +82,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_registration_payload),
 		cmocka_unit_test(test_meta_version_is_the_build),
+		cmocka_unit_test(test_check_starts_passing_when_asked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
