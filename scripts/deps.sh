@@ -17,7 +17,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 deps="$top/.deps"
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates openssl python3)
+      ca-certificates openssl python3 python3-pytest)
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
