@@ -22,7 +22,7 @@ deps="$top/.deps"
 # systemd-sysv, not installed).
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates openssl python3 systemd)
+      ca-certificates openssl python3 python3-pytest systemd)
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;

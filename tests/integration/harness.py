@@ -2,9 +2,10 @@
 processes on free loopback ports, driven over real HTTP. Standard library only.
 
 Every process started here is recorded by PID in PROCS; kill_all() (run at
-exit, and by run.py on SIGTERM/SIGINT) kills exactly those PIDs. Every wait is
-bounded. Logs and temp files live under one run directory (TMP_ROOT) that is
-removed at exit unless KEEP_TMP is set (run.py sets it when a test failed).
+exit, and by conftest.py when the pytest session ends or gets SIGTERM) kills
+exactly those PIDs. Every wait is bounded. Logs and temp files live under one
+run directory (TMP_ROOT) that is removed at exit unless KEEP_TMP is set
+(conftest.py sets it when a test failed).
 """
 
 import atexit
@@ -37,11 +38,10 @@ KEEP_TMP = bool(os.environ.get("MESHNODE_ITEST_KEEP"))
 PROCS = {}
 
 # Every log file written by a process we started: dicts with label, path and
-# owner. The owner is the test id current when the process started, or None
-# while a fixture runs; run.py then labels those "module:<mod>" (a new
-# module's setUpModule and first setUpClass), "class:<mod.Class>" or
-# "fixture:<description>" (a failed fixture), so a failing test shows the
-# logs of its own processes and of its fixtures'.
+# owner. The owner is CURRENT_OWNER when the process started: conftest.py
+# sets it to the pytest node id of what runs (a test, or the module or class
+# whose fixture is being set up), so a failing test shows the logs of its own
+# processes and of its fixtures'.
 LOGS = []
 CURRENT_OWNER = None
 
@@ -978,22 +978,14 @@ def requires_meshnode(cls):
 
 
 def share_consul(module_globals, make=None):
-    """Gives a test module one real Consul agent for all its tests: sets the
-    module's CONSUL to None and defines its setUpModule (which starts the
-    agent, `make()` or a plain dev agent, when meshnode is there to test)
-    and tearDownModule (which stops it). Call it at module level with
-    globals(), after whatever `make` needs is defined."""
-    def set_up():
-        if have_meshnode():
-            module_globals["CONSUL"] = (make or Consul)()
-
-    def tear_down():
-        agent = module_globals.get("CONSUL")
-        if agent:
-            agent.stop()
-        module_globals["CONSUL"] = None
-
-    module_globals.update(CONSUL=None, setUpModule=set_up, tearDownModule=tear_down)
+    """Gives a test module one real Consul agent for all its tests, the way
+    the suite does it (conftest.py's `consul` fixture): declares the
+    module's CONSUL (None until the agent runs) and, when `make` is given,
+    its CONSUL_FACTORY. Call it at module level with globals(), after
+    whatever `make` needs is defined; or write the two names yourself."""
+    module_globals["CONSUL"] = None
+    if make is not None:
+        module_globals["CONSUL_FACTORY"] = make
 
 
 class ProcessesTestCase(unittest.TestCase):

@@ -6,7 +6,6 @@ in /ready and in a metric, and never prints the token."""
 import json
 import os
 import time
-import unittest
 
 import harness
 from harness import Node, config_entry, requires_meshnode, wait_until
@@ -29,8 +28,8 @@ class AclConsul(harness.Consul):
         return super().request(method, path, body, headers, timeout)
 
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals(), AclConsul)
+CONSUL = None  # the module's agent while its tests run (conftest.py)
+CONSUL_FACTORY = AclConsul
 
 
 def forbidden_count(node):
@@ -97,7 +96,3 @@ class AclTest(harness.ProcessesTestCase):
         self.assertEqual(config_entry(json.loads(data), "consul.token").get("value"), "<redacted>")
         self.assertEqual(n.stop(), 0)
         self.assertNotIn(BOGUS, n.log_text())
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -8,8 +8,13 @@ import threading
 import time
 import unittest
 
+import pytest
+
 import harness
 from harness import Consul, free_port, wait_until
+
+# Tests of the harness and of Consul alone: not counted as meshnode's.
+pytestmark = pytest.mark.harness
 
 
 class ConsulAgentTest(unittest.TestCase):
@@ -243,7 +248,3 @@ class HelpersTest(unittest.TestCase):
             relay.stop()
             srv.shutdown()
             srv.server_close()
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -20,7 +20,6 @@ import sqlite3
 import sys
 import threading
 import time
-import unittest
 
 import harness
 from harness import (DelayRelay, Node, parse_raw_response, raw_exchange,
@@ -31,8 +30,7 @@ READ_TIMEOUT_MS = 1000
 
 # One Consul agent for the module (rows 6 and 8); the other rows run nodes
 # with no agent at all (a free port where nothing listens).
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 
 def report(text):
@@ -884,7 +882,3 @@ class DrainUnderLoadTest(harness.ProcessesTestCase):
         self.assertEqual(unacked, [], "stored but the client never got its 201: %r"
                          % [(e, dict(failed).get(e)) for e in unacked[:10]])
         self.assertEqual(stored, acked, "ids differ")
-
-
-if __name__ == "__main__":
-    unittest.main()

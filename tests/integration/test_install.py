@@ -238,7 +238,3 @@ class InstallTest(unittest.TestCase):
             return
         print("  [systemd-analyze security: exposure %s]" % m.group(1))
         self.assertLessEqual(float(m.group(1)), 2.0, out)
-
-
-if __name__ == "__main__":
-    unittest.main()

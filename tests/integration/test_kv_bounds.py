@@ -10,14 +10,12 @@ import base64
 import json
 import threading
 import time
-import unittest
 
 import harness
 from harness import Node, config_entry, requires_meshnode, wait_until
 
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 TXN_OPS = 64          # Consul's limit per transaction
 TXN_THREADS = 4       # transactions in flight at once
@@ -213,7 +211,3 @@ class KvBoundsTest(harness.ProcessesTestCase):
         self.assertEqual(len(lines()), 1)
         self.assertGreater(json.loads(n.request("GET", "/config")[2])["kv_index"], 0)
         self.assertEqual(n.stop(), 0)
-
-
-if __name__ == "__main__":
-    unittest.main()

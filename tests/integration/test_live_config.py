@@ -7,14 +7,12 @@ CONTRACT.md's "Configuration" section; issue 3."""
 import signal
 import sys
 import time
-import unittest
 
 import harness
 from harness import Consul, Node, config_entry, requires_meshnode, wait_until
 
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 
 def entry(node, name):
@@ -305,7 +303,3 @@ class AgentLifecycleTest(harness.ProcessesTestCase):
         kv_took = time.monotonic() - t0
         report("agent up 5 s after the node: registered in %.0f ms, KV applied in %.0f ms"
                % (reg_took * 1000, kv_took * 1000))
-
-
-if __name__ == "__main__":
-    unittest.main()

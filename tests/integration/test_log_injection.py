@@ -7,7 +7,6 @@ a line early, never forge a record, and every json record parses."""
 import base64
 import json
 import re
-import unittest
 
 import harness
 from harness import Node, requires_meshnode, wait_until
@@ -21,8 +20,7 @@ TEXT_RECORD = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info |warn |error) \[[^\]\n]*\] ")
 
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 
 def log_lines(node):
@@ -210,7 +208,3 @@ class LogInjectionTest(harness.ProcessesTestCase):
 
     def test_consul_addr_text(self):
         self.consul_addr_refused("text")
-
-
-if __name__ == "__main__":
-    unittest.main()

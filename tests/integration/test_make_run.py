@@ -392,7 +392,3 @@ class MakeRunTest(unittest.TestCase):
             self.assertEqual(r.wait_exit(), 0, r.text()[-2000:])
         for r in (a, b, c):
             self.assertNothingLeft(r)
-
-
-if __name__ == "__main__":
-    unittest.main()

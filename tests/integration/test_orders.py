@@ -328,7 +328,3 @@ class DemoScriptTest(unittest.TestCase):
         self.assertIn('"product":"book"', text)
         self.assertIn("does not exist", text)
         self.assertIn("10 of 10 orders succeeded", text)
-
-
-if __name__ == "__main__":
-    unittest.main()

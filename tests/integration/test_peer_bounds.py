@@ -21,13 +21,11 @@ import random
 import sys
 import threading
 import time
-import unittest
 
 import harness
 from harness import Node, TrickleRelay, requires_meshnode, wait_until
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 STOPPED_FOLLOWING = "stopped following service '%s'"
 
@@ -485,7 +483,3 @@ class SystemEndpointsNeverWaitOnPeersTest(harness.ProcessesTestCase):
         finally:
             peer.set_mode("normal")
             agent.set_mode("normal")
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -18,7 +18,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 import unittest
 
 import harness
@@ -55,7 +54,6 @@ NOT_RUNNABLE = {
     "pytest": "runs the integration suites, this one included",
     "pytest-3": "runs the integration suites, this one included",
     "python3 -m pytest": "runs the integration suites, this one included",
-    "python3 tests/integration/run.py": "runs the integration suites, this one included",
     "scripts/run-tests.sh": "runs every suite, this one included",
 }
 
@@ -388,7 +386,3 @@ class ReadmeTest(unittest.TestCase):
                 or w[:1] in (["curl"], ["kill"]) or w[:2] == ["scripts/consul", "kv"]
                 or w[:2] == ["scripts/consul", "services"] and w[2:3] in (["register"],
                                                                          ["deregister"]))
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -19,8 +19,7 @@ from harness import Consul, Node, config_entry, requires_meshnode, wait_until
 FAKE_TOKEN = "itest-FAKE-TOKEN-5f0c2b7e-do-not-print"
 
 
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 
 def wait_registered(consul, name, timeout=10.0):
@@ -401,7 +400,3 @@ def config_value_or_none(doc, name):
         return config_entry(doc, name).get("value")
     except KeyError:
         return None
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -368,7 +368,3 @@ class ReadOnlyTest(DiskBase):
         with open(knob, "w") as f:
             f.write("meshnode test: read-only store\n")
         self.assert_cannot_write(node, "read_only", "read-only")
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -7,13 +7,12 @@ works only when the node checks the certificate against the server name."""
 import json
 import os
 import subprocess
-import unittest
 
 import harness
 from harness import Node, requires_meshnode, wait_until
 
 SERVER_NAME = "server.dc1.consul"
-CONSUL = None
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 CERTS = None
 
 
@@ -49,16 +48,13 @@ class TlsConsul(harness.Consul):
         return super()._argv() + ["-config-file", self.hcl]
 
 
-def setUpModule():
-    global CONSUL, CERTS
-    if harness.have_meshnode():
-        CERTS = make_certs(harness.mkdtemp("certs"))
-        CONSUL = TlsConsul(CERTS)
+def tls_consul():
+    global CERTS
+    CERTS = make_certs(harness.mkdtemp("certs"))
+    return TlsConsul(CERTS)
 
 
-def tearDownModule():
-    if CONSUL:
-        CONSUL.stop()
+CONSUL_FACTORY = tls_consul  # conftest.py starts it as the module's CONSUL
 
 
 @requires_meshnode
@@ -96,7 +92,3 @@ class TlsTest(harness.ProcessesTestCase):
         wait_until(refused, timeout=10, what="/ready reporting the TLS failure")
         self.assertEqual(CONSUL.service_by_name("tls-bad"), [])
         self.assertEqual(n.request("GET", "/health")[0], 200)
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -15,8 +15,7 @@ from harness import Node, requires_meshnode, wait_until
 MAX_BODY = 1024
 
 # One Consul agent for the module: every test uses its own service name.
-CONSUL = None  # the module's agent, while its tests run
-harness.share_consul(globals())
+CONSUL = None  # the module's agent while its tests run (conftest.py)
 
 
 def users_list(doc):
@@ -456,7 +455,3 @@ class UsersPersistenceTest(unittest.TestCase):
         finally:
             rc = b.stop()
         self.assertEqual(rc, 0, "SIGTERM exit code")
-
-
-if __name__ == "__main__":
-    unittest.main()
