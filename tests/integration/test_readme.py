@@ -36,6 +36,7 @@ NOT_RUNNABLE_MAKE = {
     "run": "runs until stopped; tests/integration/test_make_run.py runs it in a pty "
            "and runs and checks every command it prints",
     "test": "runs every suite, this one included",
+    "unit-build": "builds the unit programs; make test has just built and run them",
     "deps": "installs packages with apt-get",
     "install": "writes into PREFIX/DESTDIR; tested with the installation, not here",
     "uninstall": "removes what make install wrote",
@@ -54,6 +55,7 @@ NOT_RUNNABLE = {
     "pytest": "runs the integration suites, this one included",
     "pytest-3": "runs the integration suites, this one included",
     "python3 -m pytest": "runs the integration suites, this one included",
+    "/usr/bin/python3 -m pytest": "runs the integration suites, this one included",
     "scripts/run-tests.sh": "runs every suite, this one included",
 }
 
