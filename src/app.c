@@ -138,14 +138,14 @@ static bool app_ready(void *ctx, json_t *body);
 
 /* 0 closed, 1 half open, 2 open. Only circuits that are not closed have a
  * series: a mesh of 10,000 instances would otherwise make 10,000 of them. */
-static void collect_circuit(void *ctx, const char *service, const char *instance,
-			    const char *state)
+static void collect_circuit(void *ctx, const char *service, const char *node,
+			    const char *instance, const char *state)
 {
 	struct app *app = ctx;
 	double v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
 
 	if (v > 0)
-		metric_set(app->m.peer_circuit, (const char *[]){service, instance}, v);
+		metric_set(app->m.peer_circuit, (const char *[]){service, node, instance}, v);
 }
 
 static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
@@ -205,7 +205,7 @@ static enum mn_err metrics_setup(struct app *app)
 	static const char *const op_labels[] = {"op", "result"};
 	static const char *const version_labels[] = {"version"};
 	static const char *const peer_labels[] = {"service", "outcome"};
-	static const char *const circuit_labels[] = {"service", "instance"};
+	static const char *const circuit_labels[] = {"service", "node", "instance"};
 	static const char *const kind_labels[] = {"kind"};
 	struct app_metrics *m = &app->m;
 
@@ -246,7 +246,7 @@ static enum mn_err metrics_setup(struct app *app)
 				      1, peer_labels);
 	m->peer_circuit = metrics_gauge(m->registry, "meshnode_peer_circuit_state",
 					"Circuit of a peer instance: 0 closed, 1 half open, 2 open.",
-					2, circuit_labels);
+					3, circuit_labels);
 	m->store_write_failures = metrics_counter(
 		m->registry, "meshnode_store_write_failures_total",
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,

@@ -92,12 +92,13 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 			     uint64_t breaker_open_ms, size_t offset, size_t limit, json_t **out,
 			     char *err, size_t errlen);
 
-/* Calls fn for each instance of 'snap' with its circuit state name
- * ("closed", "open", "half_open"); for the circuit metric. Takes only each
- * instance's own lock, one at a time. */
+/* Calls fn for each instance of 'snap', named by its Consul node and
+ * service ID (together they are the instance: IDs are unique per agent
+ * only), with its circuit state name ("closed", "open", "half_open"); for
+ * the circuit metric. Takes only each instance's own lock, one at a time. */
 void peer_client_foreach_instance(const struct peer_snapshot *snap,
-				  void (*fn)(void *ctx, const char *service, const char *instance,
-					     const char *state),
+				  void (*fn)(void *ctx, const char *service, const char *node,
+					     const char *instance, const char *state),
 				  void *ctx);
 
 #endif

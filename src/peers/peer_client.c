@@ -25,8 +25,12 @@
 #define TRIED_MAX 32
 
 /* What the node remembers of one instance across snapshots. Shared by the
- * service's index and every table that lists it; freed with the last. */
+ * service's index and every table that lists it; freed with the last. An
+ * instance is the pair (Consul node, service ID): Consul keeps IDs unique
+ * per agent only, and two machines cloned with one hostname register the
+ * same default ID; one timing out must not open the other's circuit. */
 struct inst_state {
+	char *node;
 	char *id;
 	uint64_t hash;
 	struct inst_state *hnext;     /* index chain (svc->lock) */
@@ -83,12 +87,19 @@ struct peer_client {
 
 /* ---- instance states ---------------------------------------------------- */
 
-static uint64_t id_hash(const char *s)
+/* FNV-1a over the node, a NUL, and the ID. */
+static uint64_t instance_hash(const char *node, const char *id)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 
-	for (; *s; s++) {
+	for (const char *s = node;; s++) {
 		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+		if (*s == '\0')
+			break;
+	}
+	for (; *id; id++) {
+		h ^= (unsigned char)*id;
 		h *= 0x100000001b3ULL;
 	}
 	return h;
@@ -98,6 +109,7 @@ static void state_unref(struct inst_state *st)
 {
 	if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
 		pthread_mutex_destroy(&st->lock);
+		free(st->node);
 		free(st->id);
 		free(st);
 	}
@@ -123,21 +135,24 @@ static bool index_grow(struct peer_service *svc)
 	return true;
 }
 
-/* The state of instance 'id', created closed on first sight. svc->lock held. */
-static struct inst_state *index_get(struct peer_service *svc, const char *id)
+/* The state of instance ('node', 'id'), created closed on first sight.
+ * svc->lock held. */
+static struct inst_state *index_get(struct peer_service *svc, const char *node, const char *id)
 {
-	uint64_t h = id_hash(id);
+	uint64_t h = instance_hash(node, id);
 	struct inst_state *st;
 
 	if (svc->nbuckets) {
 		for (st = svc->buckets[h & (svc->nbuckets - 1)]; st; st = st->hnext)
-			if (st->hash == h && strcmp(st->id, id) == 0)
+			if (st->hash == h && strcmp(st->id, id) == 0 && strcmp(st->node, node) == 0)
 				return st;
 	}
 	if (svc->count + 1 > svc->nbuckets / 4 * 3 && !index_grow(svc))
 		return NULL;
 	st = calloc(1, sizeof(*st));
-	if (st == NULL || (st->id = strdup(id)) == NULL) {
+	if (st == NULL || (st->id = strdup(id)) == NULL || (st->node = strdup(node)) == NULL) {
+		if (st)
+			free(st->id);
 		free(st);
 		return NULL;
 	}
@@ -221,7 +236,8 @@ void *peer_client_prepare(void *ctx, const struct peer_snapshot *snap)
 	pthread_mutex_lock(&svc->lock);
 	gen = ++svc->generation;
 	for (size_t i = 0; i < snap->n; i++) {
-		struct inst_state *st = index_get(svc, snap->inst[i].id);
+		const struct consul_instance *in = &snap->inst[i];
+		struct inst_state *st = index_get(svc, in->node ? in->node : "", in->id);
 
 		if (st == NULL)
 			break;
@@ -480,8 +496,9 @@ static void record(struct inst_state *st, enum peer_failure f, uint64_t now,
 	snprintf(st->last_error, sizeof(st->last_error), "%s", msg);
 	if (f == PEER_FAIL_CONNECT || f == PEER_FAIL_TIMEOUT) {
 		if (st->br.state != BREAKER_OPEN)
-			log_warn("peers", "instance '%s' of '%s' ejected for %llu ms: %s", st->id,
-				 st->service, (unsigned long long)s->breaker_open_ms, msg);
+			log_warn("peers", "instance '%s' on node '%s' of '%s' ejected for %llu ms: "
+				 "%s", st->id, st->node, st->service,
+				 (unsigned long long)s->breaker_open_ms, msg);
 		breaker_trip(&st->br, now);
 	} else {
 		breaker_failure(&st->br, now, s->breaker_failures);
@@ -768,8 +785,8 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 }
 
 void peer_client_foreach_instance(const struct peer_snapshot *snap,
-				  void (*fn)(void *ctx, const char *service, const char *instance,
-					     const char *state),
+				  void (*fn)(void *ctx, const char *service, const char *node,
+					     const char *instance, const char *state),
 				  void *ctx)
 {
 	const struct peer_table *t = snap->prepared;
@@ -780,6 +797,7 @@ void peer_client_foreach_instance(const struct peer_snapshot *snap,
 		pthread_mutex_lock(&t->st[i]->lock);
 		state = t->st[i]->br.state;
 		pthread_mutex_unlock(&t->st[i]->lock);
-		fn(ctx, snap->service, snap->inst[i].id, breaker_state_name(state));
+		fn(ctx, snap->service, t->st[i]->node, snap->inst[i].id,
+		   breaker_state_name(state));
 	}
 }

@@ -626,6 +626,42 @@ static void test_open_circuit_survives_a_new_snapshot(void **state)
 	assert_int_equal(calls(t, 9102), 20);
 }
 
+/* Two machines cloned with one hostname register the same service ID on
+ * two Consul nodes (a real answer: vm_same_id_two_nodes.http): they are two
+ * instances. One refusing opens its own circuit only; calls go on to the
+ * other, and the view lists both with their nodes. */
+static void test_same_id_on_two_nodes_is_two_instances(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct fixture_answer vm;
+	json_t *v, *list;
+
+	peers_answer_load(&vm, "vm_same_id_two_nodes.http");
+	pt_start(t, vm.body, vm.index);
+	trip(t, 9301);
+	clear_calls(t);
+	for (int i = 0; i < 20; i++)
+		call_ok(t, &s);
+	assert_int_equal(calls(t, 9301), 0);
+	assert_int_equal(calls(t, 9302), 20);
+	v = view(t, s.breaker_open_ms);
+	list = json_object_get(v, "instances");
+	assert_int_equal(json_array_size(list), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *one = json_array_get(list, i);
+		bool a = strcmp(json_string_value(json_object_get(one, "node")), "host-a") == 0;
+
+		assert_string_equal(json_string_value(json_object_get(one, "id")), "vm-cloned-8080");
+		assert_string_equal(json_string_value(json_object_get(one, "circuit")),
+				    a ? "open" : "closed");
+		assert_int_equal(int_of(one, "calls"), a ? 1 : 20);
+	}
+	json_decref(v);
+	pt_stop_watches(t);
+	fixture_answer_free(&vm);
+}
+
 static void test_instance_back_within_prune_margin_keeps_its_state(void **state)
 {
 	struct pt *t = *state;
@@ -1030,16 +1066,18 @@ static void test_view_fields(void **state)
 }
 
 struct circuits {
-	char seen[4][32];
+	char seen[4][64];
 	size_t n;
 };
 
-static void collect_circuit(void *ctx, const char *service, const char *instance, const char *state)
+static void collect_circuit(void *ctx, const char *service, const char *node,
+			    const char *instance, const char *state)
 {
 	struct circuits *c = ctx;
 
 	if (c->n < 4)
-		snprintf(c->seen[c->n++], sizeof(c->seen[0]), "%s/%s=%s", service, instance, state);
+		snprintf(c->seen[c->n++], sizeof(c->seen[0]), "%s/%s/%s=%s", service, node,
+			 instance, state);
 }
 
 static void test_foreach_instance_reports_circuits(void **state)
@@ -1055,9 +1093,9 @@ static void test_foreach_instance_reports_circuits(void **state)
 	peer_client_foreach_instance(snap, collect_circuit, &c);
 	resolver_put(snap);
 	assert_int_equal(c.n, 3);
-	assert_string_equal(c.seen[0], "users/users-1=closed");
-	assert_string_equal(c.seen[1], "users/users-2=open");
-	assert_string_equal(c.seen[2], "users/users-3=closed");
+	assert_string_equal(c.seen[0], "users/meshnode-fixtures/users-1=closed");
+	assert_string_equal(c.seen[1], "users/meshnode-fixtures/users-2=open");
+	assert_string_equal(c.seen[2], "users/meshnode-fixtures/users-3=closed");
 }
 
 static void test_request_url_and_headers(void **state)
@@ -1296,6 +1334,7 @@ int main(void)
 		T(test_five_thousand_instances_every_strategy_spreads),
 		T(test_five_thousand_instances_least_inflight_avoids_busy),
 		T(test_open_circuit_survives_a_new_snapshot),
+		T(test_same_id_on_two_nodes_is_two_instances),
 		T(test_instance_back_within_prune_margin_keeps_its_state),
 		T(test_instance_state_forgotten_past_prune_margin),
 		T(test_retries_go_to_other_instances),
