@@ -376,6 +376,7 @@ static const void *peer_settings_get(void *ctx, const char *service, struct peer
 
 	*s = (struct peer_settings){
 		.timeout_ms = (uint64_t)p->timeout_ms,
+		.connect_timeout_ms = (uint64_t)p->connect_timeout_ms,
 		.retries = (unsigned)p->retries,
 		.lb = p->lb,
 		.tag = p->tag,

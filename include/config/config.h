@@ -24,7 +24,8 @@ const char *config_source_name(enum config_source src);
 
 struct config_peer {
 	char *name;
-	int timeout_ms;        /* 5000 */
+	int timeout_ms;        /* 5000: one attempt, connection included */
+	int connect_timeout_ms; /* 250: connection setup of one attempt */
 	int retries;           /* 2 */
 	char *lb;              /* "round_robin" | "random" | "least_inflight" */
 	char *tag;             /* "" = any instance */

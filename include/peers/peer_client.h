@@ -25,6 +25,8 @@ struct peer_client;
  * config in force at each call). */
 struct peer_settings {
 	uint64_t timeout_ms;          /* per attempt */
+	uint64_t connect_timeout_ms;  /* connection setup of an attempt (within
+					 timeout_ms); 0: timeout_ms */
 	unsigned retries;             /* further attempts, each on another instance */
 	const char *lb;               /* "round_robin", "random", "least_inflight" */
 	const char *tag;              /* "" or NULL: any instance */

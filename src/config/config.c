@@ -25,6 +25,7 @@ static char peer_default_tag[] = "";
 static const struct config_peer peer_defaults = {
 	.name = NULL,
 	.timeout_ms = 5000,
+	.connect_timeout_ms = 250,
 	.retries = 2,
 	.lb = peer_default_lb,
 	.tag = peer_default_tag,
@@ -444,6 +445,8 @@ static void cfg_peers_features(struct builder *b)
 			e += 6 + plen + 1;
 			if (strcmp(e, "timeout_ms") == 0)
 				p->timeout_ms = (int)json_integer_value(v);
+			else if (strcmp(e, "connect_timeout_ms") == 0)
+				p->connect_timeout_ms = (int)json_integer_value(v);
 			else if (strcmp(e, "retries") == 0)
 				p->retries = (int)json_integer_value(v);
 			else if (strcmp(e, "lb") == 0)

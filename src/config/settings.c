@@ -172,6 +172,7 @@ const struct setting_def settings_table[] = {
 	/* templates: one set per configured peer / feature */
 	INT("peers.*.breaker_failures", "5", 1, 1000, true),
 	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true),
+	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true),
 	ENUM("peers.*.lb", "round_robin", lb_policies, true),
 	INT("peers.*.retries", "2", 0, 10, true),
 	STR("peers.*.tag", "", 0, NULL, true),

@@ -435,11 +435,12 @@ static enum peer_failure classify(enum mn_err e, const struct httpc_response *re
 	return e == MN_TIMEOUT ? PEER_FAIL_TIMEOUT : PEER_FAIL_IO;
 }
 
-/* One attempt on instance 'in'. */
+/* One attempt on instance 'in': the connection within connect_ms, the
+ * whole exchange within timeout_ms. */
 static enum mn_err attempt(struct peer_client *pc, const struct peer_request *req,
 			   const struct consul_instance *in, uint64_t timeout_ms,
-			   const char *traceparent_header, struct httpc_response *res, char *err,
-			   size_t errlen)
+			   uint64_t connect_ms, const char *traceparent_header,
+			   struct httpc_response *res, char *err, size_t errlen)
 {
 	char url[1024], rid[128];
 	const char *headers[4] = {NULL, NULL, NULL, NULL};
@@ -471,7 +472,9 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 				  .body = req->body,
 				  .body_len = req->body_len,
 				  .timeout_ms = (long)timeout_ms,
-				  .connect_timeout_ms = (long)timeout_ms,
+				  .connect_timeout_ms = (long)(connect_ms && connect_ms < timeout_ms
+								       ? connect_ms
+								       : timeout_ms),
 				  .max_response = req->max_response ? req->max_response
 								    : DEFAULT_MAX_RESPONSE,
 			  },
@@ -649,7 +652,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 
 		e = attempt(pc, req, in, s->timeout_ms < deadline - now ? s->timeout_ms
 									  : deadline - now,
-			    traceparent, res, msg, sizeof(msg));
+			    s->connect_timeout_ms, traceparent, res, msg, sizeof(msg));
 		f = classify(e, res);
 		if (f == PEER_FAIL_5XX)
 			snprintf(msg, sizeof(msg), "answered %ld", res->status);

@@ -1252,7 +1252,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), 32 + 6 + 1);
+	assert_int_equal(json_object_size(js), 32 + 7 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1541,8 +1541,8 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* 32 settings of their own plus the six of each valid peer */
-	assert_int_equal(f->cfg->n_entries, 32 + 6 * n_valid);
+	/* 32 settings of their own plus the seven of each valid peer */
+	assert_int_equal(f->cfg->n_entries, 32 + 7 * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 

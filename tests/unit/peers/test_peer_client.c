@@ -116,8 +116,15 @@ static void instance_answer(void *ctx, const struct httpc_request *req, struct f
 	case INST_TIMEOUT:
 	case INST_CONNECT_TIMEOUT:
 		overrun = atomic_load(&t->overrun);
+		/* a connection that never comes takes the connect timeout */
 		if (overrun >= 0)
-			hand_clock_advance(&t->clk, (uint64_t)req->timeout_ms + (uint64_t)overrun);
+			hand_clock_advance(&t->clk,
+					   (uint64_t)(atomic_load(&t->mode[port]) ==
+								  INST_CONNECT_TIMEOUT &&
+							  req->connect_timeout_ms
+						      ? req->connect_timeout_ms
+						      : req->timeout_ms) +
+						   (uint64_t)overrun);
 		ans->fail = MN_TIMEOUT;
 		ans->not_sent = atomic_load(&t->mode[port]) == INST_CONNECT_TIMEOUT;
 		break;
@@ -889,6 +896,37 @@ static size_t granted_timeouts(struct pt *t, long *out, size_t max)
 	return n;
 }
 
+/* A host that does not accept the connection (cut off, its SYNs lost)
+ * costs the connect timeout, not the request timeout: the instance is
+ * ejected at once and the call goes on to another, well within the first
+ * attempt's timeout. */
+static void test_connect_timeout_moves_on_quickly(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user();
+	json_t *v;
+	uint64_t t0;
+	char err[256];
+	long status;
+
+	pt_start(t, t->users.body, t->users.index);
+	s.timeout_ms = 5000;
+	s.connect_timeout_ms = 250;
+	set_mode(t, 9101, INST_CONNECT_TIMEOUT);
+	t0 = hand_clock_now(&t->clk);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
+		assert_int_equal(status, 200);
+	}
+	/* one connect timeout in all, then users-1 is ejected */
+	assert_int_equal(hand_clock_now(&t->clk) - t0, 250);
+	assert_int_equal(calls(t, 9101), 1);
+	v = view(t, s.breaker_open_ms);
+	assert_string_equal(circuit_of(v, "users-1"), "open");
+	json_decref(v);
+}
+
 static void test_deadline_is_timeout_times_attempts(void **state)
 {
 	struct pt *t = *state;
@@ -1341,6 +1379,7 @@ int main(void)
 		T(test_retries_among_thousands_never_repeat),
 		T(test_post_not_retried_once_sent),
 		T(test_post_retried_when_nothing_was_sent),
+		T(test_connect_timeout_moves_on_quickly),
 		T(test_deadline_is_timeout_times_attempts),
 		T(test_deadline_stops_retries_when_spent),
 		T(test_service_not_allowed_is_not_found),
