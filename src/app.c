@@ -343,6 +343,10 @@ static enum mn_err store_open(struct app *app)
 	const char *path = app->cfg->database_path;
 	char err[256];
 
+	if (strcmp(app->cfg->database_driver, "postgres") == 0) {
+		log_error("store", "database.driver 'postgres' is not built into this node yet");
+		return MN_CONFIG;
+	}
 	if (config_has_module(app->cfg, "users")) {
 		app->users_repo = memory ? users_repo_memory_create()
 					 : users_repo_sqlite_open(path, err, sizeof(err));
