@@ -16,9 +16,9 @@
 #define MIGRATE_TABLE "schema_migrations"
 
 struct migration {
-	int version;          /* 1, 2, ...: one more than the one before */
-	const char *what;     /* for the log: "users and orders" */
-	const char *sqlite;   /* one or more statements */
+	int version;	    /* 1, 2, ...: one more than the one before */
+	const char *what;   /* for the log: "users and orders" */
+	const char *sqlite; /* one or more statements */
 	const char *postgres;
 };
 
@@ -29,10 +29,10 @@ extern const size_t store_migrations_count;
 
 /* What a database needs. */
 struct migrate_plan {
-	size_t first;  /* index of the first migration to apply; 'n' when none */
-	bool adopt;    /* a database made before versioning: version 1 is
-			  recorded as adopted (its SQL, which only creates what
-			  is missing, runs all the same) */
+	size_t first; /* index of the first migration to apply; 'n' when none */
+	bool adopt;   /* a database made before versioning: version 1 is
+			 recorded as adopted (its SQL, which only creates what
+			 is missing, runs all the same) */
 };
 
 /* Decides, from what a database holds, which of the 'n' migrations 'm' to

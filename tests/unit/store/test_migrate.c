@@ -202,14 +202,15 @@ static void test_sqlite_file_from_before_versioning(void **state)
 	struct order ord;
 	char err[256];
 
-	exec_sql(f->path, "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-			  " name TEXT NOT NULL, email TEXT);"
-			  "CREATE UNIQUE INDEX users_email_nocase ON users (email COLLATE NOCASE);"
-			  "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-			  " user_id INTEGER NOT NULL, product TEXT NOT NULL,"
-			  " quantity INTEGER NOT NULL);"
-			  "INSERT INTO users (name, email) VALUES ('A', 'a@x.com'), ('B', 'b@x.com');"
-			  "INSERT INTO orders (user_id, product, quantity) VALUES (1, 'p', 2)");
+	exec_sql(f->path,
+		 "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		 " name TEXT NOT NULL, email TEXT);"
+		 "CREATE UNIQUE INDEX users_email_nocase ON users (email COLLATE NOCASE);"
+		 "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		 " user_id INTEGER NOT NULL, product TEXT NOT NULL,"
+		 " quantity INTEGER NOT NULL);"
+		 "INSERT INTO users (name, email) VALUES ('A', 'a@x.com'), ('B', 'b@x.com');"
+		 "INSERT INTO orders (user_id, product, quantity) VALUES (1, 'p', 2)");
 	r = open_users(f, err, sizeof(err));
 	assert_non_null(r);
 	assert_non_null(strstr(read_text(f->log), "made before schema versions were recorded: "
