@@ -17,11 +17,12 @@
  *
  * Connections. Opened on demand by the pool's own thread (workers never
  * run a handshake: TLS on a civetweb worker's 100 KiB stack is not worth
- * the risk), with application_name=meshnode, client_encoding UTF8 and
- * statement_timeout set at connection start (server.read_timeout_ms: a
- * peer calling this node gives up after peers.<name>.timeout_ms, 5000 by
- * default too, so a longer statement only holds a connection nobody waits
- * for). The handshake is polled with database.connect_timeout_ms as its
+ * the risk), with application_name=meshnode and client_encoding UTF8, and
+ * the session's statement_timeout set to server.read_timeout_ms unless the
+ * server gives the role or the database a lower one (a peer calling this
+ * node gives up after peers.<name>.timeout_ms, 5000 by default too, so a
+ * longer statement only holds a connection nobody waits for; a DBA's
+ * stricter rule stays in force). The handshake is polled with database.connect_timeout_ms as its
  * deadline, in milliseconds (libpq's own connect_timeout only bounds the
  * blocking PQconnectdb, in whole seconds; a host name is resolved before
  * the deadline starts). Every query has a deadline of its own on the
@@ -95,7 +96,6 @@ struct pg_params {
 	const char *keys[PG_PARAMS_MAX + 1];
 	const char *values[PG_PARAMS_MAX + 1];
 	char port[12];
-	char options[48];
 };
 void pg_params_build(const struct pg_pool_opts *o, struct pg_params *out);
 

@@ -90,8 +90,6 @@ void pg_params_build(const struct pg_pool_opts *o, struct pg_params *out)
 	size_t i = 0;
 
 	snprintf(out->port, sizeof(out->port), "%d", o->port);
-	snprintf(out->options, sizeof(out->options), "-c statement_timeout=%d",
-		 o->statement_timeout_ms);
 	param_add(out, &i, "host", o->host);
 	param_add(out, &i, "port", out->port);
 	param_add(out, &i, "user", o->user);
@@ -101,7 +99,6 @@ void pg_params_build(const struct pg_pool_opts *o, struct pg_params *out)
 	param_add(out, &i, "sslmode", o->sslmode);
 	param_add(out, &i, "application_name", "meshnode");
 	param_add(out, &i, "client_encoding", "UTF8");
-	param_add(out, &i, "options", out->options);
 	out->keys[i] = NULL;
 	out->values[i] = NULL;
 }
@@ -424,7 +421,8 @@ static PGresult *conn_prepared(struct pg_conn *c, const struct pg_stmt *st,
 }
 
 /* What a failed query means: from its result when there is one, else from
- * the connection. */
+ * the connection. 'timeout_ms' is the deadline's, for the message (0: not
+ * a statement's). */
 static void query_failure(struct pg_conn *c, const PGresult *r, enum wait_result why,
 			  int timeout_ms, struct pg_failure *f, char *detail, size_t dlen)
 {
@@ -433,8 +431,11 @@ static void query_failure(struct pg_conn *c, const PGresult *r, enum wait_result
 		copy_detail(detail, dlen, PQresultErrorMessage(r));
 	} else if (why == WAIT_TIMEOUT) {
 		pg_sqlstate_map(NULL, f);
-		snprintf(detail, dlen, "no answer within %d ms, statement_timeout included",
-			 timeout_ms);
+		if (timeout_ms > 0)
+			snprintf(detail, dlen, "no answer within %d ms, statement_timeout included",
+				 timeout_ms);
+		else
+			snprintf(detail, dlen, "no answer before the deadline");
 	} else {
 		pg_sqlstate_map(NULL, f);
 		copy_detail(detail, dlen, PQerrorMessage(c->conn));
@@ -459,7 +460,7 @@ static bool simple_ok(struct pg_conn *c, const char *sql, uint64_t deadline, str
 	bool ok = r && !res_failed(r);
 
 	if (!ok)
-		query_failure(c, r, why, PG_POOL_MIGRATE_TIMEOUT_MS, f, detail, dlen);
+		query_failure(c, r, why, 0, f, detail, dlen);
 	PQclear(r);
 	return ok;
 }
@@ -532,6 +533,23 @@ out_rollback:
 
 /* ---- the pool ------------------------------------------------------------ */
 
+/* The session's statement_timeout: the pool's, unless the server already
+ * gives this role or database a lower one (a DBA's stricter rule stays);
+ * not a startup option, which would override theirs. */
+static bool conn_session(struct pg_pool *p, struct pg_conn *c, struct pg_failure *f, char *detail,
+			 size_t dlen)
+{
+	uint64_t deadline = clock_monotonic_ms() + (uint64_t)p->opts.connect_timeout_ms;
+	char sql[300];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT set_config('statement_timeout', '%d', false) FROM pg_settings"
+		 " WHERE name = 'statement_timeout'"
+		 " AND (setting::bigint = 0 OR setting::bigint > %d)",
+		 p->opts.statement_timeout_ms, p->opts.statement_timeout_ms);
+	return simple_ok(c, sql, deadline, f, detail, dlen);
+}
+
 /* A new connection, migrating first when asked. */
 static struct pg_conn *conn_open(struct pg_pool *p, bool migrate, struct pg_failure *f,
 				 char *detail, size_t dlen)
@@ -550,7 +568,8 @@ static struct pg_conn *conn_open(struct pg_pool *p, bool migrate, struct pg_fail
 		return NULL;
 	}
 	c->conn = pc;
-	if (migrate && pg_migrate(p, c, f, detail, dlen) != 0) {
+	if (!conn_session(p, c, f, detail, dlen) ||
+	    (migrate && pg_migrate(p, c, f, detail, dlen) != 0)) {
 		conn_free(c);
 		return NULL;
 	}
@@ -857,7 +876,7 @@ enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len)
 		r = conn_simple(&c, "SELECT 0", deadline, &why);
 	}
 	if (r == NULL || res_failed(r) || PQntuples(r) != 1) {
-		query_failure(&c, r, why, o->connect_timeout_ms, &f, detail, sizeof(detail));
+		query_failure(&c, r, why, 0, &f, detail, sizeof(detail));
 		PQclear(r);
 		PQfinish(c.conn);
 		return mn_error(msg, len, f.err == MN_CONFIG ? MN_CONFIG : MN_UNAVAILABLE,
