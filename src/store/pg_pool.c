@@ -281,8 +281,8 @@ static PGconn *pg_connect(const struct pg_params *params, int timeout_ms, struct
 	}
 	if (PQsetnonblocking(c, 1) != 0)
 		goto out_fail;
-	/* the SQLSTATE of a query's failure is in its result; its message
-	 * need not carry libpq's source location */
+	/* the SQLSTATE of a query's failure is in its result: its message
+	 * need not carry the code, nor the server's source file and line */
 	PQsetErrorVerbosity(c, PQERRORS_DEFAULT);
 	return c;
 
