@@ -21,7 +21,7 @@ deps="$top/.deps"
 # call systemctl only when systemd runs, and it does not become init (that is
 # systemd-sysv, not installed).
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
-      libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
+      libsqlite3-dev libpq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3 python3-pytest systemd)
 for group in "$@"; do
 	case $group in
