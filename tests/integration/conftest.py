@@ -8,7 +8,7 @@ of them unittest.TestCase classes driving harness.py):
 - the shared PostgreSQL: a test module with a module-level POSTGRES gets one
   throwaway PostgreSQL 15 (pgserver.PgServer, a free port) there for all its
   tests (the module-scoped `postgres` fixture), started whether or not the
-  meshnode binary exists; pgserver.share_postgres(globals()) declares it;
+  meshnode binary exists (`POSTGRES = None` at module level asks for it);
 - a failed test's report ends with the last 40 lines of every log of the
   processes it and its fixtures (module's, class's) started, and the temp
   directory is kept;

@@ -42,7 +42,6 @@ backends by PID and wait for them. Every wait is bounded.
 
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import threading
@@ -487,9 +486,3 @@ def _parent(pid):
     except (OSError, IndexError, ValueError):
         return None
 
-
-def share_postgres(module_globals):
-    """Gives a test module one PgServer for all its tests (conftest.py's
-    module-scoped `postgres` fixture): declares the module's POSTGRES,
-    None until the server runs. Call it at module level with globals()."""
-    module_globals["POSTGRES"] = None

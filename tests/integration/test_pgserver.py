@@ -19,7 +19,7 @@ from pgserver import PgServer
 # Tests of the harness alone: not counted as meshnode's.
 pytestmark = pytest.mark.harness
 
-pgserver.share_postgres(globals())
+POSTGRES = None  # the module's server while its tests run (conftest.py)
 
 
 def report(text):
