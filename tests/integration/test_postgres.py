@@ -5,7 +5,8 @@ throwaway PostgreSQL 15 servers (pgserver.py), issue 11, point 2:
   concurrent creates spread over both nodes (every 201 stored once), the
   same email sent to both nodes at once (one 201, one 409), users created
   on one node ordered through the other, and test_orders.py's kill -9 of a
-  users node under a stream of orders;
+  users node under a stream of orders; two nodes started at once on an
+  empty database apply the migrations once;
 - the driver's bad input: PostgreSQL down when the node starts, PostgreSQL
   restarted (fast shutdown, then kill -9) under a steady create load, a
   wrong password, a statement timeout.
@@ -193,6 +194,26 @@ class TwoUsersNodesOnOneDatabaseTest(harness.ProcessesTestCase):
     def test_kill9_under_a_stream_of_orders_loses_none(self):
         m, _ = self.mesh()
         test_orders.check_kill9_under_a_stream_of_orders(self, m)
+
+    def test_two_nodes_started_at_once_migrate_once(self):
+        store = own_database(POSTGRES, self)
+        db = store["database.name"]
+        nodes = [self.track(Node(name="users-migrate", consul=CONSUL, settings=store))
+                 for _ in range(2)]
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_ready()
+            wait_until(lambda n=n: n.request("GET", "/ready")[0] == 200, timeout=10,
+                       what="/ready 200 on %s" % n.label)
+        versions = [int(v) for (v,) in POSTGRES.rows(
+            "SELECT version FROM schema_migrations ORDER BY 1", db=db)]
+        self.assertTrue(versions, "no migration recorded")
+        self.assertEqual(versions, list(range(1, len(versions) + 1)), "each version once")
+        for i, n in enumerate(nodes):
+            status, body, _ = post_user(n, "m%d@example.com" % i)
+            self.assertEqual(status, 201, body)
+        self.assertEqual(POSTGRES.scalar("SELECT count(*) FROM users", db=db), "2")
 
 
 class CreateLoad:
