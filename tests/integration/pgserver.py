@@ -32,7 +32,11 @@ clients use, `port` may be fixed, and `prefix` is put in front of the
 command that runs postgres (`["ip", "netns", "exec", "ns-pg"]`); the prefix
 must exec its command, not fork it (ip netns exec and nsenter without
 --pid do). psql always goes through the Unix socket, which a network
-namespace does not hide.
+namespace does not hide. A script whose server must outlive it (a cluster
+brought up by one command and down by another) gives `dir` (a directory of
+its own, not under the harness's run directory, which goes at exit), calls
+detach() once the server is up, and later stop_detached(dir) from any
+process.
 
 Every process is recorded by PID in harness.PROCS, so harness.kill_all()
 (at the end of the session, on SIGTERM, at exit) kills the postmaster; its
@@ -112,6 +116,19 @@ def _let_server_user_in():
         os.chmod(harness.TMP_ROOT, 0o711)
 
 
+def _check_reachable(path):
+    """As root, every directory above `path` must let others through (o+x)
+    for the postgres user to reach it: a clear error now rather than
+    postgres's "Permission denied" at start."""
+    if not _as_root():
+        return
+    parent = os.path.dirname(path)
+    while parent and parent != "/":
+        if not os.stat(parent).st_mode & 0o001:
+            raise PgError("the %s user cannot reach %s: %s is not o+x" % (OS_USER, path, parent))
+        parent = os.path.dirname(parent)
+
+
 def quote_ident(name):
     return '"' + name.replace('"', '""') + '"'
 
@@ -183,14 +200,16 @@ class PgServer(harness._Process):
     `host`: listen_addresses and the address clients are given; `port`:
     fixed, else free (a port taken before postgres binds it is replaced,
     up to three tries); `prefix`: argv put in front of postgres; `settings`:
-    more postgres -c settings; start=False prepares the cluster and its
-    port and leaves start() for later (a node started first)."""
+    more postgres -c settings; `dir`: a new directory to use (made 0700)
+    instead of a temp one in the run directory; start=False prepares the
+    cluster and its port and leaves start() for later (a node started
+    first)."""
 
     START_TIMEOUT = 15.0
     STOP_TIMEOUT = 10.0
 
     def __init__(self, host="127.0.0.1", port=None, prefix=None, settings=None,
-                 label=None, start=True):
+                 label=None, dir=None, start=True):
         self.host = host
         self.fixed_port = port is not None
         self.port = port or harness.free_port()
@@ -203,7 +222,12 @@ class PgServer(harness._Process):
         self.startup_seconds = None  # the last start: spawn to ready
         self._logged = False
         self._backends = set()       # postmaster and children last seen
-        self.dir = harness.mkdtemp("postgres")
+        if dir:
+            os.makedirs(dir, mode=0o700)
+            self.dir = os.path.abspath(dir)
+            _check_reachable(self.dir)
+        else:
+            self.dir = harness.mkdtemp("postgres")
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "postgres.log")
         tpl = template()
@@ -356,6 +380,13 @@ class PgServer(harness._Process):
         self.stop()
         return self.start()
 
+    def detach(self):
+        """Takes the postmaster out of the harness's registry: it outlives
+        this process (harness.kill_all() and the exit leave it running).
+        Stop it with stop_detached(self.dir)."""
+        if self.proc is not None:
+            harness._unregister(self.proc)
+
     # -- SQL -----------------------------------------------------------------
 
     def psql_argv(self, db="postgres", user=SUPERUSER):
@@ -486,3 +517,32 @@ def _parent(pid):
     except (OSError, IndexError, ValueError):
         return None
 
+
+def stop_detached(dir, timeout=10.0):
+    """Stops the server whose directory is `dir` (made by PgServer(dir=...),
+    then detach()), from any process: fast shutdown by the PID in its
+    postmaster.pid, SIGKILL to it and its children after `timeout`, each
+    wait bounded. True when it was running."""
+    try:
+        with open(os.path.join(dir, "data", "postmaster.pid")) as f:
+            pid = int(f.readline())
+    except (OSError, ValueError):
+        return False
+    if not harness.pid_alive(pid):
+        return False
+    kids = {p for p in _all_pids() if _parent(p) == pid}
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    try:
+        harness.wait_until(lambda: not harness.pid_alive(pid), timeout=timeout, interval=0.02,
+                           what="postgres %d stopping" % pid)
+    except harness.WaitTimeout:
+        for p in kids | {pid}:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    PgServer._wait_gone(kids | {pid})
+    return True

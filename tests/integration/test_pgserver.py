@@ -174,3 +174,24 @@ class PgServerLifecycleTest(unittest.TestCase):
             self.assertEqual(pg.scalar("SELECT 1"), "1")
         finally:
             pg.stop()
+
+    def test_detached_server_outlives_the_registry_and_stops_from_its_dir(self):
+        top = harness.mkdtemp("detach")
+        where = os.path.join(top, "pg")
+        if os.geteuid() == 0:
+            with self.assertRaises(pgserver.PgError) as cm:
+                PgServer(dir=where)
+            self.assertIn("is not o+x", str(cm.exception))
+            os.rmdir(where)
+            os.chmod(top, 0o711)
+        pg = PgServer(dir=where)
+        try:
+            pid = pg.proc.pid
+            pg.detach()
+            self.assertNotIn(pid, harness.PROCS)
+            self.assertEqual(pg.scalar("SELECT 1"), "1")
+            self.assertTrue(pgserver.stop_detached(where))
+            self.assertFalse(harness.pid_alive(pid))
+            self.assertFalse(pgserver.stop_detached(where), "a second stop finds nothing")
+        finally:
+            pg.kill9()
