@@ -30,7 +30,7 @@ deps="$top/.deps"
 # Debian 12 minbase chroot: exit 0, cluster 15/main down, nothing listening).
 # The tests never use that cluster and never assume 5432 is free.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
-      libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
+      libsqlite3-dev libpq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3 python3-pytest systemd postgresql-15)
 for group in "$@"; do
 	case $group in
