@@ -15,6 +15,7 @@ The module has one Consul agent and one PostgreSQL server; every test has
 a database and a role of its own on it, or a server of its own when it
 stops or kills PostgreSQL. Figures are printed as `# ...` lines."""
 
+import collections
 import json
 import sys
 import threading
@@ -216,15 +217,19 @@ class TwoUsersNodesOnOneDatabaseTest(harness.ProcessesTestCase):
         self.assertEqual(POSTGRES.scalar("SELECT count(*) FROM users", db=db), "2")
 
 
+Answer = collections.namedtuple("Answer", "phase email status body sent answered")
+
+
 class CreateLoad:
     """Threads creating users on `node` one after another until stop(),
-    each answer kept with the phase in force when its request was sent."""
+    each answer kept (an Answer) with the phase in force when its request
+    was sent and the monotonic times it was sent and answered."""
 
     def __init__(self, node, threads=8, prefix="load"):
         self.node = node
         self.prefix = prefix
         self.phase = "before"
-        self.results = []  # (phase, email, status, body)
+        self.results = []  # Answer
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.count = 0
@@ -239,25 +244,28 @@ class CreateLoad:
             email = "%s-%d-%d@example.com" % (self.prefix, t, i)
             i += 1
             phase = self.phase
-            status, body, _ = post_user(self.node, email, timeout=15)
+            sent = time.monotonic()
+            status, body, took = post_user(self.node, email, timeout=15)
             with self.lock:
-                self.results.append((phase, email, status, body))
+                self.results.append(Answer(phase, email, status, body, sent, sent + took))
 
     def statuses(self, phase=None):
         with self.lock:
             out = {}
-            for ph, _, status, _ in self.results:
-                if phase is None or ph == phase:
-                    out[status] = out.get(status, 0) + 1
+            for a in self.results:
+                if phase is None or a.phase == phase:
+                    out[a.status] = out.get(a.status, 0) + 1
             return out
 
-    def created_since(self, mark):
+    def first_201_after(self, t):
+        """When the first 201 answered after monotonic time `t` came, or None."""
         with self.lock:
-            return sum(1 for r in self.results[mark:] if r[2] == 201)
+            return min((a.answered for a in self.results if a.status == 201 and a.answered > t),
+                       default=None)
 
-    def mark(self):
+    def answers(self, status, start, end):
         with self.lock:
-            return len(self.results)
+            return [a for a in self.results if a.status == status and start <= a.answered <= end]
 
     def stop(self):
         self.stopping.set()
@@ -311,20 +319,20 @@ class PostgresBadInputTest(harness.ProcessesTestCase):
         wait_until(lambda: node.request("GET", "/ready")[0] == 200, timeout=10, what="/ready 200")
         load = CreateLoad(node, threads=8)
         self.addCleanup(load.stop)
-        comeback = {}
+        times = {}
         try:
             time.sleep(1.0)
             for phase, down in (("fast restart", lambda: pg.stop()),
                                 ("kill -9", lambda: pg.kill9())):
                 load.phase = phase
-                t0 = time.monotonic()
+                t_down = time.monotonic()
                 down()
                 time.sleep(0.5)  # requests meet a PostgreSQL that is not there
                 pg.start()
-                mark = load.mark()
-                wait_until(lambda: load.created_since(mark) > 0, timeout=20, interval=0.05,
+                t_up = time.monotonic()
+                wait_until(lambda: load.first_201_after(t_up), timeout=20, interval=0.05,
                            what="a 201 after the %s" % phase)
-                comeback[phase] = time.monotonic() - t0
+                times[phase] = (t_down, t_up, load.first_201_after(t_up))
                 load.phase = "after " + phase
                 time.sleep(1.0)
         finally:
@@ -335,23 +343,27 @@ class PostgresBadInputTest(harness.ProcessesTestCase):
         for phase in ("before", "fast restart", "after fast restart", "kill -9", "after kill -9"):
             report("PostgreSQL restart under 8 create threads, phase %s: %r"
                    % (phase, load.statuses(phase)))
-        report("first 201 after PostgreSQL went down: fast restart %.2f s, kill -9 %.2f s "
-               "(0.5 s of it down)" % (comeback["fast restart"], comeback["kill -9"]))
+        for phase, (t_down, t_up, t_201) in times.items():
+            refused = load.answers(503, t_down, t_201)
+            report("%s: PostgreSQL away %.2f s (stopped, 0.5 s, started); %d 503s from %.2f s to "
+                   "%.2f s after it went; first 201 %.2f s after it was ready again"
+                   % (phase, t_up - t_down, len(refused),
+                      min((a.answered for a in refused), default=t_down) - t_down,
+                      max((a.answered for a in refused), default=t_down) - t_down, t_201 - t_up))
         self.assertEqual(set(statuses) - {201, 503}, set(), "answers other than 201 and 503")
-        leaks = [(status, body[:200]) for _, _, status, body in load.results if libpq_text(body)]
+        leaks = [(a.status, a.body[:200]) for a in load.results if libpq_text(a.body)]
         self.assertEqual(leaks, [], "PostgreSQL text in a body")
-        for _, _, status, body in load.results:
-            if status == 503:
-                self.assertIn("error", json.loads(body))
+        for a in load.results:
+            if a.status == 503:
+                self.assertIn("error", json.loads(a.body))
 
         # nothing acknowledged is lost; nothing stored that was not sent
         rows = users_rows(pg, store)
         by_email = {e: i for i, e in rows.items()}
-        acked = {json.loads(body)["id"]: email for _, email, status, body in load.results
-                 if status == 201}
+        acked = {json.loads(a.body)["id"]: a.email for a in load.results if a.status == 201}
         lost = {i: e for i, e in acked.items() if rows.get(i) != e}
         self.assertEqual(lost, {}, "201s missing from the database")
-        sent = {email for _, email, _, _ in load.results}
+        sent = {a.email for a in load.results}
         self.assertEqual(set(by_email) - sent, set())
         unacked = len(rows) - len(acked)
         report("%d 201s all stored; %d rows stored whose request got a 503 (committed, "
