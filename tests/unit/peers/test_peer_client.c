@@ -24,7 +24,7 @@
  * that counts calls per port and answers as the test set that port to. The
  * hand clock drives the breaker, the deadlines and the snapshot times. */
 
-#define USERS_URL      "/v1/health/service/users?passing=1"
+#define USERS_URL      "/v1/health/service/users"
 #define PORTS	       65536
 
 enum inst_mode {
