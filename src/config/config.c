@@ -31,6 +31,7 @@ static const struct config_peer peer_defaults = {
 	.tag = peer_default_tag,
 	.breaker_failures = 5,
 	.breaker_open_ms = 10000,
+	.panic_threshold = 50,
 };
 
 const char *config_source_name(enum config_source src)
@@ -457,6 +458,8 @@ static void cfg_peers_features(struct builder *b)
 				p->breaker_failures = (int)json_integer_value(v);
 			else if (strcmp(e, "breaker_open_ms") == 0)
 				p->breaker_open_ms = (int)json_integer_value(v);
+			else if (strcmp(e, "panic_threshold") == 0)
+				p->panic_threshold = (int)json_integer_value(v);
 		}
 		if (p->lb == NULL)
 			p->lb = cfg_dup(b, "");
