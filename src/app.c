@@ -260,9 +260,9 @@ static enum mn_err metrics_setup(struct app *app)
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
 		kind_labels);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
-	    !m->consul_registered || !m->kv_index || !m->ready ||
-	    !m->build_info || !m->peer_requests || !m->peer_duration || !m->peer_instances ||
-	    !m->peer_panic || !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
+	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
+	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
+	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;

@@ -768,15 +768,14 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 		json_t *one;
 
 		pthread_mutex_lock(&st->lock);
-		one = json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:b, s:s, s:I, s:I, s:I, s:I, s:s}",
-				"id", in->id, "node", in->node, "address", in->address, "port",
-				in->port, "tags", in->tags, "meta", in->meta, "passing",
-				in->passing, "circuit",
-				breaker_state_name(circuit_now(st, now, breaker_open_ms)),
-				"inflight", (json_int_t)atomic_load(&st->inflight),
-				"recent_failures", (json_int_t)st->recent_failures, "calls",
-				(json_int_t)st->calls, "failures", (json_int_t)st->failures,
-				"last_error", st->last_error);
+		one = json_pack(
+			"{s:s, s:s, s:s, s:i, s:O, s:O, s:b, s:s, s:I, s:I, s:I, s:I, s:s}", "id",
+			in->id, "node", in->node, "address", in->address, "port", in->port, "tags",
+			in->tags, "meta", in->meta, "passing", in->passing, "circuit",
+			breaker_state_name(circuit_now(st, now, breaker_open_ms)), "inflight",
+			(json_int_t)atomic_load(&st->inflight), "recent_failures",
+			(json_int_t)st->recent_failures, "calls", (json_int_t)st->calls, "failures",
+			(json_int_t)st->failures, "last_error", st->last_error);
 		pthread_mutex_unlock(&st->lock);
 		if (one == NULL || json_array_append_new(list, one) != 0) {
 			json_decref(view);

@@ -25,8 +25,8 @@
 struct inst_set {
 	atomic_uint refs;
 	struct consul_instance *v;
-	size_t n;                     /* all of them, maintenance included */
-	size_t registered;            /* those not in maintenance */
+	size_t n;	   /* all of them, maintenance included */
+	size_t registered; /* those not in maintenance */
 	size_t passing;
 };
 
@@ -36,8 +36,8 @@ struct snapshot {
 	struct resolver *r;
 	char *service;
 	char *tag;
-	struct inst_set *set;         /* NULL before Consul's first answer */
-	unsigned threshold;           /* the panic threshold it was decided with */
+	struct inst_set *set; /* NULL before Consul's first answer */
+	unsigned threshold;   /* the panic threshold it was decided with */
 };
 
 /* One followed service. */
@@ -225,12 +225,14 @@ static void log_panic_change(const struct snapshot *old, const struct snapshot *
 	const struct peer_snapshot *s = &next->pub;
 
 	if (s->panic && !old->pub.panic)
-		log_warn("peers", "service '%s'%s%s in panic: %zu of %zu instances passing, below "
+		log_warn("peers",
+			 "service '%s'%s%s in panic: %zu of %zu instances passing, below "
 			 "peers.%s.panic_threshold (%u%%); calling all %zu until enough pass again",
 			 s->service, *s->tag ? " tag " : "", s->tag, s->passing, s->registered,
 			 s->service, next->threshold, s->n);
 	else if (!s->panic && old->pub.panic)
-		log_info("peers", "service '%s'%s%s out of panic: %zu of %zu instances passing "
+		log_info("peers",
+			 "service '%s'%s%s out of panic: %zu of %zu instances passing "
 			 "(peers.%s.panic_threshold %u%%); calling the passing ones again",
 			 s->service, *s->tag ? " tag " : "", s->tag, s->passing, s->registered,
 			 s->service, next->threshold);
@@ -313,11 +315,12 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 	if (set->n > set->registered)
 		snprintf(away, sizeof(away), " (%zu in maintenance left out)",
 			 set->n - set->registered);
-	log_info("peers", "service '%s'%s%s: %zu of %zu instance%s passing%s%s at index %llu "
-		 "(parsed and published in %.1f ms)", f->service, *f->tag ? " tag " : "", f->tag,
-		 set->passing, set->registered, set->registered == 1 ? "" : "s", away,
-		 next->pub.panic ? ", in panic" : "", (unsigned long long)index,
-		 (double)(clock_monotonic_ns() - t0) / 1e6);
+	log_info("peers",
+		 "service '%s'%s%s: %zu of %zu instance%s passing%s%s at index %llu "
+		 "(parsed and published in %.1f ms)",
+		 f->service, *f->tag ? " tag " : "", f->tag, set->passing, set->registered,
+		 set->registered == 1 ? "" : "s", away, next->pub.panic ? ", in panic" : "",
+		 (unsigned long long)index, (double)(clock_monotonic_ns() - t0) / 1e6);
 	log_panic_change(old, next);
 	resolver_put(&old->pub);
 	resolver_put(&next->pub);

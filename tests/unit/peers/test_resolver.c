@@ -45,7 +45,7 @@ struct hooks {
 	unsigned parked;
 	atomic_uint prepares, releases, bad_prepares;
 	atomic_uint sweeper_calls;
-	atomic_uint threshold;         /* peers.users.panic_threshold */
+	atomic_uint threshold; /* peers.users.panic_threshold */
 };
 
 struct rt {
@@ -912,8 +912,8 @@ static void test_panic_rule(void **state)
 }
 
 struct story {
-	struct fixture_answer three, one_critical, two_critical, all_critical, two_back,
-		node_check, maint_two, maint_rest_critical, node_maint, scaled_down;
+	struct fixture_answer three, one_critical, two_critical, all_critical, two_back, node_check,
+		maint_two, maint_rest_critical, node_maint, scaled_down;
 };
 
 static void story_load(struct story *st)
@@ -1006,9 +1006,11 @@ static void test_panic_entered_and_left_once(void **state)
 	assert_string_equal(s->inst[2].id, "users-3");
 	assert_false(s->inst[2].passing);
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log, ENTERED "1 of 3 instances passing, below "
-						"peers.users.panic_threshold (50%); "
-						"calling all 3 until enough pass again", 1),
+	assert_int_equal(log_capture_wait(log,
+					  ENTERED "1 of 3 instances passing, below "
+						  "peers.users.panic_threshold (50%); "
+						  "calling all 3 until enough pass again",
+					  1),
 			 1);
 
 	s = answer(t, rule, &st.all_critical);
@@ -1020,16 +1022,20 @@ static void test_panic_entered_and_left_once(void **state)
 	assert_string_equal(s->inst[0].id, "users-1");
 	assert_string_equal(s->inst[1].id, "users-2");
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log, LEFT "2 of 3 instances passing "
+	assert_int_equal(log_capture_wait(log,
+					  LEFT "2 of 3 instances passing "
 					       "(peers.users.panic_threshold 50%); "
-					       "calling the passing ones again", 1),
+					       "calling the passing ones again",
+					  1),
 			 1);
 	/* the watch thread logs in order: every line before that one is in */
 	assert_int_equal(log_capture_count(log, ENTERED), 1);
 	assert_int_equal(log_capture_count(log, LEFT), 1);
 	/* each answer still has its line */
-	assert_int_equal(log_capture_wait(log, "service 'users': 0 of 3 instances passing, "
-						"in panic at index 19", 1),
+	assert_int_equal(log_capture_wait(log,
+					  "service 'users': 0 of 3 instances passing, "
+					  "in panic at index 19",
+					  1),
 			 1);
 	log_capture_stop(log);
 	story_free(t, &st);
@@ -1176,8 +1182,10 @@ static void test_threshold_change_applies_at_the_next_sweep(void **state)
 	assert_int_equal(s->index, 18);
 	assert_string_equal(s->inst[0].id, "users-1");
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log, LEFT "1 of 3 instances passing "
-					       "(peers.users.panic_threshold 0%)", 1),
+	assert_int_equal(log_capture_wait(log,
+					  LEFT "1 of 3 instances passing "
+					       "(peers.users.panic_threshold 0%)",
+					  1),
 			 1);
 	/* the snapshot held before is intact */
 	assert_counts(before, 3, 1, 3, true);
