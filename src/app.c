@@ -58,6 +58,7 @@ struct app_metrics {
 	struct metric_family *peer_requests;
 	struct metric_family *peer_duration;
 	struct metric_family *peer_instances;
+	struct metric_family *peer_panic;
 	struct metric_family *peer_stale;
 	struct metric_family *peer_circuit;
 	struct metric_family *store_write_failures;
@@ -153,7 +154,8 @@ static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint6
 {
 	struct app *app = ctx;
 
-	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->n);
+	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->passing);
+	metric_set(app->m.peer_panic, (const char *[]){snap->service}, snap->panic ? 1 : 0);
 	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
 	peer_client_foreach_instance(snap, collect_circuit, app);
 }
@@ -191,11 +193,13 @@ static void collect(struct metrics *m, void *ctx)
 	/* the series of services no longer followed and of circuits closed
 	 * since go: only what is set now stays */
 	metric_sweep_begin(app->m.peer_instances);
+	metric_sweep_begin(app->m.peer_panic);
 	metric_sweep_begin(app->m.peer_stale);
 	metric_sweep_begin(app->m.peer_circuit);
 	if (app->resolver)
 		resolver_foreach(app->resolver, collect_peer_view, app);
 	metric_sweep_end(app->m.peer_instances);
+	metric_sweep_end(app->m.peer_panic);
 	metric_sweep_end(app->m.peer_stale);
 	metric_sweep_end(app->m.peer_circuit);
 }
@@ -241,6 +245,10 @@ static enum mn_err metrics_setup(struct app *app)
 	m->peer_instances = metrics_gauge(m->registry, "meshnode_peer_instances",
 					  "Passing instances of a peer service in the node's view.", 1,
 					  peer_labels);
+	m->peer_panic = metrics_gauge(m->registry, "meshnode_peer_panic",
+				      "1 while fewer instances of a peer service pass than its "
+				      "panic threshold and every registered one is called.",
+				      1, peer_labels);
 	m->peer_stale = metrics_gauge(m->registry, "meshnode_peer_view_stale_seconds",
 				      "How long the view of a peer service has been out of touch "
 				      "with Consul (0 while the agent answers).",
@@ -253,8 +261,8 @@ static enum mn_err metrics_setup(struct app *app)
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
 		kind_labels);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
-	    !m->consul_registered || !m->kv_index || !m->ready ||
-	    !m->build_info || !m->peer_requests || !m->peer_duration || !m->peer_instances ||
+	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
+	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
 	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
@@ -423,6 +431,7 @@ static const void *peer_settings_get(void *ctx, const char *service, struct peer
 		.tag = p->tag,
 		.breaker_failures = (unsigned)p->breaker_failures,
 		.breaker_open_ms = (uint64_t)p->breaker_open_ms,
+		.panic_threshold = (unsigned)p->panic_threshold,
 	};
 	return cfg;
 }
@@ -445,6 +454,18 @@ static bool peer_allowed(void *ctx, const char *service)
 
 	config_store_put(app->store, cfg);
 	return ok;
+}
+
+/* peers.<name>.panic_threshold in force: the resolver asks at each
+ * answer and every second. */
+static unsigned peer_panic_threshold(void *ctx, const char *service)
+{
+	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	unsigned threshold = (unsigned)config_peer_get(cfg, service)->panic_threshold;
+
+	config_store_put(app->store, cfg);
+	return threshold;
 }
 
 static void *peer_prepare(void *ctx, const struct peer_snapshot *snap)
@@ -475,6 +496,7 @@ static enum mn_err peers_setup(struct app *app)
 		.max_response = (size_t)app->cfg->consul_watch_max_bytes,
 		.idle_ms = (uint64_t)app->cfg->consul_watch_idle_ms,
 		.allowed = peer_allowed,
+		.panic_threshold = peer_panic_threshold,
 		.prepare = peer_prepare,
 		.release = peer_release,
 		.ctx = app,

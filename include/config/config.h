@@ -31,6 +31,7 @@ struct config_peer {
 	char *tag;             /* "" = any instance */
 	int breaker_failures;  /* 5 */
 	int breaker_open_ms;   /* 10000 */
+	int panic_threshold;   /* 50: percent passing below which every instance is called */
 };
 
 struct config_feature {

@@ -1,6 +1,7 @@
 /* Service instances from Consul's health endpoint
- * (GET /v1/health/service/<name>?passing): parsing, and the checks an
- * address from Consul passes before a call goes to it. */
+ * (GET /v1/health/service/<name>, with or without ?passing): parsing, each
+ * instance's health as ?passing would judge it, and the checks an address
+ * from Consul passes before a call goes to it. */
 #ifndef MESHNODE_CONSUL_HEALTH_H
 #define MESHNODE_CONSUL_HEALTH_H
 
@@ -20,6 +21,11 @@ struct consul_instance {
 	int port;            /* 1..65535 */
 	json_t *tags;        /* array of strings (own copy) */
 	json_t *meta;        /* object of strings (own copy) */
+	bool passing;        /* every check passing, its node's included (serfHealth):
+				what ?passing keeps; warning is not passing */
+	bool maintenance;    /* in maintenance: a _node_maintenance or
+				_service_maintenance:<id> check (an operator took
+				it out) */
 };
 
 /* true for an IPv4 or IPv6 literal or an RFC 1123 host name: nothing that

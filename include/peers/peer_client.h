@@ -32,6 +32,8 @@ struct peer_settings {
 	const char *tag;              /* "" or NULL: any instance */
 	unsigned breaker_failures;
 	uint64_t breaker_open_ms;
+	unsigned panic_threshold;     /* percent: shown in the view; the resolver
+					 applies it (resolver_opts.panic_threshold) */
 };
 
 struct peer_request {
@@ -85,9 +87,11 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
 				    const char *tag, uint64_t breaker_open_ms);
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
- * reference): the snapshot's index, age and staleness, "instances_total",
- * and the instances from 'offset' on, at most 'limit' of them (a view of
- * 10,000 instances is megabytes: a request asks for a page). The errors of
+ * reference): the snapshot's index, age and staleness, "panic" with
+ * "instances_passing" and "instances_registered", "instances_total" (those
+ * calls use), and those instances from 'offset' on, at most 'limit' of them
+ * (a view of 10,000 instances is megabytes: a request asks for a page),
+ * each with its Consul health ("passing") and circuit. The errors of
  * resolver_get (MN_INVALID, MN_NOT_FOUND, MN_UNAVAILABLE) or MN_NOMEM,
  * with detail in err. */
 enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,

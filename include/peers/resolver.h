@@ -1,9 +1,22 @@
 /* The node's live view of the peer services it calls. Each followed
  * service is watched with one blocking query on
- * /v1/health/service/<service>?passing[&tag=<tag>], started on first use;
- * every answer that changes the instances is published as an immutable,
- * refcounted snapshot that callers read without asking Consul. When the
- * agent is unreachable the last snapshot stays in use.
+ * /v1/health/service/<service>[?tag=<tag>] (every registered instance with
+ * its checks), started on first use; every answer that changes the
+ * instances is published as an immutable, refcounted snapshot that callers
+ * read without asking Consul. When the agent is unreachable the last
+ * snapshot stays in use.
+ *
+ * A snapshot holds the instances calls may use: those passing (every
+ * check passing, the node's included: what ?passing keeps), or, while the
+ * service is in panic, every registered one. A service is in panic when
+ * fewer than its panic threshold (percent; 0: never) of its registered
+ * instances pass, none passing of any registered included: a partitioned
+ * host that rejoins with stale gossip can make Consul fail a healthy host
+ * for a moment, and calling every instance (circuit breakers eject the
+ * ones that are really gone) beats failing every call. Instances in
+ * maintenance count nowhere (an operator took them out), and deregistered
+ * ones leave the count at once: a scale-down is no panic. The service's
+ * entering and leaving panic are logged once each.
  *
  * What is followed is bounded by configuration, never by a caller: only
  * services the 'allowed' callback accepts, at most max_services at once; a
@@ -26,8 +39,16 @@ struct resolver;
 struct peer_snapshot {
 	const char *service;
 	const char *tag;                    /* "" for any instance */
-	const struct consul_instance *inst; /* passing instances with valid addresses */
+	const struct consul_instance *inst; /* the instances calls use, with valid
+					       addresses: the passing ones, or in
+					       panic every registered one (the
+					       passing ones first) */
 	size_t n;
+	size_t passing;                     /* instances passing */
+	size_t registered;                  /* instances registered, those in
+					       maintenance left out */
+	bool panic;                         /* fewer than the panic threshold pass:
+					       n == registered */
 	uint64_t index;                     /* X-Consul-Index it came with */
 	uint64_t changed_ms;                /* clock time it was published */
 	bool known;                         /* false: Consul has not answered yet */
@@ -53,13 +74,19 @@ struct resolver_opts {
 	 * allowed stops). NULL: any valid name. Called without resolver locks
 	 * held by the caller; must not call back into the resolver. */
 	bool (*allowed)(void *ctx, const char *service);
+	/* The panic threshold of 'service' in force, percent (above 100
+	 * counts as 100): asked on the watch thread at each answer, and by
+	 * each sweep for each service followed, so that a changed threshold
+	 * applies within a second rather than at the next answer. NULL: 0,
+	 * never in panic. Same rules as allowed. */
+	unsigned (*panic_threshold)(void *ctx, const char *service);
 	/* Called on the watch thread for each new snapshot with instances,
 	 * before it is published; its result is snapshot->prepared, handed
 	 * to release() when the snapshot is freed (on whatever thread drops
 	 * the last reference). Both may be NULL. */
 	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
 	void (*release)(void *ctx, void *prepared);
-	void *ctx;                          /* for allowed, prepare, release */
+	void *ctx;                          /* for the callbacks above */
 };
 
 /* NULL when out of memory or a thread cannot start. */
@@ -95,10 +122,18 @@ void resolver_foreach(struct resolver *r,
 /* Services followed now. */
 size_t resolver_followed(struct resolver *r);
 
-/* Stops what is idle, no longer allowed or replaced; the housekeeping
- * thread calls it every second; exposed for tests with a hand clock.
- * Returns how many watches it stopped. */
+/* Stops what is idle, no longer allowed or replaced, and publishes anew
+ * the snapshot of a service whose panic a changed threshold decides
+ * otherwise (same instances, same index); the housekeeping thread calls it
+ * every second; exposed for tests with a hand clock. Returns how many
+ * watches it stopped. */
 size_t resolver_sweep(struct resolver *r);
+
+/* Whether a service with 'passing' of its 'registered' instances passing
+ * is in panic under 'threshold' percent (above 100 counts as 100):
+ * passing * 100 < threshold * registered, so that none passing of some is
+ * panic with any threshold but 0; never with none registered. */
+bool resolver_panic(size_t passing, size_t registered, unsigned threshold);
 
 /* true for a name Consul would accept as a service name and that is safe in
  * a URL path: [A-Za-z0-9_-] and '.', 1..128 bytes. */

@@ -31,6 +31,7 @@ static const struct config_peer peer_defaults = {
 	.tag = peer_default_tag,
 	.breaker_failures = 5,
 	.breaker_open_ms = 10000,
+	.panic_threshold = 50,
 };
 
 const char *config_source_name(enum config_source src)
@@ -271,13 +272,16 @@ static enum mn_err config_apply_derived(struct config_state *st, const char *hos
 static enum mn_err config_complete_peers(struct config_state *st)
 {
 	char name[300];
-	size_t n = st->n_slots, n_peer_slots = 0;
+	size_t n = st->n_slots, n_peer_slots = 0, n_per_peer = 0;
 	enum mn_err err;
 
 	for (size_t i = 0; i < n; i++)
 		n_peer_slots += strncmp(st->slots[i].name, "peers.", 6) == 0;
-	/* at worst each peer was given one setting and gets the five others */
-	if (n_peer_slots && config_state_reserve(st, 5 * n_peer_slots) != MN_OK)
+	for (size_t i = 0; i < settings_count; i++)
+		n_per_peer += strncmp(settings_table[i].name, "peers.*.", 8) == 0;
+	/* at worst each peer was given one setting and gets all the others */
+	if (n_peer_slots && n_per_peer > 1 &&
+	    config_state_reserve(st, (n_per_peer - 1) * n_peer_slots) != MN_OK)
 		return MN_NOMEM;
 	for (size_t i = 0; i < n; i++) {
 		const char *s = st->slots[i].name;
@@ -457,6 +461,8 @@ static void cfg_peers_features(struct builder *b)
 				p->breaker_failures = (int)json_integer_value(v);
 			else if (strcmp(e, "breaker_open_ms") == 0)
 				p->breaker_open_ms = (int)json_integer_value(v);
+			else if (strcmp(e, "panic_threshold") == 0)
+				p->panic_threshold = (int)json_integer_value(v);
 		}
 		if (p->lb == NULL)
 			p->lb = cfg_dup(b, "");

@@ -201,6 +201,7 @@ const struct setting_def settings_table[] = {
 	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true),
 	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true),
 	ENUM("peers.*.lb", "round_robin", lb_policies, true),
+	INT("peers.*.panic_threshold", "50", 0, 100, true),
 	INT("peers.*.retries", "2", 0, 10, true),
 	STR("peers.*.tag", "", 0, NULL, true),
 	INT("peers.*.timeout_ms", "5000", 1, 600000, true),

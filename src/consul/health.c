@@ -86,6 +86,8 @@ struct entry {
 	struct buf id, node, node_address, address;
 	long long port;
 	bool port_ok, is_object;
+	bool failing;        /* a check that is not passing */
+	bool maintenance;
 	json_t *tags, *meta;
 };
 
@@ -98,6 +100,8 @@ static void entry_init(struct entry *e)
 	e->port = 0;
 	e->port_ok = false;
 	e->is_object = false;
+	e->failing = false;
+	e->maintenance = false;
 	e->tags = NULL;
 	e->meta = NULL;
 }
@@ -228,6 +232,63 @@ static bool read_service(struct jscan *s, struct entry *e, struct buf *scratch)
 	return !s->failed;
 }
 
+/* The maintenance checks Consul adds: for the node ("_node_maintenance")
+ * and for one service ("_service_maintenance:<service ID>"). */
+static bool maintenance_check(const struct buf *id)
+{
+	static const char node[] = "_node_maintenance", service[] = "_service_maintenance:";
+
+	return id->data && (strcmp(id->data, node) == 0 ||
+			    strncmp(id->data, service, sizeof(service) - 1) == 0);
+}
+
+/* One check: its ID and status. A check with no status or another one
+ * than "passing" fails, as ?passing has it. */
+static bool read_check(struct jscan *s, struct entry *e, struct buf *check_id, struct buf *status)
+{
+	char key[KEY_MAX];
+
+	buf_reset(check_id);
+	buf_reset(status);
+	if (jscan_peek(s) != JSCAN_OBJECT)
+		return jscan_skip(s);
+	if (!jscan_object_begin(s))
+		return false;
+	while (jscan_object_next(s, key, sizeof(key))) {
+		bool ok = strcmp(key, "CheckID") == 0  ? read_string(s, check_id)
+			  : strcmp(key, "Status") == 0 ? read_string(s, status)
+						       : jscan_skip(s);
+		if (!ok)
+			return false;
+	}
+	if (s->failed)
+		return false;
+	if (status->data == NULL || strcmp(status->data, "passing") != 0)
+		e->failing = true;
+	if (maintenance_check(check_id))
+		e->maintenance = true;
+	return true;
+}
+
+/* Checks: the instance's and its node's. */
+static bool read_checks(struct jscan *s, struct entry *e)
+{
+	struct buf check_id, status;
+	bool ok = true;
+
+	if (jscan_peek(s) != JSCAN_ARRAY)
+		return jscan_skip(s);
+	if (!jscan_array_begin(s))
+		return false;
+	buf_init(&check_id, FIELD_MAX);
+	buf_init(&status, FIELD_MAX);
+	while (ok && jscan_array_next(s))
+		ok = read_check(s, e, &check_id, &status);
+	buf_release(&check_id);
+	buf_release(&status);
+	return ok && !s->failed;
+}
+
 /* One entry of the array; false on a parse error or out of memory. */
 static bool read_entry(struct jscan *s, struct entry *e, struct buf *scratch)
 {
@@ -241,6 +302,7 @@ static bool read_entry(struct jscan *s, struct entry *e, struct buf *scratch)
 	while (jscan_object_next(s, key, sizeof(key))) {
 		bool ok = strcmp(key, "Node") == 0      ? read_node(s, e)
 			  : strcmp(key, "Service") == 0 ? read_service(s, e, scratch)
+			  : strcmp(key, "Checks") == 0  ? read_checks(s, e)
 							: jscan_skip(s);
 		if (!ok)
 			return false;
@@ -276,6 +338,8 @@ static enum mn_err entry_take(struct entry *e, size_t i, struct consul_instance 
 	in->node = strdup(e->node.data ? e->node.data : "");
 	in->address = strdup(address);
 	in->port = (int)e->port;
+	in->passing = !e->failing;
+	in->maintenance = e->maintenance;
 	in->tags = e->tags ? e->tags : json_array();
 	in->meta = e->meta ? e->meta : json_object();
 	e->tags = e->meta = NULL;

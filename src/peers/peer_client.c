@@ -754,11 +754,13 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 	now = clock_now(pc->clock); /* after a first use's wait */
 	t = snap->prepared;
 	list = json_array();
-	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o}", "service", service, "tag",
-			 snap->tag, "known", snap->known, "index", (json_int_t)snap->index,
-			 "age_ms", (json_int_t)(now > snap->changed_ms ? now - snap->changed_ms : 0),
-			 "stale_ms",
-			 (json_int_t)resolver_stale_ms(pc->resolver, service), "instances_total",
+	view = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:o}", "service",
+			 service, "tag", snap->tag, "known", snap->known, "index",
+			 (json_int_t)snap->index, "age_ms",
+			 (json_int_t)(now > snap->changed_ms ? now - snap->changed_ms : 0),
+			 "stale_ms", (json_int_t)resolver_stale_ms(pc->resolver, service), "panic",
+			 snap->panic, "instances_passing", (json_int_t)snap->passing,
+			 "instances_registered", (json_int_t)snap->registered, "instances_total",
 			 (json_int_t)snap->n, "instances", list);
 	for (size_t i = offset; view && t && i < t->n && i - offset < limit; i++) {
 		const struct consul_instance *in = &snap->inst[i];
@@ -766,14 +768,14 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 		json_t *one;
 
 		pthread_mutex_lock(&st->lock);
-		one = json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:s, s:I, s:I, s:I, s:I, s:s}",
-				"id", in->id, "node", in->node, "address", in->address, "port",
-				in->port, "tags", in->tags, "meta", in->meta, "circuit",
-				breaker_state_name(circuit_now(st, now, breaker_open_ms)),
-				"inflight", (json_int_t)atomic_load(&st->inflight),
-				"recent_failures", (json_int_t)st->recent_failures, "calls",
-				(json_int_t)st->calls, "failures", (json_int_t)st->failures,
-				"last_error", st->last_error);
+		one = json_pack(
+			"{s:s, s:s, s:s, s:i, s:O, s:O, s:b, s:s, s:I, s:I, s:I, s:I, s:s}", "id",
+			in->id, "node", in->node, "address", in->address, "port", in->port, "tags",
+			in->tags, "meta", in->meta, "passing", in->passing, "circuit",
+			breaker_state_name(circuit_now(st, now, breaker_open_ms)), "inflight",
+			(json_int_t)atomic_load(&st->inflight), "recent_failures",
+			(json_int_t)st->recent_failures, "calls", (json_int_t)st->calls, "failures",
+			(json_int_t)st->failures, "last_error", st->last_error);
 		pthread_mutex_unlock(&st->lock);
 		if (one == NULL || json_array_append_new(list, one) != 0) {
 			json_decref(view);

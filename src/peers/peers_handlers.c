@@ -33,6 +33,7 @@ static void peer_view(const struct http_request *req, struct http_response *res,
 		json_object_set_new(view, "lb", json_string(s.lb));
 		json_object_set_new(view, "timeout_ms", json_integer((json_int_t)s.timeout_ms));
 		json_object_set_new(view, "retries", json_integer(s.retries));
+		json_object_set_new(view, "panic_threshold", json_integer(s.panic_threshold));
 	}
 	h->settings->put(h->settings->ctx, token);
 	switch (e) {

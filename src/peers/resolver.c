@@ -18,13 +18,26 @@
 /* Refused instances logged one line each, per answer; then a count. */
 #define REJECTED_LINES_MAX 5
 
+/* The instances of one answer, in the order snapshots use them: the
+ * passing ones, then the others, then those in maintenance (never used),
+ * each group in Consul's order. Shared by the snapshots made of one answer:
+ * a changed panic threshold publishes the same instances again. */
+struct inst_set {
+	atomic_uint refs;
+	struct consul_instance *v;
+	size_t n;	   /* all of them, maintenance included */
+	size_t registered; /* those not in maintenance */
+	size_t passing;
+};
+
 struct snapshot {
 	struct peer_snapshot pub;     /* first: callers see only this */
 	atomic_uint refs;
 	struct resolver *r;
 	char *service;
 	char *tag;
-	struct consul_instance *inst;
+	struct inst_set *set; /* NULL before Consul's first answer */
+	unsigned threshold;   /* the panic threshold it was decided with */
 };
 
 /* One followed service. */
@@ -49,6 +62,7 @@ struct resolver {
 	uint64_t first_wait_ms, wait_ms, backoff_cap_ms, idle_ms;
 	size_t max_services, max_response;
 	bool (*allowed)(void *ctx, const char *service);
+	unsigned (*panic_threshold)(void *ctx, const char *service);
 	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
 	void (*release)(void *ctx, void *prepared);
 	void *ctx;
@@ -76,11 +90,64 @@ bool resolver_name_valid(const char *name)
 	return true;
 }
 
+bool resolver_panic(size_t passing, size_t registered, unsigned threshold)
+{
+	if (threshold > 100)
+		threshold = 100;
+	return threshold > 0 && registered > 0 && passing * 100 < (size_t)threshold * registered;
+}
+
+static void inst_set_put(struct inst_set *set)
+{
+	if (set && atomic_fetch_sub(&set->refs, 1) == 1) {
+		consul_instances_free(set->v, set->n);
+		free(set);
+	}
+}
+
+/* The parsed instances 'v' (n of them, taken: freed on failure too) as a
+ * new set; NULL when out of memory. */
+static struct inst_set *inst_set_take(struct consul_instance *v, size_t n)
+{
+	struct inst_set *set = calloc(1, sizeof(*set));
+	struct consul_instance *sorted = malloc((n ? n : 1) * sizeof(*sorted));
+	size_t k = 0;
+
+	if (set == NULL || sorted == NULL) {
+		free(set);
+		free(sorted);
+		consul_instances_free(v, n);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].maintenance && v[i].passing)
+			sorted[k++] = v[i];
+	set->passing = k;
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].maintenance && !v[i].passing)
+			sorted[k++] = v[i];
+	set->registered = k;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].maintenance)
+			sorted[k++] = v[i];
+	free(v); /* the instances moved, the array goes */
+	atomic_init(&set->refs, 1);
+	set->v = sorted;
+	set->n = n;
+	return set;
+}
+
+/* The panic threshold of 'service' in force. */
+static unsigned threshold_of(struct resolver *r, const char *service)
+{
+	return r->panic_threshold ? r->panic_threshold(r->ctx, service) : 0;
+}
+
 static void snapshot_free(struct snapshot *s)
 {
 	if (s->pub.prepared && s->r->release)
 		s->r->release(s->r->ctx, s->pub.prepared);
-	consul_instances_free(s->inst, s->pub.n);
+	inst_set_put(s->set);
 	free(s->service);
 	free(s->tag);
 	free(s);
@@ -94,27 +161,81 @@ void resolver_put(const struct peer_snapshot *ps)
 		snapshot_free(s);
 }
 
+/* A snapshot of 'set' (NULL: none yet; its reference taken, dropped on
+ * failure too) in panic or not as decided with 'threshold'; NULL when out
+ * of memory. */
 static struct snapshot *snapshot_new(struct resolver *r, const char *service, const char *tag,
-				     struct consul_instance *inst, size_t n, uint64_t index,
+				     struct inst_set *set, unsigned threshold, uint64_t index,
 				     uint64_t now, bool known)
 {
 	struct snapshot *s = calloc(1, sizeof(*s));
+	bool panic;
 
 	if (s == NULL)
-		return NULL;
+		goto out_set;
 	s->r = r;
 	s->service = strdup(service);
 	s->tag = strdup(tag);
-	if (s->service == NULL || s->tag == NULL) {
-		free(s->service);
-		free(s->tag);
-		free(s);
-		return NULL;
-	}
-	s->inst = inst;
+	if (s->service == NULL || s->tag == NULL)
+		goto out_free;
+	s->set = set;
+	s->threshold = threshold;
 	atomic_init(&s->refs, 1);
-	s->pub = (struct peer_snapshot){s->service, s->tag, inst, n, index, now, known, NULL};
+	panic = set && resolver_panic(set->passing, set->registered, threshold);
+	s->pub = (struct peer_snapshot){
+		.service = s->service,
+		.tag = s->tag,
+		.inst = set ? set->v : NULL,
+		.n = set ? (panic ? set->registered : set->passing) : 0,
+		.passing = set ? set->passing : 0,
+		.registered = set ? set->registered : 0,
+		.panic = panic,
+		.index = index,
+		.changed_ms = now,
+		.known = known,
+	};
 	return s;
+
+out_free:
+	free(s->service);
+	free(s->tag);
+	free(s);
+out_set:
+	inst_set_put(set);
+	return NULL;
+}
+
+/* The work proportional to the mesh happens here, once per snapshot on
+ * the watch or sweep thread, never on a call. false when out of memory
+ * (s released). */
+static bool snapshot_prepare(struct resolver *r, struct snapshot *s)
+{
+	if (s->pub.n && r->prepare && (s->pub.prepared = r->prepare(r->ctx, &s->pub)) == NULL) {
+		log_error("peers", "out of memory updating '%s'", s->service);
+		resolver_put(&s->pub);
+		return false;
+	}
+	return true;
+}
+
+/* One line when a service enters panic and one when it leaves it, however
+ * many answers it takes. */
+static void log_panic_change(const struct snapshot *old, const struct snapshot *next)
+{
+	const struct peer_snapshot *s = &next->pub;
+
+	if (s->panic && !old->pub.panic)
+		log_warn("peers",
+			 "service '%s'%s%s in panic: %zu of %zu instances passing, below "
+			 "peers.%s.panic_threshold (%u%%); calling all %zu until enough pass again",
+			 s->service, *s->tag ? " tag " : "", s->tag, s->passing, s->registered,
+			 s->service, next->threshold, s->n);
+	else if (!s->panic && old->pub.panic)
+		log_info("peers",
+			 "service '%s'%s%s out of panic: %zu of %zu instances passing "
+			 "(peers.%s.panic_threshold %u%%); calling the passing ones again",
+			 s->service, *s->tag ? " tag " : "", s->tag, s->passing, s->registered,
+			 s->service, next->threshold);
 }
 
 /* ---- watch callbacks (on the watch thread) ----------------------------- */
@@ -141,6 +262,22 @@ static void log_rejected(const struct followed *f, char *lines)
 		log_warn("peers", "service '%s': %zu more instances refused", f->service, more);
 }
 
+/* Makes 'next' f's current snapshot (taking its reference) unless f's
+ * current one is no longer 'expected' (NULL: whichever it is). Lock held.
+ * Returns the snapshot replaced (the caller's reference now), or NULL when
+ * next was not published (and is still the caller's). */
+static struct snapshot *swap_locked(struct followed *f, struct snapshot *next,
+				    const struct snapshot *expected)
+{
+	struct snapshot *old = f->current;
+
+	if (expected && old != expected)
+		return NULL;
+	f->current = next;
+	pthread_cond_broadcast(&f->r->cond);
+	return old;
+}
+
 static void on_health_change(void *ctx, const char *body, size_t len, uint64_t index,
 			     bool not_found)
 {
@@ -148,10 +285,11 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 	struct resolver *r = f->r;
 	struct consul_instance *inst = NULL;
 	struct snapshot *next, *old;
+	struct inst_set *set;
 	struct buf rejected;
 	uint64_t t0 = clock_monotonic_ns();
 	size_t n = 0;
-	char err[256];
+	char err[256], away[64] = "";
 
 	buf_init(&rejected, 1 << 14);
 	if (!not_found && consul_health_parse(body, len, &inst, &n, &rejected, err, sizeof(err)) !=
@@ -160,29 +298,32 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 		goto out;
 	}
 	log_rejected(f, rejected.data);
-	next = snapshot_new(r, f->service, f->tag, inst, n, index, clock_now(r->clock), true);
-	if (next == NULL) {
-		consul_instances_free(inst, n);
+	if ((set = inst_set_take(inst, n)) == NULL ||
+	    (next = snapshot_new(r, f->service, f->tag, set, threshold_of(r, f->service), index,
+				 clock_now(r->clock), true)) == NULL) {
 		log_error("peers", "out of memory updating '%s'", f->service);
 		goto out;
 	}
-	/* The work proportional to the mesh happens here, once per answer,
-	 * never on a call. */
-	if (n && r->prepare && (next->pub.prepared = r->prepare(r->ctx, &next->pub)) == NULL) {
-		log_error("peers", "out of memory updating '%s'", f->service);
-		resolver_put(&next->pub);
+	if (!snapshot_prepare(r, next))
 		goto out;
-	}
+	/* a reference of our own for the lines below: a sweep may replace
+	 * and free next as soon as the lock is let go */
+	atomic_fetch_add(&next->refs, 1);
 	pthread_mutex_lock(&r->lock);
-	old = f->current;
-	f->current = next;
-	pthread_cond_broadcast(&r->cond);
+	old = swap_locked(f, next, NULL);
 	pthread_mutex_unlock(&r->lock);
-	log_info("peers", "service '%s'%s%s: %zu passing instance%s at index %llu (parsed and "
-		 "published in %.1f ms)", f->service, *f->tag ? " tag " : "", f->tag, n,
-		 n == 1 ? "" : "s", (unsigned long long)index,
-		 (double)(clock_monotonic_ns() - t0) / 1e6);
+	if (set->n > set->registered)
+		snprintf(away, sizeof(away), " (%zu in maintenance left out)",
+			 set->n - set->registered);
+	log_info("peers",
+		 "service '%s'%s%s: %zu of %zu instance%s passing%s%s at index %llu "
+		 "(parsed and published in %.1f ms)",
+		 f->service, *f->tag ? " tag " : "", f->tag, set->passing, set->registered,
+		 set->registered == 1 ? "" : "s", away, next->pub.panic ? ", in panic" : "",
+		 (unsigned long long)index, (double)(clock_monotonic_ns() - t0) / 1e6);
+	log_panic_change(old, next);
 	resolver_put(&old->pub);
+	resolver_put(&next->pub);
 out:
 	buf_release(&rejected);
 }
@@ -207,6 +348,14 @@ static void followed_free(struct followed *f)
 	free(f->service);
 	free(f->tag);
 	free(f);
+}
+
+static struct followed *find_locked(struct resolver *r, const char *service)
+{
+	for (struct followed *f = r->list; f; f = f->next)
+		if (strcmp(f->service, service) == 0)
+			return f;
+	return NULL;
 }
 
 /* Takes f off the list for the sweeper to stop. Lock held. */
@@ -240,6 +389,65 @@ static size_t stop_all(struct followed *f)
 		followed_free(f);
 	}
 	return n;
+}
+
+/* Publishes again, decided anew, the snapshot of each followed service
+ * whose panic its threshold now decides otherwise: the same instances and
+ * index, a new table. A changed threshold so applies within a sweep, not
+ * at the next answer, which may be minutes away. */
+static void sweep_panic(struct resolver *r)
+{
+	struct snapshot **snaps;
+	uint64_t *ids;
+	size_t n = 0;
+
+	if (r->panic_threshold == NULL)
+		return;
+	/* the callback reads the configuration: asked without the lock,
+	 * about references taken under it */
+	pthread_mutex_lock(&r->lock);
+	snaps = calloc(r->n_followed + 1, sizeof(*snaps));
+	ids = calloc(r->n_followed + 1, sizeof(*ids));
+	for (struct followed *f = r->list; snaps && ids && f; f = f->next) {
+		if (f->current->pub.registered == 0)
+			continue;
+		snaps[n] = f->current;
+		atomic_fetch_add(&f->current->refs, 1);
+		ids[n++] = f->id;
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct snapshot *s = snaps[i], *next, *old = NULL;
+		unsigned threshold = threshold_of(r, s->service);
+		struct followed *f;
+
+		if (resolver_panic(s->pub.passing, s->pub.registered, threshold) == s->pub.panic)
+			goto next_one;
+		atomic_fetch_add(&s->set->refs, 1);
+		next = snapshot_new(r, s->service, s->tag, s->set, threshold, s->pub.index,
+				    clock_now(r->clock), true);
+		if (next == NULL || !snapshot_prepare(r, next))
+			goto next_one;
+		atomic_fetch_add(&next->refs, 1);
+		pthread_mutex_lock(&r->lock);
+		/* an answer may have come meanwhile: it was decided with the
+		 * threshold in force and wins */
+		f = find_locked(r, s->service);
+		if (f && f->id == ids[i])
+			old = swap_locked(f, next, s);
+		pthread_mutex_unlock(&r->lock);
+		if (old) {
+			log_panic_change(old, next);
+			resolver_put(&old->pub);
+		} else {
+			resolver_put(&next->pub); /* the reference swap_locked did not take */
+		}
+		resolver_put(&next->pub);
+	next_one:
+		resolver_put(&s->pub);
+	}
+	free(snaps);
+	free(ids);
 }
 
 size_t resolver_sweep(struct resolver *r)
@@ -284,7 +492,9 @@ size_t resolver_sweep(struct resolver *r)
 	for (i = 0; names && i < n; i++)
 		free(names[i]);
 	free(names);
-	return stop_all(gone);
+	n = stop_all(gone);
+	sweep_panic(r);
+	return n;
 }
 
 static void *sweeper_main(void *arg)
@@ -324,6 +534,7 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->max_services = opts->max_services ? opts->max_services : DEFAULT_MAX_SERVICES;
 	r->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
 	r->allowed = opts->allowed;
+	r->panic_threshold = opts->panic_threshold;
 	r->prepare = opts->prepare;
 	r->release = opts->release;
 	r->ctx = opts->ctx;
@@ -363,14 +574,6 @@ void resolver_destroy(struct resolver *r)
 	free(r);
 }
 
-static struct followed *find_locked(struct resolver *r, const char *service)
-{
-	for (struct followed *f = r->list; f; f = f->next)
-		if (strcmp(f->service, service) == 0)
-			return f;
-	return NULL;
-}
-
 /* Starts following (service, tag). Lock held. */
 static struct followed *follow_locked(struct resolver *r, const char *service, const char *tag)
 {
@@ -395,8 +598,10 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	if (f->current == NULL)
 		goto out_free;
 	f->first_deadline = now + r->first_wait_ms;
-	snprintf(path, sizeof(path), "/v1/health/service/%s?passing=1%s%s", service,
-		 etag ? "&tag=" : "", etag ? etag : "");
+	/* every registered instance with its checks, not ?passing: the
+	 * panic threshold needs how many there are */
+	snprintf(path, sizeof(path), "/v1/health/service/%s%s%s", service, etag ? "?tag=" : "",
+		 etag ? etag : "");
 	free(etag);
 	etag = NULL;
 	f->watch = watch_start(&(struct watch_opts){

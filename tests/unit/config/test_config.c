@@ -213,6 +213,7 @@ static void test_defaults(void **state)
 	assert_string_equal(p->tag, "");
 	assert_int_equal(p->breaker_failures, 5);
 	assert_int_equal(p->breaker_open_ms, 10000);
+	assert_int_equal(p->panic_threshold, 50);
 	assert_false(config_feature_enabled(cfg, "beta"));
 	assert_true(config_has_module(cfg, "users"));
 	assert_false(config_has_module(cfg, "orders"));
@@ -1077,6 +1078,7 @@ static void test_peers_and_features_from_every_layer(void **state)
 		"MESHNODE_PEERS_USERS_LB=least_inflight",
 		"MESHNODE_PEERS_ORDER_SVC_BREAKER_OPEN_MS=500",
 		"MESHNODE_PEERS_ORDER_SVC_TIMEOUT_MS=700",
+		"MESHNODE_PEERS_ORDER_SVC_PANIC_THRESHOLD=0",
 		"MESHNODE_FEATURES_NEW_UI=true",
 		"MESHNODE_MAINTENANCE=true",
 		NULL,
@@ -1096,6 +1098,7 @@ static void test_peers_and_features_from_every_layer(void **state)
 	assert_string_equal(p->lb, "least_inflight");
 	assert_string_equal(p->tag, "v2");
 	assert_int_equal(p->breaker_failures, 5);
+	assert_int_equal(p->panic_threshold, 50);
 	assert_entry(f->cfg, "peers.users.retries", CONFIG_SRC_KV,
 		     "config/shared/peers/users/retries");
 	assert_entry(f->cfg, "peers.users.lb", CONFIG_SRC_ENV, "MESHNODE_PEERS_USERS_LB");
@@ -1104,6 +1107,7 @@ static void test_peers_and_features_from_every_layer(void **state)
 	assert_string_equal(p->name, "order-svc");
 	assert_int_equal(p->breaker_open_ms, 500);
 	assert_int_equal(p->timeout_ms, 700);
+	assert_int_equal(p->panic_threshold, 0);
 	assert_entry(f->cfg, "peers.order-svc.breaker_open_ms", CONFIG_SRC_ENV,
 		     "MESHNODE_PEERS_ORDER_SVC_BREAKER_OPEN_MS");
 	assert_true(config_feature_enabled(f->cfg, "beta"));
@@ -1360,7 +1364,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), N_SETTINGS + 7 + 1);
+	assert_int_equal(json_object_size(js), N_SETTINGS + 8 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1649,8 +1653,8 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* the settings of their own plus the seven of each valid peer */
-	assert_int_equal(f->cfg->n_entries, N_SETTINGS + 7 * n_valid);
+	/* the settings of their own plus the eight of each valid peer */
+	assert_int_equal(f->cfg->n_entries, N_SETTINGS + 8 * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 

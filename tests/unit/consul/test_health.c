@@ -77,6 +77,106 @@ static void test_real_tag_filtered_and_unknown_service(void **state)
 	free(none);
 }
 
+/* The instances of a captured answer without ?passing
+ * (tests/fixtures/consul/peers/panic_<name>.http) as "id:state" words,
+ * state being p (passing), f (failing) or m (maintenance). */
+static void states_of(const char *name, char *out, size_t outlen)
+{
+	struct fixture_answer a;
+	struct consul_instance *v;
+	char path[256];
+	size_t n, pos = 0;
+
+	snprintf(path, sizeof(path), "consul/peers/panic_%s.http", name);
+	fixture_answer_load(&a, path);
+	assert_int_equal(consul_health_parse(a.body, a.len, &v, &n, NULL, NULL, 0), MN_OK);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		pos += (size_t)snprintf(out + pos, outlen - pos, "%s%s:%c", i ? " " : "", v[i].id,
+					v[i].maintenance ? 'm' : v[i].passing ? 'p' : 'f');
+	consul_instances_free(v, n);
+	fixture_answer_free(&a);
+}
+
+/* An instance passes when every one of its checks does, its node's
+ * included, as ?passing has it: a warning is not passing, and a node check
+ * (serfHealth for a host Consul declared failed) fails every instance of
+ * the node. Maintenance checks, of the service or the node, say so. */
+static void test_checks_decide_passing_and_maintenance(void **state)
+{
+	char got[256];
+	(void)state;
+
+	states_of("three_passing", got, sizeof(got));
+	assert_string_equal(got, "users-1:p users-2:p users-3:p");
+	states_of("one_warning", got, sizeof(got));
+	assert_string_equal(got, "users-1:p users-2:p users-3:f");
+	states_of("two_critical", got, sizeof(got));
+	assert_string_equal(got, "users-1:p users-2:f users-3:f");
+	states_of("node_check_critical", got, sizeof(got));
+	assert_string_equal(got, "users-1:f users-2:f users-3:f");
+	states_of("rest_critical_in_maintenance", got, sizeof(got));
+	assert_string_equal(got, "users-1:f users-2:m users-3:m");
+	states_of("node_maintenance", got, sizeof(got));
+	assert_string_equal(got, "users-1:m users-2:m users-3:m");
+}
+
+/* The answers asked with ?passing hold passing instances only. */
+static void test_passing_answer_is_all_passing(void **state)
+{
+	struct consul_instance *v;
+	size_t n, len;
+	char *body = fixture_body("health_users_passing.http", &len);
+	(void)state;
+
+	assert_int_equal(consul_health_parse(body, len, &v, &n, NULL, NULL, 0), MN_OK);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(v[i].passing);
+		assert_false(v[i].maintenance);
+	}
+	consul_instances_free(v, n);
+	free(body);
+}
+
+/* Checks that say nothing clear: no status, a status that is not a
+ * string, Checks that is not an array, a check that is not an object. An
+ * instance with no check at all passes (?passing keeps it). */
+static void test_odd_checks(void **state)
+{
+	static const char body[] =
+		"["
+		"{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"a\",\"Port\":1},\"Checks\":[{\"CheckID\":\"x\"}]},"
+		"{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"b\",\"Port\":2},\"Checks\":[{\"Status\":7}]},"
+		"{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"c\",\"Port\":3},\"Checks\":{}},"
+		"{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"d\",\"Port\":4},\"Checks\":[\"passing\"]},"
+		"{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"e\",\"Port\":5}},"
+		"{\"Checks\":[{\"CheckID\":\"_service_maintenance:f\",\"Status\":\"critical\"}],"
+		"\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"\"Service\":{\"ID\":\"f\",\"Port\":6}}"
+		"]";
+	struct consul_instance *v;
+	size_t n;
+	(void)state;
+
+	assert_int_equal(consul_health_parse(body, strlen(body), &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 6);
+	assert_false(v[0].passing); /* no status */
+	assert_false(v[1].passing);
+	assert_true(v[2].passing);  /* Checks not an array: none read */
+	assert_true(v[3].passing);  /* not a check object: skipped */
+	assert_true(v[4].passing);  /* no Checks */
+	assert_false(v[5].passing); /* Checks before Service: order does not matter */
+	assert_true(v[5].maintenance);
+	for (size_t i = 0; i < 5; i++)
+		assert_false(v[i].maintenance);
+	consul_instances_free(v, n);
+}
+
 /* Entries with what no call should be made to: each is left out and named. */
 static void test_bad_addresses_and_ports_refused(void **state)
 {
@@ -348,6 +448,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_real_passing_answer),
 		cmocka_unit_test(test_real_tag_filtered_and_unknown_service),
+		cmocka_unit_test(test_checks_decide_passing_and_maintenance),
+		cmocka_unit_test(test_passing_answer_is_all_passing),
+		cmocka_unit_test(test_odd_checks),
 		cmocka_unit_test(test_bad_addresses_and_ports_refused),
 		cmocka_unit_test(test_fields_taken_strictly),
 		cmocka_unit_test(test_large_answer),

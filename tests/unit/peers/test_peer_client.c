@@ -24,7 +24,7 @@
  * that counts calls per port and answers as the test set that port to. The
  * hand clock drives the breaker, the deadlines and the snapshot times. */
 
-#define USERS_URL      "/v1/health/service/users?passing=1"
+#define USERS_URL      "/v1/health/service/users"
 #define PORTS	       65536
 
 enum inst_mode {
@@ -47,6 +47,7 @@ struct pt {
 	int health, inst_rule;
 	struct fixture_answer users, without3, back, two;
 	const char *denied;
+	atomic_uint threshold; /* peers.users.panic_threshold */
 	atomic_uint prepares, releases, prepare_calls;
 	/* the instances, by port */
 	atomic_uint calls[PORTS];
@@ -167,6 +168,14 @@ static bool pt_allowed(void *ctx, const char *service)
 	return t->denied == NULL || strcmp(t->denied, service) != 0;
 }
 
+static unsigned pt_threshold(void *ctx, const char *service)
+{
+	const struct pt *t = ctx;
+
+	(void)service;
+	return atomic_load(&t->threshold);
+}
+
 static void *pt_prepare(void *ctx, const struct peer_snapshot *snap)
 {
 	struct pt *t = ctx;
@@ -208,6 +217,7 @@ static int setup(void **state)
 	assert_non_null(t->requests);
 	pthread_mutex_init(&t->hold_lock, NULL);
 	assert_int_equal(clock_cond_init(&t->hold_cond), 0);
+	atomic_init(&t->threshold, 50);
 	peers_answer_load(&t->users, "users_passing.http");
 	peers_answer_load(&t->without3, "users_passing_without_3.http");
 	peers_answer_load(&t->back, "users_passing_3_back.http");
@@ -236,6 +246,7 @@ static void pt_start(struct pt *t, const char *body, uint64_t index)
 		.clock = &t->clk.clock,
 		.first_wait_ms = 30000,
 		.allowed = pt_allowed,
+		.panic_threshold = pt_threshold,
 		.prepare = pt_prepare,
 		.release = pt_release,
 		.ctx = t,
@@ -1360,6 +1371,187 @@ static void test_answer_kept_when_a_retry_fails(void **state)
 	assert_int_equal(status, 503);
 }
 
+/* ---- the panic threshold ----------------------------------------------------- */
+
+/* What a real agent answered, without ?passing, for users-1..3 (ports
+ * 9101-9103) as their checks failed and came back (capture.py panic). */
+struct story {
+	struct fixture_answer three, two_critical, all_critical, two_back, maint_rest_critical;
+};
+
+static void story_load(struct story *st)
+{
+	peers_answer_load(&st->three, "panic_three_passing.http");
+	peers_answer_load(&st->two_critical, "panic_two_critical.http");
+	peers_answer_load(&st->all_critical, "panic_all_critical.http");
+	peers_answer_load(&st->two_back, "panic_two_back.http");
+	peers_answer_load(&st->maint_rest_critical, "panic_rest_critical_in_maintenance.http");
+}
+
+static void story_free(struct pt *t, struct story *st)
+{
+	pt_stop_watches(t);
+	fixture_answer_free(&st->three);
+	fixture_answer_free(&st->two_critical);
+	fixture_answer_free(&st->all_critical);
+	fixture_answer_free(&st->two_back);
+	fixture_answer_free(&st->maint_rest_critical);
+}
+
+static void answer(struct pt *t, const struct fixture_answer *a)
+{
+	fake_publish(t->ft, t->health, a->body, a->index);
+	wait_index(t, a->index);
+}
+
+/* 30 calls, round robin; each succeeds. */
+static void thirty_calls(struct pt *t)
+{
+	struct peer_settings s = settings("round_robin");
+
+	clear_calls(t);
+	for (int i = 0; i < 30; i++)
+		call_ok(t, &s);
+}
+
+/* Below the threshold every registered instance takes calls, failing
+ * checks or not (the flap: Consul fails healthy instances for a moment);
+ * once enough pass again, only the passing ones do. */
+static void test_panic_calls_every_registered_instance(void **state)
+{
+	struct pt *t = *state;
+	struct story st;
+
+	story_load(&st);
+	pt_start(t, st.two_critical.body, st.two_critical.index);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 10);
+	assert_int_equal(calls(t, 9102), 10);
+	assert_int_equal(calls(t, 9103), 10);
+
+	answer(t, &st.all_critical);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 10);
+	assert_int_equal(calls(t, 9102), 10);
+	assert_int_equal(calls(t, 9103), 10);
+
+	answer(t, &st.two_back);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 15);
+	assert_int_equal(calls(t, 9102), 15);
+	assert_int_equal(calls(t, 9103), 0);
+	story_free(t, &st);
+}
+
+/* In panic the breakers and retries work as ever: the instances that are
+ * really gone refuse once each, are ejected, and every call succeeds on
+ * the one that answers. */
+static void test_panic_keeps_breakers_and_retries(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct story st;
+	json_t *v;
+
+	story_load(&st);
+	pt_start(t, st.all_critical.body, st.all_critical.index);
+	set_mode(t, 9102, INST_REFUSE);
+	set_mode(t, 9103, INST_REFUSE);
+	for (int i = 0; i < 20; i++)
+		call_ok(t, &s);
+	assert_int_equal(calls(t, 9102), 1);
+	assert_int_equal(calls(t, 9103), 1);
+	assert_int_equal(calls(t, 9101), 20);
+	v = view(t, s.breaker_open_ms);
+	assert_string_equal(circuit_of(v, "users-1"), "closed");
+	assert_string_equal(circuit_of(v, "users-2"), "open");
+	assert_string_equal(circuit_of(v, "users-3"), "open");
+	json_decref(v);
+	story_free(t, &st);
+}
+
+/* Threshold 0: none passing is what it was before there was a threshold,
+ * a call that fails at once and calls no instance. */
+static void test_panic_off_with_zero(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user();
+	struct story st;
+	char err[256];
+
+	story_load(&st);
+	atomic_store(&t->threshold, 0);
+	/* 1 of 3: the passing one only */
+	pt_start(t, st.two_critical.body, st.two_critical.index);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 30);
+	/* none */
+	answer(t, &st.all_critical);
+	clear_calls(t);
+	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_non_null(strstr(err, "no passing instance (0 attempts)"));
+	assert_int_equal(calls(t, 9101) + calls(t, 9102) + calls(t, 9103), 0);
+	story_free(t, &st);
+}
+
+/* An instance in maintenance is never called, in panic neither: with
+ * users-2 and users-3 in maintenance and users-1 critical, users-1 alone
+ * takes the calls. */
+static void test_panic_never_calls_instances_in_maintenance(void **state)
+{
+	struct pt *t = *state;
+	struct story st;
+
+	story_load(&st);
+	pt_start(t, st.maint_rest_critical.body, st.maint_rest_critical.index);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 30);
+	assert_int_equal(calls(t, 9102), 0);
+	assert_int_equal(calls(t, 9103), 0);
+	story_free(t, &st);
+}
+
+/* GET /peers/{service} says whether the service is in panic, with the
+ * counts, and each listed instance's Consul health. */
+static void test_view_shows_panic(void **state)
+{
+	struct pt *t = *state;
+	struct story st;
+	json_t *v;
+
+	story_load(&st);
+	pt_start(t, st.three.body, st.three.index);
+	v = view(t, 60000);
+	assert_true(json_is_false(json_object_get(v, "panic")));
+	assert_int_equal(int_of(v, "instances_passing"), 3);
+	assert_int_equal(int_of(v, "instances_registered"), 3);
+	assert_int_equal(int_of(v, "instances_total"), 3);
+	json_decref(v);
+
+	answer(t, &st.two_critical);
+	v = view(t, 60000);
+	assert_true(json_is_true(json_object_get(v, "panic")));
+	assert_int_equal(int_of(v, "instances_passing"), 1);
+	assert_int_equal(int_of(v, "instances_registered"), 3);
+	assert_int_equal(int_of(v, "instances_total"), 3);
+	assert_int_equal(json_array_size(json_object_get(v, "instances")), 3);
+	assert_true(json_is_true(json_object_get(view_instance(v, "users-1"), "passing")));
+	assert_true(json_is_false(json_object_get(view_instance(v, "users-2"), "passing")));
+	assert_true(json_is_false(json_object_get(view_instance(v, "users-3"), "passing")));
+	json_decref(v);
+
+	answer(t, &st.two_back);
+	v = view(t, 60000);
+	assert_true(json_is_false(json_object_get(v, "panic")));
+	assert_int_equal(int_of(v, "instances_passing"), 2);
+	assert_int_equal(int_of(v, "instances_registered"), 3);
+	assert_int_equal(int_of(v, "instances_total"), 2);
+	assert_null(view_instance(v, "users-3"));
+	json_decref(v);
+	story_free(t, &st);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1393,6 +1585,11 @@ int main(void)
 		T(test_view_age_on_first_use),
 		T(test_deadline_counts_from_the_snapshot),
 		T(test_answer_kept_when_a_retry_fails),
+		T(test_panic_calls_every_registered_instance),
+		T(test_panic_keeps_breakers_and_retries),
+		T(test_panic_off_with_zero),
+		T(test_panic_never_calls_instances_in_maintenance),
+		T(test_view_shows_panic),
 	};
 #undef T
 

@@ -22,7 +22,7 @@
  * first answer, the sweeper's second) count real time: every wait here is
  * a bounded poll, and no assertion is about how long something took. */
 
-#define USERS_URL "/v1/health/service/users?passing=1"
+#define USERS_URL "/v1/health/service/users"
 
 /* What prepare makes of a snapshot, checked when it comes back. */
 #define TOKEN_MAGIC 0x70726570u
@@ -45,6 +45,7 @@ struct hooks {
 	unsigned parked;
 	atomic_uint prepares, releases, bad_prepares;
 	atomic_uint sweeper_calls;
+	atomic_uint threshold; /* peers.users.panic_threshold */
 };
 
 struct rt {
@@ -78,6 +79,14 @@ static bool hooks_allowed(void *ctx, const char *service)
 			ok = false;
 	pthread_mutex_unlock(&h->lock);
 	return ok;
+}
+
+static unsigned hooks_panic_threshold(void *ctx, const char *service)
+{
+	struct hooks *h = ctx;
+
+	(void)service;
+	return atomic_load(&h->threshold);
 }
 
 static void *hooks_prepare(void *ctx, const struct peer_snapshot *s)
@@ -169,6 +178,7 @@ static int setup(void **state)
 	pthread_mutex_init(&t->h.lock, NULL);
 	assert_int_equal(clock_cond_init(&t->h.cond), 0);
 	t->h.test_thread = pthread_self();
+	atomic_init(&t->h.threshold, 50);
 	peers_answer_load(&t->users, "users_passing.http");
 	peers_answer_load(&t->without3, "users_passing_without_3.http");
 	peers_answer_load(&t->back, "users_passing_3_back.http");
@@ -185,6 +195,7 @@ static int teardown(void **state)
 
 	gate_open(&t->h);
 	resolver_destroy(t->r);
+	log_capture_stop(-1); /* a test that failed may have left it on */
 	/* every snapshot prepared was released, and every watch thread gave
 	 * its handle back */
 	assert_int_equal(atomic_load(&t->h.prepares), atomic_load(&t->h.releases));
@@ -211,6 +222,7 @@ static struct resolver *rt_resolver(struct rt *t, struct resolver_opts o)
 	o.consul = t->consul;
 	o.clock = &t->clk.clock;
 	o.allowed = hooks_allowed;
+	o.panic_threshold = hooks_panic_threshold;
 	o.prepare = hooks_prepare;
 	o.release = hooks_release;
 	o.ctx = &t->h;
@@ -434,7 +446,7 @@ static void test_new_index_publishes_new_snapshot_old_stays_valid(void **state)
 	token_of(s2);
 	/* the blocking query went out from the first answer's index, with the
 	 * default wait */
-	assert_true(fake_seen(t->ft, USERS_URL "&index=16&wait=300000ms") >= 1);
+	assert_true(fake_seen(t->ft, USERS_URL "?index=16&wait=300000ms") >= 1);
 
 	/* the old snapshot is intact while held, and released once let go */
 	assert_int_equal(s1->n, 3);
@@ -456,7 +468,7 @@ static bool seen_two_unchanged(void *ctx)
 
 	/* each call waits for the watch's interval on the hand clock */
 	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
-	return fake_seen(t->ft, "&index=18&wait=50ms") >= 2;
+	return fake_seen(t->ft, "?index=18&wait=50ms") >= 2;
 }
 
 static void test_unchanged_answer_publishes_nothing(void **state)
@@ -507,7 +519,7 @@ static void test_cap_refuses_the_next_service(void **state)
 
 	users_rule(t, &t->users);
 	fake_rule_add(t->ft, &(struct fake_rule){
-				     .url_has = "/v1/health/service/stock?passing=1",
+				     .url_has = "/v1/health/service/stock",
 				     .ans = {.body = t->stock.body, .index = t->stock.index},
 				     .blocking = true,
 			     });
@@ -566,7 +578,7 @@ static void test_idle_service_stops_and_is_followed_again(void **state)
 	assert_int_equal(resolver_followed(t->r), 1);
 	/* two plain reads (the first watch may have gone on to a blocking
 	 * query before it stopped) */
-	assert_int_equal(fake_calls(t->ft, rule) - fake_seen(t->ft, "&index="), 2);
+	assert_int_equal(fake_calls(t->ft, rule) - fake_seen(t->ft, "index="), 2);
 	resolver_put(s);
 }
 
@@ -579,7 +591,7 @@ static void test_tag_change_replaces_the_watch(void **state)
 	/* first match wins: the tagged query before the untagged one */
 	blue_rule =
 		fake_rule_add(t->ft, &(struct fake_rule){
-					     .url_has = USERS_URL "&tag=blue",
+					     .url_has = USERS_URL "?tag=blue",
 					     .ans = {.body = t->blue.body, .index = t->blue.index},
 					     .blocking = true,
 				     });
@@ -597,7 +609,7 @@ static void test_tag_change_replaces_the_watch(void **state)
 	assert_int_equal(blue->n, 1);
 	assert_string_equal(blue->inst[0].id, "users-1");
 	assert_int_equal(fake_calls(t->ft, blue_rule), 1);
-	assert_true(fake_seen(t->ft, "&tag=blue") >= 1);
+	assert_true(fake_seen(t->ft, "?tag=blue") >= 1);
 	/* one watch per service: the untagged one stops (on the sweeper), its
 	 * blocking query cancelled */
 	assert_int_equal(resolver_followed(t->r), 1);
@@ -620,7 +632,7 @@ static void test_tag_is_escaped_in_the_query(void **state)
 	s = get_ok(t, "users", "a&b c/d");
 	assert_string_equal(s->tag, "a&b c/d");
 	resolver_put(s);
-	assert_int_equal(fake_seen(t->ft, USERS_URL "&tag=a%26b%20c%2Fd"), 1);
+	assert_int_equal(fake_seen(t->ft, USERS_URL "?tag=a%26b%20c%2Fd"), 1);
 }
 
 static void test_service_no_longer_allowed_stops_at_next_sweep(void **state)
@@ -671,7 +683,7 @@ static void test_answer_over_the_cap_keeps_the_view_and_its_staleness(void **sta
 	/* the next call, after the watch's interval, blocks from the
 	 * oversized answer's index: it is not read again in a loop */
 	hand_clock_advance(&t->clk, WATCH_INTERVAL_MS);
-	assert_true(poll_seen(t, "&index=17&"));
+	assert_true(poll_seen(t, "?index=17&"));
 	assert_true(fake_wait_held(t->ft, rule, 1, POLL_MS));
 	hand_clock_advance(&t->clk, 5000);
 	/* the last view stays, and its staleness counts from the last answer
@@ -825,7 +837,7 @@ static void test_foreach_sees_every_followed_service(void **state)
 
 	users_rule(t, &t->users);
 	fake_rule_add(t->ft, &(struct fake_rule){
-				     .url_has = "/v1/health/service/stock?passing=1",
+				     .url_has = "/v1/health/service/stock",
 				     .ans = {.body = t->stock.body, .index = t->stock.index},
 				     .blocking = true,
 			     });
@@ -869,6 +881,335 @@ static void test_ten_thousand_instances(void **state)
 	free(big);
 }
 
+/* ---- the panic threshold ------------------------------------------------------- */
+
+static void test_panic_rule(void **state)
+{
+	(void)state;
+	/* Envoy's 50 %: one of two down is not panic, both are */
+	assert_false(resolver_panic(1, 2, 50));
+	assert_true(resolver_panic(0, 2, 50));
+	/* one instance: 0 of 1 is the only shrink there is */
+	assert_false(resolver_panic(1, 1, 50));
+	assert_true(resolver_panic(0, 1, 50));
+	assert_false(resolver_panic(2, 3, 50));
+	assert_true(resolver_panic(1, 3, 50));
+	assert_false(resolver_panic(5, 10, 50));
+	assert_true(resolver_panic(4, 10, 50));
+	/* none passing of some is panic with any threshold but 0 */
+	assert_true(resolver_panic(0, 10000, 1));
+	assert_false(resolver_panic(0, 3, 0));
+	assert_false(resolver_panic(0, 0, 50));
+	assert_false(resolver_panic(0, 0, 100));
+	/* 100: any instance not passing; above 100 counts as 100 */
+	assert_true(resolver_panic(2, 3, 100));
+	assert_false(resolver_panic(3, 3, 100));
+	assert_false(resolver_panic(3, 3, 1000));
+	assert_true(resolver_panic(1, 2, 60));
+	/* no overflow with the largest answers */
+	assert_true(resolver_panic(4999, 10000, 50));
+	assert_false(resolver_panic(5000, 10000, 50));
+}
+
+struct story {
+	struct fixture_answer three, one_critical, two_critical, all_critical, two_back, node_check,
+		maint_two, maint_rest_critical, node_maint, scaled_down;
+};
+
+static void story_load(struct story *st)
+{
+	peers_answer_load(&st->three, "panic_three_passing.http");
+	peers_answer_load(&st->one_critical, "panic_one_critical.http");
+	peers_answer_load(&st->two_critical, "panic_two_critical.http");
+	peers_answer_load(&st->all_critical, "panic_all_critical.http");
+	peers_answer_load(&st->two_back, "panic_two_back.http");
+	peers_answer_load(&st->node_check, "panic_node_check_critical.http");
+	peers_answer_load(&st->maint_two, "panic_two_in_maintenance.http");
+	peers_answer_load(&st->maint_rest_critical, "panic_rest_critical_in_maintenance.http");
+	peers_answer_load(&st->node_maint, "panic_node_maintenance.http");
+	peers_answer_load(&st->scaled_down, "panic_scaled_down.http");
+}
+
+/* Stops the watches (the fake borrows the answers), then frees them. */
+static void story_free(struct rt *t, struct story *st)
+{
+	resolver_destroy(t->r);
+	t->r = NULL;
+	fixture_answer_free(&st->three);
+	fixture_answer_free(&st->one_critical);
+	fixture_answer_free(&st->two_critical);
+	fixture_answer_free(&st->all_critical);
+	fixture_answer_free(&st->two_back);
+	fixture_answer_free(&st->node_check);
+	fixture_answer_free(&st->maint_two);
+	fixture_answer_free(&st->maint_rest_critical);
+	fixture_answer_free(&st->node_maint);
+	fixture_answer_free(&st->scaled_down);
+}
+
+/* The snapshot once Consul answered 'a' (published on 'rule'). */
+static const struct peer_snapshot *answer(struct rt *t, int rule, const struct fixture_answer *a)
+{
+	fake_publish(t->ft, rule, a->body, a->index);
+	return get_index(t, "users", NULL, a->index);
+}
+
+static void assert_counts(const struct peer_snapshot *s, size_t n, size_t passing,
+			  size_t registered, bool panic)
+{
+	assert_true(s->known);
+	assert_int_equal(s->n, n);
+	assert_int_equal(s->passing, passing);
+	assert_int_equal(s->registered, registered);
+	assert_int_equal(s->panic, panic);
+	if (n)
+		token_of(s); /* prepared once, with the instances calls use */
+	else
+		assert_null(s->prepared);
+}
+
+#define ENTERED "service 'users' in panic: "
+#define LEFT	"service 'users' out of panic: "
+
+/* Users-2 and users-3 fail one after the other, then users-1 too, then
+ * two come back: panic from 1 of 3 passing (below 50 %) to 2 of 3, with one
+ * line when it starts and one when it ends, whatever came between. */
+static void test_panic_entered_and_left_once(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	struct story st;
+	int rule, log;
+
+	story_load(&st);
+	rule = users_rule(t, &st.three);
+	rt_resolver(t, (struct resolver_opts){0});
+	log = log_capture_start(MN_LOG_INFO);
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 3, 3, 3, false);
+	resolver_put(s);
+
+	s = answer(t, rule, &st.one_critical);
+	assert_counts(s, 2, 2, 3, false);
+	assert_string_equal(s->inst[0].id, "users-1");
+	assert_string_equal(s->inst[1].id, "users-2");
+	resolver_put(s);
+	assert_int_equal(log_capture_count(log, ENTERED), 0);
+
+	s = answer(t, rule, &st.two_critical);
+	assert_counts(s, 3, 1, 3, true);
+	/* every registered instance, the passing one first */
+	assert_string_equal(s->inst[0].id, "users-1");
+	assert_true(s->inst[0].passing);
+	assert_string_equal(s->inst[1].id, "users-2");
+	assert_false(s->inst[1].passing);
+	assert_string_equal(s->inst[2].id, "users-3");
+	assert_false(s->inst[2].passing);
+	resolver_put(s);
+	assert_int_equal(log_capture_wait(log,
+					  ENTERED "1 of 3 instances passing, below "
+						  "peers.users.panic_threshold (50%); "
+						  "calling all 3 until enough pass again",
+					  1),
+			 1);
+
+	s = answer(t, rule, &st.all_critical);
+	assert_counts(s, 3, 0, 3, true);
+	resolver_put(s);
+
+	s = answer(t, rule, &st.two_back);
+	assert_counts(s, 2, 2, 3, false);
+	assert_string_equal(s->inst[0].id, "users-1");
+	assert_string_equal(s->inst[1].id, "users-2");
+	resolver_put(s);
+	assert_int_equal(log_capture_wait(log,
+					  LEFT "2 of 3 instances passing "
+					       "(peers.users.panic_threshold 50%); "
+					       "calling the passing ones again",
+					  1),
+			 1);
+	/* the watch thread logs in order: every line before that one is in */
+	assert_int_equal(log_capture_count(log, ENTERED), 1);
+	assert_int_equal(log_capture_count(log, LEFT), 1);
+	/* each answer still has its line */
+	assert_int_equal(log_capture_wait(log,
+					  "service 'users': 0 of 3 instances passing, "
+					  "in panic at index 19",
+					  1),
+			 1);
+	log_capture_stop(log);
+	story_free(t, &st);
+}
+
+/* A host Consul declares failed (serfHealth, a node check, critical) fails
+ * every instance on it: none passing of three is panic from the first
+ * answer on. */
+static void test_node_check_critical_is_panic(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	struct story st;
+	int log;
+
+	story_load(&st);
+	users_rule(t, &st.node_check);
+	rt_resolver(t, (struct resolver_opts){0});
+	log = log_capture_start(MN_LOG_INFO);
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 3, 0, 3, true);
+	resolver_put(s);
+	assert_int_equal(log_capture_wait(log, ENTERED "0 of 3", 1), 1);
+	log_capture_stop(log);
+	story_free(t, &st);
+}
+
+/* Threshold 0: the passing set, whatever it is, as before there was a
+ * threshold; none passing is no instance. */
+static void test_threshold_zero_is_never_panic(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	struct story st;
+	int rule, log;
+
+	story_load(&st);
+	atomic_store(&t->h.threshold, 0);
+	rule = users_rule(t, &st.two_critical);
+	rt_resolver(t, (struct resolver_opts){0});
+	log = log_capture_start(MN_LOG_INFO);
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 1, 1, 3, false);
+	resolver_put(s);
+	s = answer(t, rule, &st.all_critical);
+	assert_counts(s, 0, 0, 3, false);
+	resolver_put(s);
+	assert_int_equal(log_capture_count(log, "panic:"), 0);
+	log_capture_stop(log);
+	story_free(t, &st);
+}
+
+/* Deregistered instances leave the count at once: a scale-down from 3 to
+ * 1 is 1 of 1 passing, not 1 of 3. */
+static void test_scale_down_is_no_panic(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	struct story st;
+	int rule;
+
+	story_load(&st);
+	rule = users_rule(t, &st.three);
+	rt_resolver(t, (struct resolver_opts){0});
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 3, 3, 3, false);
+	resolver_put(s);
+	s = answer(t, rule, &st.scaled_down);
+	assert_counts(s, 1, 1, 1, false);
+	assert_string_equal(s->inst[0].id, "users-1");
+	resolver_put(s);
+	story_free(t, &st);
+}
+
+/* Instances in maintenance count nowhere and are never called: two of
+ * three in service maintenance leave 1 of 1 passing (1 of 3, were they
+ * counted, would be panic); the last one critical is panic over it alone;
+ * the node in maintenance leaves nothing, and no panic. */
+static void test_maintenance_counts_nowhere(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s;
+	struct story st;
+	int rule;
+
+	story_load(&st);
+	rule = users_rule(t, &st.maint_two);
+	rt_resolver(t, (struct resolver_opts){0});
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 1, 1, 1, false);
+	assert_string_equal(s->inst[0].id, "users-1");
+	resolver_put(s);
+
+	s = answer(t, rule, &st.maint_rest_critical);
+	assert_counts(s, 1, 0, 1, true);
+	assert_string_equal(s->inst[0].id, "users-1");
+	assert_false(s->inst[0].passing);
+	resolver_put(s);
+
+	s = answer(t, rule, &st.node_maint);
+	assert_counts(s, 0, 0, 0, false);
+	resolver_put(s);
+	story_free(t, &st);
+}
+
+struct panic_wait {
+	struct rt *t;
+	bool panic;
+};
+
+static bool snapshot_panic_is(void *ctx)
+{
+	const struct panic_wait *w = ctx;
+	const struct peer_snapshot *s = get_ok(w->t, "users", NULL);
+	bool done = s->panic == w->panic;
+
+	resolver_put(s);
+	return done;
+}
+
+/* A changed threshold applies at the next sweep (within a second), not at
+ * the next answer: the same instances and index published again, decided
+ * anew, with its own table. */
+static void test_threshold_change_applies_at_the_next_sweep(void **state)
+{
+	struct rt *t = *state;
+	const struct peer_snapshot *s, *before;
+	struct story st;
+	int log;
+
+	story_load(&st);
+	users_rule(t, &st.two_critical);
+	rt_resolver(t, (struct resolver_opts){0});
+	log = log_capture_start(MN_LOG_INFO);
+	before = get_ok(t, "users", NULL);
+	assert_counts(before, 3, 1, 3, true);
+
+	atomic_store(&t->h.threshold, 0);
+	resolver_sweep(t->r);
+	assert_true(poll_until(snapshot_panic_is, &(struct panic_wait){t, false}, POLL_MS));
+	s = get_ok(t, "users", NULL);
+	assert_ptr_not_equal(s, before);
+	assert_counts(s, 1, 1, 3, false);
+	assert_int_equal(s->index, 18);
+	assert_string_equal(s->inst[0].id, "users-1");
+	resolver_put(s);
+	assert_int_equal(log_capture_wait(log,
+					  LEFT "1 of 3 instances passing "
+					       "(peers.users.panic_threshold 0%)",
+					  1),
+			 1);
+	/* the snapshot held before is intact */
+	assert_counts(before, 3, 1, 3, true);
+	assert_string_equal(before->inst[2].id, "users-3");
+	resolver_put(before);
+
+	/* 1 of 3 is 33 %: not below 30, below 34 */
+	atomic_store(&t->h.threshold, 30);
+	resolver_sweep(t->r);
+	s = get_ok(t, "users", NULL);
+	assert_false(s->panic);
+	resolver_put(s);
+	atomic_store(&t->h.threshold, 34);
+	resolver_sweep(t->r);
+	assert_true(poll_until(snapshot_panic_is, &(struct panic_wait){t, true}, POLL_MS));
+	s = get_ok(t, "users", NULL);
+	assert_counts(s, 3, 1, 3, true);
+	resolver_put(s);
+	assert_int_equal(log_capture_wait(log, ENTERED, 2), 2);
+	assert_int_equal(log_capture_wait(log, LEFT, 1), 1);
+	log_capture_stop(log);
+	story_free(t, &st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -901,6 +1242,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_foreach_sees_every_followed_service, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_ten_thousand_instances, setup, teardown),
+		cmocka_unit_test(test_panic_rule),
+		cmocka_unit_test_setup_teardown(test_panic_entered_and_left_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_check_critical_is_panic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threshold_zero_is_never_panic, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_scale_down_is_no_panic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_maintenance_counts_nowhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threshold_change_applies_at_the_next_sweep,
+						setup, teardown),
 	};
 
 	log_set_level(MN_LOG_ERROR);
