@@ -449,18 +449,23 @@ class Meshnode:
             "consul.check_interval_ms": 1000,
             "consul.check_timeout_ms": 1000,
         }
-        self.settings.update(settings or {})
-        with open(self.config_path, "w") as f:
-            f.write(libconfig_text(self.settings))
+        self.configure(settings or {})
         self.proc = Proc(host, "node:%s" % host.name,
                          [cluster.meshnode, "-c", self.config_path],
                          os.path.join(self.dir, "meshnode.log"),
                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": self.dir},
                          cwd=self.dir)
 
+    def configure(self, settings):
+        """Sets (None: removes) settings for the node's next start."""
+        self.settings.update(settings)
+        with open(self.config_path, "w") as f:
+            f.write(libconfig_text(self.settings))
+
     @property
     def service_id(self):
-        return "%s-%s-%d" % (self.name, self.host.hostname, self.port)
+        return (self.settings.get("service.id")
+                or "%s-%s-%d" % (self.name, self.host.hostname, self.port))
 
     def start(self):
         return self.proc.start(self.cluster)
