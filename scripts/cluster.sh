@@ -9,6 +9,9 @@
 #   scripts/cluster.sh status   its processes and `consul members`
 #   scripts/cluster.sh down     removes every process, namespace and the bridge
 #                               it made (recorded in build/cluster/state.json)
+#   scripts/cluster.sh down --run ID
+#                               the same for a cluster whose state file is lost,
+#                               found by the marker on its namespaces
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

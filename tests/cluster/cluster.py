@@ -166,11 +166,13 @@ class Netns:
     def __init__(self, name):
         self.name = name
         self._fd = None
+        self._lock = threading.Lock()
 
     def _target(self):
-        if self._fd is None:
-            self._fd = os.open("/run/netns/" + self.name, os.O_RDONLY | os.O_CLOEXEC)
-        return self._fd
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open("/run/netns/" + self.name, os.O_RDONLY | os.O_CLOEXEC)
+            return self._fd
 
     def socket(self, family=socket.AF_INET, type_=socket.SOCK_STREAM):
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -189,9 +191,10 @@ class Netns:
             os.close(own)
 
     def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class _NsConnection(http.client.HTTPConnection):
@@ -569,7 +572,7 @@ class Cluster:
                  on_spawn=None, run_id=None, log=None):
         need_root()
         self.mode = mode
-        self.run_id = run_id or "%04x" % random.randrange(0x10000)
+        self.run_id = run_id or self._pick_run_id()
         self.workdir = workdir or tempfile.mkdtemp(prefix="meshnode-cluster.%s." % self.run_id)
         os.makedirs(self.workdir, exist_ok=True)
         self.subnet_prefix = "%s.%d" % (SUBNET_BASE, self._pick_third_octet())
@@ -584,9 +587,20 @@ class Cluster:
             self.hosts[name] = Host(self, name, octet, role, (hostnames or {}).get(name))
         self.node_settings = node_settings or {}
         self.made_namespaces = []
+        self.made_links = []
         self.made_bridge = False
         self.state_path = None
         _LIVE.append(self)
+
+    @staticmethod
+    def _pick_run_id():
+        """Four hex digits no namespace or link on this machine uses yet."""
+        taken = run(["ip", "netns", "list"]) + run(["ip", "-o", "link"])
+        for _ in range(1000):
+            run_id = "%04x" % random.randrange(0x10000)
+            if "%s-%s-" % (PREFIX, run_id) not in taken and PREFIX + run_id not in taken:
+                return run_id
+        raise ClusterError("no free run id")
 
     def _pick_third_octet(self):
         used = run(["ip", "-4", "-o", "addr"]) + run(["ip", "-4", "route"])
@@ -640,6 +654,8 @@ class Cluster:
             run(["ip", "-n", h.ns, "link", "set", "lo", "up"])
             run(["ip", "link", "add", h.port, "type", "veth", "peer", "name", "eth0",
                  "netns", h.ns])
+            self.made_links.append(h.port)
+            self.save_state()
             self._no_ipv6("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % h.port)
             run(["ip", "link", "set", h.port, "master", self.bridge])
             run(["ip", "link", "set", h.port, "up"])
@@ -795,6 +811,7 @@ class Cluster:
                 "workdir": self.workdir, "subnet": self.subnet_prefix + ".0/24",
                 "bridge": self.bridge if self.made_bridge else None,
                 "namespaces": list(self.made_namespaces),
+                "links": list(self.made_links),
                 "hosts": {h.name: {"ns": h.ns, "ip": h.ip, "port": h.port, "role": h.role,
                                    "hostname": h.hostname,
                                    "service_id": h.node.service_id if h.node else None}
@@ -818,6 +835,7 @@ class Cluster:
         for h in self.hosts.values():
             h.netns.close()
         self.made_namespaces = []
+        self.made_links = []
         self.made_bridge = False
         if self in _LIVE:
             _LIVE.remove(self)
@@ -827,33 +845,44 @@ class Cluster:
 def teardown(state):
     """Removes what a state (Cluster.state() or a state file) names: its
     processes by PID (SIGKILL, only when the PID still has its recorded
-    start time), then its namespaces and its bridge. Returns the errors."""
+    start time) and any process left inside its namespaces, then its
+    links (the hosts' ends on the bridge), its namespaces and its bridge.
+    Returns the errors."""
     errors = []
+    killed = []
     for p in state.get("processes", []):
-        pid, start = p.get("pid"), p.get("start")
+        if pid_matches(p.get("pid"), p.get("start")):
+            killed.append((p["pid"], p["start"], p.get("label")))
+    for ns in state.get("namespaces", []):
+        # A process we did not record (none should exist) would keep the
+        # namespace alive after `ip netns del`: ours, being in it.
+        for pid in netns_pids(ns):
+            killed.append((pid, proc_start_time(pid), "pid in %s" % ns))
+    for pid, start, _ in killed:
         if pid_matches(pid, start):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    for p in state.get("processes", []):
-        deadline = now() + 10
-        while pid_matches(p.get("pid"), p.get("start")) and now() < deadline:
+    deadline = now() + 10
+    for pid, start, label in killed:
+        while pid_matches(pid, start) and now() < deadline:
             try:
-                os.waitpid(p["pid"], os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
             time.sleep(0.02)
-        if pid_matches(p.get("pid"), p.get("start")):
-            errors.append("pid %d (%s) still running" % (p["pid"], p.get("label")))
+        if pid_matches(pid, start):
+            errors.append("pid %d (%s) still running" % (pid, label))
+    # Deleting a veth end deletes its peer at once; a namespace itself can
+    # outlive `ip netns del` for minutes while the orphaned TCP connections
+    # of killed processes retry their FINs, and would keep its veth with it.
+    for link in state.get("links", []):
+        p = subprocess.run(["ip", "link", "del", link], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+        if p.returncode != 0 and link_exists(link):
+            errors.append("ip link del %s: %s" % (link, p.stderr.decode().strip()))
     for ns in state.get("namespaces", []):
-        # A process we did not record (none should exist) would keep the
-        # namespace's stack alive after `ip netns del`: ours by definition.
-        for pid in netns_pids(ns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         p = subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
         if p.returncode != 0 and os.path.exists("/run/netns/" + ns):
@@ -864,6 +893,16 @@ def teardown(state):
         if p.returncode != 0 and link_exists(state["bridge"]):
             errors.append("ip link del %s: %s" % (state["bridge"], p.stderr.decode().strip()))
     return errors
+
+
+def run_links(run_id):
+    """The root namespace's ends of a run's veths (mnc<run>v<n>), by name:
+    only for a run already proven ours by its namespaces' marker."""
+    out = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout.decode()
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+             if line.count(":") >= 2]
+    return [n for n in names if n.startswith("%s%sv" % (PREFIX, run_id))]
 
 
 def netns_pids(ns):
@@ -921,7 +960,7 @@ def clean_stale(log=print):
     for run_id, namespaces in stale.items():
         bridge = "%s%sbr" % (PREFIX, run_id)
         m = parse_marker(link_alias(bridge))
-        errors = teardown({"namespaces": namespaces,
+        errors = teardown({"namespaces": namespaces, "links": run_links(run_id),
                            "bridge": bridge if m and m[0] == run_id else None})
         log("cluster: removed stale run %s (%d namespaces)%s" % (
             run_id, len(namespaces), "; " + "; ".join(errors) if errors else ""))
@@ -1182,11 +1221,44 @@ def cmd_up(args):
     return 0
 
 
+def marked_runs():
+    """{run id: (mode, [namespaces])} of every namespace carrying our marker."""
+    runs = {}
+    for line in run(["ip", "netns", "list"]).splitlines():
+        ns = line.split()[0] if line.strip() else ""
+        if not ns.startswith(PREFIX + "-"):
+            continue
+        m = parse_marker(link_alias("lo", ns))
+        if m:
+            runs.setdefault(m[0], (m[1], []))[1].append(ns)
+    return runs
+
+
 def cmd_down(args):
     need_root()
+    if args.run:
+        # A cluster whose state file is gone: by its marker, never by name alone.
+        runs = marked_runs()
+        if args.run not in runs:
+            raise ClusterError("no namespace carries the marker of run %s" % args.run)
+        bridge = "%s%sbr" % (PREFIX, args.run)
+        m = parse_marker(link_alias(bridge))
+        errors = teardown({"namespaces": runs[args.run][1], "links": run_links(args.run),
+                           "bridge": bridge if m and m[0] == args.run else None})
+        for e in errors:
+            sys.stderr.write("cluster: %s\n" % e)
+        print("cluster %s removed: %d namespaces and every process in them%s" % (
+            args.run, len(runs[args.run][1]), ", bridge " + bridge if m else ""))
+        return 1 if errors else 0
     st = load_state(args.state)
     if st is None:
         print("cluster: no state file at %s: nothing to remove" % args.state)
+        others = marked_runs()
+        if others:
+            print("clusters of this project on this machine (scripts/cluster.sh down --run ID "
+                  "removes one):")
+            for run_id, (mode, namespaces) in sorted(others.items()):
+                print("  %s  %s, %d namespaces" % (run_id, mode, len(namespaces)))
         return 0
     errors = teardown(st)
     if errors:
@@ -1223,6 +1295,9 @@ def main(argv=None):
     ap.add_argument("command", choices=("up", "down", "status"))
     ap.add_argument("--state", default=os.environ.get("MESHNODE_CLUSTER_STATE", STATE_DEFAULT),
                     help="state file (default %(default)s)")
+    ap.add_argument("--run", metavar="ID",
+                    help="down: the cluster of run ID, found by its namespaces' marker (when "
+                         "its state file is lost)")
     args = ap.parse_args(argv)
     try:
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args)

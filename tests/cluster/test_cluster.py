@@ -144,7 +144,7 @@ class ClusterTest(unittest.TestCase):
         figure("discovery: 20 of 20 orders 201 across hosts (GET /users/{id} on %s), "
                "order p50 %s, max %s; the orders node's agent is its default "
                "http://127.0.0.1:8500, the orders host's client agent (node 'orders'), "
-               "%d health watch calls to it; the servers' HTTP APIs refuse connections "
+               "%d health watch call(s) to it so far; the servers' HTTP APIs refuse connections "
                "from the orders host (%d of %d)" % (
                    ", ".join("%s %d" % kv for kv in sorted(got.items())), ms(lat[10]),
                    ms(lat[-1]), watches, refused, len(c.servers)))
