@@ -27,11 +27,12 @@ endif
 WARNINGS   := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
               -Wformat=2 -Wvla -Wwrite-strings -fno-common $(WERROR)
 CPPFLAGS   += -Iinclude -D_GNU_SOURCE -DMESHNODE_VERSION='"$(VERSION)"' \
-              $(shell pkg-config --cflags libcurl 2>/dev/null)
+              $(shell pkg-config --cflags libcurl 2>/dev/null) \
+              $(shell pkg-config --cflags libpq 2>/dev/null)
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
 LDFLAGS    += -pthread $(SANFLAGS)
-LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm
+LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lm
 
 SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)

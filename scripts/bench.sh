@@ -4,7 +4,10 @@
 # ROUNDS rounds; then POST /orders end to end against a Consul dev agent,
 # two users nodes and an orders node. Writes bench/RESULTS.md with the
 # machine and the date, keeping the sections the parts below own. Bounded:
-# each wrk run lasts DURATION seconds. Then the mesh at scale (bench/
+# each wrk run lasts DURATION seconds. Then PostgreSQL beside SQLite
+# (bench/postgres.sh: GET /users/1 and POST /users on a throwaway
+# PostgreSQL 15 and on SQLite, interleaved; about 2 minutes; PG=0 skips it),
+# the mesh at scale (bench/
 # mesh_scale.sh: peer calls through discovery with 2 to 10,000 passing
 # instances, discovery vs fixed addresses, a CPU profile, an orders node's
 # RSS; about 4 minutes; MESH=0 skips it), the KV flood (bench/kv_flood.sh:
@@ -90,10 +93,11 @@ consul_requests=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^mesh
 orders_done=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^http_requests_total\{method="POST",endpoint="\/orders",status="201"/ {s+=$2} END {print s+0}')
 
 base=$(bench_median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
-# the sections bench/mesh_scale.sh and bench/hostile.sh own stay until they rewrite them
+# the sections bench/postgres.sh, bench/mesh_scale.sh, bench/kv_flood.sh and
+# bench/hostile.sh own stay until they rewrite them
 kept=$work/kept.md
 touch "$kept"
-[ ! -f bench/RESULTS.md ] || awk '/^## (The mesh at scale|Hostile connections)/ {keep = 1} keep' bench/RESULTS.md >"$kept"
+[ ! -f bench/RESULTS.md ] || awk '/^## (PostgreSQL beside SQLite|The mesh at scale|KV flood|Hostile connections)/ {keep = 1} keep' bench/RESULTS.md >"$kept"
 {
 	echo "# meshnode benchmark"
 	echo
@@ -131,10 +135,13 @@ touch "$kept"
 mv "$work/results.md" bench/RESULTS.md
 cat bench/RESULTS.md
 
-# ---- the mesh at scale, then hostile connections: each with its own agent
-# and nodes, with nothing above left running
+# ---- PostgreSQL beside SQLite, the mesh at scale, the KV flood, then hostile
+# connections: each with its own servers and nodes, nothing above left running
 bench_cleanup
 trap - EXIT
+if [ "${PG:-1}" != 0 ]; then
+	bench/postgres.sh "$bin"
+fi
 if [ "${MESH:-1}" != 0 ]; then
 	bench/mesh_scale.sh "$bin"
 fi

@@ -23,9 +23,18 @@ deps="$top/.deps"
 # container it installs the tools and starts nothing: its maintainer scripts
 # call systemctl only when systemd runs, and it does not become init (that is
 # systemd-sysv, not installed).
+# postgresql-15: the throwaway PostgreSQL servers of the tests and the bench
+# (tests/integration/pgserver.py runs initdb and postgres from
+# /usr/lib/postgresql/15/bin, psql from postgresql-client-15, and, as root,
+# as the `postgres` user the package creates). The package also creates a
+# `main` cluster on port 5432 and asks invoke-rc.d to start it: systemd
+# starts it where it runs; with no init system (a chroot, a container) the
+# start is blocked and the install still succeeds (checked on a fresh
+# Debian 12 minbase chroot: exit 0, cluster 15/main down, nothing listening).
+# The tests never use that cluster and never assume 5432 is free.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
-      libsqlite3-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates openssl python3 python3-pytest systemd)
+      libsqlite3-dev libpq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
+      ca-certificates openssl python3 python3-pytest systemd postgresql-15)
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;

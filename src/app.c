@@ -30,6 +30,7 @@
 #include "orders/orders_handlers.h"
 #include "orders/orders_service.h"
 #include "store/orders_repo.h"
+#include "store/pg_pool.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "store/users_repo.h"
@@ -336,6 +337,44 @@ static void apply_config(void *ctx, const struct config *old, const struct confi
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* PostgreSQL: one pool for both repositories. A server that does not
+ * answer is not fatal: the node serves, /ready says why, and the pool
+ * connects (and migrates) when it can. A login or database the server
+ * refuses is a configuration error (MN_CONFIG), which no retry fixes. */
+static enum mn_err store_open_pg(struct app *app)
+{
+	struct pg_pool_opts o;
+	struct pg_pool *pool;
+	char err[1024];
+	enum mn_err e;
+
+	pg_pool_opts_from_config(app->cfg, &o);
+	pool = pg_pool_create(&o);
+	if (pool == NULL)
+		return MN_NOMEM;
+	e = pg_pool_start(pool, err, sizeof(err));
+	if (e == MN_UNAVAILABLE) {
+		log_warn("store", "%s; serving, with /ready answering 503, until it answers", err);
+	} else if (e != MN_OK) {
+		log_error("store", "%s", err);
+		pg_pool_unref(pool);
+		return e;
+	}
+	if (config_has_module(app->cfg, "users"))
+		app->users_repo = users_repo_pg_open(pool);
+	if (config_has_module(app->cfg, "orders"))
+		app->orders_repo = orders_repo_pg_open(pool);
+	pg_pool_unref(pool); /* the repositories hold it */
+	if ((config_has_module(app->cfg, "users") && app->users_repo == NULL) ||
+	    (config_has_module(app->cfg, "orders") && app->orders_repo == NULL))
+		return MN_NOMEM;
+	if (e == MN_OK) {
+		pg_describe(&o, err, sizeof(err));
+		log_info("store", "%s: connected, schema up to date", err);
+	}
+	return MN_OK;
+}
+
 /* The repositories of the modules in service.modules, in one database. */
 static enum mn_err store_open(struct app *app)
 {
@@ -343,6 +382,8 @@ static enum mn_err store_open(struct app *app)
 	const char *path = app->cfg->database_path;
 	char err[256];
 
+	if (strcmp(app->cfg->database_driver, "postgres") == 0)
+		return store_open_pg(app);
 	if (config_has_module(app->cfg, "users")) {
 		app->users_repo = memory ? users_repo_memory_create()
 					 : users_repo_sqlite_open(path, err, sizeof(err));
@@ -643,6 +684,7 @@ int app_run(const struct app_opts *opts)
 		.ctx = &app,
 	};
 	struct buf errors, warnings;
+	enum mn_err store_err = MN_OK;
 	char err[512];
 	sigset_t set;
 	int code = 1;
@@ -680,9 +722,11 @@ int app_run(const struct app_opts *opts)
 		log_error("consul", "%s", err);
 		goto out;
 	}
-	if (metrics_setup(&app) != MN_OK || store_open(&app) != MN_OK ||
+	if (metrics_setup(&app) != MN_OK || (store_err = store_open(&app)) != MN_OK ||
 	    peers_setup(&app) != MN_OK || routes_setup(&app) != MN_OK) {
 		log_error("app", "cannot set up the node");
+		if (store_err == MN_CONFIG)
+			code = 2; /* the database refused what the configuration says */
 		goto out;
 	}
 	consul_set_observer(app.consul, observe_consul, &app);

@@ -6,6 +6,8 @@
 
 #include "app.h"
 #include "config/live.h"
+#include "core/escape.h"
+#include "store/pg_pool.h"
 
 extern char **environ;
 
@@ -37,6 +39,26 @@ static void usage(FILE *out)
 }
 
 enum { OPT_CHECK = 256, OPT_PRINT, OPT_VERSION, OPT_HELP };
+
+/* With database.driver = "postgres": connects once. A login or database
+ * the server refuses is a configuration error (2); a server that does not
+ * answer is only reported, like the Consul agent. The message is escaped
+ * to one line: it holds libpq's words (never the password). */
+static int check_postgres(const struct config *cfg)
+{
+	struct pg_pool_opts o;
+	char msg[1024];
+	enum mn_err e;
+	struct buf line;
+
+	pg_pool_opts_from_config(cfg, &o);
+	e = pg_pool_check(&o, msg, sizeof(msg));
+	buf_init(&line, sizeof(msg) * 4 + 1);
+	escape_buf(&line, msg, strlen(msg), ESCAPE_TEXT);
+	fprintf(e == MN_CONFIG ? stderr : stdout, "%s\n", line.data ? line.data : msg);
+	buf_release(&line);
+	return e == MN_CONFIG ? 2 : 0;
+}
 
 /* --check-config and --print-config: load everything, report, exit. A
  * check fails (2) on a file or environment error and on any warning about
@@ -80,6 +102,8 @@ static int config_command(const struct app_opts *opts, bool print)
 		config_live_describe(live, &read);
 		printf("%s", read.data ? read.data : "");
 		if (config_live_content_trouble(live))
+			code = 2;
+		if (strcmp(cfg->database_driver, "postgres") == 0 && check_postgres(cfg) != 0)
 			code = 2;
 	}
 	if (warnings.len)

@@ -87,8 +87,16 @@ struct config {
 	int consul_watch_wait_ms;         /* the blocking wait of every watch */
 
 	/* database */
-	char *database_driver;    /* "sqlite" | "memory" */
-	char *database_path;
+	char *database_driver;    /* "sqlite" | "memory" | "postgres" */
+	char *database_path;      /* sqlite */
+	char *database_host;      /* postgres: a host name, address or socket directory */
+	int database_port;
+	char *database_user;
+	char *database_password;  /* secret; "" when none */
+	char *database_name;
+	int database_pool_size;   /* connections at most, per node */
+	int database_connect_timeout_ms; /* one connection attempt; a wait for a free one */
+	char *database_sslmode;   /* libpq's: "disable" ... "verify-full" */
 
 	/* log (dynamic) */
 	char *log_level;          /* "debug" | "info" | "warn" | "error" */

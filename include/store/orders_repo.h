@@ -1,6 +1,7 @@
-/* The orders repository: where orders live. Two implementations behind one
- * interface: SQLite (the default, WAL mode; the file may also hold the users
- * table) and memory. All calls are safe from many threads at once. */
+/* The orders repository: where orders live. Three implementations behind
+ * one interface: SQLite (the default, WAL mode; the file may also hold the
+ * users table), PostgreSQL (the users table beside it) and memory. All
+ * calls are safe from many threads at once. */
 #ifndef MESHNODE_STORE_ORDERS_REPO_H
 #define MESHNODE_STORE_ORDERS_REPO_H
 
@@ -39,6 +40,13 @@ struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
  * of memory. */
 struct orders_repo *orders_repo_memory_create(void);
+
+struct pg_pool;
+
+/* A repository over a PostgreSQL pool (database.driver = "postgres"; see
+ * store/pg_pool.h), which it keeps a reference to. NULL when out of
+ * memory. */
+struct orders_repo *orders_repo_pg_open(struct pg_pool *pool);
 
 /* Stores a new order; out receives it with its id (caller releases). The
  * repository checks nothing about the user: that is the service's job.

@@ -42,10 +42,12 @@ struct sqlite_conn {
 struct sqlite_pool;
 
 /* Opens 'path' (creating it 0600 and its parent directories 0700 when
- * missing), switches it to WAL, runs 'schema' once and prepares the n_stmts
- * statements (at most SQLITE_POOL_MAX_STMTS) on every connection. NULL on
- * failure with the reason in err, among them a file SQLite could open only
- * read-only. */
+ * missing), switches it to WAL, brings it to the store's schema
+ * (store/migrate.h: a file made before versioning is adopted as version
+ * 1), runs 'schema' (may be NULL) once and prepares the n_stmts statements
+ * (at most SQLITE_POOL_MAX_STMTS) on every connection. NULL on failure
+ * with the reason in err, among them a file SQLite could open only
+ * read-only and a schema newer than this node knows. */
 struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 				     const char *const *stmts, size_t n_stmts, char *err,
 				     size_t errlen);

@@ -1,6 +1,6 @@
-/* The users repository: where users live. Two implementations behind one
- * interface: SQLite (the default, WAL mode) and memory. All calls are safe
- * from many threads at once. */
+/* The users repository: where users live. Three implementations behind one
+ * interface: SQLite (the default, WAL mode), PostgreSQL and memory. All
+ * calls are safe from many threads at once. */
 #ifndef MESHNODE_STORE_USERS_REPO_H
 #define MESHNODE_STORE_USERS_REPO_H
 
@@ -45,6 +45,15 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 /* A new in-memory repository (database.driver = "memory"); NULL when out
  * of memory. */
 struct users_repo *users_repo_memory_create(void);
+
+struct pg_pool;
+
+/* A repository over a PostgreSQL pool (database.driver = "postgres"; see
+ * store/pg_pool.h), which it keeps a reference to: the pool's migrations
+ * made its table and the unique index on the email folded to ASCII lower
+ * case. A store that cannot answer gives MN_UNAVAILABLE ("the database is
+ * unavailable"). NULL when out of memory. */
+struct users_repo *users_repo_pg_open(struct pg_pool *pool);
 
 /* Stores a new user; out receives it with its id (caller releases).
  * MN_CONFLICT when another user has the email, compared without regard to

@@ -507,6 +507,14 @@ static void config_fill(struct builder *b)
 
 	cfg->database_driver = cfg_str(b, "database.driver");
 	cfg->database_path = cfg_str(b, "database.path");
+	cfg->database_host = cfg_str(b, "database.host");
+	cfg->database_port = (int)cfg_int(b, "database.port");
+	cfg->database_user = cfg_str(b, "database.user");
+	cfg->database_password = cfg_str(b, "database.password");
+	cfg->database_name = cfg_str(b, "database.name");
+	cfg->database_pool_size = (int)cfg_int(b, "database.pool_size");
+	cfg->database_connect_timeout_ms = (int)cfg_int(b, "database.connect_timeout_ms");
+	cfg->database_sslmode = cfg_str(b, "database.sslmode");
 	cfg->log_level = cfg_str(b, "log.level");
 	cfg->log_format = cfg_str(b, "log.format");
 	cfg->maintenance = cfg_bool(b, "maintenance");
@@ -695,6 +703,13 @@ void config_free(struct config *cfg)
 	free(cfg->consul_kv_prefix);
 	free(cfg->database_driver);
 	free(cfg->database_path);
+	free(cfg->database_host);
+	free(cfg->database_user);
+	if (cfg->database_password)
+		explicit_bzero(cfg->database_password, strlen(cfg->database_password));
+	free(cfg->database_password);
+	free(cfg->database_name);
+	free(cfg->database_sslmode);
 	free(cfg->log_level);
 	free(cfg->log_format);
 	for (size_t i = 0; i < cfg->n_peers; i++) {

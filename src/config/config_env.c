@@ -14,7 +14,8 @@
 #define TOKEN_FILE_VAR  "CONSUL_HTTP_TOKEN_FILE"
 #define TOKEN_FILE_CAP  (64 * 1024)
 
-/* Applied before the MESHNODE_ variables so those win. */
+/* Applied before the MESHNODE_ variables so those win. The DB_ ones are the
+ * reference design's names for the PostgreSQL settings. */
 static const struct {
 	const char *var;
 	const char *name;
@@ -24,6 +25,11 @@ static const struct {
 	{"LOG_LEVEL", "log.level"},
 	{"CONSUL_HTTP_ADDR", "consul.address"},
 	{"CONSUL_HTTP_TOKEN", "consul.token"},
+	{"DB_HOST", "database.host"},
+	{"DB_PORT", "database.port"},
+	{"DB_USER", "database.user"},
+	{"DB_PASSWORD", "database.password"},
+	{"DB_NAME", "database.name"},
 };
 
 static enum mn_err env_set(struct config_state *st, const char *var, const char *name,

@@ -13,7 +13,11 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
-static const char *const db_drivers[] = {"sqlite", "memory", NULL};
+static const char *const db_drivers[] = {"sqlite", "memory", "postgres", NULL};
+/* libpq's own values, nothing else: libpq would refuse any other at connect
+ * time, after the node had started. */
+static const char *const db_sslmodes[] = {"disable", "allow",	  "prefer",
+					  "require", "verify-ca", "verify-full", NULL};
 static const char *const lb_policies[] = {"round_robin", "random", "least_inflight", NULL};
 static const char *const modules[] = {"users", "orders", NULL};
 
@@ -111,6 +115,19 @@ out_refuse:
 	return false;
 }
 
+/* Host names, user and database names go into libpq's parameters and into
+ * log lines: a control character has no place in any of them. */
+static bool check_no_controls(json_t **value, char *reason, size_t len)
+{
+	for (const char *p = json_string_value(*value); *p; p++) {
+		if ((unsigned char)*p < ' ' || *p == 0x7f) {
+			snprintf(reason, len, "expected no control characters");
+			return false;
+		}
+	}
+	return true;
+}
+
 static bool check_kv_prefix(json_t **value, char *reason, size_t len)
 {
 	const char *s = json_string_value(*value);
@@ -148,8 +165,18 @@ const struct setting_def settings_table[] = {
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),
 	INT("consul.watch_wait_ms", "30000", 1000, 600000, false),
+	INT("database.connect_timeout_ms", "5000", 100, 600000, false),
 	ENUM("database.driver", "sqlite", db_drivers, false),
+	STR("database.host", "localhost", 1, check_no_controls, false),
+	STR("database.name", "myapp", 1, check_no_controls, false),
+	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true},
 	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
+	/* 8: see pg_pool.h for why (a request holds a connection for one
+	 * statement; two nodes share PostgreSQL's 100 connections) */
+	INT("database.pool_size", "8", 1, 1024, false),
+	INT("database.port", "5432", 1, 65535, false),
+	ENUM("database.sslmode", "prefer", db_sslmodes, false),
+	STR("database.user", "postgres", 1, check_no_controls, false),
 	ENUM("log.format", "json", log_formats, true),
 	ENUM("log.level", "info", log_levels, true),
 	BOOL("maintenance", "false", true),

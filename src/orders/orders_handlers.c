@@ -16,7 +16,7 @@ static void reply_failure(struct http_response *res, enum mn_err e, const char *
 	case MN_UNPROCESSABLE: http_reply_error(res, mn_err_http_status(e), "%s", msg); break;
 	case MN_NOT_FOUND: http_reply_error(res, 404, "order %lld not found", (long long)id); break;
 	case MN_UNAVAILABLE:
-		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is busy; try again");
+		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is unavailable; try again");
 		break;
 	default: http_reply_error(res, 500, "internal error"); break;
 	}

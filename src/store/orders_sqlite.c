@@ -16,12 +16,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 		    " LIMIT ?1 OFFSET ?2",
 };
 
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS orders ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" user_id INTEGER NOT NULL,"
-	" product TEXT NOT NULL,"
-	" quantity INTEGER NOT NULL)";
+/* The table is made by the store's migrations (store/migrate.h). */
 
 struct sqlite_repo {
 	struct orders_repo base;
@@ -155,7 +150,7 @@ struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t 
 		return NULL;
 	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open(path, schema, stmt_sql, ST_COUNT, err, errlen);
+	s->pool = sqlite_pool_open(path, NULL, stmt_sql, ST_COUNT, err, errlen);
 	if (s->pool == NULL) {
 		free(s);
 		return NULL;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "store/migrate.h"
 
 #define POOL_SIZE 4
 #define BUSY_TIMEOUT_MS 5000
@@ -355,6 +356,79 @@ static int make_db_file(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* One integer from a query of one row; -1 when it fails. */
+static long long query_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	long long v = -1;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* Brings the file to the store's schema (store/migrate.h) in one write
+ * transaction: BEGIN IMMEDIATE takes the write lock first, so of several
+ * nodes opening one file at once one migrates and the others, within the
+ * busy timeout, find it done. */
+static int sqlite_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	static const char create_sql[] = "CREATE TABLE IF NOT EXISTS " MIGRATE_TABLE
+					 " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)";
+	static const char record_sql[] = "INSERT INTO " MIGRATE_TABLE " (version, applied_at)"
+					 " VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+	const struct migration *m = store_migrations;
+	size_t n = store_migrations_count;
+	struct migrate_plan plan;
+	sqlite3_stmt *st = NULL;
+	long long current, tables;
+	int rc;
+
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto out_sqlite;
+	tables = query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+			       " AND name IN ('users', 'orders')");
+	if (tables < 0 || sqlite3_exec(db, create_sql, NULL, NULL, NULL) != SQLITE_OK)
+		goto out_sqlite;
+	current = query_int(db, "SELECT coalesce(max(version), 0) FROM " MIGRATE_TABLE);
+	if (current < 0)
+		goto out_sqlite;
+	if (migrate_plan(m, n, (int)current, tables > 0, true, &plan, err, errlen) != MN_OK) {
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (sqlite3_prepare_v2(db, record_sql, -1, &st, NULL) != SQLITE_OK)
+		goto out_sqlite;
+	for (size_t i = plan.first; i < n; i++) {
+		if (sqlite3_exec(db, m[i].sqlite, NULL, NULL, NULL) != SQLITE_OK)
+			goto out_sqlite;
+		sqlite3_bind_int(st, 1, m[i].version);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			goto out_sqlite;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto out_sqlite;
+	if (plan.adopt)
+		log_info("store", "'%s' was made before schema versions were recorded: adopted as "
+			 "version 1 (%s)", path, m[0].what);
+	for (size_t i = plan.first + (plan.adopt ? 1 : 0); i < n; i++)
+		log_info("store", "'%s': schema migration %d applied (%s)", path, m[i].version,
+			 m[i].what);
+	return 0;
+
+out_sqlite:
+	mn_error(err, errlen, MN_IO, "schema migration of '%s' failed: %s", path,
+		 sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
 static int conn_open(struct sqlite_conn *c, const char *path, const char *schema,
 		     const char *const *stmts, size_t n_stmts, bool first, char *err, size_t errlen)
 {
@@ -377,9 +451,11 @@ static int conn_open(struct sqlite_conn *c, const char *path, const char *schema
 		goto out_error;
 	if (first) {
 		rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL);
 		if (rc != SQLITE_OK)
+			goto out_error;
+		if (sqlite_migrate(c->db, path, err, errlen) != 0)
+			return -1;
+		if (schema && (rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL)) != SQLITE_OK)
 			goto out_error;
 	}
 	rc = sqlite3_prepare_v3(c->db, "SELECT 1", -1, SQLITE_PREPARE_PERSISTENT, &c->ping, NULL);

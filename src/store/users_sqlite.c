@@ -26,13 +26,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_DELETE] = "DELETE FROM users WHERE id = ?1",
 };
 
-/* Files made before emails were compared without case have `email TEXT
- * UNIQUE`; the unique index below makes that constraint redundant. */
-static const char schema[] = "CREATE TABLE IF NOT EXISTS users ("
-			     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-			     " name TEXT NOT NULL,"
-			     " email TEXT)";
-
+/* The table is made by the store's migrations (store/migrate.h). Files
+ * made before emails were compared without case have `email TEXT UNIQUE`;
+ * the unique index below makes that constraint redundant. */
 static const char unique_index_sql[] =
 	"CREATE UNIQUE INDEX IF NOT EXISTS users_email_nocase ON users (email COLLATE NOCASE)";
 /* Only for speed, while the unique index cannot be made. */
@@ -284,7 +280,7 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 		return NULL;
 	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open(path, schema, stmt_sql, ST_COUNT, err, errlen);
+	s->pool = sqlite_pool_open(path, NULL, stmt_sql, ST_COUNT, err, errlen);
 	if (s->pool == NULL) {
 		free(s);
 		return NULL;

@@ -20,7 +20,7 @@ static void reply_failure(struct http_response *res, enum mn_err e, const char *
 		http_reply_error(res, 404, "user %lld not found", (long long)id);
 		break;
 	case MN_UNAVAILABLE:
-		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is busy; try again");
+		http_reply_error(res, 503, "%s", msg[0] ? msg : "the store is unavailable; try again");
 		break;
 	default:
 		http_reply_error(res, 500, "internal error");

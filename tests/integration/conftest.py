@@ -5,6 +5,10 @@ of them unittest.TestCase classes driving harness.py):
   `consul agent -dev` there for all its tests (the module-scoped `consul`
   fixture), made by the module's CONSUL_FACTORY when it has one (an agent
   with ACLs, with TLS); harness.share_consul(globals(), make) declares both;
+- the shared PostgreSQL: a test module with a module-level POSTGRES gets one
+  throwaway PostgreSQL 15 (pgserver.PgServer, a free port) there for all its
+  tests (the module-scoped `postgres` fixture), started whether or not the
+  meshnode binary exists (`POSTGRES = None` at module level asks for it);
 - a failed test's report ends with the last 40 lines of every log of the
   processes it and its fixtures (module's, class's) started, and the temp
   directory is kept;
@@ -27,6 +31,7 @@ import signal
 import pytest
 
 import harness
+import pgserver
 
 LOG_LINES = 40
 
@@ -60,6 +65,34 @@ def _module_consul(request):
     before the module's class fixtures, so setUpClass may use it)."""
     if hasattr(request.module, "CONSUL"):
         request.getfixturevalue("consul")
+
+
+# --------------------------------------------------------------------------
+# The module's PostgreSQL
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres(request):
+    """The module's PostgreSQL server (pgserver.PgServer), also set as the
+    module's POSTGRES while its tests run; stopped (fast shutdown, by PID)
+    after them. Each test class makes its own database on it."""
+    module = request.module
+    server = pgserver.PgServer()
+    module.POSTGRES = server
+    try:
+        yield server
+    finally:
+        module.POSTGRES = None
+        server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_postgres(request):
+    """Starts `postgres` for every module that has a module-level POSTGRES
+    (before the module's class fixtures, so setUpClass may use it)."""
+    if hasattr(request.module, "POSTGRES"):
+        request.getfixturevalue("postgres")
 
 
 # --------------------------------------------------------------------------

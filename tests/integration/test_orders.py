@@ -1,5 +1,6 @@
 """Orders call users through Consul discovery: real agent, real users nodes
-sharing one SQLite file, a real orders node. Round robin, kill -9 under a
+sharing one SQLite file (test_postgres.py runs the kill -9 case with them on
+one PostgreSQL database), a real orders node. Round robin, kill -9 under a
 stream of orders, every users node gone, a users node added later, the agent
 stopped, the Consul cost of a steady stream, and a peer that accepts
 connections and never answers. Issue 4."""
@@ -53,14 +54,17 @@ def read_heads(listener, heads):
 
 
 class Mesh:
-    """A Consul agent, users nodes sharing one SQLite file, and an orders
-    node; stop() kills exactly what it started."""
+    """A Consul agent, users nodes sharing one store (a SQLite file, or what
+    `users_settings` says: one PostgreSQL database), and an orders node;
+    stop() kills exactly what it started."""
 
-    def __init__(self, consul=None, users=2, orders_settings=None):
+    def __init__(self, consul=None, users=2, orders_settings=None, users_settings=None):
         self.consul = consul or Consul()
         self.own_consul = consul is None
         self.dir = harness.mkdtemp("mesh")
         self.db = os.path.join(self.dir, "users.db")
+        self.users_settings = {"database.path": self.db}
+        self.users_settings.update(users_settings or {})
         self.users = []
         for _ in range(users):
             self.add_users()
@@ -73,7 +77,7 @@ class Mesh:
         self.orders.start_ready()
 
     def add_users(self):
-        n = Node(name="users", consul=self.consul, settings={"database.path": self.db})
+        n = Node(name="users", consul=self.consul, settings=self.users_settings)
         n.start_ready()
         self.users.append(n)
         return n
@@ -98,6 +102,25 @@ class Mesh:
             n.stop()
         if self.own_consul:
             self.consul.stop()
+
+
+def check_kill9_under_a_stream_of_orders(test, m):
+    """100 orders one after another through mesh `m` (two users nodes); the
+    second users node gets kill -9 before the 31st: every order succeeds,
+    and the dead node leaves ?passing. Shared with test_postgres.py."""
+    m.wait_passing(2)
+    uid = m.create_user()
+    failed = []
+    for i in range(100):
+        if i == 30:
+            m.users[1].kill9()
+        status, _, body = m.order(uid)
+        if status != 201:
+            failed.append((i, status, body[:200]))
+    test.assertEqual(failed, [])
+    wait_until(lambda: len(m.consul.health_service("users", passing=True)) == 1,
+               timeout=15, what="the killed node leaving ?passing")
+    test.assertEqual(m.order(uid)[0], 201)
 
 
 @requires_meshnode
@@ -175,20 +198,7 @@ class OrdersThroughDiscoveryTest(harness.ProcessesTestCase):
         self.assertEqual(m.order(uid)[0], 201)
 
     def test_kill9_under_a_stream_of_orders_loses_none(self):
-        m = self.track(Mesh())
-        m.wait_passing(2)
-        uid = m.create_user()
-        failed = []
-        for i in range(100):
-            if i == 30:
-                m.users[1].kill9()
-            status, _, body = m.order(uid)
-            if status != 201:
-                failed.append((i, status, body[:200]))
-        self.assertEqual(failed, [])
-        wait_until(lambda: len(m.consul.health_service("users", passing=True)) == 1,
-                   timeout=15, what="the killed node leaving ?passing")
-        self.assertEqual(m.order(uid)[0], 201)
+        check_kill9_under_a_stream_of_orders(self, self.track(Mesh()))
 
     def test_all_users_gone_is_503_with_retry_after(self):
         m = self.track(Mesh())

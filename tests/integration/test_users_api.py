@@ -1,6 +1,8 @@
-"""The users API of a real meshnode (sqlite and memory drivers), its error
-handling, hostile input, keep-alive, persistence and metrics. CONTRACT.md's
-"HTTP API" and "Metrics" sections."""
+"""The users API of a real meshnode, its error handling, hostile input,
+keep-alive, persistence and metrics, once per driver: sqlite, memory and
+postgres (one class per driver over the same test bodies; a postgres class
+gets a database and a role of its own on the module's PostgreSQL server).
+CONTRACT.md's "HTTP API" and "Metrics" sections."""
 
 import json
 import os
@@ -16,6 +18,8 @@ MAX_BODY = 1024
 
 # One Consul agent for the module: every test uses its own service name.
 CONSUL = None  # the module's agent while its tests run (conftest.py)
+# One PostgreSQL server for the module: every postgres class has its own database.
+POSTGRES = None  # the module's server while its tests run (conftest.py)
 
 
 def users_list(doc):
@@ -29,6 +33,22 @@ def users_list(doc):
     raise AssertionError("GET /users body is not a list of users: %r" % (doc,))
 
 
+def store_settings(driver, owner):
+    """The database.* settings of a node on `driver`: sqlite in the node's
+    directory (Node's default path), memory, or for postgres a role and a
+    database named after `owner` (a test class) on the module's server."""
+    if driver == "sqlite":
+        return {"database.driver": "sqlite"}
+    if driver == "memory":
+        return {"database.driver": "memory", "database.path": None}
+    if driver == "postgres":
+        name = owner.lower()
+        POSTGRES.create_role_with_password(name, "pw-" + name)
+        POSTGRES.create_database(name, owner=name)
+        return POSTGRES.node_settings(name, name, "pw-" + name)
+    raise ValueError("unknown driver %r" % (driver,))
+
+
 class UsersApiBase:
     """Mixed into one TestCase per driver; one node per class."""
 
@@ -37,9 +57,8 @@ class UsersApiBase:
 
     @classmethod
     def setUpClass(cls):
-        settings = {"database.driver": cls.driver, "server.max_body_bytes": MAX_BODY}
-        if cls.driver == "memory":
-            settings["database.path"] = None
+        settings = store_settings(cls.driver, cls.__name__)
+        settings["server.max_body_bytes"] = MAX_BODY
         cls.node = Node(name="users-api-%s" % cls.driver, consul=CONSUL, settings=settings)
         cls.node.start_ready()
 
@@ -424,10 +443,21 @@ class UsersApiMemoryTest(UsersApiBase, unittest.TestCase):
 
 
 @requires_meshnode
-class UsersPersistenceTest(unittest.TestCase):
+class UsersApiPostgresTest(UsersApiBase, unittest.TestCase):
+    driver = "postgres"
+
+
+class UsersPersistenceBase:
+    """A user written by a node killed with -9 is read by the next node on
+    the same store (the file, or the PostgreSQL database)."""
+
+    driver = None
+
     def test_user_survives_kill9(self):
-        a = Node(name="users-persist", consul=CONSUL)
-        db = a.settings["database.path"]
+        a = Node(name="users-persist", consul=CONSUL,
+                 settings=store_settings(self.driver, type(self).__name__))
+        # the second node gets the first one's store (the same SQLite path)
+        store = {k: v for k, v in a.settings.items() if k.startswith("database.")}
         a.start_ready()
         try:
             status, _, data = a.request("POST", "/users", {"name": "Durable", "email": "d@example.com"})
@@ -439,9 +469,11 @@ class UsersPersistenceTest(unittest.TestCase):
         finally:
             rc = a.kill9()
         self.assertEqual(rc, -signal.SIGKILL)
-        self.assertTrue(os.path.exists(db), "no SQLite file at %s" % db)
+        if self.driver == "sqlite":
+            db = store["database.path"]
+            self.assertTrue(os.path.exists(db), "no SQLite file at %s" % db)
 
-        b = Node(name="users-persist", consul=CONSUL, settings={"database.path": db})
+        b = Node(name="users-persist", consul=CONSUL, settings=store)
         b.start_ready()
         try:
             status, _, data = b.request("GET", "/users/%s" % uid)
@@ -455,3 +487,13 @@ class UsersPersistenceTest(unittest.TestCase):
         finally:
             rc = b.stop()
         self.assertEqual(rc, 0, "SIGTERM exit code")
+
+
+@requires_meshnode
+class UsersPersistenceTest(UsersPersistenceBase, unittest.TestCase):
+    driver = "sqlite"
+
+
+@requires_meshnode
+class UsersPersistencePostgresTest(UsersPersistenceBase, unittest.TestCase):
+    driver = "postgres"

@@ -12,6 +12,8 @@
 #include "small_stack.h"
 
 #define MAX_FILES 8
+/* The settings that are not templates (peers.*, features.*). */
+#define N_SETTINGS 40
 
 struct fixture {
 	char dir[64];
@@ -179,13 +181,21 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->consul_watch_wait_ms, 30000);
 	assert_string_equal(cfg->database_driver, "sqlite");
 	assert_string_equal(cfg->database_path, "data/users.db");
+	assert_string_equal(cfg->database_host, "localhost");
+	assert_int_equal(cfg->database_port, 5432);
+	assert_string_equal(cfg->database_user, "postgres");
+	assert_string_equal(cfg->database_password, "");
+	assert_string_equal(cfg->database_name, "myapp");
+	assert_int_equal(cfg->database_pool_size, 8);
+	assert_int_equal(cfg->database_connect_timeout_ms, 5000);
+	assert_string_equal(cfg->database_sslmode, "prefer");
 	assert_string_equal(cfg->log_level, "info");
 	assert_string_equal(cfg->log_format, "json");
 	assert_false(cfg->maintenance);
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
 	assert_int_equal(cfg->kv_index, 0);
-	assert_int_equal(cfg->n_entries, 32);
+	assert_int_equal(cfg->n_entries, N_SETTINGS);
 
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		assert_int_equal(cfg->entries[i].source, CONFIG_SRC_DEFAULT);
@@ -740,6 +750,104 @@ static void test_secret_not_in_file_error(void **state)
 	assert_null(strstr(errors_text(f), "secret-3333"));
 }
 
+/* The reference design's DB_ variables set the PostgreSQL settings; the
+ * MESHNODE_ forms win over them as over every alias; the password is a
+ * secret wherever it comes from. */
+static void test_database_env_aliases(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"DB_HOST=db.internal",	   "DB_PORT=6432",
+			     "DB_USER=app",		   "DB_PASSWORD=pw-secret-4444",
+			     "DB_NAME=shop",		   "MESHNODE_DATABASE_NAME=shop2",
+			     "MESHNODE_DATABASE_DRIVER=postgres", NULL};
+	json_t *js;
+	char *dump;
+
+	src.environ = (char *const *)env;
+	src.file_path = write_file(f, "a.cfg",
+				   "database = { host = \"file-host\"; port = 5433;"
+				   " password = \"cfg-secret-5555\"; pool_size = 4; };\n");
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->database_driver, "postgres");
+	assert_string_equal(f->cfg->database_host, "db.internal");
+	assert_entry(f->cfg, "database.host", CONFIG_SRC_ENV, "DB_HOST");
+	assert_int_equal(f->cfg->database_port, 6432);
+	assert_string_equal(f->cfg->database_user, "app");
+	assert_string_equal(f->cfg->database_password, "pw-secret-4444");
+	assert_entry(f->cfg, "database.password", CONFIG_SRC_ENV, "DB_PASSWORD");
+	assert_true(config_entry_find(f->cfg, "database.password")->secret);
+	assert_string_equal(f->cfg->database_name, "shop2");
+	assert_entry(f->cfg, "database.name", CONFIG_SRC_ENV, "MESHNODE_DATABASE_NAME");
+	assert_int_equal(f->cfg->database_pool_size, 4);
+	assert_int_equal(config_entry_find(f->cfg, "database.pool_size")->source, CONFIG_SRC_FILE);
+
+	js = config_document(f->cfg);
+	assert_non_null(js);
+	assert_string_equal(
+		json_string_value(json_object_get(
+			json_object_get(json_object_get(js, "settings"), "database.password"),
+			"value")),
+		"<redacted>");
+	dump = json_dumps(js, 0);
+	assert_non_null(dump);
+	assert_null(strstr(dump, "secret"));
+	free(dump);
+	json_decref(js);
+}
+
+/* A changed password is a change line without either value. */
+static void test_database_password_change_redacted(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {"DB_PASSWORD=old-secret-1", NULL};
+	const char *env2[] = {"DB_PASSWORD=new-secret-2", "DB_PORT=6543", NULL};
+	struct config *old;
+	struct buf out;
+
+	buf_init(&out, 1 << 12);
+	src.environ = (char *const *)env;
+	load_ok(f, &src);
+	old = f->cfg;
+	f->cfg = NULL;
+	src.environ = (char *const *)env2;
+	load_ok(f, &src);
+	assert_int_equal(config_changes(old, f->cfg, &out, 50), 2);
+	assert_string_equal(out.data, "database.password: <redacted> -> <redacted> (env)\n"
+				      "database.port: 5432 -> 6543 (env)\n");
+	buf_release(&out);
+	config_destroy(old);
+}
+
+static void test_database_settings_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *bad_mode[] = {"MESHNODE_DATABASE_SSLMODE=on", NULL};
+	const char *bad_port[] = {"DB_PORT=70000", NULL};
+	const char *bad_host[] = {"DB_HOST=a\nb", NULL};
+	const char *bad_pw[] = {"DB_PASSWORD=", NULL}; /* empty: unset, as Consul's */
+
+	src.environ = (char *const *)bad_mode;
+	load_fails_with(f, &src,
+			"environment variable 'MESHNODE_DATABASE_SSLMODE': expected one of "
+			"disable, allow, prefer, require, verify-ca, verify-full");
+	src.environ = (char *const *)bad_port;
+	load_fails_with(f, &src,
+			"environment variable 'DB_PORT': expected an integer between 1 and 65535");
+	src.environ = (char *const *)bad_host;
+	load_fails_with(f, &src, "environment variable 'DB_HOST': expected no control characters");
+	src.environ = (char *const *)bad_pw;
+	load_ok(f, &src);
+	assert_entry(f->cfg, "database.password", CONFIG_SRC_DEFAULT, NULL);
+	src.environ = NULL;
+	src.file_path = write_file(f, "a.cfg", "database = { pool_size = 0; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'database.pool_size': expected an integer "
+					       "between 1 and 1024"));
+}
+
 static void test_kv_layers(void **state)
 {
 	struct fixture *f = *state;
@@ -1252,7 +1360,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), 32 + 6 + 1);
+	assert_int_equal(json_object_size(js), N_SETTINGS + 6 + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1541,8 +1649,8 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* 32 settings of their own plus the six of each valid peer */
-	assert_int_equal(f->cfg->n_entries, 32 + 6 * n_valid);
+	/* the settings of their own plus the six of each valid peer */
+	assert_int_equal(f->cfg->n_entries, N_SETTINGS + 6 * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 
@@ -1657,6 +1765,9 @@ int main(void)
 		T(test_token_env_only_and_empty),
 		T(test_token_file_unreadable),
 		T(test_secret_not_in_file_error),
+		T(test_database_env_aliases),
+		T(test_database_password_change_redacted),
+		T(test_database_settings_refused),
 		T(test_kv_layers),
 		T(test_kv_bad_value_keeps_file_value),
 		T(test_kv_key_with_control_characters_is_one_warning),

@@ -348,7 +348,7 @@ static void test_store_failures(void **state)
 	assert_string_equal(body_text(f), "{\"error\":\"the store cannot write: disk full\"}");
 	request(f, "GET", "/orders/1", NULL, NULL);
 	assert_int_equal(f->res.status, 503);
-	assert_string_equal(body_text(f), "{\"error\":\"the store is busy; try again\"}");
+	assert_string_equal(body_text(f), "{\"error\":\"the store is unavailable; try again\"}");
 	request(f, "GET", "/orders", NULL, NULL);
 	assert_int_equal(f->res.status, 500);
 	assert_string_equal(body_text(f), "{\"error\":\"internal error\"}");

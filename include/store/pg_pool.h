@@ -1,0 +1,209 @@
+/* The one place that talks to PostgreSQL (libpq): a bounded pool of
+ * connections to one database, shared by the users and orders
+ * repositories of a node, each connection with its statements prepared
+ * once (PQprepare on first use, PQexecPrepared's protocol after), used by
+ * one thread at a time.
+ *
+ * Size. database.pool_size connections at most (8 by default). A request
+ * holds a connection for one statement (no transaction spans a peer call),
+ * a fraction of a millisecond on a near server, so 8 connections carry far
+ * more than a node's 512 workers make of a small host's CPU; PostgreSQL's
+ * throughput stops growing past a few active connections per core anyway,
+ * and its max_connections (100 by default, 3 kept for superusers) is
+ * shared by every node on the server: two users nodes and an orders node
+ * take 24. A worker that finds every connection busy waits for one at most
+ * database.connect_timeout_ms, then gets MN_UNAVAILABLE ("the database is
+ * busy; try again"): a clear refusal, never an unbounded queue.
+ *
+ * Connections. Opened on demand by the pool's own thread (workers never
+ * run a handshake: TLS on a civetweb worker's 100 KiB stack is not worth
+ * the risk), with application_name=meshnode and client_encoding UTF8, and
+ * the session's statement_timeout set to server.read_timeout_ms unless the
+ * server gives the role or the database a lower one (a peer calling this
+ * node gives up after peers.<name>.timeout_ms, 5000 by default too, so a
+ * longer statement only holds a connection nobody waits for; a DBA's
+ * stricter rule stays in force). The handshake is polled with database.connect_timeout_ms as its
+ * deadline, in milliseconds (libpq's own connect_timeout only bounds the
+ * blocking PQconnectdb, in whole seconds; a host name is resolved before
+ * the deadline starts). Every query has a deadline of its own on the
+ * client side too, statement_timeout plus a second, so a server host that
+ * vanishes mid-query costs a worker seconds, not TCP's minutes. A
+ * connection whose query fails because it broke (PQstatus not
+ * CONNECTION_OK, a connection error, an administrator's shutdown, a
+ * deadline passed) is closed, never used again.
+ *
+ * Down and up. When a connection cannot be opened or breaks, the pool is
+ * down: its idle connections are closed (after a restart they are all
+ * dead), requests fail at once with MN_UNAVAILABLE instead of waiting, and
+ * the pool's thread tries again with capped, jittered backoff (at once,
+ * then 100 ms doubling to 2 s). The first connection it makes applies the
+ * store's migrations (store/migrate.h) if they were not yet applied; then
+ * the pool is up. A committed write is acknowledged only after
+ * PostgreSQL's COMMIT answered (each statement is its own transaction), so
+ * a 201 is durable by the server's rules; a request whose connection broke
+ * before the answer gets 503 whatever the server did with it.
+ *
+ * Errors. No libpq text reaches a client: pg_sqlstate_map() turns each
+ * failure into an error code and a short reason for the client, and the
+ * detail is logged at warn (escaped by the log module). The password
+ * never appears in a log line: it is one of libpq's parameters and
+ * nothing else prints them. */
+#ifndef MESHNODE_STORE_PG_POOL_H
+#define MESHNODE_STORE_PG_POOL_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "store/store_fault.h"
+
+#define PG_POOL_MAX_STMTS	16
+#define PG_POOL_BACKOFF_BASE_MS 100
+#define PG_POOL_BACKOFF_CAP_MS	2000
+/* How long past statement_timeout a query is waited for on the client
+ * side before its connection is given up. */
+#define PG_POOL_QUERY_GRACE_MS 1000
+/* A migration may wait for another node's, holding the lock. */
+#define PG_POOL_MIGRATE_TIMEOUT_MS 60000
+
+/* Where and how to connect. The strings are borrowed. */
+struct pg_pool_opts {
+	const char *host; /* a host name, an address or a socket directory */
+	int port;
+	const char *user;
+	const char *password; /* "": libpq's own sources (PGPASSWORD, ~/.pgpass) */
+	const char *dbname;
+	const char *sslmode;
+	int pool_size;
+	int connect_timeout_ms;
+	int statement_timeout_ms;
+};
+
+/* The database.* settings of 'cfg', statement_timeout from
+ * server.read_timeout_ms (strings borrowed from cfg). */
+void pg_pool_opts_from_config(const struct config *cfg, struct pg_pool_opts *out);
+
+/* libpq's keyword/value arrays for 'o', NULL-terminated. Values are
+ * passed as they are, never parsed as a connection string (expand_dbname
+ * is 0), so no value needs quoting and none can add a parameter. The
+ * password is among them only when set. */
+#define PG_PARAMS_MAX 12
+struct pg_params {
+	const char *keys[PG_PARAMS_MAX + 1];
+	const char *values[PG_PARAMS_MAX + 1];
+	char port[12];
+};
+void pg_params_build(const struct pg_pool_opts *o, struct pg_params *out);
+
+/* Names the database for messages, never with the password:
+ * "postgres database 'myapp' at localhost:5432 as user 'postgres'". */
+void pg_describe(const struct pg_pool_opts *o, char *buf, size_t len);
+
+/* How a failure is answered. */
+struct pg_failure {
+	enum mn_err err;	/* MN_CONFLICT, MN_UNAVAILABLE, MN_CONFIG, MN_INTERNAL */
+	bool broken;		/* the connection must not be used again */
+	bool server_gone;	/* the server cannot be reached or is stopping: the pool is down */
+	enum store_fault fault; /* a write failure of the store's kinds, or NONE */
+	const char *client;	/* the reason a client may see */
+};
+
+/* Maps a SQLSTATE (NULL: none, a failure on the client's side, such as a
+ * lost connection) to how it is answered:
+ *   23505 unique_violation           MN_CONFLICT
+ *   class 08 (connection), 57P01 admin_shutdown, 57P02 crash_shutdown,
+ *   57P03 cannot_connect_now, none   MN_UNAVAILABLE, broken, server gone
+ *   57014 query_canceled (statement_timeout), 40001, 40P01, 55P03,
+ *   class 53 (resources)             MN_UNAVAILABLE
+ *   53100 disk_full, 25006 read-only transaction (a standby), 58030 io
+ *                                    MN_UNAVAILABLE with the store's fault
+ *   class 28 (authorization), 3D000 (no such database)
+ *                                    MN_CONFIG, broken
+ *   anything else                    MN_INTERNAL ("internal error")
+ * The client reasons are "the database is unavailable", "the database is
+ * busy; try again", "the store cannot write: <fault>", "conflict",
+ * "internal error". */
+void pg_sqlstate_map(const char *sqlstate, struct pg_failure *out);
+
+/* The SQLSTATE in a libpq message of verbose style ("...failed: FATAL:
+ * 28P01: password authentication failed ..."), copied into out[6]; false
+ * when there is none. A handshake's failure has no PGresult to ask. */
+bool pg_message_sqlstate(const char *msg, char out[6]);
+
+/* A statement of a repository: prepared on each connection the first time
+ * it runs there. 'name' is unique among the statements of a pool. */
+struct pg_stmt {
+	const char *name;
+	const char *sql;
+	int n_params;
+};
+
+/* Writes of one repository: the fault of the last one and failures by
+ * kind (store_health), as the SQLite pool keeps them. */
+struct pg_writes {
+	pthread_mutex_t lock;
+	struct store_health health;
+};
+void pg_writes_init(struct pg_writes *w);
+void pg_writes_release(struct pg_writes *w);
+void pg_writes_health(struct pg_writes *w, struct store_health *out);
+
+struct pg_pool;
+struct pg_conn;
+
+/* A pool for 'o' (copied), not connected yet: new reference. NULL when out
+ * of memory. */
+struct pg_pool *pg_pool_create(const struct pg_pool_opts *o);
+
+/* Another reference to 'p' (returned). */
+struct pg_pool *pg_pool_ref(struct pg_pool *p);
+
+/* Drops a reference; the last one stops the pool's thread and closes
+ * every connection (none may be in use). NULL does nothing. */
+void pg_pool_unref(struct pg_pool *p);
+
+/* Connects once now, applies the migrations, and starts the pool's
+ * thread. MN_OK: up. MN_UNAVAILABLE: the server cannot be reached now; the
+ * pool is down and its thread keeps trying (the node serves meanwhile).
+ * MN_CONFIG: the server refused the user or the password, the database
+ * does not exist, or its schema is newer than this node: a configuration
+ * error, which retrying would not fix (the thread is not started). Other
+ * codes: the thread could not start, a migration failed. err says why,
+ * with the database named (pg_describe()) and libpq's words. */
+enum mn_err pg_pool_start(struct pg_pool *p, char *err, size_t errlen);
+
+/* --check-config: connects once to 'o' and reads the schema version.
+ * MN_OK with what it found in msg ("... : connected, schema version 1");
+ * MN_CONFIG as for pg_pool_start(); MN_UNAVAILABLE when the server cannot
+ * be reached (only reported). */
+enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len);
+
+/* A connection for the calling thread: an idle one, or one the pool opens,
+ * waited for at most connect_timeout_ms. MN_UNAVAILABLE at once while the
+ * pool is down, with err (optional) for the client. */
+enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, size_t errlen);
+
+/* Gives the connection back; one that broke is closed. */
+void pg_pool_put(struct pg_pool *p, struct pg_conn *c);
+
+/* Runs 'st' on 'c' with the text parameters 'params' (NULL entries are
+ * SQL NULL). MN_OK with *res the result (new: PQclear() it). Otherwise
+ * *res is NULL, the detail is logged ('what' names the operation), err
+ * (optional) receives the client's reason, and a write failure of the
+ * store's kinds is counted in 'writes' (NULL for reads); a success of a
+ * write clears the fault there. */
+enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_stmt *st,
+			 const char *const *params, struct pg_writes *writes, const char *what,
+			 PGresult **res, char *err, size_t errlen);
+
+/* For readiness: MN_OK when the pool is up and, if a connection is idle,
+ * it answers a query; MN_UNAVAILABLE with why in err ("database
+ * unreachable at localhost:5432", "database refused user 'x'"), which
+ * holds no libpq text. Never waits for a busy pool. */
+enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen);
+
+#endif
