@@ -6,7 +6,9 @@ root (ip netns) and iproute2.
     srv1-3    mnc-<run>-srvN     a Consul server (bootstrap_expect = 3)
     users1/2  mnc-<run>-usersN   a Consul client agent and a users node
     orders    mnc-<run>-orders   a Consul client agent and an orders node
-    pg        mnc-<run>-pg       a Consul client agent (PostgreSQL: later)
+    pg        mnc-<run>-pg       a Consul client agent and PostgreSQL 15
+                                 (databases users and orders), registered
+                                 with its agent as service "postgres"
 
 Each host is its own network stack: its agent serves HTTP on 127.0.0.1:8500
 inside the namespace and binds Serf and RPC to the host's address on the
@@ -52,6 +54,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+INTEGRATION = os.path.join(REPO, "tests", "integration")
 
 PREFIX = "mnc"                 # namespace names mnc-<run>-<host>, links mnc<run>...
 MARKER = "meshnode-cluster"    # first word of every namespace's and the bridge's ifalias
@@ -256,8 +259,7 @@ class Proc:
         self.starts = 0
 
     def command(self):
-        return (["ip", "netns", "exec", self.host.ns, "unshare", "--uts", "--",
-                 "sh", "-c", 'hostname "$0" && exec "$@"', self.host.hostname] + self.argv)
+        return self.host.exec_prefix() + self.argv
 
     def start(self, cluster):
         if self.running():
@@ -443,15 +445,14 @@ class Meshnode:
             "service.name": self.name,
             "service.address": host.ip,
             "service.port": self.port,
-            "service.modules": ["users", "orders"] if self.name == "orders" else ["users"],
+            "service.modules": [self.name],
             "server.threads": 64,
-            "database.driver": "sqlite",
-            "database.path": os.path.join(self.dir, "%s.db" % self.name),
             "log.level": "info",
             "log.format": "text",
             "consul.check_interval_ms": 1000,
             "consul.check_timeout_ms": 1000,
         }
+        self.settings.update(cluster.store_settings(self))
         self.configure(settings or {})
         self.proc = Proc(host, "node:%s" % host.name,
                          [cluster.meshnode, "-c", self.config_path],
@@ -482,9 +483,9 @@ class Meshnode:
             raise ClusterError("%s GET %s: %d %s" % (self.host.name, path, status, data[:200]))
         return json.loads(data)
 
-    def metric(self, family, **labels):
+    def metric(self, family, timeout=3.0, **labels):
         """Sum of the samples of `family` whose labels include `labels`."""
-        _, _, data = self.request("GET", "/metrics", timeout=3.0)
+        _, _, data = self.request("GET", "/metrics", timeout=timeout)
         total = 0.0
         for line in data.decode().splitlines():
             if not line.startswith(family) or line.startswith("#"):
@@ -559,17 +560,27 @@ class Host:
         self.node = None
         self.link_up = True
 
+    def exec_prefix(self):
+        """What runs a command in this host: its network namespace and a UTS
+        namespace with its hostname, each step exec'ing the next (the PID
+        is the command's own)."""
+        return ["ip", "netns", "exec", self.ns, "unshare", "--uts", "--",
+                "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname]
+
 
 class Cluster:
     """Builds, drives and removes the cluster. `mode` is "test" (a test run
     owns it: stale when its process is gone) or "script" (scripts/cluster.sh:
     lives until `down`). `hostnames` maps host names to the hostname their
     processes see (two hosts may share one); `node_settings` maps host
-    names to extra meshnode settings. on_spawn(proc) is called for every
-    process started (the test registers it with its harness)."""
+    names to extra meshnode settings. `store`: "postgres" (the users nodes
+    share database users, the orders node has database orders, both on the
+    pg host's PostgreSQL 15) or "sqlite" (a file per node, the pg host idle).
+    on_spawn(proc) is called for every process started (the test registers
+    it with its harness)."""
 
     def __init__(self, workdir=None, mode="test", hostnames=None, node_settings=None,
-                 on_spawn=None, run_id=None, log=None):
+                 on_spawn=None, run_id=None, log=None, store="postgres"):
         need_root()
         self.mode = mode
         self.run_id = run_id or self._pick_run_id()
@@ -586,6 +597,10 @@ class Cluster:
         for name, (octet, role) in HOSTS.items():
             self.hosts[name] = Host(self, name, octet, role, (hostnames or {}).get(name))
         self.node_settings = node_settings or {}
+        if store not in ("postgres", "sqlite"):
+            raise ClusterError("store: postgres or sqlite, not %r" % (store,))
+        self.store = store
+        self.pg = None
         self.made_namespaces = []
         self.made_links = []
         self.made_bridge = False
@@ -704,6 +719,9 @@ class Cluster:
             wait_for(lambda h=h: h.agent.leader(), 30, what="%s's agent to know the leader"
                      % h.name)
         t_consul = now()
+        if self.store == "postgres":
+            self.start_postgres()
+        t_pg = now()
         for h in self.hosts.values():
             if h.role in ("users", "orders"):
                 h.node = Meshnode(self, h, self.node_settings.get(h.name))
@@ -714,8 +732,51 @@ class Cluster:
         self.wait_all_passing(timeout=20)
         t_nodes = now()
         self.save_state()
-        return {"network": t_net - t0, "consul": t_consul - t_net, "nodes": t_nodes - t_consul,
-                "total": t_nodes - t0}
+        return {"network": t_net - t0, "consul": t_consul - t_net, "postgres": t_pg - t_consul,
+                "nodes": t_nodes - t_pg, "total": t_nodes - t0}
+
+    PG_USER = "app"
+    PG_PASSWORD = "cluster-app-password"
+
+    def store_settings(self, node):
+        """The database settings of `node`."""
+        if self.store == "sqlite":
+            return {"database.driver": "sqlite",
+                    "database.path": os.path.join(node.dir, "%s.db" % node.name)}
+        return {"database.driver": "postgres", "database.host": self.hosts["pg"].ip,
+                "database.port": 5432, "database.user": self.PG_USER,
+                "database.password": self.PG_PASSWORD, "database.name": node.name}
+
+    def start_postgres(self):
+        """PostgreSQL 15 on the pg host, on its address at 5432
+        (tests/integration/pgserver.py: run as the postgres user, data in
+        <workdir>/pg/postgres), with role app owning databases users and
+        orders, and registered with the pg host's agent as service
+        "postgres" with a TCP check."""
+        if INTEGRATION not in sys.path:
+            sys.path.insert(0, INTEGRATION)
+        import pgserver  # noqa: E402 - needs the harness; only with a PostgreSQL host
+        h = self.hosts["pg"]
+        pgserver.template()  # also opens the harness's run directory to the postgres user
+        top = os.path.join(self.workdir, "pg")
+        os.makedirs(top, exist_ok=True)
+        for d in (self.workdir, top):
+            os.chmod(d, 0o711)  # the postgres user goes through to its own directory
+        self.pg = pgserver.PgServer(host=h.ip, port=5432, prefix=h.exec_prefix(),
+                                    dir=os.path.join(top, "postgres"), label="postgres:pg")
+        pm = self.pg.postmaster_pid()
+        self.pg_proc = {"label": "postgres:pg", "pid": pm, "start": proc_start_time(pm),
+                        "log": self.pg.log_path, "host": h.name}
+        self.save_state()
+        self.pg.create_role_with_password(self.PG_USER, self.PG_PASSWORD)
+        for db in ("users", "orders"):
+            self.pg.create_database(db, owner=self.PG_USER)
+        status, _, data = h.agent.request("PUT", "/v1/agent/service/register", {
+            "ID": "postgres", "Name": "postgres", "Address": h.ip, "Port": 5432,
+            "Check": {"TCP": "%s:5432" % h.ip, "Interval": "1s", "Timeout": "1s"}})
+        if status != 200:
+            raise ClusterError("registering postgres with the pg host's agent: %d %s"
+                               % (status, data[:200]))
 
     def wait_leader(self, timeout=30, exclude=None):
         """The leader's address once a running server other than `exclude`
@@ -769,8 +830,9 @@ class Cluster:
 
     def restore(self, timeout=60):
         """Puts the cluster back as up() left it, whatever a scenario did:
-        every link up, every agent and node running, three ready servers, and
-        every node passing at the orders host's agent."""
+        every link up, every agent and node running, three ready servers,
+        every node passing at the orders host's agent, and every circuit of
+        the orders node closed."""
         for h in self.hosts.values():
             if not h.link_up:
                 self.heal(h)
@@ -778,11 +840,30 @@ class Cluster:
                 h.agent.start()
             if h.node and not h.node.proc.running():
                 h.node.start()
+        if self.pg is not None and not self.pg.running():
+            self.pg.start()
         wait_for(self.servers_ready, timeout, interval=0.1, what="three ready servers")
         for h in self.hosts.values():
             wait_for(lambda h=h: h.agent.leader(), timeout, what="%s's agent to know the leader"
                      % h.name)
         self.wait_all_passing(timeout=timeout)
+        self.wait_circuits_closed(timeout=timeout)
+
+    def wait_circuits_closed(self, timeout=30):
+        """Waits until the orders node sees every users instance with its
+        circuit closed, placing an order (user 1) every 0.2 s meanwhile:
+        a circuit left open by an earlier failure closes only once its
+        open time is over and a call through it succeeds."""
+        o = self.orders.node
+
+        def closed():
+            view = o.peers()["instances"]
+            if len(view) == len(self.users_hosts) and all(i["circuit"] == "closed"
+                                                          for i in view):
+                return True
+            o.request("POST", "/orders", {"user_id": 1, "product": "restore", "quantity": 1})
+            return False
+        wait_for(closed, timeout, interval=0.2, what="every users circuit closed at orders")
 
     def expected_passing(self, service):
         return sorted((h.name, h.node.service_id) for h in self.node_hosts
@@ -807,6 +888,8 @@ class Cluster:
                     d = p.state()
                     d["host"] = h.name
                     procs.append(d)
+        if self.pg is not None:
+            procs.append(self.pg_proc)
         return {"run_id": self.run_id, "mode": self.mode, "owner": list(self.owner),
                 "workdir": self.workdir, "subnet": self.subnet_prefix + ".0/24",
                 "bridge": self.bridge if self.made_bridge else None,
@@ -1172,6 +1255,8 @@ def print_howto(c, out=sys.stdout):
         runs = "consul server" if h.role == "server" else "consul client"
         if h.node:
             runs += " + meshnode %s (%s, port %d)" % (h.node.name, h.node.service_id, h.node.port)
+        if h.name == "pg" and c.pg:
+            runs += " + PostgreSQL 15 (port 5432, databases users, orders)"
         w("%-7s %-14s %-20s %s\n" % (h.name, h.ip, h.ns, runs))
     w("\nNothing listens outside the namespaces: run commands inside one with\n"
       "`ip netns exec <namespace> ...`. In every host, its own agent answers at\n"
@@ -1183,6 +1268,9 @@ def print_howto(c, out=sys.stdout):
       % (o.ns, o.ip, NODE_PORT))
     w("  ip netns exec %s curl -s %s:%d/peers/users\n" % (o.ns, o.ip, NODE_PORT))
     w("  ip netns exec %s curl -s 127.0.0.1:8500/v1/status/leader\n" % c.servers[0].ns)
+    if c.pg:
+        w("\nPostgreSQL, through its Unix socket (visible from every namespace):\n\n  %s\n"
+          % " ".join(c.pg.psql_argv("users")))
     u = c.hosts["users2"]
     w("\nPartition users2 and heal it (its bridge port):\n\n"
       "  ip link set %s down\n  ip link set %s up\n" % (u.port, u.port))
@@ -1202,12 +1290,13 @@ def cmd_up(args):
     c.save_state()
     try:
         times = c.up()
-        first = [h.node for h in c.users_hosts]
-        for n in first:
-            status, _, data = n.request("POST", "/users",
-                                        {"name": "Ada", "email": "ada@example.com"})
-            if status not in (201, 409):
-                raise ClusterError("POST /users on %s: %d %s" % (n.host.name, status, data))
+        for h in c.users_hosts:
+            status, _, data = h.node.request("POST", "/users",
+                                             {"name": "Ada", "email": "ada@example.com"})
+            if status not in (201, 409):  # 409: the second host, on a shared database
+                raise ClusterError("POST /users on %s: %d %s" % (h.name, status, data))
+        if c.pg is not None:
+            c.pg.detach()  # it outlives this process, like the others; `down` kills it
     except BaseException:
         errors = c.down()
         os.unlink(args.state)
@@ -1215,9 +1304,10 @@ def cmd_up(args):
             " (" + "; ".join(errors) + ")" if errors else "", c.workdir))
         raise
     print_howto(c)
-    print("\nup in %.1f s (network %.1f s, consul %.1f s, nodes %.1f s); user 1 exists on "
-          "both users hosts (one SQLite file each)" % (times["total"], times["network"],
-                                                      times["consul"], times["nodes"]))
+    print("\nup in %.1f s (network %.1f s, consul %.1f s, postgres %.1f s, nodes %.1f s); "
+          "user 1 exists on both users hosts (%s)" % (
+              times["total"], times["network"], times["consul"], times["postgres"],
+              times["nodes"], "one database" if c.pg else "one SQLite file each"))
     return 0
 
 

@@ -66,18 +66,23 @@ class ClusterTest(unittest.TestCase):
         cls.c = cluster.Cluster(workdir=harness.mkdtemp("cluster"), on_spawn=register_with_harness)
         try:
             times = cls.c.up()
-            for h in cls.c.users_hosts:
-                status, _, data = h.node.request(
-                    "POST", "/users", {"name": "Ada", "email": "ada@example.com"})
-                if status != 201:
-                    raise AssertionError("POST /users on %s: %d %r" % (h.name, status, data))
+            users1, users2 = (h.node for h in cls.c.users_hosts)
+            status, _, data = users1.request("POST", "/users",
+                                             {"name": "Ada", "email": "ada@example.com"})
+            if status != 201:
+                raise AssertionError("POST /users on users1: %d %r" % (status, data))
+            # one database: the user made on users1 is users2's too
+            status, _, data = users2.request("GET", "/users/1")
+            if status != 200:
+                raise AssertionError("GET /users/1 on users2: %d %r" % (status, data))
         except BaseException:
             cls.c.down()
             raise
-        figure("cluster up in %.1f s (network %.1f s, servers and agents %.1f s, nodes passing "
-               "%.1f s): subnet %s.0/24, run %s" % (times["total"], times["network"],
-                                                    times["consul"], times["nodes"],
-                                                    cls.c.subnet_prefix, cls.c.run_id))
+        figure("cluster up in %.1f s (network %.1f s, servers and agents %.1f s, PostgreSQL "
+               "%.1f s, nodes passing %.1f s): subnet %s.0/24, run %s; the users hosts share "
+               "database users on the pg host" % (
+                   times["total"], times["network"], times["consul"], times["postgres"],
+                   times["nodes"], cls.c.subnet_prefix, cls.c.run_id))
 
     @classmethod
     def tearDownClass(cls):
@@ -217,9 +222,15 @@ class ClusterTest(unittest.TestCase):
         t_agent = now() - t_cut
         wait_for(lambda: not in_view(), 30, interval=0.02, what="users2 out of the view")
         t_view = now() - t_cut
+        # Nothing reaches users2 now: its count of calls stays as it is. Its
+        # /metrics runs /ready's store check, which waits for the check's
+        # deadline while PostgreSQL, on the other side, does not answer.
+        t0 = now()
+        u_gets = u.node.metric("http_requests_total", method="GET", endpoint="/users/{id}",
+                               timeout=20.0)
+        t_metrics = now() - t0
         time.sleep(max(0.0, PARTITION_SECONDS - (now() - t_cut)))
         other_served = other.node.user_gets() - other0
-        u_gets = u.node.user_gets()
         attempts = failed_attempts() - failed0
         t_heal = now()
         c.heal(u)
@@ -237,8 +248,9 @@ class ClusterTest(unittest.TestCase):
         figure("partition of users2 (bridge port down %.0f s): out of the orders host's "
                "?passing after %.2f s, out of the orders node's view after %.2f s; %d calls "
                "to users2 failed (timeout) and were retried on users1, which served %d; "
-               "during the cut: %s" % (PARTITION_SECONDS, t_agent, t_view, attempts,
-                                       other_served, orders_line(cut)))
+               "during the cut: %s; users2's own /metrics, cut off from PostgreSQL, "
+               "answered in %.1f s" % (PARTITION_SECONDS, t_agent, t_view, attempts,
+                                       other_served, orders_line(cut), t_metrics))
         figure("partition healed: users2 back in the orders host's ?passing after %.2f s, in "
                "the orders node's view after %.2f s, called again after %.2f s; from the heal "
                "on: %s%s" % (t_back_agent, t_back_view, t_calls, orders_line(healed),
