@@ -674,8 +674,9 @@ class Cluster:
             self._no_ipv6("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % h.port)
             run(["ip", "link", "set", h.port, "master", self.bridge])
             run(["ip", "link", "set", h.port, "up"])
-            run(["ip", "netns", "exec", h.ns, "sysctl", "-q", "-w",
-                 "net.ipv6.conf.eth0.disable_ipv6=1"], check=False)
+            # /proc/sys/net is the namespace's own (no sysctl: procps is not in minbase)
+            run(["ip", "netns", "exec", h.ns, "sh", "-c",
+                 "echo 1 >/proc/sys/net/ipv6/conf/eth0/disable_ipv6"], check=False)
             run(["ip", "-n", h.ns, "addr", "add", h.ip + "/24", "dev", "eth0"])
             run(["ip", "-n", h.ns, "link", "set", "eth0", "up"])
 
