@@ -1,6 +1,7 @@
 """A meshnode cluster on separate "hosts": Linux network namespaces joined by
-one bridge on a private /24 with no route out. Standard library only; needs
-root (ip netns) and iproute2.
+one bridge on a private /24 with no route out. Standard library only, but
+for the PostgreSQL host (tests/integration/pgserver.py and its harness);
+needs root (ip netns) and iproute2.
 
     hosts     namespace          runs
     srv1-3    mnc-<run>-srvN     a Consul server (bootstrap_expect = 3)
@@ -38,7 +39,6 @@ are removed by the next run (clean_stale); others' namespaces never are.
 import argparse
 import collections
 import ctypes
-import errno
 import http.client
 import json
 import os
@@ -62,7 +62,7 @@ SUBNET_BASE = "10.213"         # 10.213.<x>.0/24, <x> chosen per run
 STATE_DEFAULT = os.path.join(REPO, "build", "cluster", "state.json")
 
 SERVERS = ("srv1", "srv2", "srv3")
-# host -> (last octet, role); the roles' nodes run these modules
+# host -> (last octet of its address, role)
 HOSTS = collections.OrderedDict([
     ("srv1", (11, "server")), ("srv2", (12, "server")), ("srv3", (13, "server")),
     ("users1", (21, "users")), ("users2", (22, "users")),
@@ -580,7 +580,7 @@ class Cluster:
     it with its harness)."""
 
     def __init__(self, workdir=None, mode="test", hostnames=None, node_settings=None,
-                 on_spawn=None, run_id=None, log=None, store="postgres"):
+                 on_spawn=None, run_id=None, store="postgres"):
         need_root()
         self.mode = mode
         self.run_id = run_id or self._pick_run_id()
@@ -591,7 +591,6 @@ class Cluster:
         self.consul = consul_binary()
         self.meshnode = meshnode_binary()
         self.on_spawn = on_spawn
-        self.log = log or (lambda msg: None)
         self.owner = (os.getpid(), proc_start_time(os.getpid()))
         self.hosts = collections.OrderedDict()
         for name, (octet, role) in HOSTS.items():
