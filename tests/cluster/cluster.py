@@ -145,10 +145,18 @@ def pid_matches(pid, start):
     return pid is not None and start is not None and proc_start_time(pid) == start
 
 
+def in_netns(ns):
+    """The prefix that runs a command in network namespace `ns`. Not `ip
+    netns exec` nor `ip -n`: both also make a mount namespace and remount
+    /sys, which fails in a chroot (a CI machine's), where / is no mount
+    point; nsenter only joins the network namespace, and execs."""
+    return ["nsenter", "--net=/run/netns/" + ns]
+
+
 def need_root():
     if os.geteuid() != 0:
         raise ClusterError("the cluster needs root: network namespaces (ip netns) and a bridge")
-    for tool in ("ip", "unshare"):
+    for tool in ("ip", "unshare", "nsenter"):
         if shutil.which(tool) is None:
             raise ClusterError("'%s' not found (Debian: iproute2, util-linux; scripts/deps.sh "
                                "installs them)" % tool)
@@ -564,8 +572,8 @@ class Host:
         """What runs a command in this host: its network namespace and a UTS
         namespace with its hostname, each step exec'ing the next (the PID
         is the command's own)."""
-        return ["ip", "netns", "exec", self.ns, "unshare", "--uts", "--",
-                "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname]
+        return in_netns(self.ns) + ["unshare", "--uts", "--",
+                                    "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname]
 
 
 class Cluster:
@@ -664,8 +672,8 @@ class Cluster:
             run(["ip", "netns", "add", h.ns])
             self.made_namespaces.append(h.ns)
             self.save_state()
-            run(["ip", "-n", h.ns, "link", "set", "lo", "alias", self.marker()])
-            run(["ip", "-n", h.ns, "link", "set", "lo", "up"])
+            run(in_netns(h.ns) + ["ip", "link", "set", "lo", "alias", self.marker()])
+            run(in_netns(h.ns) + ["ip", "link", "set", "lo", "up"])
             run(["ip", "link", "add", h.port, "type", "veth", "peer", "name", "eth0",
                  "netns", h.ns])
             self.made_links.append(h.port)
@@ -674,10 +682,10 @@ class Cluster:
             run(["ip", "link", "set", h.port, "master", self.bridge])
             run(["ip", "link", "set", h.port, "up"])
             # /proc/sys/net is the namespace's own (no sysctl: procps is not in minbase)
-            run(["ip", "netns", "exec", h.ns, "sh", "-c",
+            run(in_netns(h.ns) + ["sh", "-c",
                  "echo 1 >/proc/sys/net/ipv6/conf/eth0/disable_ipv6"], check=False)
-            run(["ip", "-n", h.ns, "addr", "add", h.ip + "/24", "dev", "eth0"])
-            run(["ip", "-n", h.ns, "link", "set", "eth0", "up"])
+            run(in_netns(h.ns) + ["ip", "addr", "add", h.ip + "/24", "dev", "eth0"])
+            run(in_netns(h.ns) + ["ip", "link", "set", "eth0", "up"])
 
     @staticmethod
     def _no_ipv6(path):
@@ -1002,7 +1010,7 @@ def link_exists(name):
 
 
 def link_alias(name, ns=None):
-    argv = ["ip"] + (["-n", ns] if ns else []) + ["-o", "link", "show", name]
+    argv = (in_netns(ns) if ns else []) + ["ip", "-o", "link", "show", name]
     out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode()
     if " alias " not in out:
         return None
@@ -1373,7 +1381,7 @@ def cmd_status(args):
         print("  %-16s pid %-7d %s" % (p["label"], p["pid"],
                                       "running" if pid_matches(p["pid"], p["start"]) else "gone"))
     srv = st["hosts"]["srv1"]
-    out = subprocess.run(["ip", "netns", "exec", srv["ns"], consul_binary(), "members"],
+    out = subprocess.run(in_netns(srv["ns"]) + [consul_binary(), "members"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
     print(out.rstrip())
     return 0
