@@ -4,7 +4,8 @@ one client agent per node host, users on two hosts, orders on a third.
 
 One cluster for the whole class; the scenarios run in order, each starting
 from a restored cluster (every link up, every process running, every node
-passing), so one that fails leaves the next a fair start. Each records its
+passing, every circuit of the orders node closed), so one that fails leaves
+the next a fair start. Each records its
 figures ("# leader killed: ...", printed at the end of the run). Orders flow
 at 10 a second from inside the orders host; a failed order is any answer
 but 201.
