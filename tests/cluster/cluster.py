@@ -879,10 +879,11 @@ class Cluster:
 
     def wait_all_passing(self, timeout=20, via=None):
         """Waits until `via`'s agent (the orders host's) has every node
-        passing with its expected id."""
+        passing with its expected id, and PostgreSQL when there is one."""
         via = via or self.orders
-        for service in ("users", "orders"):
-            want = self.expected_passing(service)
+        for service in ("users", "orders") + (("postgres",) if self.pg else ()):
+            want = (self.expected_passing(service) if service != "postgres"
+                    else [("pg", "postgres")])
             wait_for(lambda s=service, w=want: via.agent.passing(s) == w, timeout,
                      what="%s passing at %s's agent: %s" % (service, via.name, want))
 
