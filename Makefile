@@ -48,7 +48,7 @@ CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit-build run demo bench install uninstall clean format FORCE
+.PHONY: all deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -94,6 +94,13 @@ test: deps
 	scripts/run-tests.sh $(BUILD)
 
 unit-build: $(BIN) $(UNIT_BIN)
+
+# Nodes on separate network namespaces with a three-server Consul cluster
+# (tests/cluster): needs root; about a minute.
+test-cluster:
+	scripts/deps.sh cluster >/dev/null
+	$(MAKE) --no-print-directory $(BIN)
+	MESHNODE_BIN=$(CURDIR)/$(BIN) /usr/bin/python3 -m pytest tests/cluster -v -rfEs
 
 run: deps
 	$(MAKE) --no-print-directory $(BIN)

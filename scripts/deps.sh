@@ -9,8 +9,11 @@
 # everything is in place (scripts use: consul=$(scripts/deps.sh | tail -n1)).
 #
 # Arguments name extra groups for the targets that need them:
-#   fuzz  clang-14 and its sanitizer/libFuzzer runtimes (make fuzz), and
-#         llvm-14 for llvm-symbolizer, so crash reports have file:line
+#   fuzz     clang-14 and its sanitizer/libFuzzer runtimes (make fuzz), and
+#            llvm-14 for llvm-symbolizer, so crash reports have file:line
+#   cluster  iproute2 (ip netns, veth, bridge) for make test-cluster and
+#            scripts/cluster.sh; Debian's minbase lacks it (util-linux, for
+#            unshare, is essential and always there)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +38,7 @@ pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
+	cluster) pkgs+=(iproute2) ;;
 	*) printf 'deps: unknown group %s\n' "$group" >&2; exit 2 ;;
 	esac
 done
