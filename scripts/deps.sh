@@ -62,6 +62,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 	"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
+# The tests run PostgreSQL as Debian's postgres user, who must be able to
+# pass through / to reach its own binaries. Every Debian system has / at
+# 0755; a root made by hand (a chroot in a `mktemp -d` directory) can be
+# 0700, where no user but root can run anything. Only then, and said.
+if [ $((8#$(stat -c %a /) & 1)) = 0 ]; then
+	log "/ is $(stat -c %a /) (a root made by hand?): setting Debian's 0755, so that the postgres user can run PostgreSQL"
+	"${sudo_cmd[@]}" chmod 0755 /
+fi
+
 # promtool (from Debian 12's prometheus package), for the test that checks
 # /metrics the way Prometheus would. Unpacked into .deps/ like Consul, so no
 # prometheus service is installed or started.
