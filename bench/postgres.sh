@@ -64,10 +64,15 @@ pool=$(curl -sf "http://127.0.0.1:$postgres_port/config" |
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["settings"]["database.pool_size"]["value"])' 2>/dev/null || echo "?")
 
 declare -A results
-run() { # name url [wrk args...]
-	local name=$1 url=$2 out rps p99 non2xx
+run() { # name url [wrk options...] [-- script args...]
+	local name=$1 url=$2 out rps p99 non2xx opts=()
 	shift 2
-	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	# wrk takes the URL before the script's arguments: <options> <url> -- <args>
+	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${opts[@]}" "$url" "$@")
 	rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 	p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
 	non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
