@@ -200,6 +200,40 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 			 const char *const *params, struct pg_writes *writes, const char *what,
 			 PGresult **res, char *err, size_t errlen);
 
+/* pg_conn_exec() on a connection taken for it and given back at once
+ * (pg_pool_acquire(), pg_pool_put()): what one statement of a repository
+ * needs. *res as pg_conn_exec() (a result outlives its connection). */
+enum mn_err pg_pool_exec(struct pg_pool *p, const struct pg_stmt *st, const char *const *params,
+			 struct pg_writes *writes, const char *what, PGresult **res, char *err,
+			 size_t errlen);
+
+/* A page of rows from 'st' (its $1 the limit, $2 the offset): *out a new
+ * array of *n elements of 'size' bytes, element i filled by row(res, i,
+ * element) (NULL and 0 for no row); when one fails, release(elements,
+ * filled) frees those filled and its error is returned. */
+enum mn_err pg_pool_page(struct pg_pool *p, const struct pg_stmt *st, size_t limit,
+			 size_t offset, const char *what, size_t size,
+			 enum mn_err (*row)(const PGresult *res, int i, void *element),
+			 void (*release)(void *elements, size_t n), void **out, size_t *n);
+
+/* An integer as a text parameter, in the caller's storage. */
+struct pg_num {
+	char s[24];
+};
+const char *pg_num(struct pg_num *n, int64_t v);
+
+/* The integer in a cell of a result. */
+int64_t pg_cell_int(const PGresult *res, int row, int col);
+
+/* The repository state every PostgreSQL repository has: the shared pool
+ * and the write faults of its statements. */
+struct pg_repo_base {
+	struct pg_pool *pool;
+	struct pg_writes writes;
+};
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool);
+void pg_repo_base_release(struct pg_repo_base *b);
+
 /* For readiness: MN_OK when the pool is up and, if a connection is idle,
  * it answers a query; MN_UNAVAILABLE with why in err ("database
  * unreachable at localhost:5432", "database refused user 'x'"), which

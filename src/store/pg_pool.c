@@ -1,6 +1,7 @@
 #include "store/pg_pool.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1057,4 +1058,78 @@ enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen)
 		return mn_error(err, errlen, MN_UNAVAILABLE, "database not answering at %s",
 				p->where);
 	return MN_OK;
+}
+
+enum mn_err pg_pool_exec(struct pg_pool *p, const struct pg_stmt *st, const char *const *params,
+			 struct pg_writes *writes, const char *what, PGresult **res, char *err,
+			 size_t errlen)
+{
+	struct pg_conn *c;
+	enum mn_err e;
+
+	*res = NULL;
+	e = pg_pool_acquire(p, &c, err, errlen);
+	if (e != MN_OK)
+		return e;
+	e = pg_conn_exec(p, c, st, params, writes, what, res, err, errlen);
+	pg_pool_put(p, c);
+	return e;
+}
+
+enum mn_err pg_pool_page(struct pg_pool *p, const struct pg_stmt *st, size_t limit,
+			 size_t offset, const char *what, size_t size,
+			 enum mn_err (*row)(const PGresult *res, int i, void *element),
+			 void (*release)(void *elements, size_t n), void **out, size_t *n)
+{
+	struct pg_num a, b;
+	const char *params[] = {pg_num(&a, limit > INT64_MAX ? INT64_MAX : (int64_t)limit),
+				pg_num(&b, offset > INT64_MAX ? INT64_MAX : (int64_t)offset)};
+	char *elements = NULL;
+	size_t filled = 0, rows;
+	PGresult *res;
+	enum mn_err e;
+
+	*out = NULL;
+	*n = 0;
+	if (limit == 0)
+		return MN_OK;
+	e = pg_pool_exec(p, st, params, NULL, what, &res, NULL, 0);
+	if (e != MN_OK)
+		return e;
+	rows = (size_t)PQntuples(res);
+	if (rows > 0 && (elements = calloc(rows, size)) == NULL)
+		e = MN_NOMEM;
+	for (; e == MN_OK && filled < rows; filled++)
+		e = row(res, (int)filled, elements + filled * size);
+	PQclear(res);
+	if (e != MN_OK || filled == 0) {
+		release(elements, filled);
+		return e;
+	}
+	*out = elements;
+	*n = filled;
+	return MN_OK;
+}
+
+const char *pg_num(struct pg_num *n, int64_t v)
+{
+	snprintf(n->s, sizeof(n->s), "%" PRId64, v);
+	return n->s;
+}
+
+int64_t pg_cell_int(const PGresult *res, int row, int col)
+{
+	return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool)
+{
+	b->pool = pg_pool_ref(pool);
+	pg_writes_init(&b->writes);
+}
+
+void pg_repo_base_release(struct pg_repo_base *b)
+{
+	pg_pool_unref(b->pool);
+	pg_writes_release(&b->writes);
 }

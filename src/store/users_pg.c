@@ -3,8 +3,6 @@
  * and the schema (store/migrate.h: ids from an identity column, emails
  * unique without regard to ASCII case by a unique index, so a taken email
  * is refused by the database itself, across every node, with 23505). */
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "store/pg_pool.h"
@@ -22,30 +20,18 @@ static const struct pg_stmt st_delete = {"users_delete", "DELETE FROM users WHER
 
 struct pg_repo {
 	struct users_repo base;
-	struct pg_pool *pool;
-	struct pg_writes writes;
+	struct pg_repo_base pg;
 };
 
-/* An int64 as a text parameter. */
-struct num {
-	char s[24];
-};
-
-static const char *num(struct num *n, int64_t v)
+static enum mn_err row_to_user(const PGresult *r, int row, void *out)
 {
-	snprintf(n->s, sizeof(n->s), "%" PRId64, v);
-	return n->s;
-}
-
-static int64_t cell_int(const PGresult *r, int row, int col)
-{
-	return strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static enum mn_err row_to_user(const PGresult *r, int row, struct user *out)
-{
-	return user_set(out, cell_int(r, row, 0), PQgetvalue(r, row, 1),
+	return user_set(out, pg_cell_int(r, row, 0), PQgetvalue(r, row, 1),
 			PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2));
+}
+
+static void users_release(void *users, size_t n)
+{
+	user_list_free(users, n);
 }
 
 static enum mn_err pg_create(struct users_repo *repo, const char *name, const char *email,
@@ -53,40 +39,29 @@ static enum mn_err pg_create(struct users_repo *repo, const char *name, const ch
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
 	const char *params[] = {name, email};
-	struct pg_conn *c;
-	enum mn_err err;
 	PGresult *r;
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_insert, params, &s->pg.writes,
+				       "users insert", &r, errbuf, errlen);
 
-	err = pg_pool_acquire(s->pool, &c, errbuf, errlen);
-	if (err != MN_OK)
-		return err;
-	err = pg_conn_exec(s->pool, c, &st_insert, params, &s->writes, "users insert", &r, errbuf,
-			   errlen);
 	if (err == MN_OK)
-		err = PQntuples(r) == 1 ? user_set(out, cell_int(r, 0, 0), name, email)
+		err = PQntuples(r) == 1 ? user_set(out, pg_cell_int(r, 0, 0), name, email)
 					: MN_INTERNAL;
 	PQclear(r);
-	pg_pool_put(s->pool, c);
 	return err;
 }
 
 static enum mn_err pg_get(struct users_repo *repo, int64_t id, struct user *out)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct num n;
-	const char *params[] = {num(&n, id)};
-	struct pg_conn *c;
-	enum mn_err err;
+	struct pg_num n;
+	const char *params[] = {pg_num(&n, id)};
 	PGresult *r;
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_get, params, NULL, "users select", &r,
+				       NULL, 0);
 
-	err = pg_pool_acquire(s->pool, &c, NULL, 0);
-	if (err != MN_OK)
-		return err;
-	err = pg_conn_exec(s->pool, c, &st_get, params, NULL, "users select", &r, NULL, 0);
 	if (err == MN_OK)
 		err = PQntuples(r) == 1 ? row_to_user(r, 0, out) : MN_NOT_FOUND;
 	PQclear(r);
-	pg_pool_put(s->pool, c);
 	return err;
 }
 
@@ -94,100 +69,57 @@ static enum mn_err pg_list(struct users_repo *repo, size_t limit, size_t offset,
 			   size_t *n)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct num a, b;
-	const char *params[] = {num(&a, limit > INT64_MAX ? INT64_MAX : (int64_t)limit),
-				num(&b, offset > INT64_MAX ? INT64_MAX : (int64_t)offset)};
-	struct user *users = NULL;
-	struct pg_conn *c;
-	enum mn_err err;
-	size_t count = 0, rows;
-	PGresult *r;
 
-	*out = NULL;
-	*n = 0;
-	if (limit == 0)
-		return MN_OK;
-	err = pg_pool_acquire(s->pool, &c, NULL, 0);
-	if (err != MN_OK)
-		return err;
-	err = pg_conn_exec(s->pool, c, &st_list, params, NULL, "users list", &r, NULL, 0);
-	pg_pool_put(s->pool, c);
-	if (err != MN_OK)
-		return err;
-	rows = (size_t)PQntuples(r);
-	if (rows > 0 && (users = calloc(rows, sizeof(*users))) == NULL)
-		err = MN_NOMEM;
-	for (; err == MN_OK && count < rows; count++)
-		err = row_to_user(r, (int)count, &users[count]);
-	PQclear(r);
-	if (err != MN_OK || count == 0) {
-		user_list_free(users, count);
-		return err;
-	}
-	*out = users;
-	*n = count;
-	return MN_OK;
+	return pg_pool_page(s->pg.pool, &st_list, limit, offset, "users list", sizeof(**out),
+			    row_to_user, users_release, (void **)out, n);
 }
 
 static enum mn_err pg_update(struct users_repo *repo, int64_t id, const char *name,
 			     const char *email, struct user *out, char *errbuf, size_t errlen)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct num n;
-	const char *params[] = {num(&n, id), name, email};
-	struct pg_conn *c;
-	enum mn_err err;
+	struct pg_num n;
+	const char *params[] = {pg_num(&n, id), name, email};
 	PGresult *r;
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_update, params, &s->pg.writes,
+				       "users update", &r, errbuf, errlen);
 
-	err = pg_pool_acquire(s->pool, &c, errbuf, errlen);
-	if (err != MN_OK)
-		return err;
-	err = pg_conn_exec(s->pool, c, &st_update, params, &s->writes, "users update", &r, errbuf,
-			   errlen);
 	if (err == MN_OK)
 		err = atoi(PQcmdTuples(r)) == 0 ? MN_NOT_FOUND : user_set(out, id, name, email);
 	PQclear(r);
-	pg_pool_put(s->pool, c);
 	return err;
 }
 
 static enum mn_err pg_remove(struct users_repo *repo, int64_t id, char *errbuf, size_t errlen)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct num n;
-	const char *params[] = {num(&n, id)};
-	struct pg_conn *c;
-	enum mn_err err;
+	struct pg_num n;
+	const char *params[] = {pg_num(&n, id)};
 	PGresult *r;
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_delete, params, &s->pg.writes,
+				       "users delete", &r, errbuf, errlen);
 
-	err = pg_pool_acquire(s->pool, &c, errbuf, errlen);
-	if (err != MN_OK)
-		return err;
-	err = pg_conn_exec(s->pool, c, &st_delete, params, &s->writes, "users delete", &r, errbuf,
-			   errlen);
 	if (err == MN_OK && atoi(PQcmdTuples(r)) == 0)
 		err = MN_NOT_FOUND;
 	PQclear(r);
-	pg_pool_put(s->pool, c);
 	return err;
 }
 
 static enum mn_err pg_ping(struct users_repo *repo, char *err, size_t errlen)
 {
-	return pg_pool_ping(((struct pg_repo *)repo)->pool, err, errlen);
+	return pg_pool_ping(((struct pg_repo *)repo)->pg.pool, err, errlen);
 }
 
 static void pg_health(struct users_repo *repo, struct store_health *out)
 {
-	pg_writes_health(&((struct pg_repo *)repo)->writes, out);
+	pg_writes_health(&((struct pg_repo *)repo)->pg.writes, out);
 }
 
 static void pg_destroy(struct users_repo *repo)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
 
-	pg_pool_unref(s->pool);
-	pg_writes_release(&s->writes);
+	pg_repo_base_release(&s->pg);
 	free(s);
 }
 
@@ -202,7 +134,6 @@ struct users_repo *users_repo_pg_open(struct pg_pool *pool)
 	if (s == NULL)
 		return NULL;
 	s->base.ops = &pg_ops;
-	s->pool = pg_pool_ref(pool);
-	pg_writes_init(&s->writes);
+	pg_repo_base_init(&s->pg, pool);
 	return &s->base;
 }
