@@ -482,7 +482,7 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	struct config *base = NULL, *cfg = NULL;
 	struct kv_listing kv[2] = {{0}};
 	struct config_kv_pair *pairs = NULL;
-	struct buf own;
+	struct buf own, first;
 	enum mn_err ret;
 	char err[512];
 
@@ -493,6 +493,7 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	pthread_mutex_init(&live->lock, NULL);
 	strmap_init(&live->last_warned);
 	buf_init(&own, 1 << 16);
+	buf_init(&first, 1 << 16);
 	struct config_sources src = {.environ = opts->environ};
 
 	ret = config_file_layer_read(opts->file_path, opts->file_optional, &live->file, errors);
@@ -501,11 +502,14 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	src.file = live->file;
 	/* Pass one, without KV, names the service, its KV prefix and the
 	 * agent to ask; pass two layers KV in between file and environment. */
-	ret = config_load(&src, &base, errors, NULL);
+	ret = config_load(&src, &base, errors, &first);
 	if (ret != MN_OK)
 		goto fail;
 	if (read_kv(base, NULL, opts->environ, kv, &own, err, sizeof(err)) != MN_OK) {
+		/* pass one is the configuration: its warnings are the load's */
 		memcpy(live->kv_error, err, sizeof(live->kv_error));
+		if (first.len)
+			buf_append(&own, first.data, first.len);
 		buf_printf(&own, "consul kv not read from %s: %s\n", base->consul_address, err);
 		cfg = base;
 		base = NULL;
@@ -547,6 +551,7 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 		kv_memory_trim();
 	free(pairs);
 	config_destroy(base);
+	buf_release(&first);
 	*out = live;
 	return MN_OK;
 fail:
@@ -555,6 +560,7 @@ fail:
 	free(pairs);
 	config_destroy(base);
 	buf_release(&own);
+	buf_release(&first);
 	config_live_destroy(live);
 	return ret;
 }

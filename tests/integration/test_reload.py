@@ -141,6 +141,13 @@ class CheckConfigTest(harness.ProcessesTestCase):
         self.assertEqual(rc, 0, out + err)
         self.assertRegex(out, r"consul kv at \S+: not read")
 
+    def test_unknown_file_key_named_without_an_agent(self):
+        n = Node(name="check-typo-noagent", settings={"server.treads": 8})
+        rc, out, err = n.run_cli(["--check-config"])
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("key 'server.treads': unknown setting, ignored", err)
+        self.assertRegex(out, r"consul kv at \S+: not read")
+
     def test_unknown_file_key_warns_and_fails_the_check(self):
         n = Node(name="check-typo", consul=CONSUL, settings={"server.treads": 8})
         rc, out, err = n.run_cli(["--check-config"])
