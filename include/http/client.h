@@ -34,6 +34,10 @@ struct httpc_request {
 	const char *connect_to;        /* "HOST:PORT:ADDR:PORT": reach the URL's host at
 					  another address (libcurl CONNECT_TO), may be NULL */
 	const atomic_bool *cancel;     /* when it turns true the transfer aborts */
+	long ack_timeout_ms;           /* bytes sent and not acknowledged by the
+					  peer's TCP for this long end the transfer
+					  as MN_TIMEOUT (a host cut off mid-call on a
+					  kept-alive connection); 0: off */
 };
 
 struct httpc_response {

@@ -25,7 +25,9 @@ struct peer_client;
  * config in force at each call). */
 struct peer_settings {
 	uint64_t timeout_ms;          /* per attempt */
-	uint64_t connect_timeout_ms;  /* connection setup of an attempt (within
+	uint64_t connect_timeout_ms;  /* connection setup of an attempt, and how
+					 long the instance's host may leave bytes
+					 sent to it unacknowledged (within
 					 timeout_ms); 0: timeout_ms */
 	unsigned retries;             /* further attempts, each on another instance */
 	const char *lb;               /* "round_robin", "random", "least_inflight" */

@@ -1,13 +1,29 @@
 #include "http/client.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+
+/* Connections a handle keeps track of (libcurl keeps a few per handle,
+ * one per host it talks to): to find the socket of a transfer, whose
+ * acknowledgements ack_timeout_ms looks at. One beyond is not tracked. */
+#define TRACKED_MAX 8
 
 struct httpc {
 	CURL *curl;
 	CURLM *multi; /* made on the first cancellable request */
+	curl_socket_t fd[TRACKED_MAX];
+	int local_port[TRACKED_MAX]; /* 0: not asked yet */
+	size_t nfd;
+	curl_socket_t active;        /* the transfer's, once it is connected */
 };
 
 struct transfer {
@@ -34,6 +50,7 @@ struct httpc *httpc_create(void)
 		free(h);
 		return NULL;
 	}
+	h->active = CURL_SOCKET_BAD;
 	return h;
 }
 
@@ -94,36 +111,129 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
+/* libcurl made socket 'fd' for a connection. */
+static int on_socket(void *ctx, curl_socket_t fd, curlsocktype purpose)
+{
+	struct httpc *h = ctx;
+
+	if (purpose == CURLSOCKTYPE_IPCXN && h->nfd < TRACKED_MAX) {
+		h->fd[h->nfd] = fd;
+		h->local_port[h->nfd++] = 0;
+	}
+	return CURL_SOCKOPT_OK;
+}
+
+static int on_close(void *ctx, curl_socket_t fd)
+{
+	struct httpc *h = ctx;
+
+	for (size_t i = 0; i < h->nfd; i++) {
+		if (h->fd[i] == fd) {
+			h->fd[i] = h->fd[--h->nfd];
+			h->local_port[i] = h->local_port[h->nfd];
+			break;
+		}
+	}
+	if (h->active == fd)
+		h->active = CURL_SOCKET_BAD;
+	return close(fd);
+}
+
+/* The transfer's connection is ready (made or reused): its socket is the
+ * tracked one bound to 'local_port'. */
+static int on_connected(void *ctx, char *primary_ip, char *local_ip, int primary_port,
+			int local_port)
+{
+	struct httpc *h = ctx;
+
+	(void)primary_ip, (void)local_ip, (void)primary_port;
+	h->active = CURL_SOCKET_BAD;
+	for (size_t i = 0; i < h->nfd; i++) {
+		if (h->local_port[i] == 0) {
+			struct sockaddr_storage sa;
+			socklen_t len = sizeof(sa);
+
+			if (getsockname(h->fd[i], (struct sockaddr *)&sa, &len) != 0)
+				continue;
+			h->local_port[i] = sa.ss_family == AF_INET6
+						   ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+						   : ntohs(((struct sockaddr_in *)&sa)->sin_port);
+		}
+		if (h->local_port[i] == local_port) {
+			h->active = h->fd[i];
+			break;
+		}
+	}
+	return CURL_PREREQFUNC_OK;
+}
+
 /* How often a cancellable transfer looks at its flag while the peer is
  * silent (a blocking query can be silent for minutes). */
 #define CANCEL_POLL_MS 50
 
-/* curl_easy_perform, but through the multi interface so that a transfer
+/* True when the transfer's connection has bytes out that the peer's TCP
+ * has not acknowledged for ack_ms: neither an ACK in that time nor one
+ * since the transfer began 'elapsed_ms' ago. A host that is alive
+ * acknowledges within its delayed-ACK time (40 ms on Linux) whatever its
+ * program is doing; one cut off from us never does. The kernel's
+ * TCP_USER_TIMEOUT would say the same, but the error it causes makes
+ * libcurl resend the request on a fresh connection to the same host
+ * (which a reused connection's death calls for), and that waits for the
+ * connect timeout as well. */
+static bool unacked_too_long(const struct httpc *h, long ack_ms, uint64_t elapsed_ms)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (h->active == CURL_SOCKET_BAD)
+		return false;
+	if (getsockopt(h->active, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < sizeof(ti) ||
+	    ti.tcpi_state != TCP_ESTABLISHED || ti.tcpi_unacked == 0)
+		return false;
+	return elapsed_ms >= (uint64_t)ack_ms && ti.tcpi_last_ack_recv >= (uint32_t)ack_ms;
+}
+
+/* curl_easy_perform, but through the multi interface, so that a transfer
  * with nothing arriving still looks at 'cancel' every CANCEL_POLL_MS (the
- * progress callback runs only about once a second when idle). */
-static CURLcode perform_cancellable(struct httpc *h, const atomic_bool *cancel)
+ * progress callback runs only about once a second when idle) and at its
+ * connection's acknowledgements (ack_ms, 0: off) a few times per ack_ms.
+ * *unacked: ended for want of an acknowledgement. */
+static CURLcode perform_multi(struct httpc *h, const atomic_bool *cancel, long ack_ms,
+			      bool *unacked)
 {
 	CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
-	int running = 1, queued;
+	int running = 1, queued, poll_ms = CANCEL_POLL_MS;
+	uint64_t start = clock_monotonic_ms();
 	CURLMsg *msg;
 
+	*unacked = false;
+	if (ack_ms > 0 && ack_ms / 10 < poll_ms)
+		poll_ms = ack_ms / 10 > 5 ? (int)(ack_ms / 10) : 5;
 	if (h->multi == NULL && (h->multi = curl_multi_init()) == NULL)
 		return CURLE_OUT_OF_MEMORY;
 	if (curl_multi_add_handle(h->multi, h->curl) != CURLM_OK)
 		return CURLE_FAILED_INIT;
-	while (running && !atomic_load(cancel)) {
+	while (running && !(cancel && atomic_load(cancel))) {
+		int ready = 0;
+
 		if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
 			rc = CURLE_FAILED_INIT;
 			break;
 		}
-		if (running && curl_multi_poll(h->multi, NULL, 0, CANCEL_POLL_MS, NULL) != CURLM_OK) {
+		if (running && curl_multi_poll(h->multi, NULL, 0, poll_ms, &ready) != CURLM_OK) {
 			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (running && ready == 0 && ack_ms > 0 &&
+		    unacked_too_long(h, ack_ms, clock_monotonic_ms() - start)) {
+			*unacked = true;
 			break;
 		}
 	}
 	while ((msg = curl_multi_info_read(h->multi, &queued)) != NULL)
 		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->curl)
 			rc = msg->data.result;
+	/* removed mid-transfer, the connection is closed, not kept */
 	curl_multi_remove_handle(h->multi, h->curl);
 	return rc;
 }
@@ -136,6 +246,7 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 	char curl_err[CURL_ERROR_SIZE] = "";
 	enum mn_err ret = MN_OK;
 	long request_size = 0;
+	bool unacked = false;
 	CURL *c = h->curl;
 	CURLcode rc;
 
@@ -180,6 +291,15 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, on_socket);
+	curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, h);
+	curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+	curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, h);
+	h->active = CURL_SOCKET_BAD;
+	if (req->ack_timeout_ms > 0) {
+		curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_connected);
+		curl_easy_setopt(c, CURLOPT_PREREQDATA, h);
+	}
 	if (req->body) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
@@ -207,11 +327,18 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 			curl_easy_setopt(c, CURLOPT_SSLKEY, req->tls->key_file);
 	}
 
-	rc = req->cancel ? perform_cancellable(h, req->cancel) : curl_easy_perform(c);
+	rc = req->cancel || req->ack_timeout_ms > 0
+		     ? perform_multi(h, req->cancel, req->ack_timeout_ms, &unacked)
+		     : curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_size);
 	res->sent = request_size > 0;
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(c, CURLOPT_CONNECT_TO, NULL);
+	if (unacked) {
+		ret = mn_error(err, errlen, MN_TIMEOUT, "no TCP acknowledgement from the peer in %ld ms",
+			       req->ack_timeout_ms);
+		goto out_release;
+	}
 	switch (rc) {
 	case CURLE_OK:
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &res->status);
@@ -235,6 +362,7 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 		ret = mn_error(err, errlen, MN_IO, "%s", curl_err[0] ? curl_err : curl_easy_strerror(rc));
 		break;
 	}
+out_release:
 	if (ret != MN_OK)
 		buf_release(&res->body);
 

@@ -436,7 +436,10 @@ static enum peer_failure classify(enum mn_err e, const struct httpc_response *re
 }
 
 /* One attempt on instance 'in': the connection within connect_ms, the
- * whole exchange within timeout_ms. */
+ * whole exchange within timeout_ms, and every byte sent acknowledged by
+ * the instance's host within connect_ms too: a host cut off while a call
+ * was out on a kept-alive connection is given up on in about connect_ms,
+ * however long the request may take, and the call retried elsewhere. */
 static enum mn_err attempt(struct peer_client *pc, const struct peer_request *req,
 			   const struct consul_instance *in, uint64_t timeout_ms,
 			   uint64_t connect_ms, const char *traceparent_header,
@@ -464,6 +467,8 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 	h = handle_acquire(pc);
 	if (h == NULL)
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	if (connect_ms == 0 || connect_ms > timeout_ms)
+		connect_ms = timeout_ms;
 	e = pc->transport->perform(pc->transport->ctx, h,
 			  &(struct httpc_request){
 				  .method = req->method,
@@ -472,9 +477,8 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 				  .body = req->body,
 				  .body_len = req->body_len,
 				  .timeout_ms = (long)timeout_ms,
-				  .connect_timeout_ms = (long)(connect_ms && connect_ms < timeout_ms
-								       ? connect_ms
-								       : timeout_ms),
+				  .connect_timeout_ms = (long)connect_ms,
+				  .ack_timeout_ms = connect_ms < timeout_ms ? (long)connect_ms : 0,
 				  .max_response = req->max_response ? req->max_response
 								    : DEFAULT_MAX_RESPONSE,
 			  },

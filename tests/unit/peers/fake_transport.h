@@ -68,6 +68,7 @@ struct fake_request {
 	char url[FAKE_TEXT_MAX];
 	char headers[FAKE_TEXT_MAX]; /* "Name: value" lines joined by '\n' */
 	long timeout_ms;
+	long ack_timeout_ms;
 	int rule; /* -1: none matched */
 };
 
@@ -171,6 +172,7 @@ static void fake_log_locked(struct fake_transport *ft, const struct httpc_reques
 		pos += (size_t)snprintf(l->headers + pos, sizeof(l->headers) - pos, "%s%s",
 					pos ? "\n" : "", *h);
 	l->timeout_ms = req->timeout_ms;
+	l->ack_timeout_ms = req->ack_timeout_ms;
 	l->rule = rule;
 }
 

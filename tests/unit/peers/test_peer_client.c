@@ -34,6 +34,8 @@ enum inst_mode {
 	INST_CONNECT_TIMEOUT, /* timed out while connecting: nothing sent */
 	INST_5XX,	      /* 503 */
 	INST_IO,	      /* the connection broke after sending */
+	INST_CUT,	      /* its host cut off after the request went out on a
+				 kept-alive connection: no acknowledgement */
 };
 
 struct pt {
@@ -134,6 +136,12 @@ static void instance_answer(void *ctx, const struct httpc_request *req, struct f
 		ans->body = "{\"error\":\"busy\"}";
 		break;
 	case INST_IO: ans->fail = MN_IO; break;
+	case INST_CUT:
+		/* the libcurl transport gives up after ack_timeout_ms */
+		hand_clock_advance(&t->clk, (uint64_t)(req->ack_timeout_ms ? req->ack_timeout_ms
+									   : req->timeout_ms));
+		ans->fail = MN_TIMEOUT;
+		break;
 	}
 }
 
@@ -938,6 +946,59 @@ static void test_connect_timeout_moves_on_quickly(void **state)
 	json_decref(v);
 }
 
+/* A host cut off while a request is out on a kept-alive connection never
+ * acknowledges it: the attempt ends after connect_timeout_ms (the
+ * transport's ack_timeout_ms), not timeout_ms, the instance is ejected and
+ * the call goes on to another. A request that cannot be retried is not. */
+static void test_cut_off_host_given_up_after_connect_timeout(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user(), post = get_user();
+	struct fake_request seen;
+	json_t *v;
+	uint64_t t0;
+	char err[256];
+	long status;
+
+	pt_start(t, t->users.body, t->users.index);
+	s.timeout_ms = 5000;
+	s.connect_timeout_ms = 250;
+	set_mode(t, 9101, INST_CUT);
+	t0 = hand_clock_now(&t->clk);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
+		assert_int_equal(status, 200);
+	}
+	assert_int_equal(hand_clock_now(&t->clk) - t0, 250);
+	assert_int_equal(calls(t, 9101), 1);
+	assert_true(fake_last(t->ft, ":9101/", &seen));
+	assert_int_equal(seen.ack_timeout_ms, 250);
+	assert_int_equal(seen.timeout_ms, 5000);
+	v = view(t, s.breaker_open_ms);
+	assert_string_equal(circuit_of(v, "users-1"), "open");
+	json_decref(v);
+
+	/* a POST that went out may have arrived: given up on, not retried */
+	set_mode(t, 9102, INST_CUT);
+	post.method = "POST";
+	post.path = "/users";
+	post.body = "{}";
+	post.body_len = 2;
+	clear_calls(t);
+	t0 = hand_clock_now(&t->clk);
+	assert_int_equal(call(t, &s, &post, &status, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(hand_clock_now(&t->clk) - t0, 250);
+	assert_int_equal(calls(t, 9102), 1);
+
+	/* connect_timeout_ms as long as timeout_ms: the check is off */
+	s.connect_timeout_ms = 5000;
+	set_modes(t, 9101, 9104, INST_OK);
+	assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
+	assert_true(fake_last(t->ft, "/users/1", &seen));
+	assert_int_equal(seen.ack_timeout_ms, 0);
+}
+
 static void test_deadline_is_timeout_times_attempts(void **state)
 {
 	struct pt *t = *state;
@@ -1572,6 +1633,7 @@ int main(void)
 		T(test_post_not_retried_once_sent),
 		T(test_post_retried_when_nothing_was_sent),
 		T(test_connect_timeout_moves_on_quickly),
+		T(test_cut_off_host_given_up_after_connect_timeout),
 		T(test_deadline_is_timeout_times_attempts),
 		T(test_deadline_stops_retries_when_spent),
 		T(test_service_not_allowed_is_not_found),
