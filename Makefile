@@ -96,7 +96,7 @@ test: deps
 unit-build: $(BIN) $(UNIT_BIN)
 
 # Nodes on separate network namespaces with a three-server Consul cluster
-# (tests/cluster): needs root; about a minute.
+# (tests/cluster): needs root; about three minutes.
 test-cluster:
 	scripts/deps.sh cluster >/dev/null
 	$(MAKE) --no-print-directory $(BIN)
