@@ -90,7 +90,9 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
  * reference): the snapshot's index, age and staleness, "panic" with
- * "instances_passing" and "instances_registered", "instances_total" (those
+ * "instances_passing" and "instances_registered", "instances_reserve" (the
+ * registered instances that do not pass, called only when none of the
+ * others can take a call), "instances_total" (those
  * calls use), and those instances from 'offset' on, at most 'limit' of them
  * (a view of 10,000 instances is megabytes: a request asks for a page),
  * each with its Consul health ("passing") and circuit. The errors of

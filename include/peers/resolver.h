@@ -16,7 +16,10 @@
  * ones that are really gone) beats failing every call. Instances in
  * maintenance count nowhere (an operator took them out), and deregistered
  * ones leave the count at once: a scale-down is no panic. The service's
- * entering and leaving panic are logged once each.
+ * entering and leaving panic are logged once each. Out of panic, the
+ * registered instances that do not pass are kept as a reserve, called
+ * only when no passing instance can take a call: a host wrongly failed
+ * by Consul while the passing one is cut off still answers.
  *
  * What is followed is bounded by configuration, never by a caller: only
  * services the 'allowed' callback accepts, at most max_services at once; a
@@ -44,6 +47,12 @@ struct peer_snapshot {
 					       panic every registered one (the
 					       passing ones first) */
 	size_t n;
+	size_t reserve;                     /* inst[n .. n + reserve): registered
+					       instances that do not pass, tried
+					       only when none of the n could take
+					       a call (their circuits open, or
+					       each failed within it); 0 in panic
+					       and with the threshold 0 */
 	size_t passing;                     /* instances passing */
 	size_t registered;                  /* instances registered, those in
 					       maintenance left out */
@@ -52,7 +61,8 @@ struct peer_snapshot {
 	uint64_t index;                     /* X-Consul-Index it came with */
 	uint64_t changed_ms;                /* clock time it was published */
 	bool known;                         /* false: Consul has not answered yet */
-	void *prepared;                     /* what opts.prepare made of it; NULL
+	void *prepared;                     /* what opts.prepare made of it (of
+					       the n + reserve instances); NULL
 					       for a snapshot with no instance */
 };
 

@@ -61,6 +61,7 @@ struct peer_table {
 struct peer_service {
 	char *name;
 	struct lb_state lb;
+	atomic_uint reserve_next;     /* where the next reserve pick starts */
 	pthread_mutex_t lock;         /* the index */
 	struct inst_state **buckets;  /* by id hash; power-of-two count */
 	size_t nbuckets, count;
@@ -228,14 +229,14 @@ void *peer_client_prepare(void *ctx, const struct peer_snapshot *snap)
 
 	if (svc == NULL)
 		return NULL;
-	t = malloc(sizeof(*t) + snap->n * sizeof(t->st[0]));
+	t = malloc(sizeof(*t) + (snap->n + snap->reserve) * sizeof(t->st[0]));
 	if (t == NULL)
 		return NULL;
 	t->svc = svc;
 	t->n = 0;
 	pthread_mutex_lock(&svc->lock);
 	gen = ++svc->generation;
-	for (size_t i = 0; i < snap->n; i++) {
+	for (size_t i = 0; i < snap->n + snap->reserve; i++) {
 		const struct consul_instance *in = &snap->inst[i];
 		struct inst_state *st = index_get(svc, in->node ? in->node : "", in->id);
 
@@ -245,10 +246,10 @@ void *peer_client_prepare(void *ctx, const struct peer_snapshot *snap)
 		atomic_fetch_add(&st->refs, 1);
 		t->st[t->n++] = st;
 	}
-	if (t->n == snap->n)
-		index_prune(svc, gen, snap->n);
+	if (t->n == snap->n + snap->reserve)
+		index_prune(svc, gen, t->n);
 	pthread_mutex_unlock(&svc->lock);
-	if (t->n < snap->n) {
+	if (t->n < snap->n + snap->reserve) {
 		peer_client_release(pc, t);
 		return NULL;
 	}
@@ -515,10 +516,11 @@ out:
 	pthread_mutex_unlock(&st->lock);
 }
 
-/* What one call's balancer sees: the table, and the instances the call
- * passed over already. */
+/* What one call's balancer sees: the table (its first n instances; the
+ * reserve after them), and the instances the call passed over already. */
 struct pick {
 	const struct peer_table *t;
+	size_t n, reserve;
 	uint64_t now, open_ms;
 	size_t tried[TRIED_MAX];
 	size_t ntried;
@@ -559,7 +561,7 @@ static unsigned pick_inflight(void *ctx, size_t i)
  * through and it counts as in flight), or LB_NONE. */
 static size_t pick_take(const struct lb_strategy *lb, struct pick *p)
 {
-	struct lb_view v = {p->t ? p->t->n : 0, pick_eligible, pick_inflight, p};
+	struct lb_view v = {p->t ? p->n : 0, pick_eligible, pick_inflight, p};
 
 	while (p->t && p->ntried < TRIED_MAX) {
 		size_t idx = lb->pick(&p->t->svc->lb, &v);
@@ -581,6 +583,38 @@ static size_t pick_take(const struct lb_strategy *lb, struct pick *p)
 			return idx;
 		}
 		/* another call took the half-open probe first */
+	}
+	return LB_NONE;
+}
+
+/* An instance of the reserve for the next attempt, taken, or LB_NONE:
+ * when no passing instance can take the call, the registered ones Consul
+ * does not believe in, one after the other across calls. */
+static size_t pick_reserve(struct pick *p)
+{
+	unsigned start;
+
+	if (p->t == NULL || p->reserve == 0)
+		return LB_NONE;
+	start = atomic_fetch_add(&p->t->svc->reserve_next, 1);
+	for (size_t k = 0; k < p->reserve && p->ntried < TRIED_MAX; k++) {
+		size_t idx = p->n + (start + k) % p->reserve;
+		struct inst_state *st = p->t->st[idx];
+		bool ok;
+
+		if (pick_tried(p, idx))
+			continue;
+		pthread_mutex_lock(&st->lock);
+		ok = breaker_allow(&st->br, p->now, p->open_ms);
+		if (ok)
+			st->calls++;
+		atomic_store(&st->closed, st->br.state == BREAKER_CLOSED);
+		pthread_mutex_unlock(&st->lock);
+		p->tried[p->ntried++] = idx;
+		if (ok) {
+			atomic_fetch_add(&st->inflight, 1);
+			return idx;
+		}
 	}
 	return LB_NONE;
 }
@@ -628,7 +662,11 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 	now = call_now(pc, t0);
 	httpc_response_init(&best);
 	ret = MN_UNAVAILABLE;
-	p = (struct pick){.t = snap->prepared, .now = now, .open_ms = s->breaker_open_ms};
+	p = (struct pick){.t = snap->prepared,
+			  .n = snap->n,
+			  .reserve = snap->reserve,
+			  .now = now,
+			  .open_ms = s->breaker_open_ms};
 	make_traceparent(req->traceparent, traceparent);
 	backoff_init(&backoff, RETRY_BASE_MS, RETRY_CAP_MS, t0 ^ (uintptr_t)&backoff);
 	deadline = now + s->timeout_ms * (s->retries + 1);
@@ -643,6 +681,11 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 
 		p.now = now;
 		idx = pick_take(lb, &p);
+		if (idx == LB_NONE && (idx = pick_reserve(&p)) != LB_NONE)
+			log_debug("peers", "'%s %s': no passing instance of '%s' could take it; "
+				  "trying '%s' on node '%s', registered but not passing",
+				  req->method, req->path, req->service, snap->inst[idx].id,
+				  snap->inst[idx].node);
 		if (idx == LB_NONE) {
 			if (attempts == 0)
 				snprintf(msg, sizeof(msg), "%s",
@@ -766,7 +809,12 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 			 snap->panic, "instances_passing", (json_int_t)snap->passing,
 			 "instances_registered", (json_int_t)snap->registered, "instances_total",
 			 (json_int_t)snap->n, "instances", list);
-	for (size_t i = offset; view && t && i < t->n && i - offset < limit; i++) {
+	if (view && json_object_set_new(view, "instances_reserve",
+					json_integer((json_int_t)snap->reserve)) != 0) {
+		json_decref(view);
+		view = NULL;
+	}
+	for (size_t i = offset; view && t && i < snap->n && i - offset < limit; i++) {
 		const struct consul_instance *in = &snap->inst[i];
 		struct inst_state *st = t->st[i];
 		json_t *one;

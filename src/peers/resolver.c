@@ -187,6 +187,9 @@ static struct snapshot *snapshot_new(struct resolver *r, const char *service, co
 		.tag = s->tag,
 		.inst = set ? set->v : NULL,
 		.n = set ? (panic ? set->registered : set->passing) : 0,
+		/* with panic off (threshold 0) an operator wants the passing
+		 * ones only */
+		.reserve = set && !panic && threshold ? set->registered - set->passing : 0,
 		.passing = set ? set->passing : 0,
 		.registered = set ? set->registered : 0,
 		.panic = panic,
@@ -210,7 +213,8 @@ out_set:
  * (s released). */
 static bool snapshot_prepare(struct resolver *r, struct snapshot *s)
 {
-	if (s->pub.n && r->prepare && (s->pub.prepared = r->prepare(r->ctx, &s->pub)) == NULL) {
+	if (s->pub.n + s->pub.reserve && r->prepare &&
+	    (s->pub.prepared = r->prepare(r->ctx, &s->pub)) == NULL) {
 		log_error("peers", "out of memory updating '%s'", s->service);
 		resolver_put(&s->pub);
 		return false;
@@ -421,7 +425,9 @@ static void sweep_panic(struct resolver *r)
 		unsigned threshold = threshold_of(r, s->service);
 		struct followed *f;
 
-		if (resolver_panic(s->pub.passing, s->pub.registered, threshold) == s->pub.panic)
+		/* the threshold turned 0 or from 0 changes the reserve too */
+		if (resolver_panic(s->pub.passing, s->pub.registered, threshold) == s->pub.panic &&
+		    (threshold == 0) == (s->threshold == 0))
 			goto next_one;
 		atomic_fetch_add(&s->set->refs, 1);
 		next = snapshot_new(r, s->service, s->tag, s->set, threshold, s->pub.index,

@@ -13,8 +13,9 @@ but 201.
 Asserted, besides the figures' no failed order: a partitioned host's
 calls in flight move on within 2 x connect_timeout_ms (p99 of the orders
 during the cuts), a host rejoining after a cut costs no order (its stale
-gossip can empty the passing set for a moment: the panic threshold), and
-two hosts with one hostname are two instances (issue 12).
+gossip can empty the passing set for a moment: the panic threshold), two
+hosts with one hostname are two instances, and a host Consul wrongly
+fails still answers when the one passing is cut off (issue 12).
 
 Needs root (network namespaces): `make test-cluster`.
 """
@@ -458,6 +459,51 @@ class ClusterTest(unittest.TestCase):
                 self.stop_stream()
             c.restore()
             self.restart_users_nodes()
+
+    # -- 7 -------------------------------------------------------------------
+
+    def test_7_wrongly_failed_host_while_the_other_is_cut(self):
+        """users1 serves but Consul says it is critical (a check on its
+        service left critical, as a rejoin's stale gossip left it once for
+        17 s), then users2, the one passing, is cut off: 1 of 2 passing is
+        no panic at 50 %, and the passing one is gone. The orders node calls
+        users1 from its reserve (registered, not passing, tried when no
+        passing instance can take a call): no order fails."""
+        c, o = self.c, self.c.orders
+        u1, u2 = self.c.hosts["users1"], self.c.hosts["users2"]
+        check = {"ID": "wrongly-failed", "Name": "wrongly failed", "TTL": "10m",
+                 "ServiceID": u1.node.service_id, "Status": "critical"}
+        status = u1.agent.request("PUT", "/v1/agent/check/register", check)[0]
+        self.assertEqual(status, 200)
+        try:
+            wait_for(lambda: o.agent.passing("users") == [(u2.name, u2.node.service_id)], 30,
+                     interval=0.05, what="users2 alone passing at the orders host's agent")
+            wait_for(lambda: o.node.peers().get("instances_reserve") == 1, 10, interval=0.05,
+                     what="users1 in the orders node's reserve")
+            view = o.node.peers()
+            s = self.start_stream(warmup=2.0)
+            gets0 = u1.node.user_gets()
+            panics0 = self.panics()
+            t_cut = now()
+            c.partition(u2)
+            time.sleep(PARTITION_SECONDS)
+            t_heal = now()
+            served = u1.node.user_gets() - gets0
+            c.heal(u2)
+            time.sleep(1.0)
+            s = self.stop_stream()
+        finally:
+            u1.agent.request("PUT", "/v1/agent/check/deregister/wrongly-failed")
+        cut = OrderStream.summary(s.between(t_cut, t_heal))
+        figure("users1 wrongly critical in Consul, users2 (the one passing) cut off for %.0f s: "
+               "the orders node's view before the cut: %d passing, %d in reserve, panic %s; "
+               "during the cut users1 answered %d calls, the view entered panic %d time(s) "
+               "(once Consul failed users2 too); %s%s" % (
+                   PARTITION_SECONDS, view["instances_passing"], view["instances_reserve"],
+                   view["panic"], served, self.panics() - panics0, orders_line(cut),
+                   "; errors: %s" % cut["errors"] if cut["failed"] else ""))
+        self.assertGreater(served, 0)
+        self.assertEqual(cut["failed"], 0, cut)
 
 if __name__ == "__main__":
     unittest.main()

@@ -1573,6 +1573,60 @@ static void test_panic_never_calls_instances_in_maintenance(void **state)
 	story_free(t, &st);
 }
 
+/* Out of panic, the registered instances that do not pass are a reserve:
+ * never called while a passing one takes the call, tried when none can
+ * (here the two passing ones refuse: cut off, while Consul wrongly fails
+ * the third), and not kept at all with the threshold 0. */
+static void test_reserve_answers_when_no_passing_instance_can(void **state)
+{
+	struct pt *t = *state;
+	struct peer_settings s = settings("round_robin");
+	struct peer_request req = get_user();
+	struct fixture_answer one_critical;
+	char err[256];
+	json_t *v;
+
+	peers_answer_load(&one_critical, "panic_one_critical.http");
+	pt_start(t, one_critical.body, one_critical.index);
+	thirty_calls(t);
+	assert_int_equal(calls(t, 9101), 15);
+	assert_int_equal(calls(t, 9102), 15);
+	assert_int_equal(calls(t, 9103), 0);
+	v = view(t, s.breaker_open_ms);
+	assert_true(json_is_false(json_object_get(v, "panic")));
+	assert_int_equal(int_of(v, "instances_total"), 2);
+	assert_int_equal(int_of(v, "instances_reserve"), 1);
+	assert_int_equal(json_array_size(json_object_get(v, "instances")), 2);
+	json_decref(v);
+
+	set_modes(t, 9101, 9103, INST_REFUSE);
+	clear_calls(t);
+	for (int i = 0; i < 10; i++)
+		call_ok(t, &s);
+	/* each refused once and was ejected; users-3 answered every call */
+	assert_int_equal(calls(t, 9101), 1);
+	assert_int_equal(calls(t, 9102), 1);
+	assert_int_equal(calls(t, 9103), 10);
+
+	/* a reserve that fails too: the call fails, having tried everything */
+	set_mode(t, 9103, INST_REFUSE);
+	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(calls(t, 9103), 11);
+
+	/* threshold 0: the passing ones only */
+	atomic_store(&t->threshold, 0);
+	assert_int_equal(resolver_sweep(t->r), 0);
+	set_mode(t, 9103, INST_OK);
+	v = view(t, s.breaker_open_ms);
+	assert_int_equal(int_of(v, "instances_reserve"), 0);
+	json_decref(v);
+	clear_calls(t);
+	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(calls(t, 9103), 0);
+	pt_stop_watches(t);
+	fixture_answer_free(&one_critical);
+}
+
 /* GET /peers/{service} says whether the service is in panic, with the
  * counts, and each listed instance's Consul health. */
 static void test_view_shows_panic(void **state)
@@ -1651,6 +1705,7 @@ int main(void)
 		T(test_panic_keeps_breakers_and_retries),
 		T(test_panic_off_with_zero),
 		T(test_panic_never_calls_instances_in_maintenance),
+		T(test_reserve_answers_when_no_passing_instance_can),
 		T(test_view_shows_panic),
 	};
 #undef T
