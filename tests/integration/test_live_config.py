@@ -272,6 +272,11 @@ class AgentLifecycleTest(harness.ProcessesTestCase):
         n.start_ready()
         wait_until(lambda: self.consul.health_service("life-restart", passing=True), timeout=15,
                    what="passing before the restart")
+        # and the node has its answer: an agent killed between taking the
+        # registration and answering it leaves the node with a failed
+        # first registration, whose retry is no "again"
+        wait_until(lambda: "registered service 'life-restart'" in n.log_text(), timeout=5,
+                   what="the node's registration answered")
         self.consul.kill9()
         time.sleep(1.0)  # the node notices: watches and reconciler fail
         self.consul.start()
