@@ -26,7 +26,7 @@ fi
 say() { printf 'kv_flood: %s\n' "$*" >&2; }
 
 cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -o "$work/kv_reload" bench/kv_reload.c "$lib" \
-	-pthread -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm
+	-pthread -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lresolv -lm
 consul=$(scripts/deps.sh | tail -n1)
 consul_dev_start "$consul"
 

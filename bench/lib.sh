@@ -58,7 +58,7 @@ bench_cc() {
 	shift
 	cc -O2 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Ibench \
 		$(pkg-config --cflags libcurl) -o "$out" "$@" "$(dirname "$bin")/libmeshnode.a" \
-		-lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lm -pthread
+		-lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lresolv -lm -pthread
 }
 
 # Starts a meshnode ($bin) registered in the agent at $caddr and waits for

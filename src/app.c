@@ -432,6 +432,7 @@ static const void *peer_settings_get(void *ctx, const char *service, struct peer
 		.breaker_failures = (unsigned)p->breaker_failures,
 		.breaker_open_ms = (uint64_t)p->breaker_open_ms,
 		.panic_threshold = (unsigned)p->panic_threshold,
+		.dns = p->dns,
 	};
 	return cfg;
 }
@@ -494,6 +495,7 @@ static enum mn_err peers_setup(struct app *app)
 		.backoff_cap_ms = WATCH_BACKOFF_CAP_MS,
 		.max_services = (size_t)app->cfg->consul_watch_max_services,
 		.max_response = (size_t)app->cfg->consul_watch_max_bytes,
+		.dns_server = app->cfg->consul_dns_address,
 		.idle_ms = (uint64_t)app->cfg->consul_watch_idle_ms,
 		.allowed = peer_allowed,
 		.panic_threshold = peer_panic_threshold,

@@ -32,6 +32,7 @@ struct config_peer {
 	int breaker_failures;  /* 5 */
 	int breaker_open_ms;   /* 10000 */
 	int panic_threshold;   /* 50: percent passing below which every instance is called */
+	bool dns;              /* discovery = "dns": through the agent's DNS interface */
 };
 
 struct config_feature {
@@ -74,6 +75,7 @@ struct config {
 
 	/* consul */
 	char *consul_address;     /* with scheme: "http://127.0.0.1:8500" */
+	char *consul_dns_address; /* the agent's DNS interface: "127.0.0.1:8600" */
 	char *consul_token;       /* secret; "" when none */
 	char *consul_kv_prefix;   /* "config/<service.name>/" */
 	bool consul_required;

@@ -32,6 +32,8 @@ struct peer_settings {
 	unsigned retries;             /* further attempts, each on another instance */
 	const char *lb;               /* "round_robin", "random", "least_inflight" */
 	const char *tag;              /* "" or NULL: any instance */
+	bool dns;                     /* found through Consul's DNS interface,
+					 not blocking health queries */
 	unsigned breaker_failures;
 	uint64_t breaker_open_ms;
 	unsigned panic_threshold;     /* percent: shown in the view; the resolver
@@ -86,10 +88,11 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 /* Milliseconds until the earliest open circuit of 'service' may let a call
  * through (0 when none is open): a Retry-After hint. */
 uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
-				    const char *tag, uint64_t breaker_open_ms);
+				    const struct peer_settings *s);
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
- * reference): the snapshot's index, age and staleness, "panic" with
+ * reference): the snapshot's index, age and staleness, "discovery"
+ * ("http" or "dns"), "panic" with
  * "instances_passing" and "instances_registered", "instances_reserve" (the
  * registered instances that do not pass, called only when none of the
  * others can take a call), "instances_total" (those
@@ -98,9 +101,9 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
  * each with its Consul health ("passing") and circuit. The errors of
  * resolver_get (MN_INVALID, MN_NOT_FOUND, MN_UNAVAILABLE) or MN_NOMEM,
  * with detail in err. */
-enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			     uint64_t breaker_open_ms, size_t offset, size_t limit, json_t **out,
-			     char *err, size_t errlen);
+enum mn_err peer_client_view(struct peer_client *pc, const char *service,
+			     const struct peer_settings *s, size_t offset, size_t limit,
+			     json_t **out, char *err, size_t errlen);
 
 /* Calls fn for each instance of 'snap', named by its Consul node and
  * service ID (together they are the instance: IDs are unique per agent

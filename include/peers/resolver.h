@@ -76,6 +76,11 @@ struct resolver_opts {
 	size_t max_services;                /* followed at once; 0 means 32 */
 	size_t max_response;                /* one health answer; 0 means 64 MiB
 					       (10,000 instances take 10-20 MB) */
+	const char *dns_server;             /* the agent's DNS interface, "127.0.0.1:8600"
+					       (copied), for services followed
+					       through DNS; NULL: none can be */
+	uint64_t dns_refresh_ms;            /* DNS lookups this often while the
+					       records' TTL is 0; 0 means 1000 */
 	uint64_t idle_ms;                   /* unused this long: stop; 0: never
 					       (counted from the sweep that saw
 					       the last use: within a second) */
@@ -113,6 +118,15 @@ void resolver_destroy(struct resolver *r);
  * allowed, MN_UNAVAILABLE when max_services are followed already, MN_NOMEM. */
 enum mn_err resolver_get(struct resolver *r, const char *service, const char *tag,
 			 const struct peer_snapshot **out, char *err, size_t errlen);
+
+/* resolver_get(), the service followed through Consul's DNS interface when
+ * 'dns' (consul/dns.h: the SRV records of [<tag>.]<service>.service.consul,
+ * asked every dns_refresh_ms; the instances whose checks pass, each named
+ * by its address and port), through blocking health queries otherwise. A
+ * service followed the other way is followed anew, the old watch stopped
+ * (as for a changed tag). MN_INVALID for 'dns' with no dns_server. */
+enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
+			     const struct peer_snapshot **out, char *err, size_t errlen);
 void resolver_put(const struct peer_snapshot *s);
 
 /* How far behind Consul the view of 'service' may be: the milliseconds

@@ -463,6 +463,8 @@ static void cfg_peers_features(struct builder *b)
 				p->breaker_open_ms = (int)json_integer_value(v);
 			else if (strcmp(e, "panic_threshold") == 0)
 				p->panic_threshold = (int)json_integer_value(v);
+			else if (strcmp(e, "discovery") == 0)
+				p->dns = strcmp(json_string_value(v), "dns") == 0;
 		}
 		if (p->lb == NULL)
 			p->lb = cfg_dup(b, "");
@@ -499,6 +501,7 @@ static void config_fill(struct builder *b)
 	cfg->shutdown_timeout_ms = (int)cfg_int(b, "server.shutdown_timeout_ms");
 
 	cfg->consul_address = cfg_str(b, "consul.address");
+	cfg->consul_dns_address = cfg_str(b, "consul.dns_address");
 	cfg->consul_token = cfg_str(b, "consul.token");
 	cfg->consul_kv_prefix = cfg_str(b, "consul.kv_prefix");
 	cfg->consul_required = cfg_bool(b, "consul.required");
@@ -706,6 +709,7 @@ void config_free(struct config *cfg)
 	free_strings(cfg->service_meta_values, cfg->n_service_meta);
 	free_strings(cfg->service_modules, cfg->n_service_modules);
 	free(cfg->consul_address);
+	free(cfg->consul_dns_address);
 	if (cfg->consul_token)
 		explicit_bzero(cfg->consul_token, strlen(cfg->consul_token));
 	free(cfg->consul_token);

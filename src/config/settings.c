@@ -1,5 +1,6 @@
 #include "settings.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@ static const char *const db_drivers[] = {"sqlite", "memory", "postgres", NULL};
 static const char *const db_sslmodes[] = {"disable", "allow",	  "prefer",
 					  "require", "verify-ca", "verify-full", NULL};
 static const char *const lb_policies[] = {"round_robin", "random", "least_inflight", NULL};
+static const char *const discoveries[] = {"http", "dns", NULL};
 static const char *const modules[] = {"users", "orders", NULL};
 
 static bool check_service_name(json_t **value, char *reason, size_t len)
@@ -64,6 +66,41 @@ static bool check_meta(json_t **value, char *reason, size_t len)
 }
 
 /* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
+/* The agent's DNS interface: a numeric IPv4 address or a bracketed IPv6
+ * one, and a port ("127.0.0.1:8600", "[::1]:8600"). */
+static bool check_dns_address(json_t **value, char *reason, size_t len)
+{
+	const char *s = json_string_value(*value), *colon;
+	unsigned char addr[16];
+	char host[64];
+	size_t hlen;
+	long port;
+	char *end;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		colon = close ? close + 1 : NULL;
+		hlen = close ? (size_t)(close - s - 1) : 0;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		hlen = colon ? (size_t)(colon - s) : 0;
+	}
+	if (colon == NULL || *colon != ':' || hlen == 0 || hlen >= sizeof(host))
+		goto out_refuse;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
+	    (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1))
+		goto out_refuse;
+	return true;
+out_refuse:
+	snprintf(reason, len, "expected an IP address and a port: 127.0.0.1:8600 or [::1]:8600");
+	return false;
+}
+
 static bool check_consul_address(json_t **value, char *reason, size_t len)
 {
 	const char *s = json_string_value(*value);
@@ -154,6 +191,7 @@ const struct setting_def settings_table[] = {
 	INT("consul.check_interval_ms", "10000", 1000, 3600000, false),
 	INT("consul.check_timeout_ms", "2000", 100, 600000, false),
 	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false),
+	STR("consul.dns_address", "127.0.0.1:8600", 1, check_dns_address, false),
 	INT("consul.kv_max_bytes", "4194304", 1024, 268435456, false),
 	INT("consul.kv_max_keys", "10000", 1, 1000000, false),
 	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = check_kv_prefix,
@@ -200,6 +238,7 @@ const struct setting_def settings_table[] = {
 	INT("peers.*.breaker_failures", "5", 1, 1000, true),
 	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true),
 	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true),
+	ENUM("peers.*.discovery", "http", discoveries, true),
 	ENUM("peers.*.lb", "round_robin", lb_policies, true),
 	INT("peers.*.panic_threshold", "50", 0, 100, true),
 	INT("peers.*.retries", "2", 0, 10, true),

@@ -627,12 +627,13 @@ static uint64_t call_now(const struct peer_client *pc, uint64_t ns)
 	return pc->clock == &clock_system ? ns / 1000000u : clock_now(pc->clock);
 }
 
-static enum mn_err get_snapshot(struct peer_client *pc, const char *service, const char *tag,
-				const struct peer_snapshot **snap, char *err, size_t errlen)
+static enum mn_err get_snapshot(struct peer_client *pc, const char *service,
+				const struct peer_settings *s, const struct peer_snapshot **snap,
+				char *err, size_t errlen)
 {
 	if (pc->resolver == NULL)
 		return mn_error(err, errlen, MN_INTERNAL, "no resolver attached");
-	return resolver_get(pc->resolver, service, tag, snap, err, errlen);
+	return resolver_get_via(pc->resolver, service, s->tag, s->dns, snap, err, errlen);
 }
 
 enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
@@ -651,7 +652,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 
 	if (lb == NULL)
 		return mn_error(err, errlen, MN_INVALID, "unknown load balancing '%s'", s->lb);
-	ret = get_snapshot(pc, req->service, s->tag, &snap, msg, sizeof(msg));
+	ret = get_snapshot(pc, req->service, s, &snap, msg, sizeof(msg));
 	if (ret != MN_OK) {
 		metric_inc(pc->m.requests, (const char *[]){req->service, "no_instance"});
 		return mn_error(err, errlen, ret, "%s", msg);
@@ -751,14 +752,15 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 }
 
 uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
-				    const char *tag, uint64_t breaker_open_ms)
+				    const struct peer_settings *s)
 {
+	uint64_t breaker_open_ms = s->breaker_open_ms;
 	uint64_t now = clock_now(pc->clock), best = 0;
 	const struct peer_snapshot *snap;
 	const struct peer_table *t;
 	char err[256];
 
-	if (get_snapshot(pc, service, tag, &snap, err, sizeof(err)) != MN_OK)
+	if (get_snapshot(pc, service, s, &snap, err, sizeof(err)) != MN_OK)
 		return 0;
 	t = snap->prepared;
 	for (size_t i = 0; t && i < t->n; i++) {
@@ -784,10 +786,11 @@ static enum breaker_state circuit_now(const struct inst_state *st, uint64_t now,
 	return st->br.state;
 }
 
-enum mn_err peer_client_view(struct peer_client *pc, const char *service, const char *tag,
-			     uint64_t breaker_open_ms, size_t offset, size_t limit, json_t **out,
-			     char *err, size_t errlen)
+enum mn_err peer_client_view(struct peer_client *pc, const char *service,
+			     const struct peer_settings *s, size_t offset, size_t limit,
+			     json_t **out, char *err, size_t errlen)
 {
+	uint64_t breaker_open_ms = s->breaker_open_ms;
 	const struct peer_snapshot *snap;
 	const struct peer_table *t;
 	json_t *view, *list;
@@ -795,7 +798,7 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 	enum mn_err e;
 
 	*out = NULL;
-	e = get_snapshot(pc, service, tag, &snap, err, errlen);
+	e = get_snapshot(pc, service, s, &snap, err, errlen);
 	if (e != MN_OK)
 		return e;
 	now = clock_now(pc->clock); /* after a first use's wait */
@@ -809,8 +812,10 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service, const 
 			 snap->panic, "instances_passing", (json_int_t)snap->passing,
 			 "instances_registered", (json_int_t)snap->registered, "instances_total",
 			 (json_int_t)snap->n, "instances", list);
-	if (view && json_object_set_new(view, "instances_reserve",
-					json_integer((json_int_t)snap->reserve)) != 0) {
+	if (view && (json_object_set_new(view, "instances_reserve",
+					 json_integer((json_int_t)snap->reserve)) != 0 ||
+		     json_object_set_new(view, "discovery",
+					 json_string(s->dns ? "dns" : "http")) != 0)) {
 		json_decref(view);
 		view = NULL;
 	}

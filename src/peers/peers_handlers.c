@@ -27,8 +27,7 @@ static void peer_view(const struct http_request *req, struct http_response *res,
 		return;
 	}
 	token = h->settings->get(h->settings->ctx, service, &s);
-	e = peer_client_view(h->client, service, s.tag, s.breaker_open_ms, offset, limit, &view,
-			     err, sizeof(err));
+	e = peer_client_view(h->client, service, &s, offset, limit, &view, err, sizeof(err));
 	if (e == MN_OK) {
 		json_object_set_new(view, "lb", json_string(s.lb));
 		json_object_set_new(view, "timeout_ms", json_integer((json_int_t)s.timeout_ms));

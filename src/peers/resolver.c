@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consul/dns.h"
 #include "consul/watch.h"
 #include "core/log.h"
 
@@ -49,7 +50,8 @@ struct followed {
 	uint64_t first_deadline;      /* first users wait until then */
 	atomic_bool used;             /* a resolver_get since the last sweep */
 	uint64_t used_ms;             /* when a sweep last saw it used (r->lock) */
-	struct watch *watch;
+	struct watch *watch;          /* discovery through blocking queries, */
+	struct dns_watch *dns;        /* or through Consul's DNS interface */
 	uint64_t id;                  /* tells it from a later follower of the
 					 same service */
 	const char *why_stopped;      /* set when it leaves r->list */
@@ -61,6 +63,8 @@ struct resolver {
 	const struct mn_clock *clock;
 	uint64_t first_wait_ms, wait_ms, backoff_cap_ms, idle_ms;
 	size_t max_services, max_response;
+	char *dns_server;             /* NULL: no DNS discovery */
+	uint64_t dns_refresh_ms;
 	bool (*allowed)(void *ctx, const char *service);
 	unsigned (*panic_threshold)(void *ctx, const char *service);
 	void *(*prepare)(void *ctx, const struct peer_snapshot *s);
@@ -282,34 +286,22 @@ static struct snapshot *swap_locked(struct followed *f, struct snapshot *next,
 	return old;
 }
 
-static void on_health_change(void *ctx, const char *body, size_t len, uint64_t index,
-			     bool not_found)
+/* Publishes the instances of 'set' (taken) at 'index' as f's snapshot and
+ * logs it; t0 is when the answer arrived (monotonic ns). */
+static void publish(struct followed *f, struct inst_set *set, uint64_t index, uint64_t t0)
 {
-	struct followed *f = ctx;
 	struct resolver *r = f->r;
-	struct consul_instance *inst = NULL;
 	struct snapshot *next, *old;
-	struct inst_set *set;
-	struct buf rejected;
-	uint64_t t0 = clock_monotonic_ns();
-	size_t n = 0;
-	char err[256], away[64] = "";
+	char away[64] = "";
 
-	buf_init(&rejected, 1 << 14);
-	if (!not_found && consul_health_parse(body, len, &inst, &n, &rejected, err, sizeof(err)) !=
-				  MN_OK) {
-		log_warn("peers", "health answer for '%s' not understood: %s", f->service, err);
-		goto out;
-	}
-	log_rejected(f, rejected.data);
-	if ((set = inst_set_take(inst, n)) == NULL ||
-	    (next = snapshot_new(r, f->service, f->tag, set, threshold_of(r, f->service), index,
-				 clock_now(r->clock), true)) == NULL) {
+	next = snapshot_new(r, f->service, f->tag, set, threshold_of(r, f->service), index,
+			    clock_now(r->clock), true);
+	if (next == NULL) {
 		log_error("peers", "out of memory updating '%s'", f->service);
-		goto out;
+		return;
 	}
 	if (!snapshot_prepare(r, next))
-		goto out;
+		return;
 	/* a reference of our own for the lines below: a sweep may replace
 	 * and free next as soon as the lock is let go */
 	atomic_fetch_add(&next->refs, 1);
@@ -320,16 +312,57 @@ static void on_health_change(void *ctx, const char *body, size_t len, uint64_t i
 		snprintf(away, sizeof(away), " (%zu in maintenance left out)",
 			 set->n - set->registered);
 	log_info("peers",
-		 "service '%s'%s%s: %zu of %zu instance%s passing%s%s at index %llu "
+		 "service '%s'%s%s: %zu of %zu instance%s passing%s%s at %s %llu "
 		 "(parsed and published in %.1f ms)",
 		 f->service, *f->tag ? " tag " : "", f->tag, set->passing, set->registered,
 		 set->registered == 1 ? "" : "s", away, next->pub.panic ? ", in panic" : "",
-		 (unsigned long long)index, (double)(clock_monotonic_ns() - t0) / 1e6);
+		 f->dns ? "DNS answer" : "index", (unsigned long long)index,
+		 (double)(clock_monotonic_ns() - t0) / 1e6);
 	log_panic_change(old, next);
 	resolver_put(&old->pub);
 	resolver_put(&next->pub);
+}
+
+static void on_health_change(void *ctx, const char *body, size_t len, uint64_t index,
+			     bool not_found)
+{
+	struct followed *f = ctx;
+	struct consul_instance *inst = NULL;
+	struct inst_set *set;
+	struct buf rejected;
+	uint64_t t0 = clock_monotonic_ns();
+	size_t n = 0;
+	char err[256];
+
+	buf_init(&rejected, 1 << 14);
+	if (!not_found && consul_health_parse(body, len, &inst, &n, &rejected, err, sizeof(err)) !=
+				  MN_OK) {
+		log_warn("peers", "health answer for '%s' not understood: %s", f->service, err);
+		goto out;
+	}
+	log_rejected(f, rejected.data);
+	if ((set = inst_set_take(inst, n)) == NULL) {
+		log_error("peers", "out of memory updating '%s'", f->service);
+		goto out;
+	}
+	publish(f, set, index, t0);
 out:
 	buf_release(&rejected);
+}
+
+/* A DNS answer that changed the instances: every one of them passes (the
+ * agent's DNS answers with those only), so there is no panic. */
+static void on_dns_change(void *ctx, struct consul_instance *inst, size_t n, uint64_t index)
+{
+	struct followed *f = ctx;
+	uint64_t t0 = clock_monotonic_ns();
+	struct inst_set *set = inst_set_take(inst, n);
+
+	if (set == NULL) {
+		log_error("peers", "out of memory updating '%s'", f->service);
+		return;
+	}
+	publish(f, set, index, t0);
 }
 
 /* An answer over max_response: the last view stays, and its staleness
@@ -387,6 +420,7 @@ static size_t stop_all(struct followed *f)
 	for (struct followed *next; f; f = next, n++) {
 		next = f->next;
 		watch_stop(f->watch);
+		dns_watch_stop(f->dns);
 		if (f->why_stopped)
 			log_info("peers", "stopped following service '%s'%s%s: %s", f->service,
 				 *f->tag ? " tag " : "", f->tag, f->why_stopped);
@@ -539,6 +573,11 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->idle_ms = opts->idle_ms;
 	r->max_services = opts->max_services ? opts->max_services : DEFAULT_MAX_SERVICES;
 	r->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+	if (opts->dns_server && (r->dns_server = strdup(opts->dns_server)) == NULL) {
+		free(r);
+		return NULL;
+	}
+	r->dns_refresh_ms = opts->dns_refresh_ms;
 	r->allowed = opts->allowed;
 	r->panic_threshold = opts->panic_threshold;
 	r->prepare = opts->prepare;
@@ -555,6 +594,7 @@ out_cond:
 	pthread_cond_destroy(&r->cond);
 out_mutex:
 	pthread_mutex_destroy(&r->lock);
+	free(r->dns_server);
 	free(r);
 	return NULL;
 }
@@ -577,11 +617,48 @@ void resolver_destroy(struct resolver *r)
 	stop_all(r->list);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
+	free(r->dns_server);
 	free(r);
 }
 
-/* Starts following (service, tag). Lock held. */
-static struct followed *follow_locked(struct resolver *r, const char *service, const char *tag)
+/* The staleness of f's view, whichever way it is followed. */
+static uint64_t followed_stale_ms(struct followed *f)
+{
+	return f->dns ? dns_watch_stale_ms(f->dns) : watch_stale_ms(f->watch);
+}
+
+/* The DNS name of (service, tag): [<tag>.]<service>.service.consul;
+ * false when it is not a valid one (a tag with a space). */
+static bool dns_name(const char *service, const char *tag, char *name, size_t cap)
+{
+	unsigned char q[512];
+
+	snprintf(name, cap, "%s%s%s.service.consul", tag, *tag ? "." : "", service);
+	return consul_dns_query(name, 0, q, sizeof(q)) != 0;
+}
+
+/* Starts following (service, tag) through Consul's DNS interface. Lock
+ * held. */
+static bool follow_dns_locked(struct resolver *r, struct followed *f)
+{
+	char name[300];
+
+	if (!dns_name(f->service, f->tag, name, sizeof(name)))
+		return false;
+	f->dns = dns_watch_start(&(struct dns_watch_opts){
+		.server = r->dns_server,
+		.name = name,
+		.refresh_ms = r->dns_refresh_ms,
+		.service = f->service,
+		.on_change = on_dns_change,
+		.ctx = f,
+	});
+	return f->dns != NULL;
+}
+
+/* Starts following (service, tag), through DNS when 'dns'. Lock held. */
+static struct followed *follow_locked(struct resolver *r, const char *service, const char *tag,
+				      bool dns)
 {
 	struct followed *f = calloc(1, sizeof(*f));
 	char path[512];
@@ -604,6 +681,13 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	if (f->current == NULL)
 		goto out_free;
 	f->first_deadline = now + r->first_wait_ms;
+	if (dns) {
+		free(etag);
+		etag = NULL;
+		if (!follow_dns_locked(r, f))
+			goto out_free;
+		goto listed;
+	}
 	/* every registered instance with its checks, not ?passing: the
 	 * panic threshold needs how many there are */
 	snprintf(path, sizeof(path), "/v1/health/service/%s%s%s", service, etag ? "?tag=" : "",
@@ -624,11 +708,12 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	});
 	if (f->watch == NULL)
 		goto out_free;
+listed:
 	f->next = r->list;
 	r->list = f;
 	r->n_followed++;
-	log_info("peers", "following service '%s'%s%s in consul", service, *tag ? " tag " : "",
-		 tag);
+	log_info("peers", "following service '%s'%s%s in consul%s%s", service,
+		 *tag ? " tag " : "", tag, dns ? " through DNS at " : "", dns ? r->dns_server : "");
 	return f;
 
 out_free:
@@ -637,22 +722,52 @@ out_free:
 	return NULL;
 }
 
+/* Why f cannot serve (tag, dns): its tag or its way changed; NULL when it
+ * can. */
+static const char *mismatch(const struct followed *f, const char *tag, bool dns)
+{
+	if (strcmp(f->tag, tag) != 0)
+		return "its tag changed";
+	if ((f->dns != NULL) != dns)
+		return dns ? "its discovery changed to dns" : "its discovery changed to http";
+	return NULL;
+}
+
 enum mn_err resolver_get(struct resolver *r, const char *service, const char *tag,
 			 const struct peer_snapshot **out, char *err, size_t errlen)
 {
+	return resolver_get_via(r, service, tag, false, out, err, errlen);
+}
+
+enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
+			     const struct peer_snapshot **out, char *err, size_t errlen)
+{
 	struct followed *f;
 	struct snapshot *s;
+	const char *why;
 
 	*out = NULL;
 	if (tag == NULL)
 		tag = "";
 	if (!resolver_name_valid(service))
 		return mn_error(err, errlen, MN_INVALID, "invalid service name");
+	if (dns && r->dns_server == NULL)
+		return mn_error(err, errlen, MN_INVALID,
+				"discovery through DNS needs the agent's DNS address");
+	if (dns) {
+		char name[300];
+
+		if (!dns_name(service, tag, name, sizeof(name)))
+			return mn_error(err, errlen, MN_INVALID,
+					"'%s' is not a DNS name: the tag must be letters, digits, "
+					"'-' or '_'", name);
+	}
 	pthread_mutex_lock(&r->lock);
 	f = find_locked(r, service);
-	if (f && strcmp(f->tag, tag) != 0) {
-		/* peers.<name>.tag changed: one watch per service, the new one */
-		retire_locked(r, f, "its tag changed");
+	if (f && (why = mismatch(f, tag, dns)) != NULL) {
+		/* peers.<name>.tag or .discovery changed: one watch per
+		 * service, the new one */
+		retire_locked(r, f, why);
 		f = NULL;
 	}
 	if (f == NULL) {
@@ -664,8 +779,8 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
 					service, service);
 		pthread_mutex_lock(&r->lock);
 		f = find_locked(r, service); /* another caller may have started it */
-		if (f && strcmp(f->tag, tag) != 0) {
-			retire_locked(r, f, "its tag changed");
+		if (f && (why = mismatch(f, tag, dns)) != NULL) {
+			retire_locked(r, f, why);
 			f = NULL;
 		}
 	}
@@ -676,7 +791,7 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
 				"(consul.watch_max_services)",
 				service, r->max_services);
 	}
-	if (f == NULL && (f = follow_locked(r, service, tag)) == NULL) {
+	if (f == NULL && (f = follow_locked(r, service, tag, dns)) == NULL) {
 		pthread_mutex_unlock(&r->lock);
 		return mn_error(err, errlen, MN_NOMEM, "cannot follow service '%s': out of memory",
 				service);
@@ -728,7 +843,7 @@ uint64_t resolver_stale_ms(struct resolver *r, const char *service)
 	pthread_mutex_lock(&r->lock);
 	f = find_locked(r, service);
 	if (f)
-		stale = watch_stale_ms(f->watch);
+		stale = followed_stale_ms(f);
 	pthread_mutex_unlock(&r->lock);
 	return stale;
 }
@@ -749,7 +864,7 @@ void resolver_foreach(struct resolver *r,
 	for (struct followed *f = r->list; snaps && stale && f; f = f->next) {
 		snaps[n] = f->current;
 		atomic_fetch_add(&f->current->refs, 1);
-		stale[n++] = watch_stale_ms(f->watch);
+		stale[n++] = followed_stale_ms(f);
 	}
 	pthread_mutex_unlock(&r->lock);
 	for (size_t i = 0; i < n; i++) {

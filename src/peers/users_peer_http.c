@@ -35,8 +35,7 @@ static enum mn_err user_exists(void *ctx, int64_t id, const struct users_peer_tr
 	if (e == MN_OK)
 		e = mn_error(err, errlen, MN_UNAVAILABLE, "%s answered %ld", u->service, res.status);
 	if (e == MN_UNAVAILABLE) {
-		uint64_t ms = peer_client_retry_after_ms(u->client, u->service, s.tag,
-							  s.breaker_open_ms);
+		uint64_t ms = peer_client_retry_after_ms(u->client, u->service, &s);
 
 		*retry_after_s = ms > 1000 ? (unsigned)((ms + 999) / 1000) : 1;
 	}

@@ -748,15 +748,17 @@ class _Process:
 
 class Consul(_Process):
     """A real `consul agent -dev` on loopback with every port chosen free
-    (DNS and gRPC disabled). Dev mode keeps all state in memory: a restart
+    (gRPC disabled; DNS too unless dns=True: then `dns_addr` is its DNS
+    interface, UDP and TCP). Dev mode keeps all state in memory: a restart
     starts empty. Use start()/stop() again to restart on the same ports.
     With start=False the ports are chosen at once and start() comes later."""
 
     START_TIMEOUT = 15.0
 
-    def __init__(self, http_port=None, node_name="meshnode-test", start=True):
+    def __init__(self, http_port=None, node_name="meshnode-test", start=True, dns=False):
         self.binary = consul_binary()
         self.node_name = node_name
+        self.dns = dns
         self.fixed_http = http_port is not None
         self.ports = None
         self._want_http = http_port
@@ -779,6 +781,7 @@ class Consul(_Process):
             "serf_lan": free_port(udp_too=True),
             "serf_wan": free_port(udp_too=True),
             "server": free_port(),
+            "dns": free_port(udp_too=True) if self.dns else -1,
         }
 
     def _argv(self):
@@ -786,7 +789,7 @@ class Consul(_Process):
         return [self.binary, "agent", "-dev",
                 "-bind", "127.0.0.1", "-client", "127.0.0.1",
                 "-node", self.node_name, "-log-level", "warn",
-                "-http-port", str(p["http"]), "-dns-port", "-1",
+                "-http-port", str(p["http"]), "-dns-port", str(p["dns"]),
                 "-grpc-port", "-1",
                 "-serf-lan-port", str(p["serf_lan"]),
                 "-serf-wan-port", str(p["serf_wan"]),
@@ -868,6 +871,13 @@ class Consul(_Process):
     @property
     def addr(self):
         return "http://127.0.0.1:%d" % self.ports["http"]
+
+    @property
+    def dns_addr(self):
+        """"127.0.0.1:<port>" of its DNS interface (dns=True only)."""
+        if self.ports.get("dns", -1) < 0:
+            raise ConsulError("this agent was started without DNS")
+        return "127.0.0.1:%d" % self.ports["dns"]
 
     def __enter__(self):
         return self

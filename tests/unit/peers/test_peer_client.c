@@ -356,7 +356,8 @@ static json_t *view(struct pt *t, uint64_t open_ms)
 {
 	json_t *v = NULL;
 	char err[256] = "";
-	enum mn_err e = peer_client_view(t->pc, "users", "", open_ms, 0, 100000, &v, err, sizeof(err));
+	struct peer_settings s = {.tag = "", .breaker_open_ms = open_ms};
+	enum mn_err e = peer_client_view(t->pc, "users", &s, 0, 100000, &v, err, sizeof(err));
 
 	if (e != MN_OK)
 		fail_msg("peer_client_view: %s: %s", mn_strerror(e), err);
@@ -1057,14 +1058,16 @@ static void test_service_not_allowed_is_not_found(void **state)
 	json_t *v = NULL;
 	char err[256];
 
+	struct peer_settings open_1000 = {.tag = "", .breaker_open_ms = 1000};
+
 	t->denied = "billing";
 	pt_start(t, t->users.body, t->users.index);
 	req.service = "billing";
 	assert_int_equal(call(t, &s, &req, NULL, err, sizeof(err)), MN_NOT_FOUND);
-	assert_int_equal(peer_client_view(t->pc, "billing", "", 1000, 0, 100, &v, err, sizeof(err)),
+	assert_int_equal(peer_client_view(t->pc, "billing", &open_1000, 0, 100, &v, err, sizeof(err)),
 			 MN_NOT_FOUND);
 	assert_null(v);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "billing", "", 1000), 0);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "billing", &open_1000), 0);
 	assert_int_equal(fake_total(t->ft), 0);
 	assert_int_equal(metric_value(t, "billing", "no_instance"), 1);
 
@@ -1250,21 +1253,22 @@ static void test_request_url_and_headers(void **state)
 static void test_retry_after_ms(void **state)
 {
 	struct pt *t = *state;
+	struct peer_settings open_5000 = {.tag = "", .breaker_open_ms = 5000};
 
 	pt_start(t, t->users.body, t->users.index);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 0);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 0);
 	trip(t, 9101);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 5000);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 5000);
 	hand_clock_advance(&t->clk, 1200);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 3800);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 3800);
 	trip(t, 9103);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 3800);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 3800);
 	hand_clock_advance(&t->clk, 3800);
 	/* users-1 may be probed now; users-3 in 1200 ms */
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 1200);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 1200);
 	hand_clock_advance(&t->clk, 1200);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", "", 5000), 0);
-	assert_int_equal(peer_client_retry_after_ms(t->pc, "no/such", "", 5000), 0);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "users", &open_5000), 0);
+	assert_int_equal(peer_client_retry_after_ms(t->pc, "no/such", &open_5000), 0);
 }
 
 /* ---- threads ----------------------------------------------------------------------- */
@@ -1300,12 +1304,14 @@ static void *worker_main(void *arg)
 		else
 			w->other++;
 		if (i % 100 == 0) {
+			struct peer_settings vs = s;
 			json_t *v = NULL;
 
-			if (peer_client_view(w->t->pc, "users", "", 500, 0, 100, &v, err, sizeof(err)) ==
+			vs.breaker_open_ms = 500;
+			if (peer_client_view(w->t->pc, "users", &vs, 0, 100, &v, err, sizeof(err)) ==
 			    MN_OK)
 				json_decref(v);
-			peer_client_retry_after_ms(w->t->pc, "users", "", 500);
+			peer_client_retry_after_ms(w->t->pc, "users", &vs);
 		}
 	}
 	return NULL;

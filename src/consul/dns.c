@@ -1,0 +1,583 @@
+#include "consul/dns.h"
+
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define DEFAULT_REFRESH_MS 1000
+#define DEFAULT_TIMEOUT_MS 1000
+/* A TTL above zero is followed, up to this: an operator who set one
+ * chose fewer lookups, not stale views for hours. */
+#define TTL_REFRESH_CAP_MS 30000
+
+/* ---- the query ------------------------------------------------------------ */
+
+static bool label_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_';
+}
+
+size_t consul_dns_query(const char *name, uint16_t id, unsigned char *buf, size_t cap)
+{
+	size_t len = strlen(name), pos = 12;
+	const char *label = name;
+
+	if (len == 0 || len > 253 || cap < 12 + len + 2 + 4)
+		return 0;
+	memset(buf, 0, 12);
+	buf[0] = (unsigned char)(id >> 8);
+	buf[1] = (unsigned char)id;
+	buf[2] = 0x01; /* recursion desired: what resolvers send */
+	buf[5] = 1;    /* one question */
+	while (*label) {
+		const char *end = strchr(label, '.');
+		size_t n = end ? (size_t)(end - label) : strlen(label);
+
+		if (n == 0 || n > 63)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			if (!label_char(label[i]))
+				return 0;
+		buf[pos++] = (unsigned char)n;
+		memcpy(buf + pos, label, n);
+		pos += n;
+		label += n + (end ? 1 : 0);
+		if (end && *label == '\0')
+			return 0; /* a trailing dot: names are given without it */
+	}
+	buf[pos++] = 0;
+	buf[pos++] = 0, buf[pos++] = ns_t_srv;
+	buf[pos++] = 0, buf[pos++] = ns_c_in;
+	return pos;
+}
+
+/* ---- the answer ----------------------------------------------------------- */
+
+struct host_addr {
+	char name[NS_MAXDNAME];
+	char addr[INET6_ADDRSTRLEN];
+};
+
+static int nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The address Consul encodes in a target "<hex>.addr.<dc>.consul": 8 hex
+ * digits for IPv4, 32 for IPv6. false for any other name. */
+static bool addr_from_target(const char *target, char out[INET6_ADDRSTRLEN])
+{
+	const char *dot = strchr(target, '.');
+	unsigned char raw[16];
+	size_t hex = dot ? (size_t)(dot - target) : 0;
+
+	if ((hex != 8 && hex != 32) || strncasecmp(dot, ".addr.", 6) != 0)
+		return false;
+	for (size_t i = 0; i < hex / 2; i++) {
+		int hi = nibble(target[2 * i]), lo = nibble(target[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		raw[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return inet_ntop(hex == 8 ? AF_INET : AF_INET6, raw, out, INET6_ADDRSTRLEN) != NULL;
+}
+
+/* "<node>.node.<dc>.consul": the node's name in 'node'; "" otherwise. */
+static void node_from_target(const char *target, char *node, size_t cap)
+{
+	const char *dot = strchr(target, '.');
+	size_t n = dot ? (size_t)(dot - target) : 0;
+
+	node[0] = '\0';
+	if (n && n < cap && strncasecmp(dot, ".node.", 6) == 0) {
+		memcpy(node, target, n);
+		node[n] = '\0';
+	}
+}
+
+/* The A and AAAA records of the additional section; *n of them. */
+static struct host_addr *additional_addrs(ns_msg *h, size_t *n)
+{
+	size_t count = ns_msg_count(*h, ns_s_ar);
+	struct host_addr *v = calloc(count ? count : 1, sizeof(*v));
+
+	*n = 0;
+	for (size_t i = 0; v && i < count; i++) {
+		ns_rr rr;
+		int af;
+
+		if (ns_parserr(h, ns_s_ar, (int)i, &rr) != 0 || ns_rr_class(rr) != ns_c_in)
+			continue;
+		if (ns_rr_type(rr) == ns_t_a && ns_rr_rdlen(rr) == 4)
+			af = AF_INET;
+		else if (ns_rr_type(rr) == ns_t_aaaa && ns_rr_rdlen(rr) == 16)
+			af = AF_INET6;
+		else
+			continue;
+		if (inet_ntop(af, ns_rr_rdata(rr), v[*n].addr, sizeof(v[*n].addr)) == NULL)
+			continue;
+		snprintf(v[*n].name, sizeof(v[*n].name), "%s", ns_rr_name(rr));
+		(*n)++;
+	}
+	return v;
+}
+
+static const char *lookup_addr(const struct host_addr *v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(v[i].name, name) == 0)
+			return v[i].addr;
+	return NULL;
+}
+
+/* One instance from an SRV record: false when it is not one Consul sends
+ * (its target has no address) or out of memory (*oom). */
+static bool instance_from_srv(ns_msg *h, const ns_rr *rr, const struct host_addr *addrs,
+			      size_t naddrs, struct consul_instance *in, bool *oom)
+{
+	const unsigned char *rd = ns_rr_rdata(*rr);
+	char target[NS_MAXDNAME], node[NS_MAXDNAME], decoded[INET6_ADDRSTRLEN], id[80];
+	const char *addr;
+	int port;
+
+	if (ns_rr_rdlen(*rr) < 7)
+		return false;
+	port = rd[4] << 8 | rd[5];
+	if (port == 0 || ns_name_uncompress(ns_msg_base(*h), ns_msg_end(*h), rd + 6, target,
+					    sizeof(target)) < 0)
+		return false;
+	addr = lookup_addr(addrs, naddrs, target);
+	if (addr == NULL && addr_from_target(target, decoded))
+		addr = decoded;
+	if (addr == NULL || !consul_host_valid(addr))
+		return false;
+	node_from_target(target, node, sizeof(node));
+	snprintf(id, sizeof(id), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, port);
+	*in = (struct consul_instance){
+		.id = strdup(id),
+		.node = strdup(node),
+		.address = strdup(addr),
+		.port = port,
+		.tags = json_array(),
+		.meta = json_object(),
+		.passing = true,
+	};
+	if (!in->id || !in->node || !in->address || !in->tags || !in->meta) {
+		*oom = true;
+		free(in->id), free(in->node), free(in->address);
+		json_decref(in->tags), json_decref(in->meta);
+		return false;
+	}
+	return true;
+}
+
+enum mn_err consul_dns_parse(const unsigned char *msg, size_t len, uint16_t id,
+			     struct consul_instance **out, size_t *n, uint32_t *ttl,
+			     bool *truncated, char *err, size_t errlen)
+{
+	struct consul_instance *v;
+	struct host_addr *addrs;
+	size_t count, naddrs;
+	bool oom = false;
+	ns_msg h;
+	int rcode;
+
+	*out = NULL;
+	*n = 0;
+	*ttl = 0;
+	*truncated = false;
+	if (len > DNS_ANSWER_MAX || ns_initparse(msg, (int)len, &h) != 0)
+		return mn_error(err, errlen, MN_INVALID, "malformed DNS message (%zu bytes)", len);
+	if (ns_msg_id(h) != id || !ns_msg_getflag(h, ns_f_qr))
+		return mn_error(err, errlen, MN_INVALID, "not the answer to our query");
+	rcode = ns_msg_getflag(h, ns_f_rcode);
+	*truncated = ns_msg_getflag(h, ns_f_tc);
+	if (rcode == ns_r_nxdomain)
+		return MN_OK; /* no such service: no instance */
+	if (rcode != ns_r_noerror)
+		return mn_error(err, errlen, MN_INVALID, "the DNS server answered rcode %d", rcode);
+	count = ns_msg_count(h, ns_s_an);
+	v = calloc(count ? count : 1, sizeof(*v));
+	addrs = v ? additional_addrs(&h, &naddrs) : NULL;
+	if (v == NULL || addrs == NULL) {
+		free(v);
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < count && !oom; i++) {
+		ns_rr rr;
+
+		if (ns_parserr(&h, ns_s_an, (int)i, &rr) != 0) {
+			free(addrs);
+			consul_instances_free(v, *n);
+			*n = 0;
+			return mn_error(err, errlen, MN_INVALID, "malformed DNS answer record %zu",
+					i);
+		}
+		if (ns_rr_type(rr) != ns_t_srv || ns_rr_class(rr) != ns_c_in)
+			continue;
+		if (instance_from_srv(&h, &rr, addrs, naddrs, &v[*n], &oom)) {
+			if (*n == 0 || ns_rr_ttl(rr) < *ttl)
+				*ttl = ns_rr_ttl(rr);
+			(*n)++;
+		}
+	}
+	free(addrs);
+	if (oom) {
+		consul_instances_free(v, *n);
+		*n = 0;
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	}
+	*out = v;
+	return MN_OK;
+}
+
+/* ---- the lookup ----------------------------------------------------------- */
+
+static bool server_addr(const char *server, struct sockaddr_storage *sa, socklen_t *len)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon;
+	char *end;
+	long port;
+
+	memset(sa, 0, sizeof(*sa));
+	if (server[0] == '[') {
+		const char *close = strchr(server, ']');
+
+		if (close == NULL || close[1] != ':' || (size_t)(close - server - 1) >= sizeof(host))
+			return false;
+		memcpy(host, server + 1, (size_t)(close - server - 1));
+		host[close - server - 1] = '\0';
+		colon = close + 1;
+	} else {
+		colon = strrchr(server, ':');
+		if (colon == NULL || (size_t)(colon - server) >= sizeof(host))
+			return false;
+		memcpy(host, server, (size_t)(colon - server));
+		host[colon - server] = '\0';
+	}
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
+		return false;
+	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)sa)->sin_addr) == 1) {
+		((struct sockaddr_in *)sa)->sin_family = AF_INET;
+		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+		*len = sizeof(struct sockaddr_in);
+		return true;
+	}
+	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)sa)->sin6_addr) == 1) {
+		((struct sockaddr_in6 *)sa)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+		*len = sizeof(struct sockaddr_in6);
+		return true;
+	}
+	return false;
+}
+
+bool consul_dns_server_valid(const char *server)
+{
+	struct sockaddr_storage sa;
+	socklen_t len;
+
+	return server && server_addr(server, &sa, &len);
+}
+
+/* Waits until fd is ready for 'events' or the deadline; false on time out. */
+static bool wait_fd(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = clock_monotonic_ms();
+		struct pollfd p = {.fd = fd, .events = events};
+		int r;
+
+		if (now >= deadline)
+			return false;
+		r = poll(&p, 1, (int)(deadline - now));
+		if (r > 0)
+			return true;
+		if (r < 0 && errno != EINTR)
+			return true; /* the call that follows says what is wrong */
+	}
+}
+
+/* Reads exactly len bytes from a non-blocking stream socket by the deadline. */
+static bool read_full(int fd, unsigned char *buf, size_t len, uint64_t deadline)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = recv(fd, buf + got, len - got, 0);
+
+		if (r > 0) {
+			got += (size_t)r;
+		} else if (r == 0) {
+			return false;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+			if (!wait_fd(fd, POLLIN, deadline))
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* One exchange over TCP (two-byte length before each message). */
+static enum mn_err exchange_tcp(const struct sockaddr_storage *sa, socklen_t salen,
+				const unsigned char *q, size_t qlen, unsigned char *buf,
+				size_t *len, uint64_t deadline, char *err, size_t errlen)
+{
+	int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	unsigned char framed[2 + 512];
+	enum mn_err e = MN_UNAVAILABLE;
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (fd < 0)
+		return mn_error(err, errlen, MN_IO, "socket: %s", strerror(errno));
+	if (qlen > sizeof(framed) - 2) {
+		mn_error(err, errlen, MN_INVALID, "query too long");
+		goto out;
+	}
+	if (connect(fd, (const struct sockaddr *)sa, salen) != 0 && errno != EINPROGRESS) {
+		mn_error(err, errlen, MN_UNAVAILABLE, "TCP: %s", strerror(errno));
+		goto out;
+	}
+	if (!wait_fd(fd, POLLOUT, deadline) ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+		mn_error(err, errlen, MN_UNAVAILABLE, "TCP: %s",
+			 soerr ? strerror(soerr) : "no connection in time");
+		goto out;
+	}
+	framed[0] = (unsigned char)(qlen >> 8);
+	framed[1] = (unsigned char)qlen;
+	memcpy(framed + 2, q, qlen);
+	/* a few dozen bytes into an empty socket buffer: one send */
+	if (send(fd, framed, qlen + 2, MSG_NOSIGNAL) != (ssize_t)(qlen + 2)) {
+		mn_error(err, errlen, MN_UNAVAILABLE, "TCP: %s", strerror(errno));
+		goto out;
+	}
+	if (!read_full(fd, framed, 2, deadline) ||
+	    !read_full(fd, buf, (size_t)(framed[0] << 8 | framed[1]), deadline)) {
+		mn_error(err, errlen, MN_UNAVAILABLE, "TCP: no whole answer in time");
+		goto out;
+	}
+	*len = (size_t)(framed[0] << 8 | framed[1]);
+	e = MN_OK;
+out:
+	close(fd);
+	return e;
+}
+
+enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t timeout_ms,
+			      struct consul_instance **out, size_t *n, uint32_t *ttl, char *err,
+			      size_t errlen)
+{
+	static atomic_uint serial;
+	uint64_t deadline = clock_monotonic_ms() + timeout_ms;
+	unsigned char q[512], *buf;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	size_t qlen, len = 0;
+	bool truncated;
+	uint16_t id;
+	enum mn_err e;
+
+	*out = NULL;
+	*n = 0;
+	*ttl = 0;
+	if (!server_addr(server, &sa, &salen))
+		return mn_error(err, errlen, MN_INVALID, "not an address:port: '%s'", server);
+	/* not a secret: the agent is on loopback; an id only tells answers apart */
+	id = (uint16_t)(atomic_fetch_add(&serial, 1) * 40503u + (unsigned)clock_monotonic_ms());
+	qlen = consul_dns_query(name, id, q, sizeof(q));
+	if (qlen == 0)
+		return mn_error(err, errlen, MN_INVALID, "not a valid DNS name: '%s'", name);
+	buf = malloc(DNS_ANSWER_MAX);
+	if (buf == NULL)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
+	e = exchange_tcp(&sa, salen, q, qlen, buf, &len, deadline, err, errlen);
+	if (e == MN_OK)
+		e = consul_dns_parse(buf, len, id, out, n, ttl, &truncated, err, errlen);
+	free(buf);
+	return e;
+}
+
+/* ---- the watch ------------------------------------------------------------ */
+
+struct dns_watch {
+	char *server, *name, *service;
+	uint64_t refresh_ms, timeout_ms;
+	dns_change_fn on_change;
+	void *ctx;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;                /* lock */
+	atomic_uint_fast64_t last_ok; /* monotonic ms of the last answer */
+	uint64_t index;               /* changes delivered */
+	uint64_t signature;           /* of the last delivered set */
+	size_t last_n;
+	bool delivered;
+};
+
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(((const struct consul_instance *)a)->id,
+		      ((const struct consul_instance *)b)->id);
+}
+
+/* The set's signature: FNV-1a over its ids in order (the instances are
+ * sorted first, so Consul's shuffling is no change). */
+static uint64_t set_signature(struct consul_instance *v, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	qsort(v, n, sizeof(*v), cmp_id);
+	for (size_t i = 0; i < n; i++) {
+		for (const char *s = v[i].id;; s++) {
+			h ^= (unsigned char)*s;
+			h *= 0x100000001b3ULL;
+			if (*s == '\0')
+				break;
+		}
+	}
+	return h;
+}
+
+static void *watch_main(void *arg)
+{
+	struct dns_watch *w = arg;
+	unsigned failures = 0;
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->stopping) {
+		struct consul_instance *v = NULL;
+		uint64_t wait_ms = w->refresh_ms;
+		struct timespec ts;
+		size_t n = 0;
+		uint32_t ttl = 0;
+		char err[256];
+		enum mn_err e;
+
+		pthread_mutex_unlock(&w->lock);
+		e = consul_dns_lookup(w->server, w->name, w->timeout_ms, &v, &n, &ttl, err,
+				      sizeof(err));
+		if (e == MN_OK) {
+			uint64_t sig = set_signature(v, n);
+
+			atomic_store(&w->last_ok, clock_monotonic_ms());
+			if (failures)
+				log_info("peers", "DNS lookup of '%s' at %s answers again", w->name,
+					 w->server);
+			failures = 0;
+			if (!w->delivered || sig != w->signature || n != w->last_n) {
+				w->delivered = true;
+				w->signature = sig;
+				w->last_n = n;
+				w->on_change(w->ctx, v, n, ++w->index);
+			} else {
+				consul_instances_free(v, n);
+			}
+			if (ttl)
+				wait_ms = (uint64_t)ttl * 1000 < w->refresh_ms ? w->refresh_ms
+				    : (uint64_t)ttl * 1000 > TTL_REFRESH_CAP_MS ? TTL_REFRESH_CAP_MS
+										: (uint64_t)ttl * 1000;
+		} else if (failures++ == 0) {
+			log_warn("peers", "DNS lookup of '%s' at %s failed: %s; the last view of '%s' "
+				 "stays", w->name, w->server, err, w->service);
+		}
+		pthread_mutex_lock(&w->lock);
+		ts = clock_deadline_ms(wait_ms);
+		while (!w->stopping)
+			if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+				break;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static void watch_free(struct dns_watch *w)
+{
+	free(w->server);
+	free(w->name);
+	free(w->service);
+	free(w);
+}
+
+struct dns_watch *dns_watch_start(const struct dns_watch_opts *o)
+{
+	struct dns_watch *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->server = strdup(o->server);
+	w->name = strdup(o->name);
+	w->service = strdup(o->service ? o->service : o->name);
+	if (!w->server || !w->name || !w->service) {
+		watch_free(w);
+		return NULL;
+	}
+	w->refresh_ms = o->refresh_ms ? o->refresh_ms : DEFAULT_REFRESH_MS;
+	w->timeout_ms = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+	w->on_change = o->on_change;
+	w->ctx = o->ctx;
+	atomic_init(&w->last_ok, clock_monotonic_ms());
+	pthread_mutex_init(&w->lock, NULL);
+	if (clock_cond_init(&w->cond) != 0)
+		goto out_mutex;
+	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
+		goto out_cond;
+	return w;
+
+out_cond:
+	pthread_cond_destroy(&w->cond);
+out_mutex:
+	pthread_mutex_destroy(&w->lock);
+	watch_free(w);
+	return NULL;
+}
+
+void dns_watch_stop(struct dns_watch *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	watch_free(w);
+}
+
+uint64_t dns_watch_stale_ms(struct dns_watch *w)
+{
+	uint64_t now = clock_monotonic_ms(), last = atomic_load(&w->last_ok);
+
+	return now > last ? now - last : 0;
+}
