@@ -1,7 +1,8 @@
 # Shared by the bench scripts (sourced, not run): a work directory and the
 # PIDs of what a script starts, both cleaned up on exit (TERM, then KILL
 # after 15 s); free loopback ports; waiting for an HTTP answer; a Consul
-# dev agent on free ports. Sets: work, pids, caddr (after consul_dev_start).
+# dev agent on free ports. Sets: work, pids, caddr (and cdns with DNS) after
+# consul_dev_start.
 work=$(mktemp -d)
 pids=()
 bench_cleanup() {
@@ -19,16 +20,21 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 wait_http() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 never answered" >&2; return 1; }
 
 # Starts `consul agent -dev` (binary $1) on free ports, logging to
-# $work/consul.log, and waits for its leader.
+# $work/consul.log, and waits for its leader. With $2 = dns its DNS
+# interface is on too, at $cdns ("127.0.0.1:PORT").
 consul_dev_start() {
-	local chttp pid try
+	local chttp pid try dns_port=-1
 	# a free port may be taken again before the agent binds it: a new
 	# set of ports, up to three times
 	for try in 1 2 3; do
 		chttp=$(free_port)
 		caddr=http://127.0.0.1:$chttp
+		if [ "${2:-}" = dns ]; then
+			dns_port=$(free_port)
+			cdns=127.0.0.1:$dns_port
+		fi
 		setsid "$1" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$chttp" \
-			-dns-port -1 -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
+			-dns-port "$dns_port" -grpc-port -1 -serf-lan-port "$(free_port)" -serf-wan-port "$(free_port)" \
 			-server-port "$(free_port)" -log-level warn >"$work/consul.log" 2>&1 &
 		pid=$!
 		pids+=($pid)

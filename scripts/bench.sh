@@ -10,7 +10,9 @@
 # the mesh at scale (bench/
 # mesh_scale.sh: peer calls through discovery with 2 to 10,000 passing
 # instances, discovery vs fixed addresses, a CPU profile, an orders node's
-# RSS; about 4 minutes; MESH=0 skips it), the KV flood (bench/kv_flood.sh:
+# RSS; about 4 minutes; MESH=0 skips it), discovery through blocking queries
+# against DNS (bench/dns_vs_http.sh: calls/s and a new instance's first
+# call; about a minute; DNS=0 skips it), the KV flood (bench/kv_flood.sh:
 # RSS and reload time with 100,000 and 10,000 keys; one to two minutes;
 # KVFLOOD=0 skips it) and the hostile-connection part
 # (bench/hostile.sh: idle and slow connections against the shipped
@@ -93,11 +95,11 @@ consul_requests=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^mesh
 orders_done=$(curl -sf "http://127.0.0.1:$orders_port/metrics" | awk '/^http_requests_total\{method="POST",endpoint="\/orders",status="201"/ {s+=$2} END {print s+0}')
 
 base=$(bench_median <<<"${results["bare civetweb, GET /users/1"]}" | awk '{print $1}')
-# the sections bench/postgres.sh, bench/mesh_scale.sh, bench/kv_flood.sh and
-# bench/hostile.sh own stay until they rewrite them
+# the sections bench/postgres.sh, bench/dns_vs_http.sh, bench/mesh_scale.sh,
+# bench/kv_flood.sh and bench/hostile.sh own stay until they rewrite them
 kept=$work/kept.md
 touch "$kept"
-[ ! -f bench/RESULTS.md ] || awk '/^## (PostgreSQL beside SQLite|The mesh at scale|KV flood|Hostile connections)/ {keep = 1} keep' bench/RESULTS.md >"$kept"
+[ ! -f bench/RESULTS.md ] || awk '/^## (PostgreSQL beside SQLite|Discovery: blocking queries and DNS|The mesh at scale|KV flood|Hostile connections)/ {keep = 1} keep' bench/RESULTS.md >"$kept"
 {
 	echo "# meshnode benchmark"
 	echo
@@ -135,8 +137,9 @@ touch "$kept"
 mv "$work/results.md" bench/RESULTS.md
 cat bench/RESULTS.md
 
-# ---- PostgreSQL beside SQLite, the mesh at scale, the KV flood, then hostile
-# connections: each with its own servers and nodes, nothing above left running
+# ---- PostgreSQL beside SQLite, the mesh at scale, DNS against blocking
+# queries, the KV flood, then hostile connections: each with its own servers
+# and nodes, nothing above left running
 bench_cleanup
 trap - EXIT
 if [ "${PG:-1}" != 0 ]; then
@@ -144,6 +147,9 @@ if [ "${PG:-1}" != 0 ]; then
 fi
 if [ "${MESH:-1}" != 0 ]; then
 	bench/mesh_scale.sh "$bin"
+fi
+if [ "${DNS:-1}" != 0 ]; then
+	bench/dns_vs_http.sh "$bin"
 fi
 if [ "${KVFLOOD:-1}" != 0 ]; then
 	kv_section=$(mktemp)
