@@ -173,10 +173,11 @@ class RabbitServer(harness._Process):
         # Read by the scripts and by the broker; empty so that
         # /etc/rabbitmq/rabbitmq-env.conf is not.
         open(os.path.join(self.dir, "rabbitmq-env.conf"), "w").close()
-        # Names (localhost) from /etc/hosts by the VM itself: no
-        # inet_gethost helper processes, which outlive a killed VM.
+        # The VM resolves names itself, localhost from this file whatever
+        # /etc/hosts says (a chroot's may lack it), then from /etc/hosts: no
+        # inet_gethost helper processes, which a killed VM leaves behind.
         with open(os.path.join(self.dir, "inetrc"), "w") as f:
-            f.write("{lookup, [file]}.\n")
+            f.write('{host, {127,0,0,1}, ["localhost"]}.\n{lookup, [file]}.\n')
         self.amqp_port, self.dist_port, self.epmd_port = _distinct_free_ports(3)
         self._write_config()
         if start:

@@ -1,13 +1,13 @@
 """The RabbitMQ harness proves itself against a real broker (Debian's
 rabbitmq-server 3.10, tests/integration/rabbitserver.py) and a real
 client (python3-pika, tests/integration/amqp_consumer.py): only loopback
-listens; 100 persistent messages published with confirms arrive in order
-with their ids; the consumer script prints them; a broker killed with
-SIGKILL comes back with its durable queue and the messages nobody
-consumed, and so does one stopped cleanly; the broker registers in a
-Consul agent of the test's; stop() leaves no process. One broker for the
-class, the tests in order. Start, restart and stop times are printed at
-the end of the run.
+listens (broker, epmd, rabbitmqctl); 100 persistent messages published
+with confirms arrive in order with their ids; the consumer script prints
+them; a broker killed with SIGKILL comes back with its durable queue and
+the messages nobody consumed, and so does one stopped cleanly; the broker
+registers in a Consul agent of the test's; stop() leaves no process. One
+broker for the class, the tests in order. Start, restart and stop times
+are printed at the end of the run.
 
     /usr/bin/python3 -m pytest tests/rabbit -v
 """
@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import unittest
 
 import pika
@@ -125,6 +127,32 @@ class RabbitHarnessTest(unittest.TestCase):
                 port = int(local.rsplit(":", 1)[1])
                 if port in (mq.amqp_port, mq.dist_port, mq.epmd_port):
                     self.assertIn(local.rsplit(":", 1)[0], ("127.0.0.1", "[::1]"), line)
+
+    def test_1_rabbitmqctl_listens_on_loopback_only(self):
+        """rabbitmqctl is a distributed Erlang node too, listening while it
+        runs: its sockets, sampled every 20 ms during three calls."""
+        mq = self.mq
+        seen, done = set(), threading.Event()
+
+        def sample():
+            while not done.is_set():
+                cli = our_processes(mq) - mq.pids()
+                seen.update(rabbitserver.listening_sockets(cli))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for _ in range(3):
+                mq.list_queues()
+        finally:
+            done.set()
+            sampler.join()
+        for s in sorted(seen):
+            rabbitserver.FIGURES.append("listening (rabbitmqctl): %s %s:%d (%s)" % s)
+        self.assertTrue(seen, "no listening socket of rabbitmqctl seen")
+        for proto, addr, port, name in seen:
+            self.assertEqual(addr, "127.0.0.1", (proto, addr, port, name))
 
     def test_2_hundred_confirmed_messages_arrive_in_order(self):
         mq = self.mq
