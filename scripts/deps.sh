@@ -42,11 +42,11 @@ deps="$top/.deps"
 # epmd.socket and epmd.service. Where systemd runs, that starts a broker on
 # 0.0.0.0:5672 and an epmd on 4369 (stop them if they are in the way: the
 # tests do not need them). With no init system invoke-rc.d finds no
-# runlevel ("could not determine current runlevel"), refuses the start and
-# exits 0, so the install succeeds (checked on a Debian 12 host without
-# systemd: installed with exit 0, then no beam.smp, no epmd, nothing new
-# listening; there a policy-rc.d exiting 101 refused too, and a copy of
-# invoke-rc.d ignoring it answered --query with 101, "forbidden", as well).
+# runlevel and blocks the start ("No init system and policy-rc.d missing!
+# Defaulting to block."), exiting 0, so the install succeeds: checked in a
+# fresh Debian 12 minbase chroot (`scripts/deps.sh rabbitmq` exit 0, then
+# no beam.smp, no epmd, nothing new listening, and tests/rabbit passed
+# there) and on a host without systemd whose policy-rc.d refuses too.
 # The tests never use the system's broker, epmd, cookie or /etc/rabbitmq:
 # tests/integration/rabbitserver.py runs its own on free loopback ports.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
