@@ -14,6 +14,10 @@
 #   cluster  iproute2 (ip netns, veth, bridge) for make test-cluster and
 #            scripts/cluster.sh; Debian's minbase lacks it (util-linux, for
 #            unshare, is essential and always there)
+#   rabbitmq rabbitmq-server (the broker of the event tests, started by
+#            tests/integration/rabbitserver.py), librabbitmq-dev (rabbitmq-c,
+#            for the publisher) and python3-pika (the tests' AMQP client);
+#            see the note on the package below
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +36,19 @@ deps="$top/.deps"
 # start is blocked and the install still succeeds (checked on a fresh
 # Debian 12 minbase chroot: exit 0, cluster 15/main down, nothing listening).
 # The tests never use that cluster and never assume 5432 is free.
+# rabbitmq-server (group rabbitmq): its postinst makes the rabbitmq user,
+# /var/lib/rabbitmq with an .erlang.cookie, enables the systemd unit and
+# calls `invoke-rc.d rabbitmq-server start`; erlang-base enables
+# epmd.socket and epmd.service. Where systemd runs, that starts a broker on
+# 0.0.0.0:5672 and an epmd on 4369 (stop them if they are in the way: the
+# tests do not need them). With no init system invoke-rc.d finds no
+# runlevel and blocks the start ("No init system and policy-rc.d missing!
+# Defaulting to block."), exiting 0, so the install succeeds: checked in a
+# fresh Debian 12 minbase chroot (`scripts/deps.sh rabbitmq` exit 0, then
+# no beam.smp, no epmd, nothing new listening, and tests/rabbit passed
+# there) and on a host without systemd whose policy-rc.d refuses too.
+# The tests never use the system's broker, epmd, cookie or /etc/rabbitmq:
+# tests/integration/rabbitserver.py runs its own on free loopback ports.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libpq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3 python3-pytest systemd postgresql-15)
@@ -39,6 +56,7 @@ for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
 	cluster) pkgs+=(iproute2) ;;
+	rabbitmq) pkgs+=(rabbitmq-server librabbitmq-dev python3-pika) ;;
 	*) printf 'deps: unknown group %s\n' "$group" >&2; exit 2 ;;
 	esac
 done
