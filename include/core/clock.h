@@ -16,6 +16,8 @@ uint64_t clock_monotonic_ms(void);
 uint64_t clock_monotonic_ns(void);
 /* Wall-clock seconds since the epoch, with fraction. */
 double clock_wall_seconds(void);
+/* Wall-clock milliseconds since the epoch (timestamps stored for others). */
+int64_t clock_wall_ms(void);
 
 /* The process's real monotonic clock. */
 extern const struct mn_clock clock_system;

@@ -32,6 +32,12 @@ enum mn_err order_set(struct order *o, int64_t id, int64_t user_id, const char *
  * when out of memory. */
 json_t *order_to_json(const struct order *o);
 
+/* The body of the OrderCreated event of a stored order, the reference
+ * design's fields: {"order_id":1,"product_id":"tea","quantity":3,
+ * "user_id":42} (the product's name is its id here). A new string (free
+ * with free()); NULL when out of memory. */
+char *order_created_json(const struct order *o);
+
 /* Frees an array of n orders as returned by a listing. */
 void order_list_free(struct order *orders, size_t n);
 

@@ -5,7 +5,8 @@
  * one thread at a time.
  *
  * Size. database.pool_size connections at most (8 by default). A request
- * holds a connection for one statement (no transaction spans a peer call),
+ * holds a connection for one statement, or for the short transaction that
+ * stores an order with its outbox event (no transaction spans a peer call),
  * a fraction of a millisecond on a near server, so 8 connections carry far
  * more than a node's 512 workers make of a small host's CPU; PostgreSQL's
  * throughput stops growing past a few active connections per core anyway,
@@ -39,7 +40,8 @@
  * then 100 ms doubling to 2 s). The first connection it makes applies the
  * store's migrations (store/migrate.h) if they were not yet applied; then
  * the pool is up. A committed write is acknowledged only after
- * PostgreSQL's COMMIT answered (each statement is its own transaction), so
+ * PostgreSQL's COMMIT answered (each statement is its own transaction,
+ * but for an order and its event, which share one), so
  * a 201 is durable by the server's rules; a request whose connection broke
  * before the answer gets 503 whatever the server did with it.
  *
@@ -61,7 +63,7 @@
 #include "core/error.h"
 #include "store/store_fault.h"
 
-#define PG_POOL_MAX_STMTS	16
+#define PG_POOL_MAX_STMTS	32
 #define PG_POOL_BACKOFF_BASE_MS 100
 #define PG_POOL_BACKOFF_CAP_MS	2000
 /* How long past statement_timeout a query is waited for on the client
@@ -199,6 +201,21 @@ void pg_pool_put(struct pg_pool *p, struct pg_conn *c);
 enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_stmt *st,
 			 const char *const *params, struct pg_writes *writes, const char *what,
 			 PGresult **res, char *err, size_t errlen);
+
+/* A transaction of several statements on one connection (an order and its
+ * outbox event): pg_conn_begin(), pg_conn_exec() for each statement, then
+ * pg_conn_commit(); on any failure pg_conn_rollback() before
+ * pg_pool_put(). Statements inside the transaction report only their
+ * failures to 'writes'; the commit reports the write's success, since only
+ * then is it durable. Errors and err as pg_conn_exec(); a COMMIT that the
+ * server answers with a rollback is MN_INTERNAL. */
+enum mn_err pg_conn_begin(struct pg_pool *p, struct pg_conn *c, const char *what, char *err,
+			  size_t errlen);
+enum mn_err pg_conn_commit(struct pg_pool *p, struct pg_conn *c, struct pg_writes *writes,
+			   const char *what, char *err, size_t errlen);
+/* Rolls back the transaction open on 'c', if any; a connection that
+ * cannot is closed by pg_pool_put() (the server rolls back then). */
+void pg_conn_rollback(struct pg_pool *p, struct pg_conn *c);
 
 /* pg_conn_exec() on a connection taken for it and given back at once
  * (pg_pool_acquire(), pg_pool_put()): what one statement of a repository

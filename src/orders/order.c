@@ -46,3 +46,14 @@ void order_list_free(struct order *orders, size_t n)
 		order_release(&orders[i]);
 	free(orders);
 }
+
+char *order_created_json(const struct order *o)
+{
+	json_t *j = json_pack("{s:I, s:s, s:I, s:I}", "order_id", (json_int_t)o->id, "product_id",
+			      o->product ? o->product : "", "quantity", (json_int_t)o->quantity,
+			      "user_id", (json_int_t)o->user_id);
+	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	json_decref(j);
+	return text;
+}

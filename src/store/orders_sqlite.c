@@ -2,21 +2,51 @@
  * connection pool (store/sqlite_pool.h), which holds the durability and
  * sharing rules and the write state. */
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
 
 #include "store/orders_repo.h"
 #include "store/sqlite_pool.h"
 
-enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_COUNT };
+enum stmt {
+	ST_INSERT,
+	ST_GET,
+	ST_LIST,
+	ST_EVENT_INSERT,
+	ST_PENDING,
+	ST_MARK_SENT,
+	ST_STATS,
+	ST_PRUNE,
+	ST_COUNT
+};
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO orders (user_id, product, quantity) VALUES (?1, ?2, ?3)",
 	[ST_GET] = "SELECT id, user_id, product, quantity FROM orders WHERE id = ?1",
 	[ST_LIST] = "SELECT id, user_id, product, quantity FROM orders ORDER BY id"
 		    " LIMIT ?1 OFFSET ?2",
+	[ST_EVENT_INSERT] = "INSERT INTO events_outbox (event_id, type, body, created_ms)"
+			    " VALUES (?1, ?2, ?3, ?4)",
+	[ST_PENDING] = "SELECT id, event_id, type, body, created_ms FROM events_outbox"
+		       " WHERE sent_ms IS NULL ORDER BY id LIMIT ?1",
+	[ST_MARK_SENT] = "UPDATE events_outbox SET sent_ms = ?2 WHERE id = ?1 AND sent_ms IS NULL",
+	/* The oldest pending is the first by id, the one waiting longest:
+	 * ids follow commits, created_ms follows a clock that may step. */
+	[ST_STATS] = "SELECT (SELECT count(*) FROM events_outbox WHERE sent_ms IS NULL),"
+		     " (SELECT count(*) FROM events_outbox WHERE sent_ms IS NOT NULL),"
+		     " coalesce((SELECT created_ms FROM events_outbox WHERE sent_ms IS NULL"
+		     " ORDER BY id LIMIT 1), 0)",
+	/* Oldest first by id: events are sent in id order, and the primary
+	 * key finds the oldest sent rows without sorting millions of them by
+	 * sent_ms. */
+	[ST_PRUNE] = "DELETE FROM events_outbox WHERE id IN (SELECT id FROM events_outbox"
+		     " WHERE sent_ms IS NOT NULL AND sent_ms < ?1 ORDER BY id LIMIT ?2)",
 };
 
-/* The table is made by the store's migrations (store/migrate.h). */
+/* The tables are made by the store's migrations (store/migrate.h). */
 
 struct sqlite_repo {
 	struct orders_repo base;
@@ -34,11 +64,41 @@ static enum mn_err row_to_order(sqlite3_stmt *st, struct order *out)
 			 sqlite3_column_int64(st, 3));
 }
 
-static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char *product,
-			     int64_t quantity, struct order *out, char *errbuf, size_t errlen)
+static char *column_dup(sqlite3_stmt *st, int col)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
+	const char *v = (const char *)sqlite3_column_text(st, col);
+
+	return v ? strdup(v) : NULL;
+}
+
+/* The event of ST_PENDING's row into *out (zeroed), NULL-safe to free. */
+static enum mn_err row_to_event(sqlite3_stmt *st, struct outbox_event *out)
+{
+	out->id = sqlite3_column_int64(st, 0);
+	out->event_id = column_dup(st, 1);
+	out->type = column_dup(st, 2);
+	out->body = column_dup(st, 3);
+	out->created_ms = sqlite3_column_int64(st, 4);
+	if (out->event_id == NULL || out->type == NULL || out->body == NULL)
+		return MN_NOMEM;
+	return MN_OK;
+}
+
+/* Rolls back what a failed step or COMMIT left open: SQLite rolls back by
+ * itself after some errors (disk full, I/O), not after others. */
+static void rollback_if_open(struct sqlite_conn *c)
+{
+	if (!sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Inserts the order into *o. 'in_tx': inside a transaction, whose COMMIT
+ * alone says whether the write reached the disk, so a success here is not
+ * reported to the pool's write state (a failure is). */
+static enum mn_err insert_order(struct sqlite_repo *s, struct sqlite_conn *c, int64_t user_id,
+				const char *product, int64_t quantity, bool in_tx, struct order *o,
+				char *errbuf, size_t errlen)
+{
 	sqlite3_stmt *st = c->stmt[ST_INSERT];
 	enum mn_err err;
 	int rc;
@@ -47,11 +107,220 @@ static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char 
 	sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, quantity);
 	rc = sqlite3_step(st);
-	err = sqlite_pool_write_result(s->pool, c, rc, "orders insert", errbuf, errlen);
+	if (in_tx && rc == SQLITE_DONE)
+		err = MN_OK;
+	else
+		err = sqlite_pool_write_result(s->pool, c, rc, "orders insert", errbuf, errlen);
 	if (err == MN_OK)
-		err = order_set(out, sqlite3_last_insert_rowid(c->db), user_id, product, quantity);
+		err = order_set(o, sqlite3_last_insert_rowid(c->db), user_id, product, quantity);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	return err;
+}
+
+static enum mn_err insert_event(struct sqlite_repo *s, struct sqlite_conn *c, const char *event_id,
+				const struct order *o, char *errbuf, size_t errlen)
+{
+	sqlite3_stmt *st = c->stmt[ST_EVENT_INSERT];
+	char *body = order_created_json(o);
+	enum mn_err err;
+	int rc;
+
+	if (body == NULL)
+		return mn_error(errbuf, errlen, MN_NOMEM, "internal error");
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, "OrderCreated", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, clock_wall_ms());
+	rc = sqlite3_step(st);
+	err = rc == SQLITE_DONE
+		      ? MN_OK
+		      : sqlite_pool_write_result(s->pool, c, rc, "outbox insert", errbuf, errlen);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	free(body);
+	return err;
+}
+
+/* The order and its event in one transaction. BEGIN IMMEDIATE takes the
+ * write lock first, so the event's id is given in commit order (the
+ * publisher's order) and no deadlock upgrades a read lock later. */
+static enum mn_err create_with_event(struct sqlite_repo *s, struct sqlite_conn *c, int64_t user_id,
+				     const char *product, int64_t quantity, const char *event_id,
+				     struct order *out, char *errbuf, size_t errlen)
+{
+	enum mn_err err;
+	struct order o;
+	int rc;
+
+	order_init(&o);
+	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		err = sqlite_pool_write_result(s->pool, c, rc, "orders begin", errbuf, errlen);
+		goto out_rollback;
+	}
+	err = insert_order(s, c, user_id, product, quantity, true, &o, errbuf, errlen);
+	if (err != MN_OK)
+		goto out_rollback;
+	err = insert_event(s, c, event_id, &o, errbuf, errlen);
+	if (err != MN_OK)
+		goto out_rollback;
+	rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+	err = sqlite_pool_write_result(s->pool, c, rc, "orders insert with event", errbuf, errlen);
+	if (err != MN_OK)
+		goto out_rollback;
+	order_release(out);
+	*out = o;
+	return MN_OK;
+
+out_rollback:
+	rollback_if_open(c);
+	order_release(&o);
+	return err;
+}
+
+static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char *product,
+			     int64_t quantity, const char *event_id, struct order *out,
+			     char *errbuf, size_t errlen)
+{
+	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
+	enum mn_err err;
+
+	if (event_id == NULL)
+		err = insert_order(s, c, user_id, product, quantity, false, out, errbuf, errlen);
+	else
+		err = create_with_event(s, c, user_id, product, quantity, event_id, out, errbuf,
+					errlen);
+	sqlite_pool_release(s->pool, c);
+	return err;
+}
+
+static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct outbox_event **out,
+				     size_t *n, char *errbuf, size_t errlen)
+{
+	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
+	struct outbox_event *events;
+	enum mn_err err = MN_OK;
+	size_t count = 0;
+	int rc = SQLITE_DONE;
+
+	*out = NULL;
+	*n = 0;
+	if (limit == 0)
+		return MN_OK;
+	events = calloc(limit, sizeof(*events));
+	if (events == NULL)
+		return mn_error(errbuf, errlen, MN_NOMEM, "internal error");
+	c = sqlite_pool_acquire(s->pool);
+	st = c->stmt[ST_PENDING];
+	sqlite3_bind_int64(st, 1, limit > INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
+	while (count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		/* counted first: a half-filled event is freed with the rest */
+		err = row_to_event(st, &events[count++]);
+		if (err != MN_OK)
+			break;
+	}
+	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
+		err = sqlite_pool_read_error(c, rc, "outbox pending");
+	sqlite3_reset(st);
+	sqlite_pool_release(s->pool, c);
+	if (err != MN_OK || count == 0) {
+		outbox_events_free(events, count);
+		return err == MN_OK ? MN_OK : mn_error(errbuf, errlen, err, "internal error");
+	}
+	*out = events;
+	*n = count;
+	return MN_OK;
+}
+
+/* One transaction for the batch: one sync of the WAL, not one per event. */
+static enum mn_err sq_outbox_mark_sent(struct orders_repo *r, const int64_t *ids, size_t n,
+				       int64_t now_ms, char *errbuf, size_t errlen)
+{
+	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
+	enum mn_err err = MN_OK;
+	int rc;
+
+	if (n == 0)
+		return MN_OK;
+	c = sqlite_pool_acquire(s->pool);
+	st = c->stmt[ST_MARK_SENT];
+	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		err = sqlite_pool_write_result(s->pool, c, rc, "outbox begin", errbuf, errlen);
+		goto out_rollback;
+	}
+	for (size_t i = 0; i < n && err == MN_OK; i++) {
+		sqlite3_bind_int64(st, 1, ids[i]);
+		sqlite3_bind_int64(st, 2, now_ms);
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_DONE)
+			err = sqlite_pool_write_result(s->pool, c, rc, "outbox mark sent", errbuf,
+						       errlen);
+		sqlite3_reset(st);
+	}
+	if (err != MN_OK)
+		goto out_rollback;
+	rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+	err = sqlite_pool_write_result(s->pool, c, rc, "outbox mark sent", errbuf, errlen);
+	if (err == MN_OK)
+		goto out_release;
+out_rollback:
+	rollback_if_open(c);
+out_release:
+	sqlite_pool_release(s->pool, c);
+	return err;
+}
+
+static enum mn_err sq_outbox_stats(struct orders_repo *r, struct outbox_stats *out, char *errbuf,
+				   size_t errlen)
+{
+	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
+	sqlite3_stmt *st = c->stmt[ST_STATS];
+	enum mn_err err = MN_OK;
+	int rc = sqlite3_step(st);
+
+	*out = (struct outbox_stats){0};
+	if (rc == SQLITE_ROW) {
+		out->pending = sqlite3_column_int64(st, 0);
+		out->sent = sqlite3_column_int64(st, 1);
+		out->oldest_pending_ms = sqlite3_column_int64(st, 2);
+	} else {
+		err = mn_error(errbuf, errlen, sqlite_pool_read_error(c, rc, "outbox stats"),
+			       "internal error");
+	}
+	sqlite3_reset(st);
+	sqlite_pool_release(s->pool, c);
+	return err;
+}
+
+static enum mn_err sq_outbox_prune(struct orders_repo *r, int64_t sent_before_ms, size_t max_rows,
+				   size_t *pruned, char *errbuf, size_t errlen)
+{
+	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
+	enum mn_err err;
+	int rc;
+
+	*pruned = 0;
+	if (max_rows == 0)
+		return MN_OK;
+	c = sqlite_pool_acquire(s->pool);
+	st = c->stmt[ST_PRUNE];
+	sqlite3_bind_int64(st, 1, sent_before_ms);
+	sqlite3_bind_int64(st, 2, max_rows > INT64_MAX ? INT64_MAX : (sqlite3_int64)max_rows);
+	rc = sqlite3_step(st);
+	err = sqlite_pool_write_result(s->pool, c, rc, "outbox prune", errbuf, errlen);
+	if (err == MN_OK)
+		*pruned = (size_t)sqlite3_changes64(c->db);
+	sqlite3_reset(st);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
@@ -138,7 +407,16 @@ static void sq_destroy(struct orders_repo *r)
 }
 
 static const struct orders_repo_ops sqlite_ops = {
-	sq_create, sq_get, sq_list, sq_ping, sq_health, sq_destroy,
+	.create = sq_create,
+	.get = sq_get,
+	.list = sq_list,
+	.ping = sq_ping,
+	.health = sq_health,
+	.outbox_pending = sq_outbox_pending,
+	.outbox_mark_sent = sq_outbox_mark_sent,
+	.outbox_stats = sq_outbox_stats,
+	.outbox_prune = sq_outbox_prune,
+	.destroy = sq_destroy,
 };
 
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen)

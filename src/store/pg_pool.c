@@ -994,27 +994,16 @@ static void writes_note(struct pg_writes *w, enum store_fault f)
 	pthread_mutex_unlock(&w->lock);
 }
 
-enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_stmt *st,
-			 const char *const *params, struct pg_writes *writes, const char *what,
-			 PGresult **res, char *err, size_t errlen)
+/* Reports a statement that failed on 'c' (r: its result, if any) as
+ * pg_conn_exec() says, and returns its error. */
+static enum mn_err exec_failure(struct pg_pool *p, struct pg_conn *c, const PGresult *r,
+				enum wait_result why, int timeout_ms, struct pg_writes *writes,
+				const char *what, char *err, size_t errlen)
 {
-	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
-	uint64_t deadline = clock_monotonic_ms() + (uint64_t)timeout_ms;
 	char detail[DETAIL_MAX];
-	enum wait_result why;
 	struct pg_failure f;
-	PGresult *r;
 
-	*res = NULL;
-	r = conn_prepared(c, st, params, deadline, &why);
-	if (r && !res_failed(r)) {
-		if (writes)
-			writes_note(writes, STORE_FAULT_NONE);
-		*res = r;
-		return MN_OK;
-	}
 	query_failure(c, r, why, timeout_ms, &f, detail, sizeof(detail));
-	PQclear(r);
 	if (f.err == MN_INTERNAL)
 		log_error("store", "%s: %s failed: %s", p->describe, what, detail);
 	else if (f.err != MN_CONFLICT && !f.server_gone)
@@ -1025,6 +1014,84 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 	if (f.server_gone)
 		pool_down(p, c->generation, &f, detail);
 	return mn_error(err, errlen, f.err, "%s", f.client);
+}
+
+enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_stmt *st,
+			 const char *const *params, struct pg_writes *writes, const char *what,
+			 PGresult **res, char *err, size_t errlen)
+{
+	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
+	uint64_t deadline = clock_monotonic_ms() + (uint64_t)timeout_ms;
+	enum wait_result why;
+	enum mn_err e;
+	PGresult *r;
+
+	*res = NULL;
+	r = conn_prepared(c, st, params, deadline, &why);
+	if (r && !res_failed(r)) {
+		/* inside a transaction nothing is durable before COMMIT, which
+		 * reports the write itself */
+		if (writes && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+			writes_note(writes, STORE_FAULT_NONE);
+		*res = r;
+		return MN_OK;
+	}
+	e = exec_failure(p, c, r, why, timeout_ms, writes, what, err, errlen);
+	PQclear(r);
+	return e;
+}
+
+/* One transaction-control command ("BEGIN", "COMMIT") in the simple
+ * protocol: nothing to prepare, and no slot of PG_POOL_MAX_STMTS taken. */
+static enum mn_err conn_command(struct pg_pool *p, struct pg_conn *c, const char *sql,
+				struct pg_writes *writes, const char *what, char *err,
+				size_t errlen)
+{
+	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
+	uint64_t deadline = clock_monotonic_ms() + (uint64_t)timeout_ms;
+	enum wait_result why;
+	enum mn_err e;
+	PGresult *r = conn_simple(c, sql, deadline, &why);
+
+	if (r && !res_failed(r)) {
+		/* COMMIT of a transaction that had failed answers ROLLBACK,
+		 * successfully: nothing was stored */
+		if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+			log_error("store", "%s: %s failed: the transaction was rolled back",
+				  p->describe, what);
+			PQclear(r);
+			return mn_error(err, errlen, MN_INTERNAL, "internal error");
+		}
+		PQclear(r);
+		if (writes)
+			writes_note(writes, STORE_FAULT_NONE);
+		return MN_OK;
+	}
+	e = exec_failure(p, c, r, why, timeout_ms, writes, what, err, errlen);
+	PQclear(r);
+	return e;
+}
+
+enum mn_err pg_conn_begin(struct pg_pool *p, struct pg_conn *c, const char *what, char *err,
+			  size_t errlen)
+{
+	return conn_command(p, c, "BEGIN", NULL, what, err, errlen);
+}
+
+enum mn_err pg_conn_commit(struct pg_pool *p, struct pg_conn *c, struct pg_writes *writes,
+			   const char *what, char *err, size_t errlen)
+{
+	return conn_command(p, c, "COMMIT", writes, what, err, errlen);
+}
+
+void pg_conn_rollback(struct pg_pool *p, struct pg_conn *c)
+{
+	/* a connection that broke, or whose ROLLBACK fails, is left not
+	 * idle, and pg_pool_put() closes it: the server rolls back then */
+	if (c->broken || PQstatus(c->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return;
+	conn_command(p, c, "ROLLBACK", NULL, "rollback", NULL, 0);
 }
 
 enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen)

@@ -287,9 +287,10 @@ static void test_500_hides_the_peer_failure(void **state)
 /* A failing store: a full disk on create, busy on get (the 503s that are
  * not the peer's), broken on list. */
 static enum mn_err busy_create(struct orders_repo *r, int64_t user_id, const char *product,
-			       int64_t quantity, struct order *out, char *err, size_t errlen)
+			       int64_t quantity, const char *event_id, struct order *out, char *err,
+			       size_t errlen)
 {
-	(void)r, (void)user_id, (void)product, (void)quantity, (void)out;
+	(void)r, (void)user_id, (void)product, (void)quantity, (void)event_id, (void)out;
 	return mn_error(err, errlen, MN_UNAVAILABLE, "the store cannot write: disk full");
 }
 
@@ -325,8 +326,14 @@ static void busy_destroy(struct orders_repo *r)
 	free(r);
 }
 
+/* the handlers never touch the outbox: its operations stay NULL */
 static const struct orders_repo_ops busy_ops = {
-	busy_create, busy_get, busy_list, busy_ping, busy_health, busy_destroy,
+	.create = busy_create,
+	.get = busy_get,
+	.list = busy_list,
+	.ping = busy_ping,
+	.health = busy_health,
+	.destroy = busy_destroy,
 };
 
 static int setup_busy_store(void **state)

@@ -259,6 +259,77 @@ static void test_sqlite_users_only_file_completed(void **state)
 			 (int)store_migrations_count);
 }
 
+/* A file a node of schema version 1 made: migration 2 alone is applied,
+ * the outbox table with the partial index that reading the pending events
+ * uses, the orders kept. */
+static void test_sqlite_version_1_file_gets_the_outbox(void **state)
+{
+	struct fixture *f = *state;
+	struct outbox_event *v;
+	struct orders_repo *o;
+	struct order ord;
+	char err[256], plan[256] = "";
+	const char *log;
+	sqlite3_stmt *st;
+	sqlite3 *db;
+	size_t n;
+	int fd;
+
+	exec_sql(f->path, "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			  " name TEXT NOT NULL, email TEXT);"
+			  "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			  " user_id INTEGER NOT NULL, product TEXT NOT NULL,"
+			  " quantity INTEGER NOT NULL);"
+			  "INSERT INTO orders (user_id, product, quantity) VALUES (1, 'p', 2);"
+			  "CREATE TABLE " MIGRATE_TABLE " (version INTEGER PRIMARY KEY,"
+			  " applied_at TEXT NOT NULL);"
+			  "INSERT INTO " MIGRATE_TABLE " VALUES (1, 'x')");
+	fd = open(f->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	log_set_fd(fd);
+	o = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	log_set_fd(2);
+	close(fd);
+	assert_non_null(o);
+	log = read_text(f->log);
+	assert_non_null(strstr(log, "schema migration 2 applied (events outbox)"));
+	assert_null(strstr(log, "schema migration 1"));
+	assert_int_equal(count_sql(f->path, "SELECT max(version) FROM " MIGRATE_TABLE), 2);
+	assert_int_equal(count_sql(f->path,
+				   "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+				   " AND name = 'events_outbox_pending'"
+				   " AND sql LIKE '%WHERE sent_ms IS NULL'"),
+			 1);
+
+	/* the publisher's read walks the partial index */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "EXPLAIN QUERY PLAN SELECT id, event_id, type, body,"
+					    " created_ms FROM events_outbox WHERE sent_ms IS NULL"
+					    " ORDER BY id LIMIT 10",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(plan + strlen(plan), sizeof(plan) - strlen(plan), "%s;",
+			 (const char *)sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_non_null(strstr(plan, "events_outbox_pending"));
+	assert_null(strstr(plan, "TEMP B-TREE")); /* no sort */
+
+	order_init(&ord);
+	assert_int_equal(orders_repo_get(o, 1, &ord), MN_OK);
+	assert_string_equal(ord.product, "p");
+	assert_int_equal(orders_repo_create_order_event(o, 1, "q", 1, "ev", &ord, NULL, 0), MN_OK);
+	assert_int_equal(ord.id, 2);
+	assert_int_equal(orders_repo_outbox_pending(o, 10, &v, &n, NULL, 0), MN_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0].id, 1);
+	outbox_events_free(v, n);
+	order_release(&ord);
+	orders_repo_destroy(o);
+}
+
 /* A file a newer node migrated: refused with the versions, untouched. */
 static void test_sqlite_newer_file_refused(void **state)
 {
@@ -287,6 +358,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sqlite_file_from_before_versioning, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_users_only_file_completed, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_version_1_file_gets_the_outbox, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_newer_file_refused, setup, teardown),
 	};
