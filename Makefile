@@ -32,7 +32,7 @@ CPPFLAGS   += -Iinclude -D_GNU_SOURCE -DMESHNODE_VERSION='"$(VERSION)"' \
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
 LDFLAGS    += -pthread $(SANFLAGS)
-LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lresolv -lm
+LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
 
 SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
@@ -84,8 +84,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
+# rabbitmq: the broker and the AMQP client of the event tests
 deps:
-	scripts/deps.sh >/dev/null
+	scripts/deps.sh rabbitmq >/dev/null
 
 # `make test` runs deps first (a sub-make, so the wildcard lists are read
 # after the packages are in place), then builds, then every suite.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The discovery demo: a Consul dev agent, two users nodes sharing one SQLite
-# file and one orders node, all on free loopback ports. It creates a user,
-# places an order (orders finds users through Consul), kills one users node
-# with kill -9 and shows orders still succeeding. Everything it started is
-# stopped on exit, by PID. Usage: scripts/demo.sh [build/meshnode]
+# The discovery demo: a Consul dev agent, a RabbitMQ broker, two users nodes
+# sharing one SQLite file and one orders node, all on free loopback ports. It
+# creates a user, places an order (orders finds users through Consul) and
+# shows its OrderCreated event arriving from the broker's queue, kills one
+# users node with kill -9 and shows orders still succeeding. Everything it
+# started is stopped on exit, by PID. Usage: scripts/demo.sh [build/meshnode]
 set -euo pipefail
 bin=$(realpath "${1:-build/meshnode}")
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +42,30 @@ for _ in $(seq 150); do
 	sleep 0.1
 done
 
+# The broker: tests/integration/rabbitserver.py's (Debian's rabbitmq-server
+# on free loopback ports, its own epmd and directories), stopped when this
+# process gets SIGTERM.
+say "RabbitMQ (the events' broker; about 7 s)"
+/usr/bin/python3 - "$dir/amqp-port" >"$dir/rabbit.log" 2>&1 <<'PY' &
+import os, signal, sys, threading
+sys.path.insert(0, os.path.join(os.getcwd(), "tests", "integration"))
+import rabbitserver
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+mq = rabbitserver.RabbitServer()
+try:
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write("%d\n" % mq.amqp_port)
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    done.wait()
+finally:
+    mq.stop()
+PY
+pids+=($!)
+for _ in $(seq 300); do [ -s "$dir/amqp-port" ] && break; sleep 0.1; done
+amqp=$(cat "$dir/amqp-port")
+echo "demo: broker on 127.0.0.1:$amqp" >&2
+
 # node NAME PORT MODULES: starts a node with its own config file
 node() {
 	cat >"$dir/$1-$2.cfg" <<CFG
@@ -49,6 +74,7 @@ server = { threads = 16; };
 database = { path = "$dir/$1.db"; };
 consul = { address = "$addr"; check_interval_ms = 1000; check_timeout_ms = 1000; };
 peers = { users = { timeout_ms = 1000; }; };
+events = { enabled = true; broker_address = "127.0.0.1:$amqp"; queue = "orders"; };
 CFG
 	CONSUL_HTTP_ADDR=$addr setsid "$bin" -c "$dir/$1-$2.cfg" >"$dir/$1-$2.log" 2>&1 &
 	pids+=($!)
@@ -77,6 +103,10 @@ say "POST /orders on the orders node (it checks the user through Consul)"
 curl -s -XPOST "http://127.0.0.1:$o/orders" -H 'Content-Type: application/json' \
 	-d '{"user_id":1,"product":"book","quantity":2}'
 echo
+say "its OrderCreated event, from the broker's durable queue 'orders'"
+/usr/bin/python3 tests/integration/amqp_consumer.py --port "$amqp" --queue orders --count 1 \
+	--wait 20 2>/dev/null | sed 's/^/  /'
+event_seen=$?
 say "POST /orders for a user that does not exist"
 curl -s -w ' (%{http_code})' -XPOST "http://127.0.0.1:$o/orders" \
 	-H 'Content-Type: application/json' -d '{"user_id":99,"product":"book","quantity":1}'
@@ -101,4 +131,4 @@ print("  consul index %d, stale %d ms" % (v["index"], v["stale_ms"]))
 for i in v["instances"]:
     print("  %-28s %s:%d circuit %-9s calls %d failures %d" % (i["id"], i["address"], i["port"],
           i["circuit"], i["calls"], i["failures"]))'
-[ "$ok" = 10 ]
+[ "$ok" = 10 ] && [ "$event_seen" = 0 ]

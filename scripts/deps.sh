@@ -15,9 +15,9 @@
 #            scripts/cluster.sh; Debian's minbase lacks it (util-linux, for
 #            unshare, is essential and always there)
 #   rabbitmq rabbitmq-server (the broker of the event tests, started by
-#            tests/integration/rabbitserver.py), librabbitmq-dev (rabbitmq-c,
-#            for the publisher) and python3-pika (the tests' AMQP client);
-#            see the note on the package below
+#            tests/integration/rabbitserver.py) and python3-pika (the tests'
+#            AMQP client), for make test; see the note on the package below.
+#            librabbitmq-dev (rabbitmq-c, the publisher's) is in the base set
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,13 +50,13 @@ deps="$top/.deps"
 # The tests never use the system's broker, epmd, cookie or /etc/rabbitmq:
 # tests/integration/rabbitserver.py runs its own on free loopback ports.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
-      libsqlite3-dev libpq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
+      libsqlite3-dev libpq-dev librabbitmq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3 python3-pytest systemd postgresql-15)
 for group in "$@"; do
 	case $group in
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
 	cluster) pkgs+=(iproute2) ;;
-	rabbitmq) pkgs+=(rabbitmq-server librabbitmq-dev python3-pika) ;;
+	rabbitmq) pkgs+=(rabbitmq-server python3-pika) ;;
 	*) printf 'deps: unknown group %s\n' "$group" >&2; exit 2 ;;
 	esac
 done

@@ -34,6 +34,7 @@
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "store/users_repo.h"
+#include "events/publisher.h"
 #include "users/users_handlers.h"
 #include "users/users_service.h"
 
@@ -62,6 +63,9 @@ struct app_metrics {
 	struct metric_family *peer_stale;
 	struct metric_family *peer_circuit;
 	struct metric_family *store_write_failures;
+	struct metric_family *events_published;
+	struct metric_family *events_outbox;
+	struct metric_family *events_oldest;
 };
 
 struct app {
@@ -87,6 +91,7 @@ struct app {
 	struct peer_client *peers;
 	struct peer_settings_source peer_settings;
 	struct peers_handlers peers_handlers;
+	struct events_publisher *events; /* nodes with the orders module */
 	atomic_bool stopping;
 };
 
@@ -260,10 +265,22 @@ static enum mn_err metrics_setup(struct app *app)
 		m->registry, "meshnode_store_write_failures_total",
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
 		kind_labels);
+	m->events_published = metrics_counter(
+		m->registry, "meshnode_events_published_total",
+		"Events sent to the broker, by result: confirmed, refused (a nack or a return), "
+		"unconfirmed (no confirm in time or the connection went); the last two go again.",
+		1, (const char *[]){"result"});
+	m->events_outbox = metrics_gauge(m->registry, "meshnode_events_outbox",
+					 "Events in the outbox, by state: pending, sent (kept "
+					 "until events.retention_ms).",
+					 1, (const char *[]){"state"});
+	m->events_oldest = metrics_gauge(m->registry, "meshnode_events_oldest_pending_seconds",
+					 "Age of the oldest event not sent yet (0: none).", 0, NULL);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
 	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
 	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
 	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
+	    !m->events_published || !m->events_outbox || !m->events_oldest ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
@@ -451,10 +468,72 @@ static bool peer_allowed(void *ctx, const char *service)
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
 	bool ok = (config_has_module(cfg, "orders") && strcmp(service, "users") == 0) ||
-		  config_peer_get(cfg, service)->name != NULL;
+		  config_peer_get(cfg, service)->name != NULL ||
+		  /* the broker, found through Consul by the publisher */
+		  (config_has_module(cfg, "orders") && cfg->events_enabled &&
+		   !cfg->events_broker_address[0] &&
+		   strcmp(service, cfg->events_broker_service) == 0);
 
 	config_store_put(app->store, cfg);
 	return ok;
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+/* events.* in force, for the publisher's each round. */
+static void events_settings_get(void *ctx, struct events_settings *s)
+{
+	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+
+	s->enabled = cfg->events_enabled;
+	snprintf(s->broker_service, sizeof(s->broker_service), "%s", cfg->events_broker_service);
+	snprintf(s->broker_address, sizeof(s->broker_address), "%s", cfg->events_broker_address);
+	snprintf(s->vhost, sizeof(s->vhost), "%s", cfg->events_vhost);
+	snprintf(s->user, sizeof(s->user), "%s", cfg->events_user);
+	snprintf(s->password, sizeof(s->password), "%s", cfg->events_password);
+	snprintf(s->queue, sizeof(s->queue), "%s", cfg->events_queue);
+	s->batch_size = (unsigned)cfg->events_batch_size;
+	s->retention_ms = (uint64_t)cfg->events_retention_ms;
+	config_store_put(app->store, cfg);
+}
+
+static bool events_enabled(void *ctx)
+{
+	struct app *app = ctx;
+	const struct config *cfg = config_store_get(app->store);
+	bool on = cfg->events_enabled;
+
+	config_store_put(app->store, cfg);
+	return on;
+}
+
+static void events_stored(void *ctx)
+{
+	events_publisher_notify(((struct app *)ctx)->events);
+}
+
+/* GET /health's "events": the backlog, while events are on (the check
+ * stays 200: events are asynchronous, a broker away is no reason to take
+ * the node out). */
+static void app_health(void *ctx, json_t *body)
+{
+	struct app *app = ctx;
+	struct events_status st;
+
+	if (app->events == NULL)
+		return;
+	events_publisher_status(app->events, &st);
+	if (!st.enabled)
+		return;
+	json_object_set_new(body, "events",
+			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:I, s:I, s:s}", "connected",
+				      st.connected, "broker", st.broker, "pending",
+				      (json_int_t)st.pending, "sent", (json_int_t)st.sent,
+				      "oldest_pending_age_s",
+				      (double)st.oldest_pending_age_ms / 1000.0, "confirmed",
+				      (json_int_t)st.confirmed, "failed", (json_int_t)st.failed,
+				      "last_error", st.last_error));
 }
 
 /* peers.<name>.panic_threshold in force: the resolver asks at each
@@ -517,7 +596,8 @@ static enum mn_err routes_setup(struct app *app)
 	app->router = http_router_create();
 	if (app->router == NULL)
 		return MN_NOMEM;
-	app->system = (struct system_handlers){app_ready, app_config_for_http, app_metrics_text, app};
+	app->system = (struct system_handlers){app_ready, app_config_for_http, app_metrics_text,
+					       app_health, app};
 	err = system_handlers_register(app->router, &app->system);
 	if (err != MN_OK)
 		return err;
@@ -540,6 +620,22 @@ static enum mn_err routes_setup(struct app *app)
 		app->orders = orders_service_create(app->orders_repo, &app->users_peer);
 		if (app->orders == NULL)
 			return MN_NOMEM;
+		app->events = events_publisher_start(&(struct events_publisher_opts){
+			.repo = app->orders_repo,
+			.resolver = app->resolver,
+			.settings = events_settings_get,
+			.ctx = app,
+			.published = app->m.events_published,
+			.outbox = app->m.events_outbox,
+			.oldest = app->m.events_oldest,
+		});
+		if (app->events == NULL)
+			return MN_NOMEM;
+		orders_service_set_events(app->orders, &(struct orders_events){
+							       .enabled = events_enabled,
+							       .stored = events_stored,
+							       .ctx = app,
+						       });
 		err = orders_handlers_register(app->router, app->orders);
 		if (err != MN_OK)
 			return err;
@@ -669,6 +765,9 @@ static void wait_for_stop(struct app *app)
 
 static void app_teardown(struct app *app)
 {
+	/* the server is stopped: no order comes; what is not confirmed
+	 * stays in the outbox for the next start */
+	events_publisher_stop(app->events);
 	config_live_stop(app->live); /* no reload reaches what follows */
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	/* the watches first: they build tables of the client's states */

@@ -106,6 +106,17 @@ struct config {
 	char *log_level;          /* "debug" | "info" | "warn" | "error" */
 	char *log_format;         /* "json" | "text" */
 
+	/* events (dynamic): see events/publisher.h */
+	bool events_enabled;
+	char *events_broker_service;
+	char *events_broker_address;  /* "" or "host:port" */
+	char *events_vhost;
+	char *events_user;
+	char *events_password;        /* secret */
+	char *events_queue;
+	int events_batch_size;
+	int events_retention_ms;
+
 	/* dynamic */
 	bool maintenance;
 	struct config_peer *peers;

@@ -14,6 +14,9 @@ struct system_handlers {
 	json_t *(*config_json)(void *ctx);
 	/* Appends the Prometheus text of every metric. */
 	enum mn_err (*metrics_text)(void *ctx, struct buf *out);
+	/* Adds detail to GET /health's body ({"status":"ok"}, always 200);
+	 * may be NULL. */
+	void (*health)(void *ctx, json_t *body);
 	void *ctx;
 };
 

@@ -25,6 +25,18 @@ struct orders_service *orders_service_create(struct orders_repo *repo,
 /* Frees the service; NULL is a no-op. */
 void orders_service_destroy(struct orders_service *svc);
 
+/* The OrderCreated events (events/publisher.h): while enabled() says so,
+ * an order is stored with its event (a new UUID as its id) in one
+ * transaction, and stored() is called after the commit. */
+struct orders_events {
+	bool (*enabled)(void *ctx);
+	void (*stored)(void *ctx);
+	void *ctx;
+};
+
+/* Sets the events hooks (copied); call before the service is used. */
+void orders_service_set_events(struct orders_service *svc, const struct orders_events *ev);
+
 /* Validates a create body: a JSON object with "user_id" (an integer >= 1),
  * "product" (a string with no control character anywhere, C0, DEL or C1, of
  * 1 to ORDER_PRODUCT_MAX bytes once leading and trailing whitespace is

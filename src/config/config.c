@@ -530,6 +530,15 @@ static void config_fill(struct builder *b)
 	cfg->log_level = cfg_str(b, "log.level");
 	cfg->log_format = cfg_str(b, "log.format");
 	cfg->maintenance = cfg_bool(b, "maintenance");
+	cfg->events_enabled = cfg_bool(b, "events.enabled");
+	cfg->events_broker_service = cfg_str(b, "events.broker_service");
+	cfg->events_broker_address = cfg_str(b, "events.broker_address");
+	cfg->events_vhost = cfg_str(b, "events.vhost");
+	cfg->events_user = cfg_str(b, "events.user");
+	cfg->events_password = cfg_str(b, "events.password");
+	cfg->events_queue = cfg_str(b, "events.queue");
+	cfg->events_batch_size = (int)cfg_int(b, "events.batch_size");
+	cfg->events_retention_ms = (int)cfg_int(b, "events.retention_ms");
 	cfg_peers_features(b);
 	/* by name, for config_peer_get() on every peer call */
 	if (!b->failed && cfg->n_peers > 1)
@@ -725,6 +734,12 @@ void config_free(struct config *cfg)
 	free(cfg->database_sslmode);
 	free(cfg->log_level);
 	free(cfg->log_format);
+	free(cfg->events_broker_service);
+	free(cfg->events_broker_address);
+	free(cfg->events_vhost);
+	free(cfg->events_user);
+	free(cfg->events_password);
+	free(cfg->events_queue);
 	for (size_t i = 0; i < cfg->n_peers; i++) {
 		free(cfg->peers[i].name);
 		free(cfg->peers[i].lb);

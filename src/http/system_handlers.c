@@ -6,8 +6,13 @@ static const char prometheus_type[] = "text/plain; version=0.0.4; charset=utf-8"
 
 static void health(const struct http_request *req, struct http_response *res, void *ctx)
 {
-	(void)req, (void)ctx;
-	http_reply_json(res, 200, json_pack("{s:s}", "status", "ok"));
+	const struct system_handlers *s = ctx;
+	json_t *body = json_pack("{s:s}", "status", "ok");
+
+	(void)req;
+	if (body && s->health)
+		s->health(s->ctx, body);
+	http_reply_json(res, 200, body);
 }
 
 static void ready(const struct http_request *req, struct http_response *res, void *ctx)

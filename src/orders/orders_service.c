@@ -1,8 +1,10 @@
 #include "orders/orders_service.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/json_depth.h"
 #include "core/log.h"
@@ -11,6 +13,7 @@
 struct orders_service {
 	struct orders_repo *repo;
 	const struct users_peer *users;
+	struct orders_events events; /* enabled NULL: no events */
 };
 
 struct orders_service *orders_service_create(struct orders_repo *repo,
@@ -28,6 +31,28 @@ struct orders_service *orders_service_create(struct orders_repo *repo,
 void orders_service_destroy(struct orders_service *svc)
 {
 	free(svc);
+}
+
+void orders_service_set_events(struct orders_service *svc, const struct orders_events *ev)
+{
+	svc->events = *ev;
+}
+
+/* A random (version 4) UUID: an event's id, its message_id for consumers
+ * to deduplicate by. false when the kernel has no randomness to give. */
+static bool event_id_new(char out[37])
+{
+	unsigned char r[16];
+
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return false;
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+		 r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+		 r[14], r[15]);
+	return true;
 }
 
 /* Reads an integer field in [min, max]; MN_INVALID naming it otherwise. */
@@ -161,8 +186,23 @@ enum mn_err orders_service_create_order(struct orders_service *svc, const char *
 	}
 	/* err keeps the store's words for MN_UNAVAILABLE ("the store cannot
 	 * write: disk full"), which are for the client. */
-	ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out, err,
-				       errlen);
+	if (svc->events.enabled && svc->events.enabled(svc->events.ctx)) {
+		char event_id[37];
+
+		if (!event_id_new(event_id)) {
+			ret = mn_error(err, errlen, MN_INTERNAL, "no randomness for an event id");
+			goto out_release;
+		}
+		/* the order and its event in one transaction: an order is
+		 * never stored without the event that tells of it */
+		ret = orders_repo_create_order_event(svc->repo, o.user_id, o.product, o.quantity,
+						     event_id, out, err, errlen);
+		if (ret == MN_OK && svc->events.stored)
+			svc->events.stored(svc->events.ctx);
+	} else {
+		ret = orders_repo_create_order(svc->repo, o.user_id, o.product, o.quantity, out,
+					       err, errlen);
+	}
 	if (ret != MN_OK && ret != MN_UNAVAILABLE)
 		mn_error(err, errlen, ret, "cannot store the order: %s", mn_strerror(ret));
 out_release:

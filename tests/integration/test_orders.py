@@ -338,3 +338,7 @@ class DemoScriptTest(unittest.TestCase):
         self.assertIn('"product":"book"', text)
         self.assertIn("does not exist", text)
         self.assertIn("10 of 10 orders succeeded", text)
+        # the order's OrderCreated event, from the broker's queue
+        self.assertIn('"body": {"order_id": 1, "product_id": "book", "quantity": 2, '
+                      '"user_id": 1}', text)
+        self.assertIn('"delivery_mode": 2', text)

@@ -13,7 +13,7 @@
 
 #define MAX_FILES 8
 /* The settings that are not templates (peers.*, features.*). */
-#define N_SETTINGS 41
+#define N_SETTINGS 50
 
 struct fixture {
 	char dir[64];

@@ -1,0 +1,86 @@
+/* The events publisher: one thread that sends the events of the outbox
+ * (store/orders_repo.h) to RabbitMQ with rabbitmq-c, oldest first, over
+ * one persistent connection: a durable queue (events.queue), persistent
+ * JSON messages whose message_id is the event's id, publisher confirms,
+ * and an event marked sent only once the broker confirmed it. A batch is
+ * marked sent up to its first message the broker did not take (a nack, a
+ * return, no confirm in time); that one and those after it go again, in
+ * order, on a new connection after a capped backoff: an event may arrive
+ * twice (consumers deduplicate by message_id), never not at all, and in
+ * the order of the outbox.
+ *
+ * The broker is events.broker_address ("host:port") when set, else a
+ * passing instance of events.broker_service found through the resolver,
+ * the next one after each failure. The broker down or unreachable: orders
+ * go on being stored, the outbox grows, the publisher retries with backoff
+ * (100 ms doubling to 5 s). Sent events are pruned after
+ * events.retention_ms. Every setting is read anew each round: a change of
+ * broker, credentials or queue reconnects. */
+#ifndef MESHNODE_EVENTS_PUBLISHER_H
+#define MESHNODE_EVENTS_PUBLISHER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "metrics/metrics.h"
+#include "peers/resolver.h"
+#include "store/orders_repo.h"
+
+struct events_settings {
+	bool enabled;
+	char broker_service[129];
+	char broker_address[256]; /* "" or "host:port" */
+	char vhost[128];
+	char user[128];
+	char password[256];
+	char queue[256];
+	unsigned batch_size;      /* events per round, 1..1000 */
+	uint64_t retention_ms;    /* sent events kept this long */
+};
+
+struct events_status {
+	bool enabled;
+	bool connected;
+	char broker[300];         /* "127.0.0.1:5672", "" when none */
+	int64_t pending, sent;
+	uint64_t oldest_pending_age_ms;
+	uint64_t confirmed, failed; /* messages, since the start */
+	char last_error[256];     /* "" when the last round went well */
+};
+
+struct events_publisher_opts {
+	struct orders_repo *repo;            /* borrowed */
+	struct resolver *resolver;           /* borrowed; NULL: broker_address only */
+	/* The settings in force, copied into *out; called on the publisher's
+	 * thread each round. */
+	void (*settings)(void *ctx, struct events_settings *out);
+	void *ctx;
+	struct metric_family *published;     /* {result}: confirmed, refused (a nack
+						or a return), unconfirmed (no confirm
+						in time, or the connection went; they
+						go again); may be NULL */
+	struct metric_family *outbox;        /* {state}: pending, sent; may be NULL */
+	struct metric_family *oldest;        /* seconds; may be NULL */
+};
+
+/* NULL when out of memory or the thread cannot start. */
+struct events_publisher *events_publisher_start(const struct events_publisher_opts *opts);
+
+/* An event was stored: the publisher looks at the outbox now rather than
+ * at its next round. Cheap; any thread. */
+void events_publisher_notify(struct events_publisher *p);
+
+void events_publisher_status(struct events_publisher *p, struct events_status *out);
+
+/* Stops the thread (within the call in flight's timeout, 5 s at most)
+ * and frees; NULL is a no-op. What is not confirmed stays pending. */
+void events_publisher_stop(struct events_publisher *p);
+
+/* The confirms of a batch of n messages (delivery tags first_tag ..
+ * first_tag + n - 1), as the broker sent them: what to mark sent. acked[i]
+ * and failed[i] (a nack or a return) for each; returns how many from the
+ * start were acked with none failed before them: those are sent, the rest
+ * go again. Exposed for unit tests. */
+size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n);
+
+#endif
