@@ -557,31 +557,38 @@ static unsigned pick_inflight(void *ctx, size_t i)
 	return atomic_load(&p->t->st[i]->inflight);
 }
 
-/* An instance for the next attempt, taken (its circuit let the call
- * through and it counts as in flight), or LB_NONE. */
+/* Takes instance 'idx' for the call's next attempt when its circuit lets
+ * the call through (it then counts as in flight); either way the call has
+ * tried it. */
+static bool pick_try(struct pick *p, size_t idx)
+{
+	struct inst_state *st = p->t->st[idx];
+	bool ok;
+
+	pthread_mutex_lock(&st->lock);
+	ok = breaker_allow(&st->br, p->now, p->open_ms);
+	if (ok)
+		st->calls++;
+	atomic_store(&st->closed, st->br.state == BREAKER_CLOSED);
+	pthread_mutex_unlock(&st->lock);
+	p->tried[p->ntried++] = idx;
+	if (ok)
+		atomic_fetch_add(&st->inflight, 1);
+	return ok;
+}
+
+/* An instance for the next attempt, taken, or LB_NONE. */
 static size_t pick_take(const struct lb_strategy *lb, struct pick *p)
 {
 	struct lb_view v = {p->t ? p->n : 0, pick_eligible, pick_inflight, p};
 
 	while (p->t && p->ntried < TRIED_MAX) {
 		size_t idx = lb->pick(&p->t->svc->lb, &v);
-		struct inst_state *st;
-		bool ok;
 
 		if (idx == LB_NONE)
 			return LB_NONE;
-		st = p->t->st[idx];
-		pthread_mutex_lock(&st->lock);
-		ok = breaker_allow(&st->br, p->now, p->open_ms);
-		if (ok)
-			st->calls++;
-		atomic_store(&st->closed, st->br.state == BREAKER_CLOSED);
-		pthread_mutex_unlock(&st->lock);
-		p->tried[p->ntried++] = idx;
-		if (ok) {
-			atomic_fetch_add(&st->inflight, 1);
+		if (pick_try(p, idx))
 			return idx;
-		}
 		/* another call took the half-open probe first */
 	}
 	return LB_NONE;
@@ -599,22 +606,9 @@ static size_t pick_reserve(struct pick *p)
 	start = atomic_fetch_add(&p->t->svc->reserve_next, 1);
 	for (size_t k = 0; k < p->reserve && p->ntried < TRIED_MAX; k++) {
 		size_t idx = p->n + (start + k) % p->reserve;
-		struct inst_state *st = p->t->st[idx];
-		bool ok;
 
-		if (pick_tried(p, idx))
-			continue;
-		pthread_mutex_lock(&st->lock);
-		ok = breaker_allow(&st->br, p->now, p->open_ms);
-		if (ok)
-			st->calls++;
-		atomic_store(&st->closed, st->br.state == BREAKER_CLOSED);
-		pthread_mutex_unlock(&st->lock);
-		p->tried[p->ntried++] = idx;
-		if (ok) {
-			atomic_fetch_add(&st->inflight, 1);
+		if (!pick_tried(p, idx) && pick_try(p, idx))
 			return idx;
-		}
 	}
 	return LB_NONE;
 }

@@ -75,6 +75,12 @@ def pid_alive(pid):
     return True
 
 
+def wait_pids_gone(pids, timeout=10.0, what="processes gone"):
+    """Waits (bounded) until none of `pids` is alive (pid_alive)."""
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.02,
+               what=what)
+
+
 def kill_all():
     """SIGKILL every process this run started and still owns, by PID."""
     for pid, proc in list(PROCS.items()):

@@ -372,8 +372,7 @@ class PgServer(harness._Process):
 
     @staticmethod
     def _wait_gone(pids, timeout=10.0):
-        harness.wait_until(lambda: not any(harness.pid_alive(p) for p in pids),
-                           timeout=timeout, interval=0.02, what="postgres processes gone")
+        harness.wait_pids_gone(pids, timeout, "postgres processes gone")
 
     def restart(self):
         """stop() (fast) then start() on the same port."""

@@ -396,8 +396,7 @@ class RabbitServer(harness._Process):
 
     @staticmethod
     def _wait_gone(pids, timeout=10.0):
-        harness.wait_until(lambda: not any(harness.pid_alive(p) for p in pids),
-                           timeout=timeout, interval=0.02, what="rabbitmq processes gone")
+        harness.wait_pids_gone(pids, timeout, "rabbitmq processes gone")
 
     def restart(self):
         """stop() (clean) then start() on the same ports and data."""
