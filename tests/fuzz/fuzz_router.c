@@ -67,7 +67,8 @@ static enum mn_err user_exists(void *ctx, int64_t id, const struct users_peer_tr
 	return mn_error(err, errlen, MN_NOT_FOUND, "no user %lld", (long long)id);
 }
 
-static const struct system_handlers system_cbs = {ready, config_json, metrics_text, NULL};
+static const struct system_handlers system_cbs = {
+	.ready = ready, .config_json = config_json, .metrics_text = metrics_text};
 static const struct peers_handlers peers = {NULL, NULL};
 static const struct users_peer users_peer = {user_exists, NULL};
 
