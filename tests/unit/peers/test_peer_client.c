@@ -920,31 +920,39 @@ static size_t granted_timeouts(struct pt *t, long *out, size_t max)
  * costs the connect timeout, not the request timeout: the instance is
  * ejected at once and the call goes on to another, well within the first
  * attempt's timeout. */
+/* users-1 (9101) fails in 'mode' while the others answer: three calls
+ * all succeed, users-1 is tried once, costs 'ms' on the clock and is
+ * ejected (its circuit open). */
+static void ejected_once_within(struct pt *t, const struct peer_settings *s, enum inst_mode mode,
+				uint64_t ms)
+{
+	struct peer_request req = get_user();
+	uint64_t t0 = hand_clock_now(&t->clk);
+	char err[256];
+	long status;
+	json_t *v;
+
+	set_mode(t, 9101, mode);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(call(t, s, &req, &status, err, sizeof(err)), MN_OK);
+		assert_int_equal(status, 200);
+	}
+	assert_int_equal(hand_clock_now(&t->clk) - t0, ms);
+	assert_int_equal(calls(t, 9101), 1);
+	v = view(t, s->breaker_open_ms);
+	assert_string_equal(circuit_of(v, "users-1"), "open");
+	json_decref(v);
+}
+
 static void test_connect_timeout_moves_on_quickly(void **state)
 {
 	struct pt *t = *state;
 	struct peer_settings s = settings("round_robin");
-	struct peer_request req = get_user();
-	json_t *v;
-	uint64_t t0;
-	char err[256];
-	long status;
 
 	pt_start(t, t->users.body, t->users.index);
 	s.timeout_ms = 5000;
 	s.connect_timeout_ms = 250;
-	set_mode(t, 9101, INST_CONNECT_TIMEOUT);
-	t0 = hand_clock_now(&t->clk);
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
-		assert_int_equal(status, 200);
-	}
-	/* one connect timeout in all, then users-1 is ejected */
-	assert_int_equal(hand_clock_now(&t->clk) - t0, 250);
-	assert_int_equal(calls(t, 9101), 1);
-	v = view(t, s.breaker_open_ms);
-	assert_string_equal(circuit_of(v, "users-1"), "open");
-	json_decref(v);
+	ejected_once_within(t, &s, INST_CONNECT_TIMEOUT, 250);
 }
 
 /* A host cut off while a request is out on a kept-alive connection never
@@ -957,7 +965,6 @@ static void test_cut_off_host_given_up_after_connect_timeout(void **state)
 	struct peer_settings s = settings("round_robin");
 	struct peer_request req = get_user(), post = get_user();
 	struct fake_request seen;
-	json_t *v;
 	uint64_t t0;
 	char err[256];
 	long status;
@@ -965,20 +972,10 @@ static void test_cut_off_host_given_up_after_connect_timeout(void **state)
 	pt_start(t, t->users.body, t->users.index);
 	s.timeout_ms = 5000;
 	s.connect_timeout_ms = 250;
-	set_mode(t, 9101, INST_CUT);
-	t0 = hand_clock_now(&t->clk);
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(call(t, &s, &req, &status, err, sizeof(err)), MN_OK);
-		assert_int_equal(status, 200);
-	}
-	assert_int_equal(hand_clock_now(&t->clk) - t0, 250);
-	assert_int_equal(calls(t, 9101), 1);
+	ejected_once_within(t, &s, INST_CUT, 250);
 	assert_true(fake_last(t->ft, ":9101/", &seen));
 	assert_int_equal(seen.ack_timeout_ms, 250);
 	assert_int_equal(seen.timeout_ms, 5000);
-	v = view(t, s.breaker_open_ms);
-	assert_string_equal(circuit_of(v, "users-1"), "open");
-	json_decref(v);
 
 	/* a POST that went out may have arrived: given up on, not retried */
 	set_mode(t, 9102, INST_CUT);
