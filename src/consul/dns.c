@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/text.h"
 
 #define DEFAULT_REFRESH_MS 1000
 #define DEFAULT_TIMEOUT_MS 1000
@@ -73,17 +74,6 @@ struct host_addr {
 	char addr[INET6_ADDRSTRLEN];
 };
 
-static int nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The address Consul encodes in a target "<hex>.addr.<dc>.consul": 8 hex
  * digits for IPv4, 32 for IPv6. false for any other name. */
 static bool addr_from_target(const char *target, char out[INET6_ADDRSTRLEN])
@@ -95,7 +85,7 @@ static bool addr_from_target(const char *target, char out[INET6_ADDRSTRLEN])
 	if ((hex != 8 && hex != 32) || strncasecmp(dot, ".addr.", 6) != 0)
 		return false;
 	for (size_t i = 0; i < hex / 2; i++) {
-		int hi = nibble(target[2 * i]), lo = nibble(target[2 * i + 1]);
+		int hi = text_hex_value(target[2 * i]), lo = text_hex_value(target[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;
