@@ -754,14 +754,6 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 	if (dns && r->dns_server == NULL)
 		return mn_error(err, errlen, MN_INVALID,
 				"discovery through DNS needs the agent's DNS address");
-	if (dns) {
-		char name[300];
-
-		if (!dns_name(service, tag, name, sizeof(name)))
-			return mn_error(err, errlen, MN_INVALID,
-					"'%s' is not a DNS name: the tag must be letters, digits, "
-					"'-' or '_'", name);
-	}
 	pthread_mutex_lock(&r->lock);
 	f = find_locked(r, service);
 	if (f && (why = mismatch(f, tag, dns)) != NULL) {
@@ -782,6 +774,18 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 		if (f && (why = mismatch(f, tag, dns)) != NULL) {
 			retire_locked(r, f, why);
 			f = NULL;
+		}
+	}
+	if (f == NULL && dns) {
+		/* checked once, when the service starts to be followed, not on
+		 * every call */
+		char name[300];
+
+		if (!dns_name(service, tag, name, sizeof(name))) {
+			pthread_mutex_unlock(&r->lock);
+			return mn_error(err, errlen, MN_INVALID,
+					"'%s' is not a DNS name: the tag must be letters, digits, "
+					"'-' or '_'", name);
 		}
 	}
 	if (f == NULL && r->n_followed >= r->max_services) {
