@@ -25,6 +25,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -57,6 +58,40 @@ void sqlite_pool_close(struct sqlite_pool *p);
 /* The clock that paces the write probes (tests); 'clock' is borrowed and
  * must outlive the pool. The system clock until then. */
 void sqlite_pool_set_clock(struct sqlite_pool *p, const struct mn_clock *clock);
+
+/* A write of a repository, made with sqlite_pool_write(). 'run' steps its
+ * statements on 'c', inside a transaction the pool opened, and returns the
+ * result of the first step that failed, or SQLITE_DONE. It keeps in its own
+ * struct (around this one) what the caller needs afterwards, such as
+ * sqlite3_last_insert_rowid(): it may be run a second time, on a fresh
+ * transaction, when another write of its group failed, and nothing of a
+ * run that was rolled back may count. 'what' names it in the log. */
+struct sqlite_write {
+	int (*run)(struct sqlite_conn *c, struct sqlite_write *w);
+	const char *what;
+	int changes; /* set by the pool: sqlite3_changes() after 'run' */
+};
+
+/* Group commit: writes that arrive while one is being committed wait and
+ * are committed together, up to 128 in one transaction (one append to the
+ * WAL, one round of locks), and each caller returns only when its
+ * transaction has committed, or failed. A write whose own statement fails
+ * (a constraint) is not committed with the others: the group is rolled
+ * back and each of its writes is run again on its own, so the others still
+ * commit and each gets its own answer. A COMMIT that fails (disk full)
+ * fails every write of its group, each counted. The answer is mapped as
+ * sqlite_pool_write_result() maps a step's. Only one connection of the
+ * pool writes at a time, so a node's own writers never wait in SQLite's
+ * busy handler (which sleeps); other processes on the same file still do. */
+enum mn_err sqlite_pool_write(struct sqlite_pool *p, struct sqlite_write *w, char *err,
+			      size_t errlen);
+
+struct sqlite_write_stats {
+	uint64_t writes;       /* writes committed or failed */
+	uint64_t groups;       /* groups they went in (one transaction each) */
+	size_t queued;	       /* writes waiting now */
+};
+void sqlite_pool_write_stats(struct sqlite_pool *p, struct sqlite_write_stats *out);
 
 /* A connection for the calling thread; waits while all are in use. */
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p);

@@ -84,99 +84,51 @@ static enum mn_err row_to_event(sqlite3_stmt *st, struct outbox_event *out)
 	return MN_OK;
 }
 
-/* Rolls back what a failed step or COMMIT left open: SQLite rolls back by
- * itself after some errors (disk full, I/O), not after others. */
-static void rollback_if_open(struct sqlite_conn *c)
-{
-	if (!sqlite3_get_autocommit(c->db))
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-}
+/* An order, with its OrderCreated event when event_id is set, for
+ * sqlite_pool_write(): one transaction holds both, and the pool's group
+ * commit keeps ids in commit order (the publisher's order). */
+struct order_write {
+	struct sqlite_write base;
+	int64_t user_id;
+	const char *product;
+	int64_t quantity;
+	const char *event_id;
+	int64_t id;
+};
 
-/* Inserts the order into *o. 'in_tx': inside a transaction, whose COMMIT
- * alone says whether the write reached the disk, so a success here is not
- * reported to the pool's write state (a failure is). */
-static enum mn_err insert_order(struct sqlite_repo *s, struct sqlite_conn *c, int64_t user_id,
-				const char *product, int64_t quantity, bool in_tx, struct order *o,
-				char *errbuf, size_t errlen)
+static int run_order_write(struct sqlite_conn *c, struct sqlite_write *w)
 {
+	struct order_write *ow = (struct order_write *)w;
 	sqlite3_stmt *st = c->stmt[ST_INSERT];
-	enum mn_err err;
+	struct order o;
+	char *body;
 	int rc;
 
-	sqlite3_bind_int64(st, 1, user_id);
-	sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, quantity);
+	sqlite3_bind_int64(st, 1, ow->user_id);
+	sqlite3_bind_text(st, 2, ow->product, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, ow->quantity);
 	rc = sqlite3_step(st);
-	if (in_tx && rc == SQLITE_DONE)
-		err = MN_OK;
-	else
-		err = sqlite_pool_write_result(s->pool, c, rc, "orders insert", errbuf, errlen);
-	if (err == MN_OK)
-		err = order_set(o, sqlite3_last_insert_rowid(c->db), user_id, product, quantity);
+	ow->id = sqlite3_last_insert_rowid(c->db);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	return err;
-}
+	if (rc != SQLITE_DONE || ow->event_id == NULL)
+		return rc;
 
-static enum mn_err insert_event(struct sqlite_repo *s, struct sqlite_conn *c, const char *event_id,
-				const struct order *o, char *errbuf, size_t errlen)
-{
-	sqlite3_stmt *st = c->stmt[ST_EVENT_INSERT];
-	char *body = order_created_json(o);
-	enum mn_err err;
-	int rc;
-
+	o = (struct order){.id = ow->id, .user_id = ow->user_id, .product = (char *)ow->product,
+			   .quantity = ow->quantity};
+	body = order_created_json(&o);
 	if (body == NULL)
-		return mn_error(errbuf, errlen, MN_NOMEM, "internal error");
-	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+		return SQLITE_NOMEM;
+	st = c->stmt[ST_EVENT_INSERT];
+	sqlite3_bind_text(st, 1, ow->event_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, "OrderCreated", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, clock_wall_ms());
 	rc = sqlite3_step(st);
-	err = rc == SQLITE_DONE
-		      ? MN_OK
-		      : sqlite_pool_write_result(s->pool, c, rc, "outbox insert", errbuf, errlen);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	free(body);
-	return err;
-}
-
-/* The order and its event in one transaction. BEGIN IMMEDIATE takes the
- * write lock first, so the event's id is given in commit order (the
- * publisher's order) and no deadlock upgrades a read lock later. */
-static enum mn_err create_with_event(struct sqlite_repo *s, struct sqlite_conn *c, int64_t user_id,
-				     const char *product, int64_t quantity, const char *event_id,
-				     struct order *out, char *errbuf, size_t errlen)
-{
-	enum mn_err err;
-	struct order o;
-	int rc;
-
-	order_init(&o);
-	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		err = sqlite_pool_write_result(s->pool, c, rc, "orders begin", errbuf, errlen);
-		goto out_rollback;
-	}
-	err = insert_order(s, c, user_id, product, quantity, true, &o, errbuf, errlen);
-	if (err != MN_OK)
-		goto out_rollback;
-	err = insert_event(s, c, event_id, &o, errbuf, errlen);
-	if (err != MN_OK)
-		goto out_rollback;
-	rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
-	err = sqlite_pool_write_result(s->pool, c, rc, "orders insert with event", errbuf, errlen);
-	if (err != MN_OK)
-		goto out_rollback;
-	order_release(out);
-	*out = o;
-	return MN_OK;
-
-out_rollback:
-	rollback_if_open(c);
-	order_release(&o);
-	return err;
+	return rc;
 }
 
 static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char *product,
@@ -184,16 +136,19 @@ static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char 
 			     char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	enum mn_err err;
+	struct order_write ow = {
+		.base = {.run = run_order_write,
+			 .what = event_id ? "orders insert with event" : "orders insert"},
+		.user_id = user_id,
+		.product = product,
+		.quantity = quantity,
+		.event_id = event_id,
+	};
+	enum mn_err err = sqlite_pool_write(s->pool, &ow.base, errbuf, errlen);
 
-	if (event_id == NULL)
-		err = insert_order(s, c, user_id, product, quantity, false, out, errbuf, errlen);
-	else
-		err = create_with_event(s, c, user_id, product, quantity, event_id, out, errbuf,
-					errlen);
-	sqlite_pool_release(s->pool, c);
-	return err;
+	if (err != MN_OK)
+		return err;
+	return order_set(out, ow.id, user_id, product, quantity);
 }
 
 static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct outbox_event **out,
@@ -236,45 +191,44 @@ static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct
 	return MN_OK;
 }
 
-/* One transaction for the batch: one sync of the WAL, not one per event. */
+/* The publisher's batch of ids, marked sent in one write. */
+struct mark_sent_write {
+	struct sqlite_write base;
+	const int64_t *ids;
+	size_t n;
+	int64_t now_ms;
+};
+
+static int run_mark_sent(struct sqlite_conn *c, struct sqlite_write *w)
+{
+	struct mark_sent_write *m = (struct mark_sent_write *)w;
+	sqlite3_stmt *st = c->stmt[ST_MARK_SENT];
+	int rc = SQLITE_DONE;
+
+	for (size_t i = 0; i < m->n && rc == SQLITE_DONE; i++) {
+		sqlite3_bind_int64(st, 1, m->ids[i]);
+		sqlite3_bind_int64(st, 2, m->now_ms);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	return rc;
+}
+
+/* One transaction for the batch: one append to the WAL, not one per event. */
 static enum mn_err sq_outbox_mark_sent(struct orders_repo *r, const int64_t *ids, size_t n,
 				       int64_t now_ms, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
-	enum mn_err err = MN_OK;
-	int rc;
+	struct mark_sent_write m = {
+		.base = {.run = run_mark_sent, .what = "outbox mark sent"},
+		.ids = ids,
+		.n = n,
+		.now_ms = now_ms,
+	};
 
 	if (n == 0)
 		return MN_OK;
-	c = sqlite_pool_acquire(s->pool);
-	st = c->stmt[ST_MARK_SENT];
-	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		err = sqlite_pool_write_result(s->pool, c, rc, "outbox begin", errbuf, errlen);
-		goto out_rollback;
-	}
-	for (size_t i = 0; i < n && err == MN_OK; i++) {
-		sqlite3_bind_int64(st, 1, ids[i]);
-		sqlite3_bind_int64(st, 2, now_ms);
-		rc = sqlite3_step(st);
-		if (rc != SQLITE_DONE)
-			err = sqlite_pool_write_result(s->pool, c, rc, "outbox mark sent", errbuf,
-						       errlen);
-		sqlite3_reset(st);
-	}
-	if (err != MN_OK)
-		goto out_rollback;
-	rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
-	err = sqlite_pool_write_result(s->pool, c, rc, "outbox mark sent", errbuf, errlen);
-	if (err == MN_OK)
-		goto out_release;
-out_rollback:
-	rollback_if_open(c);
-out_release:
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_write(s->pool, &m.base, errbuf, errlen);
 }
 
 static enum mn_err sq_outbox_stats(struct orders_repo *r, struct outbox_stats *out, char *errbuf,
@@ -300,28 +254,43 @@ static enum mn_err sq_outbox_stats(struct orders_repo *r, struct outbox_stats *o
 	return err;
 }
 
+struct prune_write {
+	struct sqlite_write base;
+	int64_t sent_before_ms;
+	size_t max_rows;
+};
+
+static int run_prune(struct sqlite_conn *c, struct sqlite_write *w)
+{
+	struct prune_write *pw = (struct prune_write *)w;
+	sqlite3_stmt *st = c->stmt[ST_PRUNE];
+	int rc;
+
+	sqlite3_bind_int64(st, 1, pw->sent_before_ms);
+	sqlite3_bind_int64(st, 2,
+			   pw->max_rows > INT64_MAX ? INT64_MAX : (sqlite3_int64)pw->max_rows);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc;
+}
+
 static enum mn_err sq_outbox_prune(struct orders_repo *r, int64_t sent_before_ms, size_t max_rows,
 				   size_t *pruned, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
+	struct prune_write pw = {
+		.base = {.run = run_prune, .what = "outbox prune"},
+		.sent_before_ms = sent_before_ms,
+		.max_rows = max_rows,
+	};
 	enum mn_err err;
-	int rc;
 
 	*pruned = 0;
 	if (max_rows == 0)
 		return MN_OK;
-	c = sqlite_pool_acquire(s->pool);
-	st = c->stmt[ST_PRUNE];
-	sqlite3_bind_int64(st, 1, sent_before_ms);
-	sqlite3_bind_int64(st, 2, max_rows > INT64_MAX ? INT64_MAX : (sqlite3_int64)max_rows);
-	rc = sqlite3_step(st);
-	err = sqlite_pool_write_result(s->pool, c, rc, "outbox prune", errbuf, errlen);
+	err = sqlite_pool_write(s->pool, &pw.base, errbuf, errlen);
 	if (err == MN_OK)
-		*pruned = (size_t)sqlite3_changes64(c->db);
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
+		*pruned = (size_t)pw.base.changes;
 	return err;
 }
 

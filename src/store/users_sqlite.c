@@ -58,26 +58,59 @@ static enum mn_err row_to_user(sqlite3_stmt *st, struct user *out)
 			(const char *)sqlite3_column_text(st, 2));
 }
 
+/* A users write for sqlite_pool_write(): one statement, 'st', over the
+ * fields below. */
+struct user_write {
+	struct sqlite_write base;
+	enum stmt st;
+	int64_t id;
+	const char *name, *email;
+	int64_t rowid; /* of an insert */
+};
+
+static int run_user_write(struct sqlite_conn *c, struct sqlite_write *w)
+{
+	struct user_write *u = (struct user_write *)w;
+	sqlite3_stmt *st = c->stmt[u->st];
+	int rc;
+
+	switch (u->st) {
+	case ST_INSERT:
+		sqlite3_bind_text(st, 1, u->name, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 2, u->email);
+		break;
+	case ST_UPDATE:
+		sqlite3_bind_int64(st, 1, u->id);
+		sqlite3_bind_text(st, 2, u->name, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 3, u->email);
+		break;
+	default:
+		sqlite3_bind_int64(st, 1, u->id);
+		break;
+	}
+	rc = sqlite3_step(st);
+	u->rowid = sqlite3_last_insert_rowid(c->db);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
 static enum mn_err sq_create(struct users_repo *r, const char *name, const char *email,
 			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_INSERT];
-	enum mn_err err;
-	int rc;
+	struct user_write u = {
+		.base = {.run = run_user_write, .what = "users insert"},
+		.st = ST_INSERT,
+		.name = name,
+		.email = email,
+	};
+	enum mn_err err = sqlite_pool_write(s->pool, &u.base, errbuf, errlen);
 
-	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	bind_text_or_null(st, 2, email);
-	rc = sqlite3_step(st);
-	err = sqlite_pool_write_result(s->pool, c, rc, "users insert", errbuf, errlen);
-	if (err == MN_OK && sqlite3_changes(c->db) == 0)
-		err = MN_CONFLICT; /* the email is taken */
-	else if (err == MN_OK)
-		err = user_set(out, sqlite3_last_insert_rowid(c->db), name, email);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	sqlite_pool_release(s->pool, c);
+	if (err == MN_OK && u.base.changes == 0)
+		return MN_CONFLICT; /* the email is taken */
+	if (err == MN_OK)
+		err = user_set(out, u.rowid, name, email);
 	return err;
 }
 
@@ -168,24 +201,22 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 			     struct user *out, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_UPDATE];
-	enum mn_err err;
-	bool changed;
-	int rc;
+	struct user_write u = {
+		.base = {.run = run_user_write, .what = "users update"},
+		.st = ST_UPDATE,
+		.id = id,
+		.name = name,
+		.email = email,
+	};
+	enum mn_err err = sqlite_pool_write(s->pool, &u.base, errbuf, errlen);
+	struct sqlite_conn *c;
 
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	bind_text_or_null(st, 3, email);
-	rc = sqlite3_step(st);
-	err = sqlite_pool_write_result(s->pool, c, rc, "users update", errbuf, errlen);
-	changed = sqlite3_changes(c->db) > 0;
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (err == MN_OK && !changed)
-		err = update_miss(c, id);
-	else if (err == MN_OK)
-		err = user_set(out, id, name, email);
+	if (err != MN_OK)
+		return err;
+	if (u.base.changes > 0)
+		return user_set(out, id, name, email);
+	c = sqlite_pool_acquire(s->pool);
+	err = update_miss(c, id);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
@@ -193,18 +224,15 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 static enum mn_err sq_remove(struct users_repo *r, int64_t id, char *errbuf, size_t errlen)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_DELETE];
-	enum mn_err err;
-	int rc;
+	struct user_write u = {
+		.base = {.run = run_user_write, .what = "users delete"},
+		.st = ST_DELETE,
+		.id = id,
+	};
+	enum mn_err err = sqlite_pool_write(s->pool, &u.base, errbuf, errlen);
 
-	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	err = sqlite_pool_write_result(s->pool, c, rc, "users delete", errbuf, errlen);
-	if (err == MN_OK && sqlite3_changes(c->db) == 0)
+	if (err == MN_OK && u.base.changes == 0)
 		err = MN_NOT_FOUND;
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
 	return err;
 }
 

@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import threading
 import unittest
 
 import harness
@@ -487,6 +489,57 @@ class UsersPersistenceBase:
         finally:
             rc = b.stop()
         self.assertEqual(rc, 0, "SIGTERM exit code")
+
+
+    def test_concurrent_writes_acknowledged_survive_kill9(self):
+        """Writers at once share transactions (the SQLite store's group
+        commit); each is answered only once its transaction committed, so
+        every 201 before a kill -9 is in the store after it."""
+        a = Node(name="users-persist", consul=CONSUL,
+                 settings=store_settings(self.driver, type(self).__name__ + "_many"))
+        store = {k: v for k, v in a.settings.items() if k.startswith("database.")}
+        a.start_ready()
+        acked, errors, stop = {}, [], threading.Event()
+
+        def writer(t):
+            n = 0
+            while not stop.is_set() and n < 2000:
+                email = "w%d-%d@example.com" % (t, n)
+                n += 1
+                try:
+                    status, _, data = a.request("POST", "/users",
+                                                {"name": "W", "email": email}, timeout=2.0)
+                except OSError:
+                    return  # the node is gone
+                if status == 201:
+                    acked[json.loads(data)["id"]] = email
+                else:
+                    errors.append((status, data[:200]))
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(16)]
+        try:
+            for t in threads:
+                t.start()
+            wait_until(lambda: len(acked) >= 300, timeout=30, what="300 users written")
+        finally:
+            rc = a.kill9()
+            stop.set()
+            for t in threads:
+                t.join(10)
+        self.assertEqual(rc, -signal.SIGKILL)
+        self.assertEqual(errors, [])
+        print("# %d users acknowledged by 16 writers before kill -9" % len(acked),
+              file=sys.stderr, flush=True)
+
+        b = Node(name="users-persist", consul=CONSUL, settings=store)
+        b.start_ready()
+        try:
+            for uid, email in sorted(acked.items()):
+                status, _, data = b.request("GET", "/users/%s" % uid)
+                self.assertEqual(status, 200, "acknowledged user %s lost: %s" % (uid, data))
+                self.assertEqual(json.loads(data)["email"], email)
+        finally:
+            self.assertEqual(b.stop(), 0, "SIGTERM exit code")
 
 
 @requires_meshnode

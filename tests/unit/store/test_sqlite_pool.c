@@ -10,10 +10,12 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -289,6 +291,202 @@ static void test_probe_brings_readiness_back(void **state)
 	assert_int_equal(atomic_load(&write_calls), before);
 }
 
+/* ---- group commit ------------------------------------------------------- */
+
+/* A write through sqlite_pool_write(): one insert of 'v'; 'hold' makes the
+ * run wait, inside its transaction, until 'hold' writes are queued behind
+ * it, then turn on the injected failure 'then_rc' (0: none). */
+struct test_write {
+	struct sqlite_write base;
+	struct fixture *f;
+	const char *v;
+	size_t hold;
+	int then_rc;
+	atomic_int running; /* the holder is in its run */
+	enum mn_err result;
+	char err[128];
+};
+
+static int run_test_write(struct sqlite_conn *c, struct sqlite_write *w)
+{
+	struct test_write *t = (struct test_write *)w;
+	sqlite3_stmt *st = c->stmt[ST_INSERT];
+	struct sqlite_write_stats stats;
+	int rc;
+
+	if (t->hold) {
+		atomic_store(&t->running, 1);
+		for (int i = 0; i < 10000; i++) { /* 10 s at most */
+			sqlite_pool_write_stats(t->f->pool, &stats);
+			if (stats.queued >= t->hold)
+				break;
+			nanosleep(&(struct timespec){0, 1000000}, NULL);
+		}
+		inject(t->then_rc, 0);
+		return SQLITE_DONE; /* writes nothing itself */
+	}
+	sqlite3_bind_text(st, 1, t->v, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+static void *test_writer(void *arg)
+{
+	struct test_write *t = arg;
+
+	t->result = sqlite_pool_write(t->f->pool, &t->base, t->err, sizeof(t->err));
+	return NULL;
+}
+
+static void test_write_init(struct test_write *t, struct fixture *f, const char *v)
+{
+	memset(t, 0, sizeof(*t));
+	t->base = (struct sqlite_write){.run = run_test_write, .what = "test write"};
+	t->f = f;
+	t->v = v;
+}
+
+static long long rows(struct fixture *f, const char *where)
+{
+	struct sqlite_conn *c = sqlite_pool_acquire(f->pool);
+	char sql[128];
+	sqlite3_stmt *st;
+	long long n = -1;
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM t %s", where);
+	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite_pool_release(f->pool, c);
+	return n;
+}
+
+/* A first write holds the writer until 'n' more are queued; they are then
+ * committed as one group. Returns after every thread is done. */
+static void write_group(struct fixture *f, struct test_write *w, size_t n, int then_rc)
+{
+	struct test_write holder;
+	pthread_t th[8], hth;
+
+	test_write_init(&holder, f, NULL);
+	assert_true(n <= 8);
+	holder.hold = n;
+	holder.then_rc = then_rc;
+	assert_int_equal(pthread_create(&hth, NULL, test_writer, &holder), 0);
+	/* the holder is writing before the others queue */
+	for (int i = 0; i < 10000 && !atomic_load(&holder.running); i++)
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	assert_true(atomic_load(&holder.running));
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, test_writer, &w[i]), 0);
+	for (size_t i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	pthread_join(hth, NULL);
+	assert_int_equal(holder.result, MN_OK);
+}
+
+/* Writers that come while one commits are committed together, and each
+ * caller gets its own answer: a constraint fails its own write only. */
+static void test_group_commit_groups_writes_and_isolates_a_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct test_write w[4];
+	struct sqlite_write_stats st;
+	char err[128];
+
+	assert_int_equal(write_one(f, ST_INSERT, "taken", err, sizeof(err)), MN_OK);
+	test_write_init(&w[0], f, "a");
+	test_write_init(&w[1], f, "b");
+	test_write_init(&w[2], f, "taken"); /* v is UNIQUE */
+	test_write_init(&w[3], f, "c");
+	write_group(f, w, 4, 0);
+
+	sqlite_pool_write_stats(f->pool, &st);
+	assert_int_equal(st.writes, 5);
+	assert_int_equal(st.groups, 2); /* the holder's, then the four together */
+	assert_int_equal(st.queued, 0);
+	assert_int_equal(w[0].result, MN_OK);
+	assert_int_equal(w[1].result, MN_OK);
+	assert_int_equal(w[2].result, MN_CONFLICT);
+	assert_int_equal(w[3].result, MN_OK);
+	assert_int_equal(w[0].base.changes, 1);
+	assert_int_equal(rows(f, "WHERE v IN ('a', 'b', 'c')"), 3);
+	assert_int_equal(rows(f, ""), 4);
+	assert_health(f, STORE_FAULT_NONE, 0, 0, 0);
+}
+
+/* A group the disk refuses fails every write in it, each counted, with
+ * one log line; none of them is in the file. */
+static void test_group_commit_disk_full_fails_the_whole_group(void **state)
+{
+	struct fixture *f = *state;
+	struct test_write w[3];
+
+	test_write_init(&w[0], f, "x");
+	test_write_init(&w[1], f, "y");
+	test_write_init(&w[2], f, "z");
+	write_group(f, w, 3, SQLITE_FULL);
+	inject(0, 0);
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(w[i].result, MN_UNAVAILABLE);
+		assert_string_equal(w[i].err, "the store cannot write: disk full");
+	}
+	assert_health(f, STORE_FAULT_DISK_FULL, 3, 0, 0);
+	assert_int_equal(log_lines(f, "cannot write to"), 1);
+	assert_int_equal(rows(f, ""), 0);
+}
+
+/* Many writers at once: every write committed exactly once. How many
+ * groups they made depends on timing, so only the bounds are asserted. */
+struct many_arg {
+	struct fixture *f;
+	int thread;
+	int failed;
+};
+
+static void *many_writer(void *arg)
+{
+	struct many_arg *a = arg;
+	char v[32];
+
+	for (int i = 0; i < 200; i++) {
+		struct test_write w;
+
+		test_write_init(&w, a->f, v);
+		snprintf(v, sizeof(v), "t%d-%d", a->thread, i);
+		if (sqlite_pool_write(a->f->pool, &w.base, w.err, sizeof(w.err)) != MN_OK ||
+		    w.base.changes != 1)
+			a->failed++;
+	}
+	return NULL;
+}
+
+static void test_group_commit_many_writers_every_write_once(void **state)
+{
+	struct fixture *f = *state;
+	struct many_arg a[8];
+	pthread_t th[8];
+	struct sqlite_write_stats st;
+
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct many_arg){.f = f, .thread = i};
+		assert_int_equal(pthread_create(&th[i], NULL, many_writer, &a[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(a[i].failed, 0);
+	}
+	assert_int_equal(rows(f, ""), 1600);
+	sqlite_pool_write_stats(f->pool, &st);
+	assert_int_equal(st.writes, 1600);
+	assert_true(st.groups >= 1 && st.groups <= 1600);
+	assert_int_equal(st.queued, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -296,6 +494,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_writes_are_503_logged_once_and_counted,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_brings_readiness_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_groups_writes_and_isolates_a_failure,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_disk_full_fails_the_whole_group,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_many_writers_every_write_once,
+						setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, install_shim, remove_shim);
 }
