@@ -625,11 +625,23 @@ out_error:
 	return -1;
 }
 
+/* SQLite keeps memory statistics by default, under one global mutex that
+ * every sqlite3_malloc() and sqlite3_free() of every connection takes; no
+ * one reads them here. Only possible before SQLite initializes, which the
+ * first open does: a process that used SQLite before keeps them. */
+static void sqlite_configure(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 				     const char *const *stmts, size_t n_stmts, char *err,
 				     size_t errlen)
 {
+	static pthread_once_t configured = PTHREAD_ONCE_INIT;
 	struct sqlite_pool *p;
+
+	pthread_once(&configured, sqlite_configure);
 
 	if (n_stmts > SQLITE_POOL_MAX_STMTS) {
 		mn_error(err, errlen, MN_INVALID, "too many statements");
