@@ -142,6 +142,56 @@ static void test_email_conflicts_ignore_case(void **state)
 	user_release(&b);
 }
 
+/* Many users, deletes and email changes: each email is taken by one user at
+ * a time whatever came before (the memory store's email index grows, and
+ * reuses the places of removed emails). */
+static void test_email_uniqueness_through_churn(void **state)
+{
+	struct users_repo *r = ((struct fixture *)*state)->repo;
+	enum { N = 3000 };
+	int64_t *ids = calloc(N, sizeof(*ids));
+	char email[64], other[64];
+	struct user u;
+
+	assert_non_null(ids);
+	user_init(&u);
+	for (int i = 0; i < N; i++) {
+		snprintf(email, sizeof(email), "user%d@x.com", i);
+		assert_int_equal(users_repo_create_user(r, "U", email, &u, NULL, 0), MN_OK);
+		ids[i] = u.id;
+	}
+	/* every third gone, every fifth moved to a new address */
+	for (int i = 0; i < N; i += 3)
+		assert_int_equal(users_repo_delete(r, ids[i], NULL, 0), MN_OK);
+	for (int i = 1; i < N; i += 5) {
+		if (i % 3 == 0)
+			continue;
+		snprintf(email, sizeof(email), "MOVED%d@X.com", i);
+		assert_int_equal(users_repo_update(r, ids[i], "U", email, &u, NULL, 0), MN_OK);
+	}
+	for (int i = 0; i < N; i++) {
+		bool gone = i % 3 == 0, moved = !gone && i % 5 == 1;
+
+		/* the old address: free when its user is gone or moved */
+		snprintf(email, sizeof(email), "USER%d@x.com", i);
+		assert_int_equal(users_repo_create_user(r, "V", email, &u, NULL, 0),
+				 gone || moved ? MN_OK : MN_CONFLICT);
+		if (moved) {
+			snprintf(other, sizeof(other), "moved%d@x.COM", i);
+			assert_int_equal(users_repo_create_user(r, "V", other, &u, NULL, 0),
+					 MN_CONFLICT);
+			/* its own new address, in another case: still its own */
+			assert_int_equal(users_repo_update(r, ids[i], "U", other, &u, NULL, 0),
+					 MN_OK);
+		}
+	}
+	/* a user may not take an address another holds, however it is written */
+	assert_int_equal(users_repo_update(r, ids[2], "U", "User4@X.com", &u, NULL, 0),
+			 MN_CONFLICT);
+	user_release(&u);
+	free(ids);
+}
+
 static void test_list_paging(void **state)
 {
 	struct users_repo *r = ((struct fixture *)*state)->repo;
@@ -412,6 +462,7 @@ int main(void)
 		BOTH(test_crud),
 		BOTH(test_email_conflicts),
 		BOTH(test_email_conflicts_ignore_case),
+		BOTH(test_email_uniqueness_through_churn),
 		BOTH(test_list_paging),
 		BOTH(test_concurrent_creates),
 		cmocka_unit_test_setup_teardown(test_sqlite_survives_reopen, setup_sqlite,
