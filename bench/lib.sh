@@ -150,3 +150,11 @@ CFG
 	pids+=("$mpid")
 	wait_http "http://127.0.0.1:$mport/health"
 }
+
+# The shipped default of setting $1 (from --print-config of $bin; no agent
+# is asked).
+bench_default_setting() {
+	printf 'consul = { address = "http://127.0.0.1:1"; };\n' >"$work/print-config.cfg"
+	"$bin" --print-config -c "$work/print-config.cfg" 2>/dev/null |
+		/usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["settings"][sys.argv[1]]["value"])' "$1"
+}

@@ -1,0 +1,3 @@
+module meshnode/bench/goref
+
+go 1.19
