@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/text.h"
 
@@ -444,17 +445,11 @@ static int cmp_id(const void *a, const void *b)
  * sorted first, so Consul's shuffling is no change). */
 static uint64_t set_signature(struct consul_instance *v, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h = HASH_START;
 
 	qsort(v, n, sizeof(*v), cmp_id);
-	for (size_t i = 0; i < n; i++) {
-		for (const char *s = v[i].id;; s++) {
-			h ^= (unsigned char)*s;
-			h *= 0x100000001b3ULL;
-			if (*s == '\0')
-				break;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		h = hash_byte(hash_str(h, v[i].id), '\0');
 	return h;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "consul/kv.h"
+#include "core/hash.h"
 #include "core/log.h"
 
 #define DEFAULT_WAIT_MS (5 * 60 * 1000)
@@ -37,13 +38,7 @@ uint64_t watch_call_timeout_ms(uint64_t wait_ms) { return wait_ms + wait_ms / 16
 
 uint64_t watch_hash(const char *body, size_t len)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)body[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
+	return hash_bytes(HASH_START, body, len);
 }
 
 uint64_t watch_answer_hash(const char *body, size_t len, bool not_found)

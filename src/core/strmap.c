@@ -5,6 +5,7 @@
 
 #include "core/backoff.h"
 #include "core/clock.h"
+#include "core/hash.h"
 
 #define STRMAP_FIRST_CAP 64
 
@@ -28,17 +29,7 @@ void strmap_release(struct strmap *m)
 
 static uint64_t strmap_hash(const struct strmap *m, const char *key)
 {
-	uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
-
-	for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-		h ^= *p;
-		h *= 0x100000001b3ULL;
-	}
-	/* FNV's low bits mix poorly and the table takes the low bits */
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 32;
-	return h;
+	return hash_mix(hash_str(HASH_START ^ m->seed, key));
 }
 
 /* The place of 'key' in the table: its entry, or the empty one where it

@@ -1,5 +1,6 @@
 #include "metrics/metrics.h"
 #include "core/array.h"
+#include "core/hash.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -171,17 +172,10 @@ static inline const char *label_value(const char *const *values, size_t i)
  * so ("ab","c") and ("a","bc") differ. */
 static uint64_t values_hash(size_t n, const char *const *values)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h = HASH_START;
 
-	for (size_t i = 0; i < n; i++) {
-		for (const unsigned char *p = (const unsigned char *)label_value(values, i); *p;
-		     p++) {
-			h ^= *p;
-			h *= 0x100000001b3ULL;
-		}
-		h ^= 0xff;
-		h *= 0x100000001b3ULL;
-	}
+	for (size_t i = 0; i < n; i++)
+		h = hash_byte(hash_str(h, label_value(values, i)), 0xff);
 	return h;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/backoff.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "peers/balancer.h"
 #include "peers/breaker.h"
@@ -91,19 +92,7 @@ struct peer_client {
 /* FNV-1a over the node, a NUL, and the ID. */
 static uint64_t instance_hash(const char *node, const char *id)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (const char *s = node;; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-		if (*s == '\0')
-			break;
-	}
-	for (; *id; id++) {
-		h ^= (unsigned char)*id;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
+	return hash_str(hash_byte(hash_str(HASH_START, node), '\0'), id);
 }
 
 static void state_unref(struct inst_state *st)

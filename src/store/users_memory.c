@@ -11,6 +11,7 @@
 #include "core/array.h"
 #include "core/backoff.h"
 #include "core/clock.h"
+#include "core/hash.h"
 #include "core/text.h"
 
 /* A place of the email index: the hash of an email folded to lower case,
@@ -64,18 +65,7 @@ static ssize_t find(const struct memory_repo *m, int64_t id)
  * SQLite store compares them), seeded per store, its low bits mixed. */
 static uint64_t email_hash(const struct memory_repo *m, const char *email)
 {
-	uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
-
-	for (const unsigned char *p = (const unsigned char *)email; *p; p++) {
-		unsigned char c = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + ('a' - 'A')) : *p;
-
-		h ^= c;
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 32;
-	return h;
+	return hash_mix(hash_str_nocase(HASH_START ^ m->seed, email));
 }
 
 /* The place of the user 'id' with 'email' (hash h), or, with id 0, of any
@@ -128,7 +118,8 @@ static bool email_resize(struct memory_repo *m, size_t cap)
 
 		if (e->id == EMAIL_FREE || e->id == EMAIL_GONE)
 			continue;
-		for (j = (size_t)e->hash & (cap - 1); t[j].id != EMAIL_FREE; j = (j + 1) & (cap - 1))
+		for (j = (size_t)e->hash & (cap - 1); t[j].id != EMAIL_FREE;
+		     j = (j + 1) & (cap - 1))
 			;
 		t[j] = *e;
 	}
@@ -305,7 +296,8 @@ static enum mn_err mem_update(struct users_repo *r, int64_t id, const char *name
 	 * (the index is then unchanged) the old one is put back */
 	if (!same_email(m->users[i].email, u.email)) {
 		const char *old = m->users[i].email;
-		struct email_slot *was = old ? email_place(m, old, email_hash(m, old), id, 0) : NULL;
+		struct email_slot *was =
+			old ? email_place(m, old, email_hash(m, old), id, 0) : NULL;
 
 		if (was) {
 			was->id = EMAIL_GONE;
