@@ -181,21 +181,51 @@ static bool header_has_token(const char *value, const char *token)
 	return false;
 }
 
+/* Whether the header line had whitespace between its name and the colon
+ * (RFC 9112 5.1: a 400, a known smuggling vector behind lax proxies).
+ * civetweb 1.15 (parse_http_headers) hides it: it overwrites those spaces
+ * and the colon with NULs in the request's own buffer, then skips the
+ * spaces after the colon. So the name's NUL is followed by another NUL
+ * (a space's or the colon's) before the value starts only when a space
+ * preceded the colon; right after "Name:" comes the value itself, a
+ * space, a tab, or (empty value) the NUL of its CR, at name+len+1 then. */
+static bool space_before_colon(const struct mg_header *h)
+{
+	size_t len = strlen(h->name);
+
+	return h->value > h->name + len + 1 && h->name[len + 1] == '\0';
+}
+
 /* Where this request's body ends, from every framing header it carries
  * (RFC 9112 6.3): *length is the body size, -1 for chunked, 0 for none.
  * civetweb reads only the first Content-Length, so a second one that
- * differs would frame a smuggled request: both are refused here. */
+ * differs would frame a smuggled request: both are refused here, as is
+ * any header with whitespace before its colon, Transfer-Encoding in
+ * HTTP/1.0 (6.1: a 1.0 message cannot be chunked; a proxy may frame it
+ * otherwise) and an HTTP/1.1 request without exactly one Host (3.2). */
 static bool request_framing(const struct mg_request_info *ri, int64_t *length, const char **why)
 {
+	bool http10 = strcmp(ri->http_version, "1.0") == 0;
 	const char *te = NULL;
 	bool have_length = false;
+	int hosts = 0;
 
 	*length = 0;
 	for (int i = 0; i < ri->num_headers; i++) {
 		const struct mg_header *h = &ri->http_headers[i];
 		int64_t v;
 
-		if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+		if (space_before_colon(h)) {
+			*why = "whitespace between a header name and its colon";
+			return false;
+		}
+		if (strcasecmp(h->name, "Host") == 0) {
+			hosts++;
+		} else if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+			if (http10) {
+				*why = "Transfer-Encoding in an HTTP/1.0 request";
+				return false;
+			}
 			if (te) {
 				*why = "more than one Transfer-Encoding header";
 				return false;
@@ -213,6 +243,10 @@ static bool request_framing(const struct mg_request_info *ri, int64_t *length, c
 			have_length = true;
 			*length = v;
 		}
+	}
+	if (!http10 && hosts != 1) {
+		*why = hosts ? "more than one Host header" : "no Host header";
+		return false;
 	}
 	if (te && have_length) {
 		/* The two framings disagree about where this request ends, so
