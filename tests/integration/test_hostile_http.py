@@ -735,6 +735,48 @@ class SlowHeadersTest(harness.ProcessesTestCase):
         self.assertTrue(node.running())
 
 
+SILENT_THREADS = 16
+SILENT_CONNS = 100
+
+
+@requires_meshnode
+class SilentConnectionsTest(harness.ProcessesTestCase):
+    """Issue 21, point 8: a connection costs a worker only once it has
+    spoken. 100 connections that send nothing against 16 workers: /health
+    on fresh connections is answered at once, and each silent connection
+    that then sends a request is served (the kernel hands it over when its
+    bytes arrive: TCP_DEFER_ACCEPT on the listener)."""
+
+    def test_silent_connections_take_no_worker_and_are_served_when_they_speak(self):
+        node = self.track(Node(name="silent", settings={"server.threads": SILENT_THREADS}))
+        node.start_ready()
+        silent = []
+        try:
+            for _ in range(SILENT_CONNS):
+                silent.append(socket.create_connection(("127.0.0.1", node.port), timeout=5))
+            time.sleep(0.5)
+            latencies = probes(node.port, 20, timeout=3.0, spacing=0.05)
+            worst = p99(latencies)
+            report("silent: %d silent connections, %d threads: /health p99 %.3f s"
+                   % (SILENT_CONNS, SILENT_THREADS, worst))
+            self.assertLess(worst, 1.0, "probes with %d silent connections open (None = no "
+                            "answer): %r" % (SILENT_CONNS, latencies))
+            # they speak, a few seconds later: every one is served
+            served = 0
+            for s in silent:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            for s in silent:
+                resps, _, _ = read_responses(s, 1, timeout=10.0)
+                if resps and resps[0][0] == 200:
+                    served += 1
+            self.assertEqual(served, SILENT_CONNS, "silent connections that spoke, served")
+        finally:
+            for s in silent:
+                s.close()
+        self.assertTrue(node.running())
+        self.assertNotIn("connections take a worker before they send a byte", node.log_text())
+
+
 # --------------------------------------------------------------------------
 # Row 8: SIGTERM answers every order in flight through a slow peer
 # --------------------------------------------------------------------------
