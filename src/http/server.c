@@ -578,8 +578,11 @@ static void on_exit_thread(const struct mg_context *ctx, int thread_type, void *
 
 /* How long the kernel holds a connection that has sent nothing before a
  * worker sees it (TCP_DEFER_ACCEPT, in seconds; Linux rounds it up to its
- * SYN-ACK retransmissions: 1+2+4+8+16 = 31 s). */
-#define DEFER_ACCEPT_S 30
+ * SYN-ACK retransmissions: 1+2+...+64 = 127 s). Then a silent connection
+ * costs a worker one server.read_timeout_ms in every ~132 s: with 30 s
+ * (31 + 5) 1,000 silent connections reached the workers together often
+ * enough to stall a probe every 36 s, with 120 once in 150 s. */
+#define DEFER_ACCEPT_S 120
 /* civetweb's listen backlog (its default is 200): a deferred connection
  * waits in the listener's SYN queue, which this bounds; past it the
  * kernel answers with SYN cookies, which defer nothing. The kernel caps
