@@ -32,6 +32,14 @@ struct consul_instance {
  * could smuggle a scheme, credentials, a path or a header into a URL. */
 bool consul_host_valid(const char *host);
 
+/* NULL when a call can go to 'host' (a valid host as consul_host_valid()
+ * says); otherwise why not, a static string: an unspecified address
+ * (0.0.0.0, ::) names no host and a link-local one (169.254.0.0/16,
+ * fe80::/10, the IPv4 ones mapped into IPv6 too) is reachable from one
+ * link only; both come from a bad registration, never from a usable
+ * instance. Host names are not resolved here. */
+const char *consul_host_unusable(const char *host);
+
 /* Parses the JSON array the health endpoint answers into *out (a new array
  * of *n instances; free with consul_instances_free()). An entry with an
  * invalid address or port is left out and described on a line of

@@ -162,7 +162,7 @@ static bool instance_from_srv(ns_msg *h, const ns_rr *rr, const struct host_addr
 	addr = lookup_addr(addrs, naddrs, target);
 	if (addr == NULL && addr_from_target(target, decoded))
 		addr = decoded;
-	if (addr == NULL || !consul_host_valid(addr))
+	if (addr == NULL || consul_host_unusable(addr) != NULL)
 		return false;
 	node_from_target(target, node, sizeof(node));
 	snprintf(id, sizeof(id), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, port);
@@ -184,29 +184,64 @@ static bool instance_from_srv(ns_msg *h, const ns_rr *rr, const struct host_addr
 	return true;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(((const struct consul_instance *)a)->id,
+		      ((const struct consul_instance *)b)->id);
+}
+
+static void instance_release(struct consul_instance *in)
+{
+	free(in->id);
+	free(in->node);
+	free(in->address);
+	json_decref(in->tags);
+	json_decref(in->meta);
+}
+
+/* Sorts v by id (Consul shuffles its records: the order is no change)
+ * and frees all but the first of each id; the count left. */
+static size_t sort_unique(struct consul_instance *v, size_t n)
+{
+	size_t k = 0;
+
+	if (n < 2) /* qsort(NULL, 0, ...) is undefined */
+		return n;
+	qsort(v, n, sizeof(*v), cmp_id);
+	for (size_t i = 0; i < n; i++) {
+		if (k && strcmp(v[k - 1].id, v[i].id) == 0) {
+			instance_release(&v[i]);
+			continue;
+		}
+		v[k++] = v[i];
+	}
+	return k;
+}
+
 enum mn_err consul_dns_parse(const unsigned char *msg, size_t len, uint16_t id,
-			     struct consul_instance **out, size_t *n, uint32_t *ttl,
-			     bool *truncated, char *err, size_t errlen)
+			     struct consul_instance **out, size_t *n, struct consul_dns_answer *a,
+			     char *err, size_t errlen)
 {
 	struct consul_instance *v;
 	struct host_addr *addrs;
-	size_t count, naddrs;
+	size_t count, naddrs, usable;
 	bool oom = false;
 	ns_msg h;
 	int rcode;
 
 	*out = NULL;
 	*n = 0;
-	*ttl = 0;
-	*truncated = false;
+	*a = (struct consul_dns_answer){0};
 	if (len > DNS_ANSWER_MAX || ns_initparse(msg, (int)len, &h) != 0)
 		return mn_error(err, errlen, MN_INVALID, "malformed DNS message (%zu bytes)", len);
 	if (ns_msg_id(h) != id || !ns_msg_getflag(h, ns_f_qr))
 		return mn_error(err, errlen, MN_INVALID, "not the answer to our query");
 	rcode = ns_msg_getflag(h, ns_f_rcode);
-	*truncated = ns_msg_getflag(h, ns_f_tc);
-	if (rcode == ns_r_nxdomain)
-		return MN_OK; /* no such service: no instance */
+	a->truncated = ns_msg_getflag(h, ns_f_tc);
+	if (rcode == ns_r_nxdomain) {
+		a->nxdomain = true; /* no such service, or none of it passing */
+		return MN_OK;
+	}
 	if (rcode != ns_r_noerror)
 		return mn_error(err, errlen, MN_INVALID, "the DNS server answered rcode %d", rcode);
 	count = ns_msg_count(h, ns_s_an);
@@ -223,25 +258,40 @@ enum mn_err consul_dns_parse(const unsigned char *msg, size_t len, uint16_t id,
 			free(addrs);
 			consul_instances_free(v, *n);
 			*n = 0;
+			*a = (struct consul_dns_answer){0};
 			return mn_error(err, errlen, MN_INVALID, "malformed DNS answer record %zu",
 					i);
 		}
 		if (ns_rr_type(rr) != ns_t_srv || ns_rr_class(rr) != ns_c_in)
 			continue;
+		a->records++;
 		if (instance_from_srv(&h, &rr, addrs, naddrs, &v[*n], &oom)) {
-			if (*n == 0 || ns_rr_ttl(rr) < *ttl)
-				*ttl = ns_rr_ttl(rr);
+			if (*n == 0 || ns_rr_ttl(rr) < a->ttl)
+				a->ttl = ns_rr_ttl(rr);
 			(*n)++;
+		} else if (!oom) {
+			a->refused++;
 		}
 	}
 	free(addrs);
 	if (oom) {
 		consul_instances_free(v, *n);
 		*n = 0;
+		*a = (struct consul_dns_answer){0};
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	}
+	usable = sort_unique(v, *n);
+	a->duplicates = *n - usable;
+	*n = usable;
 	*out = v;
 	return MN_OK;
+}
+
+enum consul_dns_verdict consul_dns_verdict(const struct consul_dns_answer *a, size_t n)
+{
+	if (n)
+		return CONSUL_DNS_SOME;
+	return a->nxdomain || a->records == 0 ? CONSUL_DNS_NONE : CONSUL_DNS_BROKEN;
 }
 
 /* ---- the lookup ----------------------------------------------------------- */
@@ -384,8 +434,8 @@ out:
 }
 
 enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t timeout_ms,
-			      struct consul_instance **out, size_t *n, uint32_t *ttl, char *err,
-			      size_t errlen)
+			      struct consul_instance **out, size_t *n, struct consul_dns_answer *a,
+			      char *err, size_t errlen)
 {
 	static atomic_uint serial;
 	uint64_t deadline = clock_monotonic_ms() + timeout_ms;
@@ -393,13 +443,12 @@ enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t tim
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	size_t qlen, len = 0;
-	bool truncated;
 	uint16_t id;
 	enum mn_err e;
 
 	*out = NULL;
 	*n = 0;
-	*ttl = 0;
+	*a = (struct consul_dns_answer){0};
 	if (!server_addr(server, &sa, &salen))
 		return mn_error(err, errlen, MN_INVALID, "not an address:port: '%s'", server);
 	/* not a secret: the agent is on loopback; an id only tells answers apart */
@@ -412,9 +461,57 @@ enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t tim
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	e = exchange_tcp(&sa, salen, q, qlen, buf, &len, deadline, err, errlen);
 	if (e == MN_OK)
-		e = consul_dns_parse(buf, len, id, out, n, ttl, &truncated, err, errlen);
+		e = consul_dns_parse(buf, len, id, out, n, a, err, errlen);
 	free(buf);
 	return e;
+}
+
+/* ---- the view ------------------------------------------------------------- */
+
+/* The set's signature: FNV-1a over its ids in order (consul_dns_parse()
+ * sorted them, so Consul's shuffling is no change). */
+static uint64_t set_signature(const struct consul_instance *v, size_t n)
+{
+	uint64_t h = HASH_START;
+
+	for (size_t i = 0; i < n; i++)
+		h = hash_byte(hash_str(h, v[i].id), '\0');
+	return h;
+}
+
+void dns_view_init(struct dns_view *v)
+{
+	*v = (struct dns_view){0};
+}
+
+enum dns_view_action dns_view_answer(struct dns_view *v, const struct consul_dns_answer *a,
+				     const struct consul_instance *inst, size_t n, uint64_t now_ms)
+{
+	uint64_t sig;
+
+	switch (consul_dns_verdict(a, n)) {
+	case CONSUL_DNS_BROKEN:
+		v->broken++;
+		return DNS_VIEW_KEEP;
+	case CONSUL_DNS_NONE:
+		v->none_in_a_row++;
+		if (v->shown && v->shown_n &&
+		    (v->none_in_a_row < DNS_VIEW_NONE_ANSWERS ||
+		     now_ms - v->confirmed_ms < DNS_VIEW_KEEP_MS))
+			return DNS_VIEW_HOLD;
+		break;
+	case CONSUL_DNS_SOME:
+		v->none_in_a_row = 0;
+		v->confirmed_ms = now_ms;
+		break;
+	}
+	sig = set_signature(inst, n);
+	if (v->shown && sig == v->signature && n == v->shown_n)
+		return DNS_VIEW_SAME;
+	v->shown = true;
+	v->signature = sig;
+	v->shown_n = n;
+	return DNS_VIEW_CHANGE;
 }
 
 /* ---- the watch ------------------------------------------------------------ */
@@ -428,69 +525,81 @@ struct dns_watch {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping;                /* lock */
-	atomic_uint_fast64_t last_ok; /* monotonic ms of the last answer */
+	atomic_uint_fast64_t last_ok; /* monotonic ms of the last answer applied */
 	uint64_t index;               /* changes delivered */
-	uint64_t signature;           /* of the last delivered set */
-	size_t last_n;
-	bool delivered;
+	struct dns_view view;
 };
 
-static int cmp_id(const void *a, const void *b)
+/* Logs what an answer that changed nothing says, once per run of them. */
+static void log_kept(struct dns_watch *w, enum dns_view_action act,
+		     const struct consul_dns_answer *a, enum dns_view_action *last)
 {
-	return strcmp(((const struct consul_instance *)a)->id,
-		      ((const struct consul_instance *)b)->id);
-}
-
-/* The set's signature: FNV-1a over its ids in order (the instances are
- * sorted first, so Consul's shuffling is no change). */
-static uint64_t set_signature(struct consul_instance *v, size_t n)
-{
-	uint64_t h = HASH_START;
-
-	qsort(v, n, sizeof(*v), cmp_id);
-	for (size_t i = 0; i < n; i++)
-		h = hash_byte(hash_str(h, v[i].id), '\0');
-	return h;
+	if (act == *last)
+		return;
+	if (act == DNS_VIEW_HOLD)
+		log_warn("peers",
+			 "DNS: no instance of '%s' at %s (%s); the last view of '%s' (%zu "
+			 "instance%s) stays until %d answers in a row and %d ms since the last "
+			 "instance say so",
+			 w->name, w->server, a->nxdomain ? "NXDOMAIN" : "an empty answer",
+			 w->service, w->view.shown_n, w->view.shown_n == 1 ? "" : "s",
+			 DNS_VIEW_NONE_ANSWERS, DNS_VIEW_KEEP_MS);
+	else if (act == DNS_VIEW_KEEP)
+		log_warn("peers",
+			 "DNS answer for '%s' at %s has no usable record (%zu SRV records, all "
+			 "refused: no address, port 0, an unspecified or link-local address); the "
+			 "last view of '%s' stays (%llu such answers)",
+			 w->name, w->server, a->records, w->service,
+			 (unsigned long long)w->view.broken);
 }
 
 static void *watch_main(void *arg)
 {
 	struct dns_watch *w = arg;
+	enum dns_view_action last = DNS_VIEW_SAME;
 	unsigned failures = 0;
 
 	pthread_mutex_lock(&w->lock);
 	while (!w->stopping) {
 		struct consul_instance *v = NULL;
+		struct consul_dns_answer a;
 		uint64_t wait_ms = w->refresh_ms;
+		enum dns_view_action act;
 		struct timespec ts;
 		size_t n = 0;
-		uint32_t ttl = 0;
 		char err[256];
 		enum mn_err e;
 
 		pthread_mutex_unlock(&w->lock);
-		e = consul_dns_lookup(w->server, w->name, w->timeout_ms, &v, &n, &ttl, err,
+		e = consul_dns_lookup(w->server, w->name, w->timeout_ms, &v, &n, &a, err,
 				      sizeof(err));
 		if (e == MN_OK) {
-			uint64_t sig = set_signature(v, n);
-
-			atomic_store(&w->last_ok, clock_monotonic_ms());
 			if (failures)
 				log_info("peers", "DNS lookup of '%s' at %s answers again", w->name,
 					 w->server);
 			failures = 0;
-			if (!w->delivered || sig != w->signature || n != w->last_n) {
-				w->delivered = true;
-				w->signature = sig;
-				w->last_n = n;
+			act = dns_view_answer(&w->view, &a, v, n, clock_monotonic_ms());
+			if (act == DNS_VIEW_CHANGE || act == DNS_VIEW_SAME)
+				atomic_store(&w->last_ok, clock_monotonic_ms());
+			if (act == DNS_VIEW_CHANGE && last == DNS_VIEW_HOLD && n == 0)
+				log_warn("peers",
+					 "DNS: no instance of '%s' in %u answers over %d ms; the view of "
+					 "'%s' is empty now",
+					 w->name, w->view.none_in_a_row, DNS_VIEW_KEEP_MS, w->service);
+			if (a.duplicates && act == DNS_VIEW_CHANGE)
+				log_info("peers",
+					 "DNS answer for '%s': %zu repeated SRV records counted once",
+					 w->name, a.duplicates);
+			log_kept(w, act, &a, &last);
+			last = act;
+			if (act == DNS_VIEW_CHANGE)
 				w->on_change(w->ctx, v, n, ++w->index);
-			} else {
+			else
 				consul_instances_free(v, n);
-			}
-			if (ttl)
-				wait_ms = (uint64_t)ttl * 1000 < w->refresh_ms ? w->refresh_ms
-				    : (uint64_t)ttl * 1000 > TTL_REFRESH_CAP_MS ? TTL_REFRESH_CAP_MS
-										: (uint64_t)ttl * 1000;
+			if (a.ttl)
+				wait_ms = (uint64_t)a.ttl * 1000 < w->refresh_ms ? w->refresh_ms
+				    : (uint64_t)a.ttl * 1000 > TTL_REFRESH_CAP_MS ? TTL_REFRESH_CAP_MS
+										  : (uint64_t)a.ttl * 1000;
 		} else if (failures++ == 0) {
 			log_warn("peers", "DNS lookup of '%s' at %s failed: %s; the last view of '%s' "
 				 "stays", w->name, w->server, err, w->service);

@@ -46,6 +46,31 @@ bool consul_host_valid(const char *host)
 	return host_name_valid(host);
 }
 
+const char *consul_host_unusable(const char *host)
+{
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	unsigned char a[16];
+	const unsigned char *v4 = NULL;
+
+	if (!consul_host_valid(host))
+		return "invalid address";
+	if (inet_pton(AF_INET, host, a) == 1) {
+		v4 = a;
+	} else if (inet_pton(AF_INET6, host, a) == 1) {
+		if (memcmp(a, mapped, sizeof(mapped)) == 0)
+			v4 = a + 12;
+		else if (memcmp(a, (const unsigned char[16]){0}, 16) == 0)
+			return "unspecified address";
+		else if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+			return "link-local address";
+	}
+	if (v4 && v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0)
+		return "unspecified address";
+	if (v4 && v4[0] == 169 && v4[1] == 254)
+		return "link-local address";
+	return NULL;
+}
+
 void consul_instances_free(struct consul_instance *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -318,15 +343,15 @@ static enum mn_err entry_take(struct entry *e, size_t i, struct consul_instance 
 {
 	const char *id = e->id.data;
 	const char *address = e->address.len ? e->address.data : e->node_address.data;
+	const char *why;
 
 	*kept = false;
 	if (id == NULL || *id == '\0') {
 		reject(rejected, "entry %zu has no service ID", i);
 		return MN_OK;
 	}
-	if (!consul_host_valid(address)) {
-		reject(rejected, "instance '%.100s': invalid address '%.100s'", id,
-		       address ? address : "");
+	if ((why = consul_host_unusable(address)) != NULL) {
+		reject(rejected, "instance '%.100s': %s '%.100s'", id, why, address ? address : "");
 		return MN_OK;
 	}
 	if (!e->port_ok || e->port < 1 || e->port > 65535) {

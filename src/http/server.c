@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <sys/random.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "core/backoff.h"
@@ -181,21 +184,51 @@ static bool header_has_token(const char *value, const char *token)
 	return false;
 }
 
+/* Whether the header line had whitespace between its name and the colon
+ * (RFC 9112 5.1: a 400, a known smuggling vector behind lax proxies).
+ * civetweb 1.15 (parse_http_headers) hides it: it overwrites those spaces
+ * and the colon with NULs in the request's own buffer, then skips the
+ * spaces after the colon. So the name's NUL is followed by another NUL
+ * (a space's or the colon's) before the value starts only when a space
+ * preceded the colon; right after "Name:" comes the value itself, a
+ * space, a tab, or (empty value) the NUL of its CR, at name+len+1 then. */
+static bool space_before_colon(const struct mg_header *h)
+{
+	size_t len = strlen(h->name);
+
+	return h->value > h->name + len + 1 && h->name[len + 1] == '\0';
+}
+
 /* Where this request's body ends, from every framing header it carries
  * (RFC 9112 6.3): *length is the body size, -1 for chunked, 0 for none.
  * civetweb reads only the first Content-Length, so a second one that
- * differs would frame a smuggled request: both are refused here. */
+ * differs would frame a smuggled request: both are refused here, as is
+ * any header with whitespace before its colon, Transfer-Encoding in
+ * HTTP/1.0 (6.1: a 1.0 message cannot be chunked; a proxy may frame it
+ * otherwise) and an HTTP/1.1 request without exactly one Host (3.2). */
 static bool request_framing(const struct mg_request_info *ri, int64_t *length, const char **why)
 {
+	bool http10 = strcmp(ri->http_version, "1.0") == 0;
 	const char *te = NULL;
 	bool have_length = false;
+	int hosts = 0;
 
 	*length = 0;
 	for (int i = 0; i < ri->num_headers; i++) {
 		const struct mg_header *h = &ri->http_headers[i];
 		int64_t v;
 
-		if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+		if (space_before_colon(h)) {
+			*why = "whitespace between a header name and its colon";
+			return false;
+		}
+		if (strcasecmp(h->name, "Host") == 0) {
+			hosts++;
+		} else if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+			if (http10) {
+				*why = "Transfer-Encoding in an HTTP/1.0 request";
+				return false;
+			}
 			if (te) {
 				*why = "more than one Transfer-Encoding header";
 				return false;
@@ -213,6 +246,10 @@ static bool request_framing(const struct mg_request_info *ri, int64_t *length, c
 			have_length = true;
 			*length = v;
 		}
+	}
+	if (!http10 && hosts != 1) {
+		*why = hosts ? "more than one Host header" : "no Host header";
+		return false;
 	}
 	if (te && have_length) {
 		/* The two framings disagree about where this request ends, so
@@ -539,6 +576,82 @@ static void on_exit_thread(const struct mg_context *ctx, int thread_type, void *
 		;
 }
 
+/* How long the kernel holds a connection that has sent nothing before a
+ * worker sees it (TCP_DEFER_ACCEPT, in seconds; Linux rounds it up to its
+ * SYN-ACK retransmissions: 1+2+...+64 = 127 s). Then a silent connection
+ * costs a worker one server.read_timeout_ms in every ~132 s: with 30 s
+ * (31 + 5) 1,000 silent connections reached the workers together often
+ * enough to stall a probe every 36 s, with 120 once in 150 s. */
+#define DEFER_ACCEPT_S 120
+/* civetweb's listen backlog (its default is 200): a deferred connection
+ * waits in the listener's SYN queue, which this bounds; past it the
+ * kernel answers with SYN cookies, which defer nothing. The kernel caps
+ * it at net.core.somaxconn (4096 since Linux 5.4). */
+#define LISTEN_BACKLOG "4096"
+
+/* The listening socket civetweb opened on 'port': civetweb 1.15 shows no
+ * socket of its own (no call, no callback), so it is found among the
+ * process's descriptors as the one that listens on that port. -1 when
+ * none does. */
+static int listener_fd(int port)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int found = -1;
+
+	if (d == NULL)
+		return -1;
+	while (found < 0 && (e = readdir(d)) != NULL) {
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof(sa), olen;
+		int fd, listening = 0;
+		char *end;
+
+		fd = (int)strtol(e->d_name, &end, 10);
+		olen = sizeof(listening);
+		if (*end || end == e->d_name || fd == dirfd(d) ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || !listening ||
+		    getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+			continue;
+		if ((sa.ss_family == AF_INET &&
+		     ntohs(((struct sockaddr_in *)&sa)->sin_port) == port) ||
+		    (sa.ss_family == AF_INET6 &&
+		     ntohs(((struct sockaddr_in6 *)&sa)->sin6_port) == port))
+			found = fd;
+	}
+	closedir(d);
+	return found;
+}
+
+/* A connection takes a worker only once its first bytes have arrived:
+ * civetweb hands each accepted connection to a worker that then waits for
+ * the request head, so connections that send nothing would hold every
+ * worker (1,000 silent ones took /health's p99 to 5 s with 512 workers).
+ * With TCP_DEFER_ACCEPT the kernel keeps such a connection out of
+ * accept() until data comes, or until DEFER_ACCEPT_S have passed (then it
+ * is accepted and, silent, cut at server.read_timeout_ms like any). false
+ * when the listener is not found or the option is refused. */
+static bool defer_accept(struct mg_context *ctx, char *why, size_t whylen)
+{
+	struct mg_server_port ports[4];
+	int n = mg_get_server_ports(ctx, 4, ports), secs = DEFER_ACCEPT_S, fd;
+
+	if (n < 1) {
+		snprintf(why, whylen, "civetweb names no listening port");
+		return false;
+	}
+	fd = listener_fd(ports[0].port);
+	if (fd < 0) {
+		snprintf(why, whylen, "no socket listens on port %d", ports[0].port);
+		return false;
+	}
+	if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) != 0) {
+		snprintf(why, whylen, "TCP_DEFER_ACCEPT: %s", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
 struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
 				      size_t errlen)
 {
@@ -572,6 +685,7 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 		"enable_keep_alive", "yes",
 		"tcp_nodelay", "1",
 		"decode_url", "no",
+		"listen_backlog", LISTEN_BACKLOG,
 		NULL, NULL,
 	};
 
@@ -600,6 +714,11 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 		free(s);
 		return NULL;
 	}
+	if (!defer_accept(s->ctx, cw_err, sizeof(cw_err)))
+		log_warn("http",
+			 "connections take a worker before they send a byte: %s; silent "
+			 "connections can hold every worker for server.read_timeout_ms",
+			 cw_err);
 	return s;
 }
 
@@ -614,7 +733,7 @@ static void *stop_thread(void *arg)
 
 /* civetweb's master thread notices the stop flag only when its poll() on
  * the listener returns, which takes up to two seconds on an idle server.
- * A connection to our own listener wakes it at once. */
+ * A connection to our own listener that sends a byte wakes it at once. */
 static void poke_listener(const struct http_server *s)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->opts.port)};
@@ -622,13 +741,15 @@ static void poke_listener(const struct http_server *s)
 
 	if (inet_pton(AF_INET, s->opts.address, &sa.sin_addr) != 1)
 		return;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
-		close(fd);
-		return;
-	}
+	/* blocking, briefly: the listener defers connections until a byte
+	 * arrives (TCP_DEFER_ACCEPT), so one is sent once connected */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){.tv_usec = 100000},
+		   sizeof(struct timeval));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		(void)!send(fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
 }
 

@@ -3,6 +3,7 @@
  * the message's own (its first two bytes), so that mutations get past the
  * id check to the records. */
 #include <jansson.h>
+#include <string.h>
 
 #include "consul/dns.h"
 #include "fuzz.h"
@@ -13,18 +14,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint16_t id = size >= 2 ? (uint16_t)(data[0] << 8 | data[1]) : 0;
 	char err[256] = "";
 	size_t n = 42;
-	uint32_t ttl;
-	bool tc;
+	struct consul_dns_answer a;
 	enum mn_err e;
 
-	e = consul_dns_parse(data, size, id, &v, &n, &ttl, &tc, err, sizeof(err));
+	e = consul_dns_parse(data, size, id, &v, &n, &a, err, sizeof(err));
 	FUZZ_CHECK(e == MN_OK || e == MN_INVALID);
 	if (e == MN_OK) {
 		FUZZ_CHECK(v != NULL || n == 0);
 		for (size_t i = 0; i < n; i++) {
 			FUZZ_CHECK(v[i].id && v[i].id[0] != '\0');
 			FUZZ_CHECK(v[i].node != NULL);
-			FUZZ_CHECK(consul_host_valid(v[i].address));
+			FUZZ_CHECK(consul_host_unusable(v[i].address) == NULL);
+			FUZZ_CHECK(i == 0 || strcmp(v[i - 1].id, v[i].id) < 0);
 			FUZZ_CHECK(v[i].port >= 1 && v[i].port <= 65535);
 			FUZZ_CHECK(json_is_array(v[i].tags) && json_is_object(v[i].meta));
 			FUZZ_CHECK(v[i].passing && !v[i].maintenance);

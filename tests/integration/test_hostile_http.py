@@ -279,6 +279,78 @@ class SmugglingTest(HostileBase):
         self.assert_alive("non-numeric Content-Length")
 
 
+def framed(version, headers, body):
+    return (b"POST /users HTTP/%s\r\n" % version + b"".join(h + b"\r\n" for h in headers)
+            + b"\r\n" + body)
+
+
+def chunked(body):
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+@requires_meshnode
+class FramingTest(HostileBase):
+    """Issue 21, point 6: the rest of RFC 9112's framing rules. Each request
+    would create a user if it were let through; each is a 400, no user is
+    stored, and the node goes on serving. The well-formed twin of each is
+    sent first and creates its user, so the 400s come from the one fault."""
+
+    def send(self, data):
+        raw = raw_exchange(self.node.port, data, timeout=3)
+        self.assertTrue(raw, "no answer to %r" % data[:200])
+        return parse_raw_response(raw)
+
+    def test_framing_faults_are_400_and_reach_no_handler(self):
+        def body(tag):
+            return b'{"name":"Framing","email":"framing-%s@example.com"}' % tag.encode()
+
+        ok_body = body("ok")
+        status, _, raw_body = self.send(framed(b"1.1", [
+            b"Host: x", b"Content-Type: application/json",
+            b"Content-Length: %d" % len(ok_body)], ok_body))
+        self.assertEqual(status, 201, raw_body)
+        cases = {
+            "space before the colon of Content-Length":
+                lambda b: framed(b"1.1", [b"Host: x", b"Content-Type: application/json",
+                                          b"Content-Length : %d" % len(b)], b),
+            "spaces before the colon of Host":
+                lambda b: framed(b"1.1", [b"Host  : x", b"Content-Type: application/json",
+                                          b"Content-Length: %d" % len(b)], b),
+            "tab before the colon":
+                lambda b: framed(b"1.1", [b"Host: x", b"Content-Type: application/json",
+                                          b"Content-Length\t: %d" % len(b)], b),
+            "Transfer-Encoding in HTTP/1.0":
+                lambda b: framed(b"1.0", [b"Host: x", b"Content-Type: application/json",
+                                          b"Transfer-Encoding: chunked"], chunked(b)),
+            "HTTP/1.1 without Host":
+                lambda b: framed(b"1.1", [b"Content-Type: application/json",
+                                          b"Content-Length: %d" % len(b)], b),
+            "HTTP/1.1 with two Host headers":
+                lambda b: framed(b"1.1", [b"Host: x", b"Content-Type: application/json",
+                                          b"Host: y", b"Content-Length: %d" % len(b)], b),
+            "HTTP/1.1 with two equal Host headers":
+                lambda b: framed(b"1.1", [b"Host: x", b"Host: x",
+                                          b"Content-Type: application/json",
+                                          b"Content-Length: %d" % len(b)], b),
+        }
+        # the same requests well framed are served: HTTP/1.0 with a length
+        twin = body("twin10")
+        status, _, raw_body = self.send(framed(b"1.0", [
+            b"Content-Type: application/json", b"Content-Length: %d" % len(twin)], twin))
+        self.assertEqual(status, 201, raw_body)
+        before = self.user_emails()
+        wrong = {}
+        for i, (what, make) in enumerate(sorted(cases.items())):
+            status, _, raw_body = self.send(make(body("bad%d" % i)))
+            report("framing: %s -> %d %r" % (what, status, raw_body[:80]))
+            if status != 400:
+                wrong[what] = status
+        time.sleep(0.2)
+        self.assertEqual(wrong, {}, "not refused with 400")
+        self.assertEqual(self.user_emails(), before, "a refused request stored a user")
+        self.assert_alive("framing faults")
+
+
 # --------------------------------------------------------------------------
 # Row 3: a body shorter than its Content-Length
 # --------------------------------------------------------------------------
@@ -661,6 +733,48 @@ class SlowHeadersTest(harness.ProcessesTestCase):
             problems.append("fresh client p99 %.3fs (None = no answer): %r" % (worst, latencies))
         self.assertEqual(problems, [])
         self.assertTrue(node.running())
+
+
+SILENT_THREADS = 16
+SILENT_CONNS = 100
+
+
+@requires_meshnode
+class SilentConnectionsTest(harness.ProcessesTestCase):
+    """Issue 21, point 8: a connection costs a worker only once it has
+    spoken. 100 connections that send nothing against 16 workers: /health
+    on fresh connections is answered at once, and each silent connection
+    that then sends a request is served (the kernel hands it over when its
+    bytes arrive: TCP_DEFER_ACCEPT on the listener)."""
+
+    def test_silent_connections_take_no_worker_and_are_served_when_they_speak(self):
+        node = self.track(Node(name="silent", settings={"server.threads": SILENT_THREADS}))
+        node.start_ready()
+        silent = []
+        try:
+            for _ in range(SILENT_CONNS):
+                silent.append(socket.create_connection(("127.0.0.1", node.port), timeout=5))
+            time.sleep(0.5)
+            latencies = probes(node.port, 20, timeout=3.0, spacing=0.05)
+            worst = p99(latencies)
+            report("silent: %d silent connections, %d threads: /health p99 %.3f s"
+                   % (SILENT_CONNS, SILENT_THREADS, worst))
+            self.assertLess(worst, 1.0, "probes with %d silent connections open (None = no "
+                            "answer): %r" % (SILENT_CONNS, latencies))
+            # they speak, a few seconds later: every one is served
+            served = 0
+            for s in silent:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            for s in silent:
+                resps, _, _ = read_responses(s, 1, timeout=10.0)
+                if resps and resps[0][0] == 200:
+                    served += 1
+            self.assertEqual(served, SILENT_CONNS, "silent connections that spoke, served")
+        finally:
+            for s in silent:
+                s.close()
+        self.assertTrue(node.running())
+        self.assertNotIn("connections take a worker before they send a byte", node.log_text())
 
 
 # --------------------------------------------------------------------------

@@ -150,6 +150,58 @@ class DnsDiscoveryTest(harness.ProcessesTestCase):
                    what="discovery dns in the view")
         self.assertEqual(self.place(5), [])
 
+    def test_all_gone_empties_the_view_after_answers_and_bound_not_at_once(self):
+        """Issue 21, point 5: every users instance deregisters. The agent
+        (1.8.7) then answers NXDOMAIN, as it does for a service it never
+        knew. The view keeps the last instances until 3 such answers in a
+        row and 10 s since the last answer with one (DNS_VIEW_NONE_ANSWERS,
+        DNS_VIEW_KEEP_MS), then empties; an instance back is taken at once."""
+        self.start_orders()
+        self.assertEqual(self.place(3), [])
+        self.assertEqual(len(self.view()["instances"]), 2)
+        t0 = time.monotonic()
+        for n in self.users:  # one after the other: the view has 1, then none
+            n.stop()
+        wait_until(lambda: not CONSUL.get("/v1/catalog/service/users"), timeout=10,
+                   interval=0.05, what="both users instances deregistered")
+        t_gone = time.monotonic() - t0
+        seen = []  # (seconds since the stop, instances in the view, stale_ms)
+        emptied = None
+        while time.monotonic() - t0 < 25:
+            view = self.view()
+            seen.append((round(time.monotonic() - t0, 2), len(view["instances"]),
+                         view["stale_ms"]))
+            if not view["instances"]:
+                emptied = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        report("dns: both users instances deregistered %.2f s after the stop; the view "
+               "emptied %s s after it" % (t_gone, None if emptied is None
+                                          else round(emptied, 2)))
+        self.assertIsNotNone(emptied, "the view never emptied: %r" % seen[-5:])
+        # When the last answer with an instance came: the view's staleness
+        # says (a node deregisters as its stop begins, before it drains).
+        self.assertTrue(any(n == 1 for _, n, _ in seen),
+                        "the view emptied as the instances went: %r" % seen)
+        last = min(t - stale / 1000.0 for t, n, stale in seen if n == 1)
+        # Lookups every second: 3 NXDOMAIN answers came within ~4 s of it;
+        # the view held its last instance on until the 10 s bound.
+        held = [s for s in seen if last + 4.0 <= s[0] < last + 9.0]
+        self.assertTrue(held and all(s[1] == 1 for s in held),
+                        "the view did not hold its last instance: %r" % seen)
+        self.assertGreaterEqual(emptied - last, 9.0, "emptied too soon: %r" % seen)
+        self.assertLess(emptied - last, 10 + 5, "emptied too late: %r" % seen)
+        report("dns: the last answer with an instance %.2f s after the stop, the view "
+               "empty %.2f s after that answer" % (last, emptied - last))
+        log = self.orders.log_text()
+        self.assertIn("the last view of 'users' (1 instance) stays until 3 answers", log)
+        self.assertIn("the view of 'users' is empty now", log)
+        # one back: in the view at once
+        self.users[0].start_ready()
+        wait_until(lambda: self.ports_in_view() == [self.users[0].port], timeout=10,
+                   interval=0.1, what="the restarted instance in the view")
+        self.assertEqual(self.place(3), [])
+
     def test_zz_dns_down_keeps_the_last_view(self):
         """The agent stops (its DNS with it): the view stays, orders go on
         to the instances last seen, the staleness grows; back, the view is

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "consul/dns.h"
 #include "fixture.h"
 #include "mutate.h"
@@ -19,8 +21,7 @@
 struct parsed {
 	struct consul_instance *v;
 	size_t n;
-	uint32_t ttl;
-	bool truncated;
+	struct consul_dns_answer a;
 	enum mn_err e;
 	char err[256];
 };
@@ -32,8 +33,8 @@ static void parse_fixture(const char *name, uint16_t id, struct parsed *p)
 
 	snprintf(path, sizeof(path), "consul/dns/%s", name);
 	msg = fixture_read(path, &len);
-	p->e = consul_dns_parse((const unsigned char *)msg, len, id, &p->v, &p->n, &p->ttl,
-				&p->truncated, p->err, sizeof(p->err));
+	p->e = consul_dns_parse((const unsigned char *)msg, len, id, &p->v, &p->n, &p->a, p->err,
+				sizeof(p->err));
 	free(msg);
 }
 
@@ -57,8 +58,8 @@ static void test_parse_srv_answer(void **state)
 	parse_fixture("users_srv.bin", QID, &p);
 	assert_int_equal(p.e, MN_OK);
 	assert_int_equal(p.n, 3);
-	assert_false(p.truncated);
-	assert_int_equal(p.ttl, 0);
+	assert_false(p.a.truncated);
+	assert_int_equal(p.a.ttl, 0);
 	in = find_id(&p, "127.0.0.1:9101");
 	assert_non_null(in);
 	assert_string_equal(in->address, "127.0.0.1");
@@ -116,6 +117,282 @@ static void test_parse_nxdomain(void **state)
 	free(p.v);
 }
 
+/* ---- answers built here: what the agent would not send ------------------ */
+
+struct msg {
+	unsigned char b[2048];
+	size_t len;
+	size_t an, ar;
+};
+
+static void put16(struct msg *m, unsigned v)
+{
+	m->b[m->len++] = (unsigned char)(v >> 8);
+	m->b[m->len++] = (unsigned char)v;
+}
+
+static void put_name(struct msg *m, const char *name)
+{
+	while (*name) {
+		const char *dot = strchr(name, '.');
+		size_t n = dot ? (size_t)(dot - name) : strlen(name);
+
+		m->b[m->len++] = (unsigned char)n;
+		memcpy(m->b + m->len, name, n);
+		m->len += n;
+		name += n + (dot ? 1 : 0);
+	}
+	m->b[m->len++] = 0;
+}
+
+/* The header (counts patched by msg_end) and the question. */
+static void msg_begin(struct msg *m, unsigned rcode)
+{
+	m->len = 0;
+	m->an = m->ar = 0;
+	put16(m, QID);
+	put16(m, 0x8400 | rcode); /* response, authoritative */
+	put16(m, 1), put16(m, 0), put16(m, 0), put16(m, 0);
+	put_name(m, "users.service.consul");
+	put16(m, 33), put16(m, 1);
+}
+
+static void rr_head(struct msg *m, const char *owner, unsigned type, size_t rdlen)
+{
+	put_name(m, owner);
+	put16(m, type), put16(m, 1);
+	put16(m, 0), put16(m, 0); /* TTL 0, as Consul's default */
+	put16(m, (unsigned)rdlen);
+}
+
+/* An SRV record to target:port; a target NULL is a name that is a
+ * compression pointer to itself (a loop). */
+static void srv(struct msg *m, const char *target, unsigned port)
+{
+	size_t tlen = target ? strlen(target) + 2 : 2;
+
+	rr_head(m, "users.service.consul", 33, 6 + tlen);
+	put16(m, 1), put16(m, 1), put16(m, port);
+	if (target) {
+		put_name(m, target);
+	} else {
+		size_t at = m->len;
+
+		put16(m, 0xc000 | (unsigned)at);
+	}
+	m->an++;
+}
+
+static void addr_rr(struct msg *m, const char *owner, const char *ip)
+{
+	unsigned char raw[16];
+	bool v6 = strchr(ip, ':') != NULL;
+
+	assert_int_equal(inet_pton(v6 ? AF_INET6 : AF_INET, ip, raw), 1);
+	rr_head(m, owner, v6 ? 28 : 1, v6 ? 16 : 4);
+	memcpy(m->b + m->len, raw, v6 ? 16 : 4);
+	m->len += v6 ? 16 : 4;
+	m->ar++;
+}
+
+static void msg_end(struct msg *m, struct parsed *p)
+{
+	m->b[6] = (unsigned char)(m->an >> 8), m->b[7] = (unsigned char)m->an;
+	m->b[10] = (unsigned char)(m->ar >> 8), m->b[11] = (unsigned char)m->ar;
+	p->e = consul_dns_parse(m->b, m->len, QID, &p->v, &p->n, &p->a, p->err, sizeof(p->err));
+}
+
+/* NXDOMAIN and an empty NOERROR are "none": no instance, no array to sort
+ * (the watch once called qsort(NULL, 0, ...) on them: undefined, and
+ * UBSan's abort in the sanitizer build), and a view with none takes them
+ * at once. Run under the sanitizers by make SANITIZE=address,undefined. */
+static void test_empty_answers_are_none(void **state)
+{
+	struct dns_view view;
+	struct parsed p;
+	struct msg m;
+
+	(void)state;
+	parse_fixture("nope_nxdomain.bin", QID, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 0);
+	assert_true(p.a.nxdomain);
+	assert_int_equal(consul_dns_verdict(&p.a, p.n), CONSUL_DNS_NONE);
+	dns_view_init(&view);
+	assert_int_equal(dns_view_answer(&view, &p.a, p.v, p.n, 1000), DNS_VIEW_CHANGE);
+	assert_int_equal(dns_view_answer(&view, &p.a, p.v, p.n, 2000), DNS_VIEW_SAME);
+	free(p.v);
+
+	msg_begin(&m, 0);
+	msg_end(&m, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 0);
+	assert_false(p.a.nxdomain);
+	assert_int_equal(p.a.records, 0);
+	assert_int_equal(consul_dns_verdict(&p.a, p.n), CONSUL_DNS_NONE);
+	assert_int_equal(dns_view_answer(&view, &p.a, p.v, p.n, 3000), DNS_VIEW_SAME);
+	consul_instances_free(p.v, p.n);
+}
+
+/* Records that are there but unusable make a broken answer, not "none":
+ * targets that are pointer loops, unspecified and link-local addresses. */
+static void test_unusable_records_are_broken(void **state)
+{
+	struct parsed p;
+	struct msg m;
+
+	(void)state;
+	msg_begin(&m, 0);
+	srv(&m, NULL, 9101);
+	srv(&m, NULL, 9102);
+	msg_end(&m, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 0);
+	assert_int_equal(p.a.records, 2);
+	assert_int_equal(p.a.refused, 2);
+	assert_int_equal(consul_dns_verdict(&p.a, p.n), CONSUL_DNS_BROKEN);
+	consul_instances_free(p.v, p.n);
+
+	msg_begin(&m, 0);
+	srv(&m, "a.node.dc1.consul", 9101);
+	srv(&m, "b.node.dc1.consul", 9102);
+	srv(&m, "c.node.dc1.consul", 9103);
+	srv(&m, "d.node.dc1.consul", 9104);
+	srv(&m, "00000000.addr.dc1.consul", 9105); /* 0.0.0.0, encoded */
+	srv(&m, "a9fe0102.addr.dc1.consul", 9106); /* 169.254.1.2 */
+	srv(&m, "e.node.dc1.consul", 9107);
+	srv(&m, "f.node.dc1.consul", 9108);
+	addr_rr(&m, "a.node.dc1.consul", "0.0.0.0");
+	addr_rr(&m, "b.node.dc1.consul", "169.254.10.20");
+	addr_rr(&m, "c.node.dc1.consul", "::");
+	addr_rr(&m, "d.node.dc1.consul", "fe80::1");
+	addr_rr(&m, "e.node.dc1.consul", "::ffff:169.254.0.1");
+	addr_rr(&m, "f.node.dc1.consul", "febf::1"); /* fe80::/10 too */
+	msg_end(&m, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 0);
+	assert_int_equal(p.a.refused, 8);
+	assert_int_equal(consul_dns_verdict(&p.a, p.n), CONSUL_DNS_BROKEN);
+	consul_instances_free(p.v, p.n);
+
+	/* one usable among them: that one */
+	msg_begin(&m, 0);
+	srv(&m, "a.node.dc1.consul", 9101);
+	srv(&m, "g.node.dc1.consul", 9109);
+	addr_rr(&m, "a.node.dc1.consul", "0.0.0.0");
+	addr_rr(&m, "g.node.dc1.consul", "fec0::1"); /* just past fe80::/10 */
+	msg_end(&m, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 1);
+	assert_string_equal(p.v[0].id, "[fec0::1]:9109");
+	assert_int_equal(p.a.refused, 1);
+	assert_int_equal(consul_dns_verdict(&p.a, p.n), CONSUL_DNS_SOME);
+	consul_instances_free(p.v, p.n);
+}
+
+/* The same target and port twice is one instance; the same address on
+ * another port is another. */
+static void test_identical_records_collapse(void **state)
+{
+	struct parsed p;
+	struct msg m;
+
+	(void)state;
+	msg_begin(&m, 0);
+	srv(&m, "0a000005.addr.dc1.consul", 8080);
+	srv(&m, "a.node.dc1.consul", 8080);
+	srv(&m, "0a000005.addr.dc1.consul", 8080);
+	srv(&m, "0a000005.addr.dc1.consul", 8081);
+	srv(&m, "a.node.dc1.consul", 8080);
+	addr_rr(&m, "a.node.dc1.consul", "10.0.0.5");
+	msg_end(&m, &p);
+	assert_int_equal(p.e, MN_OK);
+	assert_int_equal(p.n, 2);
+	assert_int_equal(p.a.duplicates, 3);
+	assert_string_equal(p.v[0].id, "10.0.0.5:8080");
+	assert_string_equal(p.v[1].id, "10.0.0.5:8081");
+	consul_instances_free(p.v, p.n);
+}
+
+/* The view, fed answers at chosen times (an injected clock): "none" holds
+ * a view with instances until DNS_VIEW_NONE_ANSWERS in a row and
+ * DNS_VIEW_KEEP_MS since the last instance, both; a broken answer never
+ * changes it; an instance back resets the count. */
+static void test_view_keeps_the_last_good_set(void **state)
+{
+	struct parsed two, one, none, broken;
+	struct dns_view view;
+	struct msg m;
+	uint64_t t = 5000;
+
+	(void)state;
+	parse_fixture("users_srv.bin", QID, &two); /* three instances, in fact */
+	msg_begin(&m, 0);
+	srv(&m, "0a000005.addr.dc1.consul", 8080);
+	msg_end(&m, &one);
+	msg_begin(&m, 0);
+	msg_end(&m, &none);
+	msg_begin(&m, 0);
+	srv(&m, NULL, 8080);
+	msg_end(&m, &broken);
+	assert_int_equal(consul_dns_verdict(&broken.a, broken.n), CONSUL_DNS_BROKEN);
+
+	dns_view_init(&view);
+	assert_int_equal(dns_view_answer(&view, &two.a, two.v, two.n, t), DNS_VIEW_CHANGE);
+	assert_int_equal(dns_view_answer(&view, &two.a, two.v, two.n, t += 1000), DNS_VIEW_SAME);
+	/* broken answers, for a minute: the view stays */
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(dns_view_answer(&view, &broken.a, broken.v, broken.n, t += 1000),
+				 DNS_VIEW_KEEP);
+	assert_int_equal(view.broken, 60);
+	/* the broken minute confirmed nothing: the bound has passed, and the
+	 * third "none" in a row is believed */
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t += 1000), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t += 1000), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t += 1000),
+			 DNS_VIEW_CHANGE);
+	assert_int_equal(view.shown_n, 0);
+	/* an instance back is taken at once, and resets the count and the
+	 * clock */
+	assert_int_equal(dns_view_answer(&view, &one.a, one.v, one.n, t += 1000), DNS_VIEW_CHANGE);
+	/* three in a row, but not yet DNS_VIEW_KEEP_MS: held */
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + 1), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + 2), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + 3), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &broken.a, broken.v, broken.n,
+					 t + DNS_VIEW_KEEP_MS + 5),
+			 DNS_VIEW_KEEP);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n,
+					 t + DNS_VIEW_KEEP_MS - 1),
+			 DNS_VIEW_HOLD);
+	/* the bound passed and enough answers in a row: Consul is believed */
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + DNS_VIEW_KEEP_MS),
+			 DNS_VIEW_CHANGE);
+	assert_int_equal(view.shown_n, 0);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + DNS_VIEW_KEEP_MS + 1),
+			 DNS_VIEW_SAME);
+	/* and instances back are taken at once */
+	assert_int_equal(dns_view_answer(&view, &two.a, two.v, two.n, t + DNS_VIEW_KEEP_MS + 2),
+			 DNS_VIEW_CHANGE);
+
+	/* a long time with no answer, then few "none": still held (the count
+	 * is of answers, not of time alone) */
+	t += 600000;
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + 1), DNS_VIEW_HOLD);
+	assert_int_equal(dns_view_answer(&view, &none.a, none.v, none.n, t + 2), DNS_VIEW_CHANGE);
+
+	/* a first answer that is broken delivers nothing */
+	dns_view_init(&view);
+	assert_int_equal(dns_view_answer(&view, &broken.a, broken.v, broken.n, t), DNS_VIEW_KEEP);
+	assert_false(view.shown);
+
+	consul_instances_free(two.v, two.n);
+	consul_instances_free(one.v, one.n);
+	consul_instances_free(none.v, none.n);
+	consul_instances_free(broken.v, broken.n);
+}
+
 /* Why the lookup asks over TCP: over UDP the agent trimmed 300 instances
  * to what fits 4096 bytes and said nothing (no TC bit); over TCP all 300
  * came. */
@@ -126,7 +403,7 @@ static void test_udp_trims_silently_tcp_has_all(void **state)
 	(void)state;
 	parse_fixture("many_udp.bin", QID, &p);
 	assert_int_equal(p.e, MN_OK);
-	assert_false(p.truncated);
+	assert_false(p.a.truncated);
 	assert_true(p.n < 300);
 	consul_instances_free(p.v, p.n);
 	parse_fixture("many_tcp.bin", QID, &p);
@@ -151,10 +428,10 @@ static void test_parse_refuses_what_is_not_our_answer(void **state)
 	/* our own query: not a response */
 	len = consul_dns_query("users.service.consul", QID, q, sizeof(q));
 	assert_true(len > 12);
-	p.e = consul_dns_parse(q, len, QID, &p.v, &p.n, &p.ttl, &p.truncated, p.err,
+	p.e = consul_dns_parse(q, len, QID, &p.v, &p.n, &p.a, p.err,
 			       sizeof(p.err));
 	assert_int_equal(p.e, MN_INVALID);
-	p.e = consul_dns_parse(q, 5, QID, &p.v, &p.n, &p.ttl, &p.truncated, p.err,
+	p.e = consul_dns_parse(q, 5, QID, &p.v, &p.n, &p.a, p.err,
 			       sizeof(p.err));
 	assert_int_equal(p.e, MN_INVALID);
 	assert_non_null(strstr(p.err, "malformed"));
@@ -221,8 +498,7 @@ static void *mutations(void *arg)
 		for (int k = 0; k < 2000 + (int)olen; k++) {
 			struct consul_instance *v;
 			size_t len = olen, n;
-			uint32_t ttl;
-			bool tc;
+			struct consul_dns_answer a;
 			char err[256];
 
 			memcpy(m, orig, olen);
@@ -230,12 +506,12 @@ static void *mutations(void *arg)
 				len = (size_t)k; /* every cut */
 			else
 				mutate(m, &len, olen + 4096, &rng, 1 + k % 4);
-			if (consul_dns_parse((unsigned char *)m, len, QID, &v, &n, &ttl, &tc, err,
+			if (consul_dns_parse((unsigned char *)m, len, QID, &v, &n, &a, err,
 					     sizeof(err)) != MN_OK)
 				continue;
 			for (size_t i = 0; i < n; i++) {
 				assert_true(v[i].port > 0 && v[i].port < 65536);
-				assert_true(consul_host_valid(v[i].address));
+				assert_null(consul_host_unusable(v[i].address));
 			}
 			consul_instances_free(v, n);
 			(*checked)++;
@@ -263,6 +539,10 @@ int main(void)
 		cmocka_unit_test(test_parse_tag_answer),
 		cmocka_unit_test(test_parse_ipv6),
 		cmocka_unit_test(test_parse_nxdomain),
+		cmocka_unit_test(test_empty_answers_are_none),
+		cmocka_unit_test(test_unusable_records_are_broken),
+		cmocka_unit_test(test_identical_records_collapse),
+		cmocka_unit_test(test_view_keeps_the_last_good_set),
 		cmocka_unit_test(test_udp_trims_silently_tcp_has_all),
 		cmocka_unit_test(test_parse_refuses_what_is_not_our_answer),
 		cmocka_unit_test(test_query),

@@ -228,6 +228,49 @@ static void test_bad_addresses_and_ports_refused(void **state)
 	buf_release(&rejected);
 }
 
+/* Addresses a call cannot go to (issue 21, point 5): the unspecified and
+ * link-local ones, as literals of either family; the HTTP path refuses
+ * them as the DNS path does, with a line saying why. */
+static void test_unusable_addresses_refused(void **state)
+{
+	static const char *const bad[] = {"0.0.0.0", "::", "0:0::0", "169.254.0.1",
+					  "169.254.255.255", "fe80::1", "FE80::abcd", "febf::1",
+					  "::ffff:0.0.0.0", "::ffff:169.254.3.4", NULL};
+	static const char *const good[] = {"127.0.0.1", "10.0.0.1", "169.253.1.1", "169.255.0.1",
+					   "0.0.0.1", "::1", "fec0::1", "fe7f::1", "2001:db8::1",
+					   "users.example.com", "::ffff:10.0.0.1", NULL};
+	const char *json =
+		"[{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"ok\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"any\",\"Address\":\"0.0.0.0\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"169.254.169.254\"},"
+		"  \"Service\":{\"ID\":\"ll\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},"
+		"  \"Service\":{\"ID\":\"ll6\",\"Address\":\"fe80::2\",\"Port\":80}}]";
+	struct consul_instance *v;
+	struct buf rejected;
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; bad[i]; i++)
+		assert_non_null(consul_host_unusable(bad[i]));
+	for (size_t i = 0; good[i]; i++)
+		assert_null(consul_host_unusable(good[i]));
+	assert_string_equal(consul_host_unusable("x y"), "invalid address");
+	assert_string_equal(consul_host_unusable(NULL), "invalid address");
+	buf_init(&rejected, 4096);
+	assert_int_equal(consul_health_parse(json, strlen(json), &v, &n, &rejected, NULL, 0), MN_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].id, "ok");
+	assert_non_null(strstr(rejected.data, "instance 'any': unspecified address '0.0.0.0'\n"));
+	assert_non_null(
+		strstr(rejected.data, "instance 'll': link-local address '169.254.169.254'\n"));
+	assert_non_null(strstr(rejected.data, "instance 'll6': link-local address 'fe80::2'\n"));
+	consul_instances_free(v, n);
+	buf_release(&rejected);
+}
+
 /* Tags keep their strings and Meta its string members, whatever else an
  * agent puts there; a fractional port refuses the instance, not the answer;
  * the last of duplicate members wins; Node may come after Service. */
@@ -458,6 +501,7 @@ int main(void)
 		cmocka_unit_test(test_mutated_answers),
 		cmocka_unit_test(test_not_an_array),
 		cmocka_unit_test(test_deep_answers_refused),
+		cmocka_unit_test(test_unusable_addresses_refused),
 		cmocka_unit_test(test_deep_answer_on_a_small_stack),
 	};
 
