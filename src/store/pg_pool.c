@@ -1238,7 +1238,8 @@ static enum mn_err conn_command(struct pg_pool *p, struct pg_conn *c, const char
 
 	/* the caller's deadline is over: what it waits for must not commit
 	 * now (the connection is closed, and the server rolls back) */
-	if (strcmp(sql, "COMMIT") == 0 && clock_monotonic_ms() >= c->commit_by_ms) {
+	if (strcmp(sql, "COMMIT") == 0 && c->commit_by_ms &&
+	    clock_monotonic_ms() >= c->commit_by_ms) {
 		log_warn("store", "%s: %s not committed: over server.read_timeout_ms (%d ms)",
 			 p->describe, what, p->opts.request_timeout_ms);
 		c->broken = true;

@@ -219,3 +219,57 @@ class SilentServerAtStartTest(harness.ProcessesTestCase):
         self.assertLess(post_s, 1.0)
         self.assertEqual(rc, 0)
         self.assertLess(to_exit, 5.0)
+
+
+@requires_meshnode
+class SqliteWriteLockTest(harness.ProcessesTestCase):
+    CLIENTS = 30
+
+    def test_writes_behind_another_process_write_lock_are_shed(self):
+        import sqlite3
+        node = self.track(Node(name="users-sqlock", consul=CONSUL,
+                               settings={"server.threads": 64}))
+        node.start_ready()
+        status, _, body = node.request("POST", "/users", {"name": "First", "email": "f@example.com"})
+        self.assertEqual(status, 201, body)
+
+        # another process's write lock, as the sqlite3 shell's BEGIN IMMEDIATE
+        other = sqlite3.connect(node.settings["database.path"], isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        results = []
+        lk = threading.Lock()
+
+        def client(k):
+            r = timed(node, "POST", "/users", {"name": "U", "email": "s%d@example.com" % k})
+            with lk:
+                results.append(r)
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True)
+                   for k in range(self.CLIENTS)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        _, _, _, health_s = timed(node, "GET", "/health")
+        status, _, body, ready_s = timed(node, "GET", "/ready")
+        for t in threads:
+            t.join(timeout=30)
+        spent = time.monotonic() - t0
+        other.execute("ROLLBACK")
+        took = [r[3] for r in results]
+        report("sqlite write lock held by another process, %d writers: %s in %.2f s, slowest "
+               "%.2f s, 503 p50 %.0f ms; /health %.1f ms, /ready %d in %.1f ms" % (
+                   self.CLIENTS, sorted(r[0] for r in results), spent, max(took),
+                   percentile(took, 50) * 1000, health_s * 1000, status, ready_s * 1000))
+        self.assertEqual(status, 503, body)
+        self.assertIn("busy", json.loads(body)["store"])
+        self.assertEqual([r[0] for r in results], [503] * self.CLIENTS)
+        self.assertTrue(all("retry-after" in r[1] for r in results))
+        self.assertLess(max(took), READ_TIMEOUT_MS / 1000.0 + 1.0)
+        self.assertLess(percentile(took, 50), 1.5)  # the queued ones: acquire_timeout_ms
+        self.assertLess(health_s, 1.0)
+        self.assertLess(ready_s, 1.0)
+        status, _, body = node.request("POST", "/users", {"name": "After", "email": "a@example.com"})
+        self.assertEqual(status, 201, body)
+        wait_until(lambda: node.request("GET", "/ready")[0] == 200, timeout=10, what="/ready 200")
