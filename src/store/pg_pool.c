@@ -108,7 +108,7 @@ void pg_pool_opts_from_config(const struct config *cfg, struct pg_pool_opts *out
 
 int pg_statement_timeout_ms(int request_timeout_ms, int acquire_timeout_ms)
 {
-	int ms = request_timeout_ms - acquire_timeout_ms;
+	int ms = request_timeout_ms - acquire_timeout_ms - PG_POOL_STATEMENT_MARGIN_MS;
 
 	return ms < PG_POOL_MIN_STATEMENT_MS ? PG_POOL_MIN_STATEMENT_MS : ms;
 }
@@ -1010,7 +1010,7 @@ enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len)
 static void conn_hand_out(struct pg_pool *p, struct pg_conn *c, uint64_t start)
 {
 	c->commit_by_ms = start + (uint64_t)p->opts.request_timeout_ms;
-	c->deadline_ms = c->commit_by_ms + PG_POOL_QUERY_GRACE_MS;
+	c->deadline_ms = c->commit_by_ms;
 }
 
 enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, size_t errlen)

@@ -209,8 +209,8 @@ static void test_describe_and_config(void **state)
 	assert_int_equal(o.acquire_timeout_ms, 700);
 	assert_int_equal(o.max_waiters, 9);
 	assert_int_equal(o.request_timeout_ms, 4000);
-	assert_int_equal(o.statement_timeout_ms, 3300);
-	assert_int_equal(pg_statement_timeout_ms(5000, 1000), 4000);
+	assert_int_equal(o.statement_timeout_ms, 3050);
+	assert_int_equal(pg_statement_timeout_ms(5000, 1000), 3750);
 	assert_int_equal(pg_statement_timeout_ms(1000, 1000), PG_POOL_MIN_STATEMENT_MS);
 }
 
