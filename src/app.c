@@ -31,6 +31,7 @@
 #include "orders/orders_service.h"
 #include "store/orders_repo.h"
 #include "store/pg_pool.h"
+#include "store/store_probe.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "store/users_repo.h"
@@ -63,6 +64,7 @@ struct app_metrics {
 	struct metric_family *peer_stale;
 	struct metric_family *peer_circuit;
 	struct metric_family *store_write_failures;
+	struct metric_family *store_shed;
 	struct metric_family *events_published;
 	struct metric_family *events_outbox;
 	struct metric_family *events_oldest;
@@ -78,6 +80,8 @@ struct app {
 	struct users_service *users;
 	struct orders_repo *orders_repo;
 	struct orders_service *orders;
+	struct pg_pool *pg_pool;	 /* PostgreSQL's, for its counts; or NULL */
+	struct store_probe *store_probe; /* /ready's view of the store */
 	struct users_peer_http users_peer_http;
 	struct users_peer users_peer;
 	struct http_router *router;
@@ -190,10 +194,20 @@ static void collect(struct metrics *m, void *ctx)
 			orders_repo_health(app->orders_repo, &h);
 			store_health_add(&sum, &h);
 		}
+		if (app->pg_pool) {
+			struct pg_pool_stats ps;
+
+			pg_pool_stats(app->pg_pool, &ps);
+			for (int k = 0; k < STORE_SHED_COUNT; k++)
+				sum.shed[k] += ps.shed[k];
+		}
 		for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
 			metric_set_counter(app->m.store_write_failures,
 					   (const char *[]){store_fault_label(k)},
 					   (double)sum.write_failures[k]);
+		for (int k = 0; k < STORE_SHED_COUNT; k++)
+			metric_set_counter(app->m.store_shed, (const char *[]){store_shed_label(k)},
+					   (double)sum.shed[k]);
 	}
 	/* the series of services no longer followed and of circuits closed
 	 * since go: only what is set now stays */
@@ -265,6 +279,11 @@ static enum mn_err metrics_setup(struct app *app)
 		m->registry, "meshnode_store_write_failures_total",
 		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
 		kind_labels);
+	m->store_shed = metrics_counter(
+		m->registry, "meshnode_store_shed_total",
+		"Requests refused busy (503 with Retry-After) rather than waiting for the store, by "
+		"reason: timeout (database.acquire_timeout_ms), waiters (database.max_waiters).",
+		1, (const char *[]){"reason"});
 	m->events_published = metrics_counter(
 		m->registry, "meshnode_events_published_total",
 		"Events sent to the broker, by result: confirmed, refused (a nack or a return), "
@@ -279,7 +298,7 @@ static enum mn_err metrics_setup(struct app *app)
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
 	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
 	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
-	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures ||
+	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures || !m->store_shed ||
 	    !m->events_published || !m->events_outbox || !m->events_oldest ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
@@ -295,11 +314,12 @@ static bool app_ready(void *ctx, json_t *body)
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
 	json_t *pending = json_array();
-	bool ok = true;
+	bool ok = true, sqlite_driver;
 	char err[256];
 
 	/* what an operator looks for: still ready in maintenance (Consul
 	 * takes the node out of ?passing), and what waits for a restart */
+	sqlite_driver = strcmp(cfg->database_driver, "sqlite") == 0;
 	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
 	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
 		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
@@ -309,12 +329,24 @@ static bool app_ready(void *ctx, json_t *body)
 		json_object_set_new(body, "reason", json_string("stopping"));
 		ok = false;
 	}
-	if (app->users_repo || app->orders_repo) {
-		char why[128] = "unavailable";
-		bool store_ok = (!app->users_repo ||
-				 users_repo_ping(app->users_repo, why, sizeof(why)) == MN_OK) &&
-				(!app->orders_repo ||
-				 orders_repo_ping(app->orders_repo, why, sizeof(why)) == MN_OK);
+	if (app->store_probe) {
+		/* what the background probe saw: never a query from here; a
+		 * SQLite write that just failed shows at once (its write state
+		 * is in memory), the probe's write brings it back */
+		char why[256];
+		bool store_ok = store_probe_ok(app->store_probe, why, sizeof(why), NULL);
+		struct store_health h = {0};
+
+		if (store_ok && sqlite_driver) {
+			if (app->users_repo)
+				users_repo_health(app->users_repo, &h);
+			if (h.fault == STORE_FAULT_NONE && app->orders_repo)
+				orders_repo_health(app->orders_repo, &h);
+			if (h.fault != STORE_FAULT_NONE) {
+				store_ok = false;
+				snprintf(why, sizeof(why), "cannot write: %s", store_fault_text(h.fault));
+			}
+		}
 
 		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
 		ok = ok && store_ok;
@@ -362,10 +394,55 @@ static void apply_config(void *ctx, const struct config *old, const struct confi
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The background probe's look at the store: each repository's ping (none
+ * waits for a busy pool). */
+static enum mn_err store_ping(void *ctx, char *why, size_t len)
+{
+	struct app *app = ctx;
+	enum mn_err e = MN_OK;
+
+	if (app->users_repo)
+		e = users_repo_ping(app->users_repo, why, len);
+	if (e == MN_OK && app->orders_repo)
+		e = orders_repo_ping(app->orders_repo, why, len);
+	return e;
+}
+
+static enum mn_err store_probe_setup(struct app *app)
+{
+	struct store_probe_opts o = {
+		.ping = store_ping,
+		.ctx = app,
+		.interval_ms = STORE_PROBE_INTERVAL_MS,
+		.stale_ms = STORE_PROBE_STALE_MS,
+	};
+
+	if (!app->users_repo && !app->orders_repo)
+		return MN_OK;
+	app->store_probe = store_probe_create(&o);
+	if (app->store_probe == NULL)
+		return MN_NOMEM;
+	return store_probe_start(app->store_probe);
+}
+
+/* The settings of how long a request may wait in the store. */
+static struct store_limits store_limits_of(const struct config *cfg)
+{
+	return (struct store_limits){
+		.acquire_timeout_ms = cfg->database_acquire_timeout_ms,
+		.max_waiters = cfg->database_max_waiters,
+		.request_timeout_ms = cfg->read_timeout_ms,
+	};
+}
+
 /* PostgreSQL: one pool for both repositories. A server that does not
- * answer is not fatal: the node serves, /ready says why, and the pool
- * connects (and migrates) when it can. A login or database the server
- * refuses is a configuration error (MN_CONFIG), which no retry fixes. */
+ * answer is not fatal, nor a wait: the pool connects (and migrates) in
+ * its own thread, the node listens, answers /health and registers
+ * meanwhile, and /ready says why until the store is up. A login or
+ * database the server refuses within the pool's first moments
+ * (PG_POOL_START_WAIT_MS) is a configuration error (MN_CONFIG), which no
+ * retry fixes; one known only later is logged at error and /ready says
+ * so. */
 static enum mn_err store_open_pg(struct app *app)
 {
 	struct pg_pool_opts o;
@@ -389,7 +466,7 @@ static enum mn_err store_open_pg(struct app *app)
 		app->users_repo = users_repo_pg_open(pool);
 	if (config_has_module(app->cfg, "orders"))
 		app->orders_repo = orders_repo_pg_open(pool);
-	pg_pool_unref(pool); /* the repositories hold it */
+	app->pg_pool = pool; /* and the app its counts, until teardown */
 	if ((config_has_module(app->cfg, "users") && app->users_repo == NULL) ||
 	    (config_has_module(app->cfg, "orders") && app->orders_repo == NULL))
 		return MN_NOMEM;
@@ -409,15 +486,18 @@ static enum mn_err store_open(struct app *app)
 
 	if (strcmp(app->cfg->database_driver, "postgres") == 0)
 		return store_open_pg(app);
+	struct store_limits limits = store_limits_of(app->cfg);
+
 	if (config_has_module(app->cfg, "users")) {
 		app->users_repo = memory ? users_repo_memory_create()
-					 : users_repo_sqlite_open(path, err, sizeof(err));
+					 : users_repo_sqlite_open_with(path, &limits, err, sizeof(err));
 		if (app->users_repo == NULL)
 			goto out_fail;
 	}
 	if (config_has_module(app->cfg, "orders")) {
 		app->orders_repo = memory ? orders_repo_memory_create()
-					  : orders_repo_sqlite_open(path, err, sizeof(err));
+					  : orders_repo_sqlite_open_with(path, &limits, err,
+									 sizeof(err));
 		if (app->orders_repo == NULL)
 			goto out_fail;
 	}
@@ -768,6 +848,7 @@ static void app_teardown(struct app *app)
 	/* the server is stopped: no order comes; what is not confirmed
 	 * stays in the outbox for the next start */
 	events_publisher_stop(app->events);
+	store_probe_destroy(app->store_probe); /* before what it pings */
 	config_live_stop(app->live); /* no reload reaches what follows */
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	/* the watches first: they build tables of the client's states */
@@ -779,6 +860,7 @@ static void app_teardown(struct app *app)
 	users_repo_destroy(app->users_repo);
 	orders_service_destroy(app->orders);
 	orders_repo_destroy(app->orders_repo);
+	pg_pool_unref(app->pg_pool);
 	metrics_destroy(app->m.registry);
 	if (app->store)
 		config_store_put(app->store, app->cfg);
@@ -847,6 +929,7 @@ int app_run(const struct app_opts *opts)
 		goto out;
 	}
 	if (metrics_setup(&app) != MN_OK || (store_err = store_open(&app)) != MN_OK ||
+	    store_probe_setup(&app) != MN_OK ||
 	    peers_setup(&app) != MN_OK || routes_setup(&app) != MN_OK) {
 		log_error("app", "cannot set up the node");
 		if (store_err == MN_CONFIG)

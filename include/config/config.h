@@ -99,7 +99,9 @@ struct config {
 	char *database_password;  /* secret; "" when none */
 	char *database_name;
 	int database_pool_size;   /* connections at most, per node */
-	int database_connect_timeout_ms; /* one connection attempt; a wait for a free one */
+	int database_connect_timeout_ms; /* one connection attempt */
+	int database_acquire_timeout_ms; /* the longest wait for a pooled connection */
+	int database_max_waiters;	 /* workers that may wait for one at once */
 	char *database_sslmode;   /* libpq's: "disable" ... "verify-full" */
 
 	/* log (dynamic) */

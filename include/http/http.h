@@ -53,7 +53,8 @@ void http_response_release(struct http_response *res);
  * response becomes a 500 error. */
 void http_reply_json(struct http_response *res, int status, json_t *body);
 
-/* Sets 'status' and {"error":"<formatted message>"}. */
+/* Sets 'status' and {"error":"<formatted message>"}. A 503 also gets
+ * "Retry-After: 1" unless the response has a Retry-After already. */
 void http_reply_error(struct http_response *res, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

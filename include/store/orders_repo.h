@@ -67,6 +67,10 @@ struct orders_repo {
  * modes and write failures as store/sqlite_pool.h says. NULL on failure
  * with the reason in err. */
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen);
+/* The same with how long a request may wait in the store (NULL:
+ * STORE_LIMITS_DEFAULT; sqlite_pool.h). */
+struct orders_repo *orders_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
+					   char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
  * of memory. */

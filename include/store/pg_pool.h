@@ -12,18 +12,34 @@
  * throughput stops growing past a few active connections per core anyway,
  * and its max_connections (100 by default, 3 kept for superusers) is
  * shared by every node on the server: two users nodes and an orders node
- * take 24. A worker that finds every connection busy waits for one at most
- * database.connect_timeout_ms, then gets MN_UNAVAILABLE ("the database is
- * busy; try again"): a clear refusal, never an unbounded queue.
+ * take 24.
+ *
+ * Waiting is bounded and shed (issue 21). A worker that finds every
+ * connection busy waits for one at most database.acquire_timeout_ms (1000
+ * by default), and at most database.max_waiters workers (128) wait at once;
+ * past either it gets MN_UNAVAILABLE ("the database is busy; try again",
+ * 503 with Retry-After) at once, counted by reason (pg_pool_stats()). So a
+ * stuck database parks at most pool_size + max_waiters of the node's
+ * workers, and /health, /ready and /metrics, which never take a
+ * connection, keep answering.
+ *
+ * The deadline a caller knows. A request's time in the store, waiting
+ * included, stays within server.read_timeout_ms (5000), what a peer gives
+ * up after: the session's statement_timeout is server.read_timeout_ms less
+ * database.acquire_timeout_ms less PG_POOL_STATEMENT_MARGIN_MS (3750 by
+ * default; never under PG_POOL_MIN_STATEMENT_MS), so the server cancels a
+ * statement before the caller's time is over; a connection's holder has a
+ * client-side deadline of read_timeout_ms from the start of its wait (a
+ * server that stops answering costs no more), and a COMMIT is never sent
+ * once it has passed: the transaction is rolled back instead (the
+ * connection is closed). No write commits after its caller gave up.
  *
  * Connections. Opened on demand by the pool's own thread (workers never
  * run a handshake: TLS on a civetweb worker's 100 KiB stack is not worth
  * the risk), with application_name=meshnode and client_encoding UTF8, and
- * the session's statement_timeout set to server.read_timeout_ms unless the
- * server gives the role or the database a lower one (a peer calling this
- * node gives up after peers.<name>.timeout_ms, 5000 by default too, so a
- * longer statement only holds a connection nobody waits for; a DBA's
- * stricter rule stays in force). The handshake is polled with database.connect_timeout_ms as its
+ * the session's statement_timeout set as above unless the server gives the
+ * role or the database a lower one (a DBA's stricter rule stays in
+ * force). The handshake is polled with database.connect_timeout_ms as its
  * deadline, in milliseconds (libpq's own connect_timeout only bounds the
  * blocking PQconnectdb, in whole seconds; a host name is resolved before
  * the deadline starts). Every query has a deadline of its own on the
@@ -32,6 +48,15 @@
  * connection whose query fails because it broke (PQstatus not
  * CONNECTION_OK, a connection error, an administrator's shutdown, a
  * deadline passed) is closed, never used again.
+ *
+ * Start. pg_pool_start() only starts the pool's thread, which connects and
+ * migrates; it waits PG_POOL_START_WAIT_MS for that first attempt, so a
+ * refused login on a reachable server is still known at start (exit 2),
+ * and a server that does not answer costs the start no more: the node
+ * listens, answers /health and registers meanwhile. A refusal known only
+ * later is logged at error, and /ready says so, while the thread keeps
+ * trying. A pool that closes gives up a handshake in progress within
+ * PG_POOL_STOP_POLL_MS.
  *
  * Down and up. When a connection cannot be opened or breaks, the pool is
  * down: its idle connections are closed (after a restart they are all
@@ -71,6 +96,19 @@
 #define PG_POOL_QUERY_GRACE_MS 1000
 /* A migration may wait for another node's, holding the lock. */
 #define PG_POOL_MIGRATE_TIMEOUT_MS 60000
+/* How long pg_pool_start() waits for the first attempt's outcome. */
+#define PG_POOL_START_WAIT_MS 500
+/* How often a handshake in progress looks whether the pool closes. */
+#define PG_POOL_STOP_POLL_MS 100
+/* statement_timeout never goes under this. */
+#define PG_POOL_MIN_STATEMENT_MS 100
+/* What statement_timeout leaves of server.read_timeout_ms beyond the wait
+ * for a connection: the round trips around the statement and a loaded
+ * server's lateness in cancelling it (without it, 11 of 14,771 requests
+ * under a table lock and 300 clients on two cores took a little over
+ * read_timeout_ms). */
+#define PG_POOL_STATEMENT_MARGIN_MS 250
+
 
 /* Where and how to connect. The strings are borrowed. */
 struct pg_pool_opts {
@@ -82,12 +120,20 @@ struct pg_pool_opts {
 	const char *sslmode;
 	int pool_size;
 	int connect_timeout_ms;
+	int acquire_timeout_ms; /* the longest wait for a connection */
+	int max_waiters;	/* how many may wait at once (0: none) */
+	int request_timeout_ms; /* waiting and statements together */
 	int statement_timeout_ms;
 };
 
-/* The database.* settings of 'cfg', statement_timeout from
- * server.read_timeout_ms (strings borrowed from cfg). */
+/* The database.* settings of 'cfg', request_timeout from
+ * server.read_timeout_ms and statement_timeout from
+ * pg_statement_timeout_ms() (strings borrowed from cfg). */
 void pg_pool_opts_from_config(const struct config *cfg, struct pg_pool_opts *out);
+
+/* request_timeout_ms less acquire_timeout_ms less
+ * PG_POOL_STATEMENT_MARGIN_MS, at least PG_POOL_MIN_STATEMENT_MS. */
+int pg_statement_timeout_ms(int request_timeout_ms, int acquire_timeout_ms);
 
 /* libpq's keyword/value arrays for 'o', NULL-terminated. Values are
  * passed as they are, never parsed as a connection string (expand_dbname
@@ -185,9 +231,18 @@ enum mn_err pg_pool_start(struct pg_pool *p, char *err, size_t errlen);
 enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len);
 
 /* A connection for the calling thread: an idle one, or one the pool opens,
- * waited for at most connect_timeout_ms. MN_UNAVAILABLE at once while the
- * pool is down, with err (optional) for the client. */
+ * waited for at most acquire_timeout_ms, with at most max_waiters waiting
+ * (else MN_UNAVAILABLE "the database is busy; try again" at once).
+ * MN_UNAVAILABLE at once while the pool is down, with err (optional) for
+ * the client. */
 enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, size_t errlen);
+
+struct pg_pool_stats {
+	size_t size, idle, open, waiters;
+	bool up;
+	uint64_t shed[STORE_SHED_COUNT]; /* requests refused busy, by reason */
+};
+void pg_pool_stats(struct pg_pool *p, struct pg_pool_stats *out);
 
 /* Gives the connection back; one that broke is closed. */
 void pg_pool_put(struct pg_pool *p, struct pg_conn *c);
@@ -251,10 +306,13 @@ struct pg_repo_base {
 void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool);
 void pg_repo_base_release(struct pg_repo_base *b);
 
-/* For readiness: MN_OK when the pool is up and, if a connection is idle,
- * it answers a query; MN_UNAVAILABLE with why in err ("database
- * unreachable at localhost:5432", "database refused user 'x'"), which
- * holds no libpq text. Never waits for a busy pool. */
+/* For readiness, from a background probe (never a request's thread):
+ * MN_OK when the pool is up and, if a connection is idle, it answers a
+ * query; MN_UNAVAILABLE with why in err ("database unreachable at
+ * localhost:5432", "database refused user 'x'", "database busy: all 8
+ * connections in use and none answered for 1200 ms": every connection in
+ * use and no statement answered for longer than acquire_timeout_ms),
+ * which holds no libpq text. Never waits for a busy pool. */
 enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen);
 
 #endif

@@ -18,7 +18,19 @@
  * succeeds again (which is logged too), and counted by kind. While the last
  * write failed, sqlite_pool_ping() reports it and, at most once per
  * SQLITE_POOL_PROBE_INTERVAL_MS, tries a one-row write of its own, so
- * readiness comes back when the disk does even if no client writes. */
+ * readiness comes back when the disk does even if no client writes.
+ *
+ * Waiting is bounded and shed (issue 21; struct store_limits). A request's
+ * read waits for a connection (sqlite_pool_take()) at most
+ * acquire_timeout_ms, with at most max_waiters waiting; a write waits for
+ * its turn in the group-commit queue at most acquire_timeout_ms, with at
+ * most max(max_waiters, 128) queued (one group always fits); past either,
+ * MN_UNAVAILABLE "the store is busy; try again" at once (503 with
+ * Retry-After), counted by reason in store_health.shed. SQLite's busy
+ * handler (a write lock held by another process: a second node, a sqlite3
+ * shell in BEGIN IMMEDIATE) waits request_timeout_ms less
+ * acquire_timeout_ms (4000 ms by default), so a write's waiting and its
+ * commit stay within server.read_timeout_ms. */
 #ifndef MESHNODE_STORE_SQLITE_POOL_H
 #define MESHNODE_STORE_SQLITE_POOL_H
 
@@ -32,7 +44,12 @@
 #include "store/store_fault.h"
 
 #define SQLITE_POOL_MAX_STMTS	      8
+/* Connections of a pool: reads take one each (16 keep the workers of a
+ * busy node from queueing for one: bench/RESULTS.md, issue 14). */
+#define SQLITE_POOL_SIZE 16
 #define SQLITE_POOL_PROBE_INTERVAL_MS 1000
+/* The busy handler's wait never goes under this. */
+#define SQLITE_POOL_MIN_BUSY_MS 100
 
 struct sqlite_conn {
 	sqlite3 *db;
@@ -52,6 +69,12 @@ struct sqlite_pool;
 struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 				     const char *const *stmts, size_t n_stmts, char *err,
 				     size_t errlen);
+/* The same with the limits of struct store_limits (NULL:
+ * STORE_LIMITS_DEFAULT); sqlite_pool_open() takes the defaults. */
+struct sqlite_pool *sqlite_pool_open_with(const char *path, const char *schema,
+					  const char *const *stmts, size_t n_stmts,
+					  const struct store_limits *limits, char *err,
+					  size_t errlen);
 /* Closes every connection and frees; NULL is a no-op. */
 void sqlite_pool_close(struct sqlite_pool *p);
 
@@ -90,11 +113,19 @@ struct sqlite_write_stats {
 	uint64_t writes;       /* writes committed or failed */
 	uint64_t groups;       /* groups they went in (one transaction each) */
 	size_t queued;	       /* writes waiting now */
+	uint64_t shed[STORE_SHED_COUNT]; /* requests refused busy, by reason */
 };
 void sqlite_pool_write_stats(struct sqlite_pool *p, struct sqlite_write_stats *out);
 
-/* A connection for the calling thread; waits while all are in use. */
+/* A connection for the node's own threads (start, the events publisher);
+ * waits while all are in use. Never on a request's path: there,
+ * sqlite_pool_take(). */
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p);
+/* A connection for a request: waits at most acquire_timeout_ms, with at
+ * most max_waiters waiting; else MN_UNAVAILABLE ("the store is busy; try
+ * again" in err, optional), counted. */
+enum mn_err sqlite_pool_take(struct sqlite_pool *p, struct sqlite_conn **out, char *err,
+			     size_t errlen);
 void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c);
 
 /* For readiness: MN_OK when the file answers a query now and the store can
@@ -102,6 +133,12 @@ void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c);
  * "cannot write: disk full" while the last write failed (see the write
  * probe above). */
 enum mn_err sqlite_pool_ping(struct sqlite_pool *p, char *err, size_t errlen);
+
+/* MN_UNAVAILABLE ("busy: a write has waited 1200 ms for the file's write
+ * lock") while the write being committed has waited longer than
+ * acquire_timeout_ms (another process holds the write lock); else MN_OK.
+ * Never waits. */
+enum mn_err sqlite_pool_stuck(struct sqlite_pool *p, char *err, size_t errlen);
 
 /* The write state: the fault of the last write and the failures by kind. */
 void sqlite_pool_health(struct sqlite_pool *p, struct store_health *out);

@@ -41,6 +41,10 @@ struct users_repo {
  * writes themselves refuse any new collision. NULL on failure with the
  * reason in err. */
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
+/* The same with how long a request may wait in the store (NULL:
+ * STORE_LIMITS_DEFAULT; sqlite_pool.h). */
+struct users_repo *users_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
+					   char *err, size_t errlen);
 
 /* A new in-memory repository (database.driver = "memory"); NULL when out
  * of memory. */

@@ -526,6 +526,8 @@ static void config_fill(struct builder *b)
 	cfg->database_name = cfg_str(b, "database.name");
 	cfg->database_pool_size = (int)cfg_int(b, "database.pool_size");
 	cfg->database_connect_timeout_ms = (int)cfg_int(b, "database.connect_timeout_ms");
+	cfg->database_acquire_timeout_ms = (int)cfg_int(b, "database.acquire_timeout_ms");
+	cfg->database_max_waiters = (int)cfg_int(b, "database.max_waiters");
 	cfg->database_sslmode = cfg_str(b, "database.sslmode");
 	cfg->log_level = cfg_str(b, "log.level");
 	cfg->log_format = cfg_str(b, "log.format");

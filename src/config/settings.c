@@ -203,6 +203,10 @@ const struct setting_def settings_table[] = {
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),
 	INT("consul.watch_wait_ms", "30000", 1000, 600000, false),
+	/* 1000: a pooled connection is free within a millisecond when the
+	 * database answers; a second of waiting leaves most of a peer's 5 s
+	 * for the statement itself (pg_pool.h) */
+	INT("database.acquire_timeout_ms", "1000", 1, 600000, false),
 	INT("database.connect_timeout_ms", "5000", 100, 600000, false),
 	ENUM("database.driver", "sqlite", db_drivers, false),
 	STR("database.host", "localhost", 1, check_no_controls, false),
@@ -211,6 +215,10 @@ const struct setting_def settings_table[] = {
 	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
 	/* 8: see pg_pool.h for why (a request holds a connection for one
 	 * statement; two nodes share PostgreSQL's 100 connections) */
+	/* 128: a pool of 8 serves a burst of that many in a few ms when the
+	 * database answers (one node taking the load of a slower one); a stuck
+	 * database parks at most pool_size + 128 of the 512 workers */
+	INT("database.max_waiters", "128", 0, 100000, false),
 	INT("database.pool_size", "8", 1, 1024, false),
 	INT("database.port", "5432", 1, 65535, false),
 	ENUM("database.sslmode", "prefer", db_sslmodes, false),

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 
@@ -42,6 +43,20 @@ void http_reply_json(struct http_response *res, int status, json_t *body)
 	json_decref(body);
 }
 
+static bool has_retry_after(const struct http_response *res)
+{
+	for (const char *l = res->headers; *l;) {
+		const char *end = strstr(l, "\r\n");
+
+		if (strncasecmp(l, "Retry-After:", 12) == 0)
+			return true;
+		if (end == NULL)
+			break;
+		l = end + 2;
+	}
+	return false;
+}
+
 void http_reply_error(struct http_response *res, int status, const char *fmt, ...)
 {
 	char msg[512];
@@ -51,6 +66,11 @@ void http_reply_error(struct http_response *res, int status, const char *fmt, ..
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* A 503 is "not now": every one says when to try again, one second
+	 * unless the caller set its own (a busy store sheds at once, so a
+	 * client that retries at once would only add to it). */
+	if (status == 503 && !has_retry_after(res))
+		http_response_add_header(res, "Retry-After", "1");
 	buf_reset(&res->body);
 	res->status = status;
 	res->content_type = content_type_json;

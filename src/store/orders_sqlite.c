@@ -297,11 +297,14 @@ static enum mn_err sq_outbox_prune(struct orders_repo *r, int64_t sent_before_ms
 static enum mn_err sq_get(struct orders_repo *r, int64_t id, struct order *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_GET];
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
 	enum mn_err err;
 	int rc;
 
+	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
+		return err;
+	st = c->stmt[ST_GET];
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -319,8 +322,8 @@ static enum mn_err sq_list(struct orders_repo *r, size_t limit, size_t offset, s
 			   size_t *n)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_LIST];
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
 	struct order *orders = NULL;
 	enum mn_err err = MN_OK;
 	size_t count = 0;
@@ -328,6 +331,9 @@ static enum mn_err sq_list(struct orders_repo *r, size_t limit, size_t offset, s
 
 	*out = NULL;
 	*n = 0;
+	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
+		return err;
+	st = c->stmt[ST_LIST];
 	if (limit == 0)
 		goto out_release;
 	orders = calloc(limit, sizeof(*orders));
@@ -390,6 +396,12 @@ static const struct orders_repo_ops sqlite_ops = {
 
 struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen)
 {
+	return orders_repo_sqlite_open_with(path, NULL, err, errlen);
+}
+
+struct orders_repo *orders_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
+					   char *err, size_t errlen)
+{
 	struct sqlite_repo *s = calloc(1, sizeof(*s));
 
 	if (s == NULL) {
@@ -397,7 +409,7 @@ struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t 
 		return NULL;
 	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open(path, NULL, stmt_sql, ST_COUNT, err, errlen);
+	s->pool = sqlite_pool_open_with(path, NULL, stmt_sql, ST_COUNT, limits, err, errlen);
 	if (s->pool == NULL) {
 		free(s);
 		return NULL;

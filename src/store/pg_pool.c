@@ -28,6 +28,21 @@ struct pg_conn {
 	size_t n_prepared;
 	unsigned generation; /* the pool's when opened: an older one is closed */
 	bool broken;
+	/* The holder's deadline on the client's side (pg_pool_acquire(): the
+	 * start of its wait plus request_timeout_ms and the grace): no query
+	 * waits past it, and no COMMIT is sent once request_timeout_ms is
+	 * over. */
+	uint64_t deadline_ms;
+	uint64_t commit_by_ms;
+};
+
+/* A worker waiting for a connection, on its own stack: served in the
+ * order they came (a connection given back goes to the first), so that
+ * none waits behind later ones. */
+struct pg_waiter {
+	pthread_cond_t cond;
+	struct pg_conn *conn; /* handed over by give_locked() */
+	struct pg_waiter *next;
 };
 
 struct pg_pool {
@@ -46,6 +61,14 @@ struct pg_pool {
 	size_t n_open; /* idle, in use, and being opened */
 	size_t size;
 	size_t waiters;
+	struct pg_waiter *waiter_head, *waiter_tail;
+	size_t max_waiters;
+	uint64_t shed[STORE_SHED_COUNT]; /* requests refused busy, by reason */
+	uint64_t last_ok_ms;	      /* the last statement that succeeded */
+	atomic_bool stop;	      /* closing: a handshake in progress gives up */
+	bool attempted;		      /* the first attempt ended (pg_pool_start) */
+	bool start_waiting;	      /* pg_pool_start() waits for it */
+	struct pg_failure first_failure;
 	bool up;
 	bool migrated;
 	bool closing;
@@ -75,8 +98,19 @@ void pg_pool_opts_from_config(const struct config *cfg, struct pg_pool_opts *out
 		.sslmode = cfg->database_sslmode,
 		.pool_size = cfg->database_pool_size,
 		.connect_timeout_ms = cfg->database_connect_timeout_ms,
-		.statement_timeout_ms = cfg->read_timeout_ms,
+		.acquire_timeout_ms = cfg->database_acquire_timeout_ms,
+		.max_waiters = cfg->database_max_waiters,
+		.request_timeout_ms = cfg->read_timeout_ms,
 	};
+	out->statement_timeout_ms = pg_statement_timeout_ms(out->request_timeout_ms,
+							    out->acquire_timeout_ms);
+}
+
+int pg_statement_timeout_ms(int request_timeout_ms, int acquire_timeout_ms)
+{
+	int ms = request_timeout_ms - acquire_timeout_ms - PG_POOL_STATEMENT_MARGIN_MS;
+
+	return ms < PG_POOL_MIN_STATEMENT_MS ? PG_POOL_MIN_STATEMENT_MS : ms;
 }
 
 static void param_add(struct pg_params *out, size_t *i, const char *key, const char *value)
@@ -243,8 +277,8 @@ static void connect_failure(PGconn *c, struct pg_failure *f, char *detail, size_
 }
 
 /* Opens a connection, polling the handshake until 'timeout_ms' passes. */
-static PGconn *pg_connect(const struct pg_params *params, int timeout_ms, struct pg_failure *f,
-			  char *detail, size_t dlen)
+static PGconn *pg_connect(const struct pg_params *params, int timeout_ms, atomic_bool *stop,
+			  struct pg_failure *f, char *detail, size_t dlen)
 {
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 	uint64_t deadline;
@@ -266,8 +300,20 @@ static PGconn *pg_connect(const struct pg_params *params, int timeout_ms, struct
 
 		if (st == PGRES_POLLING_FAILED)
 			goto out_fail;
+		/* in slices, so that a pool that closes does not wait for a
+		 * silent server's whole deadline */
+		uint64_t slice = clock_monotonic_ms() + PG_POOL_STOP_POLL_MS;
+
 		ready = wait_socket(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-				    deadline);
+				    slice < deadline ? slice : deadline);
+		if (ready == 0 && stop && atomic_load(stop)) {
+			pg_sqlstate_map(NULL, f);
+			snprintf(detail, dlen, "the pool closed while connecting");
+			PQfinish(c);
+			return NULL;
+		}
+		if (ready == 0 && clock_monotonic_ms() < deadline)
+			continue;
 		if (ready == 0) {
 			pg_sqlstate_map(NULL, f);
 			snprintf(detail, dlen,
@@ -558,7 +604,7 @@ static struct pg_conn *conn_open(struct pg_pool *p, bool migrate, struct pg_fail
 	struct pg_conn *c;
 	PGconn *pc;
 
-	pc = pg_connect(&p->params, p->opts.connect_timeout_ms, f, detail, dlen);
+	pc = pg_connect(&p->params, p->opts.connect_timeout_ms, &p->stop, f, detail, dlen);
 	if (pc == NULL)
 		return NULL;
 	c = calloc(1, sizeof(*c));
@@ -592,6 +638,46 @@ static void down_reason_set(struct pg_pool *p, const struct pg_failure *f)
 			 p->where, mn_strerror(f->err));
 }
 
+/* A connection free for use: to the first waiter, else idle. Lock held. */
+static void give_locked(struct pg_pool *p, struct pg_conn *c)
+{
+	struct pg_waiter *w = p->waiter_head;
+
+	if (w == NULL) {
+		p->idle[p->n_idle++] = c;
+		return;
+	}
+	p->waiter_head = w->next;
+	if (p->waiter_head == NULL)
+		p->waiter_tail = NULL;
+	w->next = NULL;
+	w->conn = c;
+	pthread_cond_signal(&w->cond);
+}
+
+/* Wakes every waiter (the pool went down or closes). Lock held. */
+static void wake_waiters_locked(struct pg_pool *p)
+{
+	for (struct pg_waiter *w = p->waiter_head; w; w = w->next)
+		pthread_cond_signal(&w->cond);
+}
+
+/* Takes 'me' out of the queue if it is still there. Lock held. */
+static void waiter_remove_locked(struct pg_pool *p, struct pg_waiter *me)
+{
+	struct pg_waiter **q = &p->waiter_head, *prev = NULL;
+
+	while (*q && *q != me) {
+		prev = *q;
+		q = &(*q)->next;
+	}
+	if (*q == NULL)
+		return;
+	*q = me->next;
+	if (p->waiter_tail == me)
+		p->waiter_tail = prev;
+}
+
 /* Closes the idle connections; lock held. */
 static void close_idle_locked(struct pg_pool *p)
 {
@@ -621,6 +707,7 @@ static void pool_down(struct pg_pool *p, unsigned generation, const struct pg_fa
 	down_reason_set(p, f);
 	snprintf(p->last_logged, sizeof(p->last_logged), "%s", detail);
 	pthread_cond_broadcast(&p->available);
+	wake_waiters_locked(p);
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 	log_warn("store",
@@ -654,12 +741,20 @@ static void pool_reconnect_locked(struct pg_pool *p)
 		p->failed_attempts++;
 		p->next_attempt_ms = now + backoff_next(&p->backoff);
 		down_reason_set(p, &f);
-		if (strcmp(detail, p->last_logged) != 0) {
+		p->first_failure = f;
+		p->attempted = true;
+		pthread_cond_broadcast(&p->available); /* pg_pool_start() */
+		if (p->start_waiting) {
+			/* pg_pool_start() reports it */
 			snprintf(p->last_logged, sizeof(p->last_logged), "%s", detail);
-			log_warn("store", "%s: %s%s", p->describe, detail,
-				 f.err == MN_CONFIG ? " (a configuration error: the node keeps "
-						      "serving 503 and trying)"
-						    : "; trying again");
+		} else if (strcmp(detail, p->last_logged) != 0) {
+			snprintf(p->last_logged, sizeof(p->last_logged), "%s", detail);
+			if (f.err == MN_CONFIG)
+				log_error("store",
+					  "%s: %s (%s; the node keeps serving 503 and trying)",
+					  p->describe, detail, CONFIG_HINT);
+			else
+				log_warn("store", "%s: %s; trying again", p->describe, detail);
 		} else {
 			log_debug("store", "%s: attempt %lu: %s", p->describe, p->failed_attempts,
 				  detail);
@@ -667,9 +762,11 @@ static void pool_reconnect_locked(struct pg_pool *p)
 		return;
 	}
 	c->generation = p->generation;
-	p->idle[p->n_idle++] = c;
+	give_locked(p, c);
 	p->up = true;
+	p->attempted = true;
 	p->migrated = true;
+	p->last_ok_ms = now;
 	p->last_logged[0] = '\0';
 	backoff_reset(&p->backoff);
 	log_info("store", "%s: connected%s after %lu failed attempts in %.1f s", p->describe,
@@ -693,8 +790,7 @@ static void pool_grow_locked(struct pg_pool *p)
 	pthread_mutex_lock(&p->lock);
 	if (c && p->up && generation == p->generation && !p->closing) {
 		c->generation = generation;
-		p->idle[p->n_idle++] = c;
-		pthread_cond_signal(&p->available);
+		give_locked(p, c);
 		return;
 	}
 	p->n_open--;
@@ -770,6 +866,13 @@ struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 	snprintf(p->down_reason, sizeof(p->down_reason), "database at %s not connected yet",
 		 p->where);
 	atomic_init(&p->refs, 1);
+	atomic_init(&p->stop, false);
+	p->max_waiters = o->max_waiters > 0 ? (size_t)o->max_waiters : 0;
+	if (p->opts.acquire_timeout_ms <= 0)
+		p->opts.acquire_timeout_ms = 1;
+	if (p->opts.request_timeout_ms <= 0)
+		p->opts.request_timeout_ms =
+			p->opts.statement_timeout_ms + p->opts.acquire_timeout_ms;
 	pthread_mutex_init(&p->lock, NULL);
 	clock_cond_init(&p->available);
 	clock_cond_init(&p->wake);
@@ -790,8 +893,10 @@ void pg_pool_unref(struct pg_pool *p)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->closing = true;
+	atomic_store(&p->stop, true);
 	pthread_cond_broadcast(&p->wake);
 	pthread_cond_broadcast(&p->available);
+	wake_waiters_locked(p);
 	pthread_mutex_unlock(&p->lock);
 	if (p->thread_started)
 		pthread_join(p->thread, NULL);
@@ -811,36 +916,42 @@ void pg_pool_unref(struct pg_pool *p)
 
 enum mn_err pg_pool_start(struct pg_pool *p, char *err, size_t errlen)
 {
-	char detail[DETAIL_MAX];
+	struct timespec deadline = clock_deadline_ms(PG_POOL_START_WAIT_MS);
 	struct pg_failure f;
-	struct pg_conn *c;
+	char detail[DETAIL_MAX];
+	bool up, attempted;
 
-	c = conn_open(p, true, &f, detail, sizeof(detail));
 	pthread_mutex_lock(&p->lock);
-	if (c) {
-		c->generation = p->generation;
-		p->idle[p->n_idle++] = c;
-		p->n_open++;
-		p->up = true;
-		p->migrated = true;
-	} else {
-		down_reason_set(p, &f);
-		snprintf(p->last_logged, sizeof(p->last_logged), "%s", detail);
-		p->next_attempt_ms = clock_monotonic_ms() + backoff_next(&p->backoff);
-		p->failed_attempts = 1;
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (c == NULL && f.err == MN_CONFIG)
-		return mn_error(err, errlen, f.err, "%s: %s (%s)", p->describe, detail,
-				CONFIG_HINT);
-	if (c == NULL && f.err != MN_UNAVAILABLE)
-		return mn_error(err, errlen, f.err, "%s: %s", p->describe, detail);
-	if (pthread_create(&p->thread, NULL, pool_main, p) != 0)
+	p->next_attempt_ms = clock_monotonic_ms(); /* the thread's first attempt: at once */
+	p->start_waiting = true;
+	if (pthread_create(&p->thread, NULL, pool_main, p) != 0) {
+		p->start_waiting = false;
+		pthread_mutex_unlock(&p->lock);
 		return mn_error(err, errlen, MN_NOMEM, "cannot start the postgres pool's thread");
+	}
 	p->thread_started = true;
-	if (c == NULL)
-		return mn_error(err, errlen, MN_UNAVAILABLE, "%s: %s", p->describe, detail);
-	return MN_OK;
+	while (!p->attempted &&
+	       pthread_cond_timedwait(&p->available, &p->lock, &deadline) != ETIMEDOUT)
+		;
+	p->start_waiting = false;
+	up = p->up;
+	attempted = p->attempted;
+	f = p->first_failure;
+	snprintf(detail, sizeof(detail), "%s", p->last_logged);
+	pthread_mutex_unlock(&p->lock);
+	if (up)
+		return MN_OK;
+	if (!attempted)
+		return mn_error(err, errlen, MN_UNAVAILABLE,
+				"%s: no answer yet after %d ms; connecting in the background "
+				"(database.connect_timeout_ms %d)",
+				p->describe, PG_POOL_START_WAIT_MS, p->opts.connect_timeout_ms);
+	if (f.err == MN_CONFIG)
+		return mn_error(err, errlen, MN_CONFIG, "%s: %s (%s)", p->describe, detail,
+				CONFIG_HINT);
+	if (f.err != MN_UNAVAILABLE)
+		return mn_error(err, errlen, f.err, "%s: %s", p->describe, detail);
+	return mn_error(err, errlen, MN_UNAVAILABLE, "%s: %s", p->describe, detail);
 }
 
 enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len)
@@ -856,7 +967,7 @@ enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len)
 
 	pg_describe(o, what, sizeof(what));
 	pg_params_build(o, &params);
-	c.conn = pg_connect(&params, o->connect_timeout_ms, &f, detail, sizeof(detail));
+	c.conn = pg_connect(&params, o->connect_timeout_ms, NULL, &f, detail, sizeof(detail));
 	if (c.conn == NULL) {
 		if (f.err == MN_CONFIG)
 			return mn_error(msg, len, MN_CONFIG, "%s: %s (%s)", what, detail,
@@ -895,9 +1006,19 @@ enum mn_err pg_pool_check(const struct pg_pool_opts *o, char *msg, size_t len)
 			version, latest);
 }
 
+/* A connection handed to a caller whose wait began at 'start'. */
+static void conn_hand_out(struct pg_pool *p, struct pg_conn *c, uint64_t start)
+{
+	c->commit_by_ms = start + (uint64_t)p->opts.request_timeout_ms;
+	c->deadline_ms = c->commit_by_ms;
+}
+
 enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, size_t errlen)
 {
-	struct timespec deadline = clock_deadline_ms((uint64_t)p->opts.connect_timeout_ms);
+	uint64_t start = clock_monotonic_ms();
+	struct timespec deadline = clock_deadline_ms((uint64_t)p->opts.acquire_timeout_ms);
+	enum store_shed why = STORE_SHED_TIMEOUT;
+	struct pg_waiter me = {.conn = NULL};
 	uint64_t refused = 0;
 	int rc = 0;
 
@@ -908,7 +1029,8 @@ enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, 
 			pthread_mutex_unlock(&p->lock);
 			return mn_error(err, errlen, MN_UNAVAILABLE, "the database is unavailable");
 		}
-		if (p->n_idle > 0) {
+		/* idle ones are taken only when no one waits before */
+		if (p->n_idle > 0 && p->waiter_head == NULL) {
 			struct pg_conn *c = p->idle[--p->n_idle];
 
 			if (PQstatus(c->conn) != CONNECTION_OK || c->generation != p->generation) {
@@ -917,18 +1039,45 @@ enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, 
 				continue;
 			}
 			pthread_mutex_unlock(&p->lock);
+			conn_hand_out(p, c, start);
 			*out = c;
 			return MN_OK;
 		}
 		if (rc == ETIMEDOUT)
 			break;
+		/* a bounded waiting room: past it, refused at once rather
+		 * than one more worker parked */
+		if (p->waiters >= p->max_waiters) {
+			why = STORE_SHED_WAITERS;
+			break;
+		}
+		clock_cond_init(&me.cond);
+		if (p->waiter_tail)
+			p->waiter_tail->next = &me;
+		else
+			p->waiter_head = &me;
+		p->waiter_tail = &me;
 		p->waiters++;
 		pthread_cond_signal(&p->wake);
-		rc = pthread_cond_timedwait(&p->available, &p->lock, &deadline);
+		while (me.conn == NULL && !p->closing && p->up && rc != ETIMEDOUT)
+			rc = pthread_cond_timedwait(&me.cond, &p->lock, &deadline);
+		if (me.conn == NULL)
+			waiter_remove_locked(p, &me);
 		p->waiters--;
+		pthread_cond_destroy(&me.cond);
+		if (me.conn) {
+			struct pg_conn *c = me.conn;
+
+			pthread_mutex_unlock(&p->lock);
+			conn_hand_out(p, c, start);
+			*out = c;
+			return MN_OK;
+		}
+		me.next = NULL;
 	}
 	/* Every connection stayed busy: refused, and logged at most every
 	 * ten seconds with the count since. */
+	p->shed[why]++;
 	p->busy_refusals++;
 	if (clock_monotonic_ms() >= p->busy_logged_ms + 10000) {
 		refused = p->busy_refusals;
@@ -938,12 +1087,27 @@ enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, 
 	pthread_mutex_unlock(&p->lock);
 	if (refused)
 		log_warn("store",
-			 "%s: all %zu connections stayed busy for %d ms: %llu requests refused "
-			 "(503) since the last such line (database.pool_size, "
-			 "database.connect_timeout_ms)",
-			 p->describe, p->size, p->opts.connect_timeout_ms,
-			 (unsigned long long)refused);
+			 "%s: all %zu connections busy: %llu requests refused (503) since the last "
+			 "such line, this one %s (database.pool_size, "
+			 "database.acquire_timeout_ms %d, database.max_waiters %zu)",
+			 p->describe, p->size, (unsigned long long)refused,
+			 why == STORE_SHED_TIMEOUT ? "after waiting acquire_timeout_ms"
+						   : "with max_waiters waiting already",
+			 p->opts.acquire_timeout_ms, p->max_waiters);
 	return mn_error(err, errlen, MN_UNAVAILABLE, "the database is busy; try again");
+}
+
+void pg_pool_stats(struct pg_pool *p, struct pg_pool_stats *out)
+{
+	pthread_mutex_lock(&p->lock);
+	out->size = p->size;
+	out->idle = p->n_idle;
+	out->open = p->n_open;
+	out->waiters = p->waiters;
+	out->up = p->up;
+	for (int i = 0; i < STORE_SHED_COUNT; i++)
+		out->shed[i] = p->shed[i];
+	pthread_mutex_unlock(&p->lock);
 }
 
 void pg_pool_put(struct pg_pool *p, struct pg_conn *c)
@@ -960,8 +1124,7 @@ void pg_pool_put(struct pg_pool *p, struct pg_conn *c)
 		conn_free(c);
 		return;
 	}
-	p->idle[p->n_idle++] = c;
-	pthread_cond_signal(&p->available);
+	give_locked(p, c);
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -994,6 +1157,25 @@ static void writes_note(struct pg_writes *w, enum store_fault f)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* The client-side deadline of a query on 'c': its statement's, and never
+ * past its holder's. */
+static uint64_t query_deadline(const struct pg_conn *c, int timeout_ms)
+{
+	uint64_t d = clock_monotonic_ms() + (uint64_t)timeout_ms;
+
+	return c->deadline_ms && c->deadline_ms < d ? c->deadline_ms : d;
+}
+
+/* A statement answered: the pool is not stuck. */
+static void note_ok(struct pg_pool *p)
+{
+	uint64_t now = clock_monotonic_ms();
+
+	pthread_mutex_lock(&p->lock);
+	p->last_ok_ms = now;
+	pthread_mutex_unlock(&p->lock);
+}
+
 /* Reports a statement that failed on 'c' (r: its result, if any) as
  * pg_conn_exec() says, and returns its error. */
 static enum mn_err exec_failure(struct pg_pool *p, struct pg_conn *c, const PGresult *r,
@@ -1021,7 +1203,7 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 			 PGresult **res, char *err, size_t errlen)
 {
 	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
-	uint64_t deadline = clock_monotonic_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = query_deadline(c, timeout_ms);
 	enum wait_result why;
 	enum mn_err e;
 	PGresult *r;
@@ -1029,6 +1211,7 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 	*res = NULL;
 	r = conn_prepared(c, st, params, deadline, &why);
 	if (r && !res_failed(r)) {
+		note_ok(p);
 		/* inside a transaction nothing is durable before COMMIT, which
 		 * reports the write itself */
 		if (writes && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
@@ -1048,12 +1231,23 @@ static enum mn_err conn_command(struct pg_pool *p, struct pg_conn *c, const char
 				size_t errlen)
 {
 	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
-	uint64_t deadline = clock_monotonic_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = query_deadline(c, timeout_ms);
 	enum wait_result why;
 	enum mn_err e;
-	PGresult *r = conn_simple(c, sql, deadline, &why);
+	PGresult *r;
 
+	/* the caller's deadline is over: what it waits for must not commit
+	 * now (the connection is closed, and the server rolls back) */
+	if (strcmp(sql, "COMMIT") == 0 && c->commit_by_ms &&
+	    clock_monotonic_ms() >= c->commit_by_ms) {
+		log_warn("store", "%s: %s not committed: over server.read_timeout_ms (%d ms)",
+			 p->describe, what, p->opts.request_timeout_ms);
+		c->broken = true;
+		return mn_error(err, errlen, MN_UNAVAILABLE, "the database is busy; try again");
+	}
+	r = conn_simple(c, sql, deadline, &why);
 	if (r && !res_failed(r)) {
+		note_ok(p);
 		/* COMMIT of a transaction that had failed answers ROLLBACK,
 		 * successfully: nothing was stored */
 		if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
@@ -1115,9 +1309,22 @@ enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen)
 			c = NULL;
 		}
 	}
+	if (c == NULL) {
+		/* all in use: working, unless none has answered for longer than
+		 * a request may wait for one (a lock, a stalled server) */
+		uint64_t quiet = clock_monotonic_ms() - p->last_ok_ms;
+
+		e = MN_OK;
+		if (quiet > (uint64_t)p->opts.acquire_timeout_ms)
+			e = mn_error(err, errlen, MN_UNAVAILABLE,
+				     "database busy: all %zu connections in use and none "
+				     "answered for %llu ms",
+				     p->size, (unsigned long long)quiet);
+		pthread_mutex_unlock(&p->lock);
+		return e;
+	}
 	pthread_mutex_unlock(&p->lock);
-	if (c == NULL)
-		return MN_OK; /* all busy: up and working */
+	conn_hand_out(p, c, clock_monotonic_ms());
 	e = pg_conn_exec(p, c, &ping, NULL, NULL, "ping", &r, NULL, 0);
 	PQclear(r);
 	pg_pool_put(p, c);

@@ -17,10 +17,12 @@
  * queueing for one (4 made GET /users/{id} 0.8x as fast at 50
  * connections: bench/RESULTS.md, issue 14). One of them at a time writes
  * (sqlite_pool_write()). */
-#define POOL_SIZE 16
+#define POOL_SIZE SQLITE_POOL_SIZE
 /* The most writes one transaction commits together. */
 #define GROUP_MAX 128
-#define BUSY_TIMEOUT_MS 5000
+/* A timed wait looks at the pool's clock at least this often (a test's
+ * clock moves by hand). */
+#define WAIT_SLICE_MS 50
 #define DB_FILE_MODE	0600
 #define DIR_MODE	0700
 
@@ -39,6 +41,7 @@ struct queued_write {
 	size_t errlen;
 	enum mn_err result;
 	bool done;
+	bool taken; /* in a group being committed: it cannot leave the queue */
 	pthread_cond_t wake; /* done, or first in the queue with no one writing */
 	struct queued_write *next;
 };
@@ -49,8 +52,12 @@ struct sqlite_pool {
 	size_t n_idle;
 	pthread_mutex_t lock;
 	pthread_cond_t available;
+	size_t conn_waiters; /* callers waiting for a connection */
 	char *path;
 	const struct mn_clock *clock;
+	struct store_limits limits;
+	int busy_timeout_ms; /* SQLite's busy handler: request time less the wait */
+	uint64_t shed[STORE_SHED_COUNT]; /* under state_lock */
 
 	pthread_mutex_t state_lock; /* the write state below */
 	enum store_fault fault;	    /* of the last write; NONE once one succeeded */
@@ -63,8 +70,36 @@ struct sqlite_pool {
 	struct queued_write *queue_head, *queue_tail;
 	size_t queued;
 	bool writing;		    /* a caller is committing a group */
+	uint64_t writing_since_ms;  /* by the pool's clock */
 	uint64_t writes, groups;
 };
+
+static uint64_t pool_now(struct sqlite_pool *p)
+{
+	return clock_now(p->clock);
+}
+
+static void count_shed(struct sqlite_pool *p, enum store_shed why)
+{
+	pthread_mutex_lock(&p->state_lock);
+	p->shed[why]++;
+	pthread_mutex_unlock(&p->state_lock);
+}
+
+/* Waits on 'cond' (made by clock_cond_init) until signalled or the pool's
+ * clock reaches 'deadline'; false once it has. */
+static bool wait_until(struct sqlite_pool *p, pthread_cond_t *cond, pthread_mutex_t *lock,
+		       uint64_t deadline)
+{
+	uint64_t now = pool_now(p);
+	struct timespec ts;
+
+	if (now >= deadline)
+		return false;
+	ts = clock_deadline_ms(deadline - now < WAIT_SLICE_MS ? deadline - now : WAIT_SLICE_MS);
+	pthread_cond_timedwait(cond, lock, &ts);
+	return true;
+}
 
 struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p)
 {
@@ -76,6 +111,36 @@ struct sqlite_conn *sqlite_pool_acquire(struct sqlite_pool *p)
 	c = p->idle[--p->n_idle];
 	pthread_mutex_unlock(&p->lock);
 	return c;
+}
+
+enum mn_err sqlite_pool_take(struct sqlite_pool *p, struct sqlite_conn **out, char *err,
+			     size_t errlen)
+{
+	enum store_shed why = STORE_SHED_TIMEOUT;
+	uint64_t deadline;
+
+	*out = NULL;
+	pthread_mutex_lock(&p->lock);
+	deadline = pool_now(p) + (uint64_t)p->limits.acquire_timeout_ms;
+	while (p->n_idle == 0) {
+		if (p->conn_waiters >= (size_t)p->limits.max_waiters) {
+			why = STORE_SHED_WAITERS;
+			break;
+		}
+		p->conn_waiters++;
+		bool waiting = wait_until(p, &p->available, &p->lock, deadline);
+		p->conn_waiters--;
+		if (!waiting)
+			break;
+	}
+	if (p->n_idle > 0) {
+		*out = p->idle[--p->n_idle];
+		pthread_mutex_unlock(&p->lock);
+		return MN_OK;
+	}
+	pthread_mutex_unlock(&p->lock);
+	count_shed(p, why);
+	return mn_error(err, errlen, MN_UNAVAILABLE, "the store is busy; try again");
 }
 
 void sqlite_pool_release(struct sqlite_pool *p, struct sqlite_conn *c)
@@ -198,6 +263,7 @@ void sqlite_pool_health(struct sqlite_pool *p, struct store_health *out)
 	pthread_mutex_lock(&p->state_lock);
 	out->fault = p->fault;
 	memcpy(out->write_failures, p->failures, sizeof(out->write_failures));
+	memcpy(out->shed, p->shed, sizeof(out->shed));
 	pthread_mutex_unlock(&p->state_lock);
 }
 
@@ -229,7 +295,7 @@ static enum mn_err write_result(struct sqlite_pool *p, struct sqlite_conn *c, in
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 		log_warn("store", "sqlite %s: '%s' stayed busy for %d ms", what, p->path,
-			 BUSY_TIMEOUT_MS);
+			 p->busy_timeout_ms);
 		return mn_error(err, errlen, MN_UNAVAILABLE, "the store is busy; try again");
 	}
 	/* rc may be the primary code only; the connection keeps the
@@ -249,6 +315,21 @@ enum mn_err sqlite_pool_write_result(struct sqlite_pool *p, struct sqlite_conn *
 				     const char *what, char *err, size_t errlen)
 {
 	return write_result(p, c, rc, true, what, err, errlen);
+}
+
+enum mn_err sqlite_pool_stuck(struct sqlite_pool *p, char *err, size_t errlen)
+{
+	uint64_t held = 0;
+
+	pthread_mutex_lock(&p->write_lock);
+	if (p->writing)
+		held = pool_now(p) - p->writing_since_ms;
+	pthread_mutex_unlock(&p->write_lock);
+	if (held > (uint64_t)p->limits.acquire_timeout_ms)
+		return mn_error(err, errlen, MN_UNAVAILABLE,
+				"busy: a write has waited %llu ms for the file's write lock",
+				(unsigned long long)held);
+	return MN_OK;
 }
 
 enum mn_err sqlite_pool_ping(struct sqlite_pool *p, char *err, size_t errlen)
@@ -287,7 +368,7 @@ enum mn_err sqlite_pool_ping(struct sqlite_pool *p, char *err, size_t errlen)
 	if (f != STORE_FAULT_NONE)
 		return mn_error(err, errlen, MN_UNAVAILABLE, "cannot write: %s",
 				store_fault_text(f));
-	return MN_OK;
+	return sqlite_pool_stuck(p, err, errlen);
 }
 
 /* ---- group commit --------------------------------------------------------- */
@@ -354,14 +435,42 @@ static void run_group(struct sqlite_pool *p, struct queued_write **group, size_t
 	sqlite_pool_release(p, c);
 }
 
+/* Takes 'me' out of the queue (it waited too long); write_lock held. */
+static void queue_remove(struct sqlite_pool *p, struct queued_write *me)
+{
+	struct queued_write **q = &p->queue_head, *prev = NULL;
+
+	while (*q && *q != me) {
+		prev = *q;
+		q = &(*q)->next;
+	}
+	if (*q == NULL)
+		return;
+	*q = me->next;
+	if (p->queue_tail == me)
+		p->queue_tail = prev;
+	p->queued--;
+}
+
 enum mn_err sqlite_pool_write(struct sqlite_pool *p, struct sqlite_write *w, char *err,
 			      size_t errlen)
 {
 	struct queued_write me = {.w = w, .err = err, .errlen = errlen};
 	struct queued_write *group[GROUP_MAX];
+	size_t room = (size_t)p->limits.max_waiters > GROUP_MAX ? (size_t)p->limits.max_waiters
+								 : GROUP_MAX;
+	uint64_t deadline;
 
-	pthread_cond_init(&me.wake, NULL);
 	pthread_mutex_lock(&p->write_lock);
+	/* a bounded waiting room: one group always fits, so that group
+	 * commit keeps its batches under load */
+	if (p->queued >= room) {
+		pthread_mutex_unlock(&p->write_lock);
+		count_shed(p, STORE_SHED_WAITERS);
+		return mn_error(err, errlen, MN_UNAVAILABLE, "the store is busy; try again");
+	}
+	clock_cond_init(&me.wake);
+	deadline = pool_now(p) + (uint64_t)p->limits.acquire_timeout_ms;
 	if (p->queue_tail)
 		p->queue_tail->next = &me;
 	else
@@ -371,14 +480,29 @@ enum mn_err sqlite_pool_write(struct sqlite_pool *p, struct sqlite_write *w, cha
 	while (!me.done) {
 		size_t n = 0;
 
-		if (p->writing) {
+		if (p->writing && me.taken) {
+			/* in the group being committed: its answer comes */
 			pthread_cond_wait(&me.wake, &p->write_lock);
+			continue;
+		}
+		if (p->writing) {
+			/* waiting for the writer: at most acquire_timeout_ms */
+			if (!wait_until(p, &me.wake, &p->write_lock, deadline)) {
+				queue_remove(p, &me);
+				pthread_mutex_unlock(&p->write_lock);
+				pthread_cond_destroy(&me.wake);
+				count_shed(p, STORE_SHED_TIMEOUT);
+				return mn_error(err, errlen, MN_UNAVAILABLE,
+						"the store is busy; try again");
+			}
 			continue;
 		}
 		/* This caller commits what is queued, its own write among
 		 * the first GROUP_MAX, while the others wait. */
 		p->writing = true;
+		p->writing_since_ms = pool_now(p);
 		while (p->queue_head && n < GROUP_MAX) {
+			p->queue_head->taken = true;
 			group[n++] = p->queue_head;
 			p->queue_head = p->queue_head->next;
 		}
@@ -415,6 +539,10 @@ void sqlite_pool_write_stats(struct sqlite_pool *p, struct sqlite_write_stats *o
 	out->groups = p->groups;
 	out->queued = p->queued;
 	pthread_mutex_unlock(&p->write_lock);
+	pthread_mutex_lock(&p->state_lock);
+	for (int i = 0; i < STORE_SHED_COUNT; i++)
+		out->shed[i] = p->shed[i];
+	pthread_mutex_unlock(&p->state_lock);
 }
 
 /* ---- opening and closing ------------------------------------------------ */
@@ -581,7 +709,8 @@ out_sqlite:
 }
 
 static int conn_open(struct sqlite_conn *c, const char *path, const char *schema,
-		     const char *const *stmts, size_t n_stmts, bool first, char *err, size_t errlen)
+		     const char *const *stmts, size_t n_stmts, bool first, int busy_timeout_ms,
+		     char *err, size_t errlen)
 {
 	int rc;
 
@@ -596,7 +725,7 @@ static int conn_open(struct sqlite_conn *c, const char *path, const char *schema
 			 path);
 		return -1;
 	}
-	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	sqlite3_busy_timeout(c->db, busy_timeout_ms);
 	rc = sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto out_error;
@@ -638,7 +767,16 @@ struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 				     const char *const *stmts, size_t n_stmts, char *err,
 				     size_t errlen)
 {
+	return sqlite_pool_open_with(path, schema, stmts, n_stmts, NULL, err, errlen);
+}
+
+struct sqlite_pool *sqlite_pool_open_with(const char *path, const char *schema,
+					  const char *const *stmts, size_t n_stmts,
+					  const struct store_limits *limits, char *err,
+					  size_t errlen)
+{
 	static pthread_once_t configured = PTHREAD_ONCE_INIT;
+	static const struct store_limits defaults = STORE_LIMITS_DEFAULT;
 	struct sqlite_pool *p;
 
 	pthread_once(&configured, sqlite_configure);
@@ -661,13 +799,22 @@ struct sqlite_pool *sqlite_pool_open(const char *path, const char *schema,
 		return NULL;
 	}
 	p->clock = &clock_system;
+	p->limits = limits ? *limits : defaults;
+	if (p->limits.acquire_timeout_ms <= 0)
+		p->limits.acquire_timeout_ms = 1;
+	if (p->limits.max_waiters < 0)
+		p->limits.max_waiters = 0;
+	p->busy_timeout_ms = p->limits.request_timeout_ms - p->limits.acquire_timeout_ms;
+	if (p->busy_timeout_ms < SQLITE_POOL_MIN_BUSY_MS)
+		p->busy_timeout_ms = SQLITE_POOL_MIN_BUSY_MS;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->state_lock, NULL);
-	pthread_cond_init(&p->available, NULL);
+	clock_cond_init(&p->available);
 	pthread_mutex_init(&p->write_lock, NULL);
 
 	for (size_t i = 0; i < POOL_SIZE; i++) {
-		if (conn_open(&p->conns[i], path, schema, stmts, n_stmts, i == 0, err, errlen) != 0) {
+		if (conn_open(&p->conns[i], path, schema, stmts, n_stmts, i == 0, p->busy_timeout_ms,
+			      err, errlen) != 0) {
 			sqlite_pool_close(p);
 			return NULL;
 		}

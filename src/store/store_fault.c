@@ -28,4 +28,17 @@ void store_health_add(struct store_health *sum, const struct store_health *h)
 		sum->fault = h->fault;
 	for (int i = 0; i < STORE_FAULT_COUNT; i++)
 		sum->write_failures[i] += h->write_failures[i];
+	for (int i = 0; i < STORE_SHED_COUNT; i++)
+		sum->shed[i] += h->shed[i];
+}
+
+const char *store_shed_label(enum store_shed s)
+{
+	static const char *const shed_labels[] = {
+#define STORE_SHED_LABEL(name, label) label,
+		STORE_SHED_MAP(STORE_SHED_LABEL)
+#undef STORE_SHED_LABEL
+	};
+
+	return (unsigned)s < STORE_SHED_COUNT ? shed_labels[s] : "unknown";
 }

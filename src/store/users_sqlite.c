@@ -117,11 +117,14 @@ static enum mn_err sq_create(struct users_repo *r, const char *name, const char 
 static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_GET];
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
 	enum mn_err err;
 	int rc;
 
+	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
+		return err;
+	st = c->stmt[ST_GET];
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -139,8 +142,8 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 			   size_t *n)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_LIST];
+	struct sqlite_conn *c;
+	sqlite3_stmt *st;
 	struct user *users = NULL;
 	enum mn_err err = MN_OK;
 	size_t count = 0;
@@ -148,6 +151,9 @@ static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, st
 
 	*out = NULL;
 	*n = 0;
+	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
+		return err;
+	st = c->stmt[ST_LIST];
 	if (limit == 0)
 		goto out_release;
 	users = calloc(limit, sizeof(*users));
@@ -215,7 +221,9 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 		return err;
 	if (u.base.changes > 0)
 		return user_set(out, id, name, email);
-	c = sqlite_pool_acquire(s->pool);
+	err = sqlite_pool_take(s->pool, &c, errbuf, errlen);
+	if (err != MN_OK)
+		return err;
 	err = update_miss(c, id);
 	sqlite_pool_release(s->pool, c);
 	return err;
@@ -301,6 +309,12 @@ out_release:
 
 struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen)
 {
+	return users_repo_sqlite_open_with(path, NULL, err, errlen);
+}
+
+struct users_repo *users_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
+					   char *err, size_t errlen)
+{
 	struct sqlite_repo *s = calloc(1, sizeof(*s));
 
 	if (s == NULL) {
@@ -308,7 +322,7 @@ struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t er
 		return NULL;
 	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open(path, NULL, stmt_sql, ST_COUNT, err, errlen);
+	s->pool = sqlite_pool_open_with(path, NULL, stmt_sql, ST_COUNT, limits, err, errlen);
 	if (s->pool == NULL) {
 		free(s);
 		return NULL;

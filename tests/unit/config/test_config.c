@@ -13,7 +13,7 @@
 
 #define MAX_FILES 8
 /* The settings that are not templates (peers.*, features.*). */
-#define N_SETTINGS 50
+#define N_SETTINGS 52
 
 struct fixture {
 	char dir[64];
@@ -188,6 +188,8 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->database_name, "myapp");
 	assert_int_equal(cfg->database_pool_size, 8);
 	assert_int_equal(cfg->database_connect_timeout_ms, 5000);
+	assert_int_equal(cfg->database_acquire_timeout_ms, 1000);
+	assert_int_equal(cfg->database_max_waiters, 128);
 	assert_string_equal(cfg->database_sslmode, "prefer");
 	assert_string_equal(cfg->log_level, "info");
 	assert_string_equal(cfg->log_format, "json");

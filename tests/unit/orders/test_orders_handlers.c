@@ -351,7 +351,8 @@ static void test_store_failures(void **state)
 
 	post(f, "{\"user_id\":42,\"product\":\"tea\",\"quantity\":3}");
 	assert_int_equal(f->res.status, 503);
-	assert_int_equal(f->res.headers_len, 0); /* no Retry-After: not the peer */
+	/* not the peer's hint: the default of every 503 */
+	assert_string_equal(f->res.headers, "Retry-After: 1\r\n");
 	assert_string_equal(body_text(f), "{\"error\":\"the store cannot write: disk full\"}");
 	request(f, "GET", "/orders/1", NULL, NULL);
 	assert_int_equal(f->res.status, 503);

@@ -187,6 +187,8 @@ static void test_describe_and_config(void **state)
 		.database_sslmode = mode,
 		.database_pool_size = 3,
 		.database_connect_timeout_ms = 250,
+		.database_acquire_timeout_ms = 700,
+		.database_max_waiters = 9,
 		.read_timeout_ms = 4000,
 	};
 	char text[200];
@@ -203,7 +205,13 @@ static void test_describe_and_config(void **state)
 	assert_string_equal(o.sslmode, "require");
 	assert_int_equal(o.pool_size, 3);
 	assert_int_equal(o.connect_timeout_ms, 250);
-	assert_int_equal(o.statement_timeout_ms, 4000);
+	/* waiting and statement together within server.read_timeout_ms */
+	assert_int_equal(o.acquire_timeout_ms, 700);
+	assert_int_equal(o.max_waiters, 9);
+	assert_int_equal(o.request_timeout_ms, 4000);
+	assert_int_equal(o.statement_timeout_ms, 3050);
+	assert_int_equal(pg_statement_timeout_ms(5000, 1000), 3750);
+	assert_int_equal(pg_statement_timeout_ms(1000, 1000), PG_POOL_MIN_STATEMENT_MS);
 }
 
 /* ---- a server that is not there --------------------------------------- */
@@ -356,6 +364,33 @@ static void test_server_silent(void **state)
 	assert_null(strstr(read_log(f), "7777"));
 }
 
+/* A silent server with a long connect_timeout_ms: the start does not wait
+ * for it (the pool's thread does), and closing the pool gives up the
+ * handshake in progress at once. */
+static void test_silent_server_does_not_hold_the_start(void **state)
+{
+	struct fixture *f = *state;
+	struct pg_pool_opts o = opts_for(loopback_port(f, true), 30000);
+	struct pg_pool *p = pg_pool_create(&o);
+	struct pg_conn *c = (struct pg_conn *)1;
+	char err[1024] = "";
+	uint64_t t0, ms;
+
+	assert_non_null(p);
+	t0 = clock_monotonic_ms();
+	assert_int_equal(pg_pool_start(p, err, sizeof(err)), MN_UNAVAILABLE);
+	ms = clock_monotonic_ms() - t0;
+	assert_true(ms >= PG_POOL_START_WAIT_MS - 10 && ms < PG_POOL_START_WAIT_MS + 1000);
+	assert_non_null(strstr(err, "connecting in the background"));
+	assert_int_equal(pg_pool_acquire(p, &c, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_null(c);
+	assert_int_equal(pg_pool_ping(p, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_non_null(strstr(err, "not connected yet"));
+	t0 = clock_monotonic_ms();
+	pg_pool_unref(p);
+	assert_true(clock_monotonic_ms() - t0 < 1000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -365,6 +400,8 @@ int main(void)
 		cmocka_unit_test(test_describe_and_config),
 		cmocka_unit_test_setup_teardown(test_server_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_silent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_silent_server_does_not_hold_the_start, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -487,6 +487,162 @@ static void test_group_commit_many_writers_every_write_once(void **state)
 	assert_int_equal(st.queued, 0);
 }
 
+/* ---- bounded waits (issue 21) ------------------------------------------ */
+
+/* The fixture's pool again, with 'limits', on the fixture's clock. */
+static void reopen_with(struct fixture *f, const struct store_limits *limits)
+{
+	char err[256];
+
+	sqlite_pool_close(f->pool);
+	f->pool = sqlite_pool_open_with(f->path, NULL, stmts, ST_COUNT, limits, err, sizeof(err));
+	assert_non_null(f->pool);
+	sqlite_pool_set_clock(f->pool, &f->clock);
+}
+
+struct taker {
+	struct fixture *f;
+	atomic_int done;
+	enum mn_err result;
+	char err[128];
+};
+
+static void *take_thread(void *arg)
+{
+	struct taker *t = arg;
+	struct sqlite_conn *c = NULL;
+
+	t->result = sqlite_pool_take(t->f->pool, &c, t->err, sizeof(t->err));
+	if (c)
+		sqlite_pool_release(t->f->pool, c);
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+static bool wait_done(atomic_int *done, int ms)
+{
+	for (int i = 0; i < ms && !atomic_load(done); i++)
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	return atomic_load(done);
+}
+
+/* A read waits for a connection acquire_timeout_ms by the pool's clock,
+ * not forever; with max_waiters waiting, the next is refused at once. */
+static void test_take_is_bounded_and_shed(void **state)
+{
+	struct fixture *f = *state;
+	struct store_limits limits = {.acquire_timeout_ms = 1000, .max_waiters = 1,
+				      .request_timeout_ms = 5000};
+	struct sqlite_conn *held[SQLITE_POOL_SIZE];
+	struct sqlite_write_stats st;
+	struct taker a = {.f = f}, b = {.f = f};
+	pthread_t th;
+
+	reopen_with(f, &limits);
+	for (int i = 0; i < SQLITE_POOL_SIZE; i++)
+		held[i] = sqlite_pool_acquire(f->pool);
+
+	assert_int_equal(pthread_create(&th, NULL, take_thread, &a), 0);
+	assert_false(wait_done(&a.done, 200)); /* the clock has not moved: waiting */
+	/* a second waiter is one too many: refused at once, clock unmoved */
+	take_thread(&b);
+	assert_int_equal(b.result, MN_UNAVAILABLE);
+	assert_string_equal(b.err, "the store is busy; try again");
+
+	f->now += 999;
+	assert_false(wait_done(&a.done, 200));
+	f->now += 1;
+	assert_true(wait_done(&a.done, 2000));
+	pthread_join(th, NULL);
+	assert_int_equal(a.result, MN_UNAVAILABLE);
+	assert_string_equal(a.err, "the store is busy; try again");
+
+	sqlite_pool_write_stats(f->pool, &st);
+	assert_int_equal(st.shed[STORE_SHED_TIMEOUT], 1);
+	assert_int_equal(st.shed[STORE_SHED_WAITERS], 1);
+
+	/* a connection given back is taken at once */
+	sqlite_pool_release(f->pool, held[0]);
+	memset(&a, 0, sizeof(a));
+	a.f = f;
+	take_thread(&a);
+	assert_int_equal(a.result, MN_OK);
+	for (int i = 1; i < SQLITE_POOL_SIZE; i++)
+		sqlite_pool_release(f->pool, held[i]);
+}
+
+/* Another process holds the file's write lock (BEGIN IMMEDIATE, as the
+ * sqlite3 shell would): the write being committed waits in SQLite's busy
+ * handler only request_timeout_ms less acquire_timeout_ms; the writes
+ * queued behind it leave the queue after acquire_timeout_ms by the
+ * pool's clock, refused busy; the probe's look says the store is busy. */
+static void test_writes_behind_a_stuck_writer_are_shed(void **state)
+{
+	struct fixture *f = *state;
+	struct store_limits limits = {.acquire_timeout_ms = 1000, .max_waiters = 32,
+				      .request_timeout_ms = 3000}; /* busy handler: 2 s */
+	struct test_write first, behind;
+	struct sqlite_write_stats st;
+	pthread_t t1, t2;
+	sqlite3 *other;
+	char err[128];
+	uint64_t t0;
+
+	reopen_with(f, &limits);
+	assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+	test_write_init(&first, f, "first");
+	test_write_init(&behind, f, "behind");
+	t0 = clock_monotonic_ms();
+	assert_int_equal(pthread_create(&t1, NULL, test_writer, &first), 0);
+	/* the first is the writer, in the busy handler */
+	for (int i = 0; i < 2000; i++) {
+		if (sqlite_pool_stuck(f->pool, err, sizeof(err)) == MN_OK) {
+			f->now += 1001; /* it has been writing since the old 'now' */
+			if (sqlite_pool_stuck(f->pool, err, sizeof(err)) != MN_OK)
+				break;
+			f->now -= 1001;
+		}
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	assert_non_null(strstr(err, "busy: a write has waited 1001 ms for the file's write lock"));
+	f->now -= 1001;
+
+	assert_int_equal(pthread_create(&t2, NULL, test_writer, &behind), 0);
+	for (int i = 0; i < 2000; i++) {
+		sqlite_pool_write_stats(f->pool, &st);
+		if (st.queued == 1)
+			break;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	assert_int_equal(st.queued, 1);
+	f->now += 1000; /* the queued write's whole wait */
+	pthread_join(t2, NULL);
+	assert_int_equal(behind.result, MN_UNAVAILABLE);
+	assert_string_equal(behind.err, "the store is busy; try again");
+	assert_true(clock_monotonic_ms() - t0 < 1900); /* before the writer's busy handler ended */
+
+	pthread_join(t1, NULL);
+	assert_int_equal(first.result, MN_UNAVAILABLE);
+	assert_string_equal(first.err, "the store is busy; try again");
+	assert_true(clock_monotonic_ms() - t0 >= 1900); /* SQLite's 2 s, real time */
+	assert_true(clock_monotonic_ms() - t0 < 10000);
+
+	sqlite_pool_write_stats(f->pool, &st);
+	assert_int_equal(st.queued, 0);
+	assert_int_equal(st.shed[STORE_SHED_TIMEOUT], 1);
+	assert_int_equal(sqlite_pool_stuck(f->pool, err, sizeof(err)), MN_OK);
+
+	/* the lock released: writes go through again */
+	assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	test_write_init(&first, f, "after");
+	test_writer(&first);
+	assert_int_equal(first.result, MN_OK);
+	assert_int_equal(rows(f, ""), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -500,6 +656,9 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_many_writers_every_write_once,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_take_is_bounded_and_shed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writes_behind_a_stuck_writer_are_shed, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, install_shim, remove_shim);
 }
