@@ -615,6 +615,43 @@ static void test_env_overrides_file(void **state)
 			    "environment variable 'MESHNODE_BIN': unknown setting, ignored\n");
 }
 
+/* A secret from the environment ending in a newline (a copy-paste, a
+ * Kubernetes secret made from a file) is trimmed, as Consul's CLI trims a
+ * token file; a line break inside a token is refused as a configuration
+ * error, so --check-config and the start agree (issue 21, point 7). */
+static void test_env_secrets_trimmed(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {
+		"CONSUL_HTTP_TOKEN=0b1f-token\n",
+		"DB_PASSWORD=s3cret\r\n",
+		"MESHNODE_EVENTS_PASSWORD=rabbit \n",
+		"SERVICE_NAME=orders\n",
+		NULL,
+	};
+	const char *bad[] = {"CONSUL_HTTP_TOKEN=ab\ncd", NULL};
+
+	src.environ = (char *const *)env;
+	/* only secrets: a non-secret value is checked as written */
+	load_fails_with(f, &src, "environment variable 'SERVICE_NAME': expected 1 to 63 "
+				 "characters from a-z, 0-9 and '-'");
+	env[3] = NULL;
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_token, "0b1f-token");
+	assert_string_equal(f->cfg->database_password, "s3cret");
+	assert_string_equal(f->cfg->events_password, "rabbit");
+	src.environ = (char *const *)bad;
+	load_fails_with(f, &src, "environment variable 'CONSUL_HTTP_TOKEN': expected no control "
+				 "characters");
+	/* from the file too: the token goes into an HTTP header */
+	src.environ = NULL;
+	src.file_path = write_file(f, "tok.cfg", "consul = { token = \"ab\\ncd\"; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'consul.token': expected no control characters"));
+	assert_null(strstr(errors_text(f), "ab"));
+}
+
 static void test_env_alias_order_independent(void **state)
 {
 	struct fixture *f = *state;
@@ -1762,6 +1799,7 @@ int main(void)
 		T(test_file_bad_values_of_every_kind),
 		T(test_file_missing),
 		T(test_env_overrides_file),
+		T(test_env_secrets_trimmed),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
 		T(test_file_and_env_errors_together),
