@@ -338,11 +338,11 @@ static bool app_ready(void *ctx, json_t *body)
 	return ok;
 }
 
-static json_t *app_config_for_http(void *ctx)
+static json_t *app_config_for_http(void *ctx, const char *prefix, size_t offset, size_t limit)
 {
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
-	json_t *o = config_document(cfg);
+	json_t *o = config_document_page(cfg, prefix, offset, limit);
 
 	config_store_put(app->store, cfg);
 	return o;

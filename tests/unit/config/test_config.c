@@ -652,6 +652,42 @@ static void test_env_secrets_trimmed(void **state)
 	assert_null(strstr(errors_text(f), "ab"));
 }
 
+/* GET /config's pages: name order, a prefix, and where the next begins. */
+static void test_document_pages(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	json_t *doc;
+	size_t total, seen = 0;
+
+	load_ok(f, &src);
+	doc = config_document_page(f->cfg, "", 0, 1000);
+	total = (size_t)json_integer_value(json_object_get(doc, "total"));
+	assert_int_equal(total, f->cfg->n_entries);
+	assert_int_equal(json_object_size(json_object_get(doc, "settings")), total);
+	assert_null(json_object_get(doc, "next_offset"));
+	json_decref(doc);
+	for (size_t off = 0; off < total; off += 7) {
+		doc = config_document_page(f->cfg, NULL, off, 7);
+		seen += json_object_size(json_object_get(doc, "settings"));
+		if (off + 7 < total)
+			assert_int_equal(json_integer_value(json_object_get(doc, "next_offset")),
+					 off + 7);
+		else
+			assert_null(json_object_get(doc, "next_offset"));
+		json_decref(doc);
+	}
+	assert_int_equal(seen, total);
+	doc = config_document_page(f->cfg, "service.", 0, 1000);
+	assert_non_null(json_object_get(json_object_get(doc, "settings"), "service.name"));
+	assert_null(json_object_get(json_object_get(doc, "settings"), "server.threads"));
+	assert_true(json_integer_value(json_object_get(doc, "total")) < (json_int_t)total);
+	json_decref(doc);
+	doc = config_document_page(f->cfg, "", total + 5, 10);
+	assert_int_equal(json_object_size(json_object_get(doc, "settings")), 0);
+	json_decref(doc);
+}
+
 static void test_env_alias_order_independent(void **state)
 {
 	struct fixture *f = *state;
@@ -1800,6 +1836,7 @@ int main(void)
 		T(test_file_missing),
 		T(test_env_overrides_file),
 		T(test_env_secrets_trimmed),
+		T(test_document_pages),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
 		T(test_file_and_env_errors_together),
