@@ -40,8 +40,9 @@ struct config_live_opts {
 
 /* Loads defaults, file, Consul KV (when the agent answers within a second:
  * otherwise the node starts without it, and the watches of
- * config_live_follow() bring it in when the agent answers) and environment. MN_CONFIG with one line per problem in 'errors' (file
- * and environment problems); KV values refused, KV keys ignored and
+ * config_live_follow() bring it in when the agent answers) and environment.
+ * MN_CONFIG with one line per problem in 'errors' (file and environment
+ * problems); KV values refused, KV keys ignored and
  * unknown file keys go to 'warnings' (may be NULL) and are remembered so
  * that later reloads log only new ones. *out owns the config store. */
 enum mn_err config_live_create(const struct config_live_opts *opts, struct config_live **out,
