@@ -886,6 +886,7 @@ int app_run(const struct app_opts *opts)
 	};
 	struct buf errors, warnings;
 	enum mn_err store_err = MN_OK;
+	bool reload_left = false;
 	char err[512];
 	sigset_t set;
 	int code = 1;
@@ -996,7 +997,9 @@ int app_run(const struct app_opts *opts)
 	code = 0;
 	atomic_store(&app.stopping, true); /* /ready turns 503 */
 	http_server_drain(app.server);     /* new work is refused, keep-alive ends */
-	config_live_stop(app.live);        /* no reload may reach the registrar now */
+	/* no reload may reach the registrar now; one left behind still may,
+	 * so nothing is freed then */
+	reload_left = !config_live_stop(app.live);
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
@@ -1009,6 +1012,11 @@ out_stop_server:
 		return code;
 	}
 	log_info("app", "stopped");
+	if (reload_left) {
+		buf_release(&errors);
+		buf_release(&warnings);
+		return code;
+	}
 	goto out;
 out_stopped:
 	log_info("app", "stopped during start-up");

@@ -86,9 +86,11 @@ enum mn_err config_live_request_reload(struct config_live *live);
 
 /* Stops the watches and the reload thread (a reload in progress has its
  * KV reads cancelled and publishes nothing; it is waited for at most a
- * second, then left behind and the engine is never freed): no reload
- * happens after it returns. NULL does nothing. */
-void config_live_stop(struct config_live *live);
+ * second). No reload starts after it returns. false when the reload in
+ * progress was left behind (a file read held by a stalled file system, a
+ * rebuild still running): it may still call 'apply', so what that touches
+ * must not be freed, and the engine itself never is. NULL does nothing. */
+bool config_live_stop(struct config_live *live);
 
 /* Stops and frees everything, the store included; NULL does nothing. */
 void config_live_destroy(struct config_live *live);

@@ -697,6 +697,12 @@ void config_live_reload(struct config_live *live)
 	buf_init(&errors, 1 << 16);
 	if (config_file_layer_read(live->opts.file_path, live->opts.file_optional, &file,
 				   &errors) != MN_OK) {
+		if (atomic_load(&live->cancel)) {
+			/* stopping meanwhile (a read held up by a stalled file
+			 * system): the metrics may be gone, nothing is touched */
+			buf_release(&errors);
+			return;
+		}
 		for (char *cur = errors.data, *line; (line = next_line(&cur)) != NULL;)
 			log_error("config", "reload (SIGHUP) refused: %s", line);
 		log_error("config", "the configuration in force stays; fix the file and send "
@@ -708,6 +714,10 @@ void config_live_reload(struct config_live *live)
 		return;
 	}
 	buf_release(&errors);
+	if (atomic_load(&live->cancel)) {
+		config_file_layer_free(file);
+		return;
+	}
 	kv_ok = live->consul &&
 		read_kv(live->boot, live->consul, live->opts.environ, kv, NULL,
 			KV_RELOAD_TIMEOUT_MS, &live->cancel, err, sizeof(err)) == MN_OK;
@@ -786,13 +796,13 @@ out:
 	return ret;
 }
 
-void config_live_stop(struct config_live *live)
+bool config_live_stop(struct config_live *live)
 {
 	struct timespec deadline;
 	bool started;
 
 	if (live == NULL)
-		return;
+		return true;
 	pthread_mutex_lock(&live->req_lock);
 	live->stopping = true;
 	atomic_store(&live->cancel, true);
@@ -805,7 +815,7 @@ void config_live_stop(struct config_live *live)
 		live->kv[i].watch = NULL;
 	}
 	if (!started)
-		return;
+		return !live->abandoned;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += RELOADER_JOIN_MS / 1000;
 	deadline.tv_nsec += (long)(RELOADER_JOIN_MS % 1000) * 1000000L;
@@ -821,6 +831,7 @@ void config_live_stop(struct config_live *live)
 		pthread_detach(live->reloader);
 		live->abandoned = true;
 	}
+	return !live->abandoned;
 }
 
 void config_live_destroy(struct config_live *live)
