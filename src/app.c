@@ -97,6 +97,13 @@ struct app {
 	struct peers_handlers peers_handlers;
 	struct events_publisher *events; /* nodes with the orders module */
 	atomic_bool stopping;
+	/* signals, taken by their own thread from the start of app_run on */
+	pthread_t signal_thread;
+	bool signal_thread_started;
+	pthread_mutex_t signal_lock;
+	pthread_cond_t signal_wake;  /* a stop or a SIGHUP arrived */
+	atomic_bool stop_requested;  /* SIGTERM or SIGINT: start-up steps look */
+	unsigned hups;               /* SIGHUPs taken, guarded by signal_lock */
 };
 
 /* ---- metrics ---------------------------------------------------------- */
@@ -363,11 +370,11 @@ static bool app_ready(void *ctx, json_t *body)
 	return ok;
 }
 
-static json_t *app_config_for_http(void *ctx)
+static json_t *app_config_for_http(void *ctx, const char *prefix, size_t offset, size_t limit)
 {
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
-	json_t *o = config_document(cfg);
+	json_t *o = config_document_page(cfg, prefix, offset, limit);
 
 	config_store_put(app->store, cfg);
 	return o;
@@ -819,10 +826,13 @@ static bool server_drain(struct http_server *s, int timeout_ms)
 	return true;
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in every thread, taken here);
- * SIGHUP reloads. */
-static void wait_for_stop(struct app *app)
+/* The signal thread: SIGTERM, SIGINT and SIGHUP (blocked in every thread)
+ * are taken here and only noted, so they are heard whatever the main
+ * thread is doing: starting, or asking for a reload. It ends with the
+ * first SIGTERM or SIGINT; later ones stay blocked, as a stop is under way. */
+static void *signal_main(void *arg)
 {
+	struct app *app = arg;
 	sigset_t set;
 	int sig;
 
@@ -833,14 +843,81 @@ static void wait_for_stop(struct app *app)
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
+		pthread_mutex_lock(&app->signal_lock);
 		if (sig == SIGHUP) {
-			log_info("app", "SIGHUP received: reloading the file and consul kv");
-			config_live_reload(app->live);
-			continue;
+			app->hups++;
+		} else {
+			log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			atomic_store(&app->stop_requested, true);
 		}
-		log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-		return;
+		pthread_cond_signal(&app->signal_wake);
+		pthread_mutex_unlock(&app->signal_lock);
+		if (sig != SIGHUP)
+			return NULL;
 	}
+}
+
+static bool signal_thread_start(struct app *app)
+{
+	pthread_mutex_init(&app->signal_lock, NULL);
+	pthread_cond_init(&app->signal_wake, NULL);
+	app->signal_thread_started =
+		pthread_create(&app->signal_thread, NULL, signal_main, app) == 0;
+	return app->signal_thread_started;
+}
+
+static void signal_thread_stop(struct app *app)
+{
+	if (!app->signal_thread_started)
+		return;
+	/* sigwait is a cancellation point; a thread that took its stop has
+	 * ended already */
+	pthread_cancel(app->signal_thread);
+	pthread_join(app->signal_thread, NULL);
+	pthread_mutex_destroy(&app->signal_lock);
+	pthread_cond_destroy(&app->signal_wake);
+}
+
+/* true once SIGTERM or SIGINT came: start-up steps stop there. */
+static bool stop_requested(struct app *app)
+{
+	return atomic_load(&app->stop_requested);
+}
+
+/* Waits for SIGTERM or SIGINT; a SIGHUP asks the live configuration's
+ * reload thread for a reload and is never waited for, so a reload stuck
+ * on a slow agent never delays a stop. */
+static void wait_for_stop(struct app *app)
+{
+	unsigned seen = 0;
+
+	pthread_mutex_lock(&app->signal_lock);
+	for (;;) {
+		while (!atomic_load(&app->stop_requested) && app->hups == seen)
+			pthread_cond_wait(&app->signal_wake, &app->signal_lock);
+		if (atomic_load(&app->stop_requested))
+			break;
+		seen = app->hups;
+		pthread_mutex_unlock(&app->signal_lock);
+		log_info("app", "SIGHUP received: reloading the file and consul kv");
+		if (config_live_request_reload(app->live) != MN_OK)
+			log_error("app", "cannot start the reload thread: SIGHUP ignored");
+		pthread_mutex_lock(&app->signal_lock);
+	}
+	pthread_mutex_unlock(&app->signal_lock);
+}
+
+/* consul.required: the first registration, within REQUIRED_REGISTRATION_MS,
+ * looked for in short steps so that a stop meanwhile is not kept waiting.
+ * true when registered or told to stop (wait_for_stop() then returns at
+ * once). */
+static bool registration_wait(struct app *app)
+{
+	for (int waited = 0; waited < REQUIRED_REGISTRATION_MS; waited += 100) {
+		if (stop_requested(app) || registrar_wait(app->registrar, 100))
+			return true;
+	}
+	return registrar_registered(app->registrar);
 }
 
 static void app_teardown(struct app *app)
@@ -891,21 +968,29 @@ int app_run(const struct app_opts *opts)
 	};
 	struct buf errors, warnings;
 	enum mn_err store_err = MN_OK;
+	bool reload_left = false;
 	char err[512];
 	sigset_t set;
 	int code = 1;
 
-	/* Signals are taken by the main thread alone: block them before any
-	 * thread (civetweb's, curl's, ours) exists so all inherit the mask. */
+	/* Signals are taken by the signal thread alone: block them before
+	 * any thread (civetweb's, curl's, ours) exists so all inherit the
+	 * mask, and start it first, so that a stop during start-up is heard. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (!signal_thread_start(&app)) {
+		log_error("app", "cannot start the signal thread");
+		return 1;
+	}
+	live_opts.cancel = &app.stop_requested;
 
 	if (httpc_global_init() != MN_OK) {
 		log_error("app", "cannot initialise libcurl");
+		signal_thread_stop(&app);
 		return 1;
 	}
 	buf_init(&errors, 1 << 16);
@@ -919,6 +1004,8 @@ int app_run(const struct app_opts *opts)
 	app.store = config_live_store(app.live);
 	app.cfg = config_store_get(app.store);
 	log_lines("config", &warnings);
+	if (stop_requested(&app))
+		goto out_stopped;
 	log_info("app", "meshnode %s starting as '%s' (%s)", MESHNODE_VERSION, app.cfg->service_id,
 		 app.cfg->service_name);
 
@@ -936,6 +1023,8 @@ int app_run(const struct app_opts *opts)
 			code = 2; /* the database refused what the configuration says */
 		goto out;
 	}
+	if (stop_requested(&app))
+		goto out_stopped;
 	consul_set_observer(app.consul, observe_consul, &app);
 
 	fd_limit_raise(app.cfg->threads);
@@ -981,18 +1070,19 @@ int app_run(const struct app_opts *opts)
 		log_error("config", "cannot start the consul kv watches");
 		goto out_stop_server;
 	}
-	if (app.cfg->consul_required && app.registrar &&
-	    !registrar_wait(app.registrar, REQUIRED_REGISTRATION_MS)) {
+	if (app.cfg->consul_required && app.registrar && !registration_wait(&app)) {
 		log_error("consul", "consul.required is set and the agent at %s did not accept the registration",
 			  app.cfg->consul_address);
 		goto out_stop_server;
 	}
 
-	wait_for_stop(&app);
+	wait_for_stop(&app); /* at once when a stop came during start-up */
 	code = 0;
 	atomic_store(&app.stopping, true); /* /ready turns 503 */
 	http_server_drain(app.server);     /* new work is refused, keep-alive ends */
-	config_live_stop(app.live);        /* no reload may reach the registrar now */
+	/* no reload may reach the registrar now; one left behind still may,
+	 * so nothing is freed then */
+	reload_left = !config_live_stop(app.live);
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
@@ -1005,8 +1095,18 @@ out_stop_server:
 		return code;
 	}
 	log_info("app", "stopped");
+	if (reload_left) {
+		buf_release(&errors);
+		buf_release(&warnings);
+		return code;
+	}
+	goto out;
+out_stopped:
+	log_info("app", "stopped during start-up");
+	code = 0;
 out:
 	app_teardown(&app);
+	signal_thread_stop(&app);
 	buf_release(&errors);
 	buf_release(&warnings);
 	httpc_global_cleanup();

@@ -236,6 +236,15 @@ json_t *config_to_json(const struct config *cfg);
  * "kv_index": N, "pending_restart": [...]} (new reference). */
 json_t *config_document(const struct config *cfg);
 
+/* One page of config_document() for GET /config: the settings whose names
+ * start with 'prefix' ("" or NULL: all), in name order, from the 'offset'th,
+ * at most 'limit', with "total" (of those matching), "offset", "limit" and,
+ * when more follow, "next_offset". A KV listing of thousands of peers.*
+ * keys is then pages, not megabytes per request. New reference; NULL when
+ * out of memory. */
+json_t *config_document_page(const struct config *cfg, const char *prefix, size_t offset,
+			     size_t limit);
+
 /* The effective peer settings for 'name': the configured ones, or defaults
  * when the peer is not configured (borrowed, valid while cfg lives; the
  * defaults' name is NULL). */

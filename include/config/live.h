@@ -12,6 +12,7 @@
 #ifndef MESHNODE_CONFIG_LIVE_H
 #define MESHNODE_CONFIG_LIVE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config/config.h"
@@ -32,11 +33,16 @@ struct config_live_opts {
 	 * log level and format are applied by the engine itself. May be NULL. */
 	void (*apply)(void *ctx, const struct config *old, const struct config *next);
 	void *ctx;
+	/* When it turns true, the first load's KV read stops at once (the
+	 * node is told to stop while starting). May be NULL. */
+	const atomic_bool *cancel;
 };
 
-/* Loads defaults, file, Consul KV (when the agent answers within a moment)
- * and environment. MN_CONFIG with one line per problem in 'errors' (file
- * and environment problems); KV values refused, KV keys ignored and
+/* Loads defaults, file, Consul KV (when the agent answers within a second:
+ * otherwise the node starts without it, and the watches of
+ * config_live_follow() bring it in when the agent answers) and environment.
+ * MN_CONFIG with one line per problem in 'errors' (file and environment
+ * problems); KV values refused, KV keys ignored and
  * unknown file keys go to 'warnings' (may be NULL) and are remembered so
  * that later reloads log only new ones. *out owns the config store. */
 enum mn_err config_live_create(const struct config_live_opts *opts, struct config_live **out,
@@ -66,14 +72,25 @@ enum mn_err config_live_metrics(struct config_live *live, struct metrics *regist
 enum mn_err config_live_follow(struct config_live *live, struct consul *consul);
 
 /* SIGHUP: reads the file and both KV prefixes again (once, without
- * disturbing the watches) and reloads once. A file that no longer loads
- * is refused and the configuration in force stays, with the file as last
- * loaded. */
+ * disturbing the watches; the KV reads within 2 s) and reloads once, on
+ * the calling thread. A file that no longer loads is refused and the
+ * configuration in force stays, with the file as last loaded. */
 void config_live_reload(struct config_live *live);
 
-/* Stops the watches: no reload happens after it returns. NULL does
- * nothing. */
-void config_live_stop(struct config_live *live);
+/* SIGHUP, from the thread that takes signals: config_live_reload() on the
+ * engine's reload thread (started on the first request), never waiting
+ * for it. Requests made while a reload waits to start are served by that
+ * one. MN_NOMEM when the thread cannot start; MN_OK and nothing done once
+ * config_live_stop() began. */
+enum mn_err config_live_request_reload(struct config_live *live);
+
+/* Stops the watches and the reload thread (a reload in progress has its
+ * KV reads cancelled and publishes nothing; it is waited for at most a
+ * second). No reload starts after it returns. false when the reload in
+ * progress was left behind (a file read held by a stalled file system, a
+ * rebuild still running): it may still call 'apply', so what that touches
+ * must not be freed, and the engine itself never is. NULL does nothing. */
+bool config_live_stop(struct config_live *live);
 
 /* Stops and frees everything, the store included; NULL does nothing. */
 void config_live_destroy(struct config_live *live);

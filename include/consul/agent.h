@@ -32,10 +32,12 @@ struct consul_service {
 json_t *consul_service_to_json(const struct consul_service *svc, bool check_passing);
 
 /* Registers (or re-registers, idempotently) the service with its check,
- * starting passing or critical as consul_service_to_json() says. */
+ * starting passing or critical as consul_service_to_json() says. This
+ * call and the two below end at once (MN_IO) when 'cancel' (may be NULL)
+ * turns true. */
 enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
-				  const struct consul_service *svc, bool check_passing, char *err,
-				  size_t errlen);
+				  const struct consul_service *svc, bool check_passing,
+				  const atomic_bool *cancel, char *err, size_t errlen);
 
 /* Removes the service and its check from the agent. */
 enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
@@ -44,11 +46,12 @@ enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const cha
 /* MN_OK when the agent holds service 'id', MN_NOT_FOUND when it does not
  * (its state was lost, or someone deregistered it). */
 enum mn_err consul_agent_service_exists(struct consul *c, struct httpc *h, const char *id,
-					char *err, size_t errlen);
+					const atomic_bool *cancel, char *err, size_t errlen);
 
 /* Puts the service in maintenance mode (it leaves ?passing with a critical
  * "_service_maintenance:<id>" check) or takes it out. */
 enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const char *id,
-				     bool enable, const char *reason, char *err, size_t errlen);
+				     bool enable, const char *reason, const atomic_bool *cancel,
+				     char *err, size_t errlen);
 
 #endif

@@ -32,6 +32,14 @@ enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix
 			   size_t max_response, struct consul_kv **pairs, size_t *n,
 			   uint64_t *index, char *err, size_t errlen);
 
+/* consul_kv_list() within 'timeout_ms' (0: the default, 5 s), connecting
+ * included, and aborted (MN_IO, "cancelled") as soon as 'cancel' (may be
+ * NULL) turns true. */
+enum mn_err consul_kv_list_within(struct consul *c, struct httpc *h, const char *prefix,
+				  size_t max_response, long timeout_ms, const atomic_bool *cancel,
+				  struct consul_kv **pairs, size_t *n, uint64_t *index, char *err,
+				  size_t errlen);
+
 /* Parses an X-Consul-Index value; 0 when absent or malformed. */
 uint64_t consul_index_parse(const char *s);
 

@@ -10,8 +10,10 @@ struct system_handlers {
 	/* Adds readiness detail to 'body' (a JSON object) and returns true
 	 * when the node is ready to take traffic. */
 	bool (*ready)(void *ctx, json_t *body);
-	/* The effective configuration for GET /config (new reference). */
-	json_t *(*config_json)(void *ctx);
+	/* One page of the effective configuration for GET /config: the
+	 * settings named from 'prefix' (may be "") from 'offset', at most
+	 * 'limit' (new reference). */
+	json_t *(*config_json)(void *ctx, const char *prefix, size_t offset, size_t limit);
 	/* Appends the Prometheus text of every metric. */
 	enum mn_err (*metrics_text)(void *ctx, struct buf *out);
 	/* Adds detail to GET /health's body ({"status":"ok"}, always 200);

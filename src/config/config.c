@@ -906,12 +906,50 @@ size_t config_changes(const struct config *old, const struct config *next, struc
 	return changed;
 }
 
-json_t *config_document(const struct config *cfg)
+/* The document around 'settings' (stolen). */
+static json_t *config_document_of(const struct config *cfg, json_t *settings)
 {
 	json_t *pending = json_array();
 
 	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
 		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
-	return json_pack("{s:o, s:I, s:o}", "settings", config_to_json(cfg), "kv_index",
+	return json_pack("{s:o, s:I, s:o}", "settings", settings, "kv_index",
 			 (json_int_t)cfg->kv_index, "pending_restart", pending);
+}
+
+json_t *config_document(const struct config *cfg)
+{
+	return config_document_of(cfg, config_to_json(cfg));
+}
+
+json_t *config_document_page(const struct config *cfg, const char *prefix, size_t offset,
+			     size_t limit)
+{
+	json_t *settings = json_object(), *doc;
+	size_t plen = prefix ? strlen(prefix) : 0, total = 0;
+
+	if (settings == NULL)
+		return NULL;
+	/* the entries are in name order: a name-prefix is one run of them */
+	for (size_t i = 0; i < cfg->n_entries; i++) {
+		const struct config_entry *e = &cfg->entries[i];
+
+		if (plen && strncmp(e->name, prefix, plen) != 0)
+			continue;
+		if (total >= offset && total - offset < limit &&
+		    json_object_set_new(settings, e->name, config_entry_json(e)) != 0) {
+			json_decref(settings);
+			return NULL;
+		}
+		total++;
+	}
+	doc = config_document_of(cfg, settings);
+	if (doc == NULL)
+		return NULL;
+	json_object_set_new(doc, "total", json_integer((json_int_t)total));
+	json_object_set_new(doc, "offset", json_integer((json_int_t)offset));
+	json_object_set_new(doc, "limit", json_integer((json_int_t)limit));
+	if (offset < total && total - offset > limit)
+		json_object_set_new(doc, "next_offset", json_integer((json_int_t)(offset + limit)));
+	return doc;
 }

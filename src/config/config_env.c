@@ -35,10 +35,29 @@ static const struct {
 static enum mn_err env_set(struct config_state *st, const char *var, const char *name,
 			   const char *text)
 {
-	char reason[256];
+	const struct setting_def *def = settings_find(name);
+	char reason[256], *trimmed = NULL;
+	size_t n = strlen(text);
 	enum mn_err err;
 
+	/* A secret's trailing whitespace is cut, as Consul's CLI does with a
+	 * token file: a newline there is a copy-paste or a Kubernetes secret
+	 * made from a file, never part of a token or a password. What is
+	 * left is checked as written (a line break inside a token is
+	 * refused). */
+	if (def && def->secret && n > 0 && isspace((unsigned char)text[n - 1])) {
+		while (n > 0 && isspace((unsigned char)text[n - 1]))
+			n--;
+		trimmed = strndup(text, n);
+		if (trimmed == NULL)
+			return MN_NOMEM;
+		text = trimmed;
+	}
 	err = config_state_set(st, name, text, NULL, CONFIG_SRC_ENV, var, reason, sizeof(reason));
+	if (trimmed) {
+		explicit_bzero(trimmed, n);
+		free(trimmed);
+	}
 	if (err == MN_NOMEM)
 		return err;
 	if (err != MN_OK)

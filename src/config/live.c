@@ -1,6 +1,7 @@
 #include "config/live.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -24,6 +25,17 @@
 /* One reload logs at most this many changed settings, then a count: a KV
  * import of thousands of keys is a few lines, not thousands. */
 #define CHANGE_LINES_MAX 50
+/* The KV reads at start and on SIGHUP, both prefixes together: a local
+ * agent answers in milliseconds; one that accepts and never answers must
+ * neither hold the start (the node then starts from file and environment
+ * and the watches bring KV in when the agent answers, as with an agent
+ * that is down) nor a reload (the listings last read stay). */
+#define KV_START_TIMEOUT_MS 1000
+#define KV_RELOAD_TIMEOUT_MS 2000
+/* How long config_live_stop() waits for a reload in progress: its reads
+ * are cancelled and the file is never read blocking, so only the rebuild
+ * itself (bounded by the caps) is left. */
+#define RELOADER_JOIN_MS 1000
 
 /* What one read of a KV prefix gave. */
 struct kv_listing {
@@ -62,6 +74,15 @@ struct config_live {
 	struct consul *consul;       /* borrowed, from config_live_follow() */
 	struct metric_family *reloads;
 	struct metric_family *kv_refused;
+	/* the reload thread: SIGHUPs are requests it takes, coalesced */
+	pthread_mutex_t req_lock;    /* guards what follows, never held long */
+	pthread_cond_t req_wake;
+	pthread_t reloader;
+	bool reloader_started;
+	bool reload_pending;
+	bool stopping;               /* config_live_stop() began */
+	bool abandoned;              /* the reloader did not end in time */
+	atomic_bool cancel;          /* aborts the reload's KV reads */
 };
 
 /* ---- KV listings ------------------------------------------------------- */
@@ -110,14 +131,14 @@ static void kv_memory_trim(void)
 /* Reads one prefix, within the caps of 'base': a refused listing is
  * kv->refused with its index, no pairs and kv->why. */
 static enum mn_err read_kv_prefix(const struct config *base, struct consul *c, struct httpc *h,
-				  const char *prefix, struct kv_listing *kv, char *err,
-				  size_t errlen)
+				  const char *prefix, long timeout_ms, const atomic_bool *cancel,
+				  struct kv_listing *kv, char *err, size_t errlen)
 {
 	enum mn_err ret;
 
 	memset(kv, 0, sizeof(*kv));
-	ret = consul_kv_list(c, h, prefix, (size_t)base->consul_kv_max_bytes, &kv->pairs, &kv->n,
-			     &kv->index, err, errlen);
+	ret = consul_kv_list_within(c, h, prefix, (size_t)base->consul_kv_max_bytes, timeout_ms,
+				    cancel, &kv->pairs, &kv->n, &kv->index, err, errlen);
 	if (ret != MN_OK && ret != MN_TOO_LARGE)
 		return ret;
 	if (config_kv_listing_fits(base, kv->n, ret == MN_TOO_LARGE, kv->why, sizeof(kv->why))) {
@@ -137,9 +158,11 @@ static enum mn_err read_kv_prefix(const struct config *base, struct consul *c, s
  * over the caps is kv[i].refused, with a line in 'warnings' when not NULL:
  * the other one is still used. */
 static enum mn_err read_kv(const struct config *base, struct consul *c, char *const *env,
-			   struct kv_listing kv[2], struct buf *warnings, char *err, size_t errlen)
+			   struct kv_listing kv[2], struct buf *warnings, uint64_t timeout_ms,
+			   const atomic_bool *cancel, char *err, size_t errlen)
 {
 	const char *prefixes[2] = {"config/shared/", base->consul_kv_prefix};
+	uint64_t deadline = clock_monotonic_ns() / 1000000 + timeout_ms;
 	struct consul *own = NULL;
 	struct httpc *h = NULL;
 	enum mn_err ret = MN_OK;
@@ -158,7 +181,15 @@ static enum mn_err read_kv(const struct config *base, struct consul *c, char *co
 	for (size_t i = 0; i < 2 && ret == MN_OK; i++) {
 		if (i == 1 && strcmp(prefixes[1], prefixes[0]) == 0)
 			break;
-		ret = read_kv_prefix(base, c, h, prefixes[i], &kv[i], err, errlen);
+		uint64_t now = clock_monotonic_ns() / 1000000;
+
+		if (now >= deadline) {
+			ret = mn_error(err, errlen, MN_TIMEOUT, "no answer within %llu ms",
+				       (unsigned long long)timeout_ms);
+			break;
+		}
+		ret = read_kv_prefix(base, c, h, prefixes[i], (long)(deadline - now), cancel,
+				     &kv[i], err, errlen);
 		if (ret == MN_OK && kv[i].refused && warnings)
 			buf_printf(warnings, "kv listing of '%s' refused: %s; starting without "
 				   "the keys of this prefix\n", prefixes[i], kv[i].why);
@@ -491,6 +522,8 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 		return MN_NOMEM;
 	live->opts = *opts;
 	pthread_mutex_init(&live->lock, NULL);
+	pthread_mutex_init(&live->req_lock, NULL);
+	pthread_cond_init(&live->req_wake, NULL);
 	strmap_init(&live->last_warned);
 	buf_init(&own, 1 << 16);
 	buf_init(&first, 1 << 16);
@@ -505,7 +538,8 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	ret = config_load(&src, &base, errors, &first);
 	if (ret != MN_OK)
 		goto fail;
-	if (read_kv(base, NULL, opts->environ, kv, &own, err, sizeof(err)) != MN_OK) {
+	if (read_kv(base, NULL, opts->environ, kv, &own, KV_START_TIMEOUT_MS, opts->cancel, err,
+		    sizeof(err)) != MN_OK) {
 		/* pass one is the configuration: its warnings are the load's */
 		memcpy(live->kv_error, err, sizeof(live->kv_error));
 		if (first.len)
@@ -663,6 +697,12 @@ void config_live_reload(struct config_live *live)
 	buf_init(&errors, 1 << 16);
 	if (config_file_layer_read(live->opts.file_path, live->opts.file_optional, &file,
 				   &errors) != MN_OK) {
+		if (atomic_load(&live->cancel)) {
+			/* stopping meanwhile (a read held up by a stalled file
+			 * system): the metrics may be gone, nothing is touched */
+			buf_release(&errors);
+			return;
+		}
 		for (char *cur = errors.data, *line; (line = next_line(&cur)) != NULL;)
 			log_error("config", "reload (SIGHUP) refused: %s", line);
 		log_error("config", "the configuration in force stays; fix the file and send "
@@ -674,14 +714,26 @@ void config_live_reload(struct config_live *live)
 		return;
 	}
 	buf_release(&errors);
+	if (atomic_load(&live->cancel)) {
+		config_file_layer_free(file);
+		return;
+	}
 	kv_ok = live->consul &&
-		read_kv(live->boot, live->consul, live->opts.environ, kv, NULL, err,
-			sizeof(err)) == MN_OK;
-	if (live->consul && !kv_ok)
+		read_kv(live->boot, live->consul, live->opts.environ, kv, NULL,
+			KV_RELOAD_TIMEOUT_MS, &live->cancel, err, sizeof(err)) == MN_OK;
+	if (live->consul && !kv_ok && !atomic_load(&live->cancel))
 		log_warn("config", "SIGHUP: consul kv not read again (%s); the listings last "
 			 "read stay", err);
 
 	pthread_mutex_lock(&live->lock);
+	if (atomic_load(&live->cancel)) {
+		/* stopping: nothing is published any more */
+		pthread_mutex_unlock(&live->lock);
+		config_file_layer_free(file);
+		for (size_t i = 0; kv_ok && i < 2; i++)
+			consul_kv_free(kv[i].pairs, kv[i].n);
+		return;
+	}
 	config_file_layer_free(live->file);
 	live->file = file;
 	for (size_t i = 0; kv_ok && i < 2; i++) {
@@ -701,14 +753,85 @@ void config_live_reload(struct config_live *live)
 	pthread_mutex_unlock(&live->lock);
 }
 
-void config_live_stop(struct config_live *live)
+static void *reloader_main(void *arg)
 {
+	struct config_live *live = arg;
+
+	pthread_mutex_lock(&live->req_lock);
+	for (;;) {
+		while (!live->reload_pending && !live->stopping)
+			pthread_cond_wait(&live->req_wake, &live->req_lock);
+		if (live->stopping)
+			break;
+		/* every SIGHUP until now is served by this one reload */
+		live->reload_pending = false;
+		pthread_mutex_unlock(&live->req_lock);
+		config_live_reload(live);
+		pthread_mutex_lock(&live->req_lock);
+	}
+	pthread_mutex_unlock(&live->req_lock);
+	return NULL;
+}
+
+enum mn_err config_live_request_reload(struct config_live *live)
+{
+	enum mn_err ret = MN_OK;
+
+	pthread_mutex_lock(&live->req_lock);
+	if (live->stopping)
+		goto out;
+	if (!live->reloader_started) {
+		if (pthread_create(&live->reloader, NULL, reloader_main, live) != 0) {
+			ret = MN_NOMEM;
+			goto out;
+		}
+		live->reloader_started = true;
+	}
+	if (live->reload_pending)
+		log_info("config", "a reload is already waiting: this SIGHUP joins it");
+	live->reload_pending = true;
+	pthread_cond_signal(&live->req_wake);
+out:
+	pthread_mutex_unlock(&live->req_lock);
+	return ret;
+}
+
+bool config_live_stop(struct config_live *live)
+{
+	struct timespec deadline;
+	bool started;
+
 	if (live == NULL)
-		return;
+		return true;
+	pthread_mutex_lock(&live->req_lock);
+	live->stopping = true;
+	atomic_store(&live->cancel, true);
+	started = live->reloader_started;
+	live->reloader_started = false;
+	pthread_cond_broadcast(&live->req_wake);
+	pthread_mutex_unlock(&live->req_lock);
 	for (size_t i = 0; i < 2; i++) {
 		watch_stop(live->kv[i].watch);
 		live->kv[i].watch = NULL;
 	}
+	if (!started)
+		return !live->abandoned;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += RELOADER_JOIN_MS / 1000;
+	deadline.tv_nsec += (long)(RELOADER_JOIN_MS % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	if (pthread_timedjoin_np(live->reloader, NULL, &deadline) != 0) {
+		/* it publishes nothing any more (cancel is set); what it may
+		 * still touch is never freed */
+		log_warn("config", "the reload in progress did not end within %d ms; left behind",
+			 RELOADER_JOIN_MS);
+		pthread_detach(live->reloader);
+		live->abandoned = true;
+	}
+	return !live->abandoned;
 }
 
 void config_live_destroy(struct config_live *live)
@@ -716,6 +839,8 @@ void config_live_destroy(struct config_live *live)
 	if (live == NULL)
 		return;
 	config_live_stop(live);
+	if (live->abandoned)
+		return; /* the process is about to exit */
 	for (size_t i = 0; i < 2; i++)
 		consul_kv_free(live->kv[i].last.pairs, live->kv[i].last.n);
 	if (live->store) {
@@ -726,5 +851,7 @@ void config_live_destroy(struct config_live *live)
 	strmap_release(&live->last_warned);
 	free(live->last_warnings);
 	pthread_mutex_destroy(&live->lock);
+	pthread_mutex_destroy(&live->req_lock);
+	pthread_cond_destroy(&live->req_wake);
 	free(live);
 }

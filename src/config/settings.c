@@ -198,7 +198,9 @@ const struct setting_def settings_table[] = {
 	 .derived = true},
 	BOOL("consul.register", "true", false),
 	BOOL("consul.required", "false", false),
-	{.name = "consul.token", .type = SETTING_STRING, .default_text = "", .secret = true},
+	/* an HTTP header: no line break may reach it */
+	{.name = "consul.token", .type = SETTING_STRING, .default_text = "",
+	 .check = check_no_controls, .secret = true},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),

@@ -48,8 +48,8 @@ out_free:
 }
 
 enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
-				  const struct consul_service *svc, bool check_passing, char *err,
-				  size_t errlen)
+				  const struct consul_service *svc, bool check_passing,
+				  const atomic_bool *cancel, char *err, size_t errlen)
 {
 	struct httpc_response res;
 	enum mn_err ret;
@@ -69,7 +69,8 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 						.path = "/v1/agent/service/register",
 						.body = body,
 						.body_len = strlen(body),
-						.timeout_ms = AGENT_TIMEOUT_MS},
+						.timeout_ms = AGENT_TIMEOUT_MS,
+						.cancel = cancel},
 			  &res, err, errlen);
 	httpc_response_release(&res);
 	free(body);
@@ -79,7 +80,8 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 /* One bodiless call on /v1/agent/service/<what>/<id><query>. */
 static enum mn_err service_call(struct consul *c, struct httpc *h, const char *op,
 				const char *method, const char *what, const char *id,
-				const char *query, char *err, size_t errlen)
+				const char *query, const atomic_bool *cancel, char *err,
+				size_t errlen)
 {
 	struct httpc_response res;
 	char path[1024];
@@ -95,7 +97,8 @@ static enum mn_err service_call(struct consul *c, struct httpc *h, const char *o
 			  &(struct consul_call){.op = op,
 						.method = method,
 						.path = path,
-						.timeout_ms = AGENT_TIMEOUT_MS},
+						.timeout_ms = AGENT_TIMEOUT_MS,
+						.cancel = cancel},
 			  &res, err, errlen);
 	httpc_response_release(&res);
 	return ret;
@@ -104,17 +107,19 @@ static enum mn_err service_call(struct consul *c, struct httpc *h, const char *o
 enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
 				    size_t errlen)
 {
-	return service_call(c, h, "deregister", "PUT", "deregister/", id, "", err, errlen);
+	return service_call(c, h, "deregister", "PUT", "deregister/", id, "", NULL, err, errlen);
 }
 
 enum mn_err consul_agent_service_exists(struct consul *c, struct httpc *h, const char *id,
-					char *err, size_t errlen)
+					const atomic_bool *cancel, char *err, size_t errlen)
 {
-	return service_call(c, h, "service_check", "GET", "", id, "", err, errlen);
+	return service_call(c, h, "service_check", "GET", "", id, "", cancel, err,
+			    errlen);
 }
 
 enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const char *id,
-				     bool enable, const char *reason, char *err, size_t errlen)
+				     bool enable, const char *reason, const atomic_bool *cancel,
+				     char *err, size_t errlen)
 {
 	char query[512];
 	char *escaped = httpc_escape(reason);
@@ -124,5 +129,6 @@ enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const ch
 	snprintf(query, sizeof(query), "?enable=%s&reason=%.400s", enable ? "true" : "false",
 		 escaped);
 	free(escaped);
-	return service_call(c, h, "maintenance", "PUT", "maintenance/", id, query, err, errlen);
+	return service_call(c, h, "maintenance", "PUT", "maintenance/", id, query, cancel, err,
+			    errlen);
 }

@@ -179,6 +179,15 @@ enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix
 			   size_t max_response, struct consul_kv **pairs, size_t *n,
 			   uint64_t *index, char *err, size_t errlen)
 {
+	return consul_kv_list_within(c, h, prefix, max_response, KV_TIMEOUT_MS, NULL, pairs, n,
+				     index, err, errlen);
+}
+
+enum mn_err consul_kv_list_within(struct consul *c, struct httpc *h, const char *prefix,
+				  size_t max_response, long timeout_ms, const atomic_bool *cancel,
+				  struct consul_kv **pairs, size_t *n, uint64_t *index, char *err,
+				  size_t errlen)
+{
 	struct httpc_response res;
 	char path[1024];
 	enum mn_err ret;
@@ -195,7 +204,9 @@ enum mn_err consul_kv_list(struct consul *c, struct httpc *h, const char *prefix
 			  &(struct consul_call){.op = "kv_list",
 						.method = "GET",
 						.path = path,
-						.timeout_ms = KV_TIMEOUT_MS,
+						.timeout_ms = timeout_ms > 0 ? timeout_ms
+									     : KV_TIMEOUT_MS,
+						.cancel = cancel,
 						.max_response = max_response ? max_response
 									     : KV_RESPONSE_MAX},
 			  &res, err, errlen);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct registrar {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;       /* signalled on stop, registration, maintenance */
 	bool stopping;
+	atomic_bool interrupt;     /* stopping, for the call in flight */
 	bool stopped;              /* registrar_stop has run: deregistered */
 	bool registered;           /* the agent is known to hold the service */
 	bool ever_registered;
@@ -121,15 +123,19 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		char why[256] = "maintenance mode";
 
 		pthread_mutex_unlock(&r->lock);
-		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, err, sizeof(err))
+		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, &r->interrupt,
+							      err, sizeof(err))
 			 : MN_NOT_FOUND;
 		if (e == MN_NOT_FOUND) {
 			passing = !maintenance && check_answers(r->svc, why, sizeof(why));
-			e = consul_agent_register(r->consul, h, r->svc, passing, err, sizeof(err));
+			e = consul_agent_register(r->consul, h, r->svc, passing, &r->interrupt, err,
+						  sizeof(err));
 		} else {
 			look = false; /* it was there: nothing was registered */
 		}
 		pthread_mutex_lock(&r->lock);
+		if (e != MN_OK && r->stopping)
+			return; /* cancelled by the stop: nothing failed */
 		if (e != MN_OK) {
 			failed_locked(r, "registration", e, err);
 			return;
@@ -157,8 +163,8 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		bool on = r->maintenance_wanted;
 
 		pthread_mutex_unlock(&r->lock);
-		e = consul_agent_maintenance(r->consul, h, r->svc->id, on, MAINTENANCE_REASON, err,
-					     sizeof(err));
+		e = consul_agent_maintenance(r->consul, h, r->svc->id, on, MAINTENANCE_REASON,
+					     &r->interrupt, err, sizeof(err));
 		pthread_mutex_lock(&r->lock);
 		if (e == MN_NOT_FOUND) {
 			r->registered = false;
@@ -176,7 +182,8 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 	if (r->stopping || r->maintenance_wanted != r->maintenance_applied)
 		return;
 	pthread_mutex_unlock(&r->lock);
-	e = consul_agent_service_exists(r->consul, h, r->svc->id, err, sizeof(err));
+	e = consul_agent_service_exists(r->consul, h, r->svc->id, &r->interrupt, err,
+					sizeof(err));
 	pthread_mutex_lock(&r->lock);
 	if (e == MN_OK) {
 		succeeded_locked(r);
@@ -250,6 +257,9 @@ void registrar_stop(struct registrar *r)
 		return;
 	}
 	r->stopping = true;
+	/* a call to an agent that does not answer ends now, not at its
+	 * timeout: the stop is not kept waiting */
+	atomic_store(&r->interrupt, true);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);

@@ -1,6 +1,7 @@
 #include "http/system_handlers.h"
 
 #include "core/log.h"
+#include "http/params.h"
 
 static const char prometheus_type[] = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -46,12 +47,26 @@ static void metrics(const struct http_request *req, struct http_response *res, v
 	res->content_type = prometheus_type;
 }
 
+/* GET /config is unauthenticated and a KV listing may hold thousands of
+ * peers.* settings: a page, as /peers and /users are. */
+#define CONFIG_PAGE_DEFAULT 200
+#define CONFIG_PAGE_MAX 1000
+
 static void config(const struct http_request *req, struct http_response *res, void *ctx)
 {
 	const struct system_handlers *s = ctx;
-	json_t *o = s->config_json(s->ctx);
+	char prefix[256] = "", err[128];
+	size_t limit, offset;
+	json_t *o;
 
-	(void)req;
+	if (http_param_page(req->query, CONFIG_PAGE_DEFAULT, CONFIG_PAGE_MAX, &limit, &offset, err,
+			    sizeof(err)) != MN_OK) {
+		http_reply_error(res, 400, "%s", err);
+		return;
+	}
+	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix)))
+		prefix[0] = '\0';
+	o = s->config_json(s->ctx, prefix, offset, limit);
 	if (o == NULL) {
 		http_reply_error(res, 500, "cannot show the configuration");
 		return;

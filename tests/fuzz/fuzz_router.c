@@ -45,9 +45,9 @@ static bool ready(void *ctx, json_t *body)
 	return true;
 }
 
-static json_t *config_json(void *ctx)
+static json_t *config_json(void *ctx, const char *prefix, size_t offset, size_t limit)
 {
-	(void)ctx;
+	(void)ctx, (void)prefix, (void)offset, (void)limit;
 	return json_object();
 }
 

@@ -1207,7 +1207,13 @@ class Node(_Process):
         return raw_exchange(self.port, data, timeout=timeout, half_close=half_close)
 
     def config(self):
-        return self.get_json("/config")
+        """GET /config whole: its pages (issue 21) merged into one document."""
+        doc = self.get_json("/config?limit=1000")
+        while doc.get("next_offset") is not None:
+            page = self.get_json("/config?limit=1000&offset=%d" % doc["next_offset"])
+            doc["settings"].update(page["settings"])
+            doc["next_offset"] = page.get("next_offset")
+        return doc
 
     def metric(self, family, **labels):
         """The sum of the samples of `family` in /metrics whose labels

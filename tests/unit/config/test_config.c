@@ -617,6 +617,79 @@ static void test_env_overrides_file(void **state)
 			    "environment variable 'MESHNODE_BIN': unknown setting, ignored\n");
 }
 
+/* A secret from the environment ending in a newline (a copy-paste, a
+ * Kubernetes secret made from a file) is trimmed, as Consul's CLI trims a
+ * token file; a line break inside a token is refused as a configuration
+ * error, so --check-config and the start agree (issue 21, point 7). */
+static void test_env_secrets_trimmed(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *env[] = {
+		"CONSUL_HTTP_TOKEN=0b1f-token\n",
+		"DB_PASSWORD=s3cret\r\n",
+		"MESHNODE_EVENTS_PASSWORD=rabbit \n",
+		"SERVICE_NAME=orders\n",
+		NULL,
+	};
+	const char *bad[] = {"CONSUL_HTTP_TOKEN=ab\ncd", NULL};
+
+	src.environ = (char *const *)env;
+	/* only secrets: a non-secret value is checked as written */
+	load_fails_with(f, &src, "environment variable 'SERVICE_NAME': expected 1 to 63 "
+				 "characters from a-z, 0-9 and '-'");
+	env[3] = NULL;
+	load_ok(f, &src);
+	assert_string_equal(f->cfg->consul_token, "0b1f-token");
+	assert_string_equal(f->cfg->database_password, "s3cret");
+	assert_string_equal(f->cfg->events_password, "rabbit");
+	src.environ = (char *const *)bad;
+	load_fails_with(f, &src, "environment variable 'CONSUL_HTTP_TOKEN': expected no control "
+				 "characters");
+	/* from the file too: the token goes into an HTTP header */
+	src.environ = NULL;
+	src.file_path = write_file(f, "tok.cfg", "consul = { token = \"ab\\ncd\"; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'consul.token': expected no control characters"));
+	assert_null(strstr(errors_text(f), "ab"));
+}
+
+/* GET /config's pages: name order, a prefix, and where the next begins. */
+static void test_document_pages(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	json_t *doc;
+	size_t total, seen = 0;
+
+	load_ok(f, &src);
+	doc = config_document_page(f->cfg, "", 0, 1000);
+	total = (size_t)json_integer_value(json_object_get(doc, "total"));
+	assert_int_equal(total, f->cfg->n_entries);
+	assert_int_equal(json_object_size(json_object_get(doc, "settings")), total);
+	assert_null(json_object_get(doc, "next_offset"));
+	json_decref(doc);
+	for (size_t off = 0; off < total; off += 7) {
+		doc = config_document_page(f->cfg, NULL, off, 7);
+		seen += json_object_size(json_object_get(doc, "settings"));
+		if (off + 7 < total)
+			assert_int_equal(json_integer_value(json_object_get(doc, "next_offset")),
+					 off + 7);
+		else
+			assert_null(json_object_get(doc, "next_offset"));
+		json_decref(doc);
+	}
+	assert_int_equal(seen, total);
+	doc = config_document_page(f->cfg, "service.", 0, 1000);
+	assert_non_null(json_object_get(json_object_get(doc, "settings"), "service.name"));
+	assert_null(json_object_get(json_object_get(doc, "settings"), "server.threads"));
+	assert_true(json_integer_value(json_object_get(doc, "total")) < (json_int_t)total);
+	json_decref(doc);
+	doc = config_document_page(f->cfg, "", total + 5, 10);
+	assert_int_equal(json_object_size(json_object_get(doc, "settings")), 0);
+	json_decref(doc);
+}
+
 static void test_env_alias_order_independent(void **state)
 {
 	struct fixture *f = *state;
@@ -1764,6 +1837,8 @@ int main(void)
 		T(test_file_bad_values_of_every_kind),
 		T(test_file_missing),
 		T(test_env_overrides_file),
+		T(test_env_secrets_trimmed),
+		T(test_document_pages),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
 		T(test_file_and_env_errors_together),
