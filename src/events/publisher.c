@@ -71,6 +71,15 @@ size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n)
 static void set_error(struct events_publisher *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* What a failure says without the broker it names: retries that go round
+ * the broker's instances failing the same way are one reason. */
+static const char *error_reason(const char *msg)
+{
+	const char *colon = strstr(msg, ": ");
+
+	return strncmp(msg, "broker ", 7) == 0 && colon ? colon + 2 : msg;
+}
+
 /* Records the round's failure; logged when it starts a streak (a broker
  * down for an hour is one warning and one recovery line, not thousands). */
 static void set_error(struct events_publisher *p, const char *fmt, ...)
@@ -85,7 +94,7 @@ static void set_error(struct events_publisher *p, const char *fmt, ...)
 	snprintf(p->status.last_error, sizeof(p->status.last_error), "%s", msg);
 	pthread_mutex_unlock(&p->lock);
 	/* once per change: a retry that fails the same way says nothing new */
-	if (!p->failing || strcmp(msg, p->logged) != 0)
+	if (!p->failing || strcmp(error_reason(msg), error_reason(p->logged)) != 0)
 		log_warn("events", "%s; events wait in the outbox and go when the broker takes them",
 			 msg);
 	snprintf(p->logged, sizeof(p->logged), "%s", msg);
