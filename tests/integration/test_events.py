@@ -470,3 +470,19 @@ class PostgresEventsTest(EventsCases, harness.ProcessesTestCase):
             POSTGRES.create_database(db)
             self._dbs.add(db)
         return POSTGRES.node_settings(db)
+
+    def test_prune_batch_is_a_range_of_the_index_of_sent_rows(self):
+        """Migration 3's index is the one a prune batch can walk: the
+        statement of orders_pg.c, planned with sequential scans off (on a
+        small table the planner would rightly scan it), finds its rows
+        through events_outbox_sent, not a walk of the table by id."""
+        node = self.orders_node()
+        self.place(node, 3)
+        db = self.store_settings("orders")["database.name"]
+        plan = POSTGRES.psql(
+            "SET enable_seqscan = off; EXPLAIN DELETE FROM events_outbox WHERE id IN"
+            " (SELECT id FROM events_outbox WHERE sent_ms IS NOT NULL AND sent_ms < 1000"
+            " ORDER BY sent_ms, id LIMIT 2000)", db=db)
+        report("events (postgres): the prune's plan: %s"
+               % " | ".join(l.strip() for l in plan.splitlines() if l.strip()))
+        self.assertIn("events_outbox_sent", plan)
