@@ -68,6 +68,8 @@ struct app_metrics {
 	struct metric_family *events_published;
 	struct metric_family *events_outbox;
 	struct metric_family *events_oldest;
+	struct metric_family *events_pruned;
+	struct metric_family *events_oldest_sent;
 };
 
 struct app {
@@ -302,11 +304,21 @@ static enum mn_err metrics_setup(struct app *app)
 					 1, (const char *[]){"state"});
 	m->events_oldest = metrics_gauge(m->registry, "meshnode_events_oldest_pending_seconds",
 					 "Age of the oldest event not sent yet (0: none).", 0, NULL);
+	m->events_pruned = metrics_counter(m->registry, "meshnode_events_pruned_total",
+					   "Sent events deleted from the outbox after "
+					   "events.retention_ms.",
+					   0, NULL);
+	m->events_oldest_sent = metrics_gauge(
+		m->registry, "meshnode_events_oldest_sent_seconds",
+		"Age of the oldest sent event kept (0: none): about events.retention_ms while "
+		"pruning keeps up.",
+		0, NULL);
 	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
 	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
 	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
 	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures || !m->store_shed ||
 	    !m->events_published || !m->events_outbox || !m->events_oldest ||
+	    !m->events_pruned || !m->events_oldest_sent ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
@@ -614,13 +626,14 @@ static void app_health(void *ctx, json_t *body)
 	if (!st.enabled)
 		return;
 	json_object_set_new(body, "events",
-			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:I, s:I, s:s}", "connected",
-				      st.connected, "broker", st.broker, "pending",
+			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:s}",
+				      "connected", st.connected, "broker", st.broker, "pending",
 				      (json_int_t)st.pending, "sent", (json_int_t)st.sent,
 				      "oldest_pending_age_s",
-				      (double)st.oldest_pending_age_ms / 1000.0, "confirmed",
-				      (json_int_t)st.confirmed, "failed", (json_int_t)st.failed,
-				      "last_error", st.last_error));
+				      (double)st.oldest_pending_age_ms / 1000.0, "oldest_sent_age_s",
+				      (double)st.oldest_sent_age_ms / 1000.0, "pruned",
+				      (json_int_t)st.pruned, "confirmed", (json_int_t)st.confirmed,
+				      "failed", (json_int_t)st.failed, "last_error", st.last_error));
 }
 
 /* peers.<name>.panic_threshold in force: the resolver asks at each
@@ -715,6 +728,8 @@ static enum mn_err routes_setup(struct app *app)
 			.published = app->m.events_published,
 			.outbox = app->m.events_outbox,
 			.oldest = app->m.events_oldest,
+			.pruned = app->m.events_pruned,
+			.oldest_sent = app->m.events_oldest_sent,
 		});
 		if (app->events == NULL)
 			return MN_NOMEM;

@@ -14,8 +14,12 @@
  * the next one after each failure. The broker down or unreachable: orders
  * go on being stored, the outbox grows, the publisher retries with backoff
  * (100 ms doubling to 5 s). Sent events are pruned after
- * events.retention_ms. Every setting is read anew each round: a change of
- * broker, credentials or queue reconnects. */
+ * events.retention_ms, in batches of EVENTS_PRUNE_BATCH, one after the
+ * other while batches come full, else every EVENTS_PRUNE_EVERY_MS: the
+ * sent rows kept stay under retention x rate + one batch at any rate up to
+ * EVENTS_PRUNE_BATCH per EVENTS_PRUNE_EVERY_MS (8,000 events/s), and past
+ * that rate pruning runs batch after batch. Every setting is read anew
+ * each round: a change of broker, credentials or queue reconnects. */
 #ifndef MESHNODE_EVENTS_PUBLISHER_H
 #define MESHNODE_EVENTS_PUBLISHER_H
 
@@ -44,6 +48,9 @@ struct events_status {
 	char broker[300];         /* "127.0.0.1:5672", "" when none */
 	int64_t pending, sent;
 	uint64_t oldest_pending_age_ms;
+	uint64_t oldest_sent_age_ms; /* the oldest sent row kept: about
+					events.retention_ms while pruning keeps up */
+	uint64_t pruned;          /* sent events deleted, since the start */
 	uint64_t confirmed, failed; /* messages, since the start */
 	char last_error[256];     /* "" when the last round went well */
 };
@@ -61,6 +68,8 @@ struct events_publisher_opts {
 						go again); may be NULL */
 	struct metric_family *outbox;        /* {state}: pending, sent; may be NULL */
 	struct metric_family *oldest;        /* seconds; may be NULL */
+	struct metric_family *pruned;        /* counter; may be NULL */
+	struct metric_family *oldest_sent;   /* seconds; may be NULL */
 };
 
 /* NULL when out of memory or the thread cannot start. */
@@ -72,8 +81,10 @@ void events_publisher_notify(struct events_publisher *p);
 
 void events_publisher_status(struct events_publisher *p, struct events_status *out);
 
-/* Stops the thread (within the call in flight's timeout, 5 s at most)
- * and frees; NULL is a no-op. What is not confirmed stays pending. */
+/* Stops the thread and frees; NULL is a no-op. A login in progress is cut
+ * at once (a broker that accepts and never answers costs nothing); a TCP
+ * connect takes 2 s at most, a batch in flight its confirms (5 s at most).
+ * What is not confirmed stays pending. */
 void events_publisher_stop(struct events_publisher *p);
 
 /* The confirms of a batch of n messages (delivery tags first_tag ..
@@ -82,5 +93,25 @@ void events_publisher_stop(struct events_publisher *p);
  * start were acked with none failed before them: those are sent, the rest
  * go again. Exposed for unit tests. */
 size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n);
+
+#define EVENTS_PRUNE_BATCH    2000
+#define EVENTS_PRUNE_EVERY_MS 250
+
+/* The pruning schedule, on the publisher's thread: next_ms on the clock
+ * the caller passes (monotonic), total the rows pruned so far. */
+struct events_prune {
+	uint64_t next_ms;
+	uint64_t total;
+};
+
+/* When due at now_ms, deletes one batch (EVENTS_PRUNE_BATCH at most) of
+ * the events sent before wall_ms - retention_ms; *pruned says how many. A
+ * full batch leaves the next one due at once (the caller yields between
+ * two), a partial one or an error EVENTS_PRUNE_EVERY_MS later. Returns the
+ * repository's error, with err (optional) saying why. Exposed for unit
+ * tests, which drive it with their own clocks. */
+enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
+			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
+			      size_t errlen);
 
 #endif

@@ -31,6 +31,7 @@ struct outbox_stats {
 	int64_t pending;           /* not sent yet */
 	int64_t sent;              /* sent and not pruned yet */
 	int64_t oldest_pending_ms; /* created_ms of the oldest pending; 0: none */
+	int64_t oldest_sent_ms;    /* sent_ms of the oldest sent row kept; 0: none */
 };
 
 /* What an implementation provides; callers use the functions below. */
@@ -115,7 +116,10 @@ enum mn_err orders_repo_outbox_stats(struct orders_repo *r, struct outbox_stats 
 				     size_t errlen);
 
 /* Deletes at most max_rows events sent before sent_before_ms (the oldest
- * first); *pruned says how many. Pending events are never deleted. */
+ * first); *pruned says how many. Pending events are never deleted.
+ * One bounded batch: SQL stores find it through an index of the sent rows
+ * and delete it in one short transaction, so a caller keeps up with any
+ * rate by calling again while a full batch went (events/publisher.h). */
 enum mn_err orders_repo_outbox_prune(struct orders_repo *r, int64_t sent_before_ms,
 				     size_t max_rows, size_t *pruned, char *err, size_t errlen);
 

@@ -236,7 +236,7 @@ const struct setting_def settings_table[] = {
 	 .secret = true, .dynamic = true},
 	{.name = "events.queue", .type = SETTING_STRING, .default_text = "orders", .min = 1,
 	 .max = 255, .check = check_no_controls, .dynamic = true},
-	INT("events.retention_ms", "86400000", 60000, 2147483647, true),
+	INT("events.retention_ms", "86400000", 1000, 2147483647, true),
 	{.name = "events.user", .type = SETTING_STRING, .default_text = "guest", .min = 1,
 	 .max = 127, .check = check_no_controls, .dynamic = true},
 	{.name = "events.vhost", .type = SETTING_STRING, .default_text = "/", .min = 1, .max = 127,

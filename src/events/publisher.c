@@ -28,21 +28,20 @@
  * event wakes the thread at once: events_publisher_notify). */
 #define IDLE_MS 250
 #define STATS_EVERY_MS 1000
-#define PRUNE_EVERY_MS 60000
-#define PRUNE_ROWS 10000
 
 struct events_publisher {
 	struct orders_repo *repo;
 	struct resolver *resolver;
 	void (*settings)(void *ctx, struct events_settings *out);
 	void *ctx;
-	struct metric_family *m_published, *m_outbox, *m_oldest;
+	struct metric_family *m_published, *m_outbox, *m_oldest, *m_pruned, *m_oldest_sent;
 
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping, notified;     /* lock */
 	struct events_status status; /* lock */
+	int login_fd;                /* lock; the socket while connecting, else -1 */
 
 	/* the publisher's thread only */
 	amqp_connection_state_t conn;
@@ -51,8 +50,11 @@ struct events_publisher {
 	uint64_t next_tag;           /* the channel's next delivery tag */
 	unsigned rr;                 /* round robin over broker instances */
 	struct backoff backoff;
-	uint64_t retry_at, stats_at, prune_at;
+	uint64_t retry_at, stats_at;
+	struct events_prune prune;
 	bool failing;                /* the last round failed: log recovery once */
+	bool prune_failing;
+	char logged[256];            /* the error last logged in this streak */
 };
 
 size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n)
@@ -69,6 +71,15 @@ size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n)
 static void set_error(struct events_publisher *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* What a failure says without the broker it names: retries that go round
+ * the broker's instances failing the same way are one reason. */
+static const char *error_reason(const char *msg)
+{
+	const char *colon = strstr(msg, ": ");
+
+	return strncmp(msg, "broker ", 7) == 0 && colon ? colon + 2 : msg;
+}
+
 /* Records the round's failure; logged when it starts a streak (a broker
  * down for an hour is one warning and one recovery line, not thousands). */
 static void set_error(struct events_publisher *p, const char *fmt, ...)
@@ -82,9 +93,11 @@ static void set_error(struct events_publisher *p, const char *fmt, ...)
 	pthread_mutex_lock(&p->lock);
 	snprintf(p->status.last_error, sizeof(p->status.last_error), "%s", msg);
 	pthread_mutex_unlock(&p->lock);
-	if (!p->failing)
+	/* once per change: a retry that fails the same way says nothing new */
+	if (!p->failing || strcmp(error_reason(msg), error_reason(p->logged)) != 0)
 		log_warn("events", "%s; events wait in the outbox and go when the broker takes them",
 			 msg);
+	snprintf(p->logged, sizeof(p->logged), "%s", msg);
 	p->failing = true;
 }
 
@@ -96,6 +109,7 @@ static void set_ok(struct events_publisher *p)
 	if (p->failing)
 		log_info("events", "publishing to %s again", p->broker);
 	p->failing = false;
+	p->logged[0] = '\0';
 }
 
 static void count(struct events_publisher *p, const char *result, size_t n)
@@ -115,20 +129,24 @@ static void update_stats(struct events_publisher *p)
 {
 	struct outbox_stats st;
 	int64_t now_ms = (int64_t)(clock_wall_seconds() * 1000);
-	uint64_t age = 0;
+	uint64_t age = 0, sent_age = 0;
 	char err[256];
 
 	if (orders_repo_outbox_stats(p->repo, &st, err, sizeof(err)) != MN_OK)
 		return;
 	if (st.pending && st.oldest_pending_ms && now_ms > st.oldest_pending_ms)
 		age = (uint64_t)(now_ms - st.oldest_pending_ms);
+	if (st.sent && st.oldest_sent_ms && now_ms > st.oldest_sent_ms)
+		sent_age = (uint64_t)(now_ms - st.oldest_sent_ms);
 	metric_set(p->m_outbox, (const char *[]){"pending"}, (double)st.pending);
 	metric_set(p->m_outbox, (const char *[]){"sent"}, (double)st.sent);
 	metric_set(p->m_oldest, NULL, (double)age / 1000.0);
+	metric_set(p->m_oldest_sent, NULL, (double)sent_age / 1000.0);
 	pthread_mutex_lock(&p->lock);
 	p->status.pending = st.pending;
 	p->status.sent = st.sent;
 	p->status.oldest_pending_age_ms = age;
+	p->status.oldest_sent_age_ms = sent_age;
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -173,6 +191,63 @@ static bool rpc_ok(struct events_publisher *p, const char *what)
 		set_error(p, "broker %s: %s: no answer", p->broker, what);
 		return false;
 	}
+}
+
+/* amqp_login's own reply (it does not set amqp_get_rpc_reply's): a
+ * refused login says so, whether RabbitMQ answers 403 ACCESS_REFUSED or,
+ * as it does with clients that do not announce
+ * authentication_failure_close, closes the connection. */
+static bool login_ok(struct events_publisher *p, amqp_rpc_reply_t r)
+{
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		return true;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+			amqp_connection_close_t *c = r.reply.decoded;
+
+			if (c->reply_code == AMQP_ACCESS_REFUSED)
+				set_error(p, "broker %s: login: authentication refused (%u %.*s)",
+					  p->broker, c->reply_code, (int)c->reply_text.len,
+					  (char *)c->reply_text.bytes);
+			else
+				set_error(p, "broker %s: login: %u %.*s", p->broker, c->reply_code,
+					  (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		} else {
+			set_error(p, "broker %s: login: refused (method 0x%08x)", p->broker,
+				  r.reply.id);
+		}
+		return false;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
+		    r.library_error == AMQP_STATUS_SOCKET_CLOSED)
+			set_error(p, "broker %s: login: authentication refused (the broker closed "
+				  "the connection)", p->broker);
+		else if (r.library_error == AMQP_STATUS_TIMEOUT)
+			set_error(p, "broker %s: login: no answer in %d s", p->broker,
+				  CALL_TIMEOUT_S);
+		else
+			set_error(p, "broker %s: login: %s", p->broker,
+				  amqp_error_string2(r.library_error));
+		return false;
+	default:
+		set_error(p, "broker %s: login: no answer", p->broker);
+		return false;
+	}
+}
+
+/* The socket of a connection being opened, for events_publisher_stop()
+ * to cut: a broker that accepts and never answers holds the login up to
+ * its timeout, a stop must not wait for it. false when stopping. */
+static bool login_fd_set(struct events_publisher *p, int fd)
+{
+	bool go_on;
+
+	pthread_mutex_lock(&p->lock);
+	go_on = !p->stopping;
+	p->login_fd = go_on ? fd : -1;
+	pthread_mutex_unlock(&p->lock);
+	return go_on;
 }
 
 /* Where the broker is: events.broker_address, else the next passing
@@ -257,12 +332,11 @@ static bool connect_broker(struct events_publisher *p, const struct events_setti
 	fd = amqp_socket_get_sockfd(sock);
 	if (fd >= 0)
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &call_tv, sizeof(call_tv));
-	if (amqp_login(p->conn, s->vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, s->user,
-		       s->password)
-		    .reply_type != AMQP_RESPONSE_NORMAL) {
-		rpc_ok(p, "login");
+	if (!login_fd_set(p, fd))
 		goto fail;
-	}
+	if (!login_ok(p, amqp_login(p->conn, s->vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+				    s->user, s->password)))
+		goto fail;
 	amqp_channel_open(p->conn, CHANNEL);
 	if (!rpc_ok(p, "channel.open"))
 		goto fail;
@@ -273,6 +347,7 @@ static bool connect_broker(struct events_publisher *p, const struct events_setti
 			   amqp_empty_table);
 	if (!rpc_ok(p, "queue.declare"))
 		goto fail;
+	login_fd_set(p, -1);
 	p->cur = *s;
 	p->next_tag = 1;
 	pthread_mutex_lock(&p->lock);
@@ -285,6 +360,7 @@ static bool connect_broker(struct events_publisher *p, const struct events_setti
 	return true;
 
 fail:
+	login_fd_set(p, -1);
 	disconnect(p);
 	return false;
 }
@@ -488,6 +564,53 @@ out:
 	return sent;
 }
 
+/* ---- pruning ------------------------------------------------------------------ */
+
+enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
+			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
+			      size_t errlen)
+{
+	enum mn_err e;
+
+	*pruned = 0;
+	if (now_ms < pr->next_ms)
+		return MN_OK;
+	e = orders_repo_outbox_prune(repo, wall_ms - (int64_t)retention_ms, EVENTS_PRUNE_BATCH,
+				     pruned, err, errlen);
+	pr->total += *pruned;
+	/* a full batch: more may be due, the next one as soon as the caller
+	 * had its turn; otherwise none is older than the cutoff now */
+	pr->next_ms = e == MN_OK && *pruned == EVENTS_PRUNE_BATCH ? now_ms
+								  : now_ms + EVENTS_PRUNE_EVERY_MS;
+	return e;
+}
+
+/* One batch when due; true when another is due at once. */
+static bool prune(struct events_publisher *p, const struct events_settings *s)
+{
+	size_t pruned;
+	char err[256];
+	uint64_t now = clock_monotonic_ms();
+
+	if (now < p->prune.next_ms)
+		return false;
+	if (events_prune_step(&p->prune, p->repo, now, (int64_t)(clock_wall_seconds() * 1000),
+			      s->retention_ms, &pruned, err, sizeof(err)) != MN_OK) {
+		if (!p->prune_failing)
+			log_warn("events", "cannot prune the outbox: %s", err);
+		p->prune_failing = true;
+		return false;
+	}
+	p->prune_failing = false;
+	if (pruned) {
+		metric_add(p->m_pruned, NULL, (double)pruned);
+		pthread_mutex_lock(&p->lock);
+		p->status.pruned = p->prune.total;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return p->prune.next_ms <= now;
+}
+
 /* ---- the thread -------------------------------------------------------------- */
 
 /* Waits until 'ms' passed, a notify or stop. Returns false on stop. */
@@ -545,21 +668,15 @@ static void *publisher_main(void *arg)
 					}
 				}
 			}
-			if (now >= p->prune_at) {
-				size_t pruned = 0;
-				char err[256];
-				int64_t cutoff = (int64_t)(clock_wall_seconds() * 1000) -
-						 (int64_t)s.retention_ms;
-
-				if (orders_repo_outbox_prune(p->repo, cutoff, PRUNE_ROWS, &pruned, err,
-							     sizeof(err)) == MN_OK &&
-				    pruned)
-					log_info("events", "%zu sent events older than %llu ms pruned",
-						 pruned, (unsigned long long)s.retention_ms);
-				p->prune_at = now + PRUNE_EVERY_MS;
-			}
 			if (p->conn == NULL && p->retry_at > clock_monotonic_ms())
 				pause = p->retry_at - clock_monotonic_ms();
+			/* pruning goes on with the broker away: it deletes only
+			 * what was sent; batch after batch, a publish round and the
+			 * store's other writers between two */
+			if (prune(p, &s))
+				pause = 0;
+			else if (p->prune.next_ms > now && pause > p->prune.next_ms - now)
+				pause = p->prune.next_ms - now;
 		}
 		if (pause && !wait_ms(p, pause))
 			break;
@@ -587,6 +704,9 @@ struct events_publisher *events_publisher_start(const struct events_publisher_op
 	p->m_published = o->published;
 	p->m_outbox = o->outbox;
 	p->m_oldest = o->oldest;
+	p->m_pruned = o->pruned;
+	p->m_oldest_sent = o->oldest_sent;
+	p->login_fd = -1;
 	backoff_init(&p->backoff, BACKOFF_BASE_MS, BACKOFF_CAP_MS,
 		     clock_monotonic_ns() ^ (uintptr_t)p);
 	pthread_mutex_init(&p->lock, NULL);
@@ -627,6 +747,10 @@ void events_publisher_stop(struct events_publisher *p)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->stopping = true;
+	/* a login in progress ends now, not at its timeout; a batch in
+	 * flight still gets its confirms (else it would go twice) */
+	if (p->login_fd >= 0)
+		shutdown(p->login_fd, SHUT_RDWR);
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	pthread_join(p->thread, NULL);

@@ -225,7 +225,8 @@ static enum mn_err mem_outbox_stats(struct orders_repo *r, struct outbox_stats *
 	pthread_rwlock_rdlock(&m->lock);
 	for (size_t i = 0; i < m->n_events; i++) {
 		if (m->events[i].sent) {
-			out->sent++;
+			if (out->sent++ == 0 || m->events[i].sent_ms < out->oldest_sent_ms)
+				out->oldest_sent_ms = m->events[i].sent_ms;
 			continue;
 		}
 		/* the first pending by id, as the SQL stores report it */

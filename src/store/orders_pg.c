@@ -40,13 +40,17 @@ static const struct pg_stmt st_stats = {
 	"SELECT (SELECT count(*) FROM events_outbox WHERE sent_ms IS NULL),"
 	" (SELECT count(*) FROM events_outbox WHERE sent_ms IS NOT NULL),"
 	" coalesce((SELECT created_ms FROM events_outbox WHERE sent_ms IS NULL"
-	" ORDER BY id LIMIT 1), 0)",
+	" ORDER BY id LIMIT 1), 0),"
+	" coalesce((SELECT sent_ms FROM events_outbox WHERE sent_ms IS NOT NULL"
+	" ORDER BY sent_ms, id LIMIT 1), 0)",
 	0};
-/* Oldest first by id, as in orders_sqlite.c. */
+/* The oldest sent first, as in orders_sqlite.c: the LIMIT in a subselect
+ * on the index events_outbox_sent (migration 3), so that a batch locks
+ * and costs its own rows only. */
 static const struct pg_stmt st_prune = {
 	"outbox_prune",
 	"DELETE FROM events_outbox WHERE id IN (SELECT id FROM events_outbox"
-	" WHERE sent_ms IS NOT NULL AND sent_ms < $1 ORDER BY id LIMIT $2)",
+	" WHERE sent_ms IS NOT NULL AND sent_ms < $1 ORDER BY sent_ms, id LIMIT $2)",
 	2};
 
 struct pg_repo {
@@ -237,6 +241,7 @@ static enum mn_err pg_outbox_stats(struct orders_repo *repo, struct outbox_stats
 		out->pending = pg_cell_int(r, 0, 0);
 		out->sent = pg_cell_int(r, 0, 1);
 		out->oldest_pending_ms = pg_cell_int(r, 0, 2);
+		out->oldest_sent_ms = pg_cell_int(r, 0, 3);
 	} else if (err == MN_OK) {
 		err = mn_error(errbuf, errlen, MN_INTERNAL, "internal error");
 	}

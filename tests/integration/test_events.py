@@ -8,10 +8,14 @@ Each test has a queue of its own (events.queue), so that what one leaves
 in the broker is no other's; the broker is the module's, started once
 (about 7 s) and stopped at the end."""
 
+import http.client
 import json
 import os
 import re
+import signal
+import socket
 import sys
+import threading
 import time
 
 import amqp_consumer
@@ -22,6 +26,8 @@ from harness import Node, requires_meshnode, wait_until
 CONSUL = None    # the module's agent while its tests run (conftest.py)
 POSTGRES = None  # the module's PostgreSQL (conftest.py), for PostgresEventsTest
 MQ = None        # the module's broker: started by the first class that needs it
+
+PRUNE_BATCH = 2000  # EVENTS_PRUNE_BATCH (include/events/publisher.h)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -185,6 +191,110 @@ class EventsCases:
         self.assertEqual(dups, 0)
         self.assertEqual(got, ids, "in the order of the outbox")
 
+    def flood(self, node, seconds, max_orders, threads=8):
+        """POST /orders from `threads` keep-alive clients as fast as the
+        node answers, for `seconds` or `max_orders` in all; the monotonic
+        time each 201 came back, sorted."""
+        done, lock = [], threading.Lock()
+        stop_at = time.monotonic() + seconds
+        errors = []
+
+        def client():
+            conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+            body = json.dumps({"user_id": self.uid, "product": "flood", "quantity": 1})
+            try:
+                while time.monotonic() < stop_at:
+                    with lock:
+                        if len(done) >= max_orders:
+                            return
+                    conn.request("POST", "/orders", body,
+                                 {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 201:
+                        errors.append(r.status)
+                        return
+                    with lock:
+                        done.append(time.monotonic())
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(repr(e))
+            finally:
+                conn.close()
+
+        workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(seconds + 30)
+        self.assertEqual(errors, [])
+        return sorted(done)
+
+    def test_outbox_bounded_by_retention_at_full_speed(self):
+        """Issue 21, point 4: orders at full speed with a 1 s retention.
+        While they come, the sent rows kept stay within what a retention
+        (and the second /health's figures may lag) brings plus one prune
+        batch, and the oldest kept is about a retention old; once the
+        outbox has drained and a retention has passed, at most one batch
+        is left. Before, pruning took 10,000 rows a minute: everything sent
+        stayed for the minute."""
+        retention_ms = 1000
+        node = self.orders_node(name="flood", **{"events.retention_ms": retention_ms,
+                                                 "log.level": "warn"})
+        samples, stop = [], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    ev = self.health_events(node)
+                    samples.append((time.monotonic(), ev["sent"], ev["pending"],
+                                    ev.get("oldest_sent_age_s", 0)))
+                except (OSError, http.client.HTTPException, KeyError, ValueError):
+                    pass
+                stop.wait(0.25)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            t0 = time.monotonic()
+            done = self.flood(node, seconds=10, max_orders=40000)
+            t_last = time.monotonic()
+            wait_until(lambda: self.health_events(node)["pending"] == 0, timeout=60,
+                       what="the outbox drained")
+            t_drained = time.monotonic()
+            time.sleep(retention_ms / 1000.0 + 1.5)
+            final = self.health_events(node)
+        finally:
+            stop.set()
+            sampler.join(5)
+        n = len(done)
+        rate = n / (t_last - t0)
+        # the most orders any window of a retention plus 1 s (the age of
+        # /health's figures, the prune period) brought
+        span = retention_ms / 1000.0 + 1.0
+        most, j = 0, 0
+        for i in range(n):
+            while done[i] - done[j] > span:
+                j += 1
+            most = max(most, i - j + 1)
+        bound = most + PRUNE_BATCH
+        during = [s for s in samples if t0 + retention_ms / 1000.0 + 2.0 <= s[0] <= t_last]
+        peak = max((s[1] for s in during), default=0)
+        oldest = max((s[3] for s in during), default=0)
+        report("events (%s): %d orders in %.1f s (%.0f/s), retention %d ms: sent rows kept "
+               "at most %d while they came (bound %d: %d orders in a %.1f s window + one "
+               "batch), the oldest kept at most %.2f s old; drained %.1f s after the last "
+               "order; %d sent rows %.1f s after that (pruned %d)"
+               % (self.driver, n, t_last - t0, rate, retention_ms, peak, bound, most, span,
+                  oldest, t_drained - t_last, final["sent"], retention_ms / 1000.0 + 1.5,
+                  final.get("pruned", 0)))
+        self.assertGreater(n, 2 * PRUNE_BATCH, "too few orders to tell")
+        self.assertTrue(during, "no /health sample while the orders came")
+        self.assertLessEqual(peak, bound)
+        self.assertLessEqual(oldest, retention_ms / 1000.0 + 2.5)
+        self.assertLessEqual(final["sent"], PRUNE_BATCH)
+        self.assertGreaterEqual(final.get("pruned", 0), n - PRUNE_BATCH)
+        self.assertGreaterEqual(node.metric("meshnode_events_pruned_total"), n - PRUNE_BATCH)
+
     def test_kill9_between_commit_and_confirm_duplicates_never_loses(self):
         """The broker's confirms are held 1 s by a relay: the node is killed
         when the broker has the messages and the node has not marked them
@@ -260,6 +370,79 @@ class EventsTest(EventsCases, harness.ProcessesTestCase):
         self.assertEqual([m.json()["order_id"] for m in consumer.messages], ids)
         self.assertIn("did not take 1 of 1 events", node.log_text())
 
+    def test_wrong_password_says_authentication_refused(self):
+        """Issue 21, point 7: a wrong broker password is a refused login in
+        /health's last_error and in the log, once however many retries,
+        not "no answer" (a dead broker's words)."""
+        node = self.orders_node(name="badpass", **{"events.password": "not-the-password"})
+        self.place(node, 2)
+        wait_until(lambda: "authentication refused" in self.health_events(node)["last_error"],
+                   timeout=15, what="authentication refused in /health")
+        wait_until(lambda: self.health_events(node)["pending"] == 2, timeout=5,
+                   what="2 pending in /health")
+        ev = self.health_events(node)
+        self.assertFalse(ev["connected"])
+        self.assertNotIn("no answer", ev["last_error"])
+        self.assertIn(self.mq.addr, ev["last_error"])
+        time.sleep(6)  # the backoff's retries: 100 ms doubling to 5 s
+        lines = [l for l in node.log_text().splitlines() if "authentication refused" in l]
+        report("events: a wrong broker password: last_error %r, %d log line(s) in ~8 s of "
+               "retries" % (ev["last_error"], len(lines)))
+        self.assertEqual(len(lines), 1, lines)
+        self.assertNotIn("not-the-password", node.log_text())
+        # restarted with the right one on the same store: the two waited
+        consumer = self.consumer()
+        node.stop()
+        self.orders_node(name="badpass")
+        consumer.wait_for(2, timeout=20)
+
+    def test_silent_broker_at_start_costs_nothing(self):
+        """Issue 21, point 3: a broker that accepts TCP and never answers.
+        The node starts and /health answers at once, orders are taken into
+        the outbox, and SIGTERM stops the node promptly: the login waiting
+        on the silent broker is cut, not waited for (it used to hold the
+        stop up to its 5 s timeout)."""
+        hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(hole.close)
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        held = []
+
+        def accept():
+            while True:
+                try:
+                    c, _ = hole.accept()
+                except OSError:
+                    return
+                held.append(c)  # read nothing, answer nothing
+
+        threading.Thread(target=accept, daemon=True).start()
+        self.addCleanup(lambda: [c.close() for c in held])
+        t0 = time.monotonic()
+        node = self.orders_node(name="silent", **{"events.broker_address": "127.0.0.1:%d"
+                                                  % hole.getsockname()[1]})
+        t_ready = time.monotonic() - t0
+        t1 = time.monotonic()
+        ids = self.place(node, 5)
+        t_orders = time.monotonic() - t1
+        wait_until(lambda: self.health_events(node)["pending"] == 5, timeout=5,
+                   what="5 pending in /health")
+        wait_until(lambda: held, timeout=5, what="the node at the silent broker")
+        time.sleep(1.0)  # well inside the login's 5 s timeout
+        ev = self.health_events(node)
+        self.assertFalse(ev["connected"])
+        stops = []
+        t2 = time.monotonic()
+        node.signal(signal.SIGTERM)
+        rc = node.wait_exit(timeout=15)
+        stops.append(time.monotonic() - t2)
+        report("events: a silent broker at start: /health 200 %.2f s after the start, 5 "
+               "orders in %.3f s (pending 5), SIGTERM to exit %.2f s (exit %d)"
+               % (t_ready, t_orders, stops[0], rc))
+        self.assertEqual(rc, 0)
+        self.assertEqual(len(ids), 5)
+        self.assertLess(stops[0], 2.5)
+
     def test_queue_durable_across_a_broker_restart(self):
         node = self.orders_node()
         self.place(node, 10)
@@ -287,3 +470,19 @@ class PostgresEventsTest(EventsCases, harness.ProcessesTestCase):
             POSTGRES.create_database(db)
             self._dbs.add(db)
         return POSTGRES.node_settings(db)
+
+    def test_prune_batch_is_a_range_of_the_index_of_sent_rows(self):
+        """Migration 3's index is the one a prune batch can walk: the
+        statement of orders_pg.c, planned with sequential scans off (on a
+        small table the planner would rightly scan it), finds its rows
+        through events_outbox_sent, not a walk of the table by id."""
+        node = self.orders_node()
+        self.place(node, 3)
+        db = self.store_settings("orders")["database.name"]
+        plan = POSTGRES.psql(
+            "SET enable_seqscan = off; EXPLAIN DELETE FROM events_outbox WHERE id IN"
+            " (SELECT id FROM events_outbox WHERE sent_ms IS NOT NULL AND sent_ms < 1000"
+            " ORDER BY sent_ms, id LIMIT 2000)", db=db)
+        report("events (postgres): the prune's plan: %s"
+               % " | ".join(l.strip() for l in plan.splitlines() if l.strip()))
+        self.assertIn("events_outbox_sent", plan)

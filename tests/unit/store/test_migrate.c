@@ -294,7 +294,10 @@ static void test_sqlite_version_1_file_gets_the_outbox(void **state)
 	log = read_text(f->log);
 	assert_non_null(strstr(log, "schema migration 2 applied (events outbox)"));
 	assert_null(strstr(log, "schema migration 1"));
-	assert_int_equal(count_sql(f->path, "SELECT max(version) FROM " MIGRATE_TABLE), 2);
+	assert_non_null(
+		strstr(log, "schema migration 3 applied (events outbox index of sent rows)"));
+	assert_int_equal(count_sql(f->path, "SELECT max(version) FROM " MIGRATE_TABLE),
+			 (int)store_migrations_count);
 	assert_int_equal(count_sql(f->path,
 				   "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 				   " AND name = 'events_outbox_pending'"
@@ -313,9 +316,28 @@ static void test_sqlite_version_1_file_gets_the_outbox(void **state)
 		snprintf(plan + strlen(plan), sizeof(plan) - strlen(plan), "%s;",
 			 (const char *)sqlite3_column_text(st, 3));
 	sqlite3_finalize(st);
-	sqlite3_close(db);
 	assert_non_null(strstr(plan, "events_outbox_pending"));
 	assert_null(strstr(plan, "TEMP B-TREE")); /* no sort */
+
+	/* a prune batch is a range of the index of sent rows: no scan of
+	 * the table, no sort (migration 3; the statement of orders_sqlite.c) */
+	plan[0] = '\0';
+	assert_int_equal(
+		sqlite3_prepare_v2(db,
+				   "EXPLAIN QUERY PLAN DELETE FROM events_outbox WHERE id IN"
+				   " (SELECT id FROM events_outbox WHERE sent_ms IS NOT NULL"
+				   " AND sent_ms < ?1 ORDER BY sent_ms, id LIMIT ?2)",
+				   -1, &st, NULL),
+		SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(plan + strlen(plan), sizeof(plan) - strlen(plan), "%s;",
+			 (const char *)sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_non_null(
+		strstr(plan, "SEARCH events_outbox USING COVERING INDEX events_outbox_sent"));
+	assert_null(strstr(plan, "SCAN events_outbox"));
+	assert_null(strstr(plan, "TEMP B-TREE"));
 
 	order_init(&ord);
 	assert_int_equal(orders_repo_get(o, 1, &ord), MN_OK);

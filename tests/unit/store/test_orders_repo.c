@@ -502,16 +502,19 @@ static void test_outbox_stats(void **state)
 	assert_int_equal(s.pending, 3);
 	assert_int_equal(s.sent, 0);
 	assert_int_equal(s.oldest_pending_ms, v[0].created_ms);
+	assert_int_equal(s.oldest_sent_ms, 0);
 	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 1, 5000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 2);
 	assert_int_equal(s.sent, 1);
 	assert_int_equal(s.oldest_pending_ms, v[1].created_ms);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 3, 5000, NULL, 0), MN_OK);
+	assert_int_equal(s.oldest_sent_ms, 5000);
+	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 3, 7000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 0);
 	assert_int_equal(s.sent, 3);
 	assert_int_equal(s.oldest_pending_ms, 0);
+	assert_int_equal(s.oldest_sent_ms, 5000); /* the first stays sent at 5000 */
 	outbox_events_free(v, n);
 }
 
