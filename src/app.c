@@ -827,13 +827,7 @@ static bool server_drain(struct http_server *s, int timeout_ms)
 		http_server_stop(s);
 		return true;
 	}
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = clock_realtime_deadline_ms((uint64_t)timeout_ms);
 	if (pthread_timedjoin_np(t, NULL, &deadline) != 0) {
 		pthread_detach(t);
 		return false;

@@ -36,6 +36,10 @@ int clock_cond_init(pthread_cond_t *cond);
  * condition made by clock_cond_init(). */
 struct timespec clock_deadline_ms(uint64_t ms);
 
+/* The CLOCK_REALTIME time 'ms' from now, for the waits that only take
+ * that clock (pthread_timedjoin_np). */
+struct timespec clock_realtime_deadline_ms(uint64_t ms);
+
 /* Sleeps 'ms' milliseconds (restarts after signals). */
 void clock_sleep_ms(uint64_t ms);
 

@@ -816,13 +816,7 @@ bool config_live_stop(struct config_live *live)
 	}
 	if (!started)
 		return !live->abandoned;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += RELOADER_JOIN_MS / 1000;
-	deadline.tv_nsec += (long)(RELOADER_JOIN_MS % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = clock_realtime_deadline_ms((uint64_t)RELOADER_JOIN_MS);
 	if (pthread_timedjoin_np(live->reloader, NULL, &deadline) != 0) {
 		/* it publishes nothing any more (cancel is set); what it may
 		 * still touch is never freed */

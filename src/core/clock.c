@@ -59,11 +59,11 @@ int clock_cond_init(pthread_cond_t *cond)
 	return rc;
 }
 
-struct timespec clock_deadline_ms(uint64_t ms)
+static struct timespec deadline_on(clockid_t clock, uint64_t ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	ts.tv_sec += (time_t)(ms / 1000);
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
@@ -71,4 +71,14 @@ struct timespec clock_deadline_ms(uint64_t ms)
 		ts.tv_nsec -= 1000000000L;
 	}
 	return ts;
+}
+
+struct timespec clock_deadline_ms(uint64_t ms)
+{
+	return deadline_on(CLOCK_MONOTONIC, ms);
+}
+
+struct timespec clock_realtime_deadline_ms(uint64_t ms)
+{
+	return deadline_on(CLOCK_REALTIME, ms);
 }
