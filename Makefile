@@ -48,7 +48,7 @@ CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
+.PHONY: all deps test-deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -84,13 +84,19 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
-# rabbitmq: the broker and the AMQP client of the event tests
+# What building and running a node needs (compiler, -dev libraries, curl,
+# consul), and no more: no server is installed or started.
 deps:
-	scripts/deps.sh rabbitmq >/dev/null
+	scripts/deps.sh >/dev/null
 
-# `make test` runs deps first (a sub-make, so the wildcard lists are read
+# What the suites add (cmocka, pytest, systemd-analyze, PostgreSQL 15,
+# promtool) and rabbitmq: the broker and the AMQP client of the event tests.
+test-deps:
+	scripts/deps.sh test rabbitmq >/dev/null
+
+# `make test` runs test-deps first (a sub-make, so the wildcard lists are read
 # after the packages are in place), then builds, then every suite.
-test: deps
+test: test-deps
 	$(MAKE) --no-print-directory unit-build
 	scripts/run-tests.sh $(BUILD)
 
@@ -108,10 +114,11 @@ run: deps
 	scripts/run.sh $(BIN)
 
 demo: deps
+	scripts/deps.sh rabbitmq >/dev/null
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/demo.sh $(BIN)
 
-bench: deps
+bench: test-deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
