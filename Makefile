@@ -124,7 +124,7 @@ bench: test-deps
 
 # The binary, the example configuration (only where there is none: an
 # operator's file is never overwritten) and the systemd unit with the
-# binary's path. Nothing is started or enabled: see README.md.
+# binary's path. Nothing is started or enabled: see docs/operations.md.
 install: $(INSTALL_BIN)
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)'
 	install -m 0755 $(INSTALL_BIN) '$(DESTDIR)$(BINDIR)/meshnode'
