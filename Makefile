@@ -48,7 +48,7 @@ CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
+.PHONY: all deps test-deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -84,13 +84,19 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
-# rabbitmq: the broker and the AMQP client of the event tests
+# What building and running a node needs (compiler, -dev libraries, curl,
+# consul), and no more: no server is installed or started.
 deps:
-	scripts/deps.sh rabbitmq >/dev/null
+	scripts/deps.sh >/dev/null
 
-# `make test` runs deps first (a sub-make, so the wildcard lists are read
+# What the suites add (cmocka, pytest, systemd-analyze, PostgreSQL 15,
+# promtool) and rabbitmq: the broker and the AMQP client of the event tests.
+test-deps:
+	scripts/deps.sh test rabbitmq >/dev/null
+
+# `make test` runs test-deps first (a sub-make, so the wildcard lists are read
 # after the packages are in place), then builds, then every suite.
-test: deps
+test: test-deps
 	$(MAKE) --no-print-directory unit-build
 	scripts/run-tests.sh $(BUILD)
 
@@ -108,16 +114,17 @@ run: deps
 	scripts/run.sh $(BIN)
 
 demo: deps
+	scripts/deps.sh rabbitmq >/dev/null
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/demo.sh $(BIN)
 
-bench: deps
+bench: test-deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
 # The binary, the example configuration (only where there is none: an
 # operator's file is never overwritten) and the systemd unit with the
-# binary's path. Nothing is started or enabled: see README.md.
+# binary's path. Nothing is started or enabled: see docs/operations.md.
 install: $(INSTALL_BIN)
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)'
 	install -m 0755 $(INSTALL_BIN) '$(DESTDIR)$(BINDIR)/meshnode'

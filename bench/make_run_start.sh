@@ -4,7 +4,7 @@
 # packages pays for apt, the Consul download and the build; a warm one only
 # for the agent and the node), then how it stops: SIGTERM to make's run,
 # exit status, anything left. Run from the checkout:
-#   bench/make_run_start.sh            (under ../shared/tools/fresh-machine.sh too)
+#   bench/make_run_start.sh
 # Prints one line of figures; exit non-zero when it did not get to passing
 # or did not stop cleanly. No tty: make run behaves as under a service
 # manager (the pty case is tests/integration/test_make_run.py's).

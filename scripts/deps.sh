@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what meshnode needs to build and test: Debian 12's -dev packages and a
-# real Consul agent. Debian 12 ships no consul; Debian 11 ("bullseye") has 1.8.7,
+# Installs what meshnode needs: with no argument, the build and run set
+# (`make run`): Debian 12's compiler and -dev packages, curl, python3 and a
+# real Consul agent; the groups below add what the test suites and the other
+# targets need (`make test` runs `scripts/deps.sh test rabbitmq`). Debian 12 ships no consul; Debian 11 ("bullseye") has 1.8.7,
 # which is fetched with apt-get download through a private sources list under
 # .deps/ and unpacked with dpkg -x. The system's apt configuration is never
 # changed. A consul already on PATH wins. Idempotent: a second run only checks.
@@ -9,11 +11,16 @@
 # everything is in place (scripts use: consul=$(scripts/deps.sh | tail -n1)).
 #
 # Arguments name extra groups for the targets that need them:
+#   test     what the suites add to the build and run set (make test, make
+#            bench): cmocka (the unit tests), pytest, systemd (for
+#            systemd-analyze), postgresql-15 and promtool; see the notes
+#            on the packages below. Nothing of it is needed to run a node
 #   fuzz     clang-14 and its sanitizer/libFuzzer runtimes (make fuzz), and
 #            llvm-14 for llvm-symbolizer, so crash reports have file:line
 #   cluster  iproute2 (ip netns, veth, bridge) for make test-cluster and
 #            scripts/cluster.sh; Debian's minbase lacks it (util-linux, for
-#            unshare, is essential and always there)
+#            unshare, is essential and always there); and the test group
+#            (pytest, the cluster's PostgreSQL 15)
 #   rabbitmq rabbitmq-server (the broker of the event tests, started by
 #            tests/integration/rabbitserver.py) and python3-pika (the tests'
 #            AMQP client), for make test; see the note on the package below.
@@ -22,7 +29,7 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 deps="$top/.deps"
-# systemd: for systemd-analyze, which checks packaging/meshnode.service in
+# The test group. systemd: for systemd-analyze, which checks packaging/meshnode.service in
 # the tests. A Debian 12 host has it already (it is init); in a chroot or a
 # container it installs the tools and starts nothing: its maintainer scripts
 # call systemctl only when systemd runs, and it does not become init (that is
@@ -49,17 +56,24 @@ deps="$top/.deps"
 # there) and on a host without systemd whose policy-rc.d refuses too.
 # The tests never use the system's broker, epmd, cookie or /etc/rabbitmq:
 # tests/integration/rabbitserver.py runs its own on free loopback ports.
+# The build and run set: nothing here starts a server.
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
-      libsqlite3-dev libpq-dev librabbitmq-dev libcmocka-dev libssl-dev pkg-config gcc make curl
-      ca-certificates openssl python3 python3-pytest systemd postgresql-15)
+      libsqlite3-dev libpq-dev librabbitmq-dev libssl-dev pkg-config gcc make curl
+      ca-certificates openssl python3)
+test_pkgs=(libcmocka-dev python3-pytest systemd postgresql-15)
+with_test=
 for group in "$@"; do
 	case $group in
+	test) with_test=1 ;;
 	fuzz) pkgs+=(clang-14 libclang-rt-14-dev llvm-14) ;;
-	cluster) pkgs+=(iproute2) ;;
+	cluster) pkgs+=(iproute2); with_test=1 ;;
 	rabbitmq) pkgs+=(rabbitmq-server python3-pika) ;;
 	*) printf 'deps: unknown group %s\n' "$group" >&2; exit 2 ;;
 	esac
 done
+if [ -n "$with_test" ]; then
+	pkgs+=("${test_pkgs[@]}")
+fi
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -84,16 +98,16 @@ fi
 # pass through / to reach its own binaries. Every Debian system has / at
 # 0755; a root made by hand (a chroot in a `mktemp -d` directory) can be
 # 0700, where no user but root can run anything. Only then, and said.
-if [ $((8#$(stat -c %a /) & 1)) = 0 ]; then
+if [ -n "$with_test" ] && [ $((8#$(stat -c %a /) & 1)) = 0 ]; then
 	log "/ is $(stat -c %a /) (a root made by hand?): setting Debian's 0755, so that the postgres user can run PostgreSQL"
 	"${sudo_cmd[@]}" chmod 0755 /
 fi
 
 # promtool (from Debian 12's prometheus package), for the test that checks
 # /metrics the way Prometheus would. Unpacked into .deps/ like Consul, so no
-# prometheus service is installed or started.
+# prometheus service is installed or started. Test group only.
 promtool="$deps/prometheus/usr/bin/promtool"
-if [ ! -x "$promtool" ] && ! command -v promtool >/dev/null 2>&1; then
+if [ -n "$with_test" ] && [ ! -x "$promtool" ] && ! command -v promtool >/dev/null 2>&1; then
 	mkdir -p "$deps/archives" "$deps/prometheus"
 	log "downloading promtool (Debian's prometheus package)"
 	if ! (cd "$deps/archives" && apt-get -o "APT::Sandbox::User=$(id -un)" download -q prometheus >&2); then

@@ -48,7 +48,7 @@ struct config_entry {
 	char *origin;             /* "config/meshnode.cfg:12", "config/users/log/level",
 				     "MESHNODE_SERVER_THREADS"; NULL for defaults */
 	bool secret;              /* shown as "<redacted>" */
-	bool dynamic;             /* may change while running (CONTRACT.md's table) */
+	bool dynamic;             /* may change while running (docs/configuration.md) */
 };
 
 struct config {

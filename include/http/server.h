@@ -1,6 +1,7 @@
 /* The HTTP server: civetweb behind a router. The only module that includes
- * civetweb.h. Each response (status line, headers, body) leaves in one write;
- * see PERFORMANCE.md for why. */
+ * civetweb.h. Each response (status line, headers, body) leaves in one write:
+ * system calls are what a request costs on the machines measured
+ * (docs/benchmarks.md). */
 #ifndef MESHNODE_HTTP_SERVER_H
 #define MESHNODE_HTTP_SERVER_H
 

@@ -127,7 +127,7 @@ enum mn_err metrics_render(struct metrics *m, struct buf *out);
  * /proc cannot be read (Linux only). */
 enum mn_err metrics_register_process(struct metrics *m);
 
-/* The standard HTTP latency buckets of CONTRACT.md, in seconds:
+/* The HTTP latency buckets (Prometheus client libraries' defaults), in seconds:
  * .005 .01 .025 .05 .1 .25 .5 1 2.5 5 10 */
 extern const double metrics_http_buckets[];
 extern const size_t metrics_http_buckets_count;

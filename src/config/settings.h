@@ -1,5 +1,5 @@
-/* The table of every setting meshnode knows (CONTRACT.md's Configuration
- * table): its type, default, bounds and checks. Every source (defaults, file,
+/* The table of every setting meshnode knows (docs/configuration.md lists
+ * them): its type, default, bounds and checks. Every source (defaults, file,
  * Consul KV, environment) turns its input into a value through this table, so
  * a setting is parsed and validated the same way wherever it comes from. */
 #ifndef MESHNODE_CONFIG_SETTINGS_H

@@ -703,13 +703,13 @@ def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
 
 
 def promtool_binary():
-    """`promtool` on PATH, else the one scripts/deps.sh unpacks into .deps/."""
+    """`promtool` on PATH, else the one `scripts/deps.sh test` unpacks into .deps/."""
     found = shutil.which("promtool")
     if found:
         return found
     path = os.path.join(REPO, ".deps", "prometheus", "usr", "bin", "promtool")
     if not os.access(path, os.X_OK):
-        subprocess.run([os.path.join(REPO, "scripts", "deps.sh")], stdout=subprocess.DEVNULL,
+        subprocess.run([os.path.join(REPO, "scripts", "deps.sh"), "test"], stdout=subprocess.DEVNULL,
                        check=True, timeout=600)
     return path
 

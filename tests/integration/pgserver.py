@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL 15 (Debian's postgresql-15, installed by
-scripts/deps.sh) for the integration tests, the bench and the cluster
+`scripts/deps.sh test`) for the integration tests, the bench and the cluster
 tests. Standard library only, beside harness.py.
 
     pg = PgServer()                      # started: a free port on 127.0.0.1
@@ -84,11 +84,11 @@ def pg_binary(name):
     scripts/deps.sh once when it is missing."""
     path = os.path.join(PG_BINDIR, name)
     if not os.access(path, os.X_OK):
-        subprocess.run([os.path.join(harness.REPO, "scripts", "deps.sh")],
+        subprocess.run([os.path.join(harness.REPO, "scripts", "deps.sh"), "test"],
                        stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                        timeout=900, check=False)
     if not os.access(path, os.X_OK):
-        raise PgError("%s not found: scripts/deps.sh installs Debian's postgresql-15" % path)
+        raise PgError("%s not found: `scripts/deps.sh test` installs Debian's postgresql-15" % path)
     return path
 
 

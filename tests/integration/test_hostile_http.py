@@ -1,8 +1,8 @@
 """Hostile HTTP against real meshnode processes: deep JSON, request
 smuggling with two Content-Lengths, bodies shorter than announced, encoded
 paths, HEAD and OPTIONS, an idle keep-alive crowd, slow request heads, and
-a SIGTERM that answers every request in flight. Issue 8; CONTRACT.md's
-"HTTP API" and "Consul registration" (SIGTERM) sections.
+a SIGTERM that answers every request in flight. Issue 8; docs/http-api.md
+and docs/operations.md's "Stopping" (SIGTERM).
 
 Rows of issue 8's table, one test class each:
   1 DeepJsonTest            2 SmugglingTest       3 ShortBodyTest

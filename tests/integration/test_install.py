@@ -1,5 +1,5 @@
-"""make install, make uninstall and the systemd unit: README's "Install and
-run as a service", CONTRACT.md's `make install` / `make uninstall` and the
+"""make install, make uninstall and the systemd unit: docs/operations.md's
+"Install and run as a service", `make install` / `make uninstall` and the
 installed binary's default configuration file.
 
 The tests call the Makefile of this tree with the build directory of
@@ -201,7 +201,7 @@ class InstallTest(unittest.TestCase):
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
             self.skipTest("systemd-analyze not found (Debian package systemd, which "
-                          "scripts/deps.sh installs)")
+                          "`scripts/deps.sh test` installs)")
         work = harness.mkdtemp("unit")
         # systemd-analyze must work here at all: a unit with nothing to
         # say about passes, and a misspelt key is reported.

@@ -2,7 +2,7 @@
 within a second, bad values refused with the last good one kept, deleted keys
 falling back, feature flags, maintenance mode, static settings reported as
 pending restart, hot keys, SIGHUP and SIGTERM while the watches are blocked.
-CONTRACT.md's "Configuration" section; issue 3."""
+docs/configuration.md; issue 3."""
 
 import signal
 import sys

@@ -1,5 +1,5 @@
-"""The README is tested: every command of every ```sh block of README.md and
-consul/README.md is either run against a real node and agent started here
+"""The README is tested: every command of every ```sh block of README.md,
+consul/README.md and every Markdown file under docs/ is either run against a real node and agent started here
 and its effect checked against what the README says it does, or listed
 below as not runnable here, with the reason. A command nobody classified
 fails the test, so a new example comes with its check.
@@ -24,7 +24,19 @@ import harness
 from harness import Node, requires_meshnode, wait_until
 
 REPO = harness.REPO
-FILES = ("README.md", "consul/README.md")
+
+
+def doc_files():
+    """README.md, consul/README.md, then every .md under docs/, in order."""
+    found = []
+    for top, dirs, names in os.walk(os.path.join(REPO, "docs")):
+        dirs.sort()
+        found += [os.path.relpath(os.path.join(top, n), REPO)
+                  for n in sorted(names) if n.endswith(".md")]
+    return ("README.md", "consul/README.md") + tuple(sorted(found))
+
+
+FILES = doc_files()
 
 CONSUL = None
 harness.share_consul(globals())
@@ -38,6 +50,7 @@ NOT_RUNNABLE_MAKE = {
     "test": "runs every suite, this one included",
     "unit-build": "builds the unit programs; make test has just built and run them",
     "deps": "installs packages with apt-get",
+    "test-deps": "installs packages with apt-get",
     "install": "writes into PREFIX/DESTDIR; tested with the installation, not here",
     "uninstall": "removes what make install wrote",
     "bench": "takes both cores for minutes; never on this shared machine",
@@ -356,6 +369,13 @@ class ReadmeTest(unittest.TestCase):
         return "re-reads the file"
 
     def test_every_readme_example(self):
+        # The docs moved out of README.md into docs/: each of these must
+        # be found and have examples, so that a move or a rename cannot
+        # leave them silently untested.
+        for path in ("README.md", "consul/README.md", "docs/configuration.md",
+                     "docs/http-api.md", "docs/testing.md"):
+            self.assertIn(path, FILES)
+            self.assertTrue(examples(path), "%s: no ```sh block found" % path)
         all_examples = [ex for path in FILES for ex in examples(path)]
         self.assertTrue(all_examples, "no ```sh block found")
         unclassified = [ex for ex in all_examples
@@ -376,8 +396,9 @@ class ReadmeTest(unittest.TestCase):
                 self.baseline()
             checked.append((ex, self.check(ex)))
         blocks = len({ex.block for ex in all_examples})
-        print("  [README: %d examples in %d sh blocks: %d run and checked, %d not runnable "
-              "here]" % (len(all_examples), blocks, len(checked), len(skipped)))
+        print("  [README and docs: %d files, %d examples in %d sh blocks: %d run and "
+              "checked, %d not runnable here]" % (len(FILES), len(all_examples), blocks,
+                                                  len(checked), len(skipped)))
         for ex, what in checked:
             print("    ok   %s  -> %s" % (ex, what))
         for ex, reason in skipped:

@@ -1,7 +1,7 @@
 """A real meshnode against a real Consul agent: registration and its HTTP
 check, configuration from KV at startup, SIGTERM deregistration, starting
-before the agent, and the command line. CONTRACT.md's "Consul registration",
-"Configuration" and "Command line" sections."""
+before the agent, and the command line. docs/consul.md's "Registration",
+docs/configuration.md and its "Command line"."""
 
 import json
 import os

@@ -7,7 +7,8 @@ unique without regard to case. Files: the database, its -wal and -shm are
 disk or a read-only file system under database.path: writes get 503 with a
 clear error, one warning line however many fail, a metric counting them,
 /ready naming the store; once the disk can write again, writes succeed and
-/ready is 200 with no restart (CONTRACT.md "HTTP API", "Files"; issue 8).
+/ready is 200 with no restart (docs/http-api.md, docs/operations.md "Files, full disk and stored input";
+issue 8).
 
 The disk tests mount a small tmpfs (and an ext4 image on a loop device)
 under the node's directory: they need root and mount(8), and skip saying so

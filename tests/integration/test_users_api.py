@@ -2,7 +2,7 @@
 keep-alive, persistence and metrics, once per driver: sqlite, memory and
 postgres (one class per driver over the same test bodies; a postgres class
 gets a database and a role of its own on the module's PostgreSQL server).
-CONTRACT.md's "HTTP API" and "Metrics" sections."""
+docs/http-api.md and its "Metrics"."""
 
 import json
 import os
@@ -424,8 +424,8 @@ class UsersApiSqliteTest(UsersApiBase, unittest.TestCase):
                          if lab.get("endpoint") == "/users/{id}"])
 
     def test_promtool_check_metrics(self):
-        """CONTRACT.md: `promtool check metrics` finds no problem (promtool
-        comes from Debian's prometheus package, unpacked by scripts/deps.sh)."""
+        """`promtool check metrics` finds no problem (promtool comes from
+        Debian's prometheus package, unpacked by `scripts/deps.sh test`)."""
         self.create("Prom", "prom@example.com")
         self.assert_status(404, "GET", "/users/987654326")
         status, _, data = self.node.request("GET", "/metrics")
