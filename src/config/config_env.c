@@ -14,24 +14,6 @@
 #define TOKEN_FILE_VAR  "CONSUL_HTTP_TOKEN_FILE"
 #define TOKEN_FILE_CAP  (64 * 1024)
 
-/* Applied before the MESHNODE_ variables so those win. The DB_ ones are the
- * reference design's names for the PostgreSQL settings. */
-static const struct {
-	const char *var;
-	const char *name;
-} env_aliases[] = {
-	{"SERVICE_NAME", "service.name"},
-	{"SERVER_PORT", "service.port"},
-	{"LOG_LEVEL", "log.level"},
-	{"CONSUL_HTTP_ADDR", "consul.address"},
-	{"CONSUL_HTTP_TOKEN", "consul.token"},
-	{"DB_HOST", "database.host"},
-	{"DB_PORT", "database.port"},
-	{"DB_USER", "database.user"},
-	{"DB_PASSWORD", "database.password"},
-	{"DB_NAME", "database.name"},
-};
-
 static enum mn_err env_set(struct config_state *st, const char *var, const char *name,
 			   const char *text)
 {
@@ -196,6 +178,36 @@ static bool env_name(const char *rest, char *out, size_t len)
 	return false;
 }
 
+/* The settings' aliases (settings_table's 'env'), before the MESHNODE_
+ * variables so those win, in the table's env_order. */
+static enum mn_err env_apply_aliases(struct config_state *st, char *const *environ)
+{
+	unsigned order = 1;
+	bool more = true;
+	enum mn_err err;
+
+	while (more) {
+		more = false;
+		for (size_t i = 0; i < settings_count; i++) {
+			const struct setting_def *def = &settings_table[i];
+			const char *v;
+
+			if (def->env == NULL || def->env_order != order)
+				continue;
+			more = true;
+			v = env_get(environ, def->env);
+			/* Consul's convention: an empty variable counts as unset. */
+			if (v == NULL || *v == '\0')
+				continue;
+			err = env_set(st, def->env, def->name, v);
+			if (err != MN_OK)
+				return err;
+		}
+		order++;
+	}
+	return MN_OK;
+}
+
 enum mn_err config_env_apply(struct config_state *st, char *const *environ)
 {
 	const char *v;
@@ -203,15 +215,9 @@ enum mn_err config_env_apply(struct config_state *st, char *const *environ)
 
 	if (environ == NULL)
 		return MN_OK;
-	/* Consul's convention: an empty variable counts as unset. */
-	for (size_t i = 0; i < sizeof(env_aliases) / sizeof(env_aliases[0]); i++) {
-		v = env_get(environ, env_aliases[i].var);
-		if (v == NULL || *v == '\0')
-			continue;
-		err = env_set(st, env_aliases[i].var, env_aliases[i].name, v);
-		if (err != MN_OK)
-			return err;
-	}
+	err = env_apply_aliases(st, environ);
+	if (err != MN_OK)
+		return err;
 	v = env_get(environ, TOKEN_FILE_VAR);
 	if (v && *v) {
 		err = env_token_file(st, v);

@@ -187,7 +187,8 @@ static bool check_kv_prefix(json_t **value, char *reason, size_t len)
 
 /* Sorted by name, so the effective config lists them in order. */
 const struct setting_def settings_table[] = {
-	STR("consul.address", "http://127.0.0.1:8500", 1, check_consul_address, false),
+	{.name = "consul.address", .type = SETTING_STRING, .default_text = "http://127.0.0.1:8500",
+	 .min = 1, .check = check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4},
 	INT("consul.check_interval_ms", "10000", 1000, 3600000, false),
 	INT("consul.check_timeout_ms", "2000", 100, 600000, false),
 	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false),
@@ -200,7 +201,7 @@ const struct setting_def settings_table[] = {
 	BOOL("consul.required", "false", false),
 	/* an HTTP header: no line break may reach it */
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "",
-	 .check = check_no_controls, .secret = true},
+	 .check = check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),
@@ -211,9 +212,12 @@ const struct setting_def settings_table[] = {
 	INT("database.acquire_timeout_ms", "1000", 1, 600000, false),
 	INT("database.connect_timeout_ms", "5000", 100, 600000, false),
 	ENUM("database.driver", "sqlite", db_drivers, false),
-	STR("database.host", "localhost", 1, check_no_controls, false),
-	STR("database.name", "myapp", 1, check_no_controls, false),
-	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true},
+	{.name = "database.host", .type = SETTING_STRING, .default_text = "localhost", .min = 1,
+	 .check = check_no_controls, .env = "DB_HOST", .env_order = 6},
+	{.name = "database.name", .type = SETTING_STRING, .default_text = "myapp", .min = 1,
+	 .check = check_no_controls, .env = "DB_NAME", .env_order = 10},
+	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true,
+	 .env = "DB_PASSWORD", .env_order = 9},
 	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
 	/* 8: see pg_pool.h for why (a request holds a connection for one
 	 * statement; two nodes share PostgreSQL's 100 connections) */
@@ -222,9 +226,11 @@ const struct setting_def settings_table[] = {
 	 * database parks at most pool_size + 128 of the 512 workers */
 	INT("database.max_waiters", "128", 0, 100000, false),
 	INT("database.pool_size", "8", 1, 1024, false),
-	INT("database.port", "5432", 1, 65535, false),
+	{.name = "database.port", .type = SETTING_INT, .default_text = "5432", .min = 1, .max = 65535,
+	 .env = "DB_PORT", .env_order = 7},
 	ENUM("database.sslmode", "prefer", db_sslmodes, false),
-	STR("database.user", "postgres", 1, check_no_controls, false),
+	{.name = "database.user", .type = SETTING_STRING, .default_text = "postgres", .min = 1,
+	 .check = check_no_controls, .env = "DB_USER", .env_order = 8},
 	/* events (issue 13): the OrderCreated events of the outbox to RabbitMQ;
 	 * AMQP's short strings end at 255 bytes */
 	INT("events.batch_size", "100", 1, 1000, true),
@@ -242,7 +248,8 @@ const struct setting_def settings_table[] = {
 	{.name = "events.vhost", .type = SETTING_STRING, .default_text = "/", .min = 1, .max = 127,
 	 .check = check_no_controls, .dynamic = true},
 	ENUM("log.format", "json", log_formats, true),
-	ENUM("log.level", "info", log_levels, true),
+	{.name = "log.level", .type = SETTING_STRING, .default_text = "info", .choices = log_levels,
+	 .dynamic = true, .env = "LOG_LEVEL", .env_order = 3},
 	BOOL("maintenance", "false", true),
 	INT("server.idle_timeout_ms", "120000", 1, 3600000, false),
 	INT("server.max_body_bytes", "1048576", 1, 1073741824, false),
@@ -256,8 +263,10 @@ const struct setting_def settings_table[] = {
 	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = check_meta},
 	{.name = "service.modules", .type = SETTING_LIST, .default_text = "users", .min = 1,
 	 .choices = modules},
-	STR("service.name", "users", 1, check_service_name, false),
-	INT("service.port", "8080", 1, 65535, false),
+	{.name = "service.name", .type = SETTING_STRING, .default_text = "users", .min = 1,
+	 .check = check_service_name, .env = "SERVICE_NAME", .env_order = 1},
+	{.name = "service.port", .type = SETTING_INT, .default_text = "8080", .min = 1, .max = 65535,
+	 .env = "SERVER_PORT", .env_order = 2},
 	{.name = "service.tags", .type = SETTING_LIST, .default_text = "[]"},
 
 	/* templates: one set per configured peer / feature */

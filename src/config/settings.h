@@ -32,6 +32,12 @@ struct setting_def {
 	bool dynamic;
 	bool secret;
 	bool derived;              /* default computed from other settings */
+	/* The environment variable that sets it besides MESHNODE_<NAME>
+	 * (Consul's own, the reference design's short names), or NULL; the
+	 * aliases are applied before the MESHNODE_ variables, in env_order
+	 * (1, 2, ...), so that their error lines come in a fixed order. */
+	const char *env;
+	unsigned char env_order;
 };
 
 extern const struct setting_def settings_table[];

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "../../../src/config/settings.h"
 #include "small_stack.h"
 
 #define MAX_FILES 8
@@ -688,6 +689,37 @@ static void test_document_pages(void **state)
 	doc = config_document_page(f->cfg, "", total + 5, 10);
 	assert_int_equal(json_object_size(json_object_get(doc, "settings")), 0);
 	json_decref(doc);
+}
+
+/* The aliases live in the table rows: the same ten as ever, each applied
+ * once, in the order 1..N that keeps their error lines where they were. */
+static void test_settings_env_aliases(void **state)
+{
+	static const char *const expected[][2] = {
+		{"SERVICE_NAME", "service.name"},   {"SERVER_PORT", "service.port"},
+		{"LOG_LEVEL", "log.level"},         {"CONSUL_HTTP_ADDR", "consul.address"},
+		{"CONSUL_HTTP_TOKEN", "consul.token"}, {"DB_HOST", "database.host"},
+		{"DB_PORT", "database.port"},       {"DB_USER", "database.user"},
+		{"DB_PASSWORD", "database.password"}, {"DB_NAME", "database.name"},
+	};
+	size_t n = 0;
+
+	(void)state;
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+		size_t k;
+
+		if (def->env == NULL) {
+			assert_int_equal(def->env_order, 0);
+			continue;
+		}
+		n++;
+		assert_in_range(def->env_order, 1, sizeof(expected) / sizeof(expected[0]));
+		k = def->env_order - 1u;
+		assert_string_equal(def->env, expected[k][0]);
+		assert_string_equal(def->name, expected[k][1]);
+	}
+	assert_int_equal(n, sizeof(expected) / sizeof(expected[0]));
 }
 
 static void test_env_alias_order_independent(void **state)
@@ -1839,6 +1871,7 @@ int main(void)
 		T(test_env_overrides_file),
 		T(test_env_secrets_trimmed),
 		T(test_document_pages),
+		T(test_settings_env_aliases),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
 		T(test_file_and_env_errors_together),
