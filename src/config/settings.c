@@ -23,31 +23,27 @@ static const char *const lb_policies[] = {"round_robin", "random", "least_inflig
 static const char *const discoveries[] = {"http", "dns", NULL};
 static const char *const modules[] = {"users", "orders", NULL};
 
-static bool check_service_name(json_t **value, char *reason, size_t len)
+static enum setting_verdict service_name_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n < 1 || n > 63 || !settings_name_valid(s, n, true)) {
-		snprintf(reason, len, "expected 1 to 63 characters from a-z, 0-9 and '-'");
-		return false;
-	}
-	return true;
+	if (n < 1 || n > 63 || !settings_name_valid(s, n, true))
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_service_id(json_t **value, char *reason, size_t len)
+static enum setting_verdict service_id_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n < 1 || n > 128 || strchr(s, '/')) {
-		snprintf(reason, len, "expected 1 to 128 characters without '/'");
-		return false;
-	}
-	return true;
+	if (n < 1 || n > 128 || strchr(s, '/'))
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_meta(json_t **value, char *reason, size_t len)
+static enum setting_verdict meta_ok(json_t **value)
 {
 	const char *key;
 	json_t *v;
@@ -55,20 +51,15 @@ static bool check_meta(json_t **value, char *reason, size_t len)
 	json_object_foreach(*value, key, v) {
 		size_t n = strlen(key);
 
-		if (n > 128 || !settings_name_valid(key, n, false)) {
-			snprintf(reason, len,
-				 "expected meta keys of 1 to 128 characters from A-Z, a-z, 0-9, "
-				 "'_' and '-'");
-			return false;
-		}
+		if (n > 128 || !settings_name_valid(key, n, false))
+			return SETTING_REFUSED;
 	}
-	return true;
+	return SETTING_OK;
 }
 
-/* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
 /* The agent's DNS interface: a numeric IPv4 address or a bracketed IPv6
  * one, and a port ("127.0.0.1:8600", "[::1]:8600"). */
-static bool check_dns_address(json_t **value, char *reason, size_t len)
+static enum setting_verdict dns_address_ok(json_t **value)
 {
 	const char *s = json_string_value(*value), *colon;
 	unsigned char addr[16];
@@ -95,13 +86,13 @@ static bool check_dns_address(json_t **value, char *reason, size_t len)
 	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
 	    (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1))
 		goto out_refuse;
-	return true;
+	return SETTING_OK;
 out_refuse:
-	snprintf(reason, len, "expected an IP address and a port: 127.0.0.1:8600 or [::1]:8600");
-	return false;
+	return SETTING_REFUSED;
 }
 
-static bool check_consul_address(json_t **value, char *reason, size_t len)
+/* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
+static enum setting_verdict consul_address_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	const char *colon, *p;
@@ -117,7 +108,7 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
 		p = strstr(s, "://") + 3;
 		if (*p != '\0' && *p != '/')
-			return true;
+			return SETTING_OK;
 		goto out_refuse;
 	}
 	if (strstr(s, "://"))
@@ -143,39 +134,49 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 		goto out_nomem;
 	json_decref(*value);
 	*value = norm;
-	return true;
+	return SETTING_OK;
 out_nomem:
-	snprintf(reason, len, "out of memory");
-	return false;
+	return SETTING_NOMEM;
 out_refuse:
-	snprintf(reason, len, "expected an http:// or https:// url or host:port");
-	return false;
+	return SETTING_REFUSED;
 }
 
 /* Host names, user and database names go into libpq's parameters and into
  * log lines: a control character has no place in any of them. */
-static bool check_no_controls(json_t **value, char *reason, size_t len)
+static enum setting_verdict no_controls_ok(json_t **value)
 {
-	for (const char *p = json_string_value(*value); *p; p++) {
-		if ((unsigned char)*p < ' ' || *p == 0x7f) {
-			snprintf(reason, len, "expected no control characters");
-			return false;
-		}
-	}
-	return true;
+	for (const char *p = json_string_value(*value); *p; p++)
+		if ((unsigned char)*p < ' ' || *p == 0x7f)
+			return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_kv_prefix(json_t **value, char *reason, size_t len)
+static enum setting_verdict kv_prefix_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n == 0 || s[n - 1] != '/' || s[0] == '/') {
-		snprintf(reason, len, "expected a key prefix ending with '/'");
-		return false;
-	}
-	return true;
+	if (n == 0 || s[n - 1] != '/' || s[0] == '/')
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
+
+/* The rules beyond type and bounds, with what they expect in words: the
+ * refusal message ("expected ...") and the reference (make docs). */
+static const struct setting_rule check_service_name = {
+	service_name_ok, "1 to 63 characters from a-z, 0-9 and '-'"};
+static const struct setting_rule check_service_id = {
+	service_id_ok, "1 to 128 characters without '/'"};
+static const struct setting_rule check_meta = {
+	meta_ok, "meta keys of 1 to 128 characters from A-Z, a-z, 0-9, '_' and '-'"};
+static const struct setting_rule check_dns_address = {
+	dns_address_ok, "an IP address and a port: 127.0.0.1:8600 or [::1]:8600"};
+static const struct setting_rule check_consul_address = {
+	consul_address_ok, "an http:// or https:// url or host:port"};
+static const struct setting_rule check_no_controls = {
+	no_controls_ok, "no control characters"};
+static const struct setting_rule check_kv_prefix = {
+	kv_prefix_ok, "a key prefix ending with '/'"};
 
 #define STR(n, d, lo, chk, dyn) \
 	{.name = n, .type = SETTING_STRING, .default_text = d, .min = lo, .check = chk, .dynamic = dyn}
@@ -188,20 +189,20 @@ static bool check_kv_prefix(json_t **value, char *reason, size_t len)
 /* Sorted by name, so the effective config lists them in order. */
 const struct setting_def settings_table[] = {
 	{.name = "consul.address", .type = SETTING_STRING, .default_text = "http://127.0.0.1:8500",
-	 .min = 1, .check = check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4},
+	 .min = 1, .check = &check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4},
 	INT("consul.check_interval_ms", "10000", 1000, 3600000, false),
 	INT("consul.check_timeout_ms", "2000", 100, 600000, false),
 	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false),
-	STR("consul.dns_address", "127.0.0.1:8600", 1, check_dns_address, false),
+	STR("consul.dns_address", "127.0.0.1:8600", 1, &check_dns_address, false),
 	INT("consul.kv_max_bytes", "4194304", 1024, 268435456, false),
 	INT("consul.kv_max_keys", "10000", 1, 1000000, false),
-	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = check_kv_prefix,
+	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = &check_kv_prefix,
 	 .derived = true},
 	BOOL("consul.register", "true", false),
 	BOOL("consul.required", "false", false),
 	/* an HTTP header: no line break may reach it */
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "",
-	 .check = check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5},
+	 .check = &check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),
@@ -213,9 +214,9 @@ const struct setting_def settings_table[] = {
 	INT("database.connect_timeout_ms", "5000", 100, 600000, false),
 	ENUM("database.driver", "sqlite", db_drivers, false),
 	{.name = "database.host", .type = SETTING_STRING, .default_text = "localhost", .min = 1,
-	 .check = check_no_controls, .env = "DB_HOST", .env_order = 6},
+	 .check = &check_no_controls, .env = "DB_HOST", .env_order = 6},
 	{.name = "database.name", .type = SETTING_STRING, .default_text = "myapp", .min = 1,
-	 .check = check_no_controls, .env = "DB_NAME", .env_order = 10},
+	 .check = &check_no_controls, .env = "DB_NAME", .env_order = 10},
 	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true,
 	 .env = "DB_PASSWORD", .env_order = 9},
 	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
@@ -230,23 +231,23 @@ const struct setting_def settings_table[] = {
 	 .env = "DB_PORT", .env_order = 7},
 	ENUM("database.sslmode", "prefer", db_sslmodes, false),
 	{.name = "database.user", .type = SETTING_STRING, .default_text = "postgres", .min = 1,
-	 .check = check_no_controls, .env = "DB_USER", .env_order = 8},
+	 .check = &check_no_controls, .env = "DB_USER", .env_order = 8},
 	/* events (issue 13): the OrderCreated events of the outbox to RabbitMQ;
 	 * AMQP's short strings end at 255 bytes */
 	INT("events.batch_size", "100", 1, 1000, true),
 	{.name = "events.broker_address", .type = SETTING_STRING, .default_text = "", .max = 255,
-	 .check = check_no_controls, .dynamic = true},
-	STR("events.broker_service", "rabbitmq", 1, check_service_name, true),
+	 .check = &check_no_controls, .dynamic = true},
+	STR("events.broker_service", "rabbitmq", 1, &check_service_name, true),
 	BOOL("events.enabled", "false", true),
 	{.name = "events.password", .type = SETTING_STRING, .default_text = "guest", .max = 255,
 	 .secret = true, .dynamic = true},
 	{.name = "events.queue", .type = SETTING_STRING, .default_text = "orders", .min = 1,
-	 .max = 255, .check = check_no_controls, .dynamic = true},
+	 .max = 255, .check = &check_no_controls, .dynamic = true},
 	INT("events.retention_ms", "86400000", 1000, 2147483647, true),
 	{.name = "events.user", .type = SETTING_STRING, .default_text = "guest", .min = 1,
-	 .max = 127, .check = check_no_controls, .dynamic = true},
+	 .max = 127, .check = &check_no_controls, .dynamic = true},
 	{.name = "events.vhost", .type = SETTING_STRING, .default_text = "/", .min = 1, .max = 127,
-	 .check = check_no_controls, .dynamic = true},
+	 .check = &check_no_controls, .dynamic = true},
 	ENUM("log.format", "json", log_formats, true),
 	{.name = "log.level", .type = SETTING_STRING, .default_text = "info", .choices = log_levels,
 	 .dynamic = true, .env = "LOG_LEVEL", .env_order = 3},
@@ -258,13 +259,13 @@ const struct setting_def settings_table[] = {
 	INT("server.threads", "512", 1, 1024, false),
 	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
 	STR("service.address", "127.0.0.1", 1, NULL, false),
-	{.name = "service.id", .type = SETTING_STRING, .check = check_service_id,
+	{.name = "service.id", .type = SETTING_STRING, .check = &check_service_id,
 	 .derived = true},
-	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = check_meta},
+	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = &check_meta},
 	{.name = "service.modules", .type = SETTING_LIST, .default_text = "users", .min = 1,
 	 .choices = modules},
 	{.name = "service.name", .type = SETTING_STRING, .default_text = "users", .min = 1,
-	 .check = check_service_name, .env = "SERVICE_NAME", .env_order = 1},
+	 .check = &check_service_name, .env = "SERVICE_NAME", .env_order = 1},
 	{.name = "service.port", .type = SETTING_INT, .default_text = "8080", .min = 1, .max = 65535,
 	 .env = "SERVER_PORT", .env_order = 2},
 	{.name = "service.tags", .type = SETTING_LIST, .default_text = "[]"},
@@ -552,9 +553,19 @@ bool settings_check(const struct setting_def *def, json_t **value, char *reason,
 				goto out_refuse;
 		break;
 	}
-	if (def->check)
-		return def->check(value, reason, len);
-	return true;
+	if (def->check == NULL)
+		return true;
+	switch (def->check->ok(value)) {
+	case SETTING_OK:
+		return true;
+	case SETTING_NOMEM:
+		snprintf(reason, len, "out of memory");
+		return false;
+	case SETTING_REFUSED:
+		break;
+	}
+	snprintf(reason, len, "expected %s", def->check->expects);
+	return false;
 out_refuse:
 	settings_describe(def, reason, len);
 	return false;

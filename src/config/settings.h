@@ -17,9 +17,20 @@ enum setting_type {
 	SETTING_MAP,    /* json object of strings */
 };
 
-/* Extra validation after the type and bounds: may replace *value with a
- * normalised one; false (with 'reason' filled) when the value is refused. */
-typedef bool (*setting_check_fn)(json_t **value, char *reason, size_t len);
+enum setting_verdict {
+	SETTING_OK,
+	SETTING_REFUSED,
+	SETTING_NOMEM,
+};
+
+/* Extra validation after the type and bounds: 'ok' may replace *value with
+ * a normalised one (the old reference released). 'expects' says what the
+ * rule accepts, in the words of the refusal ("expected <expects>") and of
+ * the settings reference (make docs). */
+struct setting_rule {
+	enum setting_verdict (*ok)(json_t **value);
+	const char *expects;
+};
 
 struct setting_def {
 	const char *name;          /* dotted; a '*' segment stands for any name */
@@ -28,7 +39,7 @@ struct setting_def {
 	long long min, max;        /* INT: range; STRING: length; LIST: count
 				      (max 0: no upper bound) */
 	const char *const *choices; /* STRING: allowed values; LIST: allowed items */
-	setting_check_fn check;
+	const struct setting_rule *check; /* NULL: none */
 	bool dynamic;
 	bool secret;
 	bool derived;              /* default computed from other settings */
