@@ -240,10 +240,58 @@ static enum mn_err config_derive(struct config_state *st, const char *name, cons
 	return err == MN_INVALID ? MN_OK : err;
 }
 
+/* Expands a derived default's template into 'out': "<service.name>" is
+ * that setting's value (a string or an integer), "<hostname>" the host's
+ * name. false when the template names no setting that has a value. */
+static bool config_expand_default(const struct config_state *st, const char *tmpl,
+				  const char *hostname, char *out, size_t len)
+{
+	size_t off = 0;
+
+	while (*tmpl && off + 1 < len) {
+		const char *close;
+		char key[128];
+		size_t klen;
+		int n;
+
+		if (*tmpl != '<') {
+			out[off++] = *tmpl++;
+			continue;
+		}
+		close = strchr(tmpl, '>');
+		klen = close ? (size_t)(close - tmpl - 1) : 0;
+		if (klen == 0 || klen >= sizeof(key))
+			return false;
+		memcpy(key, tmpl + 1, klen);
+		key[klen] = '\0';
+		if (strcmp(key, "hostname") == 0) {
+			n = snprintf(out + off, len - off, "%s", hostname);
+		} else {
+			const struct config_slot *slot = config_state_find(st, key);
+
+			if (slot == NULL)
+				return false;
+			if (json_is_string(slot->value))
+				n = snprintf(out + off, len - off, "%s",
+					     json_string_value(slot->value));
+			else if (json_is_integer(slot->value))
+				n = snprintf(out + off, len - off, "%lld",
+					     (long long)json_integer_value(slot->value));
+			else
+				return false;
+		}
+		if (n < 0)
+			return false;
+		off += (size_t)n < len - off ? (size_t)n : len - off - 1;
+		tmpl = close + 1;
+	}
+	out[off] = '\0';
+	return true;
+}
+
+/* The derived defaults, from the other settings as the layers left them. */
 static enum mn_err config_apply_derived(struct config_state *st, const char *hostname)
 {
-	const char *name = config_state_string(st, "service.name");
-	struct config_slot *port = config_state_find(st, "service.port");
 	char host[256], text[512];
 	enum mn_err err;
 
@@ -253,17 +301,18 @@ static enum mn_err config_apply_derived(struct config_state *st, const char *hos
 		host[sizeof(host) - 1] = '\0';
 		hostname = host;
 	}
-	snprintf(text, sizeof(text), "%s-%s-%lld", name, hostname,
-		 (long long)json_integer_value(port->value));
-	err = config_derive(st, "service.id", text);
-	if (err != MN_OK)
-		return err;
-	snprintf(text, sizeof(text), "config/%s/", name);
-	err = config_derive(st, "consul.kv_prefix", text);
-	if (err != MN_OK)
-		return err;
-	snprintf(text, sizeof(text), "data/%s.db", name);
-	return config_derive(st, "database.path", text);
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+
+		if (!def->derived)
+			continue;
+		if (!config_expand_default(st, def->default_text, hostname, text, sizeof(text)))
+			return MN_INTERNAL;
+		err = config_derive(st, def->name, text);
+		if (err != MN_OK)
+			return err;
+	}
+	return MN_OK;
 }
 
 /* A configured peer shows all its settings: the unset ones as defaults.

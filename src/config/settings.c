@@ -196,8 +196,8 @@ const struct setting_def settings_table[] = {
 	STR("consul.dns_address", "127.0.0.1:8600", 1, &check_dns_address, false),
 	INT("consul.kv_max_bytes", "4194304", 1024, 268435456, false),
 	INT("consul.kv_max_keys", "10000", 1, 1000000, false),
-	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = &check_kv_prefix,
-	 .derived = true},
+	{.name = "consul.kv_prefix", .type = SETTING_STRING, .default_text = "config/<service.name>/",
+	 .check = &check_kv_prefix, .derived = true},
 	BOOL("consul.register", "true", false),
 	BOOL("consul.required", "false", false),
 	/* an HTTP header: no line break may reach it */
@@ -219,7 +219,8 @@ const struct setting_def settings_table[] = {
 	 .check = &check_no_controls, .env = "DB_NAME", .env_order = 10},
 	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true,
 	 .env = "DB_PASSWORD", .env_order = 9},
-	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
+	{.name = "database.path", .type = SETTING_STRING, .default_text = "data/<service.name>.db",
+	 .min = 1, .derived = true},
 	/* 8: see pg_pool.h for why (a request holds a connection for one
 	 * statement; two nodes share PostgreSQL's 100 connections) */
 	/* 128: a pool of 8 serves a burst of that many in a few ms when the
@@ -259,7 +260,8 @@ const struct setting_def settings_table[] = {
 	INT("server.threads", "512", 1, 1024, false),
 	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
 	STR("service.address", "127.0.0.1", 1, NULL, false),
-	{.name = "service.id", .type = SETTING_STRING, .check = &check_service_id,
+	{.name = "service.id", .type = SETTING_STRING,
+	 .default_text = "<service.name>-<hostname>-<service.port>", .check = &check_service_id,
 	 .derived = true},
 	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = &check_meta},
 	{.name = "service.modules", .type = SETTING_LIST, .default_text = "users", .min = 1,

@@ -35,7 +35,10 @@ struct setting_rule {
 struct setting_def {
 	const char *name;          /* dotted; a '*' segment stands for any name */
 	enum setting_type type;
-	const char *default_text;  /* parsed like any text; NULL: derived or none */
+	const char *default_text;  /* parsed like any text; NULL: none. When
+				      'derived', a template: "<service.name>"
+				      stands for that setting's value,
+				      "<hostname>" for the host's name */
 	long long min, max;        /* INT: range; STRING: length; LIST: count
 				      (max 0: no upper bound) */
 	const char *const *choices; /* STRING: allowed values; LIST: allowed items */
