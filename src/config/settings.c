@@ -202,7 +202,8 @@ const struct setting_def settings_table[] = {
 	BOOL("consul.required", "false", false),
 	/* an HTTP header: no line break may reach it */
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "",
-	 .check = &check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5},
+	 .check = &check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5,
+	 .env_file = "CONSUL_HTTP_TOKEN_FILE"},
 	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
 	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
 	INT("consul.watch_max_services", "32", 1, 1000, false),

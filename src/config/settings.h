@@ -52,6 +52,9 @@ struct setting_def {
 	 * (1, 2, ...), so that their error lines come in a fixed order. */
 	const char *env;
 	unsigned char env_order;
+	/* The environment variable naming a file that holds the value
+	 * (CONSUL_HTTP_TOKEN_FILE), read after the aliases; or NULL. */
+	const char *env_file;
 };
 
 extern const struct setting_def settings_table[];
