@@ -123,6 +123,8 @@ struct config {
 	bool maintenance;
 	struct config_peer *peers;
 	size_t n_peers;
+	/* a peer that is not configured: the peers.* rows' defaults, name NULL */
+	struct config_peer peer_defaults;
 	struct config_feature *features;
 	size_t n_features;
 

@@ -58,6 +58,17 @@ struct setting_def {
 	/* The environment variable naming a file that holds the value
 	 * (CONSUL_HTTP_TOKEN_FILE), read after the aliases; or NULL. */
 	const char *env_file;
+	/* Where the value lives: 'size' bytes at 'offset' in struct config,
+	 * or for a peers.* row in struct config_peer (size 0: nowhere, the
+	 * features.* row). By 'type': STRING a char * (owned); INT an int or
+	 * an int64_t, by size; BOOL a bool; LIST a NULL-terminated char **
+	 * with its count (size_t) at 'offset_n'; MAP the keys' char ** at
+	 * 'offset' and the values' at 'offset_values', the count at
+	 * 'offset_n'. 'flag': a STRING of two choices kept as a bool, true
+	 * for the second. */
+	size_t offset, size;
+	size_t offset_n, offset_values;
+	bool flag;
 };
 
 extern const struct setting_def settings_table[];

@@ -223,6 +223,196 @@ static void test_defaults(void **state)
 	assert_string_equal(warnings_text(f), "");
 }
 
+/* Every setting set to a value of its own: each lands in its own field of
+ * struct config or struct config_peer (the rows' offsetof, checked here
+ * against the fields by name), and the whole is freed without a leak. */
+static const char file_every_setting[] =
+	"service = { name = \"orders-x\"; id = \"orders-x-1\"; address = \"127.0.0.2\";\n"
+	"  port = 9181; tags = [\"a\", \"b\"]; meta = { zone = \"eu\"; };\n"
+	"  modules = [\"users\", \"orders\"]; };\n"
+	"server = { read_timeout_ms = 5001; write_timeout_ms = 10002; idle_timeout_ms = 120003;\n"
+	"  threads = 34; max_body_bytes = 1048575; shutdown_timeout_ms = 10006; };\n"
+	"consul = { address = \"127.0.0.1:1\"; token = \"tok\"; kv_prefix = \"config/c/\";\n"
+	"  register = false; required = true; check_interval_ms = 10007;\n"
+	"  check_timeout_ms = 2008; deregister_critical_after_ms = 60009;\n"
+	"  dns_address = \"127.0.0.1:8601\"; kv_max_keys = 10010; kv_max_bytes = 4194311;\n"
+	"  watch_max_services = 42; watch_max_bytes = 67108877; watch_idle_ms = 600013;\n"
+	"  watch_wait_ms = 30014; };\n"
+	"database = { driver = \"postgres\"; path = \"/tmp/x.db\"; host = \"db.example\";\n"
+	"  port = 5433; user = \"u1\"; password = \"p1\"; name = \"n1\"; pool_size = 9;\n"
+	"  connect_timeout_ms = 5015; acquire_timeout_ms = 1016; max_waiters = 117;\n"
+	"  sslmode = \"require\"; };\n"
+	"log = { level = \"warn\"; format = \"text\"; };\n"
+	"events = { enabled = true; broker_service = \"rmq\"; broker_address = \"h:5673\";\n"
+	"  vhost = \"/v\"; user = \"eu\"; password = \"ep\"; queue = \"q1\"; batch_size = 118;\n"
+	"  retention_ms = 86400019; };\n"
+	"maintenance = true;\n"
+	"peers = { users = { timeout_ms = 5020; connect_timeout_ms = 221; retries = 3;\n"
+	"  lb = \"least_inflight\"; tag = \"blue\"; breaker_failures = 6;\n"
+	"  breaker_open_ms = 10022;\n"
+	"  panic_threshold = 23; discovery = \"dns\"; }; };\n"
+	"features = { beta = true; };\n";
+
+static void test_every_setting_in_its_field(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_peer *p;
+	const struct config *c;
+
+	src.file_path = write_file(f, "a.cfg", file_every_setting);
+	load_ok(f, &src);
+	c = f->cfg;
+	assert_string_equal(c->service_name, "orders-x");
+	assert_string_equal(c->service_id, "orders-x-1");
+	assert_string_equal(c->service_address, "127.0.0.2");
+	assert_int_equal(c->service_port, 9181);
+	assert_int_equal(c->n_service_tags, 2);
+	assert_string_equal(c->service_tags[1], "b");
+	assert_null(c->service_tags[2]);
+	assert_int_equal(c->n_service_meta, 1);
+	assert_string_equal(c->service_meta_keys[0], "zone");
+	assert_string_equal(c->service_meta_values[0], "eu");
+	assert_int_equal(c->n_service_modules, 2);
+	assert_string_equal(c->service_modules[1], "orders");
+	assert_int_equal(c->read_timeout_ms, 5001);
+	assert_int_equal(c->write_timeout_ms, 10002);
+	assert_int_equal(c->idle_timeout_ms, 120003);
+	assert_int_equal(c->threads, 34);
+	assert_int_equal(c->max_body_bytes, 1048575);
+	assert_int_equal(c->shutdown_timeout_ms, 10006);
+	assert_string_equal(c->consul_address, "http://127.0.0.1:1");
+	assert_string_equal(c->consul_token, "tok");
+	assert_string_equal(c->consul_kv_prefix, "config/c/");
+	assert_false(c->consul_register);
+	assert_true(c->consul_required);
+	assert_int_equal(c->consul_check_interval_ms, 10007);
+	assert_int_equal(c->consul_check_timeout_ms, 2008);
+	assert_int_equal(c->consul_deregister_critical_after_ms, 60009);
+	assert_string_equal(c->consul_dns_address, "127.0.0.1:8601");
+	assert_int_equal(c->consul_kv_max_keys, 10010);
+	assert_int_equal(c->consul_kv_max_bytes, 4194311);
+	assert_int_equal(c->consul_watch_max_services, 42);
+	assert_int_equal(c->consul_watch_max_bytes, 67108877);
+	assert_int_equal(c->consul_watch_idle_ms, 600013);
+	assert_int_equal(c->consul_watch_wait_ms, 30014);
+	assert_string_equal(c->database_driver, "postgres");
+	assert_string_equal(c->database_path, "/tmp/x.db");
+	assert_string_equal(c->database_host, "db.example");
+	assert_int_equal(c->database_port, 5433);
+	assert_string_equal(c->database_user, "u1");
+	assert_string_equal(c->database_password, "p1");
+	assert_string_equal(c->database_name, "n1");
+	assert_int_equal(c->database_pool_size, 9);
+	assert_int_equal(c->database_connect_timeout_ms, 5015);
+	assert_int_equal(c->database_acquire_timeout_ms, 1016);
+	assert_int_equal(c->database_max_waiters, 117);
+	assert_string_equal(c->database_sslmode, "require");
+	assert_string_equal(c->log_level, "warn");
+	assert_string_equal(c->log_format, "text");
+	assert_true(c->events_enabled);
+	assert_string_equal(c->events_broker_service, "rmq");
+	assert_string_equal(c->events_broker_address, "h:5673");
+	assert_string_equal(c->events_vhost, "/v");
+	assert_string_equal(c->events_user, "eu");
+	assert_string_equal(c->events_password, "ep");
+	assert_string_equal(c->events_queue, "q1");
+	assert_int_equal(c->events_batch_size, 118);
+	assert_int_equal(c->events_retention_ms, 86400019);
+	assert_true(c->maintenance);
+	assert_int_equal(c->n_peers, 1);
+	p = config_peer_get(c, "users");
+	assert_string_equal(p->name, "users");
+	assert_int_equal(p->timeout_ms, 5020);
+	assert_int_equal(p->connect_timeout_ms, 221);
+	assert_int_equal(p->retries, 3);
+	assert_string_equal(p->lb, "least_inflight");
+	assert_string_equal(p->tag, "blue");
+	assert_int_equal(p->breaker_failures, 6);
+	assert_int_equal(p->breaker_open_ms, 10022);
+	assert_int_equal(p->panic_threshold, 23);
+	assert_true(p->dns);
+	assert_true(config_feature_enabled(c, "beta"));
+}
+
+/* The peer that is not configured is the peers.* rows' defaults: the same
+ * as a configured peer given only a default value. */
+static void test_default_peer_is_the_rows_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct config_peer *d, *p;
+
+	src.file_path = write_file(f, "a.cfg", "peers = { users = { retries = 2; }; };\n");
+	load_ok(f, &src);
+	d = config_peer_get(f->cfg, "nobody");
+	p = config_peer_get(f->cfg, "users");
+	assert_null(d->name);
+	assert_string_equal(p->name, "users");
+	assert_int_equal(d->timeout_ms, 5000);
+	assert_int_equal(d->timeout_ms, p->timeout_ms);
+	assert_int_equal(d->connect_timeout_ms, 250);
+	assert_int_equal(d->connect_timeout_ms, p->connect_timeout_ms);
+	assert_int_equal(d->retries, 2);
+	assert_int_equal(d->retries, p->retries);
+	assert_string_equal(d->lb, "round_robin");
+	assert_string_equal(d->lb, p->lb);
+	assert_string_equal(d->tag, "");
+	assert_string_equal(d->tag, p->tag);
+	assert_int_equal(d->breaker_failures, 5);
+	assert_int_equal(d->breaker_failures, p->breaker_failures);
+	assert_int_equal(d->breaker_open_ms, 10000);
+	assert_int_equal(d->breaker_open_ms, p->breaker_open_ms);
+	assert_int_equal(d->panic_threshold, 50);
+	assert_int_equal(d->panic_threshold, p->panic_threshold);
+	assert_false(d->dns);
+	assert_false(p->dns);
+}
+
+/* Each row names a field of the size its type needs, inside its struct,
+ * and no two rows share one. */
+static void test_settings_fields(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *a = &settings_table[i];
+		bool peer = strncmp(a->name, "peers.*.", 8) == 0;
+		size_t limit = peer ? sizeof(struct config_peer) : sizeof(struct config);
+
+		if (strcmp(a->name, "features.*") == 0) {
+			assert_int_equal(a->size, 0);
+			continue;
+		}
+		if (a->size == 0)
+			fail_msg("'%s' names no field", a->name);
+		assert_true(a->offset + a->size <= limit);
+		switch (a->type) {
+		case SETTING_STRING:
+			assert_int_equal(a->size, a->flag ? sizeof(bool) : sizeof(char *));
+			if (a->flag)
+				assert_non_null(a->choices[1]);
+			break;
+		case SETTING_INT:
+			assert_true(a->size == sizeof(int) || a->size == sizeof(int64_t));
+			break;
+		case SETTING_BOOL: assert_int_equal(a->size, sizeof(bool)); break;
+		case SETTING_LIST:
+		case SETTING_MAP:
+			assert_int_equal(a->size, sizeof(char **));
+			assert_true(a->offset_n + sizeof(size_t) <= limit);
+			break;
+		}
+		for (size_t k = 0; k < i; k++) {
+			const struct setting_def *b = &settings_table[k];
+
+			if (b->size == 0 || (strncmp(b->name, "peers.*.", 8) == 0) != peer)
+				continue;
+			if (a->offset < b->offset + b->size && b->offset < a->offset + a->size)
+				fail_msg("'%s' and '%s' share a field", a->name, b->name);
+		}
+	}
+}
+
 static void test_default_hostname_from_system(void **state)
 {
 	struct fixture *f = *state;
@@ -1871,6 +2061,9 @@ int main(void)
 		T(test_env_overrides_file),
 		T(test_env_secrets_trimmed),
 		T(test_document_pages),
+		T(test_every_setting_in_its_field),
+		T(test_default_peer_is_the_rows_defaults),
+		T(test_settings_fields),
 		T(test_settings_env_aliases),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
