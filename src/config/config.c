@@ -419,14 +419,17 @@ static bool field_set_map(void *base, const struct setting_def *def, const json_
 }
 
 /* Stores 'v' (of def's type; NULL: none, an empty or zero value) in the
- * field 'def' names in 'base' (a struct config, or a struct config_peer
+ * field 'def' names in 'base' (a struct config, or a struct peer_settings
  * for a peers.* row); false when out of memory, the field then holding
  * what field_free() releases. */
 static bool field_set(void *base, const struct setting_def *def, const json_t *v)
 {
 	void *f = field_at(base, def->offset);
 	const char *s;
+	char *dup;
 
+	/* through memcpy: the field may be signed or not (the bounds keep
+	 * the value in both), a char * or a const char * */
 	switch (def->type) {
 	case SETTING_STRING:
 		s = json_string_value(v);
@@ -434,13 +437,19 @@ static bool field_set(void *base, const struct setting_def *def, const json_t *v
 			*(bool *)f = s && strcmp(s, def->choices[1]) == 0;
 			return true;
 		}
-		*(char **)f = strdup(s ? s : "");
-		return *(char **)f != NULL;
+		dup = strdup(s ? s : "");
+		memcpy(f, &dup, sizeof(dup));
+		return dup != NULL;
 	case SETTING_INT:
-		if (def->size == sizeof(int64_t))
-			*(int64_t *)f = json_integer_value(v);
-		else
-			*(int *)f = (int)json_integer_value(v);
+		if (def->size == sizeof(int64_t)) {
+			int64_t n = json_integer_value(v);
+
+			memcpy(f, &n, sizeof(n));
+		} else {
+			int n = (int)json_integer_value(v);
+
+			memcpy(f, &n, sizeof(n));
+		}
 		return true;
 	case SETTING_BOOL:
 		*(bool *)f = json_is_true(v);
@@ -463,7 +472,7 @@ static void field_free(void *base, const struct setting_def *def)
 	case SETTING_STRING:
 		if (def->flag)
 			return;
-		s = *(char **)f;
+		memcpy(&s, f, sizeof(s));
 		if (s && def->secret)
 			explicit_bzero(s, strlen(s));
 		free(s);
@@ -482,7 +491,7 @@ static void field_free(void *base, const struct setting_def *def)
 	}
 }
 
-/* A row that fills a field of struct config_peer. */
+/* A row that fills a field of struct peer_settings. */
 static bool is_peer_row(const struct setting_def *def)
 {
 	return def->size && strncmp(def->name, "peers.*.", 8) == 0;
@@ -494,24 +503,28 @@ static bool is_config_row(const struct setting_def *def)
 	return def->size && !settings_is_template(def);
 }
 
-static void config_peer_release(struct config_peer *p)
+static void config_peer_release(struct peer_settings *p)
 {
-	free(p->name);
+	free((char *)p->name);
 	for (size_t i = 0; i < settings_count; i++)
 		if (is_peer_row(&settings_table[i]))
 			field_free(p, &settings_table[i]);
 }
 
 /* The peer's string settings that no entry gave are empty, never NULL. */
-static bool config_peer_complete(struct config_peer *p)
+static bool config_peer_complete(struct peer_settings *p)
 {
 	bool ok = true;
 
 	for (size_t i = 0; i < settings_count; i++) {
 		const struct setting_def *def = &settings_table[i];
 
-		if (is_peer_row(def) && def->type == SETTING_STRING && !def->flag &&
-		    *(char **)field_at(p, def->offset) == NULL)
+		const char *s;
+
+		if (!is_peer_row(def) || def->type != SETTING_STRING || def->flag)
+			continue;
+		memcpy(&s, field_at(p, def->offset), sizeof(s));
+		if (s == NULL)
 			ok = field_set(p, def, NULL) && ok;
 	}
 	return ok;
@@ -519,7 +532,7 @@ static bool config_peer_complete(struct config_peer *p)
 
 /* The settings of a peer that is not configured: the peers.* rows'
  * defaults. */
-static bool config_peer_defaults(struct config_peer *p)
+static bool config_peer_defaults(struct peer_settings *p)
 {
 	char reason[256];
 	bool ok = true;
@@ -545,7 +558,7 @@ static void cfg_peers_features(struct builder *b)
 	/* entries are sorted, so one peer's settings are adjacent */
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		const char *s = cfg->entries[i].name;
-		struct config_peer *p;
+		struct peer_settings *p;
 		size_t plen;
 
 		if (strncmp(s, "features.", 9) == 0) {
@@ -601,7 +614,7 @@ out_nomem:
 
 static int peer_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct config_peer *)a)->name, ((const struct config_peer *)b)->name);
+	return strcmp(((const struct peer_settings *)a)->name, ((const struct peer_settings *)b)->name);
 }
 
 static void config_fill(struct builder *b)
@@ -846,10 +859,10 @@ const struct config_entry *config_entry_find(const struct config *cfg, const cha
 	return bsearch(&key, cfg->entries, cfg->n_entries, sizeof(key), entry_cmp);
 }
 
-const struct config_peer *config_peer_get(const struct config *cfg, const char *name)
+const struct peer_settings *config_peer_get(const struct config *cfg, const char *name)
 {
-	struct config_peer key = {.name = (char *)name};
-	const struct config_peer *p;
+	struct peer_settings key = {.name = (char *)name};
+	const struct peer_settings *p;
 
 	if (name == NULL || cfg->n_peers == 0)
 		return &cfg->peer_defaults;

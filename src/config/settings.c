@@ -191,7 +191,7 @@ static const struct setting_rule check_kv_prefix = {
 #define BOOL(n, d, dyn, ...) \
 	{.name = n, .type = SETTING_BOOL, .default_text = d, .dynamic = dyn, __VA_ARGS__}
 
-/* Where a value lives: a field of struct config, of struct config_peer
+/* Where a value lives: a field of struct config, of struct peer_settings
  * (the peers.* rows), a list with its count, a map's keys and values with
  * their count, a two-choice string kept as a bool. */
 #define FIELD_SIZE(type, f) sizeof(((type *)0)->f)
@@ -201,7 +201,7 @@ static const struct setting_rule check_kv_prefix = {
 	AT(keys), .offset_values = offsetof(struct config, values), \
 		  .offset_n = offsetof(struct config, n)
 #define AT_PEER(f) \
-	.offset = offsetof(struct config_peer, f), .size = FIELD_SIZE(struct config_peer, f)
+	.offset = offsetof(struct peer_settings, f), .size = FIELD_SIZE(struct peer_settings, f)
 #define AT_PEER_FLAG(f) AT_PEER(f), .flag = true
 
 /* Sorted by name, so the effective config lists them in order. */

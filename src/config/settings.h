@@ -59,7 +59,7 @@ struct setting_def {
 	 * (CONSUL_HTTP_TOKEN_FILE), read after the aliases; or NULL. */
 	const char *env_file;
 	/* Where the value lives: 'size' bytes at 'offset' in struct config,
-	 * or for a peers.* row in struct config_peer (size 0: nowhere, the
+	 * or for a peers.* row in struct peer_settings (size 0: nowhere, the
 	 * features.* row). By 'type': STRING a char * (owned); INT an int or
 	 * an int64_t, by size; BOOL a bool; LIST a NULL-terminated char **
 	 * with its count (size_t) at 'offset_n'; MAP the keys' char ** at

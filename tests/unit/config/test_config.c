@@ -149,7 +149,7 @@ static void test_defaults(void **state)
 	struct fixture *f = *state;
 	struct config_sources src = {0};
 	const struct config *cfg;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 
 	load_ok(f, &src);
 	cfg = f->cfg;
@@ -224,7 +224,7 @@ static void test_defaults(void **state)
 }
 
 /* Every setting set to a value of its own: each lands in its own field of
- * struct config or struct config_peer (the rows' offsetof, checked here
+ * struct config or struct peer_settings (the rows' offsetof, checked here
  * against the fields by name), and the whole is freed without a leak. */
 static const char file_every_setting[] =
 	"service = { name = \"orders-x\"; id = \"orders-x-1\"; address = \"127.0.0.2\";\n"
@@ -257,7 +257,7 @@ static void test_every_setting_in_its_field(void **state)
 {
 	struct fixture *f = *state;
 	struct config_sources src = {0};
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	const struct config *c;
 
 	src.file_path = write_file(f, "a.cfg", file_every_setting);
@@ -341,7 +341,7 @@ static void test_default_peer_is_the_rows_defaults(void **state)
 {
 	struct fixture *f = *state;
 	struct config_sources src = {0};
-	const struct config_peer *d, *p;
+	const struct peer_settings *d, *p;
 
 	src.file_path = write_file(f, "a.cfg", "peers = { users = { retries = 2; }; };\n");
 	load_ok(f, &src);
@@ -377,7 +377,7 @@ static void test_settings_fields(void **state)
 	for (size_t i = 0; i < settings_count; i++) {
 		const struct setting_def *a = &settings_table[i];
 		bool peer = strncmp(a->name, "peers.*.", 8) == 0;
-		size_t limit = peer ? sizeof(struct config_peer) : sizeof(struct config);
+		size_t limit = peer ? sizeof(struct peer_settings) : sizeof(struct config);
 
 		if (strcmp(a->name, "features.*") == 0) {
 			assert_int_equal(a->size, 0);
@@ -450,7 +450,7 @@ static void test_file_overrides_defaults(void **state)
 	struct fixture *f = *state;
 	struct config_sources src = {0};
 	const struct config *cfg;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	char origin[256];
 	const char *path = write_file(f, "a.cfg", file_full);
 
@@ -1380,7 +1380,7 @@ static void test_peers_and_features_from_every_layer(void **state)
 		"MESHNODE_MAINTENANCE=true",
 		NULL,
 	};
-	const struct config_peer *p;
+	const struct peer_settings *p;
 
 	src.file_path = write_file(f, "a.cfg", "peers = { users = { timeout_ms = 2000; }; };\n"
 					       "features = { beta = false; dark = true; };\n");
@@ -1426,7 +1426,7 @@ static void test_long_peer_name(void **state)
 	struct config_sources src = {0};
 	char longest[129], too_long[130], huge[291], k1[200], k2[200], k3[340], text[1024];
 	struct config_kv_pair kv[3];
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	enum mn_err err;
 
 	memset(longest, 'a', sizeof(longest) - 1);
@@ -1635,7 +1635,7 @@ static void test_peer_lookup_by_name(void **state)
 	load_ok(f, &src);
 	assert_int_equal(f->cfg->n_peers, 5);
 	for (int i = 0; i < 5; i++) {
-		const struct config_peer *p = config_peer_get(f->cfg, names[i]);
+		const struct peer_settings *p = config_peer_get(f->cfg, names[i]);
 
 		assert_non_null(p->name);
 		assert_string_equal(p->name, names[i]);
@@ -1908,7 +1908,7 @@ static void test_ten_thousand_key_listing(void **state)
 	struct config_sources src = {0};
 	struct config *running;
 	size_t n_valid = 0, n_unknown = 0, n_refused = 0, more = 0;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	const char *line;
 	char want[256];
 
