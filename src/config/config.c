@@ -614,7 +614,8 @@ out_nomem:
 
 static int peer_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct peer_settings *)a)->name, ((const struct peer_settings *)b)->name);
+	return strcmp(((const struct peer_settings *)a)->name,
+		      ((const struct peer_settings *)b)->name);
 }
 
 static void config_fill(struct builder *b)
@@ -674,7 +675,6 @@ out_free:
 	config_free(cfg);
 	return MN_NOMEM;
 }
-
 
 /* A reload never changes a static setting half-way: each static slot whose
  * value differs from the running config takes the running value, source
