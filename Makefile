@@ -48,7 +48,7 @@ CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test-deps test test-cluster unit-build run demo bench install uninstall clean format FORCE
+.PHONY: all deps test-deps test test-cluster unit-build run demo bench docs install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -83,6 +83,15 @@ $(INSTALL_BIN): $(BUILD)/install/main.o $(LIB)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+# The settings reference: docs/configuration.md between its marker lines,
+# from the settings table (src/config/settings.c); test_settings_doc fails
+# when the checked-in page is stale.
+$(BUILD)/settings_doc: scripts/settings_doc.c $(LIB)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+
+docs: $(BUILD)/settings_doc
+	$(BUILD)/settings_doc docs/configuration.md
 
 # What building and running a node needs (compiler, -dev libraries, curl,
 # consul), and no more: no server is installed or started.
@@ -159,4 +168,5 @@ clean:
 
 include tests/fuzz/fuzz.mk
 
--include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d)
+-include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d) \
+	$(BUILD)/settings_doc.d

@@ -537,19 +537,9 @@ static const void *peer_settings_get(void *ctx, const char *service, struct peer
 {
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
-	const struct config_peer *p = config_peer_get(cfg, service);
 
-	*s = (struct peer_settings){
-		.timeout_ms = (uint64_t)p->timeout_ms,
-		.connect_timeout_ms = (uint64_t)p->connect_timeout_ms,
-		.retries = (unsigned)p->retries,
-		.lb = p->lb,
-		.tag = p->tag,
-		.breaker_failures = (unsigned)p->breaker_failures,
-		.breaker_open_ms = (uint64_t)p->breaker_open_ms,
-		.panic_threshold = (unsigned)p->panic_threshold,
-		.dns = p->dns,
-	};
+	/* its strings stay the config's, held until peer_settings_put() */
+	*s = *config_peer_get(cfg, service);
 	return cfg;
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
+#include "peers/peer_settings.h"
 
 enum config_source {
 	CONFIG_SRC_DEFAULT,
@@ -21,19 +22,6 @@ enum config_source {
 
 /* "default", "file", "kv", "env". */
 const char *config_source_name(enum config_source src);
-
-struct config_peer {
-	char *name;
-	int timeout_ms;        /* 5000: one attempt, connection included */
-	int connect_timeout_ms; /* 250: connection setup of one attempt */
-	int retries;           /* 2 */
-	char *lb;              /* "round_robin" | "random" | "least_inflight" */
-	char *tag;             /* "" = any instance */
-	int breaker_failures;  /* 5 */
-	int breaker_open_ms;   /* 10000 */
-	int panic_threshold;   /* 50: percent passing below which every instance is called */
-	bool dns;              /* discovery = "dns": through the agent's DNS interface */
-};
 
 struct config_feature {
 	char *name;
@@ -121,8 +109,10 @@ struct config {
 
 	/* dynamic */
 	bool maintenance;
-	struct config_peer *peers;
+	struct peer_settings *peers;
 	size_t n_peers;
+	/* a peer that is not configured: the peers.* rows' defaults, name NULL */
+	struct peer_settings peer_defaults;
 	struct config_feature *features;
 	size_t n_features;
 
@@ -248,7 +238,7 @@ json_t *config_document_page(const struct config *cfg, const char *prefix, size_
 /* The effective peer settings for 'name': the configured ones, or defaults
  * when the peer is not configured (borrowed, valid while cfg lives; the
  * defaults' name is NULL). */
-const struct config_peer *config_peer_get(const struct config *cfg, const char *name);
+const struct peer_settings *config_peer_get(const struct config *cfg, const char *name);
 
 /* true when the feature is configured and enabled. */
 bool config_feature_enabled(const struct config *cfg, const char *name);

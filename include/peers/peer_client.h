@@ -17,28 +17,10 @@
 
 #include "http/client.h"
 #include "metrics/metrics.h"
+#include "peers/peer_settings.h"
 #include "peers/resolver.h"
 
 struct peer_client;
-
-/* The settings of one call, from peers.<name>.* (dynamic: read from the
- * config in force at each call). */
-struct peer_settings {
-	uint64_t timeout_ms;          /* per attempt */
-	uint64_t connect_timeout_ms;  /* connection setup of an attempt, and how
-					 long the instance's host may leave bytes
-					 sent to it unacknowledged (within
-					 timeout_ms); 0: timeout_ms */
-	unsigned retries;             /* further attempts, each on another instance */
-	const char *lb;               /* "round_robin", "random", "least_inflight" */
-	const char *tag;              /* "" or NULL: any instance */
-	bool dns;                     /* found through Consul's DNS interface,
-					 not blocking health queries */
-	unsigned breaker_failures;
-	uint64_t breaker_open_ms;
-	unsigned panic_threshold;     /* percent: shown in the view; the resolver
-					 applies it (resolver_opts.panic_threshold) */
-};
 
 struct peer_request {
 	const char *service;

@@ -19,21 +19,6 @@
 /* A value shown in a change line is cut past this many bytes. */
 #define CHANGE_VALUE_MAX 120
 
-static char peer_default_lb[] = "round_robin";
-static char peer_default_tag[] = "";
-
-static const struct config_peer peer_defaults = {
-	.name = NULL,
-	.timeout_ms = 5000,
-	.connect_timeout_ms = 250,
-	.retries = 2,
-	.lb = peer_default_lb,
-	.tag = peer_default_tag,
-	.breaker_failures = 5,
-	.breaker_open_ms = 10000,
-	.panic_threshold = 50,
-};
-
 const char *config_source_name(enum config_source src)
 {
 	switch (src) {
@@ -240,10 +225,58 @@ static enum mn_err config_derive(struct config_state *st, const char *name, cons
 	return err == MN_INVALID ? MN_OK : err;
 }
 
+/* Expands a derived default's template into 'out': "<service.name>" is
+ * that setting's value (a string or an integer), "<hostname>" the host's
+ * name. false when the template names no setting that has a value. */
+static bool config_expand_default(const struct config_state *st, const char *tmpl,
+				  const char *hostname, char *out, size_t len)
+{
+	size_t off = 0;
+
+	while (*tmpl && off + 1 < len) {
+		const char *close;
+		char key[128];
+		size_t klen;
+		int n;
+
+		if (*tmpl != '<') {
+			out[off++] = *tmpl++;
+			continue;
+		}
+		close = strchr(tmpl, '>');
+		klen = close ? (size_t)(close - tmpl - 1) : 0;
+		if (klen == 0 || klen >= sizeof(key))
+			return false;
+		memcpy(key, tmpl + 1, klen);
+		key[klen] = '\0';
+		if (strcmp(key, "hostname") == 0) {
+			n = snprintf(out + off, len - off, "%s", hostname);
+		} else {
+			const struct config_slot *slot = config_state_find(st, key);
+
+			if (slot == NULL)
+				return false;
+			if (json_is_string(slot->value))
+				n = snprintf(out + off, len - off, "%s",
+					     json_string_value(slot->value));
+			else if (json_is_integer(slot->value))
+				n = snprintf(out + off, len - off, "%lld",
+					     (long long)json_integer_value(slot->value));
+			else
+				return false;
+		}
+		if (n < 0)
+			return false;
+		off += (size_t)n < len - off ? (size_t)n : len - off - 1;
+		tmpl = close + 1;
+	}
+	out[off] = '\0';
+	return true;
+}
+
+/* The derived defaults, from the other settings as the layers left them. */
 static enum mn_err config_apply_derived(struct config_state *st, const char *hostname)
 {
-	const char *name = config_state_string(st, "service.name");
-	struct config_slot *port = config_state_find(st, "service.port");
 	char host[256], text[512];
 	enum mn_err err;
 
@@ -253,17 +286,18 @@ static enum mn_err config_apply_derived(struct config_state *st, const char *hos
 		host[sizeof(host) - 1] = '\0';
 		hostname = host;
 	}
-	snprintf(text, sizeof(text), "%s-%s-%lld", name, hostname,
-		 (long long)json_integer_value(port->value));
-	err = config_derive(st, "service.id", text);
-	if (err != MN_OK)
-		return err;
-	snprintf(text, sizeof(text), "config/%s/", name);
-	err = config_derive(st, "consul.kv_prefix", text);
-	if (err != MN_OK)
-		return err;
-	snprintf(text, sizeof(text), "data/%s.db", name);
-	return config_derive(st, "database.path", text);
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+
+		if (!def->derived)
+			continue;
+		if (!config_expand_default(st, def->default_text, hostname, text, sizeof(text)))
+			return MN_INTERNAL;
+		err = config_derive(st, def->name, text);
+		if (err != MN_OK)
+			return err;
+	}
+	return MN_OK;
 }
 
 /* A configured peer shows all its settings: the unset ones as defaults.
@@ -333,72 +367,187 @@ static const json_t *cfg_value(const struct config *cfg, const char *name)
 	return e ? e->value : NULL;
 }
 
-static char *cfg_dup(struct builder *b, const char *s)
-{
-	char *dup = strdup(s ? s : "");
+static void free_strings(char **list, size_t n);
 
-	if (dup == NULL)
-		b->failed = true;
-	return dup;
+static void *field_at(void *base, size_t offset)
+{
+	return (char *)base + offset;
 }
 
-static char *cfg_str(struct builder *b, const char *name)
+static bool field_set_list(void *base, const struct setting_def *def, const json_t *v)
 {
-	return cfg_dup(b, json_string_value(cfg_value(b->cfg, name)));
-}
-
-static long long cfg_int(struct builder *b, const char *name)
-{
-	return json_integer_value(cfg_value(b->cfg, name));
-}
-
-static bool cfg_bool(struct builder *b, const char *name)
-{
-	return json_is_true(cfg_value(b->cfg, name));
-}
-
-static char **cfg_list(struct builder *b, const char *name, size_t *n)
-{
-	const json_t *v = cfg_value(b->cfg, name);
 	size_t count = json_array_size(v);
 	char **list = calloc(count + 1, sizeof(*list));
+	bool ok = list != NULL;
 
-	*n = 0;
-	if (list == NULL) {
-		b->failed = true;
-		return NULL;
-	}
+	*(char ***)field_at(base, def->offset) = list;
+	*(size_t *)field_at(base, def->offset_n) = 0;
+	if (list == NULL)
+		return false;
 	for (size_t i = 0; i < count; i++) {
 		list[i] = strdup(json_string_value(json_array_get(v, i)));
 		if (list[i] == NULL)
-			b->failed = true;
+			ok = false;
 	}
-	*n = count;
-	return list;
+	*(size_t *)field_at(base, def->offset_n) = count;
+	return ok;
 }
 
-static void cfg_meta(struct builder *b)
+static bool field_set_map(void *base, const struct setting_def *def, const json_t *v)
 {
-	struct config *cfg = b->cfg;
-	const json_t *v = cfg_value(cfg, "service.meta");
 	size_t count = json_object_size(v), i = 0;
+	char **keys = calloc(count + 1, sizeof(*keys));
+	char **values = calloc(count + 1, sizeof(*values));
+	bool ok = true;
 	const char *key;
 	json_t *val;
 
-	cfg->service_meta_keys = calloc(count + 1, sizeof(char *));
-	cfg->service_meta_values = calloc(count + 1, sizeof(char *));
-	if (cfg->service_meta_keys == NULL || cfg->service_meta_values == NULL) {
-		b->failed = true;
-		return;
-	}
-	cfg->n_service_meta = count;
+	*(char ***)field_at(base, def->offset) = keys;
+	*(char ***)field_at(base, def->offset_values) = values;
+	*(size_t *)field_at(base, def->offset_n) = 0;
+	if (keys == NULL || values == NULL)
+		return false;
+	*(size_t *)field_at(base, def->offset_n) = count;
 	json_object_foreach((json_t *)v, key, val) {
-		cfg->service_meta_keys[i] = strdup(key);
-		cfg->service_meta_values[i] = strdup(json_string_value(val));
-		if (!cfg->service_meta_keys[i] || !cfg->service_meta_values[i])
-			b->failed = true;
+		keys[i] = strdup(key);
+		values[i] = strdup(json_string_value(val));
+		if (keys[i] == NULL || values[i] == NULL)
+			ok = false;
 		i++;
 	}
+	return ok;
+}
+
+/* Stores 'v' (of def's type; NULL: none, an empty or zero value) in the
+ * field 'def' names in 'base' (a struct config, or a struct peer_settings
+ * for a peers.* row); false when out of memory, the field then holding
+ * what field_free() releases. */
+static bool field_set(void *base, const struct setting_def *def, const json_t *v)
+{
+	void *f = field_at(base, def->offset);
+	const char *s;
+	char *dup;
+
+	/* through memcpy: the field may be signed or not (the bounds keep
+	 * the value in both), a char * or a const char * */
+	switch (def->type) {
+	case SETTING_STRING:
+		s = json_string_value(v);
+		if (def->flag) {
+			*(bool *)f = s && strcmp(s, def->choices[1]) == 0;
+			return true;
+		}
+		dup = strdup(s ? s : "");
+		memcpy(f, &dup, sizeof(dup));
+		return dup != NULL;
+	case SETTING_INT:
+		if (def->size == sizeof(int64_t)) {
+			int64_t n = json_integer_value(v);
+
+			memcpy(f, &n, sizeof(n));
+		} else {
+			int n = (int)json_integer_value(v);
+
+			memcpy(f, &n, sizeof(n));
+		}
+		return true;
+	case SETTING_BOOL:
+		*(bool *)f = json_is_true(v);
+		return true;
+	case SETTING_LIST:
+		return field_set_list(base, def, v);
+	case SETTING_MAP:
+		return field_set_map(base, def, v);
+	}
+	return true;
+}
+
+/* Releases what field_set() stored; a secret is wiped first. */
+static void field_free(void *base, const struct setting_def *def)
+{
+	void *f = field_at(base, def->offset);
+	char *s;
+
+	switch (def->type) {
+	case SETTING_STRING:
+		if (def->flag)
+			return;
+		memcpy(&s, f, sizeof(s));
+		if (s && def->secret)
+			explicit_bzero(s, strlen(s));
+		free(s);
+		return;
+	case SETTING_LIST:
+		free_strings(*(char ***)f, *(size_t *)field_at(base, def->offset_n));
+		return;
+	case SETTING_MAP:
+		free_strings(*(char ***)f, *(size_t *)field_at(base, def->offset_n));
+		free_strings(*(char ***)field_at(base, def->offset_values),
+			     *(size_t *)field_at(base, def->offset_n));
+		return;
+	case SETTING_INT:
+	case SETTING_BOOL:
+		return;
+	}
+}
+
+/* A row that fills a field of struct peer_settings. */
+static bool is_peer_row(const struct setting_def *def)
+{
+	return def->size && strncmp(def->name, "peers.*.", 8) == 0;
+}
+
+/* A row that fills a field of struct config. */
+static bool is_config_row(const struct setting_def *def)
+{
+	return def->size && !settings_is_template(def);
+}
+
+static void config_peer_release(struct peer_settings *p)
+{
+	free((char *)p->name);
+	for (size_t i = 0; i < settings_count; i++)
+		if (is_peer_row(&settings_table[i]))
+			field_free(p, &settings_table[i]);
+}
+
+/* The peer's string settings that no entry gave are empty, never NULL. */
+static bool config_peer_complete(struct peer_settings *p)
+{
+	bool ok = true;
+
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+
+		const char *s;
+
+		if (!is_peer_row(def) || def->type != SETTING_STRING || def->flag)
+			continue;
+		memcpy(&s, field_at(p, def->offset), sizeof(s));
+		if (s == NULL)
+			ok = field_set(p, def, NULL) && ok;
+	}
+	return ok;
+}
+
+/* The settings of a peer that is not configured: the peers.* rows'
+ * defaults. */
+static bool config_peer_defaults(struct peer_settings *p)
+{
+	char reason[256];
+	bool ok = true;
+
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+		json_t *v;
+
+		if (!is_peer_row(def))
+			continue;
+		v = settings_parse_text(def, def->default_text, reason, sizeof(reason));
+		ok = v && field_set(p, def, v) && ok;
+		json_decref(v);
+	}
+	return ok;
 }
 
 static void cfg_peers_features(struct builder *b)
@@ -409,7 +558,7 @@ static void cfg_peers_features(struct builder *b)
 	/* entries are sorted, so one peer's settings are adjacent */
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		const char *s = cfg->entries[i].name;
-		struct config_peer *p;
+		struct peer_settings *p;
 		size_t plen;
 
 		if (strncmp(s, "features.", 9) == 0) {
@@ -447,29 +596,16 @@ static void cfg_peers_features(struct builder *b)
 			if (strncmp(e, s, 6 + plen + 1) != 0)
 				break;
 			e += 6 + plen + 1;
-			if (strcmp(e, "timeout_ms") == 0)
-				p->timeout_ms = (int)json_integer_value(v);
-			else if (strcmp(e, "connect_timeout_ms") == 0)
-				p->connect_timeout_ms = (int)json_integer_value(v);
-			else if (strcmp(e, "retries") == 0)
-				p->retries = (int)json_integer_value(v);
-			else if (strcmp(e, "lb") == 0)
-				p->lb = cfg_dup(b, json_string_value(v));
-			else if (strcmp(e, "tag") == 0)
-				p->tag = cfg_dup(b, json_string_value(v));
-			else if (strcmp(e, "breaker_failures") == 0)
-				p->breaker_failures = (int)json_integer_value(v);
-			else if (strcmp(e, "breaker_open_ms") == 0)
-				p->breaker_open_ms = (int)json_integer_value(v);
-			else if (strcmp(e, "panic_threshold") == 0)
-				p->panic_threshold = (int)json_integer_value(v);
-			else if (strcmp(e, "discovery") == 0)
-				p->dns = strcmp(json_string_value(v), "dns") == 0;
+			for (size_t k = 0; k < settings_count; k++) {
+				const struct setting_def *def = &settings_table[k];
+
+				if (is_peer_row(def) && strcmp(def->name + 8, e) == 0 &&
+				    !field_set(p, def, v))
+					b->failed = true;
+			}
 		}
-		if (p->lb == NULL)
-			p->lb = cfg_dup(b, "");
-		if (p->tag == NULL)
-			p->tag = cfg_dup(b, "");
+		if (!config_peer_complete(p))
+			b->failed = true;
 	}
 	return;
 out_nomem:
@@ -478,69 +614,22 @@ out_nomem:
 
 static int peer_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct config_peer *)a)->name, ((const struct config_peer *)b)->name);
+	return strcmp(((const struct peer_settings *)a)->name,
+		      ((const struct peer_settings *)b)->name);
 }
 
 static void config_fill(struct builder *b)
 {
 	struct config *cfg = b->cfg;
 
-	cfg->service_name = cfg_str(b, "service.name");
-	cfg->service_id = cfg_str(b, "service.id");
-	cfg->service_address = cfg_str(b, "service.address");
-	cfg->service_port = (int)cfg_int(b, "service.port");
-	cfg->service_tags = cfg_list(b, "service.tags", &cfg->n_service_tags);
-	cfg_meta(b);
-	cfg->service_modules = cfg_list(b, "service.modules", &cfg->n_service_modules);
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
 
-	cfg->read_timeout_ms = (int)cfg_int(b, "server.read_timeout_ms");
-	cfg->write_timeout_ms = (int)cfg_int(b, "server.write_timeout_ms");
-	cfg->idle_timeout_ms = (int)cfg_int(b, "server.idle_timeout_ms");
-	cfg->threads = (int)cfg_int(b, "server.threads");
-	cfg->max_body_bytes = cfg_int(b, "server.max_body_bytes");
-	cfg->shutdown_timeout_ms = (int)cfg_int(b, "server.shutdown_timeout_ms");
-
-	cfg->consul_address = cfg_str(b, "consul.address");
-	cfg->consul_dns_address = cfg_str(b, "consul.dns_address");
-	cfg->consul_token = cfg_str(b, "consul.token");
-	cfg->consul_kv_prefix = cfg_str(b, "consul.kv_prefix");
-	cfg->consul_required = cfg_bool(b, "consul.required");
-	cfg->consul_register = cfg_bool(b, "consul.register");
-	cfg->consul_check_interval_ms = (int)cfg_int(b, "consul.check_interval_ms");
-	cfg->consul_check_timeout_ms = (int)cfg_int(b, "consul.check_timeout_ms");
-	cfg->consul_deregister_critical_after_ms =
-		(int)cfg_int(b, "consul.deregister_critical_after_ms");
-	cfg->consul_kv_max_keys = cfg_int(b, "consul.kv_max_keys");
-	cfg->consul_kv_max_bytes = cfg_int(b, "consul.kv_max_bytes");
-	cfg->consul_watch_max_services = (int)cfg_int(b, "consul.watch_max_services");
-	cfg->consul_watch_max_bytes = cfg_int(b, "consul.watch_max_bytes");
-	cfg->consul_watch_idle_ms = (int)cfg_int(b, "consul.watch_idle_ms");
-	cfg->consul_watch_wait_ms = (int)cfg_int(b, "consul.watch_wait_ms");
-
-	cfg->database_driver = cfg_str(b, "database.driver");
-	cfg->database_path = cfg_str(b, "database.path");
-	cfg->database_host = cfg_str(b, "database.host");
-	cfg->database_port = (int)cfg_int(b, "database.port");
-	cfg->database_user = cfg_str(b, "database.user");
-	cfg->database_password = cfg_str(b, "database.password");
-	cfg->database_name = cfg_str(b, "database.name");
-	cfg->database_pool_size = (int)cfg_int(b, "database.pool_size");
-	cfg->database_connect_timeout_ms = (int)cfg_int(b, "database.connect_timeout_ms");
-	cfg->database_acquire_timeout_ms = (int)cfg_int(b, "database.acquire_timeout_ms");
-	cfg->database_max_waiters = (int)cfg_int(b, "database.max_waiters");
-	cfg->database_sslmode = cfg_str(b, "database.sslmode");
-	cfg->log_level = cfg_str(b, "log.level");
-	cfg->log_format = cfg_str(b, "log.format");
-	cfg->maintenance = cfg_bool(b, "maintenance");
-	cfg->events_enabled = cfg_bool(b, "events.enabled");
-	cfg->events_broker_service = cfg_str(b, "events.broker_service");
-	cfg->events_broker_address = cfg_str(b, "events.broker_address");
-	cfg->events_vhost = cfg_str(b, "events.vhost");
-	cfg->events_user = cfg_str(b, "events.user");
-	cfg->events_password = cfg_str(b, "events.password");
-	cfg->events_queue = cfg_str(b, "events.queue");
-	cfg->events_batch_size = (int)cfg_int(b, "events.batch_size");
-	cfg->events_retention_ms = (int)cfg_int(b, "events.retention_ms");
+		if (is_config_row(def) && !field_set(cfg, def, cfg_value(cfg, def->name)))
+			b->failed = true;
+	}
+	if (!config_peer_defaults(&cfg->peer_defaults))
+		b->failed = true;
 	cfg_peers_features(b);
 	/* by name, for config_peer_get() on every peer call */
 	if (!b->failed && cfg->n_peers > 1)
@@ -586,8 +675,6 @@ out_free:
 	config_free(cfg);
 	return MN_NOMEM;
 }
-
-static void free_strings(char **list, size_t n);
 
 /* A reload never changes a static setting half-way: each static slot whose
  * value differs from the running config takes the running value, source
@@ -712,42 +799,13 @@ void config_free(struct config *cfg)
 	if (cfg == NULL)
 		return;
 	free_strings(cfg->pending_restart, cfg->n_pending_restart);
-	free(cfg->service_name);
-	free(cfg->service_id);
-	free(cfg->service_address);
-	free_strings(cfg->service_tags, cfg->n_service_tags);
-	free_strings(cfg->service_meta_keys, cfg->n_service_meta);
-	free_strings(cfg->service_meta_values, cfg->n_service_meta);
-	free_strings(cfg->service_modules, cfg->n_service_modules);
-	free(cfg->consul_address);
-	free(cfg->consul_dns_address);
-	if (cfg->consul_token)
-		explicit_bzero(cfg->consul_token, strlen(cfg->consul_token));
-	free(cfg->consul_token);
-	free(cfg->consul_kv_prefix);
-	free(cfg->database_driver);
-	free(cfg->database_path);
-	free(cfg->database_host);
-	free(cfg->database_user);
-	if (cfg->database_password)
-		explicit_bzero(cfg->database_password, strlen(cfg->database_password));
-	free(cfg->database_password);
-	free(cfg->database_name);
-	free(cfg->database_sslmode);
-	free(cfg->log_level);
-	free(cfg->log_format);
-	free(cfg->events_broker_service);
-	free(cfg->events_broker_address);
-	free(cfg->events_vhost);
-	free(cfg->events_user);
-	free(cfg->events_password);
-	free(cfg->events_queue);
-	for (size_t i = 0; i < cfg->n_peers; i++) {
-		free(cfg->peers[i].name);
-		free(cfg->peers[i].lb);
-		free(cfg->peers[i].tag);
-	}
+	for (size_t i = 0; i < settings_count; i++)
+		if (is_config_row(&settings_table[i]))
+			field_free(cfg, &settings_table[i]);
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		config_peer_release(&cfg->peers[i]);
 	free(cfg->peers);
+	config_peer_release(&cfg->peer_defaults);
 	for (size_t i = 0; i < cfg->n_features; i++)
 		free(cfg->features[i].name);
 	free(cfg->features);
@@ -801,15 +859,15 @@ const struct config_entry *config_entry_find(const struct config *cfg, const cha
 	return bsearch(&key, cfg->entries, cfg->n_entries, sizeof(key), entry_cmp);
 }
 
-const struct config_peer *config_peer_get(const struct config *cfg, const char *name)
+const struct peer_settings *config_peer_get(const struct config *cfg, const char *name)
 {
-	struct config_peer key = {.name = (char *)name};
-	const struct config_peer *p;
+	struct peer_settings key = {.name = (char *)name};
+	const struct peer_settings *p;
 
 	if (name == NULL || cfg->n_peers == 0)
-		return &peer_defaults;
+		return &cfg->peer_defaults;
 	p = bsearch(&key, cfg->peers, cfg->n_peers, sizeof(key), peer_cmp);
-	return p ? p : &peer_defaults;
+	return p ? p : &cfg->peer_defaults;
 }
 
 bool config_feature_enabled(const struct config *cfg, const char *name)

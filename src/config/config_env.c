@@ -11,26 +11,7 @@
 #include "core/env.h"
 
 #define ENV_PREFIX      "MESHNODE_"
-#define TOKEN_FILE_VAR  "CONSUL_HTTP_TOKEN_FILE"
-#define TOKEN_FILE_CAP  (64 * 1024)
-
-/* Applied before the MESHNODE_ variables so those win. The DB_ ones are the
- * reference design's names for the PostgreSQL settings. */
-static const struct {
-	const char *var;
-	const char *name;
-} env_aliases[] = {
-	{"SERVICE_NAME", "service.name"},
-	{"SERVER_PORT", "service.port"},
-	{"LOG_LEVEL", "log.level"},
-	{"CONSUL_HTTP_ADDR", "consul.address"},
-	{"CONSUL_HTTP_TOKEN", "consul.token"},
-	{"DB_HOST", "database.host"},
-	{"DB_PORT", "database.port"},
-	{"DB_USER", "database.user"},
-	{"DB_PASSWORD", "database.password"},
-	{"DB_NAME", "database.name"},
-};
+#define ENV_FILE_CAP    (64 * 1024)
 
 static enum mn_err env_set(struct config_state *st, const char *var, const char *name,
 			   const char *text)
@@ -76,8 +57,11 @@ static void trim(char *s)
 	memmove(s, s + i, n - i + 1);
 }
 
-/* The token never reaches a message: only the variable and the path do. */
-static enum mn_err env_token_file(struct config_state *st, const char *path)
+/* A setting read from the file an environment variable names (the row's
+ * env_file: CONSUL_HTTP_TOKEN_FILE), trimmed. The value never reaches a
+ * message: only the variable and the path do. */
+static enum mn_err env_read_file(struct config_state *st, const struct setting_def *def,
+				 const char *path)
 {
 	char chunk[4096];
 	struct buf b;
@@ -88,10 +72,10 @@ static enum mn_err env_token_file(struct config_state *st, const char *path)
 	fp = fopen(path, "r");
 	if (fp == NULL) {
 		config_state_error(st, "environment variable '%s': cannot read '%s': %s",
-				   TOKEN_FILE_VAR, path, strerror(errno));
+				   def->env_file, path, strerror(errno));
 		return MN_OK;
 	}
-	buf_init(&b, TOKEN_FILE_CAP);
+	buf_init(&b, ENV_FILE_CAP);
 	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
 		err = buf_append(&b, chunk, n);
 		if (err != MN_OK)
@@ -104,7 +88,7 @@ static enum mn_err env_token_file(struct config_state *st, const char *path)
 		goto out_release;
 	if (err != MN_OK) {
 		config_state_error(st, "environment variable '%s': cannot read '%s': %s",
-				   TOKEN_FILE_VAR, path, mn_strerror(err));
+				   def->env_file, path, mn_strerror(err));
 		err = MN_OK;
 		goto out_release;
 	}
@@ -113,7 +97,7 @@ static enum mn_err env_token_file(struct config_state *st, const char *path)
 		goto out_release;
 	}
 	trim(b.data);
-	err = env_set(st, TOKEN_FILE_VAR, "consul.token", b.data);
+	err = env_set(st, def->env_file, def->name, b.data);
 	explicit_bzero(b.data, b.len);
 out_release:
 	buf_release(&b);
@@ -196,6 +180,36 @@ static bool env_name(const char *rest, char *out, size_t len)
 	return false;
 }
 
+/* The settings' aliases (settings_table's 'env'), before the MESHNODE_
+ * variables so those win, in the table's env_order. */
+static enum mn_err env_apply_aliases(struct config_state *st, char *const *environ)
+{
+	unsigned order = 1;
+	bool more = true;
+	enum mn_err err;
+
+	while (more) {
+		more = false;
+		for (size_t i = 0; i < settings_count; i++) {
+			const struct setting_def *def = &settings_table[i];
+			const char *v;
+
+			if (def->env == NULL || def->env_order != order)
+				continue;
+			more = true;
+			v = env_get(environ, def->env);
+			/* Consul's convention: an empty variable counts as unset. */
+			if (v == NULL || *v == '\0')
+				continue;
+			err = env_set(st, def->env, def->name, v);
+			if (err != MN_OK)
+				return err;
+		}
+		order++;
+	}
+	return MN_OK;
+}
+
 enum mn_err config_env_apply(struct config_state *st, char *const *environ)
 {
 	const char *v;
@@ -203,20 +217,21 @@ enum mn_err config_env_apply(struct config_state *st, char *const *environ)
 
 	if (environ == NULL)
 		return MN_OK;
-	/* Consul's convention: an empty variable counts as unset. */
-	for (size_t i = 0; i < sizeof(env_aliases) / sizeof(env_aliases[0]); i++) {
-		v = env_get(environ, env_aliases[i].var);
-		if (v == NULL || *v == '\0')
+	err = env_apply_aliases(st, environ);
+	if (err != MN_OK)
+		return err;
+	/* after the aliases: a file wins over its setting's alias */
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+
+		if (def->env_file == NULL)
 			continue;
-		err = env_set(st, env_aliases[i].var, env_aliases[i].name, v);
-		if (err != MN_OK)
-			return err;
-	}
-	v = env_get(environ, TOKEN_FILE_VAR);
-	if (v && *v) {
-		err = env_token_file(st, v);
-		if (err != MN_OK)
-			return err;
+		v = env_get(environ, def->env_file);
+		if (v && *v) {
+			err = env_read_file(st, def, v);
+			if (err != MN_OK)
+				return err;
+		}
 	}
 	for (char *const *e = environ; *e; e++) {
 		char var[256], name[256];

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/config.h"
 #include "core/json_depth.h"
 #include "core/text.h"
 
@@ -23,31 +24,27 @@ static const char *const lb_policies[] = {"round_robin", "random", "least_inflig
 static const char *const discoveries[] = {"http", "dns", NULL};
 static const char *const modules[] = {"users", "orders", NULL};
 
-static bool check_service_name(json_t **value, char *reason, size_t len)
+static enum setting_verdict service_name_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n < 1 || n > 63 || !settings_name_valid(s, n, true)) {
-		snprintf(reason, len, "expected 1 to 63 characters from a-z, 0-9 and '-'");
-		return false;
-	}
-	return true;
+	if (n < 1 || n > 63 || !settings_name_valid(s, n, true))
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_service_id(json_t **value, char *reason, size_t len)
+static enum setting_verdict service_id_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n < 1 || n > 128 || strchr(s, '/')) {
-		snprintf(reason, len, "expected 1 to 128 characters without '/'");
-		return false;
-	}
-	return true;
+	if (n < 1 || n > 128 || strchr(s, '/'))
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_meta(json_t **value, char *reason, size_t len)
+static enum setting_verdict meta_ok(json_t **value)
 {
 	const char *key;
 	json_t *v;
@@ -55,20 +52,15 @@ static bool check_meta(json_t **value, char *reason, size_t len)
 	json_object_foreach(*value, key, v) {
 		size_t n = strlen(key);
 
-		if (n > 128 || !settings_name_valid(key, n, false)) {
-			snprintf(reason, len,
-				 "expected meta keys of 1 to 128 characters from A-Z, a-z, 0-9, "
-				 "'_' and '-'");
-			return false;
-		}
+		if (n > 128 || !settings_name_valid(key, n, false))
+			return SETTING_REFUSED;
 	}
-	return true;
+	return SETTING_OK;
 }
 
-/* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
 /* The agent's DNS interface: a numeric IPv4 address or a bracketed IPv6
  * one, and a port ("127.0.0.1:8600", "[::1]:8600"). */
-static bool check_dns_address(json_t **value, char *reason, size_t len)
+static enum setting_verdict dns_address_ok(json_t **value)
 {
 	const char *s = json_string_value(*value), *colon;
 	unsigned char addr[16];
@@ -95,13 +87,13 @@ static bool check_dns_address(json_t **value, char *reason, size_t len)
 	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
 	    (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1))
 		goto out_refuse;
-	return true;
+	return SETTING_OK;
 out_refuse:
-	snprintf(reason, len, "expected an IP address and a port: 127.0.0.1:8600 or [::1]:8600");
-	return false;
+	return SETTING_REFUSED;
 }
 
-static bool check_consul_address(json_t **value, char *reason, size_t len)
+/* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */
+static enum setting_verdict consul_address_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	const char *colon, *p;
@@ -117,7 +109,7 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
 		p = strstr(s, "://") + 3;
 		if (*p != '\0' && *p != '/')
-			return true;
+			return SETTING_OK;
 		goto out_refuse;
 	}
 	if (strstr(s, "://"))
@@ -143,133 +135,184 @@ static bool check_consul_address(json_t **value, char *reason, size_t len)
 		goto out_nomem;
 	json_decref(*value);
 	*value = norm;
-	return true;
+	return SETTING_OK;
 out_nomem:
-	snprintf(reason, len, "out of memory");
-	return false;
+	return SETTING_NOMEM;
 out_refuse:
-	snprintf(reason, len, "expected an http:// or https:// url or host:port");
-	return false;
+	return SETTING_REFUSED;
 }
 
 /* Host names, user and database names go into libpq's parameters and into
  * log lines: a control character has no place in any of them. */
-static bool check_no_controls(json_t **value, char *reason, size_t len)
+static enum setting_verdict no_controls_ok(json_t **value)
 {
-	for (const char *p = json_string_value(*value); *p; p++) {
-		if ((unsigned char)*p < ' ' || *p == 0x7f) {
-			snprintf(reason, len, "expected no control characters");
-			return false;
-		}
-	}
-	return true;
+	for (const char *p = json_string_value(*value); *p; p++)
+		if ((unsigned char)*p < ' ' || *p == 0x7f)
+			return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-static bool check_kv_prefix(json_t **value, char *reason, size_t len)
+static enum setting_verdict kv_prefix_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
 	size_t n = strlen(s);
 
-	if (n == 0 || s[n - 1] != '/' || s[0] == '/') {
-		snprintf(reason, len, "expected a key prefix ending with '/'");
-		return false;
-	}
-	return true;
+	if (n == 0 || s[n - 1] != '/' || s[0] == '/')
+		return SETTING_REFUSED;
+	return SETTING_OK;
 }
 
-#define STR(n, d, lo, chk, dyn) \
-	{.name = n, .type = SETTING_STRING, .default_text = d, .min = lo, .check = chk, .dynamic = dyn}
-#define ENUM(n, d, list, dyn) \
-	{.name = n, .type = SETTING_STRING, .default_text = d, .choices = list, .dynamic = dyn}
-#define INT(n, d, lo, hi, dyn) \
-	{.name = n, .type = SETTING_INT, .default_text = d, .min = lo, .max = hi, .dynamic = dyn}
-#define BOOL(n, d, dyn) {.name = n, .type = SETTING_BOOL, .default_text = d, .dynamic = dyn}
+/* The rules beyond type and bounds, with what they expect in words: the
+ * refusal message ("expected ...") and the reference (make docs). */
+static const struct setting_rule check_service_name = {
+	service_name_ok, "1 to 63 characters from a-z, 0-9 and '-'"};
+static const struct setting_rule check_service_id = {
+	service_id_ok, "1 to 128 characters without '/'"};
+static const struct setting_rule check_meta = {
+	meta_ok, "meta keys of 1 to 128 characters from A-Z, a-z, 0-9, '_' and '-'"};
+static const struct setting_rule check_dns_address = {
+	dns_address_ok, "an IP address and a port: 127.0.0.1:8600 or [::1]:8600"};
+static const struct setting_rule check_consul_address = {
+	consul_address_ok, "an http:// or https:// url or host:port"};
+static const struct setting_rule check_no_controls = {
+	no_controls_ok, "no control characters"};
+static const struct setting_rule check_kv_prefix = {
+	kv_prefix_ok, "a key prefix ending with '/'"};
+
+#define STR(n, d, lo, chk, dyn, ...)                                                          \
+	{.name = n, .type = SETTING_STRING, .default_text = d, .min = lo, .check = chk,        \
+	 .dynamic = dyn, __VA_ARGS__}
+#define ENUM(n, d, list, dyn, ...)                                                             \
+	{.name = n, .type = SETTING_STRING, .default_text = d, .choices = list, .dynamic = dyn, \
+	 __VA_ARGS__}
+#define INT(n, d, lo, hi, dyn, ...)                                                            \
+	{.name = n, .type = SETTING_INT, .default_text = d, .min = lo, .max = hi,              \
+	 .dynamic = dyn, __VA_ARGS__}
+#define BOOL(n, d, dyn, ...) \
+	{.name = n, .type = SETTING_BOOL, .default_text = d, .dynamic = dyn, __VA_ARGS__}
+
+/* Where a value lives: a field of struct config, of struct peer_settings
+ * (the peers.* rows), a list with its count, a map's keys and values with
+ * their count, a two-choice string kept as a bool. */
+#define FIELD_SIZE(type, f) sizeof(((type *)0)->f)
+#define AT(f) .offset = offsetof(struct config, f), .size = FIELD_SIZE(struct config, f)
+#define AT_LIST(f, n) AT(f), .offset_n = offsetof(struct config, n)
+#define AT_MAP(keys, values, n) \
+	AT(keys), .offset_values = offsetof(struct config, values), \
+		  .offset_n = offsetof(struct config, n)
+#define AT_PEER(f) \
+	.offset = offsetof(struct peer_settings, f), .size = FIELD_SIZE(struct peer_settings, f)
+#define AT_PEER_FLAG(f) AT_PEER(f), .flag = true
 
 /* Sorted by name, so the effective config lists them in order. */
 const struct setting_def settings_table[] = {
-	STR("consul.address", "http://127.0.0.1:8500", 1, check_consul_address, false),
-	INT("consul.check_interval_ms", "10000", 1000, 3600000, false),
-	INT("consul.check_timeout_ms", "2000", 100, 600000, false),
-	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false),
-	STR("consul.dns_address", "127.0.0.1:8600", 1, check_dns_address, false),
-	INT("consul.kv_max_bytes", "4194304", 1024, 268435456, false),
-	INT("consul.kv_max_keys", "10000", 1, 1000000, false),
-	{.name = "consul.kv_prefix", .type = SETTING_STRING, .check = check_kv_prefix,
-	 .derived = true},
-	BOOL("consul.register", "true", false),
-	BOOL("consul.required", "false", false),
+	{.name = "consul.address", .type = SETTING_STRING, .default_text = "http://127.0.0.1:8500",
+	 .min = 1, .check = &check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4,
+	 AT(consul_address)},
+	INT("consul.check_interval_ms", "10000", 1000, 3600000, false,
+	    AT(consul_check_interval_ms)),
+	INT("consul.check_timeout_ms", "2000", 100, 600000, false, AT(consul_check_timeout_ms)),
+	INT("consul.deregister_critical_after_ms", "60000", 1000, 86400000, false,
+	    AT(consul_deregister_critical_after_ms)),
+	STR("consul.dns_address", "127.0.0.1:8600", 1, &check_dns_address, false,
+	    AT(consul_dns_address)),
+	INT("consul.kv_max_bytes", "4194304", 1024, 268435456, false, AT(consul_kv_max_bytes)),
+	INT("consul.kv_max_keys", "10000", 1, 1000000, false, AT(consul_kv_max_keys)),
+	{.name = "consul.kv_prefix", .type = SETTING_STRING,
+	 .default_text = "config/<service.name>/",
+	 .check = &check_kv_prefix, .derived = true, AT(consul_kv_prefix)},
+	BOOL("consul.register", "true", false, AT(consul_register)),
+	BOOL("consul.required", "false", false, AT(consul_required)),
 	/* an HTTP header: no line break may reach it */
 	{.name = "consul.token", .type = SETTING_STRING, .default_text = "",
-	 .check = check_no_controls, .secret = true},
-	INT("consul.watch_idle_ms", "600000", 0, 86400000, false),
-	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false),
-	INT("consul.watch_max_services", "32", 1, 1000, false),
-	INT("consul.watch_wait_ms", "30000", 1000, 600000, false),
+	 .check = &check_no_controls, .secret = true, .env = "CONSUL_HTTP_TOKEN", .env_order = 5,
+	 .env_file = "CONSUL_HTTP_TOKEN_FILE", AT(consul_token)},
+	INT("consul.watch_idle_ms", "600000", 0, 86400000, false, AT(consul_watch_idle_ms)),
+	INT("consul.watch_max_bytes", "67108864", 65536, 1073741824, false,
+	    AT(consul_watch_max_bytes)),
+	INT("consul.watch_max_services", "32", 1, 1000, false, AT(consul_watch_max_services)),
+	INT("consul.watch_wait_ms", "30000", 1000, 600000, false, AT(consul_watch_wait_ms)),
 	/* 1000: a pooled connection is free within a millisecond when the
 	 * database answers; a second of waiting leaves most of a peer's 5 s
 	 * for the statement itself (pg_pool.h) */
-	INT("database.acquire_timeout_ms", "1000", 1, 600000, false),
-	INT("database.connect_timeout_ms", "5000", 100, 600000, false),
-	ENUM("database.driver", "sqlite", db_drivers, false),
-	STR("database.host", "localhost", 1, check_no_controls, false),
-	STR("database.name", "myapp", 1, check_no_controls, false),
-	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true},
-	{.name = "database.path", .type = SETTING_STRING, .min = 1, .derived = true},
+	INT("database.acquire_timeout_ms", "1000", 1, 600000, false,
+	    AT(database_acquire_timeout_ms)),
+	INT("database.connect_timeout_ms", "5000", 100, 600000, false,
+	    AT(database_connect_timeout_ms)),
+	ENUM("database.driver", "sqlite", db_drivers, false, AT(database_driver)),
+	{.name = "database.host", .type = SETTING_STRING, .default_text = "localhost", .min = 1,
+	 .check = &check_no_controls, .env = "DB_HOST", .env_order = 6, AT(database_host)},
+	{.name = "database.name", .type = SETTING_STRING, .default_text = "myapp", .min = 1,
+	 .check = &check_no_controls, .env = "DB_NAME", .env_order = 10, AT(database_name)},
+	{.name = "database.password", .type = SETTING_STRING, .default_text = "", .secret = true,
+	 .env = "DB_PASSWORD", .env_order = 9, AT(database_password)},
+	{.name = "database.path", .type = SETTING_STRING, .default_text = "data/<service.name>.db",
+	 .min = 1, .derived = true, AT(database_path)},
 	/* 8: see pg_pool.h for why (a request holds a connection for one
 	 * statement; two nodes share PostgreSQL's 100 connections) */
 	/* 128: a pool of 8 serves a burst of that many in a few ms when the
 	 * database answers (one node taking the load of a slower one); a stuck
 	 * database parks at most pool_size + 128 of the 512 workers */
-	INT("database.max_waiters", "128", 0, 100000, false),
-	INT("database.pool_size", "8", 1, 1024, false),
-	INT("database.port", "5432", 1, 65535, false),
-	ENUM("database.sslmode", "prefer", db_sslmodes, false),
-	STR("database.user", "postgres", 1, check_no_controls, false),
+	INT("database.max_waiters", "128", 0, 100000, false, AT(database_max_waiters)),
+	INT("database.pool_size", "8", 1, 1024, false, AT(database_pool_size)),
+	{.name = "database.port", .type = SETTING_INT, .default_text = "5432", .min = 1,
+	 .max = 65535,
+	 .env = "DB_PORT", .env_order = 7, AT(database_port)},
+	ENUM("database.sslmode", "prefer", db_sslmodes, false, AT(database_sslmode)),
+	{.name = "database.user", .type = SETTING_STRING, .default_text = "postgres", .min = 1,
+	 .check = &check_no_controls, .env = "DB_USER", .env_order = 8, AT(database_user)},
 	/* events (issue 13): the OrderCreated events of the outbox to RabbitMQ;
 	 * AMQP's short strings end at 255 bytes */
-	INT("events.batch_size", "100", 1, 1000, true),
+	INT("events.batch_size", "100", 1, 1000, true, AT(events_batch_size)),
 	{.name = "events.broker_address", .type = SETTING_STRING, .default_text = "", .max = 255,
-	 .check = check_no_controls, .dynamic = true},
-	STR("events.broker_service", "rabbitmq", 1, check_service_name, true),
-	BOOL("events.enabled", "false", true),
+	 .check = &check_no_controls, .dynamic = true, AT(events_broker_address)},
+	STR("events.broker_service", "rabbitmq", 1, &check_service_name, true,
+	    AT(events_broker_service)),
+	BOOL("events.enabled", "false", true, AT(events_enabled)),
 	{.name = "events.password", .type = SETTING_STRING, .default_text = "guest", .max = 255,
-	 .secret = true, .dynamic = true},
+	 .secret = true, .dynamic = true, AT(events_password)},
 	{.name = "events.queue", .type = SETTING_STRING, .default_text = "orders", .min = 1,
-	 .max = 255, .check = check_no_controls, .dynamic = true},
-	INT("events.retention_ms", "86400000", 1000, 2147483647, true),
+	 .max = 255, .check = &check_no_controls, .dynamic = true, AT(events_queue)},
+	INT("events.retention_ms", "86400000", 1000, 2147483647, true, AT(events_retention_ms)),
 	{.name = "events.user", .type = SETTING_STRING, .default_text = "guest", .min = 1,
-	 .max = 127, .check = check_no_controls, .dynamic = true},
+	 .max = 127, .check = &check_no_controls, .dynamic = true, AT(events_user)},
 	{.name = "events.vhost", .type = SETTING_STRING, .default_text = "/", .min = 1, .max = 127,
-	 .check = check_no_controls, .dynamic = true},
-	ENUM("log.format", "json", log_formats, true),
-	ENUM("log.level", "info", log_levels, true),
-	BOOL("maintenance", "false", true),
-	INT("server.idle_timeout_ms", "120000", 1, 3600000, false),
-	INT("server.max_body_bytes", "1048576", 1, 1073741824, false),
-	INT("server.read_timeout_ms", "5000", 1, 3600000, false),
-	INT("server.shutdown_timeout_ms", "10000", 0, 600000, false),
-	INT("server.threads", "512", 1, 1024, false),
-	INT("server.write_timeout_ms", "10000", 1, 3600000, false),
-	STR("service.address", "127.0.0.1", 1, NULL, false),
-	{.name = "service.id", .type = SETTING_STRING, .check = check_service_id,
-	 .derived = true},
-	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = check_meta},
+	 .check = &check_no_controls, .dynamic = true, AT(events_vhost)},
+	ENUM("log.format", "json", log_formats, true, AT(log_format)),
+	{.name = "log.level", .type = SETTING_STRING, .default_text = "info", .choices = log_levels,
+	 .dynamic = true, .env = "LOG_LEVEL", .env_order = 3, AT(log_level)},
+	BOOL("maintenance", "false", true, AT(maintenance)),
+	INT("server.idle_timeout_ms", "120000", 1, 3600000, false, AT(idle_timeout_ms)),
+	INT("server.max_body_bytes", "1048576", 1, 1073741824, false, AT(max_body_bytes)),
+	INT("server.read_timeout_ms", "5000", 1, 3600000, false, AT(read_timeout_ms)),
+	INT("server.shutdown_timeout_ms", "10000", 0, 600000, false, AT(shutdown_timeout_ms)),
+	INT("server.threads", "512", 1, 1024, false, AT(threads)),
+	INT("server.write_timeout_ms", "10000", 1, 3600000, false, AT(write_timeout_ms)),
+	STR("service.address", "127.0.0.1", 1, NULL, false, AT(service_address)),
+	{.name = "service.id", .type = SETTING_STRING,
+	 .default_text = "<service.name>-<hostname>-<service.port>", .check = &check_service_id,
+	 .derived = true, AT(service_id)},
+	{.name = "service.meta", .type = SETTING_MAP, .default_text = "{}", .check = &check_meta,
+	 AT_MAP(service_meta_keys, service_meta_values, n_service_meta)},
 	{.name = "service.modules", .type = SETTING_LIST, .default_text = "users", .min = 1,
-	 .choices = modules},
-	STR("service.name", "users", 1, check_service_name, false),
-	INT("service.port", "8080", 1, 65535, false),
-	{.name = "service.tags", .type = SETTING_LIST, .default_text = "[]"},
+	 .choices = modules, AT_LIST(service_modules, n_service_modules)},
+	{.name = "service.name", .type = SETTING_STRING, .default_text = "users", .min = 1,
+	 .check = &check_service_name, .env = "SERVICE_NAME", .env_order = 1, AT(service_name)},
+	{.name = "service.port", .type = SETTING_INT, .default_text = "8080", .min = 1,
+	 .max = 65535, .env = "SERVER_PORT", .env_order = 2, AT(service_port)},
+	{.name = "service.tags", .type = SETTING_LIST, .default_text = "[]",
+	 AT_LIST(service_tags, n_service_tags)},
 
 	/* templates: one set per configured peer / feature */
-	INT("peers.*.breaker_failures", "5", 1, 1000, true),
-	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true),
-	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true),
-	ENUM("peers.*.discovery", "http", discoveries, true),
-	ENUM("peers.*.lb", "round_robin", lb_policies, true),
-	INT("peers.*.panic_threshold", "50", 0, 100, true),
-	INT("peers.*.retries", "2", 0, 10, true),
-	STR("peers.*.tag", "", 0, NULL, true),
-	INT("peers.*.timeout_ms", "5000", 1, 600000, true),
+	INT("peers.*.breaker_failures", "5", 1, 1000, true, AT_PEER(breaker_failures)),
+	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true, AT_PEER(breaker_open_ms)),
+	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true, AT_PEER(connect_timeout_ms)),
+	ENUM("peers.*.discovery", "http", discoveries, true, AT_PEER_FLAG(dns)),
+	ENUM("peers.*.lb", "round_robin", lb_policies, true, AT_PEER(lb)),
+	INT("peers.*.panic_threshold", "50", 0, 100, true, AT_PEER(panic_threshold)),
+	INT("peers.*.retries", "2", 0, 10, true, AT_PEER(retries)),
+	STR("peers.*.tag", "", 0, NULL, true, AT_PEER(tag)),
+	INT("peers.*.timeout_ms", "5000", 1, 600000, true, AT_PEER(timeout_ms)),
 	BOOL("features.*", NULL, true),
 };
 
@@ -543,9 +586,19 @@ bool settings_check(const struct setting_def *def, json_t **value, char *reason,
 				goto out_refuse;
 		break;
 	}
-	if (def->check)
-		return def->check(value, reason, len);
-	return true;
+	if (def->check == NULL)
+		return true;
+	switch (def->check->ok(value)) {
+	case SETTING_OK:
+		return true;
+	case SETTING_NOMEM:
+		snprintf(reason, len, "out of memory");
+		return false;
+	case SETTING_REFUSED:
+		break;
+	}
+	snprintf(reason, len, "expected %s", def->check->expects);
+	return false;
 out_refuse:
 	settings_describe(def, reason, len);
 	return false;

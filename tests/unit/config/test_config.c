@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "../../../src/config/settings.h"
 #include "small_stack.h"
 
 #define MAX_FILES 8
 /* The settings that are not templates (peers.*, features.*). */
 #define N_SETTINGS 52
+/* The settings of one configured peer (the peers.* rows). */
+#define N_PEER_SETTINGS 9
 
 struct fixture {
 	char dir[64];
@@ -148,7 +151,7 @@ static void test_defaults(void **state)
 	struct fixture *f = *state;
 	struct config_sources src = {0};
 	const struct config *cfg;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 
 	load_ok(f, &src);
 	cfg = f->cfg;
@@ -222,6 +225,196 @@ static void test_defaults(void **state)
 	assert_string_equal(warnings_text(f), "");
 }
 
+/* Every setting set to a value of its own: each lands in its own field of
+ * struct config or struct peer_settings (the rows' offsetof, checked here
+ * against the fields by name), and the whole is freed without a leak. */
+static const char file_every_setting[] =
+	"service = { name = \"orders-x\"; id = \"orders-x-1\"; address = \"127.0.0.2\";\n"
+	"  port = 9181; tags = [\"a\", \"b\"]; meta = { zone = \"eu\"; };\n"
+	"  modules = [\"users\", \"orders\"]; };\n"
+	"server = { read_timeout_ms = 5001; write_timeout_ms = 10002; idle_timeout_ms = 120003;\n"
+	"  threads = 34; max_body_bytes = 1048575; shutdown_timeout_ms = 10006; };\n"
+	"consul = { address = \"127.0.0.1:1\"; token = \"tok\"; kv_prefix = \"config/c/\";\n"
+	"  register = false; required = true; check_interval_ms = 10007;\n"
+	"  check_timeout_ms = 2008; deregister_critical_after_ms = 60009;\n"
+	"  dns_address = \"127.0.0.1:8601\"; kv_max_keys = 10010; kv_max_bytes = 4194311;\n"
+	"  watch_max_services = 42; watch_max_bytes = 67108877; watch_idle_ms = 600013;\n"
+	"  watch_wait_ms = 30014; };\n"
+	"database = { driver = \"postgres\"; path = \"/tmp/x.db\"; host = \"db.example\";\n"
+	"  port = 5433; user = \"u1\"; password = \"p1\"; name = \"n1\"; pool_size = 9;\n"
+	"  connect_timeout_ms = 5015; acquire_timeout_ms = 1016; max_waiters = 117;\n"
+	"  sslmode = \"require\"; };\n"
+	"log = { level = \"warn\"; format = \"text\"; };\n"
+	"events = { enabled = true; broker_service = \"rmq\"; broker_address = \"h:5673\";\n"
+	"  vhost = \"/v\"; user = \"eu\"; password = \"ep\"; queue = \"q1\"; batch_size = 118;\n"
+	"  retention_ms = 86400019; };\n"
+	"maintenance = true;\n"
+	"peers = { users = { timeout_ms = 5020; connect_timeout_ms = 221; retries = 3;\n"
+	"  lb = \"least_inflight\"; tag = \"blue\"; breaker_failures = 6;\n"
+	"  breaker_open_ms = 10022;\n"
+	"  panic_threshold = 23; discovery = \"dns\"; }; };\n"
+	"features = { beta = true; };\n";
+
+static void test_every_setting_in_its_field(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct peer_settings *p;
+	const struct config *c;
+
+	src.file_path = write_file(f, "a.cfg", file_every_setting);
+	load_ok(f, &src);
+	c = f->cfg;
+	assert_string_equal(c->service_name, "orders-x");
+	assert_string_equal(c->service_id, "orders-x-1");
+	assert_string_equal(c->service_address, "127.0.0.2");
+	assert_int_equal(c->service_port, 9181);
+	assert_int_equal(c->n_service_tags, 2);
+	assert_string_equal(c->service_tags[1], "b");
+	assert_null(c->service_tags[2]);
+	assert_int_equal(c->n_service_meta, 1);
+	assert_string_equal(c->service_meta_keys[0], "zone");
+	assert_string_equal(c->service_meta_values[0], "eu");
+	assert_int_equal(c->n_service_modules, 2);
+	assert_string_equal(c->service_modules[1], "orders");
+	assert_int_equal(c->read_timeout_ms, 5001);
+	assert_int_equal(c->write_timeout_ms, 10002);
+	assert_int_equal(c->idle_timeout_ms, 120003);
+	assert_int_equal(c->threads, 34);
+	assert_int_equal(c->max_body_bytes, 1048575);
+	assert_int_equal(c->shutdown_timeout_ms, 10006);
+	assert_string_equal(c->consul_address, "http://127.0.0.1:1");
+	assert_string_equal(c->consul_token, "tok");
+	assert_string_equal(c->consul_kv_prefix, "config/c/");
+	assert_false(c->consul_register);
+	assert_true(c->consul_required);
+	assert_int_equal(c->consul_check_interval_ms, 10007);
+	assert_int_equal(c->consul_check_timeout_ms, 2008);
+	assert_int_equal(c->consul_deregister_critical_after_ms, 60009);
+	assert_string_equal(c->consul_dns_address, "127.0.0.1:8601");
+	assert_int_equal(c->consul_kv_max_keys, 10010);
+	assert_int_equal(c->consul_kv_max_bytes, 4194311);
+	assert_int_equal(c->consul_watch_max_services, 42);
+	assert_int_equal(c->consul_watch_max_bytes, 67108877);
+	assert_int_equal(c->consul_watch_idle_ms, 600013);
+	assert_int_equal(c->consul_watch_wait_ms, 30014);
+	assert_string_equal(c->database_driver, "postgres");
+	assert_string_equal(c->database_path, "/tmp/x.db");
+	assert_string_equal(c->database_host, "db.example");
+	assert_int_equal(c->database_port, 5433);
+	assert_string_equal(c->database_user, "u1");
+	assert_string_equal(c->database_password, "p1");
+	assert_string_equal(c->database_name, "n1");
+	assert_int_equal(c->database_pool_size, 9);
+	assert_int_equal(c->database_connect_timeout_ms, 5015);
+	assert_int_equal(c->database_acquire_timeout_ms, 1016);
+	assert_int_equal(c->database_max_waiters, 117);
+	assert_string_equal(c->database_sslmode, "require");
+	assert_string_equal(c->log_level, "warn");
+	assert_string_equal(c->log_format, "text");
+	assert_true(c->events_enabled);
+	assert_string_equal(c->events_broker_service, "rmq");
+	assert_string_equal(c->events_broker_address, "h:5673");
+	assert_string_equal(c->events_vhost, "/v");
+	assert_string_equal(c->events_user, "eu");
+	assert_string_equal(c->events_password, "ep");
+	assert_string_equal(c->events_queue, "q1");
+	assert_int_equal(c->events_batch_size, 118);
+	assert_int_equal(c->events_retention_ms, 86400019);
+	assert_true(c->maintenance);
+	assert_int_equal(c->n_peers, 1);
+	p = config_peer_get(c, "users");
+	assert_string_equal(p->name, "users");
+	assert_int_equal(p->timeout_ms, 5020);
+	assert_int_equal(p->connect_timeout_ms, 221);
+	assert_int_equal(p->retries, 3);
+	assert_string_equal(p->lb, "least_inflight");
+	assert_string_equal(p->tag, "blue");
+	assert_int_equal(p->breaker_failures, 6);
+	assert_int_equal(p->breaker_open_ms, 10022);
+	assert_int_equal(p->panic_threshold, 23);
+	assert_true(p->dns);
+	assert_true(config_feature_enabled(c, "beta"));
+}
+
+/* The peer that is not configured is the peers.* rows' defaults: the same
+ * as a configured peer given only a default value. */
+static void test_default_peer_is_the_rows_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const struct peer_settings *d, *p;
+
+	src.file_path = write_file(f, "a.cfg", "peers = { users = { retries = 2; }; };\n");
+	load_ok(f, &src);
+	d = config_peer_get(f->cfg, "nobody");
+	p = config_peer_get(f->cfg, "users");
+	assert_null(d->name);
+	assert_string_equal(p->name, "users");
+	assert_int_equal(d->timeout_ms, 5000);
+	assert_int_equal(d->timeout_ms, p->timeout_ms);
+	assert_int_equal(d->connect_timeout_ms, 250);
+	assert_int_equal(d->connect_timeout_ms, p->connect_timeout_ms);
+	assert_int_equal(d->retries, 2);
+	assert_int_equal(d->retries, p->retries);
+	assert_string_equal(d->lb, "round_robin");
+	assert_string_equal(d->lb, p->lb);
+	assert_string_equal(d->tag, "");
+	assert_string_equal(d->tag, p->tag);
+	assert_int_equal(d->breaker_failures, 5);
+	assert_int_equal(d->breaker_failures, p->breaker_failures);
+	assert_int_equal(d->breaker_open_ms, 10000);
+	assert_int_equal(d->breaker_open_ms, p->breaker_open_ms);
+	assert_int_equal(d->panic_threshold, 50);
+	assert_int_equal(d->panic_threshold, p->panic_threshold);
+	assert_false(d->dns);
+	assert_false(p->dns);
+}
+
+/* Each row names a field of the size its type needs, inside its struct,
+ * and no two rows share one. */
+static void test_settings_fields(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *a = &settings_table[i];
+		bool peer = strncmp(a->name, "peers.*.", 8) == 0;
+		size_t limit = peer ? sizeof(struct peer_settings) : sizeof(struct config);
+
+		if (strcmp(a->name, "features.*") == 0) {
+			assert_int_equal(a->size, 0);
+			continue;
+		}
+		if (a->size == 0)
+			fail_msg("'%s' names no field", a->name);
+		assert_true(a->offset + a->size <= limit);
+		switch (a->type) {
+		case SETTING_STRING:
+			assert_int_equal(a->size, a->flag ? sizeof(bool) : sizeof(char *));
+			if (a->flag)
+				assert_non_null(a->choices[1]);
+			break;
+		case SETTING_INT:
+			assert_true(a->size == sizeof(int) || a->size == sizeof(int64_t));
+			break;
+		case SETTING_BOOL: assert_int_equal(a->size, sizeof(bool)); break;
+		case SETTING_LIST:
+		case SETTING_MAP:
+			assert_int_equal(a->size, sizeof(char **));
+			assert_true(a->offset_n + sizeof(size_t) <= limit);
+			break;
+		}
+		for (size_t k = 0; k < i; k++) {
+			const struct setting_def *b = &settings_table[k];
+
+			if (b->size == 0 || (strncmp(b->name, "peers.*.", 8) == 0) != peer)
+				continue;
+			if (a->offset < b->offset + b->size && b->offset < a->offset + a->size)
+				fail_msg("'%s' and '%s' share a field", a->name, b->name);
+		}
+	}
+}
+
 static void test_default_hostname_from_system(void **state)
 {
 	struct fixture *f = *state;
@@ -259,7 +452,7 @@ static void test_file_overrides_defaults(void **state)
 	struct fixture *f = *state;
 	struct config_sources src = {0};
 	const struct config *cfg;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	char origin[256];
 	const char *path = write_file(f, "a.cfg", file_full);
 
@@ -688,6 +881,37 @@ static void test_document_pages(void **state)
 	doc = config_document_page(f->cfg, "", total + 5, 10);
 	assert_int_equal(json_object_size(json_object_get(doc, "settings")), 0);
 	json_decref(doc);
+}
+
+/* The aliases live in the table rows: the same ten as ever, each applied
+ * once, in the order 1..N that keeps their error lines where they were. */
+static void test_settings_env_aliases(void **state)
+{
+	static const char *const expected[][2] = {
+		{"SERVICE_NAME", "service.name"},   {"SERVER_PORT", "service.port"},
+		{"LOG_LEVEL", "log.level"},         {"CONSUL_HTTP_ADDR", "consul.address"},
+		{"CONSUL_HTTP_TOKEN", "consul.token"}, {"DB_HOST", "database.host"},
+		{"DB_PORT", "database.port"},       {"DB_USER", "database.user"},
+		{"DB_PASSWORD", "database.password"}, {"DB_NAME", "database.name"},
+	};
+	size_t n = 0;
+
+	(void)state;
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_def *def = &settings_table[i];
+		size_t k;
+
+		if (def->env == NULL) {
+			assert_int_equal(def->env_order, 0);
+			continue;
+		}
+		n++;
+		assert_in_range(def->env_order, 1, sizeof(expected) / sizeof(expected[0]));
+		k = def->env_order - 1u;
+		assert_string_equal(def->env, expected[k][0]);
+		assert_string_equal(def->name, expected[k][1]);
+	}
+	assert_int_equal(n, sizeof(expected) / sizeof(expected[0]));
 }
 
 static void test_env_alias_order_independent(void **state)
@@ -1158,7 +1382,7 @@ static void test_peers_and_features_from_every_layer(void **state)
 		"MESHNODE_MAINTENANCE=true",
 		NULL,
 	};
-	const struct config_peer *p;
+	const struct peer_settings *p;
 
 	src.file_path = write_file(f, "a.cfg", "peers = { users = { timeout_ms = 2000; }; };\n"
 					       "features = { beta = false; dark = true; };\n");
@@ -1204,7 +1428,7 @@ static void test_long_peer_name(void **state)
 	struct config_sources src = {0};
 	char longest[129], too_long[130], huge[291], k1[200], k2[200], k3[340], text[1024];
 	struct config_kv_pair kv[3];
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	enum mn_err err;
 
 	memset(longest, 'a', sizeof(longest) - 1);
@@ -1413,7 +1637,7 @@ static void test_peer_lookup_by_name(void **state)
 	load_ok(f, &src);
 	assert_int_equal(f->cfg->n_peers, 5);
 	for (int i = 0; i < 5; i++) {
-		const struct config_peer *p = config_peer_get(f->cfg, names[i]);
+		const struct peer_settings *p = config_peer_get(f->cfg, names[i]);
 
 		assert_non_null(p->name);
 		assert_string_equal(p->name, names[i]);
@@ -1439,7 +1663,7 @@ static void test_to_json(void **state)
 	load_ok(f, &src);
 	js = config_to_json(f->cfg);
 	assert_non_null(js);
-	assert_int_equal(json_object_size(js), N_SETTINGS + 9 + 1);
+	assert_int_equal(json_object_size(js), N_SETTINGS + N_PEER_SETTINGS + 1);
 
 	e = json_object_get(js, "server.threads");
 	assert_int_equal(json_integer_value(json_object_get(e, "value")), 16);
@@ -1686,7 +1910,7 @@ static void test_ten_thousand_key_listing(void **state)
 	struct config_sources src = {0};
 	struct config *running;
 	size_t n_valid = 0, n_unknown = 0, n_refused = 0, more = 0;
-	const struct config_peer *p;
+	const struct peer_settings *p;
 	const char *line;
 	char want[256];
 
@@ -1729,7 +1953,7 @@ static void test_ten_thousand_key_listing(void **state)
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
 	/* the settings of their own plus the eight of each valid peer */
-	assert_int_equal(f->cfg->n_entries, N_SETTINGS + 9 * n_valid);
+	assert_int_equal(f->cfg->n_entries, N_SETTINGS + N_PEER_SETTINGS * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);
 
@@ -1839,6 +2063,10 @@ int main(void)
 		T(test_env_overrides_file),
 		T(test_env_secrets_trimmed),
 		T(test_document_pages),
+		T(test_every_setting_in_its_field),
+		T(test_default_peer_is_the_rows_defaults),
+		T(test_settings_fields),
+		T(test_settings_env_aliases),
 		T(test_env_alias_order_independent),
 		T(test_env_errors),
 		T(test_file_and_env_errors_together),
