@@ -17,7 +17,12 @@
  * label values outside the family lock, so a removed series is only retired
  * and freed once no render can be reading it: at once when no render is
  * running, else when that render ends (by the end of the next one at the
- * latest), and in any case by metrics_destroy(). */
+ * latest), and in any case by metrics_destroy().
+ *
+ * Files. src/metrics/metrics.c: the registry (families, series, updates,
+ * removal, registration); exposition.c: the text format and the render;
+ * process.c: the process_* readings from /proc; metrics_internal.h: what
+ * they share. */
 #ifndef MESHNODE_METRICS_METRICS_H
 #define MESHNODE_METRICS_METRICS_H
 

@@ -3,7 +3,7 @@
  * A database records what it has had applied in the table
  * MIGRATE_TABLE (version, applied_at); at open the store applies, in one
  * transaction, every migration past the highest version recorded. The
- * drivers run the SQL (store/sqlite_pool.c, store/pg_pool.c); which
+ * drivers run the SQL (store/sqlite_pool.c, store/pg_migrate.c); which
  * migrations a database needs is decided here, without a database. */
 #ifndef MESHNODE_STORE_MIGRATE_H
 #define MESHNODE_STORE_MIGRATE_H

@@ -74,7 +74,14 @@
  * failure into an error code and a short reason for the client, and the
  * detail is logged at warn (escaped by the log module). The password
  * never appears in a log line: it is one of libpq's parameters and
- * nothing else prints them. */
+ * nothing else prints them.
+ *
+ * Files. src/store/pg_conn.c: one connection (options, SQLSTATE mapping,
+ * the handshake and statements with their deadlines); pg_pool.c: the
+ * pool (acquire and put, waiters, its thread, start, probe and stats);
+ * pg_migrate.c: the schema (migrations, --check-config); pg_query.c: the
+ * repositories' statements (exec, transactions, pages, write faults);
+ * pg_internal.h: what they share. */
 #ifndef MESHNODE_STORE_PG_POOL_H
 #define MESHNODE_STORE_PG_POOL_H
 

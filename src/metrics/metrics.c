@@ -1,8 +1,10 @@
-#include "metrics/metrics.h"
+/* The registry: families and their series (the hot path of updates, the
+ * label-set table, removal and sweeps) and registration. The text format is
+ * exposition.c's, the process_* readings process.c's. */
+#include "metrics_internal.h"
 #include "core/array.h"
 #include "core/hash.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -10,83 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 const double metrics_http_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 const size_t metrics_http_buckets_count =
 	sizeof(metrics_http_buckets) / sizeof(metrics_http_buckets[0]);
-
-enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
-
-static const char *const metric_type_names[] = {"counter", "gauge", "histogram"};
-
-enum metric_op { OP_ADD, OP_SET, OP_RAISE, OP_OBSERVE };
-
-/* One label set of a family, allocated with its bucket counts, value
- * pointers and value strings in the same block. Render reads the label values
- * without the family lock, so a removed series is not freed at once: it moves
- * to its family's retired list, freed under the render lock (family_reap()). */
-struct series {
-	uint64_t hash;
-	double value;	   /* counter or gauge value, histogram sum */
-	uint64_t count;	   /* histogram observations */
-	uint64_t gen;	   /* the family's sweep generation at the last update */
-	uint64_t *buckets; /* histogram: nbounds + 1 non-cumulative counts */
-	char **values;	   /* nlabels strings */
-	struct series *retired_next;
-};
-
-struct metric_family {
-	struct metric_family *next;
-	struct metrics *owner;
-	enum metric_type type;
-	char *name;
-	char *help;
-	size_t nlabels;
-	char **label_names;
-	double *bounds;
-	size_t nbounds;
-
-	pthread_mutex_t lock;  /* everything below, and every series' numbers */
-	struct series *only;   /* the series of a label-less family */
-	struct series **slots; /* open addressing, power-of-two size */
-	size_t nslots;
-	struct series **list; /* first-seen order */
-	size_t nseries;
-	size_t list_alloc;
-	uint64_t gen;		/* bumped by metric_sweep_begin() */
-	bool sweeping;		/* between metric_sweep_begin() and _end() */
-	struct series *retired; /* removed, maybe still read by a render */
-};
-
-struct collector {
-	struct collector *next;
-	metrics_collect_fn fn;
-	void *ctx;
-};
-
-struct process_metrics {
-	struct metric_family *cpu;
-	struct metric_family *rss;
-	struct metric_family *vsize;
-	struct metric_family *open_fds;
-	struct metric_family *max_fds;
-	struct metric_family *start_time;
-	struct metric_family *threads;
-};
-
-struct metrics {
-	pthread_mutex_t lock; /* the two lists */
-	struct metric_family *families;
-	struct metric_family **families_tail;
-	struct collector *collectors;
-	struct collector **collectors_tail;
-	size_t ncollectors;
-	pthread_mutex_t render_lock; /* one render (and collect) at a time */
-	struct metric_family *dropped;
-	struct process_metrics proc;
-};
 
 /* ---- names ---------------------------------------------------------------- */
 
@@ -338,8 +267,8 @@ static size_t bucket_index(const struct metric_family *f, double v)
 	return lo;
 }
 
-static void family_update(struct metric_family *f, const char *const *values, enum metric_op op,
-			  double v)
+void metrics_family_update(struct metric_family *f, const char *const *values, enum metric_op op,
+			   double v)
 {
 	struct series *s;
 	uint64_t h = f->nlabels ? values_hash(f->nlabels, values) : 0;
@@ -370,14 +299,14 @@ static void family_update(struct metric_family *f, const char *const *values, en
 	if (dropped && f != f->owner->dropped) {
 		const char *name = f->name;
 
-		family_update(f->owner->dropped, &name, OP_ADD, 1);
+		metrics_family_update(f->owner->dropped, &name, OP_ADD, 1);
 	}
 }
 
 void metric_inc(struct metric_family *f, const char *const *label_values)
 {
 	if (f && f->type != METRIC_HISTOGRAM)
-		family_update(f, label_values, OP_ADD, 1);
+		metrics_family_update(f, label_values, OP_ADD, 1);
 }
 
 void metric_add(struct metric_family *f, const char *const *label_values, double v)
@@ -386,25 +315,25 @@ void metric_add(struct metric_family *f, const char *const *label_values, double
 		return;
 	if (f->type == METRIC_COUNTER && !(v >= 0))
 		return;
-	family_update(f, label_values, OP_ADD, v);
+	metrics_family_update(f, label_values, OP_ADD, v);
 }
 
 void metric_set(struct metric_family *f, const char *const *label_values, double v)
 {
 	if (f && f->type == METRIC_GAUGE)
-		family_update(f, label_values, OP_SET, v);
+		metrics_family_update(f, label_values, OP_SET, v);
 }
 
 void metric_set_counter(struct metric_family *f, const char *const *label_values, double v)
 {
 	if (f && f->type == METRIC_COUNTER)
-		family_update(f, label_values, OP_RAISE, v);
+		metrics_family_update(f, label_values, OP_RAISE, v);
 }
 
 void metric_observe(struct metric_family *f, const char *const *label_values, double v)
 {
 	if (f && f->type == METRIC_HISTOGRAM)
-		family_update(f, label_values, OP_OBSERVE, v);
+		metrics_family_update(f, label_values, OP_OBSERVE, v);
 }
 
 /* ---- removal -------------------------------------------------------------- */
@@ -432,7 +361,7 @@ static void family_retire(struct metric_family *f, struct series *s, size_t slot
 /* Frees the series retired from 'f'. Only a render reads series outside
  * f->lock, and only while it holds the render lock, so the caller holds the
  * render lock and has no render snapshot of its own alive. */
-static void family_reap(struct metric_family *f)
+void metrics_family_reap(struct metric_family *f)
 {
 	struct series *s, *next;
 
@@ -456,7 +385,7 @@ static void family_reap_if_idle(struct metric_family *f)
 
 	if (pthread_mutex_trylock(&m->render_lock) != 0)
 		return;
-	family_reap(f);
+	metrics_family_reap(f);
 	pthread_mutex_unlock(&m->render_lock);
 }
 
@@ -596,7 +525,7 @@ out_free:
 }
 
 /* Called with m->lock held. */
-static bool name_taken(const struct metrics *m, const char *name)
+bool metrics_name_taken(const struct metrics *m, const char *name)
 {
 	if (m->dropped && strcmp(m->dropped->name, name) == 0)
 		return true;
@@ -629,7 +558,7 @@ static struct metric_family *metrics_register(struct metrics *m, enum metric_typ
 	f->owner = m;
 
 	pthread_mutex_lock(&m->lock);
-	if (name_taken(m, name)) {
+	if (metrics_name_taken(m, name)) {
 		pthread_mutex_unlock(&m->lock);
 		family_free(f);
 		return NULL;
@@ -731,375 +660,4 @@ enum mn_err metrics_on_collect(struct metrics *m, metrics_collect_fn fn, void *c
 	m->ncollectors++;
 	pthread_mutex_unlock(&m->lock);
 	return MN_OK;
-}
-
-/* ---- rendering ------------------------------------------------------------ */
-
-/* A buf writer whose first error sticks: once buf has failed (and freed its
- * content) nothing more is appended. */
-struct writer {
-	struct buf *out;
-	enum mn_err err;
-};
-
-static void w_put(struct writer *w, const char *s, size_t len)
-{
-	if (w->err == MN_OK && len)
-		w->err = buf_append(w->out, s, len);
-}
-
-static void w_puts(struct writer *w, const char *s)
-{
-	w_put(w, s, strlen(s));
-}
-
-/* Appends 's' with '\\' and '\n' escaped, and '"' too when 'quote'. */
-static void w_escaped(struct writer *w, const char *s, bool quote)
-{
-	const char *run = s;
-
-	for (; *s; s++) {
-		const char *esc = NULL;
-
-		if (*s == '\\')
-			esc = "\\\\";
-		else if (*s == '\n')
-			esc = "\\n";
-		else if (*s == '"' && quote)
-			esc = "\\\"";
-		if (esc) {
-			w_put(w, run, (size_t)(s - run));
-			w_put(w, esc, 2);
-			run = s + 1;
-		}
-	}
-	w_put(w, run, (size_t)(s - run));
-}
-
-/* The shortest %g form that reads back as 'v' (Go's FormatFloat 'g', -1). */
-static void fmt_shortest(char *out, size_t len, double v)
-{
-	for (int prec = 15; prec <= 17; prec++) {
-		snprintf(out, len, "%.*g", prec, v);
-		if (strtod(out, NULL) == v)
-			return;
-	}
-}
-
-static void fmt_special(char *out, size_t len, double v)
-{
-	snprintf(out, len, "%s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf");
-}
-
-/* A sample value: integers without exponent or decimals, else shortest. */
-static void fmt_value(char *out, size_t len, double v)
-{
-	if (!isfinite(v))
-		fmt_special(out, len, v);
-	else if (v == 0)
-		snprintf(out, len, "0"); /* not "-0" */
-	else if (v == trunc(v) && fabs(v) < 1e15)
-		snprintf(out, len, "%.0f", v);
-	else
-		fmt_shortest(out, len, v);
-}
-
-static void fmt_le(char *out, size_t len, double v)
-{
-	if (!isfinite(v))
-		fmt_special(out, len, v);
-	else
-		fmt_shortest(out, len, v);
-}
-
-/* name{l1="v1",...[,le="x"]} value\n */
-static void w_sample(struct writer *w, const struct metric_family *f, const char *suffix,
-		     const struct series *s, const char *le, const char *value)
-{
-	w_puts(w, f->name);
-	w_puts(w, suffix);
-	if (f->nlabels || le) {
-		w_put(w, "{", 1);
-		for (size_t i = 0; i < f->nlabels; i++) {
-			if (i)
-				w_put(w, ",", 1);
-			w_puts(w, f->label_names[i]);
-			w_put(w, "=\"", 2);
-			w_escaped(w, s->values[i], true);
-			w_put(w, "\"", 1);
-		}
-		if (le) {
-			w_puts(w, f->nlabels ? ",le=\"" : "le=\"");
-			w_puts(w, le);
-			w_put(w, "\"", 1);
-		}
-		w_put(w, "}", 1);
-	}
-	w_put(w, " ", 1);
-	w_puts(w, value);
-	w_put(w, "\n", 1);
-}
-
-/* What render copies under the family lock. */
-struct sample {
-	const struct series *s;
-	double value;
-	uint64_t count;
-};
-
-static void family_render(struct writer *w, struct metric_family *f)
-{
-	size_t nb = f->type == METRIC_HISTOGRAM ? f->nbounds + 1 : 0;
-	struct sample *snap = NULL;
-	uint64_t *buckets = NULL;
-	size_t n;
-	char num[64], le[64];
-
-	if (w->err != MN_OK)
-		return;
-	w_puts(w, "# HELP ");
-	w_puts(w, f->name);
-	w_put(w, " ", 1);
-	w_escaped(w, f->help, false);
-	w_puts(w, "\n# TYPE ");
-	w_puts(w, f->name);
-	w_put(w, " ", 1);
-	w_puts(w, metric_type_names[f->type]);
-	w_put(w, "\n", 1);
-
-	/* Allocate outside the lock, copy the numbers inside it. Series may
-	 * come and go in between: take the first of those there are then, as
-	 * many as were allocated for. A series removed after the copy stays
-	 * readable: it is retired, and freed only once this render is over. */
-	pthread_mutex_lock(&f->lock);
-	n = f->only ? 1 : f->nseries;
-	pthread_mutex_unlock(&f->lock);
-	if (n == 0)
-		return;
-	snap = calloc(n, sizeof(*snap));
-	if (nb)
-		buckets = calloc(n * nb, sizeof(*buckets));
-	if (snap == NULL || (nb && buckets == NULL)) {
-		w->err = MN_NOMEM;
-		goto out_free;
-	}
-	pthread_mutex_lock(&f->lock);
-	if (!f->only && f->nseries < n)
-		n = f->nseries;
-	for (size_t i = 0; i < n; i++) {
-		const struct series *s = f->only ? f->only : f->list[i];
-
-		snap[i].s = s;
-		snap[i].value = s->value;
-		snap[i].count = s->count;
-		if (nb)
-			memcpy(buckets + i * nb, s->buckets, nb * sizeof(*buckets));
-	}
-	pthread_mutex_unlock(&f->lock);
-
-	for (size_t i = 0; i < n && w->err == MN_OK; i++) {
-		const struct series *s = snap[i].s;
-		uint64_t cum = 0;
-
-		if (f->type != METRIC_HISTOGRAM) {
-			fmt_value(num, sizeof(num), snap[i].value);
-			w_sample(w, f, "", s, NULL, num);
-			continue;
-		}
-		for (size_t b = 0; b < nb; b++) {
-			cum += buckets[i * nb + b];
-			if (b < f->nbounds)
-				fmt_le(le, sizeof(le), f->bounds[b]);
-			else
-				snprintf(le, sizeof(le), "+Inf");
-			snprintf(num, sizeof(num), "%llu", (unsigned long long)cum);
-			w_sample(w, f, "_bucket", s, le, num);
-		}
-		fmt_value(num, sizeof(num), snap[i].value);
-		w_sample(w, f, "_sum", s, NULL, num);
-		snprintf(num, sizeof(num), "%llu", (unsigned long long)snap[i].count);
-		w_sample(w, f, "_count", s, NULL, num);
-	}
-
-out_free:
-	free(buckets);
-	free(snap);
-}
-
-static void metrics_collect(struct metrics *m)
-{
-	struct collector *c;
-	size_t n;
-
-	/* Collectors are only appended and never freed before the registry,
-	 * so the first n can be walked without the lock, which the callbacks
-	 * may need to register families. */
-	pthread_mutex_lock(&m->lock);
-	c = m->collectors;
-	n = m->ncollectors;
-	pthread_mutex_unlock(&m->lock);
-	for (size_t i = 0; i < n && c; i++, c = c->next)
-		c->fn(m, c->ctx);
-}
-
-enum mn_err metrics_render(struct metrics *m, struct buf *out)
-{
-	struct writer w = {out, MN_OK};
-
-	if (m == NULL || out == NULL)
-		return MN_INVALID;
-	pthread_mutex_lock(&m->render_lock);
-	metrics_collect(m);
-	pthread_mutex_lock(&m->lock);
-	for (struct metric_family *f = m->families; f; f = f->next)
-		family_render(&w, f);
-	family_render(&w, m->dropped);
-	/* no snapshot of this render is left: what was removed so far may go */
-	for (struct metric_family *f = m->families; f; f = f->next)
-		family_reap(f);
-	pthread_mutex_unlock(&m->lock);
-	pthread_mutex_unlock(&m->render_lock);
-	return w.err;
-}
-
-/* ---- process metrics ------------------------------------------------------ */
-
-struct proc_stat {
-	unsigned long utime, stime; /* clock ticks */
-	long threads;
-	unsigned long long starttime; /* clock ticks after boot */
-	unsigned long vsize;	      /* bytes */
-	long rss;		      /* pages */
-};
-
-static bool proc_read_stat(struct proc_stat *st)
-{
-	char line[1024];
-	const char *p;
-	FILE *fp;
-	int n;
-
-	fp = fopen("/proc/self/stat", "r");
-	if (fp == NULL)
-		return false;
-	p = fgets(line, sizeof(line), fp);
-	fclose(fp);
-	if (p == NULL)
-		return false;
-	/* the command name may hold spaces and parentheses: skip to the last ')' */
-	p = strrchr(line, ')');
-	if (p == NULL)
-		return false;
-	n = sscanf(p + 1,
-		   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %ld %*d "
-		   "%llu %lu %ld",
-		   &st->utime, &st->stime, &st->threads, &st->starttime, &st->vsize, &st->rss);
-	return n == 6;
-}
-
-static bool proc_boot_time(double *out)
-{
-	char line[256];
-	FILE *fp;
-	bool found = false;
-	unsigned long long btime;
-
-	fp = fopen("/proc/stat", "r");
-	if (fp == NULL)
-		return false;
-	while (fgets(line, sizeof(line), fp)) {
-		if (sscanf(line, "btime %llu", &btime) == 1) {
-			*out = (double)btime;
-			found = true;
-			break;
-		}
-	}
-	fclose(fp);
-	return found;
-}
-
-static long proc_open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	long n = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory stream's own descriptor */
-}
-
-static void proc_set(struct metric_family *f, double v)
-{
-	family_update(f, NULL, OP_SET, v);
-}
-
-static void process_collect(struct metrics *m, void *ctx)
-{
-	struct process_metrics *pm = ctx;
-	struct proc_stat st;
-	struct rlimit rl;
-	long fds;
-	double ticks = (double)sysconf(_SC_CLK_TCK);
-
-	(void)m;
-	if (proc_read_stat(&st)) {
-		proc_set(pm->cpu, (double)(st.utime + st.stime) / ticks);
-		proc_set(pm->rss, (double)st.rss * (double)sysconf(_SC_PAGESIZE));
-		proc_set(pm->vsize, (double)st.vsize);
-		proc_set(pm->threads, (double)st.threads);
-	}
-	fds = proc_open_fds();
-	if (fds >= 0)
-		proc_set(pm->open_fds, (double)fds);
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		proc_set(pm->max_fds,
-			 rl.rlim_cur == RLIM_INFINITY ? INFINITY : (double)rl.rlim_cur);
-}
-
-enum mn_err metrics_register_process(struct metrics *m)
-{
-	struct process_metrics *pm;
-	struct proc_stat st;
-	double boot;
-	bool taken;
-
-	if (m == NULL)
-		return MN_INVALID;
-	pm = &m->proc;
-	pthread_mutex_lock(&m->lock);
-	taken = name_taken(m, "process_cpu_seconds_total");
-	pthread_mutex_unlock(&m->lock);
-	if (taken)
-		return MN_CONFLICT;
-	if (!proc_read_stat(&st) || !proc_boot_time(&boot))
-		return MN_IO;
-
-	pm->cpu = metrics_counter(m, "process_cpu_seconds_total",
-				  "Total user and system CPU time spent in seconds.", 0, NULL);
-	if (pm->cpu == NULL)
-		return MN_NOMEM;
-	pm->rss = metrics_gauge(m, "process_resident_memory_bytes",
-				"Resident memory size in bytes.", 0, NULL);
-	pm->vsize = metrics_gauge(m, "process_virtual_memory_bytes",
-				  "Virtual memory size in bytes.", 0, NULL);
-	pm->open_fds =
-		metrics_gauge(m, "process_open_fds", "Number of open file descriptors.", 0, NULL);
-	pm->max_fds = metrics_gauge(m, "process_max_fds",
-				    "Maximum number of open file descriptors.", 0, NULL);
-	pm->start_time =
-		metrics_gauge(m, "process_start_time_seconds",
-			      "Start time of the process since unix epoch in seconds.", 0, NULL);
-	pm->threads = metrics_gauge(m, "process_threads", "Number of OS threads in the process.", 0,
-				    NULL);
-	if (!pm->rss || !pm->vsize || !pm->open_fds || !pm->max_fds || !pm->start_time ||
-	    !pm->threads)
-		return MN_NOMEM; /* the registered ones stay, harmless zeros */
-
-	proc_set(pm->start_time, boot + (double)st.starttime / (double)sysconf(_SC_CLK_TCK));
-	return metrics_on_collect(m, process_collect, pm);
 }
