@@ -29,12 +29,9 @@
 #include "peers/users_peer_http.h"
 #include "orders/orders_handlers.h"
 #include "orders/orders_service.h"
-#include "store/orders_repo.h"
-#include "store/pg_pool.h"
-#include "store/store_probe.h"
+#include "store/store_open.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
-#include "store/users_repo.h"
 #include "events/publisher.h"
 #include "users/users_handlers.h"
 #include "users/users_service.h"
@@ -78,12 +75,9 @@ struct app {
 	const struct config *cfg;    /* the boot config: static settings */
 	struct config_store *store;  /* the config in force (the live engine's) */
 	struct app_metrics m;
-	struct users_repo *users_repo;
+	struct store_repos db;       /* the repositories and the store's probe */
 	struct users_service *users;
-	struct orders_repo *orders_repo;
 	struct orders_service *orders;
-	struct pg_pool *pg_pool;	 /* PostgreSQL's, for its counts; or NULL */
-	struct store_probe *store_probe; /* /ready's view of the store */
 	struct users_peer_http users_peer_http;
 	struct users_peer users_peer;
 	struct http_router *router;
@@ -192,24 +186,10 @@ static void collect(struct metrics *m, void *ctx)
 	config_store_put(app->store, cfg);
 	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
 	json_decref(scratch);
-	if (app->users_repo || app->orders_repo) {
-		struct store_health sum = {0}, h;
+	if (app->db.users || app->db.orders) {
+		struct store_health sum;
 
-		if (app->users_repo) {
-			users_repo_health(app->users_repo, &h);
-			store_health_add(&sum, &h);
-		}
-		if (app->orders_repo) {
-			orders_repo_health(app->orders_repo, &h);
-			store_health_add(&sum, &h);
-		}
-		if (app->pg_pool) {
-			struct pg_pool_stats ps;
-
-			pg_pool_stats(app->pg_pool, &ps);
-			for (int k = 0; k < STORE_SHED_COUNT; k++)
-				sum.shed[k] += ps.shed[k];
-		}
+		store_health_sum(&app->db, &sum);
 		for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
 			metric_set_counter(app->m.store_write_failures,
 					   (const char *[]){store_fault_label(k)},
@@ -333,12 +313,11 @@ static bool app_ready(void *ctx, json_t *body)
 	struct app *app = ctx;
 	const struct config *cfg = config_store_get(app->store);
 	json_t *pending = json_array();
-	bool ok = true, sqlite_driver;
+	bool ok = true;
 	char err[256];
 
 	/* what an operator looks for: still ready in maintenance (Consul
 	 * takes the node out of ?passing), and what waits for a restart */
-	sqlite_driver = strcmp(cfg->database_driver, "sqlite") == 0;
 	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
 	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
 		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
@@ -348,24 +327,10 @@ static bool app_ready(void *ctx, json_t *body)
 		json_object_set_new(body, "reason", json_string("stopping"));
 		ok = false;
 	}
-	if (app->store_probe) {
-		/* what the background probe saw: never a query from here; a
-		 * SQLite write that just failed shows at once (its write state
-		 * is in memory), the probe's write brings it back */
+	if (app->db.probe) {
+		/* what the background probe saw: never a query from here */
 		char why[256];
-		bool store_ok = store_probe_ok(app->store_probe, why, sizeof(why), NULL);
-		struct store_health h = {0};
-
-		if (store_ok && sqlite_driver) {
-			if (app->users_repo)
-				users_repo_health(app->users_repo, &h);
-			if (h.fault == STORE_FAULT_NONE && app->orders_repo)
-				orders_repo_health(app->orders_repo, &h);
-			if (h.fault != STORE_FAULT_NONE) {
-				store_ok = false;
-				snprintf(why, sizeof(why), "cannot write: %s", store_fault_text(h.fault));
-			}
-		}
+		bool store_ok = store_ready(&app->db, why, sizeof(why));
 
 		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
 		ok = ok && store_ok;
@@ -412,125 +377,6 @@ static void apply_config(void *ctx, const struct config *old, const struct confi
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
-
-/* The background probe's look at the store: each repository's ping (none
- * waits for a busy pool). */
-static enum mn_err store_ping(void *ctx, char *why, size_t len)
-{
-	struct app *app = ctx;
-	enum mn_err e = MN_OK;
-
-	if (app->users_repo)
-		e = users_repo_ping(app->users_repo, why, len);
-	if (e == MN_OK && app->orders_repo)
-		e = orders_repo_ping(app->orders_repo, why, len);
-	return e;
-}
-
-static enum mn_err store_probe_setup(struct app *app)
-{
-	struct store_probe_opts o = {
-		.ping = store_ping,
-		.ctx = app,
-		.interval_ms = STORE_PROBE_INTERVAL_MS,
-		.stale_ms = STORE_PROBE_STALE_MS,
-	};
-
-	if (!app->users_repo && !app->orders_repo)
-		return MN_OK;
-	app->store_probe = store_probe_create(&o);
-	if (app->store_probe == NULL)
-		return MN_NOMEM;
-	return store_probe_start(app->store_probe);
-}
-
-/* The settings of how long a request may wait in the store. */
-static struct store_limits store_limits_of(const struct config *cfg)
-{
-	return (struct store_limits){
-		.acquire_timeout_ms = cfg->database_acquire_timeout_ms,
-		.max_waiters = cfg->database_max_waiters,
-		.request_timeout_ms = cfg->read_timeout_ms,
-	};
-}
-
-/* PostgreSQL: one pool for both repositories. A server that does not
- * answer is not fatal, nor a wait: the pool connects (and migrates) in
- * its own thread, the node listens, answers /health and registers
- * meanwhile, and /ready says why until the store is up. A login or
- * database the server refuses within the pool's first moments
- * (PG_POOL_START_WAIT_MS) is a configuration error (MN_CONFIG), which no
- * retry fixes; one known only later is logged at error and /ready says
- * so. */
-static enum mn_err store_open_pg(struct app *app)
-{
-	struct pg_pool_opts o;
-	struct pg_pool *pool;
-	char err[1024];
-	enum mn_err e;
-
-	pg_pool_opts_from_config(app->cfg, &o);
-	pool = pg_pool_create(&o);
-	if (pool == NULL)
-		return MN_NOMEM;
-	e = pg_pool_start(pool, err, sizeof(err));
-	if (e == MN_UNAVAILABLE) {
-		log_warn("store", "%s; serving, with /ready answering 503, until it answers", err);
-	} else if (e != MN_OK) {
-		log_error("store", "%s", err);
-		pg_pool_unref(pool);
-		return e;
-	}
-	if (config_has_module(app->cfg, "users"))
-		app->users_repo = users_repo_pg_open(pool);
-	if (config_has_module(app->cfg, "orders"))
-		app->orders_repo = orders_repo_pg_open(pool);
-	app->pg_pool = pool; /* and the app its counts, until teardown */
-	if ((config_has_module(app->cfg, "users") && app->users_repo == NULL) ||
-	    (config_has_module(app->cfg, "orders") && app->orders_repo == NULL))
-		return MN_NOMEM;
-	if (e == MN_OK) {
-		pg_describe(&o, err, sizeof(err));
-		log_info("store", "%s: connected, schema up to date", err);
-	}
-	return MN_OK;
-}
-
-/* The repositories of the modules in service.modules, in one database. */
-static enum mn_err store_open(struct app *app)
-{
-	bool memory = strcmp(app->cfg->database_driver, "memory") == 0;
-	const char *path = app->cfg->database_path;
-	char err[256];
-
-	if (strcmp(app->cfg->database_driver, "postgres") == 0)
-		return store_open_pg(app);
-	struct store_limits limits = store_limits_of(app->cfg);
-
-	if (config_has_module(app->cfg, "users")) {
-		app->users_repo = memory ? users_repo_memory_create()
-					 : users_repo_sqlite_open_with(path, &limits, err, sizeof(err));
-		if (app->users_repo == NULL)
-			goto out_fail;
-	}
-	if (config_has_module(app->cfg, "orders")) {
-		app->orders_repo = memory ? orders_repo_memory_create()
-					  : orders_repo_sqlite_open_with(path, &limits, err,
-									 sizeof(err));
-		if (app->orders_repo == NULL)
-			goto out_fail;
-	}
-	if (!memory)
-		log_info("store", "sqlite database '%s' open", path);
-	return MN_OK;
-
-out_fail:
-	if (memory)
-		log_error("store", "cannot create the in-memory store");
-	else
-		log_error("store", "cannot open '%s': %s", path, err);
-	return memory ? MN_NOMEM : MN_IO;
-}
 
 /* peers.<name>.* are dynamic: each call reads the config in force. */
 static const void *peer_settings_get(void *ctx, const char *service, struct peer_settings *s)
@@ -696,7 +542,7 @@ static enum mn_err routes_setup(struct app *app)
 	if (err != MN_OK)
 		return err;
 	if (config_has_module(app->cfg, "users")) {
-		app->users = users_service_create(app->users_repo);
+		app->users = users_service_create(app->db.users);
 		if (app->users == NULL)
 			return MN_NOMEM;
 		err = users_handlers_register(app->router, app->users);
@@ -707,11 +553,11 @@ static enum mn_err routes_setup(struct app *app)
 		app->users_peer_http = (struct users_peer_http){app->peers, &app->peer_settings,
 								 "users"};
 		app->users_peer = users_peer_http(&app->users_peer_http);
-		app->orders = orders_service_create(app->orders_repo, &app->users_peer);
+		app->orders = orders_service_create(app->db.orders, &app->users_peer);
 		if (app->orders == NULL)
 			return MN_NOMEM;
 		app->events = events_publisher_start(&(struct events_publisher_opts){
-			.repo = app->orders_repo,
+			.repo = app->db.orders,
 			.resolver = app->resolver,
 			.settings = events_settings_get,
 			.ctx = app,
@@ -924,7 +770,7 @@ static void app_teardown(struct app *app)
 	/* the server is stopped: no order comes; what is not confirmed
 	 * stays in the outbox for the next start */
 	events_publisher_stop(app->events);
-	store_probe_destroy(app->store_probe); /* before what it pings */
+	store_probe_stop(&app->db); /* before what it pings */
 	config_live_stop(app->live); /* no reload reaches what follows */
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	/* the watches first: they build tables of the client's states */
@@ -933,10 +779,8 @@ static void app_teardown(struct app *app)
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
-	users_repo_destroy(app->users_repo);
 	orders_service_destroy(app->orders);
-	orders_repo_destroy(app->orders_repo);
-	pg_pool_unref(app->pg_pool);
+	store_close(&app->db);
 	metrics_destroy(app->m.registry);
 	if (app->store)
 		config_store_put(app->store, app->cfg);
@@ -1014,8 +858,7 @@ int app_run(const struct app_opts *opts)
 		log_error("consul", "%s", err);
 		goto out;
 	}
-	if (metrics_setup(&app) != MN_OK || (store_err = store_open(&app)) != MN_OK ||
-	    store_probe_setup(&app) != MN_OK ||
+	if (metrics_setup(&app) != MN_OK || (store_err = store_open(app.cfg, &app.db)) != MN_OK ||
 	    peers_setup(&app) != MN_OK || routes_setup(&app) != MN_OK) {
 		log_error("app", "cannot set up the node");
 		if (store_err == MN_CONFIG)
