@@ -148,8 +148,6 @@ static void observe_consul(void *ctx, const char *op, enum mn_err result)
 	metric_inc(app->m.consul_requests, (const char *[]){op, result_label(result)});
 }
 
-static bool app_ready(void *ctx, json_t *body);
-
 /* 0 closed, 1 half open, 2 open. Only circuits that are not closed have a
  * series: a mesh of 10,000 instances would otherwise make 10,000 of them. */
 static void collect_circuit(void *ctx, const char *service, const char *node,
@@ -184,7 +182,7 @@ static void collect(struct metrics *m, void *ctx)
 
 	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
 	config_store_put(app->store, cfg);
-	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
+	metric_set(app->m.ready, NULL, scratch && system_handlers_ready(&app->system, scratch) ? 1 : 0);
 	json_decref(scratch);
 	if (app->db.users || app->db.orders) {
 		struct store_health sum;
@@ -306,64 +304,6 @@ static enum mn_err metrics_setup(struct app *app)
 	return metrics_on_collect(m->registry, collect, app);
 }
 
-/* ---- system endpoints ------------------------------------------------- */
-
-static bool app_ready(void *ctx, json_t *body)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	json_t *pending = json_array();
-	bool ok = true;
-	char err[256];
-
-	/* what an operator looks for: still ready in maintenance (Consul
-	 * takes the node out of ?passing), and what waits for a restart */
-	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
-	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
-		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
-	json_object_set_new(body, "pending_restart", pending);
-	config_store_put(app->store, cfg);
-	if (atomic_load(&app->stopping)) {
-		json_object_set_new(body, "reason", json_string("stopping"));
-		ok = false;
-	}
-	if (app->db.probe) {
-		/* what the background probe saw: never a query from here */
-		char why[256];
-		bool store_ok = store_ready(&app->db, why, sizeof(why));
-
-		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
-		ok = ok && store_ok;
-	}
-	if (app->registrar) {
-		bool registered = registrar_registered(app->registrar);
-
-		json_object_set_new(body, "consul",
-				    json_string(registered ? "registered" : "not registered"));
-		registrar_last_error(app->registrar, err, sizeof(err));
-		if (!registered && err[0])
-			json_object_set_new(body, "consul_error", json_string(err));
-	}
-	return ok;
-}
-
-static json_t *app_config_for_http(void *ctx, const char *prefix, size_t offset, size_t limit)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	json_t *o = config_document_page(cfg, prefix, offset, limit);
-
-	config_store_put(app->store, cfg);
-	return o;
-}
-
-static enum mn_err app_metrics_text(void *ctx, struct buf *out)
-{
-	struct app *app = ctx;
-
-	return metrics_render(app->m.registry, out);
-}
-
 /* ---- live configuration ------------------------------------------------ */
 
 /* What a new configuration changes in the node beyond what readers of the
@@ -448,30 +388,6 @@ static void events_stored(void *ctx)
 	events_publisher_notify(((struct app *)ctx)->events);
 }
 
-/* GET /health's "events": the backlog, while events are on (the check
- * stays 200: events are asynchronous, a broker away is no reason to take
- * the node out). */
-static void app_health(void *ctx, json_t *body)
-{
-	struct app *app = ctx;
-	struct events_status st;
-
-	if (app->events == NULL)
-		return;
-	events_publisher_status(app->events, &st);
-	if (!st.enabled)
-		return;
-	json_object_set_new(body, "events",
-			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:s}",
-				      "connected", st.connected, "broker", st.broker, "pending",
-				      (json_int_t)st.pending, "sent", (json_int_t)st.sent,
-				      "oldest_pending_age_s",
-				      (double)st.oldest_pending_age_ms / 1000.0, "oldest_sent_age_s",
-				      (double)st.oldest_sent_age_ms / 1000.0, "pruned",
-				      (json_int_t)st.pruned, "confirmed", (json_int_t)st.confirmed,
-				      "failed", (json_int_t)st.failed, "last_error", st.last_error));
-}
-
 /* peers.<name>.panic_threshold in force: the resolver asks at each
  * answer and every second. */
 static unsigned peer_panic_threshold(void *ctx, const char *service)
@@ -532,8 +448,12 @@ static enum mn_err routes_setup(struct app *app)
 	app->router = http_router_create();
 	if (app->router == NULL)
 		return MN_NOMEM;
-	app->system = (struct system_handlers){app_ready, app_config_for_http, app_metrics_text,
-					       app_health, app};
+	app->system = (struct system_handlers){
+		.config = app->store,
+		.metrics = app->m.registry,
+		.stopping = &app->stopping,
+		.store = &app->db,
+	};
 	err = system_handlers_register(app->router, &app->system);
 	if (err != MN_OK)
 		return err;
@@ -569,6 +489,7 @@ static enum mn_err routes_setup(struct app *app)
 		});
 		if (app->events == NULL)
 			return MN_NOMEM;
+		app->system.events = app->events;
 		orders_service_set_events(app->orders, &(struct orders_events){
 							       .enabled = events_enabled,
 							       .stored = events_stored,
@@ -903,6 +824,7 @@ int app_run(const struct app_opts *opts)
 			log_error("consul", "cannot start the registration thread");
 			goto out_stop_server;
 		}
+		app.system.registrar = app.registrar;
 	} else {
 		log_info("consul", "consul.register is false: the agent's configuration "
 			 "registers '%s'; this node neither registers nor deregisters it",
