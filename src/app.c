@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "consul/agent.h"
+#include "consul/consul_metrics.h"
 #include "consul/kv.h"
 #include "consul/registrar.h"
 #include "consul/watch.h"
@@ -22,16 +23,20 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/strmap.h"
+#include "http/http_metrics.h"
 #include "http/server.h"
 #include "peers/peer_client.h"
+#include "peers/peers_metrics.h"
 #include "peers/peers_handlers.h"
 #include "peers/resolver.h"
 #include "peers/users_peer_http.h"
 #include "orders/orders_handlers.h"
 #include "orders/orders_service.h"
+#include "store/store_metrics.h"
 #include "store/store_open.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
+#include "events/events_metrics.h"
 #include "events/publisher.h"
 #include "users/users_handlers.h"
 #include "users/users_service.h"
@@ -45,28 +50,18 @@
 #define REGISTER_BACKOFF_CAP_MS 1000
 #define WATCH_BACKOFF_CAP_MS 1000
 
+/* The node's own metrics and each module's families, registered by the
+ * module. */
 struct app_metrics {
 	struct metrics *registry;
-	struct metric_family *http_requests;
-	struct metric_family *http_duration;
-	struct metric_family *consul_requests;
-	struct metric_family *consul_registered;
+	struct http_metrics http;
+	struct consul_metrics consul;
 	struct metric_family *kv_index;
 	struct metric_family *build_info;
 	struct metric_family *ready;
-	struct metric_family *peer_requests;
-	struct metric_family *peer_duration;
-	struct metric_family *peer_instances;
-	struct metric_family *peer_panic;
-	struct metric_family *peer_stale;
-	struct metric_family *peer_circuit;
-	struct metric_family *store_write_failures;
-	struct metric_family *store_shed;
-	struct metric_family *events_published;
-	struct metric_family *events_outbox;
-	struct metric_family *events_oldest;
-	struct metric_family *events_pruned;
-	struct metric_family *events_oldest_sent;
+	struct peers_metrics peers;
+	struct store_metrics store;
+	struct events_publisher_opts events; /* only its metric families */
 };
 
 struct app {
@@ -104,199 +99,43 @@ struct app {
 
 /* ---- metrics ---------------------------------------------------------- */
 
-static const char *method_label(const char *m)
-{
-	static const char *const known[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
-
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		if (strcmp(m, known[i]) == 0)
-			return known[i];
-	return "OTHER"; /* a client cannot mint label values */
-}
-
-static void observe_http(void *ctx, const char *method, const char *route, int status,
-			 double seconds, const char *request_id)
-{
-	struct app *app = ctx;
-	char code[8];
-	const char *m = method_label(method);
-	const char *endpoint = route ? route : "unmatched";
-
-	snprintf(code, sizeof(code), "%d", status);
-	metric_inc(app->m.http_requests, (const char *[]){m, endpoint, code});
-	metric_observe(app->m.http_duration, (const char *[]){m, endpoint}, seconds);
-	log_debug("http", "%s %s %d %.3f ms request %s", m, endpoint, status, seconds * 1000.0,
-		  request_id);
-}
-
-static const char *result_label(enum mn_err e)
-{
-	switch (e) {
-	case MN_OK: return "success";
-	case MN_NOT_FOUND: return "not_found";
-	case MN_FORBIDDEN: return "forbidden";
-	case MN_UNAVAILABLE:
-	case MN_TIMEOUT: return "unreachable";
-	default: return "error";
-	}
-}
-
-static void observe_consul(void *ctx, const char *op, enum mn_err result)
-{
-	struct app *app = ctx;
-
-	metric_inc(app->m.consul_requests, (const char *[]){op, result_label(result)});
-}
-
-/* 0 closed, 1 half open, 2 open. Only circuits that are not closed have a
- * series: a mesh of 10,000 instances would otherwise make 10,000 of them. */
-static void collect_circuit(void *ctx, const char *service, const char *node,
-			    const char *instance, const char *state)
-{
-	struct app *app = ctx;
-	double v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
-
-	if (v > 0)
-		metric_set(app->m.peer_circuit, (const char *[]){service, node, instance}, v);
-}
-
-static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
-{
-	struct app *app = ctx;
-
-	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->passing);
-	metric_set(app->m.peer_panic, (const char *[]){snap->service}, snap->panic ? 1 : 0);
-	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
-	peer_client_foreach_instance(snap, collect_circuit, app);
-}
-
+/* The node's own gauges: the KV index in force and readiness. */
 static void collect(struct metrics *m, void *ctx)
 {
 	struct app *app = ctx;
 	json_t *scratch = json_object();
 
 	(void)m;
-	metric_set(app->m.consul_registered, NULL,
-		   app->registrar && registrar_registered(app->registrar) ? 1 : 0);
 	const struct config *cfg = config_store_get(app->store);
 
 	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
 	config_store_put(app->store, cfg);
 	metric_set(app->m.ready, NULL, scratch && system_handlers_ready(&app->system, scratch) ? 1 : 0);
 	json_decref(scratch);
-	if (app->db.users || app->db.orders) {
-		struct store_health sum;
-
-		store_health_sum(&app->db, &sum);
-		for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
-			metric_set_counter(app->m.store_write_failures,
-					   (const char *[]){store_fault_label(k)},
-					   (double)sum.write_failures[k]);
-		for (int k = 0; k < STORE_SHED_COUNT; k++)
-			metric_set_counter(app->m.store_shed, (const char *[]){store_shed_label(k)},
-					   (double)sum.shed[k]);
-	}
-	/* the series of services no longer followed and of circuits closed
-	 * since go: only what is set now stays */
-	metric_sweep_begin(app->m.peer_instances);
-	metric_sweep_begin(app->m.peer_panic);
-	metric_sweep_begin(app->m.peer_stale);
-	metric_sweep_begin(app->m.peer_circuit);
-	if (app->resolver)
-		resolver_foreach(app->resolver, collect_peer_view, app);
-	metric_sweep_end(app->m.peer_instances);
-	metric_sweep_end(app->m.peer_panic);
-	metric_sweep_end(app->m.peer_stale);
-	metric_sweep_end(app->m.peer_circuit);
 }
 
+/* Each module registers its families, in the order /metrics shows them. */
 static enum mn_err metrics_setup(struct app *app)
 {
-	static const char *const http_labels[] = {"method", "endpoint", "status"};
-	static const char *const op_labels[] = {"op", "result"};
 	static const char *const version_labels[] = {"version"};
-	static const char *const peer_labels[] = {"service", "outcome"};
-	static const char *const circuit_labels[] = {"service", "node", "instance"};
-	static const char *const kind_labels[] = {"kind"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
 	if (m->registry == NULL)
 		return MN_NOMEM;
-	m->http_requests = metrics_counter(m->registry, "http_requests_total",
-					   "HTTP requests answered, by method, route pattern and status.",
-					   3, http_labels);
-	m->http_duration = metrics_histogram(m->registry, "http_request_duration_seconds",
-					     "Time to answer HTTP requests, by method and route pattern.",
-					     2, http_labels, metrics_http_buckets,
-					     metrics_http_buckets_count);
-	m->consul_requests = metrics_counter(m->registry, "meshnode_consul_requests_total",
-					     "Calls to the Consul agent, by operation and result.", 2,
-					     op_labels);
-	m->consul_registered = metrics_gauge(m->registry, "meshnode_consul_registered",
-					     "1 while the agent holds this node's registration.", 0, NULL);
+	if (http_metrics_register(&m->http, m->registry) != MN_OK ||
+	    consul_metrics_register(&m->consul, m->registry) != MN_OK)
+		return MN_NOMEM;
 	m->kv_index = metrics_gauge(m->registry, "meshnode_config_kv_index",
 				    "The Consul KV index of the configuration in force.", 0, NULL);
 	m->ready = metrics_gauge(m->registry, "meshnode_ready",
 				 "1 while the node reports ready.", 0, NULL);
 	m->build_info = metrics_gauge(m->registry, "meshnode_build_info",
 				      "Build information; the value is always 1.", 1, version_labels);
-	m->peer_requests = metrics_counter(m->registry, "meshnode_peer_requests_total",
-					   "Attempts of calls to peer services, by service and outcome.",
-					   2, peer_labels);
-	m->peer_duration = metrics_histogram(m->registry, "meshnode_peer_request_duration_seconds",
-					     "Time of attempts of calls to peer services.", 1,
-					     peer_labels, metrics_http_buckets,
-					     metrics_http_buckets_count);
-	m->peer_instances = metrics_gauge(m->registry, "meshnode_peer_instances",
-					  "Passing instances of a peer service in the node's view.", 1,
-					  peer_labels);
-	m->peer_panic = metrics_gauge(m->registry, "meshnode_peer_panic",
-				      "1 while fewer instances of a peer service pass than its "
-				      "panic threshold and every registered one is called.",
-				      1, peer_labels);
-	m->peer_stale = metrics_gauge(m->registry, "meshnode_peer_view_stale_seconds",
-				      "How long the view of a peer service has been out of touch "
-				      "with Consul (0 while the agent answers).",
-				      1, peer_labels);
-	m->peer_circuit = metrics_gauge(m->registry, "meshnode_peer_circuit_state",
-					"Circuit of a peer instance: 0 closed, 1 half open, 2 open.",
-					3, circuit_labels);
-	m->store_write_failures = metrics_counter(
-		m->registry, "meshnode_store_write_failures_total",
-		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
-		kind_labels);
-	m->store_shed = metrics_counter(
-		m->registry, "meshnode_store_shed_total",
-		"Requests refused busy (503 with Retry-After) rather than waiting for the store, by "
-		"reason: timeout (database.acquire_timeout_ms), waiters (database.max_waiters).",
-		1, (const char *[]){"reason"});
-	m->events_published = metrics_counter(
-		m->registry, "meshnode_events_published_total",
-		"Events sent to the broker, by result: confirmed, refused (a nack or a return), "
-		"unconfirmed (no confirm in time or the connection went); the last two go again.",
-		1, (const char *[]){"result"});
-	m->events_outbox = metrics_gauge(m->registry, "meshnode_events_outbox",
-					 "Events in the outbox, by state: pending, sent (kept "
-					 "until events.retention_ms).",
-					 1, (const char *[]){"state"});
-	m->events_oldest = metrics_gauge(m->registry, "meshnode_events_oldest_pending_seconds",
-					 "Age of the oldest event not sent yet (0: none).", 0, NULL);
-	m->events_pruned = metrics_counter(m->registry, "meshnode_events_pruned_total",
-					   "Sent events deleted from the outbox after "
-					   "events.retention_ms.",
-					   0, NULL);
-	m->events_oldest_sent = metrics_gauge(
-		m->registry, "meshnode_events_oldest_sent_seconds",
-		"Age of the oldest sent event kept (0: none): about events.retention_ms while "
-		"pruning keeps up.",
-		0, NULL);
-	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
-	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
-	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
-	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures || !m->store_shed ||
-	    !m->events_published || !m->events_outbox || !m->events_oldest ||
-	    !m->events_pruned || !m->events_oldest_sent ||
+	if (!m->kv_index || !m->ready || !m->build_info ||
+	    peers_metrics_register(&m->peers, m->registry) != MN_OK ||
+	    store_metrics_register(&m->store, m->registry, &app->db) != MN_OK ||
+	    events_metrics_register(&m->events, m->registry) != MN_OK ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
@@ -414,10 +253,7 @@ static void peer_release(void *ctx, void *prepared)
  * configured bounds. */
 static enum mn_err peers_setup(struct app *app)
 {
-	app->peers = peer_client_create(NULL,
-					&(struct peer_metrics){app->m.peer_requests,
-							       app->m.peer_duration},
-					NULL);
+	app->peers = peer_client_create(NULL, &app->m.peers.calls, NULL);
 	if (app->peers == NULL)
 		return MN_NOMEM;
 	app->resolver = resolver_create(&(struct resolver_opts){
@@ -437,6 +273,7 @@ static enum mn_err peers_setup(struct app *app)
 	if (app->resolver == NULL)
 		return MN_NOMEM;
 	peer_client_attach(app->peers, app->resolver);
+	app->m.peers.resolver = app->resolver;
 	app->peer_settings = (struct peer_settings_source){peer_settings_get, peer_settings_put, app};
 	return MN_OK;
 }
@@ -476,17 +313,13 @@ static enum mn_err routes_setup(struct app *app)
 		app->orders = orders_service_create(app->db.orders, &app->users_peer);
 		if (app->orders == NULL)
 			return MN_NOMEM;
-		app->events = events_publisher_start(&(struct events_publisher_opts){
-			.repo = app->db.orders,
-			.resolver = app->resolver,
-			.settings = events_settings_get,
-			.ctx = app,
-			.published = app->m.events_published,
-			.outbox = app->m.events_outbox,
-			.oldest = app->m.events_oldest,
-			.pruned = app->m.events_pruned,
-			.oldest_sent = app->m.events_oldest_sent,
-		});
+		struct events_publisher_opts eo = app->m.events;
+
+		eo.repo = app->db.orders;
+		eo.resolver = app->resolver;
+		eo.settings = events_settings_get;
+		eo.ctx = app;
+		app->events = events_publisher_start(&eo);
 		if (app->events == NULL)
 			return MN_NOMEM;
 		app->system.events = app->events;
@@ -788,7 +621,7 @@ int app_run(const struct app_opts *opts)
 	}
 	if (stop_requested(&app))
 		goto out_stopped;
-	consul_set_observer(app.consul, observe_consul, &app);
+	consul_set_observer(app.consul, consul_metrics_observe, &app.m.consul);
 
 	fd_limit_raise(app.cfg->threads);
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
@@ -801,8 +634,8 @@ int app_run(const struct app_opts *opts)
 		.max_body_bytes = app.cfg->max_body_bytes,
 		.router = app.router,
 		.drain_paths = drain_paths,
-		.observe = observe_http,
-		.observe_ctx = &app,
+		.observe = http_metrics_observe,
+		.observe_ctx = &app.m.http,
 		.explain_not_found = explain_not_found,
 		.explain_ctx = &app,
 	};
@@ -825,6 +658,7 @@ int app_run(const struct app_opts *opts)
 			goto out_stop_server;
 		}
 		app.system.registrar = app.registrar;
+		app.m.consul.registrar = app.registrar;
 	} else {
 		log_info("consul", "consul.register is false: the agent's configuration "
 			 "registers '%s'; this node neither registers nor deregisters it",
