@@ -11,7 +11,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "consul/agent.h"
 #include "consul/consul_metrics.h"
@@ -20,7 +19,6 @@
 #include "consul/watch.h"
 #include "config/live.h"
 #include "config/store.h"
-#include "core/clock.h"
 #include "core/log.h"
 #include "core/strmap.h"
 #include "http/http_metrics.h"
@@ -399,32 +397,6 @@ static void fd_limit_raise(int threads)
 			 (unsigned long long)rl.rlim_cur, threads);
 }
 
-static void *server_stop_thread(void *arg)
-{
-	http_server_stop(arg);
-	return NULL;
-}
-
-/* Stops the server, letting in-flight requests finish within the drain
- * bound. false when the bound passed first (the server is then abandoned:
- * the process is about to exit). */
-static bool server_drain(struct http_server *s, int timeout_ms)
-{
-	struct timespec deadline;
-	pthread_t t;
-
-	if (pthread_create(&t, NULL, server_stop_thread, s) != 0) {
-		http_server_stop(s);
-		return true;
-	}
-	deadline = clock_realtime_deadline_ms((uint64_t)timeout_ms);
-	if (pthread_timedjoin_np(t, NULL, &deadline) != 0) {
-		pthread_detach(t);
-		return false;
-	}
-	return true;
-}
-
 /* The signal thread: SIGTERM, SIGINT and SIGHUP (blocked in every thread)
  * are taken here and only noted, so they are heard whatever the main
  * thread is doing: starting, or asking for a reload. It ends with the
@@ -684,7 +656,7 @@ int app_run(const struct app_opts *opts)
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
-	if (!server_drain(app.server, app.cfg->shutdown_timeout_ms)) {
+	if (!http_server_stop_within(app.server, app.cfg->shutdown_timeout_ms)) {
 		log_warn("app", "in-flight requests still running after %d ms; exiting anyway",
 			 app.cfg->shutdown_timeout_ms);
 		/* Worker threads may still touch what teardown would free. */
