@@ -11,30 +11,30 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "consul/agent.h"
+#include "consul/consul_metrics.h"
 #include "consul/kv.h"
 #include "consul/registrar.h"
 #include "consul/watch.h"
 #include "config/live.h"
 #include "config/store.h"
-#include "core/clock.h"
 #include "core/log.h"
 #include "core/strmap.h"
+#include "http/http_metrics.h"
 #include "http/server.h"
 #include "peers/peer_client.h"
+#include "peers/peers_metrics.h"
 #include "peers/peers_handlers.h"
 #include "peers/resolver.h"
 #include "peers/users_peer_http.h"
 #include "orders/orders_handlers.h"
 #include "orders/orders_service.h"
-#include "store/orders_repo.h"
-#include "store/pg_pool.h"
-#include "store/store_probe.h"
+#include "store/store_metrics.h"
+#include "store/store_open.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
-#include "store/users_repo.h"
+#include "events/events_metrics.h"
 #include "events/publisher.h"
 #include "users/users_handlers.h"
 #include "users/users_service.h"
@@ -48,28 +48,18 @@
 #define REGISTER_BACKOFF_CAP_MS 1000
 #define WATCH_BACKOFF_CAP_MS 1000
 
+/* The node's own metrics and each module's families, registered by the
+ * module. */
 struct app_metrics {
 	struct metrics *registry;
-	struct metric_family *http_requests;
-	struct metric_family *http_duration;
-	struct metric_family *consul_requests;
-	struct metric_family *consul_registered;
+	struct http_metrics http;
+	struct consul_metrics consul;
 	struct metric_family *kv_index;
 	struct metric_family *build_info;
 	struct metric_family *ready;
-	struct metric_family *peer_requests;
-	struct metric_family *peer_duration;
-	struct metric_family *peer_instances;
-	struct metric_family *peer_panic;
-	struct metric_family *peer_stale;
-	struct metric_family *peer_circuit;
-	struct metric_family *store_write_failures;
-	struct metric_family *store_shed;
-	struct metric_family *events_published;
-	struct metric_family *events_outbox;
-	struct metric_family *events_oldest;
-	struct metric_family *events_pruned;
-	struct metric_family *events_oldest_sent;
+	struct peers_metrics peers;
+	struct store_metrics store;
+	struct events_publisher_opts events; /* only its metric families */
 };
 
 struct app {
@@ -78,12 +68,9 @@ struct app {
 	const struct config *cfg;    /* the boot config: static settings */
 	struct config_store *store;  /* the config in force (the live engine's) */
 	struct app_metrics m;
-	struct users_repo *users_repo;
+	struct store_repos db;       /* the repositories and the store's probe */
 	struct users_service *users;
-	struct orders_repo *orders_repo;
 	struct orders_service *orders;
-	struct pg_pool *pg_pool;	 /* PostgreSQL's, for its counts; or NULL */
-	struct store_probe *store_probe; /* /ready's view of the store */
 	struct users_peer_http users_peer_http;
 	struct users_peer users_peer;
 	struct http_router *router;
@@ -110,293 +97,48 @@ struct app {
 
 /* ---- metrics ---------------------------------------------------------- */
 
-static const char *method_label(const char *m)
-{
-	static const char *const known[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
-
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		if (strcmp(m, known[i]) == 0)
-			return known[i];
-	return "OTHER"; /* a client cannot mint label values */
-}
-
-static void observe_http(void *ctx, const char *method, const char *route, int status,
-			 double seconds, const char *request_id)
-{
-	struct app *app = ctx;
-	char code[8];
-	const char *m = method_label(method);
-	const char *endpoint = route ? route : "unmatched";
-
-	snprintf(code, sizeof(code), "%d", status);
-	metric_inc(app->m.http_requests, (const char *[]){m, endpoint, code});
-	metric_observe(app->m.http_duration, (const char *[]){m, endpoint}, seconds);
-	log_debug("http", "%s %s %d %.3f ms request %s", m, endpoint, status, seconds * 1000.0,
-		  request_id);
-}
-
-static const char *result_label(enum mn_err e)
-{
-	switch (e) {
-	case MN_OK: return "success";
-	case MN_NOT_FOUND: return "not_found";
-	case MN_FORBIDDEN: return "forbidden";
-	case MN_UNAVAILABLE:
-	case MN_TIMEOUT: return "unreachable";
-	default: return "error";
-	}
-}
-
-static void observe_consul(void *ctx, const char *op, enum mn_err result)
-{
-	struct app *app = ctx;
-
-	metric_inc(app->m.consul_requests, (const char *[]){op, result_label(result)});
-}
-
-static bool app_ready(void *ctx, json_t *body);
-
-/* 0 closed, 1 half open, 2 open. Only circuits that are not closed have a
- * series: a mesh of 10,000 instances would otherwise make 10,000 of them. */
-static void collect_circuit(void *ctx, const char *service, const char *node,
-			    const char *instance, const char *state)
-{
-	struct app *app = ctx;
-	double v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
-
-	if (v > 0)
-		metric_set(app->m.peer_circuit, (const char *[]){service, node, instance}, v);
-}
-
-static void collect_peer_view(void *ctx, const struct peer_snapshot *snap, uint64_t stale_ms)
-{
-	struct app *app = ctx;
-
-	metric_set(app->m.peer_instances, (const char *[]){snap->service}, (double)snap->passing);
-	metric_set(app->m.peer_panic, (const char *[]){snap->service}, snap->panic ? 1 : 0);
-	metric_set(app->m.peer_stale, (const char *[]){snap->service}, (double)stale_ms / 1000.0);
-	peer_client_foreach_instance(snap, collect_circuit, app);
-}
-
+/* The node's own gauges: the KV index in force and readiness. */
 static void collect(struct metrics *m, void *ctx)
 {
 	struct app *app = ctx;
 	json_t *scratch = json_object();
 
 	(void)m;
-	metric_set(app->m.consul_registered, NULL,
-		   app->registrar && registrar_registered(app->registrar) ? 1 : 0);
 	const struct config *cfg = config_store_get(app->store);
 
 	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
 	config_store_put(app->store, cfg);
-	metric_set(app->m.ready, NULL, scratch && app_ready(app, scratch) ? 1 : 0);
+	metric_set(app->m.ready, NULL, scratch && system_handlers_ready(&app->system, scratch) ? 1 : 0);
 	json_decref(scratch);
-	if (app->users_repo || app->orders_repo) {
-		struct store_health sum = {0}, h;
-
-		if (app->users_repo) {
-			users_repo_health(app->users_repo, &h);
-			store_health_add(&sum, &h);
-		}
-		if (app->orders_repo) {
-			orders_repo_health(app->orders_repo, &h);
-			store_health_add(&sum, &h);
-		}
-		if (app->pg_pool) {
-			struct pg_pool_stats ps;
-
-			pg_pool_stats(app->pg_pool, &ps);
-			for (int k = 0; k < STORE_SHED_COUNT; k++)
-				sum.shed[k] += ps.shed[k];
-		}
-		for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
-			metric_set_counter(app->m.store_write_failures,
-					   (const char *[]){store_fault_label(k)},
-					   (double)sum.write_failures[k]);
-		for (int k = 0; k < STORE_SHED_COUNT; k++)
-			metric_set_counter(app->m.store_shed, (const char *[]){store_shed_label(k)},
-					   (double)sum.shed[k]);
-	}
-	/* the series of services no longer followed and of circuits closed
-	 * since go: only what is set now stays */
-	metric_sweep_begin(app->m.peer_instances);
-	metric_sweep_begin(app->m.peer_panic);
-	metric_sweep_begin(app->m.peer_stale);
-	metric_sweep_begin(app->m.peer_circuit);
-	if (app->resolver)
-		resolver_foreach(app->resolver, collect_peer_view, app);
-	metric_sweep_end(app->m.peer_instances);
-	metric_sweep_end(app->m.peer_panic);
-	metric_sweep_end(app->m.peer_stale);
-	metric_sweep_end(app->m.peer_circuit);
 }
 
+/* Each module registers its families, in the order /metrics shows them. */
 static enum mn_err metrics_setup(struct app *app)
 {
-	static const char *const http_labels[] = {"method", "endpoint", "status"};
-	static const char *const op_labels[] = {"op", "result"};
 	static const char *const version_labels[] = {"version"};
-	static const char *const peer_labels[] = {"service", "outcome"};
-	static const char *const circuit_labels[] = {"service", "node", "instance"};
-	static const char *const kind_labels[] = {"kind"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
 	if (m->registry == NULL)
 		return MN_NOMEM;
-	m->http_requests = metrics_counter(m->registry, "http_requests_total",
-					   "HTTP requests answered, by method, route pattern and status.",
-					   3, http_labels);
-	m->http_duration = metrics_histogram(m->registry, "http_request_duration_seconds",
-					     "Time to answer HTTP requests, by method and route pattern.",
-					     2, http_labels, metrics_http_buckets,
-					     metrics_http_buckets_count);
-	m->consul_requests = metrics_counter(m->registry, "meshnode_consul_requests_total",
-					     "Calls to the Consul agent, by operation and result.", 2,
-					     op_labels);
-	m->consul_registered = metrics_gauge(m->registry, "meshnode_consul_registered",
-					     "1 while the agent holds this node's registration.", 0, NULL);
+	if (http_metrics_register(&m->http, m->registry) != MN_OK ||
+	    consul_metrics_register(&m->consul, m->registry) != MN_OK)
+		return MN_NOMEM;
 	m->kv_index = metrics_gauge(m->registry, "meshnode_config_kv_index",
 				    "The Consul KV index of the configuration in force.", 0, NULL);
 	m->ready = metrics_gauge(m->registry, "meshnode_ready",
 				 "1 while the node reports ready.", 0, NULL);
 	m->build_info = metrics_gauge(m->registry, "meshnode_build_info",
 				      "Build information; the value is always 1.", 1, version_labels);
-	m->peer_requests = metrics_counter(m->registry, "meshnode_peer_requests_total",
-					   "Attempts of calls to peer services, by service and outcome.",
-					   2, peer_labels);
-	m->peer_duration = metrics_histogram(m->registry, "meshnode_peer_request_duration_seconds",
-					     "Time of attempts of calls to peer services.", 1,
-					     peer_labels, metrics_http_buckets,
-					     metrics_http_buckets_count);
-	m->peer_instances = metrics_gauge(m->registry, "meshnode_peer_instances",
-					  "Passing instances of a peer service in the node's view.", 1,
-					  peer_labels);
-	m->peer_panic = metrics_gauge(m->registry, "meshnode_peer_panic",
-				      "1 while fewer instances of a peer service pass than its "
-				      "panic threshold and every registered one is called.",
-				      1, peer_labels);
-	m->peer_stale = metrics_gauge(m->registry, "meshnode_peer_view_stale_seconds",
-				      "How long the view of a peer service has been out of touch "
-				      "with Consul (0 while the agent answers).",
-				      1, peer_labels);
-	m->peer_circuit = metrics_gauge(m->registry, "meshnode_peer_circuit_state",
-					"Circuit of a peer instance: 0 closed, 1 half open, 2 open.",
-					3, circuit_labels);
-	m->store_write_failures = metrics_counter(
-		m->registry, "meshnode_store_write_failures_total",
-		"Writes the store could not make, by kind: disk_full, read_only, io.", 1,
-		kind_labels);
-	m->store_shed = metrics_counter(
-		m->registry, "meshnode_store_shed_total",
-		"Requests refused busy (503 with Retry-After) rather than waiting for the store, by "
-		"reason: timeout (database.acquire_timeout_ms), waiters (database.max_waiters).",
-		1, (const char *[]){"reason"});
-	m->events_published = metrics_counter(
-		m->registry, "meshnode_events_published_total",
-		"Events sent to the broker, by result: confirmed, refused (a nack or a return), "
-		"unconfirmed (no confirm in time or the connection went); the last two go again.",
-		1, (const char *[]){"result"});
-	m->events_outbox = metrics_gauge(m->registry, "meshnode_events_outbox",
-					 "Events in the outbox, by state: pending, sent (kept "
-					 "until events.retention_ms).",
-					 1, (const char *[]){"state"});
-	m->events_oldest = metrics_gauge(m->registry, "meshnode_events_oldest_pending_seconds",
-					 "Age of the oldest event not sent yet (0: none).", 0, NULL);
-	m->events_pruned = metrics_counter(m->registry, "meshnode_events_pruned_total",
-					   "Sent events deleted from the outbox after "
-					   "events.retention_ms.",
-					   0, NULL);
-	m->events_oldest_sent = metrics_gauge(
-		m->registry, "meshnode_events_oldest_sent_seconds",
-		"Age of the oldest sent event kept (0: none): about events.retention_ms while "
-		"pruning keeps up.",
-		0, NULL);
-	if (!m->http_requests || !m->http_duration || !m->consul_requests ||
-	    !m->consul_registered || !m->kv_index || !m->ready || !m->build_info ||
-	    !m->peer_requests || !m->peer_duration || !m->peer_instances || !m->peer_panic ||
-	    !m->peer_stale || !m->peer_circuit || !m->store_write_failures || !m->store_shed ||
-	    !m->events_published || !m->events_outbox || !m->events_oldest ||
-	    !m->events_pruned || !m->events_oldest_sent ||
+	if (!m->kv_index || !m->ready || !m->build_info ||
+	    peers_metrics_register(&m->peers, m->registry) != MN_OK ||
+	    store_metrics_register(&m->store, m->registry, &app->db) != MN_OK ||
+	    events_metrics_register(&m->events, m->registry) != MN_OK ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
 	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
 	return metrics_on_collect(m->registry, collect, app);
-}
-
-/* ---- system endpoints ------------------------------------------------- */
-
-static bool app_ready(void *ctx, json_t *body)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	json_t *pending = json_array();
-	bool ok = true, sqlite_driver;
-	char err[256];
-
-	/* what an operator looks for: still ready in maintenance (Consul
-	 * takes the node out of ?passing), and what waits for a restart */
-	sqlite_driver = strcmp(cfg->database_driver, "sqlite") == 0;
-	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
-	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
-		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
-	json_object_set_new(body, "pending_restart", pending);
-	config_store_put(app->store, cfg);
-	if (atomic_load(&app->stopping)) {
-		json_object_set_new(body, "reason", json_string("stopping"));
-		ok = false;
-	}
-	if (app->store_probe) {
-		/* what the background probe saw: never a query from here; a
-		 * SQLite write that just failed shows at once (its write state
-		 * is in memory), the probe's write brings it back */
-		char why[256];
-		bool store_ok = store_probe_ok(app->store_probe, why, sizeof(why), NULL);
-		struct store_health h = {0};
-
-		if (store_ok && sqlite_driver) {
-			if (app->users_repo)
-				users_repo_health(app->users_repo, &h);
-			if (h.fault == STORE_FAULT_NONE && app->orders_repo)
-				orders_repo_health(app->orders_repo, &h);
-			if (h.fault != STORE_FAULT_NONE) {
-				store_ok = false;
-				snprintf(why, sizeof(why), "cannot write: %s", store_fault_text(h.fault));
-			}
-		}
-
-		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
-		ok = ok && store_ok;
-	}
-	if (app->registrar) {
-		bool registered = registrar_registered(app->registrar);
-
-		json_object_set_new(body, "consul",
-				    json_string(registered ? "registered" : "not registered"));
-		registrar_last_error(app->registrar, err, sizeof(err));
-		if (!registered && err[0])
-			json_object_set_new(body, "consul_error", json_string(err));
-	}
-	return ok;
-}
-
-static json_t *app_config_for_http(void *ctx, const char *prefix, size_t offset, size_t limit)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	json_t *o = config_document_page(cfg, prefix, offset, limit);
-
-	config_store_put(app->store, cfg);
-	return o;
-}
-
-static enum mn_err app_metrics_text(void *ctx, struct buf *out)
-{
-	struct app *app = ctx;
-
-	return metrics_render(app->m.registry, out);
 }
 
 /* ---- live configuration ------------------------------------------------ */
@@ -412,125 +154,6 @@ static void apply_config(void *ctx, const struct config *old, const struct confi
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
-
-/* The background probe's look at the store: each repository's ping (none
- * waits for a busy pool). */
-static enum mn_err store_ping(void *ctx, char *why, size_t len)
-{
-	struct app *app = ctx;
-	enum mn_err e = MN_OK;
-
-	if (app->users_repo)
-		e = users_repo_ping(app->users_repo, why, len);
-	if (e == MN_OK && app->orders_repo)
-		e = orders_repo_ping(app->orders_repo, why, len);
-	return e;
-}
-
-static enum mn_err store_probe_setup(struct app *app)
-{
-	struct store_probe_opts o = {
-		.ping = store_ping,
-		.ctx = app,
-		.interval_ms = STORE_PROBE_INTERVAL_MS,
-		.stale_ms = STORE_PROBE_STALE_MS,
-	};
-
-	if (!app->users_repo && !app->orders_repo)
-		return MN_OK;
-	app->store_probe = store_probe_create(&o);
-	if (app->store_probe == NULL)
-		return MN_NOMEM;
-	return store_probe_start(app->store_probe);
-}
-
-/* The settings of how long a request may wait in the store. */
-static struct store_limits store_limits_of(const struct config *cfg)
-{
-	return (struct store_limits){
-		.acquire_timeout_ms = cfg->database_acquire_timeout_ms,
-		.max_waiters = cfg->database_max_waiters,
-		.request_timeout_ms = cfg->read_timeout_ms,
-	};
-}
-
-/* PostgreSQL: one pool for both repositories. A server that does not
- * answer is not fatal, nor a wait: the pool connects (and migrates) in
- * its own thread, the node listens, answers /health and registers
- * meanwhile, and /ready says why until the store is up. A login or
- * database the server refuses within the pool's first moments
- * (PG_POOL_START_WAIT_MS) is a configuration error (MN_CONFIG), which no
- * retry fixes; one known only later is logged at error and /ready says
- * so. */
-static enum mn_err store_open_pg(struct app *app)
-{
-	struct pg_pool_opts o;
-	struct pg_pool *pool;
-	char err[1024];
-	enum mn_err e;
-
-	pg_pool_opts_from_config(app->cfg, &o);
-	pool = pg_pool_create(&o);
-	if (pool == NULL)
-		return MN_NOMEM;
-	e = pg_pool_start(pool, err, sizeof(err));
-	if (e == MN_UNAVAILABLE) {
-		log_warn("store", "%s; serving, with /ready answering 503, until it answers", err);
-	} else if (e != MN_OK) {
-		log_error("store", "%s", err);
-		pg_pool_unref(pool);
-		return e;
-	}
-	if (config_has_module(app->cfg, "users"))
-		app->users_repo = users_repo_pg_open(pool);
-	if (config_has_module(app->cfg, "orders"))
-		app->orders_repo = orders_repo_pg_open(pool);
-	app->pg_pool = pool; /* and the app its counts, until teardown */
-	if ((config_has_module(app->cfg, "users") && app->users_repo == NULL) ||
-	    (config_has_module(app->cfg, "orders") && app->orders_repo == NULL))
-		return MN_NOMEM;
-	if (e == MN_OK) {
-		pg_describe(&o, err, sizeof(err));
-		log_info("store", "%s: connected, schema up to date", err);
-	}
-	return MN_OK;
-}
-
-/* The repositories of the modules in service.modules, in one database. */
-static enum mn_err store_open(struct app *app)
-{
-	bool memory = strcmp(app->cfg->database_driver, "memory") == 0;
-	const char *path = app->cfg->database_path;
-	char err[256];
-
-	if (strcmp(app->cfg->database_driver, "postgres") == 0)
-		return store_open_pg(app);
-	struct store_limits limits = store_limits_of(app->cfg);
-
-	if (config_has_module(app->cfg, "users")) {
-		app->users_repo = memory ? users_repo_memory_create()
-					 : users_repo_sqlite_open_with(path, &limits, err, sizeof(err));
-		if (app->users_repo == NULL)
-			goto out_fail;
-	}
-	if (config_has_module(app->cfg, "orders")) {
-		app->orders_repo = memory ? orders_repo_memory_create()
-					  : orders_repo_sqlite_open_with(path, &limits, err,
-									 sizeof(err));
-		if (app->orders_repo == NULL)
-			goto out_fail;
-	}
-	if (!memory)
-		log_info("store", "sqlite database '%s' open", path);
-	return MN_OK;
-
-out_fail:
-	if (memory)
-		log_error("store", "cannot create the in-memory store");
-	else
-		log_error("store", "cannot open '%s': %s", path, err);
-	return memory ? MN_NOMEM : MN_IO;
-}
 
 /* peers.<name>.* are dynamic: each call reads the config in force. */
 static const void *peer_settings_get(void *ctx, const char *service, struct peer_settings *s)
@@ -602,30 +225,6 @@ static void events_stored(void *ctx)
 	events_publisher_notify(((struct app *)ctx)->events);
 }
 
-/* GET /health's "events": the backlog, while events are on (the check
- * stays 200: events are asynchronous, a broker away is no reason to take
- * the node out). */
-static void app_health(void *ctx, json_t *body)
-{
-	struct app *app = ctx;
-	struct events_status st;
-
-	if (app->events == NULL)
-		return;
-	events_publisher_status(app->events, &st);
-	if (!st.enabled)
-		return;
-	json_object_set_new(body, "events",
-			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:s}",
-				      "connected", st.connected, "broker", st.broker, "pending",
-				      (json_int_t)st.pending, "sent", (json_int_t)st.sent,
-				      "oldest_pending_age_s",
-				      (double)st.oldest_pending_age_ms / 1000.0, "oldest_sent_age_s",
-				      (double)st.oldest_sent_age_ms / 1000.0, "pruned",
-				      (json_int_t)st.pruned, "confirmed", (json_int_t)st.confirmed,
-				      "failed", (json_int_t)st.failed, "last_error", st.last_error));
-}
-
 /* peers.<name>.panic_threshold in force: the resolver asks at each
  * answer and every second. */
 static unsigned peer_panic_threshold(void *ctx, const char *service)
@@ -652,10 +251,7 @@ static void peer_release(void *ctx, void *prepared)
  * configured bounds. */
 static enum mn_err peers_setup(struct app *app)
 {
-	app->peers = peer_client_create(NULL,
-					&(struct peer_metrics){app->m.peer_requests,
-							       app->m.peer_duration},
-					NULL);
+	app->peers = peer_client_create(NULL, &app->m.peers.calls, NULL);
 	if (app->peers == NULL)
 		return MN_NOMEM;
 	app->resolver = resolver_create(&(struct resolver_opts){
@@ -675,6 +271,7 @@ static enum mn_err peers_setup(struct app *app)
 	if (app->resolver == NULL)
 		return MN_NOMEM;
 	peer_client_attach(app->peers, app->resolver);
+	app->m.peers.resolver = app->resolver;
 	app->peer_settings = (struct peer_settings_source){peer_settings_get, peer_settings_put, app};
 	return MN_OK;
 }
@@ -686,8 +283,12 @@ static enum mn_err routes_setup(struct app *app)
 	app->router = http_router_create();
 	if (app->router == NULL)
 		return MN_NOMEM;
-	app->system = (struct system_handlers){app_ready, app_config_for_http, app_metrics_text,
-					       app_health, app};
+	app->system = (struct system_handlers){
+		.config = app->store,
+		.metrics = app->m.registry,
+		.stopping = &app->stopping,
+		.store = &app->db,
+	};
 	err = system_handlers_register(app->router, &app->system);
 	if (err != MN_OK)
 		return err;
@@ -696,7 +297,7 @@ static enum mn_err routes_setup(struct app *app)
 	if (err != MN_OK)
 		return err;
 	if (config_has_module(app->cfg, "users")) {
-		app->users = users_service_create(app->users_repo);
+		app->users = users_service_create(app->db.users);
 		if (app->users == NULL)
 			return MN_NOMEM;
 		err = users_handlers_register(app->router, app->users);
@@ -707,22 +308,19 @@ static enum mn_err routes_setup(struct app *app)
 		app->users_peer_http = (struct users_peer_http){app->peers, &app->peer_settings,
 								 "users"};
 		app->users_peer = users_peer_http(&app->users_peer_http);
-		app->orders = orders_service_create(app->orders_repo, &app->users_peer);
+		app->orders = orders_service_create(app->db.orders, &app->users_peer);
 		if (app->orders == NULL)
 			return MN_NOMEM;
-		app->events = events_publisher_start(&(struct events_publisher_opts){
-			.repo = app->orders_repo,
-			.resolver = app->resolver,
-			.settings = events_settings_get,
-			.ctx = app,
-			.published = app->m.events_published,
-			.outbox = app->m.events_outbox,
-			.oldest = app->m.events_oldest,
-			.pruned = app->m.events_pruned,
-			.oldest_sent = app->m.events_oldest_sent,
-		});
+		struct events_publisher_opts eo = app->m.events;
+
+		eo.repo = app->db.orders;
+		eo.resolver = app->resolver;
+		eo.settings = events_settings_get;
+		eo.ctx = app;
+		app->events = events_publisher_start(&eo);
 		if (app->events == NULL)
 			return MN_NOMEM;
+		app->system.events = app->events;
 		orders_service_set_events(app->orders, &(struct orders_events){
 							       .enabled = events_enabled,
 							       .stored = events_stored,
@@ -797,32 +395,6 @@ static void fd_limit_raise(int threads)
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)threads * 2 + 64)
 		log_warn("app", "open file limit %llu is low for %d server threads",
 			 (unsigned long long)rl.rlim_cur, threads);
-}
-
-static void *server_stop_thread(void *arg)
-{
-	http_server_stop(arg);
-	return NULL;
-}
-
-/* Stops the server, letting in-flight requests finish within the drain
- * bound. false when the bound passed first (the server is then abandoned:
- * the process is about to exit). */
-static bool server_drain(struct http_server *s, int timeout_ms)
-{
-	struct timespec deadline;
-	pthread_t t;
-
-	if (pthread_create(&t, NULL, server_stop_thread, s) != 0) {
-		http_server_stop(s);
-		return true;
-	}
-	deadline = clock_realtime_deadline_ms((uint64_t)timeout_ms);
-	if (pthread_timedjoin_np(t, NULL, &deadline) != 0) {
-		pthread_detach(t);
-		return false;
-	}
-	return true;
 }
 
 /* The signal thread: SIGTERM, SIGINT and SIGHUP (blocked in every thread)
@@ -924,7 +496,7 @@ static void app_teardown(struct app *app)
 	/* the server is stopped: no order comes; what is not confirmed
 	 * stays in the outbox for the next start */
 	events_publisher_stop(app->events);
-	store_probe_destroy(app->store_probe); /* before what it pings */
+	store_probe_stop(&app->db); /* before what it pings */
 	config_live_stop(app->live); /* no reload reaches what follows */
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	/* the watches first: they build tables of the client's states */
@@ -933,10 +505,8 @@ static void app_teardown(struct app *app)
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
 	users_service_destroy(app->users);
-	users_repo_destroy(app->users_repo);
 	orders_service_destroy(app->orders);
-	orders_repo_destroy(app->orders_repo);
-	pg_pool_unref(app->pg_pool);
+	store_close(&app->db);
 	metrics_destroy(app->m.registry);
 	if (app->store)
 		config_store_put(app->store, app->cfg);
@@ -1014,8 +584,7 @@ int app_run(const struct app_opts *opts)
 		log_error("consul", "%s", err);
 		goto out;
 	}
-	if (metrics_setup(&app) != MN_OK || (store_err = store_open(&app)) != MN_OK ||
-	    store_probe_setup(&app) != MN_OK ||
+	if (metrics_setup(&app) != MN_OK || (store_err = store_open(app.cfg, &app.db)) != MN_OK ||
 	    peers_setup(&app) != MN_OK || routes_setup(&app) != MN_OK) {
 		log_error("app", "cannot set up the node");
 		if (store_err == MN_CONFIG)
@@ -1024,7 +593,7 @@ int app_run(const struct app_opts *opts)
 	}
 	if (stop_requested(&app))
 		goto out_stopped;
-	consul_set_observer(app.consul, observe_consul, &app);
+	consul_set_observer(app.consul, consul_metrics_observe, &app.m.consul);
 
 	fd_limit_raise(app.cfg->threads);
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
@@ -1037,8 +606,8 @@ int app_run(const struct app_opts *opts)
 		.max_body_bytes = app.cfg->max_body_bytes,
 		.router = app.router,
 		.drain_paths = drain_paths,
-		.observe = observe_http,
-		.observe_ctx = &app,
+		.observe = http_metrics_observe,
+		.observe_ctx = &app.m.http,
 		.explain_not_found = explain_not_found,
 		.explain_ctx = &app,
 	};
@@ -1060,6 +629,8 @@ int app_run(const struct app_opts *opts)
 			log_error("consul", "cannot start the registration thread");
 			goto out_stop_server;
 		}
+		app.system.registrar = app.registrar;
+		app.m.consul.registrar = app.registrar;
 	} else {
 		log_info("consul", "consul.register is false: the agent's configuration "
 			 "registers '%s'; this node neither registers nor deregisters it",
@@ -1085,7 +656,7 @@ int app_run(const struct app_opts *opts)
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
-	if (!server_drain(app.server, app.cfg->shutdown_timeout_ms)) {
+	if (!http_server_stop_within(app.server, app.cfg->shutdown_timeout_ms)) {
 		log_warn("app", "in-flight requests still running after %d ms; exiting anyway",
 			 app.cfg->shutdown_timeout_ms);
 		/* Worker threads may still touch what teardown would free. */

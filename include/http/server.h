@@ -54,4 +54,11 @@ void http_server_drain(struct http_server *s);
  * runs it on a thread of its own. NULL is a no-op. */
 void http_server_stop(struct http_server *s);
 
+/* http_server_stop() within 'timeout_ms': true when the server stopped in
+ * time (and is freed); false when the bound passed first: the server is
+ * then abandoned, its stop going on in a thread of its own, and nothing
+ * its requests may touch can be freed (the process is about to exit).
+ * NULL: true. */
+bool http_server_stop_within(struct http_server *s, int timeout_ms);
+
 #endif

@@ -1,29 +1,38 @@
-/* The node's own endpoints: /health, /ready, /metrics and /config. What they
- * report comes from the composition root through callbacks, so this module
- * knows nothing of Consul, the store or the config loader. */
+/* The node's own endpoints: /health, /ready, /metrics and /config. They
+ * read the sources the composition root hands them (the config in force,
+ * the metrics registry, the store's probe, the registrar, the events
+ * publisher, the stopping flag) and build their bodies here; they never
+ * wait on any of them. */
 #ifndef MESHNODE_HTTP_SYSTEM_HANDLERS_H
 #define MESHNODE_HTTP_SYSTEM_HANDLERS_H
 
-#include "http/router.h"
+#include <stdatomic.h>
 
+#include "config/store.h"
+#include "consul/registrar.h"
+#include "events/publisher.h"
+#include "http/router.h"
+#include "metrics/metrics.h"
+#include "store/store_open.h"
+
+/* All borrowed. The pointers that may be NULL may also be set after
+ * system_handlers_register(), as what they point to is started. */
 struct system_handlers {
-	/* Adds readiness detail to 'body' (a JSON object) and returns true
-	 * when the node is ready to take traffic. */
-	bool (*ready)(void *ctx, json_t *body);
-	/* One page of the effective configuration for GET /config: the
-	 * settings named from 'prefix' (may be "") from 'offset', at most
-	 * 'limit' (new reference). */
-	json_t *(*config_json)(void *ctx, const char *prefix, size_t offset, size_t limit);
-	/* Appends the Prometheus text of every metric. */
-	enum mn_err (*metrics_text)(void *ctx, struct buf *out);
-	/* Adds detail to GET /health's body ({"status":"ok"}, always 200);
-	 * may be NULL. */
-	void (*health)(void *ctx, json_t *body);
-	void *ctx;
+	struct config_store *config;	 /* the config in force: /config, /ready */
+	struct metrics *metrics;	 /* rendered by /metrics */
+	const atomic_bool *stopping;	 /* true: /ready answers 503 "stopping" */
+	struct store_repos *store;	 /* NULL, or no probe: /ready says nothing of it */
+	struct registrar *registrar;	 /* NULL: this node does not register */
+	struct events_publisher *events; /* NULL: no events; /health's "events" */
 };
 
 /* Registers GET /health, /ready, /metrics and /config. 's' is borrowed and
  * must outlive the router. */
 enum mn_err system_handlers_register(struct http_router *r, const struct system_handlers *s);
+
+/* GET /ready's detail, added to 'body' (a JSON object): maintenance,
+ * pending_restart, reason, store, consul and consul_error. true when the
+ * node is ready to take traffic. */
+bool system_handlers_ready(const struct system_handlers *s, json_t *body);
 
 #endif

@@ -789,3 +789,26 @@ void http_server_stop(struct http_server *s)
 	free(s);
 }
 
+
+static void *stop_within_thread(void *arg)
+{
+	http_server_stop(arg);
+	return NULL;
+}
+
+bool http_server_stop_within(struct http_server *s, int timeout_ms)
+{
+	struct timespec deadline;
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, stop_within_thread, s) != 0) {
+		http_server_stop(s);
+		return true;
+	}
+	deadline = clock_realtime_deadline_ms((uint64_t)timeout_ms);
+	if (pthread_timedjoin_np(t, NULL, &deadline) != 0) {
+		pthread_detach(t);
+		return false;
+	}
+	return true;
+}

@@ -1,9 +1,34 @@
 #include "http/system_handlers.h"
 
+#include <stdio.h>
+
 #include "core/log.h"
 #include "http/params.h"
 
 static const char prometheus_type[] = "text/plain; version=0.0.4; charset=utf-8";
+
+/* GET /health's "events": the backlog, while events are on (the check
+ * stays 200: events are asynchronous, a broker away is no reason to take
+ * the node out). */
+static void health_events(struct events_publisher *events, json_t *body)
+{
+	struct events_status st;
+
+	if (events == NULL)
+		return;
+	events_publisher_status(events, &st);
+	if (!st.enabled)
+		return;
+	json_object_set_new(body, "events",
+			    json_pack("{s:b, s:s, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:s}",
+				      "connected", st.connected, "broker", st.broker, "pending",
+				      (json_int_t)st.pending, "sent", (json_int_t)st.sent,
+				      "oldest_pending_age_s",
+				      (double)st.oldest_pending_age_ms / 1000.0, "oldest_sent_age_s",
+				      (double)st.oldest_sent_age_ms / 1000.0, "pruned",
+				      (json_int_t)st.pruned, "confirmed", (json_int_t)st.confirmed,
+				      "failed", (json_int_t)st.failed, "last_error", st.last_error));
+}
 
 static void health(const struct http_request *req, struct http_response *res, void *ctx)
 {
@@ -11,9 +36,47 @@ static void health(const struct http_request *req, struct http_response *res, vo
 	json_t *body = json_pack("{s:s}", "status", "ok");
 
 	(void)req;
-	if (body && s->health)
-		s->health(s->ctx, body);
+	if (body)
+		health_events(s->events, body);
 	http_reply_json(res, 200, body);
+}
+
+bool system_handlers_ready(const struct system_handlers *s, json_t *body)
+{
+	const struct config *cfg = config_store_get(s->config);
+	json_t *pending = json_array();
+	bool ok = true;
+	char err[256];
+
+	/* what an operator looks for: still ready in maintenance (Consul
+	 * takes the node out of ?passing), and what waits for a restart */
+	json_object_set_new(body, "maintenance", json_boolean(cfg->maintenance));
+	for (size_t i = 0; pending && i < cfg->n_pending_restart; i++)
+		json_array_append_new(pending, json_string(cfg->pending_restart[i]));
+	json_object_set_new(body, "pending_restart", pending);
+	config_store_put(s->config, cfg);
+	if (atomic_load(s->stopping)) {
+		json_object_set_new(body, "reason", json_string("stopping"));
+		ok = false;
+	}
+	if (s->store && s->store->probe) {
+		/* what the background probe saw: never a query from here */
+		char why[256];
+		bool store_ok = store_ready(s->store, why, sizeof(why));
+
+		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
+		ok = ok && store_ok;
+	}
+	if (s->registrar) {
+		bool registered = registrar_registered(s->registrar);
+
+		json_object_set_new(body, "consul",
+				    json_string(registered ? "registered" : "not registered"));
+		registrar_last_error(s->registrar, err, sizeof(err));
+		if (!registered && err[0])
+			json_object_set_new(body, "consul_error", json_string(err));
+	}
+	return ok;
 }
 
 static void ready(const struct http_request *req, struct http_response *res, void *ctx)
@@ -27,7 +90,7 @@ static void ready(const struct http_request *req, struct http_response *res, voi
 		http_reply_error(res, 503, "out of memory");
 		return;
 	}
-	ok = s->ready(s->ctx, body);
+	ok = system_handlers_ready(s, body);
 	json_object_set_new(body, "status", json_string(ok ? "ready" : "not ready"));
 	http_reply_json(res, ok ? 200 : 503, body);
 }
@@ -38,7 +101,7 @@ static void metrics(const struct http_request *req, struct http_response *res, v
 
 	(void)req;
 	buf_reset(&res->body);
-	if (s->metrics_text(s->ctx, &res->body) != MN_OK) {
+	if (metrics_render(s->metrics, &res->body) != MN_OK) {
 		log_error("http", "cannot render metrics");
 		http_reply_error(res, 500, "cannot render metrics");
 		return;
@@ -56,6 +119,7 @@ static void config(const struct http_request *req, struct http_response *res, vo
 {
 	const struct system_handlers *s = ctx;
 	char prefix[256] = "", err[128];
+	const struct config *cfg;
 	size_t limit, offset;
 	json_t *o;
 
@@ -66,7 +130,9 @@ static void config(const struct http_request *req, struct http_response *res, vo
 	}
 	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix)))
 		prefix[0] = '\0';
-	o = s->config_json(s->ctx, prefix, offset, limit);
+	cfg = config_store_get(s->config);
+	o = config_document_page(cfg, prefix, offset, limit);
+	config_store_put(s->config, cfg);
 	if (o == NULL) {
 		http_reply_error(res, 500, "cannot show the configuration");
 		return;

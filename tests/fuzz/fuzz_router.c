@@ -39,24 +39,6 @@ static const char *request_header(const struct http_request *req, const char *na
 	return NULL;
 }
 
-static bool ready(void *ctx, json_t *body)
-{
-	(void)ctx, (void)body;
-	return true;
-}
-
-static json_t *config_json(void *ctx, const char *prefix, size_t offset, size_t limit)
-{
-	(void)ctx, (void)prefix, (void)offset, (void)limit;
-	return json_object();
-}
-
-static enum mn_err metrics_text(void *ctx, struct buf *out)
-{
-	(void)ctx;
-	return buf_puts(out, "up 1\n");
-}
-
 /* Users 1 and 2 exist for the orders module. */
 static enum mn_err user_exists(void *ctx, int64_t id, const struct users_peer_trace *trace,
 			       unsigned *retry_after_s, char *err, size_t errlen)
@@ -67,8 +49,9 @@ static enum mn_err user_exists(void *ctx, int64_t id, const struct users_peer_tr
 	return mn_error(err, errlen, MN_NOT_FOUND, "no user %lld", (long long)id);
 }
 
-static const struct system_handlers system_cbs = {
-	.ready = ready, .config_json = config_json, .metrics_text = metrics_text};
+/* The config in force (the defaults) and an empty registry, made once. */
+static atomic_bool stopping;
+static struct system_handlers system_cbs = {.stopping = &stopping};
 static const struct peers_handlers peers = {NULL, NULL};
 static const struct users_peer users_peer = {user_exists, NULL};
 
@@ -185,8 +168,15 @@ static void check_query(const char *query)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	struct config_sources src = {.hostname = "fuzz"};
+	struct config *cfg = NULL;
+
 	(void)argc, (void)argv;
 	fuzz_quiet_logs();
+	FUZZ_CHECK(config_load(&src, &cfg, NULL, NULL) == MN_OK);
+	system_cbs.config = config_store_create(cfg);
+	system_cbs.metrics = metrics_create();
+	FUZZ_CHECK(system_cbs.config && system_cbs.metrics);
 	return 0;
 }
 
