@@ -85,12 +85,12 @@ static inline void fuzz_check_config(const struct config *cfg)
 	fuzz_config_str(cfg, "log.level", cfg->log_level);
 	fuzz_config_str(cfg, "log.format", cfg->log_format);
 	for (size_t i = 0; i < cfg->n_peers; i++) {
-		const struct config_peer *p = &cfg->peers[i];
+		const struct peer_settings *p = &cfg->peers[i];
 
 		FUZZ_CHECK(strlen(p->name) <= SETTINGS_PEER_NAME_MAX);
 		FUZZ_CHECK(settings_name_valid(p->name, strlen(p->name), true));
 		FUZZ_CHECK(config_peer_get(cfg, p->name) == p);
-		FUZZ_CHECK(p->timeout_ms >= 1 && p->retries >= 0 && p->breaker_failures >= 1 &&
+		FUZZ_CHECK(p->timeout_ms >= 1 && p->breaker_failures >= 1 &&
 			   p->breaker_open_ms >= 100 && p->lb && p->tag);
 	}
 	for (size_t i = 0; i < cfg->n_features; i++)
