@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "orders/orders_handlers.h"
 #include "fake_users_peer.h"
+#include "route_call.h"
 
 struct fixture {
 	struct fake_users_peer peer;
@@ -25,22 +26,6 @@ struct fixture {
 };
 
 /* What a request carries besides its line and body. */
-struct request_headers {
-	const char *content_type;
-	const char *traceparent;
-};
-
-static const char *header(const struct http_request *req, const char *name)
-{
-	const struct request_headers *h = req->impl;
-
-	if (strcasecmp(name, "Content-Type") == 0)
-		return h->content_type;
-	if (strcasecmp(name, "traceparent") == 0)
-		return h->traceparent;
-	return NULL;
-}
-
 static int setup_with_repo(void **state, struct orders_repo *repo)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -76,37 +61,14 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Routes and runs one request as the server would; the reply is in f->res. */
+/* Runs one request, with a traceparent; the reply is in f->res. */
 static void request(struct fixture *f, const char *method, const char *target, const char *body,
 		    const char *content_type)
 {
-	struct request_headers h = {content_type,
-				    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"};
-	struct http_route_match m;
-	struct http_request req;
-	char path[128];
-	const char *query = strchr(target, '?');
+	struct route_headers h = {content_type,
+				  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "req-7"};
 
-	snprintf(path, sizeof(path), "%.*s", query ? (int)(query - target) : (int)strlen(target),
-		 target);
-	http_response_release(&f->res);
-	http_response_init(&f->res);
-	assert_int_equal(http_router_match(f->router, method, path, &m), HTTP_MATCH_OK);
-	req = (struct http_request){
-		.method = method,
-		.path = path,
-		.query = query ? query + 1 : NULL,
-		.body = body ? body : "",
-		.body_len = body ? strlen(body) : 0,
-		.request_id = "req-7",
-		.route = m.pattern,
-		.nparams = m.nparams,
-		.header = header,
-		.impl = &h,
-	};
-	for (size_t i = 0; i < m.nparams; i++)
-		req.params[i] = m.params[i];
-	m.fn(&req, &f->res, m.ctx);
+	route_call(f->router, &f->res, method, target, body, &h);
 }
 
 static void post(struct fixture *f, const char *body)
@@ -116,7 +78,7 @@ static void post(struct fixture *f, const char *body)
 
 static const char *body_text(const struct fixture *f)
 {
-	return f->res.body.data ? f->res.body.data : "";
+	return route_body(&f->res);
 }
 
 static void test_routes_registered(void **state)

@@ -20,6 +20,7 @@
 #include "peers/resolver.h"
 #include "fake_transport.h"
 #include "peers_fixture.h"
+#include "route_call.h"
 
 #define USERS_URL "/v1/health/service/users"
 
@@ -143,45 +144,20 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Routes and runs one GET as the server would; the reply is in f->res. */
+/* Runs one GET; the reply is in f->res. */
 static void get(struct fixture *f, const char *target)
 {
-	struct http_route_match m;
-	struct http_request req;
-	char path[256];
-	const char *query = strchr(target, '?');
-
-	snprintf(path, sizeof(path), "%.*s", query ? (int)(query - target) : (int)strlen(target),
-		 target);
-	http_response_release(&f->res);
-	http_response_init(&f->res);
-	assert_int_equal(http_router_match(f->router, "GET", path, &m), HTTP_MATCH_OK);
-	req = (struct http_request){
-		.method = "GET",
-		.path = path,
-		.query = query ? query + 1 : NULL,
-		.body = "",
-		.request_id = "req-3",
-		.route = m.pattern,
-		.nparams = m.nparams,
-	};
-	for (size_t i = 0; i < m.nparams; i++)
-		req.params[i] = m.params[i];
-	m.fn(&req, &f->res, m.ctx);
+	route_call(f->router, &f->res, "GET", target, NULL, NULL);
 }
 
 static const char *body_text(const struct fixture *f)
 {
-	return f->res.body.data ? f->res.body.data : "";
+	return route_body(&f->res);
 }
 
-/* The reply is 'status' with exactly 'body' and no extra header. */
 static void expect(const struct fixture *f, int status, const char *body)
 {
-	assert_int_equal(f->res.status, status);
-	assert_string_equal(body_text(f), body);
-	assert_string_equal(f->res.content_type, "application/json");
-	assert_int_equal(f->res.headers_len, 0);
+	route_expect(&f->res, status, body);
 }
 
 /* The 200 body as JSON (new reference). */

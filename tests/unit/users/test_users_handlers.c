@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "users/users_handlers.h"
+#include "route_call.h"
 
 struct fixture {
 	struct users_repo *repo;
@@ -20,13 +21,6 @@ struct fixture {
 	struct http_router *router;
 	struct http_response res;
 };
-
-static const char *header(const struct http_request *req, const char *name)
-{
-	if (strcasecmp(name, "Content-Type") == 0)
-		return req->impl;
-	return NULL;
-}
 
 static int setup_with_repo(void **state, struct users_repo *repo)
 {
@@ -61,36 +55,13 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Routes and runs one request as the server would; the reply is in f->res.
- * 'content_type' NULL: the request has none. */
+/* Runs one request; the reply is in f->res. 'content_type' NULL: none. */
 static void request(struct fixture *f, const char *method, const char *target, const char *body,
 		    const char *content_type)
 {
-	struct http_route_match m;
-	struct http_request req;
-	char path[256];
-	const char *query = strchr(target, '?');
+	struct route_headers h = {.content_type = content_type, .request_id = "req-9"};
 
-	snprintf(path, sizeof(path), "%.*s", query ? (int)(query - target) : (int)strlen(target),
-		 target);
-	http_response_release(&f->res);
-	http_response_init(&f->res);
-	assert_int_equal(http_router_match(f->router, method, path, &m), HTTP_MATCH_OK);
-	req = (struct http_request){
-		.method = method,
-		.path = path,
-		.query = query ? query + 1 : NULL,
-		.body = body ? body : "",
-		.body_len = body ? strlen(body) : 0,
-		.request_id = "req-9",
-		.route = m.pattern,
-		.nparams = m.nparams,
-		.header = header,
-		.impl = (void *)content_type,
-	};
-	for (size_t i = 0; i < m.nparams; i++)
-		req.params[i] = m.params[i];
-	m.fn(&req, &f->res, m.ctx);
+	route_call(f->router, &f->res, method, target, body, &h);
 }
 
 static void post(struct fixture *f, const char *body)
@@ -110,7 +81,7 @@ static void get(struct fixture *f, const char *target)
 
 static const char *body_text(const struct fixture *f)
 {
-	return f->res.body.data ? f->res.body.data : "";
+	return route_body(&f->res);
 }
 
 static bool starts_with(const char *s, const char *prefix)
@@ -118,13 +89,9 @@ static bool starts_with(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* The reply is 'status' with exactly 'body' and no extra header. */
 static void expect(const struct fixture *f, int status, const char *body)
 {
-	assert_int_equal(f->res.status, status);
-	assert_string_equal(body_text(f), body);
-	assert_string_equal(f->res.content_type, "application/json");
-	assert_int_equal(f->res.headers_len, 0);
+	route_expect(&f->res, status, body);
 }
 
 static void test_routes_registered(void **state)
