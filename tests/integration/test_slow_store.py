@@ -29,6 +29,7 @@ CONSUL = None  # the module's agent while its tests run (conftest.py)
 POSTGRES = None  # the module's PostgreSQL server while its tests run (conftest.py)
 
 READ_TIMEOUT_MS = 5000  # server.read_timeout_ms, the default
+ACQUIRE_TIMEOUT_MS = 1000  # database.acquire_timeout_ms, the default
 
 
 def report(text):
@@ -168,6 +169,19 @@ class TableLockTest(harness.ProcessesTestCase):
         shed = sum(v for lab, v in harness.prom_samples(metrics.decode(),
                                                         "meshnode_store_shed_total"))
         self.assertGreater(shed, 0)
+        # both ways of shedding happened, each counted under its own reason
+        # (store_shed_label): past max_waiters at once, the rest after
+        # acquire_timeout_ms; read once all the clients are done
+        _, _, metrics_after = node.request("GET", "/metrics")
+        by_reason = {lab.get("reason"): v for lab, v in harness.prom_samples(
+            metrics_after.decode(), "meshnode_store_shed_total")}
+        report("meshnode_store_shed_total by reason: %r" % by_reason)
+        self.assertGreater(by_reason.get("waiters", 0), 0, by_reason)
+        self.assertGreater(by_reason.get("timeout", 0), 0, by_reason)
+        # the ones past max_waiters are refused at once, far below
+        # acquire_timeout_ms, not queued for it
+        fast = [w for w in n503 if w[2] < 0.3 * ACQUIRE_TIMEOUT_MS / 1000.0]
+        self.assertGreater(len(fast), 0, "no 503 under 0.3 s: nothing shed at once")
         # nothing blocked behind the lock committed afterwards
         self.assertEqual(POSTGRES.scalar("SELECT count(*) FROM users WHERE email LIKE 'u%'",
                                          db=db),
