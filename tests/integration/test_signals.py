@@ -109,14 +109,26 @@ class SignalsTest(harness.ProcessesTestCase):
         time.sleep(0.3)  # the reload is in its KV read now
         t0 = time.monotonic()
         n.signal(signal.SIGTERM)
-        wait_until(lambda: ready_status(n) in (503, None), timeout=5, interval=0.01,
+        # the deregistration waits for the stalled agent, so the listener is
+        # still up: /ready answers, and answers 503 (no answer at all would
+        # mean the node stopped listening before it said it was not ready)
+        seen = []
+
+        def probe():
+            seen.append(ready_status(n))
+            return seen[-1] == 503
+
+        wait_until(probe, timeout=5, interval=0.01,
                    what="/ready 503 after SIGTERM during a stalled reload")
         took_ready = time.monotonic() - t0
+        again = ready_status(n)  # and keeps answering 503 while it drains
         rc = n.wait_exit(timeout=20)
         took_exit = time.monotonic() - t0
         print("\nSIGTERM during a reload on a stalled agent: /ready 503 after %.3f s, "
               "exit %d after %.3f s" % (took_ready, rc, took_exit))
         self.assertEqual(rc, 0)
+        self.assertNotIn(None, seen, "/ready did not answer after SIGTERM: %r" % seen)
+        self.assertEqual(again, 503)
         # acted on at once (before: after the reload's two 5 s KV reads)
         self.assertLess(took_ready, 1.0)
         # the normal way: /ready turned, then the deregistration (which

@@ -16,6 +16,7 @@ and a real Consul agent:
 Figures are printed as `# ...` lines."""
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -29,6 +30,17 @@ CONSUL = None  # the module's agent while its tests run (conftest.py)
 POSTGRES = None  # the module's PostgreSQL server while its tests run (conftest.py)
 
 READ_TIMEOUT_MS = 5000  # server.read_timeout_ms, the default
+ACQUIRE_TIMEOUT_MS = 1000  # database.acquire_timeout_ms, the default
+
+# The probe's own words for a stuck store (pg_pool.c pg_pool_ping, store_probe.c
+# store_probe_ok, sqlite_pool.c sqlite_pool_stuck), not the refusal a request
+# gets from the pool ("the database is busy; try again", "the store is busy;
+# try again"): a /ready that took a pooled connection would say the latter.
+PROBE_STALE = r"busy: the store probe has had no answer for \d+ ms"
+PG_PROBE_BUSY = re.compile(r"database busy: all \d+ connections in use and none answered "
+                           r"for \d+ ms|" + PROBE_STALE)
+SQLITE_PROBE_BUSY = re.compile(r"busy: a write has waited \d+ ms for the file's write lock|"
+                               + PROBE_STALE)
 
 
 def report(text):
@@ -114,7 +126,7 @@ class TableLockTest(harness.ProcessesTestCase):
             self.assertEqual(status, 503, body)
             store_state = json.loads(body)["store"]
             self.assertNotEqual(store_state, "ok")
-            self.assertIn("busy", store_state)
+            self.assertRegex(store_state, PG_PROBE_BUSY)
             _, _, metrics, metrics_s = timed(node, "GET", "/metrics")
             time.sleep(max(0.0, self.SECONDS - (time.monotonic() - t0)))
             lock.send("ROLLBACK;")
@@ -168,10 +180,75 @@ class TableLockTest(harness.ProcessesTestCase):
         shed = sum(v for lab, v in harness.prom_samples(metrics.decode(),
                                                         "meshnode_store_shed_total"))
         self.assertGreater(shed, 0)
+        # both ways of shedding happened, each counted under its own reason
+        # (store_shed_label): past max_waiters at once, the rest after
+        # acquire_timeout_ms; read once all the clients are done
+        _, _, metrics_after = node.request("GET", "/metrics")
+        by_reason = {lab.get("reason"): v for lab, v in harness.prom_samples(
+            metrics_after.decode(), "meshnode_store_shed_total")}
+        report("meshnode_store_shed_total by reason: %r" % by_reason)
+        self.assertGreater(by_reason.get("waiters", 0), 0, by_reason)
+        self.assertGreater(by_reason.get("timeout", 0), 0, by_reason)
+        # the ones past max_waiters are refused at once, far below
+        # acquire_timeout_ms, not queued for it
+        fast = [w for w in n503 if w[2] < 0.3 * ACQUIRE_TIMEOUT_MS / 1000.0]
+        self.assertGreater(len(fast), 0, "no 503 under 0.3 s: nothing shed at once")
         # nothing blocked behind the lock committed afterwards
         self.assertEqual(POSTGRES.scalar("SELECT count(*) FROM users WHERE email LIKE 'u%'",
                                          db=db),
                          str(sum(1 for w in writes if w[0] == 201)))
+
+    def test_stuck_pool_without_traffic_ready_and_metrics_answer_at_once(self):
+        # every pooled connection stuck behind the lock, then no traffic: past
+        # the probe's stale time /ready must still answer at once and say the
+        # store is busy in the probe's words (not "ok", not a pool refusal),
+        # and /metrics must not wait for the store either
+        store = own_database(POSTGRES, self)
+        db = store["database.name"]
+        pool = 4
+        # a long read timeout keeps the stuck writes' statements (and so the
+        # connections) held through the whole wait
+        store.update({"database.pool_size": pool, "server.read_timeout_ms": 20000})
+        node = self.track(Node(name="users-pgstuck", consul=CONSUL, settings=store))
+        node.start_ready()
+        wait_until(lambda: node.request("GET", "/ready")[0] == 200, timeout=10, what="/ready 200")
+        writes = []
+        lk = threading.Lock()
+
+        def writer(k):
+            r = timed(node, "POST", "/users", {"name": "S", "email": "s%d@example.com" % k},
+                      timeout=30)
+            with lk:
+                writes.append(r)
+
+        with POSTGRES.session(db) as lock:
+            lock.send("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT 'locked';")
+            wait_until(lambda: "locked" in lock.output(), timeout=10, what="the users table locked")
+            threads = [threading.Thread(target=writer, args=(k,), daemon=True)
+                       for k in range(pool + 2)]
+            for t in threads:
+                t.start()
+            # past the probe's stale time (STORE_PROBE_STALE_MS 2000 plus its
+            # 500 ms interval) with generous slack
+            time.sleep(4.0)
+            status, _, body, ready_s = timed(node, "GET", "/ready")
+            mstatus, _, _, metrics_s = timed(node, "GET", "/metrics")
+            stuck = sum(1 for t in threads if t.is_alive())
+            lock.send("ROLLBACK;")
+        for t in threads:
+            t.join(timeout=30)
+        report("pool of %d stuck behind a table lock, %d writes held, no other traffic: "
+               "/ready %s in %.1f ms (%s), /metrics %s in %.1f ms" % (
+                   pool, stuck, status, ready_s * 1000, body.decode(errors="replace"), mstatus,
+                   metrics_s * 1000))
+        self.assertGreaterEqual(stuck, pool, "the writes did not hold every connection")
+        self.assertEqual(status, 503, body)
+        self.assertRegex(json.loads(body)["store"], PG_PROBE_BUSY)
+        self.assertLess(ready_s, 0.5)
+        self.assertEqual(mstatus, 200)
+        self.assertLess(metrics_s, 0.5)
+        wait_until(lambda: node.request("GET", "/ready")[0] == 200, timeout=15,
+                   what="/ready 200 once the lock is gone")
 
 
 @requires_meshnode
@@ -263,7 +340,7 @@ class SqliteWriteLockTest(harness.ProcessesTestCase):
                    self.CLIENTS, sorted(r[0] for r in results), spent, max(took),
                    percentile(took, 50) * 1000, health_s * 1000, status, ready_s * 1000))
         self.assertEqual(status, 503, body)
-        self.assertIn("busy", json.loads(body)["store"])
+        self.assertRegex(json.loads(body)["store"], SQLITE_PROBE_BUSY)
         self.assertEqual([r[0] for r in results], [503] * self.CLIENTS)
         self.assertTrue(all("retry-after" in r[1] for r in results))
         self.assertLess(max(took), READ_TIMEOUT_MS / 1000.0 + 1.0)
