@@ -101,15 +101,13 @@ struct app {
 static void collect(struct metrics *m, void *ctx)
 {
 	struct app *app = ctx;
-	json_t *scratch = json_object();
 
 	(void)m;
 	const struct config *cfg = config_store_get(app->store);
 
 	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
 	config_store_put(app->store, cfg);
-	metric_set(app->m.ready, NULL, scratch && system_handlers_ready(&app->system, scratch) ? 1 : 0);
-	json_decref(scratch);
+	metric_set(app->m.ready, NULL, system_handlers_is_ready(&app->system) ? 1 : 0);
 }
 
 /* Each module registers its families, in the order /metrics shows them. */

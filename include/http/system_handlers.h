@@ -35,4 +35,8 @@ enum mn_err system_handlers_register(struct http_router *r, const struct system_
  * node is ready to take traffic. */
 bool system_handlers_ready(const struct system_handlers *s, json_t *body);
 
+/* What system_handlers_ready() answers, without building its body: for
+ * the meshnode_ready gauge, read at each /metrics scrape. */
+bool system_handlers_is_ready(const struct system_handlers *s);
+
 #endif

@@ -41,6 +41,15 @@ static void health(const struct http_request *req, struct http_response *res, vo
 	http_reply_json(res, 200, body);
 }
 
+bool system_handlers_is_ready(const struct system_handlers *s)
+{
+	char why[64]; /* not shown */
+
+	/* the verdict of system_handlers_ready(), without its body */
+	return !atomic_load(s->stopping) &&
+	       (!s->store || !s->store->probe || store_ready(s->store, why, sizeof(why)));
+}
+
 bool system_handlers_ready(const struct system_handlers *s, json_t *body)
 {
 	const struct config *cfg = config_store_get(s->config);
