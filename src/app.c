@@ -627,8 +627,9 @@ int app_run(const struct app_opts *opts)
 			log_error("consul", "cannot start the registration thread");
 			goto out_stop_server;
 		}
-		app.system.registrar = app.registrar;
-		app.m.consul.registrar = app.registrar;
+		/* civetweb's workers read them already (/ready, /metrics) */
+		atomic_store(&app.system.registrar, app.registrar);
+		atomic_store(&app.m.consul.registrar, app.registrar);
 	} else {
 		log_info("consul", "consul.register is false: the agent's configuration "
 			 "registers '%s'; this node neither registers nor deregisters it",

@@ -22,7 +22,8 @@ struct system_handlers {
 	struct metrics *metrics;	 /* rendered by /metrics */
 	const atomic_bool *stopping;	 /* true: /ready answers 503 "stopping" */
 	struct store_repos *store;	 /* NULL, or no probe: /ready says nothing of it */
-	struct registrar *registrar;	 /* NULL: this node does not register */
+	struct registrar *_Atomic registrar; /* NULL: this node does not register; set
+					      * while the server runs */
 	struct events_publisher *events; /* NULL: no events; /health's "events" */
 };
 

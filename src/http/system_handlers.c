@@ -53,6 +53,7 @@ bool system_handlers_is_ready(const struct system_handlers *s)
 bool system_handlers_ready(const struct system_handlers *s, json_t *body)
 {
 	const struct config *cfg = config_store_get(s->config);
+	struct registrar *registrar = atomic_load(&s->registrar);
 	json_t *pending = json_array();
 	bool ok = true;
 	char err[256];
@@ -76,12 +77,12 @@ bool system_handlers_ready(const struct system_handlers *s, json_t *body)
 		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
 		ok = ok && store_ok;
 	}
-	if (s->registrar) {
-		bool registered = registrar_registered(s->registrar);
+	if (registrar) {
+		bool registered = registrar_registered(registrar);
 
 		json_object_set_new(body, "consul",
 				    json_string(registered ? "registered" : "not registered"));
-		registrar_last_error(s->registrar, err, sizeof(err));
+		registrar_last_error(registrar, err, sizeof(err));
 		if (!registered && err[0])
 			json_object_set_new(body, "consul_error", json_string(err));
 	}
