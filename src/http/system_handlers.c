@@ -138,8 +138,14 @@ static void config(const struct http_request *req, struct http_response *res, vo
 		http_reply_error(res, 400, "%s", err);
 		return;
 	}
-	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix)))
+	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix))) {
+		if (http_query_has(req->query, "prefix")) {
+			/* not all settings in place of the ones asked for */
+			http_reply_error(res, 400, "prefix: over %zu bytes", sizeof(prefix) - 1);
+			return;
+		}
 		prefix[0] = '\0';
+	}
 	cfg = config_store_get(s->config);
 	o = config_document_page(cfg, prefix, offset, limit);
 	config_store_put(s->config, cfg);
