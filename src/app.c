@@ -101,15 +101,13 @@ struct app {
 static void collect(struct metrics *m, void *ctx)
 {
 	struct app *app = ctx;
-	json_t *scratch = json_object();
 
 	(void)m;
 	const struct config *cfg = config_store_get(app->store);
 
 	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
 	config_store_put(app->store, cfg);
-	metric_set(app->m.ready, NULL, scratch && system_handlers_ready(&app->system, scratch) ? 1 : 0);
-	json_decref(scratch);
+	metric_set(app->m.ready, NULL, system_handlers_is_ready(&app->system) ? 1 : 0);
 }
 
 /* Each module registers its families, in the order /metrics shows them. */
@@ -411,20 +409,29 @@ static void *signal_main(void *arg)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	/* cancelled (signal_thread_stop()) in sigwait only: never while it
+	 * holds signal_lock or the log's lock */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
+		int rc;
+
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		rc = sigwait(&set, &sig);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		if (rc != 0)
 			continue;
 		pthread_mutex_lock(&app->signal_lock);
-		if (sig == SIGHUP) {
+		if (sig == SIGHUP)
 			app->hups++;
-		} else {
-			log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		else
 			atomic_store(&app->stop_requested, true);
-		}
 		pthread_cond_signal(&app->signal_wake);
 		pthread_mutex_unlock(&app->signal_lock);
-		if (sig != SIGHUP)
+		if (sig != SIGHUP) {
+			log_info("app", "%s received, stopping",
+				 sig == SIGTERM ? "SIGTERM" : "SIGINT");
 			return NULL;
+		}
 	}
 }
 
@@ -441,8 +448,8 @@ static void signal_thread_stop(struct app *app)
 {
 	if (!app->signal_thread_started)
 		return;
-	/* sigwait is a cancellation point; a thread that took its stop has
-	 * ended already */
+	/* sigwait is its only cancellation point; a thread that took its
+	 * stop has ended or is about to */
 	pthread_cancel(app->signal_thread);
 	pthread_join(app->signal_thread, NULL);
 	pthread_mutex_destroy(&app->signal_lock);
@@ -491,13 +498,18 @@ static bool registration_wait(struct app *app)
 	return registrar_registered(app->registrar);
 }
 
-static void app_teardown(struct app *app)
+/* Frees the node once its server is stopped. false, with nothing freed,
+ * when a reload was left behind: it may still touch all of it (the
+ * process is about to exit). */
+static bool app_teardown(struct app *app)
 {
 	/* the server is stopped: no order comes; what is not confirmed
 	 * stays in the outbox for the next start */
 	events_publisher_stop(app->events);
 	store_probe_stop(&app->db); /* before what it pings */
-	config_live_stop(app->live); /* no reload reaches what follows */
+	if (!config_live_stop(app->live))
+		return false;
+	/* no reload reaches what follows */
 	registrar_destroy(app->registrar); /* the server is stopped: no reader left */
 	/* the watches first: they build tables of the client's states */
 	resolver_destroy(app->resolver);
@@ -511,6 +523,7 @@ static void app_teardown(struct app *app)
 	if (app->store)
 		config_store_put(app->store, app->cfg);
 	config_live_destroy(app->live);
+	return true;
 }
 
 /* Logs the lines of a buffer of messages at warn level. */
@@ -537,7 +550,6 @@ int app_run(const struct app_opts *opts)
 	};
 	struct buf errors, warnings;
 	enum mn_err store_err = MN_OK;
-	bool reload_left = false;
 	char err[512];
 	sigset_t set;
 	int code = 1;
@@ -629,8 +641,9 @@ int app_run(const struct app_opts *opts)
 			log_error("consul", "cannot start the registration thread");
 			goto out_stop_server;
 		}
-		app.system.registrar = app.registrar;
-		app.m.consul.registrar = app.registrar;
+		/* civetweb's workers read them already (/ready, /metrics) */
+		atomic_store(&app.system.registrar, app.registrar);
+		atomic_store(&app.m.consul.registrar, app.registrar);
 	} else {
 		log_info("consul", "consul.register is false: the agent's configuration "
 			 "registers '%s'; this node neither registers nor deregisters it",
@@ -651,8 +664,8 @@ int app_run(const struct app_opts *opts)
 	atomic_store(&app.stopping, true); /* /ready turns 503 */
 	http_server_drain(app.server);     /* new work is refused, keep-alive ends */
 	/* no reload may reach the registrar now; one left behind still may,
-	 * so nothing is freed then */
-	reload_left = !config_live_stop(app.live);
+	 * so app_teardown() frees nothing then */
+	config_live_stop(app.live);
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
@@ -665,17 +678,17 @@ out_stop_server:
 		return code;
 	}
 	log_info("app", "stopped");
-	if (reload_left) {
-		buf_release(&errors);
-		buf_release(&warnings);
-		return code;
-	}
 	goto out;
 out_stopped:
 	log_info("app", "stopped during start-up");
 	code = 0;
 out:
-	app_teardown(&app);
+	if (!app_teardown(&app)) {
+		/* the reload left behind may still use libcurl */
+		buf_release(&errors);
+		buf_release(&warnings);
+		return code;
+	}
 	signal_thread_stop(&app);
 	buf_release(&errors);
 	buf_release(&warnings);

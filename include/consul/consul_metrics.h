@@ -4,6 +4,8 @@
 #ifndef MESHNODE_CONSUL_CONSUL_METRICS_H
 #define MESHNODE_CONSUL_CONSUL_METRICS_H
 
+#include <stdatomic.h>
+
 #include "consul/registrar.h"
 #include "core/error.h"
 #include "metrics/metrics.h"
@@ -11,7 +13,8 @@
 struct consul_metrics {
 	struct metric_family *requests;	  /* {op,result} counter */
 	struct metric_family *registered; /* gauge */
-	struct registrar *registrar;	  /* borrowed; NULL (until set): 0 */
+	struct registrar *_Atomic registrar; /* borrowed; NULL (until set): 0; set
+					      * while the server runs */
 };
 
 /* Registers the families and their collect callback in 'registry' (which

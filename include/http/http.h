@@ -70,4 +70,8 @@ bool http_response_add_header(struct http_response *res, const char *name, const
  * Returns true when present (and it fit), false otherwise. */
 bool http_query_get(const char *query, const char *name, char *out, size_t outlen);
 
+/* true when query parameter 'name' is present, whatever its value: tells a
+ * value too long for http_query_get()'s buffer from an absent one. */
+bool http_query_has(const char *query, const char *name);
+
 #endif

@@ -22,7 +22,8 @@ struct system_handlers {
 	struct metrics *metrics;	 /* rendered by /metrics */
 	const atomic_bool *stopping;	 /* true: /ready answers 503 "stopping" */
 	struct store_repos *store;	 /* NULL, or no probe: /ready says nothing of it */
-	struct registrar *registrar;	 /* NULL: this node does not register */
+	struct registrar *_Atomic registrar; /* NULL: this node does not register; set
+					      * while the server runs */
 	struct events_publisher *events; /* NULL: no events; /health's "events" */
 };
 
@@ -34,5 +35,9 @@ enum mn_err system_handlers_register(struct http_router *r, const struct system_
  * pending_restart, reason, store, consul and consul_error. true when the
  * node is ready to take traffic. */
 bool system_handlers_ready(const struct system_handlers *s, json_t *body);
+
+/* What system_handlers_ready() answers, without building its body: for
+ * the meshnode_ready gauge, read at each /metrics scrape. */
+bool system_handlers_is_ready(const struct system_handlers *s);
 
 #endif

@@ -588,21 +588,16 @@ static void cfg_peers_features(struct builder *b)
 		if (p->name == NULL)
 			goto out_nomem;
 		/* the peer's settings are the entries from here on that start
-		 * with "peers.<name>.": read in one pass, not looked up */
+		 * with "peers.<name>.", each row found by settings_find() */
 		for (size_t j = i; j < cfg->n_entries; j++) {
 			const char *e = cfg->entries[j].name;
-			const json_t *v = cfg->entries[j].value;
+			const struct setting_def *def;
 
 			if (strncmp(e, s, 6 + plen + 1) != 0)
 				break;
-			e += 6 + plen + 1;
-			for (size_t k = 0; k < settings_count; k++) {
-				const struct setting_def *def = &settings_table[k];
-
-				if (is_peer_row(def) && strcmp(def->name + 8, e) == 0 &&
-				    !field_set(p, def, v))
-					b->failed = true;
-			}
+			def = settings_find(e);
+			if (def && is_peer_row(def) && !field_set(p, def, cfg->entries[j].value))
+				b->failed = true;
 		}
 		if (!config_peer_complete(p))
 			b->failed = true;

@@ -256,16 +256,60 @@ out_size:
 	return MN_CONFIG;
 }
 
+/* Where libconfig's scanner is at the end of a line, so that an
+ * "@include" it takes for a directive (one at the start of a line outside
+ * comments and strings) is told from one it does not. */
+enum scan_state {
+	SCAN_CODE,
+	SCAN_COMMENT, /* within a comment */
+	SCAN_STRING,  /* within a string, which may run over lines */
+};
+
+/* The state after the line [s, eol), from 'st' at its start: "/" "*"
+ * comments and strings run on, "#" and "//" comments end with the line. */
+static enum scan_state scan_line(const char *s, const char *eol, enum scan_state st)
+{
+	for (; s < eol; s++) {
+		switch (st) {
+		case SCAN_COMMENT:
+			if (s[0] == '*' && s + 1 < eol && s[1] == '/') {
+				st = SCAN_CODE;
+				s++;
+			}
+			break;
+		case SCAN_STRING:
+			if (*s == '\\')
+				s++; /* an escape, "\\" and "\"" too */
+			else if (*s == '"')
+				st = SCAN_CODE;
+			break;
+		case SCAN_CODE:
+			if (*s == '#' || (s[0] == '/' && s + 1 < eol && s[1] == '/'))
+				return SCAN_CODE;
+			if (s[0] == '/' && s + 1 < eol && s[1] == '*') {
+				st = SCAN_COMMENT;
+				s++;
+			} else if (*s == '"') {
+				st = SCAN_STRING;
+			}
+			break;
+		}
+	}
+	return st;
+}
+
 /* The @include directives of 'text' ('path', at depth 'depth'), each file
  * checked and read like the main one (the same caps, counted together),
  * so that libconfig, which opens them itself, only finds regular files
  * within the caps. A directive of another form than '@include "file"'
- * (libconfig's, with no escapes) is refused rather than left to libconfig. */
+ * (libconfig's, with no escapes) is refused rather than left to libconfig.
+ * One within a comment or a string is not a directive: libconfig skips it. */
 static enum mn_err config_file_check_includes(const char *path, const char *text, size_t len,
 					      int depth, size_t *budget, struct buf *errors)
 {
 	static const char directive[] = "@include";
 	const char *s = text, *end = text + len, *q, *close;
+	enum scan_state st = SCAN_CODE;
 	unsigned line = 1;
 	enum mn_err err;
 
@@ -279,8 +323,9 @@ static enum mn_err config_file_check_includes(const char *path, const char *text
 		q = s;
 		while (q < eol && (*q == ' ' || *q == '\t'))
 			q++;
-		if ((size_t)(eol - q) < sizeof(directive) - 1 ||
+		if (st != SCAN_CODE || (size_t)(eol - q) < sizeof(directive) - 1 ||
 		    memcmp(q, directive, sizeof(directive) - 1) != 0) {
+			st = scan_line(s, eol, st);
 			s = eol + 1;
 			continue;
 		}
@@ -324,6 +369,7 @@ static enum mn_err config_file_check_includes(const char *path, const char *text
 		free(inc);
 		if (err != MN_OK)
 			return err;
+		st = scan_line(close + 1, eol, SCAN_CODE); /* what follows the file name */
 		s = eol + 1;
 	}
 	return MN_OK;

@@ -22,10 +22,10 @@ void consul_metrics_observe(void *ctx, const char *op, enum mn_err result)
 static void collect(struct metrics *m, void *ctx)
 {
 	struct consul_metrics *cm = ctx;
+	struct registrar *r = atomic_load(&cm->registrar);
 
 	(void)m;
-	metric_set(cm->registered, NULL,
-		   cm->registrar && registrar_registered(cm->registrar) ? 1 : 0);
+	metric_set(cm->registered, NULL, r && registrar_registered(r) ? 1 : 0);
 }
 
 enum mn_err consul_metrics_register(struct consul_metrics *cm, struct metrics *registry)

@@ -158,3 +158,21 @@ bool http_query_get(const char *query, const char *name, char *out, size_t outle
 	}
 	return false;
 }
+
+bool http_query_has(const char *query, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *p = query;
+
+	if (query == NULL)
+		return false;
+	while (*p) {
+		const char *end = p + strcspn(p, "&");
+		size_t klen = strcspn(p, "=&");
+
+		if (klen == nlen && memcmp(p, name, nlen) == 0)
+			return true;
+		p = *end ? end + 1 : end;
+	}
+	return false;
+}

@@ -41,9 +41,19 @@ static void health(const struct http_request *req, struct http_response *res, vo
 	http_reply_json(res, 200, body);
 }
 
+bool system_handlers_is_ready(const struct system_handlers *s)
+{
+	char why[64]; /* not shown */
+
+	/* the verdict of system_handlers_ready(), without its body */
+	return !atomic_load(s->stopping) &&
+	       (!s->store || !s->store->probe || store_ready(s->store, why, sizeof(why)));
+}
+
 bool system_handlers_ready(const struct system_handlers *s, json_t *body)
 {
 	const struct config *cfg = config_store_get(s->config);
+	struct registrar *registrar = atomic_load(&s->registrar);
 	json_t *pending = json_array();
 	bool ok = true;
 	char err[256];
@@ -67,12 +77,12 @@ bool system_handlers_ready(const struct system_handlers *s, json_t *body)
 		json_object_set_new(body, "store", json_string(store_ok ? "ok" : why));
 		ok = ok && store_ok;
 	}
-	if (s->registrar) {
-		bool registered = registrar_registered(s->registrar);
+	if (registrar) {
+		bool registered = registrar_registered(registrar);
 
 		json_object_set_new(body, "consul",
 				    json_string(registered ? "registered" : "not registered"));
-		registrar_last_error(s->registrar, err, sizeof(err));
+		registrar_last_error(registrar, err, sizeof(err));
 		if (!registered && err[0])
 			json_object_set_new(body, "consul_error", json_string(err));
 	}
@@ -128,8 +138,14 @@ static void config(const struct http_request *req, struct http_response *res, vo
 		http_reply_error(res, 400, "%s", err);
 		return;
 	}
-	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix)))
+	if (req->query && !http_query_get(req->query, "prefix", prefix, sizeof(prefix))) {
+		if (http_query_has(req->query, "prefix")) {
+			/* not all settings in place of the ones asked for */
+			http_reply_error(res, 400, "prefix: over %zu bytes", sizeof(prefix) - 1);
+			return;
+		}
 		prefix[0] = '\0';
+	}
 	cfg = config_store_get(s->config);
 	o = config_document_page(cfg, prefix, offset, limit);
 	config_store_put(s->config, cfg);

@@ -125,5 +125,8 @@ class ConfigErrorsTest(harness.ProcessesTestCase):
         svc = n.get_json("/config?prefix=service.")
         self.assertEqual(svc["settings"]["service.name"]["value"], "cfg-page")
         self.assertNotIn("next_offset", svc)
+        # a prefix too long to hold is refused, not taken for no prefix
+        self.assertEqual(n.request("GET", "/config?prefix=" + "s" * 256)[0], 400)
+        self.assertEqual(len(n.get_json("/config?prefix=" + "s" * 255)["settings"]), 0)
         self.assertEqual(n.request("GET", "/config?limit=1001")[0], 400)
         self.assertEqual(n.request("GET", "/config?limit=0")[0], 400)

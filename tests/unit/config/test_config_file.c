@@ -226,6 +226,42 @@ static void test_includes_checked(void **state)
 	refused(f, inc, "@include nested more than 10 deep");
 }
 
+/* libconfig skips an @include within a comment or a string: so does the
+ * check, and a file that loads in libconfig is not refused. */
+static void test_includes_in_comments_and_strings_ignored(void **state)
+{
+	struct fixture *f = *state;
+	const char *inc, *path;
+	char text[512];
+
+	path = write_file(f, "main.cfg",
+			  "a = 1;\n"
+			  "/* commented out:\n"
+			  "@include \"missing.cfg\"\n"
+			  "*/\n"
+			  "# @include \"missing.cfg\"\n"
+			  "// @include \"missing.cfg\"\n"
+			  "s = \"a string over lines\n"
+			  "@include \\\"missing.cfg\\\" \\\\ still the string\n"
+			  "\";\n"
+			  "b = 2; /* @include \"missing.cfg\" */\n");
+	assert_int_equal(read_ok(f, path), 3);
+	/* quotes and comment marks within comments and strings do not hide
+	 * a real directive after them */
+	inc = write_file(f, "inc.cfg", "c = 3;\n");
+	snprintf(text, sizeof(text),
+		 "# a \"quote in a comment\n"
+		 "// a /* in a comment\n"
+		 "a = \"/* # // in a string\"; /* a \" in a comment */\n"
+		 "@include \"%s\"\n",
+		 inc);
+	path = write_file(f, "main.cfg", text);
+	assert_int_equal(read_ok(f, path), 2);
+	snprintf(text, sizeof(text), "a = 1;\n/* x */ b = \"y\";\n@include \"%s\"\n", inc);
+	path = write_file(f, "main.cfg", text);
+	assert_int_equal(read_ok(f, path), 3);
+}
+
 /* The cap is on the main file and its includes together. */
 static void test_includes_count_towards_the_cap(void **state)
 {
@@ -277,6 +313,7 @@ int main(void)
 		T(test_line_cap),
 		T(test_nul_byte_refused),
 		T(test_includes_checked),
+		T(test_includes_in_comments_and_strings_ignored),
 		T(test_includes_count_towards_the_cap),
 		T(test_include_content_never_shown),
 #undef T

@@ -134,6 +134,12 @@ static void test_query_get(void **state)
 	assert_false(http_query_get("limitx=1", "limit", v, sizeof(v)));
 	assert_false(http_query_get(NULL, "limit", v, sizeof(v)));
 	assert_false(http_query_get("limit=0123456789abcdefXYZ", "limit", v, sizeof(v)));
+	/* too long, not absent: GET /config refuses it rather than list all */
+	assert_true(http_query_has("limit=0123456789abcdefXYZ", "limit"));
+	assert_true(http_query_has("x=1&flag", "flag"));
+	assert_true(http_query_has("flag=&x=1", "flag"));
+	assert_false(http_query_has("limitx=1&x=limit", "limit"));
+	assert_false(http_query_has(NULL, "limit"));
 }
 
 static void test_response_headers_refuse_injection(void **state)
