@@ -15,7 +15,10 @@
  * go on being stored, the outbox grows, the publisher retries with backoff
  * (100 ms doubling to 5 s). Sent events are pruned after
  * events.retention_ms, in batches of EVENTS_PRUNE_BATCH, one after the
- * other while batches come full, else every EVENTS_PRUNE_EVERY_MS: the
+ * other while batches come full, else at most every EVENTS_PRUNE_EVERY_MS
+ * and only when the oldest sent row (read with the outbox's statistics,
+ * each second) is older than the retention: an idle outbox costs no
+ * DELETE. The
  * sent rows kept stay under retention x rate + one batch at any rate up to
  * EVENTS_PRUNE_BATCH per EVENTS_PRUNE_EVERY_MS (8,000 events/s), and past
  * that rate pruning runs batch after batch. Every setting is read anew
@@ -98,18 +101,30 @@ size_t events_confirmed_prefix(const bool *acked, const bool *failed, size_t n);
 #define EVENTS_PRUNE_EVERY_MS 250
 
 /* The pruning schedule, on the publisher's thread: next_ms on the clock
- * the caller passes (monotonic), total the rows pruned so far. */
+ * the caller passes (monotonic), total the rows pruned so far,
+ * oldest_sent_ms the wall time of the oldest sent row as last observed (0:
+ * none, or not known since a batch took all that was due), more when the
+ * last batch came full. */
 struct events_prune {
 	uint64_t next_ms;
 	uint64_t total;
+	int64_t oldest_sent_ms;
+	bool more;
 };
 
-/* When due at now_ms, deletes one batch (EVENTS_PRUNE_BATCH at most) of
- * the events sent before wall_ms - retention_ms; *pruned says how many. A
- * full batch leaves the next one due at once (the caller yields between
- * two), a partial one or an error EVENTS_PRUNE_EVERY_MS later. Returns the
- * repository's error, with err (optional) saying why. Exposed for unit
- * tests, which drive it with their own clocks. */
+/* What the outbox's statistics say of the oldest sent row (0: none). */
+void events_prune_observe(struct events_prune *pr, int64_t oldest_sent_ms);
+
+/* When due at now_ms, and a full batch came last or the oldest sent row
+ * observed is older than wall_ms - retention_ms, deletes one batch
+ * (EVENTS_PRUNE_BATCH at most) of the events sent before that cutoff;
+ * *pruned says how many. Otherwise the store is not asked. A full batch
+ * leaves the next one due at once (the caller yields between two), a
+ * partial one or an error EVENTS_PRUNE_EVERY_MS later at the soonest; a
+ * partial one also forgets the oldest observed (all that was due went):
+ * the next observation says when more is due. Returns the repository's
+ * error, with err (optional) saying why. Exposed for unit tests, which
+ * drive it with their own clocks. */
 enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
 			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
 			      size_t errlen);

@@ -566,6 +566,7 @@ static void *watch_main(void *arg)
 		uint64_t wait_ms = w->refresh_ms;
 		enum dns_view_action act;
 		struct timespec ts;
+		uint64_t now;
 		size_t n = 0;
 		char err[256];
 		enum mn_err e;
@@ -578,14 +579,18 @@ static void *watch_main(void *arg)
 				log_info("peers", "DNS lookup of '%s' at %s answers again", w->name,
 					 w->server);
 			failures = 0;
-			act = dns_view_answer(&w->view, &a, v, n, clock_monotonic_ms());
-			if (act == DNS_VIEW_CHANGE || act == DNS_VIEW_SAME)
-				atomic_store(&w->last_ok, clock_monotonic_ms());
+			now = clock_monotonic_ms();
+			act = dns_view_answer(&w->view, &a, v, n, now);
+			/* the agent answered (a hold is an answer of none, kept
+			 * for a while): only a broken answer leaves the view stale */
+			if (act != DNS_VIEW_KEEP)
+				atomic_store(&w->last_ok, now);
 			if (act == DNS_VIEW_CHANGE && last == DNS_VIEW_HOLD && n == 0)
 				log_warn("peers",
-					 "DNS: no instance of '%s' in %u answers over %d ms; the view of "
-					 "'%s' is empty now",
-					 w->name, w->view.none_in_a_row, DNS_VIEW_KEEP_MS, w->service);
+					 "DNS: no instance of '%s' in %u answers over %llu ms; the "
+					 "view of '%s' is empty now",
+					 w->name, w->view.none_in_a_row,
+					 (unsigned long long)(now - w->view.confirmed_ms), w->service);
 			if (a.duplicates && act == DNS_VIEW_CHANGE)
 				log_info("peers",
 					 "DNS answer for '%s': %zu repeated SRV records counted once",

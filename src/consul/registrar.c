@@ -28,6 +28,7 @@ struct registrar {
 	bool stopped;              /* registrar_stop has run: deregistered */
 	bool registered;           /* the agent is known to hold the service */
 	bool ever_registered;
+	bool register_sent;        /* a register call went out: it may have reached */
 	bool maintenance_wanted;
 	bool maintenance_applied;  /* as far as the agent is concerned */
 	enum mn_err last;          /* last failure, for log-once */
@@ -47,11 +48,16 @@ static void wait_locked(struct registrar *r, uint64_t ms)
 
 /* Records a failed call and waits out the backoff. Lock held. One log line
  * per kind of failure, then quiet while it repeats, so a node waiting for
- * its agent (or refused by its ACL) does not flood the log. */
+ * its agent (or refused by its ACL) does not flood the log. A call ended
+ * by the stop (it cancels the call in flight) is no failure: nothing is
+ * recorded. */
 static void failed_locked(struct registrar *r, const char *what, enum mn_err e, const char *err)
 {
-	uint64_t delay = backoff_next(&r->backoff);
+	uint64_t delay;
 
+	if (r->stopping)
+		return;
+	delay = backoff_next(&r->backoff);
 	snprintf(r->last_error, sizeof(r->last_error), "%s", err);
 	if (e != r->last)
 		log_warn("consul", "%s at %s failed: %s; retrying with backoff", what,
@@ -67,7 +73,8 @@ static void failed_locked(struct registrar *r, const char *what, enum mn_err e, 
  * Only then does a registration start its check passing; without it the
  * node would be critical, out of ?passing, until the agent's first check
  * (at a random point of the first check interval, 10 s by default). */
-static bool check_answers(const struct consul_service *svc, char *why, size_t whylen)
+static bool check_answers(const struct consul_service *svc, const atomic_bool *cancel, char *why,
+			  size_t whylen)
 {
 	struct httpc *h = httpc_create();
 	struct httpc_response res;
@@ -85,7 +92,8 @@ static bool check_answers(const struct consul_service *svc, char *why, size_t wh
 						  .url = svc->check_url,
 						  .timeout_ms = svc->check_timeout_ms,
 						  .connect_timeout_ms = svc->check_timeout_ms,
-						  .max_response = 4096},
+						  .max_response = 4096,
+						  .cancel = cancel},
 			  &res, err, sizeof(err));
 	if (e != MN_OK)
 		snprintf(why, whylen, "%s", err);
@@ -119,7 +127,7 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		/* In maintenance the service must never show passing, not even
 		 * for the moment before the maintenance call. */
 		bool maintenance = r->maintenance_wanted;
-		bool passing = false;
+		bool passing = false, sent = false;
 		char why[256] = "maintenance mode";
 
 		pthread_mutex_unlock(&r->lock);
@@ -127,15 +135,19 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 							      err, sizeof(err))
 			 : MN_NOT_FOUND;
 		if (e == MN_NOT_FOUND) {
-			passing = !maintenance && check_answers(r->svc, why, sizeof(why));
+			passing = !maintenance &&
+				  check_answers(r->svc, &r->interrupt, why, sizeof(why));
 			e = consul_agent_register(r->consul, h, r->svc, passing, &r->interrupt, err,
 						  sizeof(err));
+			sent = true;
 		} else {
 			look = false; /* it was there: nothing was registered */
 		}
 		pthread_mutex_lock(&r->lock);
-		if (e != MN_OK && r->stopping)
-			return; /* cancelled by the stop: nothing failed */
+		/* answered, failed or cancelled by the stop, it may have reached
+		 * the agent; only a connection refused did not */
+		if (sent && e != MN_UNAVAILABLE)
+			r->register_sent = true;
 		if (e != MN_OK) {
 			failed_locked(r, "registration", e, err);
 			return;
@@ -247,7 +259,8 @@ void registrar_stop(struct registrar *r)
 {
 	char err[256];
 	struct httpc *h;
-	bool was_registered;
+	bool was_registered, ever;
+	enum mn_err e;
 
 	if (r == NULL)
 		return;
@@ -266,13 +279,21 @@ void registrar_stop(struct registrar *r)
 
 	pthread_mutex_lock(&r->lock);
 	r->stopped = true;
-	was_registered = r->ever_registered;
+	ever = r->ever_registered;
+	/* a register call cancelled or failed may still have reached the
+	 * agent: deregister then too (an agent without it says not found) */
+	was_registered = ever || r->register_sent;
 	r->registered = false;
 	pthread_mutex_unlock(&r->lock);
 	if (was_registered) {
 		h = consul_conn_create(r->consul);
-		if (h && consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err)) == MN_OK)
+		e = h ? consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err))
+		      : MN_NOMEM;
+		if (e == MN_OK)
 			log_info("consul", "deregistered '%s'", r->svc->id);
+		else if (e == MN_NOT_FOUND && !ever)
+			log_debug("consul", "'%s' was not registered: nothing to deregister",
+				  r->svc->id);
 		else
 			log_warn("consul", "cannot deregister '%s': %s", r->svc->id,
 				 h ? err : "out of memory");

@@ -134,6 +134,7 @@ static void update_stats(struct events_publisher *p)
 
 	if (orders_repo_outbox_stats(p->repo, &st, err, sizeof(err)) != MN_OK)
 		return;
+	events_prune_observe(&p->prune, st.sent ? st.oldest_sent_ms : 0);
 	if (st.pending && st.oldest_pending_ms && now_ms > st.oldest_pending_ms)
 		age = (uint64_t)(now_ms - st.oldest_pending_ms);
 	if (st.sent && st.oldest_sent_ms && now_ms > st.oldest_sent_ms)
@@ -566,22 +567,33 @@ out:
 
 /* ---- pruning ------------------------------------------------------------------ */
 
+void events_prune_observe(struct events_prune *pr, int64_t oldest_sent_ms)
+{
+	pr->oldest_sent_ms = oldest_sent_ms;
+}
+
 enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
 			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
 			      size_t errlen)
 {
+	int64_t cutoff = wall_ms - (int64_t)retention_ms;
 	enum mn_err e;
 
 	*pruned = 0;
 	if (now_ms < pr->next_ms)
 		return MN_OK;
-	e = orders_repo_outbox_prune(repo, wall_ms - (int64_t)retention_ms, EVENTS_PRUNE_BATCH,
-				     pruned, err, errlen);
+	/* nothing sent is known to be older than the retention: no DELETE */
+	if (!pr->more && (pr->oldest_sent_ms == 0 || pr->oldest_sent_ms > cutoff))
+		return MN_OK;
+	e = orders_repo_outbox_prune(repo, cutoff, EVENTS_PRUNE_BATCH, pruned, err, errlen);
 	pr->total += *pruned;
 	/* a full batch: more may be due, the next one as soon as the caller
-	 * had its turn; otherwise none is older than the cutoff now */
-	pr->next_ms = e == MN_OK && *pruned == EVENTS_PRUNE_BATCH ? now_ms
-								  : now_ms + EVENTS_PRUNE_EVERY_MS;
+	 * had its turn; otherwise none is older than the cutoff now, and the
+	 * next statistics say when one is */
+	pr->more = e == MN_OK && *pruned == EVENTS_PRUNE_BATCH;
+	if (e == MN_OK && !pr->more)
+		pr->oldest_sent_ms = 0;
+	pr->next_ms = pr->more ? now_ms : now_ms + EVENTS_PRUNE_EVERY_MS;
 	return e;
 }
 
@@ -590,12 +602,10 @@ static bool prune(struct events_publisher *p, const struct events_settings *s)
 {
 	size_t pruned;
 	char err[256];
-	uint64_t now = clock_monotonic_ms();
 
-	if (now < p->prune.next_ms)
-		return false;
-	if (events_prune_step(&p->prune, p->repo, now, (int64_t)(clock_wall_seconds() * 1000),
-			      s->retention_ms, &pruned, err, sizeof(err)) != MN_OK) {
+	if (events_prune_step(&p->prune, p->repo, clock_monotonic_ms(),
+			      (int64_t)(clock_wall_seconds() * 1000), s->retention_ms, &pruned, err,
+			      sizeof(err)) != MN_OK) {
 		if (!p->prune_failing)
 			log_warn("events", "cannot prune the outbox: %s", err);
 		p->prune_failing = true;
@@ -608,7 +618,7 @@ static bool prune(struct events_publisher *p, const struct events_settings *s)
 		p->status.pruned = p->prune.total;
 		pthread_mutex_unlock(&p->lock);
 	}
-	return p->prune.next_ms <= now;
+	return p->prune.more;
 }
 
 /* ---- the thread -------------------------------------------------------------- */
@@ -675,8 +685,6 @@ static void *publisher_main(void *arg)
 			 * store's other writers between two */
 			if (prune(p, &s))
 				pause = 0;
-			else if (p->prune.next_ms > now && pause > p->prune.next_ms - now)
-				pause = p->prune.next_ms - now;
 		}
 		if (pause && !wait_ms(p, pause))
 			break;

@@ -12,6 +12,7 @@ test ends."""
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -179,11 +180,19 @@ class DnsDiscoveryTest(harness.ProcessesTestCase):
                "emptied %s s after it" % (t_gone, None if emptied is None
                                           else round(emptied, 2)))
         self.assertIsNotNone(emptied, "the view never emptied: %r" % seen[-5:])
-        # When the last answer with an instance came: the view's staleness
-        # says (a node deregisters as its stop begins, before it drains).
+        # When the last answer with an instance came: the log of the
+        # emptying says how long before it (a node deregisters as its stop
+        # begins, before it drains).
         self.assertTrue(any(n == 1 for _, n, _ in seen),
                         "the view emptied as the instances went: %r" % seen)
-        last = min(t - stale / 1000.0 for t, n, stale in seen if n == 1)
+        m = re.search(r"no instance of '[^']*' in \d+ answers over (\d+) ms; the view of "
+                      r"'users' is empty now", self.orders.log_text())
+        self.assertIsNotNone(m, "no log of the emptying")
+        last = emptied - int(m.group(1)) / 1000.0
+        # The agent answers all along (none): the view is held, not stale.
+        answered = [s for s in seen if s[1] == 1 and s[0] >= last + 2.5]
+        self.assertTrue(answered and all(s[2] < 2500 for s in answered),
+                        "the view went stale while the agent answered: %r" % seen)
         # Lookups every second: 3 NXDOMAIN answers came within ~4 s of it;
         # the view held its last instance on until the 10 s bound.
         held = [s for s in seen if last + 4.0 <= s[0] < last + 9.0]

@@ -3,6 +3,7 @@ check, configuration from KV at startup, SIGTERM deregistration, starting
 before the agent, and the command line. docs/consul.md's "Registration",
 docs/configuration.md and its "Command line"."""
 
+import http.server
 import json
 import os
 import signal
@@ -255,6 +256,55 @@ class RegistrationTest(harness.ProcessesTestCase):
             self.assertEqual(late.service_by_name("reg-late"), [])
         finally:
             late.stop()
+    def test_stop_during_registration_deregisters_without_a_warning(self):
+        """A stop while the first register call is in flight cancels it;
+        the PUT may have reached the agent, so the stop deregisters all the
+        same, and the cancelled call is no failure (no warning). The agent
+        here is a stand-in that never answers a register."""
+        calls, got_register, release = [], threading.Event(), threading.Event()
+
+        class Agent(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body=b""):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                calls.append(("GET", self.path))
+                self.answer(404)
+
+            def do_PUT(self):
+                calls.append(("PUT", self.path))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/v1/agent/service/register"):
+                    got_register.set()
+                    release.wait(20)  # the node gives up first
+                    return
+                self.answer(200)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        self.addCleanup(release.set)
+        n = self.node("reg-cancel", consul=None,
+                      consul_addr="http://127.0.0.1:%d" % server.server_address[1])
+        n.start_ready()
+        self.assertTrue(got_register.wait(10), "no register call: %r" % calls)
+        t0 = time.monotonic()
+        self.assertEqual(n.stop(), 0, harness.tail(n.log_path))
+        self.assertLess(time.monotonic() - t0, 4.5, "the stop waited for the register call")
+        self.assertTrue(any(m == "PUT" and p.startswith("/v1/agent/service/deregister/")
+                            for m, p in calls), "no deregistration: %r" % calls)
+        log = n.log_text()
+        self.assertNotIn("registration at", log)
+        self.assertNotIn("cannot deregister", log)
+
     def test_required_agent_missing_exits_1(self):
         # consul.required: the node waits up to 10 s for its registration,
         # then exits 1 (a runtime failure, not a configuration error).
