@@ -81,10 +81,7 @@ static enum mn_err store_open_pg(const struct config *cfg, struct store_repos *s
 	if ((config_has_module(cfg, "users") && s->users == NULL) ||
 	    (config_has_module(cfg, "orders") && s->orders == NULL))
 		return MN_NOMEM;
-	if (e == MN_OK) {
-		pg_describe(&o, err, sizeof(err));
-		log_info("store", "%s: connected, schema up to date", err);
-	}
+	/* "connected, schema up to date" is the pool's thread's to log */
 	return MN_OK;
 }
 
