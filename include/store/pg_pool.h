@@ -189,6 +189,15 @@ void pg_sqlstate_map(const char *sqlstate, struct pg_failure *out);
  * when there is none. A handshake's failure has no PGresult to ask. */
 bool pg_message_sqlstate(const char *msg, char out[6]);
 
+/* Maps a statement that got no answer in time: past its holder's own
+ * deadline ('holder': server.read_timeout_ms from the start of its wait,
+ * the earlier of the two) only that connection is broken (closed, so the
+ * server rolls its transaction back) and the client is told "busy": a
+ * slow but healthy server is not down. Past the statement's deadline
+ * (statement_timeout and its grace: the server did not even cancel it) as
+ * pg_sqlstate_map(NULL): the server is gone. */
+void pg_timeout_map(bool holder, struct pg_failure *out);
+
 /* A statement of a repository: prepared on each connection the first time
  * it runs there. 'name' is unique among the statements of a pool. */
 struct pg_stmt {

@@ -253,7 +253,7 @@ const struct setting_def settings_table[] = {
 	/* 128: a pool of 8 serves a burst of that many in a few ms when the
 	 * database answers (one node taking the load of a slower one); a stuck
 	 * database parks at most pool_size + 128 of the 512 workers */
-	INT("database.max_waiters", "128", 0, 100000, false, AT(database_max_waiters)),
+	INT("database.max_waiters", "128", 1, 100000, false, AT(database_max_waiters)),
 	INT("database.pool_size", "8", 1, 1024, false, AT(database_pool_size)),
 	{.name = "database.port", .type = SETTING_INT, .default_text = "5432", .min = 1,
 	 .max = 65535,

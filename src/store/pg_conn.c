@@ -109,6 +109,14 @@ void pg_sqlstate_map(const char *s, struct pg_failure *out)
 	}
 }
 
+void pg_timeout_map(bool holder, struct pg_failure *out)
+{
+	pg_sqlstate_map(NULL, out);
+	if (holder)
+		*out = (struct pg_failure){MN_UNAVAILABLE, true, false, STORE_FAULT_NONE,
+					   "the database is busy; try again"};
+}
+
 static bool sqlstate_char(char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');

@@ -56,7 +56,7 @@ struct pg_pool {
 	struct pg_waiter *waiter_head, *waiter_tail;
 	size_t max_waiters;
 	uint64_t shed[STORE_SHED_COUNT]; /* requests refused busy, by reason */
-	uint64_t last_ok_ms;		 /* the last statement that succeeded */
+	_Atomic uint64_t last_ok_ms;	 /* the last statement that succeeded: no lock */
 	atomic_bool stop;		 /* closing: a handshake in progress gives up */
 	bool attempted;			 /* the first attempt ended (pg_pool_start) */
 	bool start_waiting;		 /* pg_pool_start() waits for it */

@@ -210,7 +210,7 @@ static void pool_reconnect_locked(struct pg_pool *p)
 	p->up = true;
 	p->attempted = true;
 	p->migrated = true;
-	p->last_ok_ms = now;
+	atomic_store_explicit(&p->last_ok_ms, now, memory_order_relaxed);
 	p->last_logged[0] = '\0';
 	backoff_reset(&p->backoff);
 	log_info("store", "%s: connected%s after %lu failed attempts in %.1f s", p->describe,
@@ -523,11 +523,8 @@ void pg_pool_put(struct pg_pool *p, struct pg_conn *c)
 /* A statement answered: the pool is not stuck. */
 void pg_pool_note_ok(struct pg_pool *p)
 {
-	uint64_t now = clock_monotonic_ms();
-
-	pthread_mutex_lock(&p->lock);
-	p->last_ok_ms = now;
-	pthread_mutex_unlock(&p->lock);
+	/* a stamp read only by pg_pool_ping(): no lock on every statement */
+	atomic_store_explicit(&p->last_ok_ms, clock_monotonic_ms(), memory_order_relaxed);
 }
 
 enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen)
@@ -554,7 +551,9 @@ enum mn_err pg_pool_ping(struct pg_pool *p, char *err, size_t errlen)
 	if (c == NULL) {
 		/* all in use: working, unless none has answered for longer than
 		 * a request may wait for one (a lock, a stalled server) */
-		uint64_t quiet = clock_monotonic_ms() - p->last_ok_ms;
+		uint64_t last = atomic_load_explicit(&p->last_ok_ms, memory_order_relaxed);
+		uint64_t now = clock_monotonic_ms();
+		uint64_t quiet = now > last ? now - last : 0;
 
 		e = MN_OK;
 		if (quiet > (uint64_t)p->opts.acquire_timeout_ms)

@@ -42,24 +42,36 @@ static void writes_note(struct pg_writes *w, enum store_fault f)
 }
 
 /* The client-side deadline of a query on 'c': its statement's, and never
- * past its holder's. */
-static uint64_t query_deadline(const struct pg_conn *c, int timeout_ms)
+ * past its holder's (then *holder is true). */
+static uint64_t query_deadline(const struct pg_conn *c, int timeout_ms, bool *holder)
 {
 	uint64_t d = clock_monotonic_ms() + (uint64_t)timeout_ms;
 
-	return c->deadline_ms && c->deadline_ms < d ? c->deadline_ms : d;
+	*holder = c->deadline_ms && c->deadline_ms < d;
+	return *holder ? c->deadline_ms : d;
 }
 
 /* Reports a statement that failed on 'c' (r: its result, if any) as
- * pg_conn_exec() says, and returns its error. */
+ * pg_conn_exec() says, and returns its error. 'holder': its deadline was
+ * the holder's, not the statement's. */
 static enum mn_err exec_failure(struct pg_pool *p, struct pg_conn *c, const PGresult *r,
-				enum wait_result why, int timeout_ms, struct pg_writes *writes,
-				const char *what, char *err, size_t errlen)
+				enum wait_result why, int timeout_ms, bool holder,
+				struct pg_writes *writes, const char *what, char *err,
+				size_t errlen)
 {
 	char detail[DETAIL_MAX];
 	struct pg_failure f;
 
 	pg_conn_query_failure(c, r, why, timeout_ms, &f, detail, sizeof(detail));
+	/* the holder's own time ran out on a connection still up: only this
+	 * one is closed (the server rolls back), the pool stays up */
+	if (r == NULL && why == WAIT_TIMEOUT && holder && PQstatus(c->conn) == CONNECTION_OK) {
+		pg_timeout_map(true, &f);
+		snprintf(detail, sizeof(detail),
+			 "no answer within server.read_timeout_ms (%d ms) of the request",
+			 p->opts.request_timeout_ms);
+		c->broken = true;
+	}
 	if (f.err == MN_INTERNAL)
 		log_error("store", "%s: %s failed: %s", p->describe, what, detail);
 	else if (f.err != MN_CONFLICT && !f.server_gone)
@@ -77,7 +89,8 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 			 PGresult **res, char *err, size_t errlen)
 {
 	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
-	uint64_t deadline = query_deadline(c, timeout_ms);
+	bool holder;
+	uint64_t deadline = query_deadline(c, timeout_ms, &holder);
 	enum wait_result why;
 	enum mn_err e;
 	PGresult *r;
@@ -93,7 +106,7 @@ enum mn_err pg_conn_exec(struct pg_pool *p, struct pg_conn *c, const struct pg_s
 		*res = r;
 		return MN_OK;
 	}
-	e = exec_failure(p, c, r, why, timeout_ms, writes, what, err, errlen);
+	e = exec_failure(p, c, r, why, timeout_ms, holder, writes, what, err, errlen);
 	PQclear(r);
 	return e;
 }
@@ -105,7 +118,8 @@ static enum mn_err conn_command(struct pg_pool *p, struct pg_conn *c, const char
 				size_t errlen)
 {
 	int timeout_ms = p->opts.statement_timeout_ms + PG_POOL_QUERY_GRACE_MS;
-	uint64_t deadline = query_deadline(c, timeout_ms);
+	bool holder;
+	uint64_t deadline = query_deadline(c, timeout_ms, &holder);
 	enum wait_result why;
 	enum mn_err e;
 	PGresult *r;
@@ -135,7 +149,7 @@ static enum mn_err conn_command(struct pg_pool *p, struct pg_conn *c, const char
 			writes_note(writes, STORE_FAULT_NONE);
 		return MN_OK;
 	}
-	e = exec_failure(p, c, r, why, timeout_ms, writes, what, err, errlen);
+	e = exec_failure(p, c, r, why, timeout_ms, holder, writes, what, err, errlen);
 	PQclear(r);
 	return e;
 }

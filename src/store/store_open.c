@@ -5,13 +5,16 @@
 
 #include "core/log.h"
 
-/* The background probe's look at the store: each repository's ping (none
- * waits for a busy pool). */
+/* The background probe's look at the store: each repository's ping, or
+ * on PostgreSQL the one pool both share, once (none waits for a busy
+ * pool). */
 static enum mn_err store_ping(void *ctx, char *why, size_t len)
 {
 	struct store_repos *s = ctx;
 	enum mn_err e = MN_OK;
 
+	if (s->pg_pool)
+		return pg_pool_ping(s->pg_pool, why, len);
 	if (s->users)
 		e = users_repo_ping(s->users, why, len);
 	if (e == MN_OK && s->orders)
@@ -81,10 +84,7 @@ static enum mn_err store_open_pg(const struct config *cfg, struct store_repos *s
 	if ((config_has_module(cfg, "users") && s->users == NULL) ||
 	    (config_has_module(cfg, "orders") && s->orders == NULL))
 		return MN_NOMEM;
-	if (e == MN_OK) {
-		pg_describe(&o, err, sizeof(err));
-		log_info("store", "%s: connected, schema up to date", err);
-	}
+	/* "connected, schema up to date" is the pool's thread's to log */
 	return MN_OK;
 }
 

@@ -214,6 +214,8 @@ class TwoUsersNodesOnOneDatabaseTest(harness.ProcessesTestCase):
         for i, n in enumerate(nodes):
             status, body, _ = post_user(n, "m%d@example.com" % i)
             self.assertEqual(status, 201, body)
+            # the store says it connected once, not once more as it opens
+            self.assertEqual(n.log_text().count("schema up to date"), 1, n.log_text())
         self.assertEqual(POSTGRES.scalar("SELECT count(*) FROM users", db=db), "2")
 
 

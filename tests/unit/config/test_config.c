@@ -1146,6 +1146,11 @@ static void test_database_settings_refused(void **state)
 	assert_int_equal(load(f, &src), MN_CONFIG);
 	assert_non_null(strstr(errors_text(f), "key 'database.pool_size': expected an integer "
 					       "between 1 and 1024"));
+	/* no waiting room at all: the pool would never open a connection */
+	src.file_path = write_file(f, "b.cfg", "database = { max_waiters = 0; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'database.max_waiters': expected an integer "
+					       "between 1 and 100000"));
 }
 
 static void test_kv_layers(void **state)

@@ -86,6 +86,27 @@ static void test_sqlstate_map(void **state)
 	}
 }
 
+/* A holder's own deadline (server.read_timeout_ms) passing breaks only its
+ * connection; the statement's deadline passing means the server is gone. */
+static void test_timeout_map(void **state)
+{
+	struct pg_failure f;
+
+	(void)state;
+	pg_timeout_map(true, &f);
+	assert_int_equal(f.err, MN_UNAVAILABLE);
+	assert_true(f.broken);
+	assert_false(f.server_gone);
+	assert_int_equal(f.fault, STORE_FAULT_NONE);
+	assert_string_equal(f.client, "the database is busy; try again");
+
+	pg_timeout_map(false, &f);
+	assert_int_equal(f.err, MN_UNAVAILABLE);
+	assert_true(f.broken);
+	assert_true(f.server_gone);
+	assert_string_equal(f.client, "the database is unavailable");
+}
+
 static void test_message_sqlstate(void **state)
 {
 	char s[6];
@@ -395,6 +416,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sqlstate_map),
+		cmocka_unit_test(test_timeout_map),
 		cmocka_unit_test(test_message_sqlstate),
 		cmocka_unit_test(test_params),
 		cmocka_unit_test(test_describe_and_config),
