@@ -39,9 +39,10 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 				  const struct consul_service *svc, bool check_passing,
 				  const atomic_bool *cancel, char *err, size_t errlen);
 
-/* Removes the service and its check from the agent. */
-enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
-				    size_t errlen);
+/* Removes the service and its check from the agent, waiting for its
+ * answer at most 'timeout_ms' (0: the agent calls' usual bound). */
+enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id,
+				    long timeout_ms, char *err, size_t errlen);
 
 /* MN_OK when the agent holds service 'id', MN_NOT_FOUND when it does not
  * (its state was lost, or someone deregistered it). */

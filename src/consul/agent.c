@@ -80,8 +80,8 @@ enum mn_err consul_agent_register(struct consul *c, struct httpc *h,
 /* One bodiless call on /v1/agent/service/<what>/<id><query>. */
 static enum mn_err service_call(struct consul *c, struct httpc *h, const char *op,
 				const char *method, const char *what, const char *id,
-				const char *query, const atomic_bool *cancel, char *err,
-				size_t errlen)
+				const char *query, long timeout_ms, const atomic_bool *cancel,
+				char *err, size_t errlen)
 {
 	struct httpc_response res;
 	char path[1024];
@@ -97,23 +97,25 @@ static enum mn_err service_call(struct consul *c, struct httpc *h, const char *o
 			  &(struct consul_call){.op = op,
 						.method = method,
 						.path = path,
-						.timeout_ms = AGENT_TIMEOUT_MS,
+						.timeout_ms = timeout_ms > 0 ? timeout_ms
+									     : AGENT_TIMEOUT_MS,
 						.cancel = cancel},
 			  &res, err, errlen);
 	httpc_response_release(&res);
 	return ret;
 }
 
-enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id, char *err,
-				    size_t errlen)
+enum mn_err consul_agent_deregister(struct consul *c, struct httpc *h, const char *id,
+				    long timeout_ms, char *err, size_t errlen)
 {
-	return service_call(c, h, "deregister", "PUT", "deregister/", id, "", NULL, err, errlen);
+	return service_call(c, h, "deregister", "PUT", "deregister/", id, "", timeout_ms, NULL, err,
+			    errlen);
 }
 
 enum mn_err consul_agent_service_exists(struct consul *c, struct httpc *h, const char *id,
 					const atomic_bool *cancel, char *err, size_t errlen)
 {
-	return service_call(c, h, "service_check", "GET", "", id, "", cancel, err,
+	return service_call(c, h, "service_check", "GET", "", id, "", 0, cancel, err,
 			    errlen);
 }
 
@@ -129,6 +131,6 @@ enum mn_err consul_agent_maintenance(struct consul *c, struct httpc *h, const ch
 	snprintf(query, sizeof(query), "?enable=%s&reason=%.400s", enable ? "true" : "false",
 		 escaped);
 	free(escaped);
-	return service_call(c, h, "maintenance", "PUT", "maintenance/", id, query, cancel, err,
+	return service_call(c, h, "maintenance", "PUT", "maintenance/", id, query, 0, cancel, err,
 			    errlen);
 }

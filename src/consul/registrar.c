@@ -15,6 +15,9 @@
 
 #define RECONCILE_INTERVAL_MS 1000
 #define MAINTENANCE_REASON "maintenance = true in consul kv (meshnode)"
+/* How long a stop waits for the agent to deregister a registration it
+ * never confirmed (a register call cancelled or timed out). */
+#define UNCONFIRMED_DEREGISTER_MS 500
 
 struct registrar {
 	struct consul *consul;
@@ -287,13 +290,17 @@ void registrar_stop(struct registrar *r)
 	pthread_mutex_unlock(&r->lock);
 	if (was_registered) {
 		h = consul_conn_create(r->consul);
-		e = h ? consul_agent_deregister(r->consul, h, r->svc->id, err, sizeof(err))
+		/* A registration the agent never confirmed gets a short
+		 * courtesy call: an agent that did not answer the register
+		 * (a silent one) must not hold the stop for the usual bound. */
+		e = h ? consul_agent_deregister(r->consul, h, r->svc->id,
+						ever ? 0 : UNCONFIRMED_DEREGISTER_MS, err, sizeof(err))
 		      : MN_NOMEM;
 		if (e == MN_OK)
 			log_info("consul", "deregistered '%s'", r->svc->id);
-		else if (e == MN_NOT_FOUND && !ever)
-			log_debug("consul", "'%s' was not registered: nothing to deregister",
-				  r->svc->id);
+		else if (!ever)
+			log_debug("consul", "'%s' was never confirmed registered; deregistering: %s",
+				  r->svc->id, h ? err : "out of memory");
 		else
 			log_warn("consul", "cannot deregister '%s': %s", r->svc->id,
 				 h ? err : "out of memory");
