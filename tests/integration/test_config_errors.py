@@ -98,9 +98,13 @@ class ConfigErrorsTest(harness.ProcessesTestCase):
         kv_txn_set([("config/cfg-page/peers/p%04d/timeout_ms" % i, "900")
                     for i in range(9990)])
 
-        def last_peer_in():
-            return n.get_json("/config?prefix=peers.p9989.&limit=1")["total"] > 0
-        wait_until(last_peer_in, timeout=60, interval=0.5,
+        # the transactions commit in any order (four writers): wait for
+        # every peer's settings, not only the last one written
+        def all_peers_in():
+            each = n.get_json("/config?prefix=peers.p0000.&limit=1")["total"]
+            every = n.get_json("/config?prefix=peers.p&limit=1")["total"]
+            return each > 0 and every == 9990 * each
+        wait_until(all_peers_in, timeout=60, interval=0.5,
                    what="the 9,990 peers.* keys in force")
         t0 = time.monotonic()
         status, _, body = n.request("GET", "/config", timeout=10)
