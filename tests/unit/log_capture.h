@@ -13,8 +13,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 
-/* Records at 'level' and above go to a new temporary file from now on;
- * returns its descriptor. */
+/* Records at 'level' and above, in the text format, go to a new
+ * temporary file from now on; returns its descriptor. */
 static inline int logcap_start(enum log_level level)
 {
 	FILE *f = tmpfile();
@@ -25,6 +25,7 @@ static inline int logcap_start(enum log_level level)
 	fclose(f); /* the file lives on through fd */
 	assert_true(fd >= 0);
 	log_set_level(level);
+	log_set_format(MN_LOG_TEXT);
 	log_set_fd(fd);
 	return fd;
 }
