@@ -326,27 +326,37 @@ static void test_kv_edits_followed(void **state)
 	/* the static change is not warned of again */
 	assert_int_equal(logcap_count(t->log, "'server.threads' changed"), 1);
 
+	/* SIGHUP while the value is still there: reloaded, the refusal
+	 * said again only at debug level, counted once */
+	config_live_reload(t->live);
+	assert_int_equal(applied_calls(t), 4);
+	assert_int_equal(logcap_count(t->log, INVALID_WARNING), 1);
+	assert_int_equal(logcap_count(t->log, "keeping the value in force (still)"), 1);
+	assert_int_equal(logcap_count(t->log, "configuration reloaded (SIGHUP) at kv index 18"), 1);
+	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"rejected\"} 1"));
+	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"success\"} 3"));
+
 	/* the key removed: back to its default */
 	fake_set_answer(t->ft, t->r_users, &t->ans[A_REMOVED]);
-	assert_true(wait_applied(t, 4));
+	assert_true(wait_applied(t, 5));
 	s = in_force(t);
 	assert_string_equal(s.level, "info");
 	assert_int_equal(s.threads, 8);
 	assert_string_equal(s.pending, "server.threads");
-	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"success\"} 3"));
+	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"success\"} 4"));
 	/* the refused value gone: nothing more said of it */
 	assert_int_equal(logcap_count(t->log, INVALID_WARNING), 1);
 	assert_int_equal(logcap_wait(t->log, "log.level: debug -> info (default)", 1, POLL_MS), 1);
 
 	/* every key of the prefix removed: 404 */
 	fake_set_answer(t->ft, t->r_users, &t->ans[A_EMPTY]);
-	assert_true(wait_applied(t, 5));
+	assert_true(wait_applied(t, 6));
 	s = in_force(t);
 	assert_string_equal(s.level, "info");
 	assert_string_equal(s.format, "text"); /* config/shared/ untouched */
-	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"success\"} 4"));
+	assert_true(metric_line(t, "meshnode_config_reloads_total{result=\"success\"} 5"));
 	assert_true(config_live_stop(t->live));
-	assert_int_equal(applied_calls(t), 5);
+	assert_int_equal(applied_calls(t), 6);
 }
 
 /* The agent down at start: the node starts from defaults, says why KV was
