@@ -3,8 +3,9 @@
  * answering what a real consul 1.8.7 -dev agent answered
  * (tests/fixtures/consul/registrar/, captured by
  * tests/fixtures/consul/live/capture.py). The check URL is a closed port of
- * 127.0.0.1: the registrar's own GET of it is refused at once, so the
- * check is registered critical. The registrar waits on the real clock
+ * 127.0.0.1 (the registrar's own GET of it is refused at once, so the
+ * check is registered critical), but in one test where a listener of the
+ * test answers it 200 (the node's health endpoint, not the agent). The registrar waits on the real clock
  * (its reconcile second, its backoff): the tests use a small backoff and
  * assert only bounds that a loaded machine cannot break. */
 #include <setjmp.h>
@@ -12,11 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "consul/registrar.h"
 #include "fixture.h"
@@ -466,6 +472,106 @@ static void test_maintenance_on_then_off(void **state)
 	registrar_destroy(r);
 }
 
+/* The node's own health endpoint, as the registrar GETs it before
+ * registering: a listener on a free port of 127.0.0.1 that answers every
+ * request 200 (not the agent: the check URL is the node's). */
+struct health_endpoint {
+	int fd;
+	int port;
+	pthread_t thread;
+	atomic_bool stop;
+	atomic_uint served;
+};
+
+static void *health_main(void *arg)
+{
+	static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+				     "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+	struct health_endpoint *he = arg;
+
+	while (!atomic_load(&he->stop)) {
+		struct pollfd pfd = {.fd = he->fd, .events = POLLIN};
+		char req[1024];
+		int c;
+
+		if (poll(&pfd, 1, 20) <= 0)
+			continue;
+		c = accept(he->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		/* one read is the whole of a small GET on loopback */
+		if (read(c, req, sizeof(req)) > 0 && write(c, answer, sizeof(answer) - 1) > 0)
+			atomic_fetch_add(&he->served, 1);
+		close(c);
+	}
+	return NULL;
+}
+
+static void health_start(struct health_endpoint *he)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+
+	he->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(he->fd >= 0);
+	assert_int_equal(bind(he->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(he->fd, 8), 0);
+	assert_int_equal(getsockname(he->fd, (struct sockaddr *)&a, &len), 0);
+	he->port = ntohs(a.sin_port);
+	atomic_store(&he->stop, false);
+	atomic_store(&he->served, 0);
+	assert_int_equal(pthread_create(&he->thread, NULL, health_main, he), 0);
+}
+
+static void health_stop(struct health_endpoint *he)
+{
+	atomic_store(&he->stop, true);
+	pthread_join(he->thread, NULL);
+	close(he->fd);
+}
+
+/* The check URL answers: the registration starts the check passing (so
+ * the node is in ?passing at once, not after the agent's first check),
+ * says so, and does so again after the agent lost the service. */
+static void test_check_answering_registers_passing(void **state)
+{
+	struct t *t = *state;
+	struct health_endpoint he;
+	struct consul_service s = svc;
+	struct registrar *r;
+	char url[64], line[256];
+	json_t *o;
+
+	health_start(&he);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", he.port);
+	s.check_url = url;
+	r = registrar_start(t->consul, &s, false, 20, 40);
+	assert_non_null(r);
+	assert_true(registrar_wait(r, POLL_MS));
+	assert_int_equal(atomic_load(&he.served), 1);
+	o = last_body(t);
+	assert_string_equal(str_at(json_object_get(o, "Check"), "Status"), "passing");
+	assert_string_equal(str_at(json_object_get(o, "Check"), "HTTP"), url);
+	json_decref(o);
+	snprintf(line, sizeof(line),
+		 "registered service 'users' as '" SERVICE_ID "' with the agent at " AGENT
+		 ", check passing (%s answered)",
+		 url);
+	assert_int_equal(logcap_wait(t->log, line, 1, POLL_MS), 1);
+
+	pthread_mutex_lock(&t->agent.lock);
+	t->agent.holds = false;
+	pthread_mutex_unlock(&t->agent.lock);
+	assert_int_equal(logcap_wait(t->log,
+				     "the agent had lost service '" SERVICE_ID
+				     "'; registered it again (check passing)",
+				     1, POLL_MS),
+			 1);
+	assert_int_equal(atomic_load(&he.served), 2);
+	registrar_destroy(r);
+	health_stop(&he);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -479,6 +585,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unconfirmed_registration_short_deregister,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maintenance_on_then_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_check_answering_registers_passing, setup,
+						teardown),
 	};
 
 	log_set_level(MN_LOG_ERROR);
