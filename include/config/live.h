@@ -36,6 +36,9 @@ struct config_live_opts {
 	/* When it turns true, the first load's KV read stops at once (the
 	 * node is told to stop while starting). May be NULL. */
 	const atomic_bool *cancel;
+	/* The transport of the first load's KV read (borrowed; NULL:
+	 * libcurl). Unit tests pass a fake. */
+	const struct httpc_transport *transport;
 };
 
 /* Loads defaults, file, Consul KV (when the agent answers within a second:

@@ -30,6 +30,11 @@ struct consul *consul_create(const struct consul_opts *opts, char *err, size_t e
  * address says, CONSUL_HTTP_SSL_VERIFY=false turns verification off. */
 struct consul *consul_create_env(const char *address, const char *token, char *const *env,
 				 char *err, size_t errlen);
+/* consul_create_env() over 'transport' (borrowed; NULL: httpc_libcurl). */
+struct consul *consul_create_env_transport(const char *address, const char *token,
+					   char *const *env,
+					   const struct httpc_transport *transport, char *err,
+					   size_t errlen);
 void consul_destroy(struct consul *c);
 
 void consul_set_observer(struct consul *c, consul_observe_fn fn, void *ctx);

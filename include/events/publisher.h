@@ -58,6 +58,8 @@ struct events_status {
 	char last_error[256];     /* "" when the last round went well */
 };
 
+struct events_broker;
+
 struct events_publisher_opts {
 	struct orders_repo *repo;            /* borrowed */
 	struct resolver *resolver;           /* borrowed; NULL: broker_address only */
@@ -73,6 +75,9 @@ struct events_publisher_opts {
 	struct metric_family *oldest;        /* seconds; may be NULL */
 	struct metric_family *pruned;        /* counter; may be NULL */
 	struct metric_family *oldest_sent;   /* seconds; may be NULL */
+	/* The broker's calls (borrowed; NULL: events_broker_rabbitmq, in
+	 * events/broker.h). Unit tests pass a fake broker. */
+	const struct events_broker *broker;
 };
 
 /* NULL when out of memory or the thread cannot start. */

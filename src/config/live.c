@@ -154,12 +154,13 @@ static enum mn_err read_kv_prefix(const struct config *base, struct consul *c, s
 
 /* Reads config/shared/ and the node's prefix of 'base' (one listing when
  * they are the same) into kv[0] and kv[1] through 'c' (NULL: a client made
- * for this read, from 'env'); on failure both are left empty. A listing
- * over the caps is kv[i].refused, with a line in 'warnings' when not NULL:
- * the other one is still used. */
+ * for this read, from 'env', over 'transport'); on failure both are left
+ * empty. A listing over the caps is kv[i].refused, with a line in
+ * 'warnings' when not NULL: the other one is still used. */
 static enum mn_err read_kv(const struct config *base, struct consul *c, char *const *env,
-			   struct kv_listing kv[2], struct buf *warnings, uint64_t timeout_ms,
-			   const atomic_bool *cancel, char *err, size_t errlen)
+			   const struct httpc_transport *transport, struct kv_listing kv[2],
+			   struct buf *warnings, uint64_t timeout_ms, const atomic_bool *cancel,
+			   char *err, size_t errlen)
 {
 	const char *prefixes[2] = {"config/shared/", base->consul_kv_prefix};
 	uint64_t deadline = clock_monotonic_ns() / 1000000 + timeout_ms;
@@ -169,8 +170,8 @@ static enum mn_err read_kv(const struct config *base, struct consul *c, char *co
 
 	memset(kv, 0, 2 * sizeof(*kv));
 	if (c == NULL)
-		c = own = consul_create_env(base->consul_address, base->consul_token, env, err,
-					    errlen);
+		c = own = consul_create_env_transport(base->consul_address, base->consul_token,
+						      env, transport, err, errlen);
 	if (c == NULL)
 		return MN_INVALID;
 	h = consul_conn_create(c);
@@ -538,8 +539,8 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	ret = config_load(&src, &base, errors, &first);
 	if (ret != MN_OK)
 		goto fail;
-	if (read_kv(base, NULL, opts->environ, kv, &own, KV_START_TIMEOUT_MS, opts->cancel, err,
-		    sizeof(err)) != MN_OK) {
+	if (read_kv(base, NULL, opts->environ, opts->transport, kv, &own, KV_START_TIMEOUT_MS,
+		    opts->cancel, err, sizeof(err)) != MN_OK) {
 		/* pass one is the configuration: its warnings are the load's */
 		memcpy(live->kv_error, err, sizeof(live->kv_error));
 		if (first.len)
@@ -719,7 +720,7 @@ void config_live_reload(struct config_live *live)
 		return;
 	}
 	kv_ok = live->consul &&
-		read_kv(live->boot, live->consul, live->opts.environ, kv, NULL,
+		read_kv(live->boot, live->consul, live->opts.environ, NULL, kv, NULL,
 			KV_RELOAD_TIMEOUT_MS, &live->cancel, err, sizeof(err)) == MN_OK;
 	if (live->consul && !kv_ok && !atomic_load(&live->cancel))
 		log_warn("config", "SIGHUP: consul kv not read again (%s); the listings last "

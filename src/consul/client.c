@@ -99,6 +99,14 @@ out_nomem:
 struct consul *consul_create_env(const char *address, const char *token, char *const *env,
 				 char *err, size_t errlen)
 {
+	return consul_create_env_transport(address, token, env, NULL, err, errlen);
+}
+
+struct consul *consul_create_env_transport(const char *address, const char *token,
+					   char *const *env,
+					   const struct httpc_transport *transport, char *err,
+					   size_t errlen)
+{
 	char https[512];
 	struct consul_opts opts = {
 		.address = address,
@@ -106,6 +114,7 @@ struct consul *consul_create_env(const char *address, const char *token, char *c
 		.tls = {env_get(env, "CONSUL_CACERT"), env_get(env, "CONSUL_CLIENT_CERT"),
 			env_get(env, "CONSUL_CLIENT_KEY"), !env_bool(env, "CONSUL_HTTP_SSL_VERIFY", true)},
 		.server_name = env_get(env, "CONSUL_TLS_SERVER_NAME"),
+		.transport = transport,
 	};
 
 	if (env_bool(env, "CONSUL_HTTP_SSL", false) && strncmp(address, "http://", 7) == 0) {

@@ -1,7 +1,6 @@
 #include "events/publisher.h"
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include <sys/time.h>
 
 #include "consul/health.h"
+#include "events/broker.h"
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -44,6 +44,7 @@ struct events_publisher {
 	int login_fd;                /* lock; the socket while connecting, else -1 */
 
 	/* the publisher's thread only */
+	const struct events_broker *broker_ops;
 	amqp_connection_state_t conn;
 	struct events_settings cur;  /* what conn was opened with */
 	char broker[300];
@@ -158,17 +159,15 @@ static void disconnect(struct events_publisher *p)
 	if (p->conn == NULL)
 		return;
 	/* a clean close is a courtesy: the broker may be gone */
-	amqp_destroy_connection(p->conn);
+	p->broker_ops->close(p->broker_ops->ctx, p->conn);
 	p->conn = NULL;
 	pthread_mutex_lock(&p->lock);
 	p->status.connected = false;
 	pthread_mutex_unlock(&p->lock);
 }
 
-static bool rpc_ok(struct events_publisher *p, const char *what)
+static bool rpc_ok(struct events_publisher *p, const char *what, amqp_rpc_reply_t r)
 {
-	amqp_rpc_reply_t r = amqp_get_rpc_reply(p->conn);
-
 	switch (r.reply_type) {
 	case AMQP_RESPONSE_NORMAL:
 		return true;
@@ -311,42 +310,32 @@ bad_address:
 static bool connect_broker(struct events_publisher *p, const struct events_settings *s)
 {
 	struct timeval connect_tv = {CONNECT_TIMEOUT_S, 0}, call_tv = {CALL_TIMEOUT_S, 0};
-	amqp_socket_t *sock;
+	const struct events_broker *b = p->broker_ops;
 	char host[256];
-	int port, fd;
+	int port, fd, rc;
 
 	if (!broker_pick(p, s, host, sizeof(host), &port))
 		return false;
 	snprintf(p->broker, sizeof(p->broker), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
 		 port);
-	p->conn = amqp_new_connection();
-	if (p->conn == NULL || (sock = amqp_tcp_socket_new(p->conn)) == NULL) {
+	rc = b->open(b->ctx, host, port, &connect_tv, &call_tv, &p->conn, &fd);
+	if (rc == AMQP_STATUS_NO_MEMORY) {
 		set_error(p, "out of memory");
 		goto fail;
 	}
-	amqp_set_handshake_timeout(p->conn, &call_tv);
-	amqp_set_rpc_timeout(p->conn, &call_tv);
-	if (amqp_socket_open_noblock(sock, host, port, &connect_tv) != AMQP_STATUS_OK) {
+	if (rc != AMQP_STATUS_OK) {
 		set_error(p, "broker %s: cannot connect", p->broker);
 		goto fail;
 	}
-	fd = amqp_socket_get_sockfd(sock);
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &call_tv, sizeof(call_tv));
 	if (!login_fd_set(p, fd))
 		goto fail;
-	if (!login_ok(p, amqp_login(p->conn, s->vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-				    s->user, s->password)))
+	if (!login_ok(p, b->login(b->ctx, p->conn, s->vhost, s->user, s->password)))
 		goto fail;
-	amqp_channel_open(p->conn, CHANNEL);
-	if (!rpc_ok(p, "channel.open"))
+	if (!rpc_ok(p, "channel.open", b->channel_open(b->ctx, p->conn, CHANNEL)))
 		goto fail;
-	amqp_confirm_select(p->conn, CHANNEL);
-	if (!rpc_ok(p, "confirm.select"))
+	if (!rpc_ok(p, "confirm.select", b->confirm_select(b->ctx, p->conn, CHANNEL)))
 		goto fail;
-	amqp_queue_declare(p->conn, CHANNEL, amqp_cstring_bytes(s->queue), 0, 1, 0, 0,
-			   amqp_empty_table);
-	if (!rpc_ok(p, "queue.declare"))
+	if (!rpc_ok(p, "queue.declare", b->queue_declare(b->ctx, p->conn, CHANNEL, s->queue)))
 		goto fail;
 	login_fd_set(p, -1);
 	p->cur = *s;
@@ -403,6 +392,7 @@ static bool wait_confirms(struct events_publisher *p, const struct outbox_event 
 			  uint64_t first, bool *acked, bool *failed)
 {
 	uint64_t deadline = clock_monotonic_ms() + CALL_TIMEOUT_S * 1000;
+	const struct events_broker *b = p->broker_ops;
 	size_t resolved = 0;
 
 	while (resolved < n) {
@@ -418,8 +408,7 @@ static bool wait_confirms(struct events_publisher *p, const struct outbox_event 
 		}
 		tv.tv_sec = (time_t)((deadline - now) / 1000);
 		tv.tv_usec = (suseconds_t)((deadline - now) % 1000 * 1000);
-		amqp_maybe_release_buffers(p->conn);
-		rc = amqp_simple_wait_frame_noblock(p->conn, &frame, &tv);
+		rc = b->wait_frame(b->ctx, p->conn, &frame, &tv);
 		if (rc == AMQP_STATUS_TIMEOUT)
 			continue;
 		if (rc != AMQP_STATUS_OK) {
@@ -448,7 +437,7 @@ static bool wait_confirms(struct events_publisher *p, const struct outbox_event 
 			amqp_message_t msg;
 			size_t i;
 
-			if (amqp_read_message(p->conn, frame.channel, &msg, 0).reply_type !=
+			if (b->read_message(b->ctx, p->conn, frame.channel, &msg).reply_type !=
 			    AMQP_RESPONSE_NORMAL) {
 				set_error(p, "broker %s: a returned message could not be read",
 					  p->broker);
@@ -459,7 +448,7 @@ static bool wait_confirms(struct events_publisher *p, const struct outbox_event 
 				    : n;
 			if (i < n)
 				failed[i] = true;
-			amqp_destroy_message(&msg);
+			b->destroy_message(b->ctx, &msg);
 			break;
 		}
 		case AMQP_CHANNEL_CLOSE_METHOD:
@@ -517,9 +506,8 @@ static size_t publish_batch(struct events_publisher *p, const struct events_sett
 			.type = amqp_cstring_bytes(v[i].type),
 			.timestamp = (uint64_t)(v[i].created_ms / 1000),
 		};
-		int rc = amqp_basic_publish(p->conn, CHANNEL, amqp_empty_bytes,
-					    amqp_cstring_bytes(s->queue), 1, 0, &props,
-					    amqp_cstring_bytes(v[i].body));
+		int rc = p->broker_ops->publish(p->broker_ops->ctx, p->conn, CHANNEL, s->queue,
+						&props, v[i].body);
 
 		if (rc != AMQP_STATUS_OK) {
 			set_error(p, "broker %s: publish: %s", p->broker, amqp_error_string2(rc));
@@ -715,6 +703,7 @@ struct events_publisher *events_publisher_start(const struct events_publisher_op
 	p->m_pruned = o->pruned;
 	p->m_oldest_sent = o->oldest_sent;
 	p->login_fd = -1;
+	p->broker_ops = o->broker ? o->broker : &events_broker_rabbitmq;
 	backoff_init(&p->backoff, BACKOFF_BASE_MS, BACKOFF_CAP_MS,
 		     clock_monotonic_ns() ^ (uintptr_t)p);
 	pthread_mutex_init(&p->lock, NULL);

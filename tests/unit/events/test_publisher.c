@@ -7,7 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "events/broker.h"
+#include "events/events_metrics.h"
 #include "events/publisher.h"
+#include "log_capture.h"
+#include "metrics/metrics.h"
 #include "store/orders_repo.h"
 
 struct fixture {
@@ -253,6 +261,538 @@ static void test_prune_never_pending(void **state)
 	assert_int_equal(stats(f->repo).pending, 1);
 }
 
+/* ---- the publisher against a fake broker (events/broker.h) ------------ */
+
+/* What the fake broker does with the k-th message published (counted over
+ * the whole test, reconnections included); past the script: ACK. */
+enum outcome {
+	ACK,	      /* basic.ack of its tag */
+	NACK,	      /* basic.nack of its tag */
+	RETURN,	      /* unroutable: basic.return with its message id, then its ack */
+	LOST,	      /* the connection is gone before its confirm: nothing more
+			 is confirmed on it, and the wait ends "connection closed" */
+	PUBLISH_FAILS /* basic.publish itself fails (the socket is gone) */
+};
+
+#define SCRIPT_MAX 64
+#define QUEUE_MAX  256
+#define POLL_MS	   5000
+
+enum qkind { Q_ACK, Q_NACK, Q_RETURN, Q_CLOSED };
+
+struct qframe {
+	enum qkind kind;
+	uint64_t tag;
+	char message_id[40];
+};
+
+struct fake_broker {
+	struct events_broker ops; /* pass &fb->ops */
+	pthread_mutex_t lock;
+	enum outcome script[SCRIPT_MAX];
+	unsigned max_opens; /* opens past this many are refused */
+	unsigned opens, refused_opens, closes, logins;
+	unsigned published;	  /* messages, over all connections */
+	char ids[SCRIPT_MAX][40]; /* their message ids, in order */
+	char queue_name[64];	  /* of the last publish */
+	/* the connection open now */
+	bool open, dead;
+	uint64_t next_tag;
+	struct qframe q[QUEUE_MAX];
+	size_t q_head, q_tail;
+	/* the decoded methods handed out (valid until the next wait_frame) */
+	amqp_basic_ack_t ack;
+	amqp_basic_nack_t nack;
+	amqp_basic_return_t ret;
+	char returned_id[40];
+};
+
+static amqp_rpc_reply_t reply_normal(void)
+{
+	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
+}
+
+static int fb_open(void *ctx, const char *host, int port, const struct timeval *connect_tv,
+		   const struct timeval *call_tv, amqp_connection_state_t *conn, int *fd)
+{
+	struct fake_broker *fb = ctx;
+	int rc = AMQP_STATUS_OK;
+
+	(void)connect_tv;
+	(void)call_tv;
+	*fd = -1;
+	*conn = NULL;
+	pthread_mutex_lock(&fb->lock);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 5672);
+	assert_false(fb->open); /* one connection at a time */
+	if (fb->opens >= fb->max_opens) {
+		fb->refused_opens++;
+		rc = AMQP_STATUS_SOCKET_ERROR;
+	} else {
+		fb->opens++;
+		fb->open = true;
+		fb->dead = false;
+		fb->next_tag = 1;
+		fb->q_head = fb->q_tail = 0;
+		*conn = (amqp_connection_state_t)fb;
+	}
+	pthread_mutex_unlock(&fb->lock);
+	return rc;
+}
+
+static amqp_rpc_reply_t fb_login(void *ctx, amqp_connection_state_t conn, const char *vhost,
+				 const char *user, const char *password)
+{
+	struct fake_broker *fb = ctx;
+
+	assert_ptr_equal(conn, fb);
+	assert_string_equal(vhost, "/");
+	assert_string_equal(user, "guest");
+	assert_string_equal(password, "guest-secret");
+	pthread_mutex_lock(&fb->lock);
+	fb->logins++;
+	pthread_mutex_unlock(&fb->lock);
+	return reply_normal();
+}
+
+static amqp_rpc_reply_t fb_rpc(void *ctx, amqp_connection_state_t conn, amqp_channel_t channel)
+{
+	assert_ptr_equal(conn, ctx);
+	assert_int_equal(channel, 1);
+	return reply_normal();
+}
+
+static amqp_rpc_reply_t fb_declare(void *ctx, amqp_connection_state_t conn, amqp_channel_t channel,
+				   const char *queue)
+{
+	assert_string_equal(queue, "events");
+	return fb_rpc(ctx, conn, channel);
+}
+
+static void push(struct fake_broker *fb, enum qkind kind, uint64_t tag, const char *id)
+{
+	struct qframe *f;
+
+	assert_true(fb->q_tail < QUEUE_MAX);
+	f = &fb->q[fb->q_tail++];
+	f->kind = kind;
+	f->tag = tag;
+	snprintf(f->message_id, sizeof(f->message_id), "%s", id ? id : "");
+}
+
+static int fb_publish(void *ctx, amqp_connection_state_t conn, amqp_channel_t channel,
+		      const char *queue, const amqp_basic_properties_t *props, const char *body)
+{
+	struct fake_broker *fb = ctx;
+	enum outcome o;
+	char id[40];
+	uint64_t tag;
+	int rc = AMQP_STATUS_OK;
+
+	assert_ptr_equal(conn, fb);
+	assert_int_equal(channel, 1);
+	assert_non_null(body);
+	assert_true(props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+	assert_int_equal(props->delivery_mode, 2); /* persistent */
+	snprintf(id, sizeof(id), "%.*s", (int)props->message_id.len,
+		 (const char *)props->message_id.bytes);
+	pthread_mutex_lock(&fb->lock);
+	snprintf(fb->queue_name, sizeof(fb->queue_name), "%s", queue);
+	assert_true(fb->published < SCRIPT_MAX);
+	o = fb->script[fb->published];
+	snprintf(fb->ids[fb->published++], sizeof(fb->ids[0]), "%s", id);
+	tag = fb->next_tag++;
+	if (o == PUBLISH_FAILS) {
+		fb->dead = true;
+		rc = AMQP_STATUS_SOCKET_ERROR;
+	} else if (fb->dead) {
+		/* written into a socket whose peer is gone: no answer ever */
+	} else if (o == LOST) {
+		fb->dead = true;
+		push(fb, Q_CLOSED, 0, NULL);
+	} else if (o == NACK) {
+		push(fb, Q_NACK, tag, NULL);
+	} else {
+		if (o == RETURN)
+			push(fb, Q_RETURN, tag, id);
+		push(fb, Q_ACK, tag, NULL);
+	}
+	pthread_mutex_unlock(&fb->lock);
+	return rc;
+}
+
+static int fb_wait_frame(void *ctx, amqp_connection_state_t conn, amqp_frame_t *frame,
+			 struct timeval *tv)
+{
+	struct fake_broker *fb = ctx;
+	struct qframe f;
+
+	(void)tv;
+	assert_ptr_equal(conn, fb);
+	pthread_mutex_lock(&fb->lock);
+	if (fb->q_head == fb->q_tail) {
+		pthread_mutex_unlock(&fb->lock);
+		usleep(1000); /* nothing yet: the publisher's deadline decides */
+		return AMQP_STATUS_TIMEOUT;
+	}
+	f = fb->q[fb->q_head++];
+	memset(frame, 0, sizeof(*frame));
+	frame->frame_type = AMQP_FRAME_METHOD;
+	frame->channel = 1;
+	switch (f.kind) {
+	case Q_ACK:
+		fb->ack = (amqp_basic_ack_t){.delivery_tag = f.tag, .multiple = 0};
+		frame->payload.method.id = AMQP_BASIC_ACK_METHOD;
+		frame->payload.method.decoded = &fb->ack;
+		break;
+	case Q_NACK:
+		fb->nack = (amqp_basic_nack_t){.delivery_tag = f.tag, .requeue = 0};
+		frame->payload.method.id = AMQP_BASIC_NACK_METHOD;
+		frame->payload.method.decoded = &fb->nack;
+		break;
+	case Q_RETURN:
+		fb->ret = (amqp_basic_return_t){.reply_code = AMQP_NO_ROUTE,
+						.reply_text = amqp_cstring_bytes("NO_ROUTE")};
+		snprintf(fb->returned_id, sizeof(fb->returned_id), "%s", f.message_id);
+		frame->payload.method.id = AMQP_BASIC_RETURN_METHOD;
+		frame->payload.method.decoded = &fb->ret;
+		break;
+	case Q_CLOSED: pthread_mutex_unlock(&fb->lock); return AMQP_STATUS_CONNECTION_CLOSED;
+	}
+	pthread_mutex_unlock(&fb->lock);
+	return AMQP_STATUS_OK;
+}
+
+static amqp_rpc_reply_t fb_read_message(void *ctx, amqp_connection_state_t conn,
+					amqp_channel_t channel, amqp_message_t *msg)
+{
+	struct fake_broker *fb = ctx;
+
+	assert_ptr_equal(conn, fb);
+	assert_int_equal(channel, 1);
+	memset(msg, 0, sizeof(*msg));
+	msg->properties._flags = AMQP_BASIC_MESSAGE_ID_FLAG;
+	msg->properties.message_id = amqp_cstring_bytes(fb->returned_id);
+	return reply_normal();
+}
+
+static void fb_destroy_message(void *ctx, amqp_message_t *msg)
+{
+	(void)ctx;
+	(void)msg;
+}
+
+static void fb_close(void *ctx, amqp_connection_state_t conn)
+{
+	struct fake_broker *fb = ctx;
+
+	assert_ptr_equal(conn, fb);
+	pthread_mutex_lock(&fb->lock);
+	assert_true(fb->open);
+	fb->open = false;
+	fb->closes++;
+	pthread_mutex_unlock(&fb->lock);
+}
+
+static struct fake_broker *fake_broker_create(void)
+{
+	struct fake_broker *fb = calloc(1, sizeof(*fb));
+
+	assert_non_null(fb);
+	fb->ops = (struct events_broker){
+		.open = fb_open,
+		.login = fb_login,
+		.channel_open = fb_rpc,
+		.confirm_select = fb_rpc,
+		.queue_declare = fb_declare,
+		.publish = fb_publish,
+		.wait_frame = fb_wait_frame,
+		.read_message = fb_read_message,
+		.destroy_message = fb_destroy_message,
+		.close = fb_close,
+		.ctx = fb,
+	};
+	fb->max_opens = 1;
+	pthread_mutex_init(&fb->lock, NULL);
+	return fb;
+}
+
+static unsigned fb_read(struct fake_broker *fb, const unsigned *v)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&fb->lock);
+	n = *v;
+	pthread_mutex_unlock(&fb->lock);
+	return n;
+}
+
+/* Waits (real time, bounded) until *v reaches n. */
+static bool fb_wait(struct fake_broker *fb, const unsigned *v, unsigned n)
+{
+	uint64_t end = clock_monotonic_ms() + POLL_MS;
+
+	while (fb_read(fb, v) < n && clock_monotonic_ms() < end)
+		usleep(1000);
+	return fb_read(fb, v) >= n;
+}
+
+static void fb_allow_opens(struct fake_broker *fb, unsigned n)
+{
+	pthread_mutex_lock(&fb->lock);
+	fb->max_opens = n;
+	pthread_mutex_unlock(&fb->lock);
+}
+
+/* The message ids published, joined by ','. */
+static void fb_published(struct fake_broker *fb, char *out, size_t outlen)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	pthread_mutex_lock(&fb->lock);
+	for (unsigned i = 0; i < fb->published && pos < outlen; i++)
+		pos += (size_t)snprintf(out + pos, outlen - pos, "%s%s", i ? "," : "", fb->ids[i]);
+	pthread_mutex_unlock(&fb->lock);
+}
+
+static void broker_settings(void *ctx, struct events_settings *out)
+{
+	(void)ctx;
+	out->enabled = true;
+	snprintf(out->broker_address, sizeof(out->broker_address), "127.0.0.1:5672");
+	snprintf(out->vhost, sizeof(out->vhost), "/");
+	snprintf(out->user, sizeof(out->user), "guest");
+	snprintf(out->password, sizeof(out->password), "guest-secret");
+	snprintf(out->queue, sizeof(out->queue), "events");
+	out->batch_size = 4;
+	out->retention_ms = 3600000;
+}
+
+/* n order events in the outbox: ev-0 .. ev-(n-1). */
+static void events_stored(struct fixture *f, size_t n)
+{
+	struct order o;
+	char event_id[32];
+
+	order_init(&o);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(event_id, sizeof(event_id), "ev-%lld", (long long)f->next_event++);
+		assert_int_equal(
+			orders_repo_create_order_event(f->repo, 1, "tea", 1, event_id, &o, NULL, 0),
+			MN_OK);
+	}
+	order_release(&o);
+}
+
+/* The event ids still pending in the outbox, joined by ','. */
+static void pending_ids(struct fixture *f, char *out, size_t outlen)
+{
+	struct outbox_event *v;
+	size_t n, pos = 0;
+
+	assert_int_equal(orders_repo_outbox_pending(f->repo, 100, &v, &n, NULL, 0), MN_OK);
+	out[0] = '\0';
+	for (size_t i = 0; i < n && pos < outlen; i++)
+		pos += (size_t)snprintf(out + pos, outlen - pos, "%s%s", i ? "," : "",
+					v[i].event_id);
+	outbox_events_free(v, n);
+}
+
+/* A publisher on the fixture's outbox and the fake broker, its metrics in
+ * 'm' (may be NULL). */
+static struct events_publisher *publisher_on(struct fixture *f, struct fake_broker *fb,
+					     struct metrics *m)
+{
+	struct events_publisher_opts o = {
+		.repo = f->repo,
+		.settings = broker_settings,
+		.broker = &fb->ops,
+	};
+	struct events_publisher *p;
+
+	if (m)
+		assert_int_equal(events_metrics_register(&o, m), MN_OK);
+	p = events_publisher_start(&o);
+	assert_non_null(p);
+	return p;
+}
+
+/* The outcome of one batch, seen while the broker refuses a second
+ * connection, then after it takes one: the script's first four messages
+ * (batch_size 4 of 6 stored), what is still pending after that batch, its
+ * counters, and every message published in the end. */
+struct run {
+	enum outcome script[8];
+	const char *pending_after;   /* after the batch */
+	uint64_t confirmed, failed;  /* after the batch */
+	const char *error_has;	     /* in last_error after the batch */
+	const char *published_after; /* once a second connection is allowed */
+};
+
+static void run_batch(struct fixture *f, const struct run *r)
+{
+	struct fake_broker *fb = fake_broker_create();
+	struct events_publisher *p;
+	struct events_status st;
+	char got[512];
+	int log = logcap_start(MN_LOG_INFO);
+
+	memcpy(fb->script, r->script, sizeof(r->script));
+	events_stored(f, 6);
+	p = publisher_on(f, fb, NULL);
+	/* a failed batch closes the connection: the next open is refused,
+	 * so the outbox stays as the batch left it */
+	assert_true(fb_wait(fb, &fb->refused_opens, 1));
+	pending_ids(f, got, sizeof(got));
+	assert_string_equal(got, r->pending_after);
+	events_publisher_status(p, &st);
+	assert_int_equal(st.confirmed, r->confirmed);
+	assert_int_equal(st.failed, r->failed);
+	assert_false(st.connected);
+	/* the batch's failure is logged once; the refused connection since
+	 * is the last error */
+	assert_int_equal(logcap_count(log, r->error_has), 1);
+	assert_string_equal(st.last_error, "broker 127.0.0.1:5672: cannot connect");
+	assert_int_equal(fb_read(fb, &fb->closes), 1);
+
+	/* the broker takes a new connection: the rest go, in order */
+	fb_allow_opens(fb, 2);
+	assert_true(fb_wait(fb, &fb->published, (unsigned)(strlen(r->published_after) + 1) / 5));
+	{
+		uint64_t end = clock_monotonic_ms() + POLL_MS;
+
+		do {
+			pending_ids(f, got, sizeof(got));
+		} while (got[0] && clock_monotonic_ms() < end && usleep(1000) == 0);
+	}
+	assert_string_equal(got, "");
+	fb_published(fb, got, sizeof(got));
+	assert_string_equal(got, r->published_after);
+	events_publisher_stop(p);
+	assert_int_equal(fb_read(fb, &fb->opens), 2);
+	assert_int_equal(fb_read(fb, &fb->closes), 2);
+	assert_int_equal(logcap_count(log, "info  [events] publishing to 127.0.0.1:5672 again"), 1);
+	logcap_stop(log);
+	pthread_mutex_destroy(&fb->lock);
+	free(fb);
+}
+
+/* Everything confirmed: batch after batch, in outbox order, each marked
+ * sent, over one connection; counted confirmed (metric and status). */
+static void test_broker_confirms_all(void **state)
+{
+	struct fixture *f = *state;
+	struct fake_broker *fb = fake_broker_create();
+	struct metrics *m = metrics_create();
+	struct events_publisher *p;
+	struct events_status st;
+	struct buf text;
+	char got[512];
+	int log = logcap_start(MN_LOG_INFO);
+	uint64_t end = clock_monotonic_ms() + POLL_MS;
+
+	assert_non_null(m);
+	events_stored(f, 6);
+	p = publisher_on(f, fb, m);
+	assert_true(fb_wait(fb, &fb->published, 6));
+	do {
+		events_publisher_status(p, &st);
+	} while (st.confirmed < 6 && clock_monotonic_ms() < end && usleep(1000) == 0);
+	assert_int_equal(st.confirmed, 6);
+	assert_int_equal(st.failed, 0);
+	assert_true(st.connected);
+	assert_string_equal(st.broker, "127.0.0.1:5672");
+	assert_string_equal(st.last_error, "");
+	pending_ids(f, got, sizeof(got));
+	assert_string_equal(got, "");
+	fb_published(fb, got, sizeof(got));
+	assert_string_equal(got, "ev-0,ev-1,ev-2,ev-3,ev-4,ev-5");
+	assert_int_equal(stats(f->repo).sent, 6);
+	buf_init(&text, 1 << 20);
+	assert_int_equal(metrics_render(m, &text), MN_OK);
+	assert_non_null(
+		strstr(text.data, "\nmeshnode_events_published_total{result=\"confirmed\"} 6\n"));
+	buf_release(&text);
+	events_publisher_stop(p);
+	assert_int_equal(fb_read(fb, &fb->opens), 1);
+	assert_int_equal(fb_read(fb, &fb->closes), 1);
+	assert_int_equal(fb_read(fb, &fb->logins), 1);
+	assert_int_equal(logcap_count(log,
+				      "info  [events] connected to the broker at 127.0.0.1:5672 "
+				      "(vhost '/', queue 'events', durable, publisher confirms)"),
+			 1);
+	assert_int_equal(logcap_count(log, "warn  "), 0);
+	logcap_stop(log);
+	metrics_destroy(m);
+	pthread_mutex_destroy(&fb->lock);
+	free(fb);
+}
+
+/* Half a batch confirmed, then the connection lost: the two confirmed are
+ * sent, the two after them stay pending (unconfirmed) and go again, in
+ * order, after the reconnection. */
+static void test_broker_half_confirmed_then_lost(void **state)
+{
+	run_batch(*state,
+		  &(struct run){
+			  .script = {ACK, ACK, LOST},
+			  .pending_after = "ev-2,ev-3,ev-4,ev-5",
+			  .confirmed = 2,
+			  .failed = 2,
+			  .error_has = "broker 127.0.0.1:5672: connection closed unexpectedly",
+			  .published_after = "ev-0,ev-1,ev-2,ev-3,ev-2,ev-3,ev-4,ev-5",
+		  });
+}
+
+/* A nack of the second: only the first is sent; the second (refused) and
+ * those after it (confirmed, but after a refused one) go again. */
+static void test_broker_nack(void **state)
+{
+	run_batch(*state,
+		  &(struct run){
+			  .script = {ACK, NACK, ACK, ACK},
+			  .pending_after = "ev-1,ev-2,ev-3,ev-4,ev-5",
+			  .confirmed = 1,
+			  .failed = 3,
+			  .error_has = "broker 127.0.0.1:5672 did not take 3 of 4 events (nack "
+				       "or return); they go again",
+			  .published_after = "ev-0,ev-1,ev-2,ev-3,ev-1,ev-2,ev-3,ev-4,ev-5",
+		  });
+}
+
+/* The third returned (unroutable), then acked as RabbitMQ does: the first
+ * two are sent, the third and fourth go again. */
+static void test_broker_return(void **state)
+{
+	run_batch(*state,
+		  &(struct run){
+			  .script = {ACK, ACK, RETURN, ACK},
+			  .pending_after = "ev-2,ev-3,ev-4,ev-5",
+			  .confirmed = 2,
+			  .failed = 2,
+			  .error_has = "broker 127.0.0.1:5672 did not take 2 of 4 events (nack "
+				       "or return); they go again",
+			  .published_after = "ev-0,ev-1,ev-2,ev-3,ev-2,ev-3,ev-4,ev-5",
+		  });
+}
+
+/* A publish that fails (the socket gone) mid-batch: none of the batch is
+ * marked sent, all four go again. */
+static void test_broker_publish_fails(void **state)
+{
+	run_batch(*state,
+		  &(struct run){
+			  .script = {ACK, ACK, PUBLISH_FAILS},
+			  .pending_after = "ev-0,ev-1,ev-2,ev-3,ev-4,ev-5",
+			  .confirmed = 0,
+			  .failed = 4,
+			  .error_has = "broker 127.0.0.1:5672: publish: a socket error occurred",
+			  .published_after = "ev-0,ev-1,ev-2,ev-0,ev-1,ev-2,ev-3,ev-4,ev-5",
+		  });
+}
+
 #define BOTH(fn)                                                                                   \
 	cmocka_unit_test_setup_teardown(fn, setup_memory, teardown),                               \
 		cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
@@ -265,6 +805,12 @@ int main(void)
 		BOTH(test_prune_keeps_up_with_the_rate),
 		BOTH(test_prune_none_while_nothing_due),
 		BOTH(test_prune_never_pending),
+		cmocka_unit_test_setup_teardown(test_broker_confirms_all, setup_memory, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_half_confirmed_then_lost, setup_memory,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_broker_nack, setup_memory, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_return, setup_memory, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_publish_fails, setup_memory, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
