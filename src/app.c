@@ -1,28 +1,21 @@
 #include "app.h"
 
-#include <pthread.h>
 #include <signal.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/resource.h>
 
 #include "consul/agent.h"
 #include "consul/consul_metrics.h"
-#include "consul/kv.h"
 #include "consul/registrar.h"
-#include "consul/watch.h"
 #include "config/live.h"
 #include "config/store.h"
+#include "config/views.h"
+#include "core/fd_limit.h"
 #include "core/log.h"
-#include "core/strmap.h"
+#include "core/signals.h"
 #include "http/http_metrics.h"
 #include "http/server.h"
+#include "http/system_metrics.h"
 #include "peers/peer_client.h"
 #include "peers/peers_metrics.h"
 #include "peers/peers_handlers.h"
@@ -48,15 +41,12 @@
 #define REGISTER_BACKOFF_CAP_MS 1000
 #define WATCH_BACKOFF_CAP_MS 1000
 
-/* The node's own metrics and each module's families, registered by the
- * module. */
+/* Each module's metric families, registered by the module. */
 struct app_metrics {
 	struct metrics *registry;
 	struct http_metrics http;
 	struct consul_metrics consul;
-	struct metric_family *kv_index;
-	struct metric_family *build_info;
-	struct metric_family *ready;
+	struct system_metrics system; /* the node's own gauges */
 	struct peers_metrics peers;
 	struct store_metrics store;
 	struct events_publisher_opts events; /* only its metric families */
@@ -82,167 +72,44 @@ struct app {
 	struct registrar *registrar;
 	struct resolver *resolver;
 	struct peer_client *peers;
+	struct config_view_resolver resolver_view;
 	struct peer_settings_source peer_settings;
 	struct peers_handlers peers_handlers;
 	struct events_publisher *events; /* nodes with the orders module */
 	atomic_bool stopping;
-	/* signals, taken by their own thread from the start of app_run on */
-	pthread_t signal_thread;
-	bool signal_thread_started;
-	pthread_mutex_t signal_lock;
-	pthread_cond_t signal_wake;  /* a stop or a SIGHUP arrived */
-	atomic_bool stop_requested;  /* SIGTERM or SIGINT: start-up steps look */
-	unsigned hups;               /* SIGHUPs taken, guarded by signal_lock */
+	struct signals *signals;     /* taken by their own thread from the start */
 };
-
-/* ---- metrics ---------------------------------------------------------- */
-
-/* The node's own gauges: the KV index in force and readiness. */
-static void collect(struct metrics *m, void *ctx)
-{
-	struct app *app = ctx;
-
-	(void)m;
-	const struct config *cfg = config_store_get(app->store);
-
-	metric_set(app->m.kv_index, NULL, (double)cfg->kv_index);
-	config_store_put(app->store, cfg);
-	metric_set(app->m.ready, NULL, system_handlers_is_ready(&app->system) ? 1 : 0);
-}
 
 /* Each module registers its families, in the order /metrics shows them. */
 static enum mn_err metrics_setup(struct app *app)
 {
-	static const char *const version_labels[] = {"version"};
 	struct app_metrics *m = &app->m;
 
 	m->registry = metrics_create();
 	if (m->registry == NULL)
 		return MN_NOMEM;
 	if (http_metrics_register(&m->http, m->registry) != MN_OK ||
-	    consul_metrics_register(&m->consul, m->registry) != MN_OK)
-		return MN_NOMEM;
-	m->kv_index = metrics_gauge(m->registry, "meshnode_config_kv_index",
-				    "The Consul KV index of the configuration in force.", 0, NULL);
-	m->ready = metrics_gauge(m->registry, "meshnode_ready",
-				 "1 while the node reports ready.", 0, NULL);
-	m->build_info = metrics_gauge(m->registry, "meshnode_build_info",
-				      "Build information; the value is always 1.", 1, version_labels);
-	if (!m->kv_index || !m->ready || !m->build_info ||
+	    consul_metrics_register(&m->consul, m->registry) != MN_OK ||
+	    system_metrics_register(&m->system, m->registry, &app->system) != MN_OK ||
 	    peers_metrics_register(&m->peers, m->registry) != MN_OK ||
 	    store_metrics_register(&m->store, m->registry, &app->db) != MN_OK ||
 	    events_metrics_register(&m->events, m->registry) != MN_OK ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
-	metric_set(m->build_info, (const char *[]){MESHNODE_VERSION}, 1);
-	return metrics_on_collect(m->registry, collect, app);
+	return MN_OK;
 }
 
-/* ---- live configuration ------------------------------------------------ */
-
-/* What a new configuration changes in the node beyond what readers of the
- * store see at once: the maintenance mode held by the registrar. */
-static void apply_config(void *ctx, const struct config *old, const struct config *next)
-{
-	struct app *app = ctx;
-
-	if (app->registrar && next->maintenance != old->maintenance)
-		registrar_set_maintenance(app->registrar, next->maintenance);
-}
-
-/* ---- lifecycle -------------------------------------------------------- */
-
-/* peers.<name>.* are dynamic: each call reads the config in force. */
-static const void *peer_settings_get(void *ctx, const char *service, struct peer_settings *s)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-
-	/* its strings stay the config's, held until peer_settings_put() */
-	*s = *config_peer_get(cfg, service);
-	return cfg;
-}
-
-static void peer_settings_put(void *ctx, const void *token)
-{
-	struct app *app = ctx;
-
-	config_store_put(app->store, token);
-}
-
-/* The services this node may call: those its modules need, and those
- * named under peers.<name> in the configuration in force. */
-static bool peer_allowed(void *ctx, const char *service)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	bool ok = (config_has_module(cfg, "orders") && strcmp(service, "users") == 0) ||
-		  config_peer_get(cfg, service)->name != NULL ||
-		  /* the broker, found through Consul by the publisher */
-		  (config_has_module(cfg, "orders") && cfg->events_enabled &&
-		   !cfg->events_broker_address[0] &&
-		   strcmp(service, cfg->events_broker_service) == 0);
-
-	config_store_put(app->store, cfg);
-	return ok;
-}
-
-/* ---- events --------------------------------------------------------------- */
-
-/* events.* in force, for the publisher's each round. */
-static void events_settings_get(void *ctx, struct events_settings *s)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-
-	s->enabled = cfg->events_enabled;
-	snprintf(s->broker_service, sizeof(s->broker_service), "%s", cfg->events_broker_service);
-	snprintf(s->broker_address, sizeof(s->broker_address), "%s", cfg->events_broker_address);
-	snprintf(s->vhost, sizeof(s->vhost), "%s", cfg->events_vhost);
-	snprintf(s->user, sizeof(s->user), "%s", cfg->events_user);
-	snprintf(s->password, sizeof(s->password), "%s", cfg->events_password);
-	snprintf(s->queue, sizeof(s->queue), "%s", cfg->events_queue);
-	s->batch_size = (unsigned)cfg->events_batch_size;
-	s->retention_ms = (uint64_t)cfg->events_retention_ms;
-	config_store_put(app->store, cfg);
-}
-
+/* The orders service's events hooks, over one ctx: events.enabled in
+ * force, and a new event for the publisher. */
 static bool events_enabled(void *ctx)
 {
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	bool on = cfg->events_enabled;
-
-	config_store_put(app->store, cfg);
-	return on;
+	return config_view_events_enabled(((struct app *)ctx)->store);
 }
 
 static void events_stored(void *ctx)
 {
 	events_publisher_notify(((struct app *)ctx)->events);
-}
-
-/* peers.<name>.panic_threshold in force: the resolver asks at each
- * answer and every second. */
-static unsigned peer_panic_threshold(void *ctx, const char *service)
-{
-	struct app *app = ctx;
-	const struct config *cfg = config_store_get(app->store);
-	unsigned threshold = (unsigned)config_peer_get(cfg, service)->panic_threshold;
-
-	config_store_put(app->store, cfg);
-	return threshold;
-}
-
-static void *peer_prepare(void *ctx, const struct peer_snapshot *snap)
-{
-	return peer_client_prepare(((struct app *)ctx)->peers, snap);
-}
-
-static void peer_release(void *ctx, void *prepared)
-{
-	peer_client_release(((struct app *)ctx)->peers, prepared);
 }
 
 /* The resolver follows a peer service from its first use on, within the
@@ -252,25 +119,16 @@ static enum mn_err peers_setup(struct app *app)
 	app->peers = peer_client_create(NULL, &app->m.peers.calls, NULL);
 	if (app->peers == NULL)
 		return MN_NOMEM;
-	app->resolver = resolver_create(&(struct resolver_opts){
-		.consul = app->consul,
-		.wait_ms = (uint64_t)app->cfg->consul_watch_wait_ms,
-		.backoff_cap_ms = WATCH_BACKOFF_CAP_MS,
-		.max_services = (size_t)app->cfg->consul_watch_max_services,
-		.max_response = (size_t)app->cfg->consul_watch_max_bytes,
-		.dns_server = app->cfg->consul_dns_address,
-		.idle_ms = (uint64_t)app->cfg->consul_watch_idle_ms,
-		.allowed = peer_allowed,
-		.panic_threshold = peer_panic_threshold,
-		.prepare = peer_prepare,
-		.release = peer_release,
-		.ctx = app,
-	});
+	struct resolver_opts o = {.consul = app->consul, .backoff_cap_ms = WATCH_BACKOFF_CAP_MS};
+
+	app->resolver_view = (struct config_view_resolver){app->store, app->peers};
+	config_view_resolver_opts(app->cfg, &app->resolver_view, &o);
+	app->resolver = resolver_create(&o);
 	if (app->resolver == NULL)
 		return MN_NOMEM;
 	peer_client_attach(app->peers, app->resolver);
 	app->m.peers.resolver = app->resolver;
-	app->peer_settings = (struct peer_settings_source){peer_settings_get, peer_settings_put, app};
+	app->peer_settings = config_view_peer_settings(app->store);
 	return MN_OK;
 }
 
@@ -313,8 +171,8 @@ static enum mn_err routes_setup(struct app *app)
 
 		eo.repo = app->db.orders;
 		eo.resolver = app->resolver;
-		eo.settings = events_settings_get;
-		eo.ctx = app;
+		eo.settings = config_view_events_settings;
+		eo.ctx = app->store;
 		app->events = events_publisher_start(&eo);
 		if (app->events == NULL)
 			return MN_NOMEM;
@@ -331,171 +189,24 @@ static enum mn_err routes_setup(struct app *app)
 	return MN_OK;
 }
 
-/* A 404 that says which module serves a path this node's modules do not:
- * "/orders is served by the 'orders' module, ...". */
-static bool explain_not_found(void *ctx, const char *path, char *msg, size_t len)
-{
-	static const char *const modules[] = {"users", "orders"};
-	struct app *app = ctx;
-
-	for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
-		size_t n = strlen(modules[i]);
-
-		if (path[0] != '/' || strncmp(path + 1, modules[i], n) != 0 ||
-		    (path[1 + n] != '\0' && path[1 + n] != '/') ||
-		    config_has_module(app->cfg, modules[i]))
-			continue;
-		snprintf(msg, len, "/%s is served by the '%s' module, which this node does not "
-			 "run (service.modules)", modules[i], modules[i]);
-		return true;
-	}
-	return false;
-}
-
-static void service_setup(struct app *app)
-{
-	const struct config *cfg = app->cfg;
-
-	snprintf(app->check_url, sizeof(app->check_url), "http://%s:%d/health",
-		 cfg->service_address, cfg->service_port);
-	app->service = (struct consul_service){
-		.id = cfg->service_id,
-		.name = cfg->service_name,
-		.tags = (const char *const *)cfg->service_tags,
-		.n_tags = cfg->n_service_tags,
-		.meta_keys = (const char *const *)cfg->service_meta_keys,
-		.meta_values = (const char *const *)cfg->service_meta_values,
-		.n_meta = cfg->n_service_meta,
-		.version = MESHNODE_VERSION,
-		.address = cfg->service_address,
-		.port = cfg->service_port,
-		.check_url = app->check_url,
-		.check_interval_ms = cfg->consul_check_interval_ms,
-		.check_timeout_ms = cfg->consul_check_timeout_ms,
-		.deregister_after_ms = cfg->consul_deregister_critical_after_ms,
-	};
-}
-
-/* Every open connection holds a descriptor, and an attack opens many: the
- * soft limit is raised to the hard one (nginx's worker_rlimit_nofile), so
- * the configured threads, not a default of 1024, bound the node. */
-static void fd_limit_raise(int threads)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-		getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)threads * 2 + 64)
-		log_warn("app", "open file limit %llu is low for %d server threads",
-			 (unsigned long long)rl.rlim_cur, threads);
-}
-
-/* The signal thread: SIGTERM, SIGINT and SIGHUP (blocked in every thread)
- * are taken here and only noted, so they are heard whatever the main
- * thread is doing: starting, or asking for a reload. It ends with the
- * first SIGTERM or SIGINT; later ones stay blocked, as a stop is under way. */
-static void *signal_main(void *arg)
-{
-	struct app *app = arg;
-	sigset_t set;
-	int sig;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	/* cancelled (signal_thread_stop()) in sigwait only: never while it
-	 * holds signal_lock or the log's lock */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-	for (;;) {
-		int rc;
-
-		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-		rc = sigwait(&set, &sig);
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-		if (rc != 0)
-			continue;
-		pthread_mutex_lock(&app->signal_lock);
-		if (sig == SIGHUP)
-			app->hups++;
-		else
-			atomic_store(&app->stop_requested, true);
-		pthread_cond_signal(&app->signal_wake);
-		pthread_mutex_unlock(&app->signal_lock);
-		if (sig != SIGHUP) {
-			log_info("app", "%s received, stopping",
-				 sig == SIGTERM ? "SIGTERM" : "SIGINT");
-			return NULL;
-		}
-	}
-}
-
-static bool signal_thread_start(struct app *app)
-{
-	pthread_mutex_init(&app->signal_lock, NULL);
-	pthread_cond_init(&app->signal_wake, NULL);
-	app->signal_thread_started =
-		pthread_create(&app->signal_thread, NULL, signal_main, app) == 0;
-	return app->signal_thread_started;
-}
-
-static void signal_thread_stop(struct app *app)
-{
-	if (!app->signal_thread_started)
-		return;
-	/* sigwait is its only cancellation point; a thread that took its
-	 * stop has ended or is about to */
-	pthread_cancel(app->signal_thread);
-	pthread_join(app->signal_thread, NULL);
-	pthread_mutex_destroy(&app->signal_lock);
-	pthread_cond_destroy(&app->signal_wake);
-}
-
-/* true once SIGTERM or SIGINT came: start-up steps stop there. */
-static bool stop_requested(struct app *app)
-{
-	return atomic_load(&app->stop_requested);
-}
-
 /* Waits for SIGTERM or SIGINT; a SIGHUP asks the live configuration's
  * reload thread for a reload and is never waited for, so a reload stuck
  * on a slow agent never delays a stop. */
 static void wait_for_stop(struct app *app)
 {
-	unsigned seen = 0;
-
-	pthread_mutex_lock(&app->signal_lock);
-	for (;;) {
-		while (!atomic_load(&app->stop_requested) && app->hups == seen)
-			pthread_cond_wait(&app->signal_wake, &app->signal_lock);
-		if (atomic_load(&app->stop_requested))
-			break;
-		seen = app->hups;
-		pthread_mutex_unlock(&app->signal_lock);
+	while (signals_next(app->signals) == SIGHUP) {
 		log_info("app", "SIGHUP received: reloading the file and consul kv");
 		if (config_live_request_reload(app->live) != MN_OK)
 			log_error("app", "cannot start the reload thread: SIGHUP ignored");
-		pthread_mutex_lock(&app->signal_lock);
 	}
-	pthread_mutex_unlock(&app->signal_lock);
 }
 
-/* consul.required: the first registration, within REQUIRED_REGISTRATION_MS,
- * looked for in short steps so that a stop meanwhile is not kept waiting.
- * true when registered or told to stop (wait_for_stop() then returns at
- * once). */
-static bool registration_wait(struct app *app)
+/* On the signal thread: a stop is said at once. */
+static void signal_taken(void *ctx, int sig)
 {
-	for (int waited = 0; waited < REQUIRED_REGISTRATION_MS; waited += 100) {
-		if (stop_requested(app) || registrar_wait(app->registrar, 100))
-			return true;
-	}
-	return registrar_registered(app->registrar);
+	(void)ctx;
+	if (sig != SIGHUP)
+		log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 /* Frees the node once its server is stopped. false, with nothing freed,
@@ -526,18 +237,6 @@ static bool app_teardown(struct app *app)
 	return true;
 }
 
-/* Logs the lines of a buffer of messages at warn level. */
-static void log_lines(const char *component, const struct buf *b)
-{
-	const char *line = b->data, *nl;
-
-	while (line && *line) {
-		nl = strchr(line, '\n');
-		log_warn(component, "%.*s", (int)(nl ? nl - line : (ptrdiff_t)strlen(line)), line);
-		line = nl ? nl + 1 : line + strlen(line);
-	}
-}
-
 int app_run(const struct app_opts *opts)
 {
 	struct app app = {.opts = opts};
@@ -545,33 +244,27 @@ int app_run(const struct app_opts *opts)
 		.file_path = opts->config_path,
 		.file_optional = !opts->config_path_given,
 		.environ = opts->environ,
-		.apply = apply_config,
-		.ctx = &app,
+		.apply = config_view_apply_maintenance,
+		.ctx = &app.system.registrar,
 	};
 	struct buf errors, warnings;
 	enum mn_err store_err = MN_OK;
 	char err[512];
-	sigset_t set;
+	unsigned long long fds;
 	int code = 1;
 
-	/* Signals are taken by the signal thread alone: block them before
-	 * any thread (civetweb's, curl's, ours) exists so all inherit the
-	 * mask, and start it first, so that a stop during start-up is heard. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if (!signal_thread_start(&app)) {
+	/* Started before any other thread (civetweb's, curl's, ours) exists,
+	 * so all inherit its signal mask and a stop during start-up is heard. */
+	app.signals = signals_start(signal_taken, NULL);
+	if (app.signals == NULL) {
 		log_error("app", "cannot start the signal thread");
 		return 1;
 	}
-	live_opts.cancel = &app.stop_requested;
+	live_opts.cancel = signals_stop_flag(app.signals);
 
 	if (httpc_global_init() != MN_OK) {
 		log_error("app", "cannot initialise libcurl");
-		signal_thread_stop(&app);
+		signals_stop(app.signals);
 		return 1;
 	}
 	buf_init(&errors, 1 << 16);
@@ -584,8 +277,8 @@ int app_run(const struct app_opts *opts)
 	}
 	app.store = config_live_store(app.live);
 	app.cfg = config_store_get(app.store);
-	log_lines("config", &warnings);
-	if (stop_requested(&app))
+	log_write_lines(MN_LOG_WARN, "config", warnings.data);
+	if (signals_stop_requested(app.signals))
 		goto out_stopped;
 	log_info("app", "meshnode %s starting as '%s' (%s)", MESHNODE_VERSION, app.cfg->service_id,
 		 app.cfg->service_name);
@@ -603,26 +296,23 @@ int app_run(const struct app_opts *opts)
 			code = 2; /* the database refused what the configuration says */
 		goto out;
 	}
-	if (stop_requested(&app))
+	if (signals_stop_requested(app.signals))
 		goto out_stopped;
 	consul_set_observer(app.consul, consul_metrics_observe, &app.m.consul);
 
-	fd_limit_raise(app.cfg->threads);
+	if (!fd_limit_raise(app.cfg->threads, &fds))
+		log_warn("app", "open file limit %llu is low for %d server threads", fds,
+			 app.cfg->threads);
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {
-		.address = app.cfg->service_address,
-		.port = app.cfg->service_port,
-		.threads = app.cfg->threads,
-		.read_timeout_ms = app.cfg->read_timeout_ms,
-		.idle_timeout_ms = app.cfg->idle_timeout_ms,
-		.max_body_bytes = app.cfg->max_body_bytes,
 		.router = app.router,
 		.drain_paths = drain_paths,
 		.observe = http_metrics_observe,
 		.observe_ctx = &app.m.http,
-		.explain_not_found = explain_not_found,
-		.explain_ctx = &app,
+		.explain_not_found = system_handlers_explain_not_found,
+		.explain_ctx = &app.system,
 	};
+	config_view_http_server(app.cfg, &sopts);
 	app.server = http_server_start(&sopts, err, sizeof(err));
 	if (app.server == NULL) {
 		log_error("http", "%s", err);
@@ -633,7 +323,7 @@ int app_run(const struct app_opts *opts)
 
 	/* Only now, the store open and the listener up: the registrar sees
 	 * /health answer before it lets the check start passing. */
-	service_setup(&app);
+	config_view_consul_service(app.cfg, &app.service, app.check_url, sizeof(app.check_url));
 	if (app.cfg->consul_register) {
 		app.registrar = registrar_start(app.consul, &app.service, app.cfg->maintenance,
 						REGISTER_BACKOFF_BASE_MS, REGISTER_BACKOFF_CAP_MS);
@@ -653,7 +343,10 @@ int app_run(const struct app_opts *opts)
 		log_error("config", "cannot start the consul kv watches");
 		goto out_stop_server;
 	}
-	if (app.cfg->consul_required && app.registrar && !registration_wait(&app)) {
+	/* true also when a stop came meanwhile: wait_for_stop() returns at once */
+	if (app.cfg->consul_required && app.registrar &&
+	    !registrar_wait_registered(app.registrar, REQUIRED_REGISTRATION_MS,
+				       signals_stop_flag(app.signals))) {
 		log_error("consul", "consul.required is set and the agent at %s did not accept the registration",
 			  app.cfg->consul_address);
 		goto out_stop_server;
@@ -689,7 +382,7 @@ out:
 		buf_release(&warnings);
 		return code;
 	}
-	signal_thread_stop(&app);
+	signals_stop(app.signals);
 	buf_release(&errors);
 	buf_release(&warnings);
 	httpc_global_cleanup();

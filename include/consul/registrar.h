@@ -8,6 +8,7 @@
 #ifndef MESHNODE_CONSUL_REGISTRAR_H
 #define MESHNODE_CONSUL_REGISTRAR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,6 +46,11 @@ void registrar_set_maintenance(struct registrar *r, bool on);
 
 /* Waits up to 'timeout_ms' for the first successful registration. */
 bool registrar_wait(struct registrar *r, uint64_t timeout_ms);
+
+/* registrar_wait() in steps of 100 ms, for up to 'timeout_ms', looking at
+ * '*cancel' (NULL: none) between them so that a stop meanwhile is not kept
+ * waiting. true when registered or cancelled. */
+bool registrar_wait_registered(struct registrar *r, int timeout_ms, const atomic_bool *cancel);
 
 /* The last registration error ("" when none) copied into out[outlen]. */
 void registrar_last_error(struct registrar *r, char *out, size_t outlen);

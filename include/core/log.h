@@ -48,6 +48,11 @@ bool log_enabled(enum log_level level);
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* One record per line of 'text' (lines end at '\n'; the last may not;
+ * an empty line between two is an empty record), each at 'level'. NULL
+ * or "" writes nothing. */
+void log_write_lines(enum log_level level, const char *component, const char *text);
+
 #define log_at(lvl, comp, ...)                               \
 	do {                                                 \
 		if (log_enabled(lvl))                        \

@@ -40,4 +40,10 @@ bool system_handlers_ready(const struct system_handlers *s, json_t *body);
  * the meshnode_ready gauge, read at each /metrics scrape. */
 bool system_handlers_is_ready(const struct system_handlers *s);
 
+/* The server's explain_not_found hook (http_server_opts), ctx = the
+ * system_handlers: a 404 for a path of a module this node does not run
+ * says so in msg[len], "/orders is served by the 'orders' module, which
+ * this node does not run (service.modules)". false for any other path. */
+bool system_handlers_explain_not_found(void *ctx, const char *path, char *msg, size_t len);
+
 #endif

@@ -350,6 +350,15 @@ bool registrar_wait(struct registrar *r, uint64_t timeout_ms)
 	return v;
 }
 
+bool registrar_wait_registered(struct registrar *r, int timeout_ms, const atomic_bool *cancel)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 100) {
+		if ((cancel && atomic_load(cancel)) || registrar_wait(r, 100))
+			return true;
+	}
+	return registrar_registered(r);
+}
+
 void registrar_last_error(struct registrar *r, char *out, size_t outlen)
 {
 	pthread_mutex_lock(&r->lock);

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,4 +199,16 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
 	 * either way and logging must never block the caller for long. */
 	if (write(atomic_load(&out_fd), s->line, len) < 0)
 		return;
+}
+
+void log_write_lines(enum log_level level, const char *component, const char *text)
+{
+	const char *line = text, *nl;
+
+	while (line && *line) {
+		nl = strchr(line, '\n');
+		log_at(level, component, "%.*s",
+		       (int)(nl ? nl - line : (ptrdiff_t)strlen(line)), line);
+		line = nl ? nl + 1 : line + strlen(line);
+	}
 }

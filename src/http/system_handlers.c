@@ -1,6 +1,7 @@
 #include "http/system_handlers.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "core/log.h"
 #include "http/params.h"
@@ -166,4 +167,26 @@ enum mn_err system_handlers_register(struct http_router *r, const struct system_
 	    (err = http_router_add(r, "GET", "/config", config, (void *)s)) != MN_OK)
 		return err;
 	return MN_OK;
+}
+
+bool system_handlers_explain_not_found(void *ctx, const char *path, char *msg, size_t len)
+{
+	static const char *const modules[] = {"users", "orders"};
+	const struct system_handlers *s = ctx;
+	const struct config *cfg = config_store_get(s->config);
+	bool found = false;
+
+	for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && !found; i++) {
+		size_t n = strlen(modules[i]);
+
+		if (path[0] != '/' || strncmp(path + 1, modules[i], n) != 0 ||
+		    (path[1 + n] != '\0' && path[1 + n] != '/') ||
+		    config_has_module(cfg, modules[i]))
+			continue;
+		snprintf(msg, len, "/%s is served by the '%s' module, which this node does not "
+			 "run (service.modules)", modules[i], modules[i]);
+		found = true;
+	}
+	config_store_put(s->config, cfg);
+	return found;
 }

@@ -49,6 +49,15 @@ static const char *drain(void)
 	return got;
 }
 
+static int count_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
 /* Exactly one record was written: one line ending in '\n'. */
 static const char *one_line(void)
 {
@@ -253,6 +262,31 @@ static void test_level_filter(void **state)
 	log_set_level(MN_LOG_DEBUG);
 }
 
+/* A buffer of messages, one record per line, at the level given. */
+static void test_lines(void **state)
+{
+	const char *s;
+	(void)state;
+
+	log_set_format(MN_LOG_TEXT);
+	log_write_lines(MN_LOG_WARN, "config", "first one\n\nlast, no newline");
+	s = drain();
+	assert_non_null(strstr(s, " warn  [config] first one\n"));
+	assert_non_null(strstr(s, " warn  [config] \n"));
+	assert_non_null(strstr(s, " warn  [config] last, no newline\n"));
+	assert_int_equal(count_lines(s), 3);
+	log_write_lines(MN_LOG_WARN, "config", "one\n");
+	assert_int_equal(count_lines(drain()), 1);
+	log_write_lines(MN_LOG_WARN, "config", "");
+	log_write_lines(MN_LOG_WARN, "config", NULL);
+	assert_int_equal(strlen(drain()), 0);
+	log_set_level(MN_LOG_ERROR);
+	log_write_lines(MN_LOG_WARN, "config", "hidden\nhidden");
+	assert_int_equal(strlen(drain()), 0);
+	log_set_level(MN_LOG_DEBUG);
+	log_set_format(MN_LOG_JSON);
+}
+
 static void *log_from_thread(void *arg)
 {
 	for (int i = 0; i < 50; i++)
@@ -297,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_level_filter),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_lines),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
