@@ -129,14 +129,14 @@ bool peer_index_insert(struct peer_index *ix, struct inst_state *st);
 size_t peer_index_count(const struct peer_index *ix);
 
 /* Calls fn for each state of 'ix'; fn returning true takes the state out of
- * the index, which drops its reference (fn must not keep it). */
+ * the index, which drops its reference (the state freed with the last). */
 void peer_index_foreach(struct peer_index *ix, bool (*fn)(void *ctx, struct inst_state *st),
 			void *ctx);
 
 /* Drops every reference of 'ix' and frees its buckets: 'ix' is empty. */
 void peer_index_release(struct peer_index *ix);
 
-/* ---- peer_traceparent.c ----------------------------------------------------- */
+/* ---- peer_traceparent.c --------------------------------------------------- */
 
 /* The traceparent header line for a call (W3C trace context) in 'out':
  * "traceparent: " and the caller's trace id 'in' with a new span id of
