@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/hash.h"
+#include "core/hostport.h"
 #include "core/log.h"
 #include "core/text.h"
 
@@ -296,54 +297,9 @@ enum consul_dns_verdict consul_dns_verdict(const struct consul_dns_answer *a, si
 
 /* ---- the lookup ----------------------------------------------------------- */
 
-static bool server_addr(const char *server, struct sockaddr_storage *sa, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon;
-	char *end;
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	if (server[0] == '[') {
-		const char *close = strchr(server, ']');
-
-		if (close == NULL || close[1] != ':' || (size_t)(close - server - 1) >= sizeof(host))
-			return false;
-		memcpy(host, server + 1, (size_t)(close - server - 1));
-		host[close - server - 1] = '\0';
-		colon = close + 1;
-	} else {
-		colon = strrchr(server, ':');
-		if (colon == NULL || (size_t)(colon - server) >= sizeof(host))
-			return false;
-		memcpy(host, server, (size_t)(colon - server));
-		host[colon - server] = '\0';
-	}
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
-		return false;
-	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)sa)->sin_addr) == 1) {
-		((struct sockaddr_in *)sa)->sin_family = AF_INET;
-		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
-		*len = sizeof(struct sockaddr_in);
-		return true;
-	}
-	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)sa)->sin6_addr) == 1) {
-		((struct sockaddr_in6 *)sa)->sin6_family = AF_INET6;
-		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
-		*len = sizeof(struct sockaddr_in6);
-		return true;
-	}
-	return false;
-}
-
 bool consul_dns_server_valid(const char *server)
 {
-	struct sockaddr_storage sa;
-	socklen_t len;
-
-	return server && server_addr(server, &sa, &len);
+	return server && hostport_parse_ip(server, NULL, NULL);
 }
 
 /* Waits until fd is ready for 'events' or the deadline; false on time out. */
@@ -449,7 +405,7 @@ enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t tim
 	*out = NULL;
 	*n = 0;
 	*a = (struct consul_dns_answer){0};
-	if (!server_addr(server, &sa, &salen))
+	if (!hostport_parse_ip(server, &sa, &salen))
 		return mn_error(err, errlen, MN_INVALID, "not an address:port: '%s'", server);
 	/* not a secret: the agent is on loopback; an id only tells answers apart */
 	id = (uint16_t)(atomic_fetch_add(&serial, 1) * 40503u + (unsigned)clock_monotonic_ms());
