@@ -20,6 +20,7 @@
 #include "core/hostport.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "core/worker.h"
 
 #define DEFAULT_REFRESH_MS 1000
 #define DEFAULT_TIMEOUT_MS 1000
@@ -477,10 +478,8 @@ struct dns_watch {
 	uint64_t refresh_ms, timeout_ms;
 	dns_change_fn on_change;
 	void *ctx;
-	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stopping;                /* lock */
+	struct worker worker;         /* the watch's thread, under 'lock' */
 	atomic_uint_fast64_t last_ok; /* monotonic ms of the last answer applied */
 	uint64_t index;               /* changes delivered */
 	struct dns_view view;
@@ -516,12 +515,11 @@ static void *watch_main(void *arg)
 	unsigned failures = 0;
 
 	pthread_mutex_lock(&w->lock);
-	while (!w->stopping) {
+	while (!worker_stopping(&w->worker)) {
 		struct consul_instance *v = NULL;
 		struct consul_dns_answer a;
 		uint64_t wait_ms = w->refresh_ms;
 		enum dns_view_action act;
-		struct timespec ts;
 		uint64_t now;
 		size_t n = 0;
 		char err[256];
@@ -566,10 +564,7 @@ static void *watch_main(void *arg)
 				 "stays", w->name, w->server, err, w->service);
 		}
 		pthread_mutex_lock(&w->lock);
-		ts = clock_deadline_ms(wait_ms);
-		while (!w->stopping)
-			if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
-				break;
+		worker_wait_locked(&w->worker, wait_ms, NULL, NULL);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;
@@ -602,14 +597,14 @@ struct dns_watch *dns_watch_start(const struct dns_watch_opts *o)
 	w->ctx = o->ctx;
 	atomic_init(&w->last_ok, clock_monotonic_ms());
 	pthread_mutex_init(&w->lock, NULL);
-	if (clock_cond_init(&w->cond) != 0)
+	if (worker_init(&w->worker, &w->lock, NULL) != MN_OK)
 		goto out_mutex;
-	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
-		goto out_cond;
+	if (worker_start(&w->worker, watch_main, w) != MN_OK)
+		goto out_worker;
 	return w;
 
-out_cond:
-	pthread_cond_destroy(&w->cond);
+out_worker:
+	worker_release(&w->worker);
 out_mutex:
 	pthread_mutex_destroy(&w->lock);
 	watch_free(w);
@@ -620,12 +615,9 @@ void dns_watch_stop(struct dns_watch *w)
 {
 	if (w == NULL)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stopping = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	pthread_cond_destroy(&w->cond);
+	worker_stop(&w->worker);
+	worker_join(&w->worker, -1);
+	worker_release(&w->worker);
 	pthread_mutex_destroy(&w->lock);
 	watch_free(w);
 }
