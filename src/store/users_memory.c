@@ -241,7 +241,7 @@ static enum mn_err mem_update(struct users_repo *r, int64_t id, const char *name
 	/* the old email out, the new one in; room for the new one is made
 	 * first, so that out of memory leaves the index unchanged */
 	if (!same_email(m->users[i].email, u.email)) {
-		if (hashmap_reserve(&m->emails, m->emails.n + 1) != MN_OK) {
+		if (u.email && hashmap_reserve(&m->emails, m->emails.n + 1) != MN_OK) {
 			user_release(&u);
 			user_release(out);
 			err = MN_NOMEM;
