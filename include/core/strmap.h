@@ -1,8 +1,7 @@
 /* A hash map from strings to size_t values, for lookups by name that must
  * stay O(1) however many names outside input brings (KV keys, log lines).
- * Open addressing with linear probing, at most half full; the hash is
- * FNV-1a with a per-map random seed, so colliding names cannot be chosen
- * in advance.
+ * A core/hashmap.h map, at most half full; the hash is FNV-1a with the
+ * map's random seed, so colliding names cannot be chosen in advance.
  *
  * The keys are borrowed, not copied: each must stay alive and unchanged
  * while it is in the map. There is no removal: the users build a map, look
@@ -15,18 +14,16 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/hashmap.h"
 
 struct strmap_entry {
-	const char *key;   /* borrowed; NULL: an empty place */
-	uint64_t hash;
+	const char *key; /* borrowed */
 	size_t value;
 };
 
+/* A typed layer over core/hashmap.h: entries are struct strmap_entry. */
 struct strmap {
-	struct strmap_entry *entries; /* NULL until the first put */
-	size_t n;
-	size_t cap;                   /* a power of two, or 0 */
-	uint64_t seed;
+	struct hashmap map;
 };
 
 /* An empty map (no allocation). */

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/strmap.h"
+#include "core/worker.h"
 
 /* The agent is local: an agent that comes back must find the KV followed
  * within a second or two, so retries are capped at one second. */
@@ -76,13 +77,11 @@ struct config_live {
 	struct metric_family *kv_refused;
 	/* the reload thread: SIGHUPs are requests it takes, coalesced */
 	pthread_mutex_t req_lock;    /* guards what follows, never held long */
-	pthread_cond_t req_wake;
-	pthread_t reloader;
-	bool reloader_started;
+	struct worker reloader;      /* started by the first request, stopped
+					by config_live_stop(); its cancel flag
+					aborts the reload's reads */
 	bool reload_pending;
-	bool stopping;               /* config_live_stop() began */
 	bool abandoned;              /* the reloader did not end in time */
-	atomic_bool cancel;          /* aborts the reload's KV reads */
 };
 
 /* ---- KV listings ------------------------------------------------------- */
@@ -524,7 +523,12 @@ enum mn_err config_live_create(const struct config_live_opts *opts, struct confi
 	live->opts = *opts;
 	pthread_mutex_init(&live->lock, NULL);
 	pthread_mutex_init(&live->req_lock, NULL);
-	pthread_cond_init(&live->req_wake, NULL);
+	if (worker_init(&live->reloader, &live->req_lock, NULL) != MN_OK) {
+		pthread_mutex_destroy(&live->req_lock);
+		pthread_mutex_destroy(&live->lock);
+		free(live);
+		return MN_NOMEM;
+	}
 	strmap_init(&live->last_warned);
 	buf_init(&own, 1 << 16);
 	buf_init(&first, 1 << 16);
@@ -698,7 +702,7 @@ void config_live_reload(struct config_live *live)
 	buf_init(&errors, 1 << 16);
 	if (config_file_layer_read(live->opts.file_path, live->opts.file_optional, &file,
 				   &errors) != MN_OK) {
-		if (atomic_load(&live->cancel)) {
+		if (atomic_load(&live->reloader.cancel)) {
 			/* stopping meanwhile (a read held up by a stalled file
 			 * system): the metrics may be gone, nothing is touched */
 			buf_release(&errors);
@@ -715,19 +719,19 @@ void config_live_reload(struct config_live *live)
 		return;
 	}
 	buf_release(&errors);
-	if (atomic_load(&live->cancel)) {
+	if (atomic_load(&live->reloader.cancel)) {
 		config_file_layer_free(file);
 		return;
 	}
 	kv_ok = live->consul &&
 		read_kv(live->boot, live->consul, live->opts.environ, NULL, kv, NULL,
-			KV_RELOAD_TIMEOUT_MS, &live->cancel, err, sizeof(err)) == MN_OK;
-	if (live->consul && !kv_ok && !atomic_load(&live->cancel))
+			KV_RELOAD_TIMEOUT_MS, &live->reloader.cancel, err, sizeof(err)) == MN_OK;
+	if (live->consul && !kv_ok && !atomic_load(&live->reloader.cancel))
 		log_warn("config", "SIGHUP: consul kv not read again (%s); the listings last "
 			 "read stay", err);
 
 	pthread_mutex_lock(&live->lock);
-	if (atomic_load(&live->cancel)) {
+	if (atomic_load(&live->reloader.cancel)) {
 		/* stopping: nothing is published any more */
 		pthread_mutex_unlock(&live->lock);
 		config_file_layer_free(file);
@@ -754,16 +758,19 @@ void config_live_reload(struct config_live *live)
 	pthread_mutex_unlock(&live->lock);
 }
 
+/* A SIGHUP waits for the reloader. req_lock held. */
+static bool reload_wanted(void *ctx)
+{
+	return ((struct config_live *)ctx)->reload_pending;
+}
+
 static void *reloader_main(void *arg)
 {
 	struct config_live *live = arg;
 
 	pthread_mutex_lock(&live->req_lock);
-	for (;;) {
-		while (!live->reload_pending && !live->stopping)
-			pthread_cond_wait(&live->req_wake, &live->req_lock);
-		if (live->stopping)
-			break;
+	while (worker_wait_locked(&live->reloader, WORKER_FOREVER, reload_wanted, live) !=
+	       WORKER_STOPPING) {
 		/* every SIGHUP until now is served by this one reload */
 		live->reload_pending = false;
 		pthread_mutex_unlock(&live->req_lock);
@@ -779,19 +786,17 @@ enum mn_err config_live_request_reload(struct config_live *live)
 	enum mn_err ret = MN_OK;
 
 	pthread_mutex_lock(&live->req_lock);
-	if (live->stopping)
+	if (worker_stopping(&live->reloader))
 		goto out;
-	if (!live->reloader_started) {
-		if (pthread_create(&live->reloader, NULL, reloader_main, live) != 0) {
-			ret = MN_NOMEM;
-			goto out;
-		}
-		live->reloader_started = true;
+	if (!live->reloader.started &&
+	    worker_start(&live->reloader, reloader_main, live) != MN_OK) {
+		ret = MN_NOMEM;
+		goto out;
 	}
 	if (live->reload_pending)
 		log_info("config", "a reload is already waiting: this SIGHUP joins it");
 	live->reload_pending = true;
-	pthread_cond_signal(&live->req_wake);
+	pthread_cond_broadcast(&live->reloader.cond);
 out:
 	pthread_mutex_unlock(&live->req_lock);
 	return ret;
@@ -799,31 +804,18 @@ out:
 
 bool config_live_stop(struct config_live *live)
 {
-	struct timespec deadline;
-	bool started;
-
 	if (live == NULL)
 		return true;
-	pthread_mutex_lock(&live->req_lock);
-	live->stopping = true;
-	atomic_store(&live->cancel, true);
-	started = live->reloader_started;
-	live->reloader_started = false;
-	pthread_cond_broadcast(&live->req_wake);
-	pthread_mutex_unlock(&live->req_lock);
+	worker_stop(&live->reloader);
 	for (size_t i = 0; i < 2; i++) {
 		watch_stop(live->kv[i].watch);
 		live->kv[i].watch = NULL;
 	}
-	if (!started)
-		return !live->abandoned;
-	deadline = clock_realtime_deadline_ms((uint64_t)RELOADER_JOIN_MS);
-	if (pthread_timedjoin_np(live->reloader, NULL, &deadline) != 0) {
+	if (!worker_join(&live->reloader, RELOADER_JOIN_MS)) {
 		/* it publishes nothing any more (cancel is set); what it may
 		 * still touch is never freed */
 		log_warn("config", "the reload in progress did not end within %d ms; left behind",
 			 RELOADER_JOIN_MS);
-		pthread_detach(live->reloader);
 		live->abandoned = true;
 	}
 	return !live->abandoned;
@@ -846,7 +838,7 @@ void config_live_destroy(struct config_live *live)
 	strmap_release(&live->last_warned);
 	free(live->last_warnings);
 	pthread_mutex_destroy(&live->lock);
+	worker_release(&live->reloader);
 	pthread_mutex_destroy(&live->req_lock);
-	pthread_cond_destroy(&live->req_wake);
 	free(live);
 }

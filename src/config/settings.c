@@ -1,6 +1,5 @@
 #include "settings.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
@@ -10,6 +9,7 @@
 #include <strings.h>
 
 #include "config/config.h"
+#include "core/hostport.h"
 #include "core/json_depth.h"
 #include "core/text.h"
 
@@ -62,34 +62,8 @@ static enum setting_verdict meta_ok(json_t **value)
  * one, and a port ("127.0.0.1:8600", "[::1]:8600"). */
 static enum setting_verdict dns_address_ok(json_t **value)
 {
-	const char *s = json_string_value(*value), *colon;
-	unsigned char addr[16];
-	char host[64];
-	size_t hlen;
-	long port;
-	char *end;
-
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		colon = close ? close + 1 : NULL;
-		hlen = close ? (size_t)(close - s - 1) : 0;
-		s++;
-	} else {
-		colon = strrchr(s, ':');
-		hlen = colon ? (size_t)(colon - s) : 0;
-	}
-	if (colon == NULL || *colon != ':' || hlen == 0 || hlen >= sizeof(host))
-		goto out_refuse;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
-	    (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1))
-		goto out_refuse;
-	return SETTING_OK;
-out_refuse:
-	return SETTING_REFUSED;
+	return hostport_parse_ip(json_string_value(*value), NULL, NULL) ? SETTING_OK
+									: SETTING_REFUSED;
 }
 
 /* "http://h:p" and "https://h:p" as given; a bare "host:port" gets http://. */

@@ -17,8 +17,10 @@
 #include <unistd.h>
 
 #include "core/hash.h"
+#include "core/hostport.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "core/worker.h"
 
 #define DEFAULT_REFRESH_MS 1000
 #define DEFAULT_TIMEOUT_MS 1000
@@ -296,54 +298,9 @@ enum consul_dns_verdict consul_dns_verdict(const struct consul_dns_answer *a, si
 
 /* ---- the lookup ----------------------------------------------------------- */
 
-static bool server_addr(const char *server, struct sockaddr_storage *sa, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon;
-	char *end;
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	if (server[0] == '[') {
-		const char *close = strchr(server, ']');
-
-		if (close == NULL || close[1] != ':' || (size_t)(close - server - 1) >= sizeof(host))
-			return false;
-		memcpy(host, server + 1, (size_t)(close - server - 1));
-		host[close - server - 1] = '\0';
-		colon = close + 1;
-	} else {
-		colon = strrchr(server, ':');
-		if (colon == NULL || (size_t)(colon - server) >= sizeof(host))
-			return false;
-		memcpy(host, server, (size_t)(colon - server));
-		host[colon - server] = '\0';
-	}
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
-		return false;
-	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)sa)->sin_addr) == 1) {
-		((struct sockaddr_in *)sa)->sin_family = AF_INET;
-		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
-		*len = sizeof(struct sockaddr_in);
-		return true;
-	}
-	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)sa)->sin6_addr) == 1) {
-		((struct sockaddr_in6 *)sa)->sin6_family = AF_INET6;
-		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
-		*len = sizeof(struct sockaddr_in6);
-		return true;
-	}
-	return false;
-}
-
 bool consul_dns_server_valid(const char *server)
 {
-	struct sockaddr_storage sa;
-	socklen_t len;
-
-	return server && server_addr(server, &sa, &len);
+	return server && hostport_parse_ip(server, NULL, NULL);
 }
 
 /* Waits until fd is ready for 'events' or the deadline; false on time out. */
@@ -449,7 +406,7 @@ enum mn_err consul_dns_lookup(const char *server, const char *name, uint64_t tim
 	*out = NULL;
 	*n = 0;
 	*a = (struct consul_dns_answer){0};
-	if (!server_addr(server, &sa, &salen))
+	if (!hostport_parse_ip(server, &sa, &salen))
 		return mn_error(err, errlen, MN_INVALID, "not an address:port: '%s'", server);
 	/* not a secret: the agent is on loopback; an id only tells answers apart */
 	id = (uint16_t)(atomic_fetch_add(&serial, 1) * 40503u + (unsigned)clock_monotonic_ms());
@@ -521,10 +478,8 @@ struct dns_watch {
 	uint64_t refresh_ms, timeout_ms;
 	dns_change_fn on_change;
 	void *ctx;
-	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stopping;                /* lock */
+	struct worker worker;         /* the watch's thread, under 'lock' */
 	atomic_uint_fast64_t last_ok; /* monotonic ms of the last answer applied */
 	uint64_t index;               /* changes delivered */
 	struct dns_view view;
@@ -560,12 +515,11 @@ static void *watch_main(void *arg)
 	unsigned failures = 0;
 
 	pthread_mutex_lock(&w->lock);
-	while (!w->stopping) {
+	while (!worker_stopping(&w->worker)) {
 		struct consul_instance *v = NULL;
 		struct consul_dns_answer a;
 		uint64_t wait_ms = w->refresh_ms;
 		enum dns_view_action act;
-		struct timespec ts;
 		uint64_t now;
 		size_t n = 0;
 		char err[256];
@@ -610,10 +564,7 @@ static void *watch_main(void *arg)
 				 "stays", w->name, w->server, err, w->service);
 		}
 		pthread_mutex_lock(&w->lock);
-		ts = clock_deadline_ms(wait_ms);
-		while (!w->stopping)
-			if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
-				break;
+		worker_wait_locked(&w->worker, wait_ms, NULL, NULL);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;
@@ -646,14 +597,14 @@ struct dns_watch *dns_watch_start(const struct dns_watch_opts *o)
 	w->ctx = o->ctx;
 	atomic_init(&w->last_ok, clock_monotonic_ms());
 	pthread_mutex_init(&w->lock, NULL);
-	if (clock_cond_init(&w->cond) != 0)
+	if (worker_init(&w->worker, &w->lock, NULL) != MN_OK)
 		goto out_mutex;
-	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
-		goto out_cond;
+	if (worker_start(&w->worker, watch_main, w) != MN_OK)
+		goto out_worker;
 	return w;
 
-out_cond:
-	pthread_cond_destroy(&w->cond);
+out_worker:
+	worker_release(&w->worker);
 out_mutex:
 	pthread_mutex_destroy(&w->lock);
 	watch_free(w);
@@ -664,12 +615,9 @@ void dns_watch_stop(struct dns_watch *w)
 {
 	if (w == NULL)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stopping = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	pthread_cond_destroy(&w->cond);
+	worker_stop(&w->worker);
+	worker_join(&w->worker, -1);
+	worker_release(&w->worker);
 	pthread_mutex_destroy(&w->lock);
 	watch_free(w);
 }

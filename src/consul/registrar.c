@@ -11,6 +11,7 @@
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/worker.h"
 #include "http/client.h"
 
 #define RECONCILE_INTERVAL_MS 1000
@@ -23,11 +24,11 @@ struct registrar {
 	struct consul *consul;
 	const struct consul_service *svc;
 	struct backoff backoff;
-	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;       /* signalled on stop, registration, maintenance */
-	bool stopping;
-	atomic_bool interrupt;     /* stopping, for the call in flight */
+	struct worker worker;      /* the reconciler thread; its condition is
+				      also signalled on registration and
+				      maintenance, its cancel flag ends the
+				      call in flight on stop */
 	bool stopped;              /* registrar_stop has run: deregistered */
 	bool registered;           /* the agent is known to hold the service */
 	bool ever_registered;
@@ -38,17 +39,6 @@ struct registrar {
 	char last_error[256];
 };
 
-/* Waits on the condition until 'ms' passed or the registrar stops.
- * Called with the lock held. */
-static void wait_locked(struct registrar *r, uint64_t ms)
-{
-	struct timespec ts = clock_deadline_ms(ms);
-
-	while (!r->stopping)
-		if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
-			break;
-}
-
 /* Records a failed call and waits out the backoff. Lock held. One log line
  * per kind of failure, then quiet while it repeats, so a node waiting for
  * its agent (or refused by its ACL) does not flood the log. A call ended
@@ -58,7 +48,7 @@ static void failed_locked(struct registrar *r, const char *what, enum mn_err e, 
 {
 	uint64_t delay;
 
-	if (r->stopping)
+	if (worker_stopping(&r->worker))
 		return;
 	delay = backoff_next(&r->backoff);
 	snprintf(r->last_error, sizeof(r->last_error), "%s", err);
@@ -68,7 +58,7 @@ static void failed_locked(struct registrar *r, const char *what, enum mn_err e, 
 	else
 		log_debug("consul", "%s retry in %llu ms: %s", what, (unsigned long long)delay, err);
 	r->last = e;
-	wait_locked(r, delay);
+	worker_wait_locked(&r->worker, delay, NULL, NULL);
 }
 
 /* GET of the service's own check URL, as the agent will make it (same URL,
@@ -134,13 +124,13 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		char why[256] = "maintenance mode";
 
 		pthread_mutex_unlock(&r->lock);
-		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, &r->interrupt,
+		e = look ? consul_agent_service_exists(r->consul, h, r->svc->id, &r->worker.cancel,
 							      err, sizeof(err))
 			 : MN_NOT_FOUND;
 		if (e == MN_NOT_FOUND) {
 			passing = !maintenance &&
-				  check_answers(r->svc, &r->interrupt, why, sizeof(why));
-			e = consul_agent_register(r->consul, h, r->svc, passing, &r->interrupt, err,
+				  check_answers(r->svc, &r->worker.cancel, why, sizeof(why));
+			e = consul_agent_register(r->consul, h, r->svc, passing, &r->worker.cancel, err,
 						  sizeof(err));
 			sent = true;
 		} else {
@@ -171,7 +161,7 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		r->registered = true;
 		r->ever_registered = true;
 		succeeded_locked(r);
-		pthread_cond_broadcast(&r->cond);
+		pthread_cond_broadcast(&r->worker.cond);
 		return;
 	}
 	if (r->maintenance_wanted != r->maintenance_applied) {
@@ -179,7 +169,7 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 
 		pthread_mutex_unlock(&r->lock);
 		e = consul_agent_maintenance(r->consul, h, r->svc->id, on, MAINTENANCE_REASON,
-					     &r->interrupt, err, sizeof(err));
+					     &r->worker.cancel, err, sizeof(err));
 		pthread_mutex_lock(&r->lock);
 		if (e == MN_NOT_FOUND) {
 			r->registered = false;
@@ -193,11 +183,11 @@ static void reconcile_step(struct registrar *r, struct httpc *h)
 		}
 		return;
 	}
-	wait_locked(r, RECONCILE_INTERVAL_MS);
-	if (r->stopping || r->maintenance_wanted != r->maintenance_applied)
+	worker_wait_locked(&r->worker, RECONCILE_INTERVAL_MS, NULL, NULL);
+	if (worker_stopping(&r->worker) || r->maintenance_wanted != r->maintenance_applied)
 		return;
 	pthread_mutex_unlock(&r->lock);
-	e = consul_agent_service_exists(r->consul, h, r->svc->id, &r->interrupt, err,
+	e = consul_agent_service_exists(r->consul, h, r->svc->id, &r->worker.cancel, err,
 					sizeof(err));
 	pthread_mutex_lock(&r->lock);
 	if (e == MN_OK) {
@@ -224,7 +214,7 @@ static void *registrar_main(void *arg)
 		return NULL;
 	}
 	pthread_mutex_lock(&r->lock);
-	while (!r->stopping)
+	while (!worker_stopping(&r->worker))
 		reconcile_step(r, h);
 	pthread_mutex_unlock(&r->lock);
 	consul_conn_destroy(r->consul, h);
@@ -244,13 +234,13 @@ struct registrar *registrar_start(struct consul *c, const struct consul_service 
 	r->maintenance_wanted = maintenance;
 	backoff_init(&r->backoff, backoff_base_ms, backoff_cap_ms, 0);
 	pthread_mutex_init(&r->lock, NULL);
-	if (clock_cond_init(&r->cond) != 0) {
+	if (worker_init(&r->worker, &r->lock, NULL) != MN_OK) {
 		pthread_mutex_destroy(&r->lock);
 		free(r);
 		return NULL;
 	}
-	if (pthread_create(&r->thread, NULL, registrar_main, r) != 0) {
-		pthread_cond_destroy(&r->cond);
+	if (worker_start(&r->worker, registrar_main, r) != MN_OK) {
+		worker_release(&r->worker);
 		pthread_mutex_destroy(&r->lock);
 		free(r);
 		return NULL;
@@ -272,13 +262,11 @@ void registrar_stop(struct registrar *r)
 		pthread_mutex_unlock(&r->lock);
 		return;
 	}
-	r->stopping = true;
-	/* a call to an agent that does not answer ends now, not at its
-	 * timeout: the stop is not kept waiting */
-	atomic_store(&r->interrupt, true);
-	pthread_cond_broadcast(&r->cond);
+	/* a call to an agent that does not answer ends now (the cancel
+	 * flag), not at its timeout: the stop is not kept waiting */
+	worker_stop_locked(&r->worker);
 	pthread_mutex_unlock(&r->lock);
-	pthread_join(r->thread, NULL);
+	worker_join(&r->worker, -1);
 
 	pthread_mutex_lock(&r->lock);
 	r->stopped = true;
@@ -313,7 +301,7 @@ void registrar_destroy(struct registrar *r)
 	if (r == NULL)
 		return;
 	registrar_stop(r);
-	pthread_cond_destroy(&r->cond);
+	worker_release(&r->worker);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
@@ -332,7 +320,7 @@ void registrar_set_maintenance(struct registrar *r, bool on)
 {
 	pthread_mutex_lock(&r->lock);
 	r->maintenance_wanted = on;
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->worker.cond);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -342,8 +330,8 @@ bool registrar_wait(struct registrar *r, uint64_t timeout_ms)
 	bool v;
 
 	pthread_mutex_lock(&r->lock);
-	while (!r->registered && !r->stopping)
-		if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+	while (!r->registered && !worker_stopping(&r->worker))
+		if (pthread_cond_timedwait(&r->worker.cond, &r->lock, &ts) == ETIMEDOUT)
 			break;
 	v = r->registered;
 	pthread_mutex_unlock(&r->lock);

@@ -1,6 +1,5 @@
 #include "consul/watch.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include "consul/kv.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/worker.h"
 
 #define DEFAULT_WAIT_MS (5 * 60 * 1000)
 #define DEFAULT_MIN_INTERVAL_MS 100
@@ -126,22 +126,10 @@ struct watch {
 				      while the agent answers */
 	uint64_t last_answer;      /* under lock: when the last complete, successful
 				      answer arrived (the start before the first) */
-	atomic_bool stopping;
-	atomic_bool interrupt;     /* cancels the call in flight on stop */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;       /* signalled on stop */
-	pthread_t thread;
+	struct worker worker;      /* the thread; its cancel flag cuts the call
+				      in flight short on stop */
 };
-
-/* Waits until 'ms' passed or the watch stops. Called with the lock held. */
-static void wait_locked(struct watch *w, uint64_t ms)
-{
-	struct timespec ts = clock_deadline_ms(ms);
-
-	while (!atomic_load(&w->stopping))
-		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
-			break;
-}
 
 /* One call to the agent with 'index' (0: a plain read). */
 static enum mn_err watch_call(struct watch *w, struct httpc *h, uint64_t index,
@@ -165,7 +153,7 @@ static enum mn_err watch_call(struct watch *w, struct httpc *h, uint64_t index,
 				   .path = path,
 				   .timeout_ms = (long)watch_call_timeout_ms(index ? w->wait_ms : 0),
 				   .max_response = w->max_response,
-				   .cancel = &w->interrupt,
+				   .cancel = &w->worker.cancel,
 			   },
 			   res, err, errlen);
 }
@@ -203,22 +191,22 @@ static void *watch_main(void *arg)
 	}
 	httpc_response_init(&res);
 	pthread_mutex_lock(&w->lock);
-	while (!atomic_load(&w->stopping)) {
+	while (!worker_stopping(&w->worker)) {
 		uint64_t delay = watch_state_delay(&w->state, clock_now(w->clock)), index;
 		bool deliver = false, not_found = false;
 		enum mn_err e;
 		bool too_large;
 
 		if (delay) {
-			wait_locked(w, delay);
+			worker_wait_locked(&w->worker, delay, NULL, NULL);
 			continue;
 		}
-		atomic_store(&w->interrupt, false);
+		atomic_store(&w->worker.cancel, false);
 		index = watch_state_start(&w->state, clock_now(w->clock));
 		pthread_mutex_unlock(&w->lock);
 
 		e = watch_call(w, h, index, &res, err, sizeof(err));
-		if (atomic_load(&w->interrupt)) {
+		if (atomic_load(&w->worker.cancel)) {
 			/* Stopped: the blocked call was cut short. */
 			pthread_mutex_lock(&w->lock);
 			continue;
@@ -290,20 +278,18 @@ struct watch *watch_start(const struct watch_opts *opts)
 			 opts->backoff_cap_ms ? opts->backoff_cap_ms : DEFAULT_BACKOFF_CAP_MS, 0);
 	watch_state_resume(&w->state, opts->start_index);
 	w->last_answer = clock_now(w->clock);
-	atomic_init(&w->stopping, false);
-	atomic_init(&w->interrupt, false);
 	if (w->op == NULL || w->path == NULL)
 		goto out_free;
 	if (pthread_mutex_init(&w->lock, NULL) != 0)
 		goto out_free;
-	if (clock_cond_init(&w->cond) != 0)
+	if (worker_init(&w->worker, &w->lock, NULL) != MN_OK)
 		goto out_mutex;
-	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
-		goto out_cond;
+	if (worker_start(&w->worker, watch_main, w) != MN_OK)
+		goto out_worker;
 	return w;
 
-out_cond:
-	pthread_cond_destroy(&w->cond);
+out_worker:
+	worker_release(&w->worker);
 out_mutex:
 	pthread_mutex_destroy(&w->lock);
 out_free:
@@ -317,13 +303,9 @@ void watch_stop(struct watch *w)
 {
 	if (w == NULL)
 		return;
-	pthread_mutex_lock(&w->lock);
-	atomic_store(&w->stopping, true);
-	atomic_store(&w->interrupt, true);
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	pthread_cond_destroy(&w->cond);
+	worker_stop(&w->worker);
+	worker_join(&w->worker, -1);
+	worker_release(&w->worker);
 	pthread_mutex_destroy(&w->lock);
 	free(w->op);
 	free(w->path);

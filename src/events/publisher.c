@@ -14,6 +14,7 @@
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/worker.h"
 
 #define CHANNEL 1
 #define CONNECT_TIMEOUT_S 2
@@ -36,10 +37,8 @@ struct events_publisher {
 	void *ctx;
 	struct metric_family *m_published, *m_outbox, *m_oldest, *m_pruned, *m_oldest_sent;
 
-	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stopping, notified;     /* lock */
+	struct worker worker;        /* the thread; a notify is its wake */
 	struct events_status status; /* lock */
 	int login_fd;                /* lock; the socket while connecting, else -1 */
 
@@ -244,7 +243,7 @@ static bool login_fd_set(struct events_publisher *p, int fd)
 	bool go_on;
 
 	pthread_mutex_lock(&p->lock);
-	go_on = !p->stopping;
+	go_on = !worker_stopping(&p->worker);
 	p->login_fd = go_on ? fd : -1;
 	pthread_mutex_unlock(&p->lock);
 	return go_on;
@@ -614,15 +613,10 @@ static bool prune(struct events_publisher *p, const struct events_settings *s)
 /* Waits until 'ms' passed, a notify or stop. Returns false on stop. */
 static bool wait_ms(struct events_publisher *p, uint64_t ms)
 {
-	struct timespec ts = clock_deadline_ms(ms);
 	bool go_on;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stopping && !p->notified)
-		if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) != 0)
-			break;
-	p->notified = false;
-	go_on = !p->stopping;
+	go_on = worker_wait_locked(&p->worker, ms, NULL, NULL) != WORKER_STOPPING;
 	pthread_mutex_unlock(&p->lock);
 	return go_on;
 }
@@ -676,12 +670,8 @@ static void *publisher_main(void *arg)
 		}
 		if (pause && !wait_ms(p, pause))
 			break;
-		pthread_mutex_lock(&p->lock);
-		if (p->stopping) {
-			pthread_mutex_unlock(&p->lock);
+		if (worker_stopping(&p->worker))
 			break;
-		}
-		pthread_mutex_unlock(&p->lock);
 	}
 	disconnect(p);
 	return NULL;
@@ -707,14 +697,14 @@ struct events_publisher *events_publisher_start(const struct events_publisher_op
 	backoff_init(&p->backoff, BACKOFF_BASE_MS, BACKOFF_CAP_MS,
 		     clock_monotonic_ns() ^ (uintptr_t)p);
 	pthread_mutex_init(&p->lock, NULL);
-	if (clock_cond_init(&p->cond) != 0)
+	if (worker_init(&p->worker, &p->lock, NULL) != MN_OK)
 		goto out_mutex;
-	if (pthread_create(&p->thread, NULL, publisher_main, p) != 0)
-		goto out_cond;
+	if (worker_start(&p->worker, publisher_main, p) != MN_OK)
+		goto out_worker;
 	return p;
 
-out_cond:
-	pthread_cond_destroy(&p->cond);
+out_worker:
+	worker_release(&p->worker);
 out_mutex:
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -725,10 +715,7 @@ void events_publisher_notify(struct events_publisher *p)
 {
 	if (p == NULL)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->notified = true;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	worker_wake(&p->worker);
 }
 
 void events_publisher_status(struct events_publisher *p, struct events_status *out)
@@ -743,15 +730,14 @@ void events_publisher_stop(struct events_publisher *p)
 	if (p == NULL)
 		return;
 	pthread_mutex_lock(&p->lock);
-	p->stopping = true;
+	worker_stop_locked(&p->worker);
 	/* a login in progress ends now, not at its timeout; a batch in
 	 * flight still gets its confirms (else it would go twice) */
 	if (p->login_fd >= 0)
 		shutdown(p->login_fd, SHUT_RDWR);
-	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
-	pthread_join(p->thread, NULL);
-	pthread_cond_destroy(&p->cond);
+	worker_join(&p->worker, -1);
+	worker_release(&p->worker);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

@@ -98,25 +98,38 @@ static inline const char *label_value(const char *const *values, size_t i)
 }
 
 /* FNV-1a over the values, each followed by 0xff, a byte UTF-8 never holds,
- * so ("ab","c") and ("a","bc") differ. */
-static uint64_t values_hash(size_t n, const char *const *values)
+ * so ("ab","c") and ("a","bc") differ; seeded per family. Not passed
+ * through hash_mix(): on every request, and as the table was before. */
+static uint64_t values_hash(const struct metric_family *f, const char *const *values)
 {
-	uint64_t h = HASH_START;
+	uint64_t h = HASH_START ^ f->index.seed;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < f->nlabels; i++)
 		h = hash_byte(hash_str(h, label_value(values, i)), 0xff);
 	return h;
 }
 
-static bool series_matches(const struct metric_family *f, const struct series *s, uint64_t h,
-			   const char *const *values)
+/* The label values a lookup in f->index compares with (the index has
+ * compared the hashes). */
+struct series_key {
+	const struct metric_family *f;
+	const char *const *values;
+};
+
+static inline bool series_matches(const void *entry, const void *key)
 {
-	if (s->hash != h)
-		return false;
-	for (size_t i = 0; i < f->nlabels; i++)
-		if (strcmp(s->values[i], label_value(values, i)) != 0)
+	const struct series *s = *(struct series *const *)entry;
+	const struct series_key *k = key;
+
+	for (size_t i = 0; i < k->f->nlabels; i++)
+		if (strcmp(s->values[i], label_value(k->values, i)) != 0)
 			return false;
 	return true;
+}
+
+static bool series_is(const void *entry, const void *key)
+{
+	return *(struct series *const *)entry == key;
 }
 
 static struct series *series_new(const struct metric_family *f, uint64_t h,
@@ -147,72 +160,22 @@ static struct series *series_new(const struct metric_family *f, uint64_t h,
 	return s;
 }
 
-/* Puts 's' into a slot table of 'nslots' entries (power of two). */
-static void slots_insert(struct series **slots, size_t nslots, struct series *s)
-{
-	size_t mask = nslots - 1;
-	size_t i = (size_t)s->hash & mask;
-
-	while (slots[i])
-		i = (i + 1) & mask;
-	slots[i] = s;
-}
-
-/* Empties slot 'i' and puts the rest of its cluster back where a lookup
- * will find it: an entry past the hole may have probed over it. Linear
- * probing needs no tombstones this way, and a table at most half full
- * always has an empty slot to end the walk. */
-static void slots_delete(struct series **slots, size_t nslots, size_t i)
-{
-	size_t mask = nslots - 1;
-
-	slots[i] = NULL;
-	for (i = (i + 1) & mask; slots[i]; i = (i + 1) & mask) {
-		struct series *s = slots[i];
-
-		slots[i] = NULL;
-		slots_insert(slots, nslots, s);
-	}
-}
-
 /* Makes room for one more series (load factor at most 1/2). */
 static bool family_reserve(struct metric_family *f)
 {
 	if (!array_reserve(&f->list, &f->list_alloc, f->nseries, sizeof(*f->list), 16))
 		return false;
-	if ((f->nseries + 1) * 2 > f->nslots) {
-		size_t nslots = f->nslots ? f->nslots * 2 : 32;
-		struct series **slots = calloc(nslots, sizeof(*slots));
-
-		if (slots == NULL)
-			return false;
-		for (size_t i = 0; i < f->nseries; i++)
-			slots_insert(slots, nslots, f->list[i]);
-		free(f->slots);
-		f->slots = slots;
-		f->nslots = nslots;
-	}
-	return true;
+	return hashmap_reserve(&f->index, f->nseries + 1) == MN_OK;
 }
 
-/* The series of 'values' in a labelled family and its slot in *slot, or
- * NULL. Called with f->lock held. */
-static struct series *family_find(const struct metric_family *f, uint64_t h,
-				  const char *const *values, size_t *slot)
+/* The index entry of the series of 'values' in a labelled family, or NULL.
+ * Called with f->lock held. */
+static struct series **family_find(const struct metric_family *f, uint64_t h,
+				   const char *const *values)
 {
-	struct series *s;
-	size_t mask;
+	struct series_key k = {f, values};
 
-	if (f->nslots == 0)
-		return NULL;
-	mask = f->nslots - 1;
-	for (size_t i = (size_t)h & mask; (s = f->slots[i]) != NULL; i = (i + 1) & mask) {
-		if (series_matches(f, s, h, values)) {
-			*slot = i;
-			return s;
-		}
-	}
-	return NULL;
+	return hashmap_find(&f->index, h, series_matches, &k);
 }
 
 /* The series of 'values', created if new. NULL when the label set must be
@@ -220,14 +183,14 @@ static struct series *family_find(const struct metric_family *f, uint64_t h,
 static struct series *family_series(struct metric_family *f, uint64_t h, const char *const *values,
 				    bool *dropped)
 {
-	struct series *s;
+	struct series **e, *s;
 	size_t i;
 
 	if (f->nlabels == 0)
 		return f->only;
-	s = family_find(f, h, values, &i);
-	if (s)
-		return s;
+	e = family_find(f, h, values);
+	if (e)
+		return *e;
 
 	if (f->nseries >= METRICS_MAX_SERIES) {
 		*dropped = true;
@@ -244,7 +207,8 @@ static struct series *family_series(struct metric_family *f, uint64_t h, const c
 	s = series_new(f, h, values);
 	if (s == NULL)
 		return NULL;
-	slots_insert(f->slots, f->nslots, s);
+	/* cannot fail: family_reserve() made room */
+	*(struct series **)hashmap_insert(&f->index, h) = s;
 	f->list[f->nseries++] = s;
 	return s;
 }
@@ -271,7 +235,7 @@ void metrics_family_update(struct metric_family *f, const char *const *values, e
 			   double v)
 {
 	struct series *s;
-	uint64_t h = f->nlabels ? values_hash(f->nlabels, values) : 0;
+	uint64_t h = f->nlabels ? values_hash(f, values) : 0;
 	size_t b = op == OP_OBSERVE ? bucket_index(f, v) : 0;
 	bool dropped = false;
 
@@ -338,22 +302,11 @@ void metric_observe(struct metric_family *f, const char *const *label_values, do
 
 /* ---- removal -------------------------------------------------------------- */
 
-/* Where 's', which is in the table, sits in f->slots. */
-static size_t family_slot_of(const struct metric_family *f, const struct series *s)
+/* Takes 's' out of the index and onto the retired list; taking it out of
+ * f->list is the caller's part. Called with f->lock held. */
+static void family_retire(struct metric_family *f, struct series *s)
 {
-	size_t mask = f->nslots - 1;
-	size_t i = (size_t)s->hash & mask;
-
-	while (f->slots[i] != s)
-		i = (i + 1) & mask;
-	return i;
-}
-
-/* Takes 's' out of the table (it sits in 'slot') and onto the retired list;
- * taking it out of f->list is the caller's part. Called with f->lock held. */
-static void family_retire(struct metric_family *f, struct series *s, size_t slot)
-{
-	slots_delete(f->slots, f->nslots, slot);
+	hashmap_remove(&f->index, hashmap_find(&f->index, s->hash, series_is, s));
 	s->retired_next = f->retired;
 	f->retired = s;
 }
@@ -391,17 +344,20 @@ static void family_reap_if_idle(struct metric_family *f)
 
 void metric_remove(struct metric_family *f, const char *const *label_values)
 {
-	struct series *s;
+	struct series **e, *s = NULL;
 	uint64_t h;
-	size_t slot, i;
+	size_t i;
 
 	if (f == NULL || f->nlabels == 0)
 		return;
-	h = values_hash(f->nlabels, label_values);
+	h = values_hash(f, label_values);
 	pthread_mutex_lock(&f->lock);
-	s = family_find(f, h, label_values, &slot);
-	if (s) {
-		family_retire(f, s, slot);
+	e = family_find(f, h, label_values);
+	if (e) {
+		s = *e;
+		hashmap_remove(&f->index, e);
+		s->retired_next = f->retired;
+		f->retired = s;
 		for (i = 0; f->list[i] != s; i++)
 			;
 		memmove(&f->list[i], &f->list[i + 1], (f->nseries - i - 1) * sizeof(*f->list));
@@ -437,7 +393,7 @@ void metric_sweep_end(struct metric_family *f)
 			if (s->gen == f->gen)
 				f->list[kept++] = s;
 			else
-				family_retire(f, s, family_slot_of(f, s));
+				family_retire(f, s);
 		}
 		removed = kept < f->nseries;
 		f->nseries = kept;
@@ -464,7 +420,7 @@ static void family_free(struct metric_family *f)
 	}
 	free(f->only);
 	free(f->list);
-	free(f->slots);
+	hashmap_release(&f->index);
 	for (size_t i = 0; i < f->nlabels; i++)
 		free(f->label_names[i]);
 	free(f->label_names);
@@ -488,6 +444,7 @@ static struct metric_family *family_new(enum metric_type type, const char *name,
 		free(f);
 		return NULL;
 	}
+	hashmap_init(&f->index, sizeof(struct series *));
 	f->type = type;
 	f->name = strdup(name);
 	f->help = strdup(help ? help : "");

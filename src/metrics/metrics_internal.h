@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/hashmap.h"
 #include "metrics/metrics.h"
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
@@ -42,10 +43,9 @@ struct metric_family {
 	double *bounds;
 	size_t nbounds;
 
-	pthread_mutex_t lock;  /* everything below, and every series' numbers */
-	struct series *only;   /* the series of a label-less family */
-	struct series **slots; /* open addressing, power-of-two size */
-	size_t nslots;
+	pthread_mutex_t lock; /* everything below, and every series' numbers */
+	struct series *only;  /* the series of a label-less family */
+	struct hashmap index; /* struct series * by label values */
 	struct series **list; /* first-seen order */
 	size_t nseries;
 	size_t list_alloc;

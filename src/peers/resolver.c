@@ -10,6 +10,7 @@
 #include "consul/dns.h"
 #include "consul/watch.h"
 #include "core/log.h"
+#include "core/worker.h"
 
 #define DEFAULT_FIRST_WAIT_MS 2000
 #define DEFAULT_MAX_SERVICES 32
@@ -71,14 +72,13 @@ struct resolver {
 	void (*release)(void *ctx, void *prepared);
 	void *ctx;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;          /* a first answer arrived; or the sweeper
-					 has work or must stop */
+	struct worker sweeper;        /* the sweeper's thread; its condition
+					 also says a first answer arrived, or
+					 the sweeper has work */
 	struct followed *list;        /* followed now */
 	size_t n_followed;
 	uint64_t next_id;
 	struct followed *retired;     /* left the list; the sweeper stops them */
-	bool stopping;
-	pthread_t sweeper;
 };
 
 bool resolver_name_valid(const char *name)
@@ -282,7 +282,7 @@ static struct snapshot *swap_locked(struct followed *f, struct snapshot *next,
 	if (expected && old != expected)
 		return NULL;
 	f->current = next;
-	pthread_cond_broadcast(&f->r->cond);
+	pthread_cond_broadcast(&f->r->sweeper.cond);
 	return old;
 }
 
@@ -409,7 +409,7 @@ static void retire_locked(struct resolver *r, struct followed *f, const char *wh
 	f->why_stopped = why;
 	f->next = r->retired;
 	r->retired = f;
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->sweeper.cond);
 }
 
 /* Stops the watches of a list taken off the resolver, then frees them. */
@@ -537,20 +537,19 @@ size_t resolver_sweep(struct resolver *r)
 	return n;
 }
 
+/* A watch was retired: the sweeper stops it at once. Lock held. */
+static bool has_retired(void *ctx)
+{
+	return ((struct resolver *)ctx)->retired != NULL;
+}
+
 static void *sweeper_main(void *arg)
 {
 	struct resolver *r = arg;
 
 	pthread_mutex_lock(&r->lock);
-	while (!r->stopping) {
-		struct timespec ts = clock_deadline_ms(SWEEP_EVERY_MS);
-
-		/* woken early when a watch was retired, to stop it at once */
-		while (!r->stopping && r->retired == NULL)
-			if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
-				break;
-		if (r->stopping)
-			break;
+	while (worker_wait_locked(&r->sweeper, SWEEP_EVERY_MS, has_retired, r) !=
+	       WORKER_STOPPING) {
 		pthread_mutex_unlock(&r->lock);
 		resolver_sweep(r);
 		pthread_mutex_lock(&r->lock);
@@ -584,14 +583,14 @@ struct resolver *resolver_create(const struct resolver_opts *opts)
 	r->release = opts->release;
 	r->ctx = opts->ctx;
 	pthread_mutex_init(&r->lock, NULL);
-	if (clock_cond_init(&r->cond) != 0)
+	if (worker_init(&r->sweeper, &r->lock, NULL) != MN_OK)
 		goto out_mutex;
-	if (pthread_create(&r->sweeper, NULL, sweeper_main, r) != 0)
-		goto out_cond;
+	if (worker_start(&r->sweeper, sweeper_main, r) != MN_OK)
+		goto out_worker;
 	return r;
 
-out_cond:
-	pthread_cond_destroy(&r->cond);
+out_worker:
+	worker_release(&r->sweeper);
 out_mutex:
 	pthread_mutex_destroy(&r->lock);
 	free(r->dns_server);
@@ -605,17 +604,14 @@ void resolver_destroy(struct resolver *r)
 
 	if (r == NULL)
 		return;
-	pthread_mutex_lock(&r->lock);
-	r->stopping = true;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-	pthread_join(r->sweeper, NULL);
+	worker_stop(&r->sweeper);
+	worker_join(&r->sweeper, -1);
 	/* stop every watch first: their callbacks take r->lock */
 	stop_all(r->retired);
 	for (all = r->list; all; all = all->next)
 		all->why_stopped = NULL;
 	stop_all(r->list);
-	pthread_cond_destroy(&r->cond);
+	worker_release(&r->sweeper);
 	pthread_mutex_destroy(&r->lock);
 	free(r->dns_server);
 	free(r);
@@ -818,7 +814,7 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 			if (now >= f->first_deadline)
 				break;
 			ts = clock_deadline_ms(f->first_deadline - now);
-			if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+			if (pthread_cond_timedwait(&r->sweeper.cond, &r->lock, &ts) == ETIMEDOUT)
 				break;
 			f = find_locked(r, service);
 			if (f == NULL || f->id != id || f->current->pub.known)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "core/backoff.h"
+#include "core/worker.h"
 #include "store/pg_pool.h"
 
 #define DETAIL_MAX 512
@@ -47,7 +48,9 @@ struct pg_pool {
 
 	pthread_mutex_t lock;
 	pthread_cond_t available; /* a connection went idle, or the pool went down */
-	pthread_cond_t wake;	  /* the pool's thread: a waiter, down, closing */
+	struct worker worker;	  /* the pool's thread, woken by a waiter or
+				     down; stopped when closing, its cancel
+				     flag makes a handshake in progress give up */
 	struct pg_conn **idle;	  /* stack of 'size' slots */
 	size_t n_idle;
 	size_t n_open; /* idle, in use, and being opened */
@@ -57,16 +60,12 @@ struct pg_pool {
 	size_t max_waiters;
 	uint64_t shed[STORE_SHED_COUNT]; /* requests refused busy, by reason */
 	_Atomic uint64_t last_ok_ms;	 /* the last statement that succeeded: no lock */
-	atomic_bool stop;		 /* closing: a handshake in progress gives up */
 	bool attempted;			 /* the first attempt ended (pg_pool_start) */
 	bool start_waiting;		 /* pg_pool_start() waits for it */
 	struct pg_failure first_failure;
 	bool up;
 	bool migrated;
-	bool closing;
-	bool thread_started;
 	unsigned generation; /* goes up each time the pool goes down */
-	pthread_t thread;
 	struct backoff backoff;
 	uint64_t next_attempt_ms;
 	uint64_t down_since_ms;

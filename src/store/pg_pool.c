@@ -48,7 +48,7 @@ static struct pg_conn *conn_open(struct pg_pool *p, bool migrate, struct pg_fail
 	struct pg_conn *c;
 	PGconn *pc;
 
-	pc = pg_connect(&p->params, p->opts.connect_timeout_ms, &p->stop, f, detail, dlen);
+	pc = pg_connect(&p->params, p->opts.connect_timeout_ms, &p->worker.cancel, f, detail, dlen);
 	if (pc == NULL)
 		return NULL;
 	c = calloc(1, sizeof(*c));
@@ -152,7 +152,7 @@ void pg_pool_down(struct pg_pool *p, unsigned generation, const struct pg_failur
 	snprintf(p->last_logged, sizeof(p->last_logged), "%s", detail);
 	pthread_cond_broadcast(&p->available);
 	wake_waiters_locked(p);
-	pthread_cond_signal(&p->wake);
+	worker_wake_locked(&p->worker);
 	pthread_mutex_unlock(&p->lock);
 	log_warn("store",
 		 "%s: %s; requests get 503 until it answers again (tried again with backoff up to "
@@ -175,7 +175,7 @@ static void pool_reconnect_locked(struct pg_pool *p)
 	c = conn_open(p, migrate, &f, detail, sizeof(detail));
 	pthread_mutex_lock(&p->lock);
 	now = clock_monotonic_ms();
-	if (c && p->closing) {
+	if (c && worker_stopping(&p->worker)) {
 		p->n_open--;
 		pg_conn_free(c);
 		return;
@@ -232,7 +232,7 @@ static void pool_grow_locked(struct pg_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	c = conn_open(p, false, &f, detail, sizeof(detail));
 	pthread_mutex_lock(&p->lock);
-	if (c && p->up && generation == p->generation && !p->closing) {
+	if (c && p->up && generation == p->generation && !worker_stopping(&p->worker)) {
 		c->generation = generation;
 		give_locked(p, c);
 		return;
@@ -251,19 +251,17 @@ static void *pool_main(void *arg)
 	struct pg_pool *p = arg;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->closing) {
+	while (!worker_stopping(&p->worker)) {
 		uint64_t now = clock_monotonic_ms();
 
 		if (!p->up && now >= p->next_attempt_ms) {
 			pool_reconnect_locked(p);
 		} else if (!p->up) {
-			struct timespec ts = clock_deadline_ms(p->next_attempt_ms - now);
-
-			pthread_cond_timedwait(&p->wake, &p->lock, &ts);
+			worker_wait_locked(&p->worker, p->next_attempt_ms - now, NULL, NULL);
 		} else if (p->waiters > 0 && p->n_idle == 0 && p->n_open < p->size) {
 			pool_grow_locked(p);
 		} else {
-			pthread_cond_wait(&p->wake, &p->lock);
+			worker_wait_locked(&p->worker, WORKER_FOREVER, NULL, NULL);
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -310,7 +308,6 @@ struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 	snprintf(p->down_reason, sizeof(p->down_reason), "database at %s not connected yet",
 		 p->where);
 	atomic_init(&p->refs, 1);
-	atomic_init(&p->stop, false);
 	p->max_waiters = o->max_waiters > 0 ? (size_t)o->max_waiters : 0;
 	if (p->opts.acquire_timeout_ms <= 0)
 		p->opts.acquire_timeout_ms = 1;
@@ -319,7 +316,18 @@ struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 			p->opts.statement_timeout_ms + p->opts.acquire_timeout_ms;
 	pthread_mutex_init(&p->lock, NULL);
 	clock_cond_init(&p->available);
-	clock_cond_init(&p->wake);
+	if (worker_init(&p->worker, &p->lock, NULL) != MN_OK) {
+		pthread_cond_destroy(&p->available);
+		pthread_mutex_destroy(&p->lock);
+		free(p->host);
+		free(p->user);
+		free(p->password);
+		free(p->dbname);
+		free(p->sslmode);
+		free(p->idle);
+		free(p);
+		return NULL;
+	}
 	backoff_init(&p->backoff, PG_POOL_BACKOFF_BASE_MS, PG_POOL_BACKOFF_CAP_MS, 0);
 	p->down_since_ms = clock_monotonic_ms();
 	return p;
@@ -336,17 +344,14 @@ void pg_pool_unref(struct pg_pool *p)
 	if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
 		return;
 	pthread_mutex_lock(&p->lock);
-	p->closing = true;
-	atomic_store(&p->stop, true);
-	pthread_cond_broadcast(&p->wake);
+	worker_stop_locked(&p->worker);
 	pthread_cond_broadcast(&p->available);
 	wake_waiters_locked(p);
 	pthread_mutex_unlock(&p->lock);
-	if (p->thread_started)
-		pthread_join(p->thread, NULL);
+	worker_join(&p->worker, -1);
 	close_idle_locked(p);
 	pthread_cond_destroy(&p->available);
-	pthread_cond_destroy(&p->wake);
+	worker_release(&p->worker);
 	pthread_mutex_destroy(&p->lock);
 	free(p->idle);
 	free(p->host);
@@ -368,12 +373,11 @@ enum mn_err pg_pool_start(struct pg_pool *p, char *err, size_t errlen)
 	pthread_mutex_lock(&p->lock);
 	p->next_attempt_ms = clock_monotonic_ms(); /* the thread's first attempt: at once */
 	p->start_waiting = true;
-	if (pthread_create(&p->thread, NULL, pool_main, p) != 0) {
+	if (worker_start(&p->worker, pool_main, p) != MN_OK) {
 		p->start_waiting = false;
 		pthread_mutex_unlock(&p->lock);
 		return mn_error(err, errlen, MN_NOMEM, "cannot start the postgres pool's thread");
 	}
-	p->thread_started = true;
 	while (!p->attempted &&
 	       pthread_cond_timedwait(&p->available, &p->lock, &deadline) != ETIMEDOUT)
 		;
@@ -417,7 +421,7 @@ enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, 
 	*out = NULL;
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		if (p->closing || !p->up) {
+		if (worker_stopping(&p->worker) || !p->up) {
 			pthread_mutex_unlock(&p->lock);
 			return mn_error(err, errlen, MN_UNAVAILABLE, "the database is unavailable");
 		}
@@ -450,8 +454,8 @@ enum mn_err pg_pool_acquire(struct pg_pool *p, struct pg_conn **out, char *err, 
 			p->waiter_head = &me;
 		p->waiter_tail = &me;
 		p->waiters++;
-		pthread_cond_signal(&p->wake);
-		while (me.conn == NULL && !p->closing && p->up && rc != ETIMEDOUT)
+		worker_wake_locked(&p->worker);
+		while (me.conn == NULL && !worker_stopping(&p->worker) && p->up && rc != ETIMEDOUT)
 			rc = pthread_cond_timedwait(&me.cond, &p->lock, &deadline);
 		if (me.conn == NULL)
 			waiter_remove_locked(p, &me);
@@ -508,10 +512,10 @@ void pg_pool_put(struct pg_pool *p, struct pg_conn *c)
 		   PQtransactionStatus(c->conn) != PQTRANS_IDLE;
 
 	pthread_mutex_lock(&p->lock);
-	if (bad || c->generation != p->generation || p->closing || !p->up) {
+	if (bad || c->generation != p->generation || worker_stopping(&p->worker) || !p->up) {
 		p->n_open--;
 		if (p->waiters > 0)
-			pthread_cond_signal(&p->wake);
+			worker_wake_locked(&p->worker);
 		pthread_mutex_unlock(&p->lock);
 		pg_conn_free(c);
 		return;

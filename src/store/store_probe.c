@@ -6,13 +6,12 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/worker.h"
 
 struct store_probe {
 	struct store_probe_opts o;
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* stop */
-	pthread_t thread;
-	bool started, stopping;
+	struct worker worker; /* the probe's thread, under 'lock' */
 	bool probing;		/* a probe in progress ... */
 	uint64_t probing_since; /* ... since then */
 	enum mn_err result;	/* of the last probe to end */
@@ -56,12 +55,8 @@ static void *probe_main(void *arg)
 	struct store_probe *p = arg;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stopping) {
-		struct timespec ts = clock_deadline_ms((uint64_t)p->o.interval_ms);
-
-		pthread_cond_timedwait(&p->wake, &p->lock, &ts);
-		if (p->stopping)
-			break;
+	while (worker_wait_locked(&p->worker, (uint64_t)p->o.interval_ms, NULL, NULL) !=
+	       WORKER_STOPPING) {
 		pthread_mutex_unlock(&p->lock);
 		store_probe_run(p);
 		pthread_mutex_lock(&p->lock);
@@ -80,7 +75,11 @@ struct store_probe *store_probe_create(const struct store_probe_opts *o)
 	if (p->o.clock == NULL)
 		p->o.clock = &clock_system;
 	pthread_mutex_init(&p->lock, NULL);
-	clock_cond_init(&p->wake);
+	if (worker_init(&p->worker, &p->lock, NULL) != MN_OK) {
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		return NULL;
+	}
 	p->result = MN_UNAVAILABLE; /* so that a first "ok" is not logged */
 	store_probe_run(p);
 	return p;
@@ -88,23 +87,16 @@ struct store_probe *store_probe_create(const struct store_probe_opts *o)
 
 enum mn_err store_probe_start(struct store_probe *p)
 {
-	if (pthread_create(&p->thread, NULL, probe_main, p) != 0)
-		return MN_NOMEM;
-	p->started = true;
-	return MN_OK;
+	return worker_start(&p->worker, probe_main, p) == MN_OK ? MN_OK : MN_NOMEM;
 }
 
 void store_probe_destroy(struct store_probe *p)
 {
 	if (p == NULL)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->stopping = true;
-	pthread_cond_signal(&p->wake);
-	pthread_mutex_unlock(&p->lock);
-	if (p->started)
-		pthread_join(p->thread, NULL);
-	pthread_cond_destroy(&p->wake);
+	worker_stop(&p->worker);
+	worker_join(&p->worker, -1);
+	worker_release(&p->worker);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

@@ -9,21 +9,9 @@
 
 #include "store/users_repo.h"
 #include "core/array.h"
-#include "core/backoff.h"
-#include "core/clock.h"
 #include "core/hash.h"
+#include "core/hashmap.h"
 #include "core/text.h"
-
-/* A place of the email index: the hash of an email folded to lower case,
- * and the id of its user (EMAIL_FREE, EMAIL_GONE). */
-struct email_slot {
-	uint64_t hash;
-	int64_t id;
-};
-
-#define EMAIL_FREE	0
-#define EMAIL_GONE	(-1)
-#define EMAIL_FIRST_CAP 64
 
 struct memory_repo {
 	struct users_repo base;
@@ -34,13 +22,9 @@ struct memory_repo {
 	int64_t next_id;
 	/* The emails, so that a create or an update checks one in O(1)
 	 * (a scan of every user made POST /users quadratic: 4,100 req/s
-	 * after a few seconds of load, issue 14). Open addressing, at most
-	 * half full counting the places of removed emails. */
-	struct email_slot *emails;
-	size_t emails_cap;  /* a power of two, or 0 */
-	size_t emails_used; /* places not EMAIL_FREE */
-	size_t emails_live; /* places holding an email */
-	uint64_t seed;
+	 * after a few seconds of load, issue 14): the ids (int64_t) of the
+	 * users with an email, by the hash of their email. */
+	struct hashmap emails;
 };
 
 /* Index of 'id', or -1. Called with the lock held. */
@@ -65,110 +49,72 @@ static ssize_t find(const struct memory_repo *m, int64_t id)
  * SQLite store compares them), seeded per store, its low bits mixed. */
 static uint64_t email_hash(const struct memory_repo *m, const char *email)
 {
-	return hash_mix(hash_str_nocase(HASH_START ^ m->seed, email));
+	return hash_mix(hash_str_nocase(HASH_START ^ m->emails.seed, email));
 }
 
-/* The place of the user 'id' with 'email' (hash h), or, with id 0, of any
- * user with that email other than 'self'; NULL when none. Lock held. */
-static struct email_slot *email_place(const struct memory_repo *m, const char *email, uint64_t h,
-				      int64_t id, int64_t self)
+/* What an email index lookup looks for: the user 'id' (not 0), or any user
+ * but 'self' whose email is 'email'. */
+struct email_key {
+	const struct memory_repo *m;
+	const char *email;
+	int64_t id;
+	int64_t self;
+};
+
+static bool email_is(const void *entry, const void *key)
 {
-	size_t mask = m->emails_cap - 1;
+	const struct email_key *k = key;
+	int64_t id = *(const int64_t *)entry;
+	ssize_t i;
 
-	if (m->emails_cap == 0)
-		return NULL;
-	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-		struct email_slot *e = &m->emails[i];
-		ssize_t k;
+	if (k->id != 0)
+		return id == k->id;
+	if (id == k->self)
+		return false;
+	i = find(k->m, id);
+	return i >= 0 && k->m->users[i].email && text_equal_nocase(k->m->users[i].email, k->email);
+}
 
-		if (e->id == EMAIL_FREE)
-			return NULL;
-		if (e->id == EMAIL_GONE || e->hash != h)
-			continue;
-		if (id != 0) {
-			if (e->id == id)
-				return e;
-			continue;
-		}
-		if (e->id == self)
-			continue;
-		k = find(m, e->id);
-		if (k >= 0 && m->users[k].email && text_equal_nocase(m->users[k].email, email))
-			return e;
-	}
+/* The index entry of the user 'id' with 'email', or, with id 0, of any
+ * user with that email other than 'self'; NULL when none. Lock held. */
+static int64_t *email_place(const struct memory_repo *m, const char *email, int64_t id,
+			    int64_t self)
+{
+	struct email_key k = {m, email, id, self};
+
+	return hashmap_find(&m->emails, email_hash(m, email), email_is, &k);
 }
 
 /* true when another user than 'self' has this email. Lock held. */
 static bool email_taken(const struct memory_repo *m, const char *email, int64_t self)
 {
-	return email && email_place(m, email, email_hash(m, email), 0, self) != NULL;
+	return email && email_place(m, email, 0, self) != NULL;
 }
 
-/* Moves the live places to a table of 'cap' places; false when out of
- * memory (the index is then unchanged). */
-static bool email_resize(struct memory_repo *m, size_t cap)
-{
-	struct email_slot *t = calloc(cap, sizeof(*t));
-
-	if (t == NULL)
-		return false;
-	for (size_t i = 0; i < m->emails_cap; i++) {
-		const struct email_slot *e = &m->emails[i];
-		size_t j;
-
-		if (e->id == EMAIL_FREE || e->id == EMAIL_GONE)
-			continue;
-		for (j = (size_t)e->hash & (cap - 1); t[j].id != EMAIL_FREE;
-		     j = (j + 1) & (cap - 1))
-			;
-		t[j] = *e;
-	}
-	free(m->emails);
-	m->emails = t;
-	m->emails_cap = cap;
-	m->emails_used = m->emails_live;
-	return true;
-}
-
-/* Indexes user 'id''s email (none for NULL); false when out of memory.
- * Lock held. */
+/* Indexes user 'id''s email (none for NULL); false when out of memory (the
+ * index is then unchanged). Lock held. */
 static bool email_add(struct memory_repo *m, const char *email, int64_t id)
 {
-	uint64_t h;
-	size_t i;
+	int64_t *e;
 
 	if (email == NULL)
 		return true;
-	if ((m->emails_used + 1) * 2 > m->emails_cap) {
-		size_t cap = m->emails_cap ? m->emails_cap : EMAIL_FIRST_CAP;
-
-		while ((m->emails_live + 1) * 4 > cap) /* at most a quarter full after */
-			cap *= 2;
-		if (!email_resize(m, cap))
-			return false;
-	}
-	h = email_hash(m, email);
-	for (i = (size_t)h & (m->emails_cap - 1); m->emails[i].id > 0;
-	     i = (i + 1) & (m->emails_cap - 1))
-		;
-	if (m->emails[i].id == EMAIL_FREE)
-		m->emails_used++;
-	m->emails[i] = (struct email_slot){h, id};
-	m->emails_live++;
+	e = hashmap_insert(&m->emails, email_hash(m, email));
+	if (e == NULL)
+		return false;
+	*e = id;
 	return true;
 }
 
 static void email_remove(struct memory_repo *m, const char *email, int64_t id)
 {
-	struct email_slot *e;
+	int64_t *e;
 
 	if (email == NULL)
 		return;
-	e = email_place(m, email, email_hash(m, email), id, 0);
-	if (e) {
-		e->id = EMAIL_GONE;
-		m->emails_live--;
-	}
+	e = email_place(m, email, id, 0);
+	if (e)
+		hashmap_remove(&m->emails, e);
 }
 
 static enum mn_err mem_create(struct users_repo *r, const char *name, const char *email,
@@ -292,27 +238,17 @@ static enum mn_err mem_update(struct users_repo *r, int64_t id, const char *name
 		user_release(&u);
 		goto out_unlock;
 	}
-	/* the old email out, the new one in; when the new one does not fit
-	 * (the index is then unchanged) the old one is put back */
+	/* the old email out, the new one in; room for the new one is made
+	 * first, so that out of memory leaves the index unchanged */
 	if (!same_email(m->users[i].email, u.email)) {
-		const char *old = m->users[i].email;
-		struct email_slot *was =
-			old ? email_place(m, old, email_hash(m, old), id, 0) : NULL;
-
-		if (was) {
-			was->id = EMAIL_GONE;
-			m->emails_live--;
-		}
-		if (!email_add(m, u.email, id)) {
-			if (was) {
-				was->id = id;
-				m->emails_live++;
-			}
+		if (u.email && hashmap_reserve(&m->emails, m->emails.n + 1) != MN_OK) {
 			user_release(&u);
 			user_release(out);
 			err = MN_NOMEM;
 			goto out_unlock;
 		}
+		email_remove(m, m->users[i].email, id);
+		email_add(m, u.email, id); /* cannot fail: room was made */
 	}
 	user_release(&m->users[i]);
 	m->users[i] = u;
@@ -361,7 +297,7 @@ static void mem_destroy(struct users_repo *r)
 	struct memory_repo *m = (struct memory_repo *)r;
 
 	user_list_free(m->users, m->n);
-	free(m->emails);
+	hashmap_release(&m->emails);
 	pthread_rwlock_destroy(&m->lock);
 	free(m);
 }
@@ -373,12 +309,10 @@ static const struct users_repo_ops memory_ops = {
 struct users_repo *users_repo_memory_create(void)
 {
 	struct memory_repo *m = calloc(1, sizeof(*m));
-	uint64_t rng;
 
 	if (m == NULL)
 		return NULL;
-	rng = clock_monotonic_ns() ^ (uint64_t)(uintptr_t)m;
-	m->seed = mn_rand_next(&rng);
+	hashmap_init(&m->emails, sizeof(int64_t));
 	m->base.ops = &memory_ops;
 	m->next_id = 1;
 	pthread_rwlock_init(&m->lock, NULL);

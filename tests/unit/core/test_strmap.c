@@ -41,7 +41,7 @@ static void test_put_get_and_replace(void **state)
 	assert_false(strmap_get(&m, "peers.users.lbx", NULL));
 	/* an equal key replaces the value and keeps the first key */
 	assert_int_equal(strmap_put(&m, a2, 3), MN_OK);
-	assert_int_equal(m.n, 2);
+	assert_int_equal(m.map.n, 2);
 	assert_true(strmap_get(&m, a1, &v));
 	assert_int_equal(v, 3);
 	strmap_release(&m);
@@ -63,9 +63,9 @@ static void test_many_keys_survive_growth(void **state)
 		snprintf(keys[i], sizeof(keys[i]), "peers.p%zu.timeout_ms", i);
 		assert_int_equal(strmap_put(&m, keys[i], i), MN_OK);
 	}
-	assert_int_equal(m.n, N);
-	assert_true(m.cap >= 2 * m.n);
-	assert_true((m.cap & (m.cap - 1)) == 0);
+	assert_int_equal(m.map.n, N);
+	assert_true(m.map.cap >= 2 * m.map.n);
+	assert_true((m.map.cap & (m.map.cap - 1)) == 0);
 	for (size_t i = 0; i < N; i++) {
 		assert_true(strmap_get(&m, keys[i], &v));
 		assert_int_equal(v, i);
@@ -87,20 +87,20 @@ static void test_reserve_allocates_once(void **state)
 	strmap_init(&m);
 	assert_int_equal(strmap_put(&m, "first", 0), MN_OK);
 	assert_int_equal(strmap_reserve(&m, 1001), MN_OK);
-	assert_true(m.cap >= 2002);
-	table = m.entries;
+	assert_true(m.map.cap >= 2002);
+	table = m.map.entries;
 	for (size_t i = 0; i < 1000; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "k%zu", i);
 		assert_int_equal(strmap_put(&m, keys[i], i + 1), MN_OK);
 	}
-	assert_ptr_equal(m.entries, table);
+	assert_ptr_equal(m.map.entries, table);
 	assert_true(strmap_get(&m, "first", &v));
 	assert_int_equal(v, 0);
 	assert_true(strmap_get(&m, "k999", &v));
 	assert_int_equal(v, 1000);
 	/* a smaller reservation changes nothing */
 	assert_int_equal(strmap_reserve(&m, 10), MN_OK);
-	assert_ptr_equal(m.entries, table);
+	assert_ptr_equal(m.map.entries, table);
 	strmap_release(&m);
 }
 
