@@ -742,6 +742,21 @@ static void test_stale_grows_while_consul_is_silent(void **state)
 	resolver_put(s);
 }
 
+/* publish() releases the snapshot it replaced after the new one is seen
+ * (the swap under the lock, then a log line, then the release): wait for
+ * the count rather than read it at once. */
+struct releases_wait {
+	struct rt *t;
+	unsigned want;
+};
+
+static bool releases_reached(void *ctx)
+{
+	struct releases_wait *w = ctx;
+
+	return atomic_load(&w->t->h.releases) >= w->want;
+}
+
 static void test_prepare_and_release_once_per_snapshot(void **state)
 {
 	struct rt *t = *state;
@@ -763,6 +778,7 @@ static void test_prepare_and_release_once_per_snapshot(void **state)
 	assert_int_equal(s->n, 0);
 	assert_null(s->prepared);
 	resolver_put(s);
+	assert_true(poll_until(releases_reached, &(struct releases_wait){t, 1}, POLL_MS));
 	assert_int_equal(atomic_load(&t->h.prepares), 1);
 	assert_int_equal(atomic_load(&t->h.releases), 1);
 
@@ -775,6 +791,7 @@ static void test_prepare_and_release_once_per_snapshot(void **state)
 	assert_int_equal(s->n, 3);
 	token_of(s);
 	resolver_put(s);
+	assert_true(poll_until(releases_reached, &(struct releases_wait){t, 2}, POLL_MS));
 	assert_int_equal(atomic_load(&t->h.prepares), 3);
 	assert_int_equal(atomic_load(&t->h.releases), 2);
 	/* the current one is released by resolver_destroy (teardown checks) */
