@@ -1,5 +1,5 @@
 /* The events publisher: one thread that sends the events of the outbox
- * (store/orders_repo.h) to RabbitMQ with rabbitmq-c, oldest first, over
+ * (orders/orders_repo.h) to RabbitMQ with rabbitmq-c, oldest first, over
  * one persistent connection: a durable queue (events.queue), persistent
  * JSON messages whose message_id is the event's id, publisher confirms,
  * and an event marked sent only once the broker confirmed it. A batch is
@@ -31,7 +31,7 @@
 
 #include "metrics/metrics.h"
 #include "peers/resolver.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 struct events_settings {
 	bool enabled;

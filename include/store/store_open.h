@@ -9,10 +9,10 @@
 
 #include "config/config.h"
 #include "core/error.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 #include "store/pg_pool.h"
 #include "store/store_probe.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 /* What store_open() opened; each NULL when not opened. Owned: released by
  * store_close(). */

@@ -10,7 +10,7 @@
 
 #include "core/array.h"
 #include "core/clock.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 struct memory_event {
 	struct outbox_event e;

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 #include "store/pg_pool.h"
 
 static const struct pg_stmt st_insert = {

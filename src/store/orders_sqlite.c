@@ -8,7 +8,7 @@
 
 #include "core/clock.h"
 
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 #include "store/sqlite_pool.h"
 
 enum stmt {

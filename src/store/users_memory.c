@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 #include "core/array.h"
 #include "core/backoff.h"
 #include "core/clock.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "store/pg_pool.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 static const struct pg_stmt st_insert = {
 	"users_insert", "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id", 2};

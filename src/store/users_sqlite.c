@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 #include "store/sqlite_pool.h"
 
 enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_COUNT };

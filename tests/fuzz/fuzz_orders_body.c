@@ -8,7 +8,7 @@
 
 #include "fuzz.h"
 #include "orders/orders_service.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 struct peer {
 	int calls;

@@ -21,8 +21,8 @@
 #include "orders/orders_handlers.h"
 #include "peers/peers_handlers.h"
 #include "peers/resolver.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
 #include "users/users_handlers.h"
 
 struct request_parts {

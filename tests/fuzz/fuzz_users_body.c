@@ -6,7 +6,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 #include "users/users_service.h"
 
 static bool blank(const char *s)

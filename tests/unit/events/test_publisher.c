@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "events/publisher.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 struct fixture {
 	struct orders_repo *repo;

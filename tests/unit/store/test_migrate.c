@@ -16,8 +16,8 @@
 
 #include "core/log.h"
 #include "store/migrate.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
 
 static const struct migration three[] = {
 	{1, "one", "s1", "p1"},

@@ -19,8 +19,8 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
 #include "store/vfs_shim.h" /* tests/unit/store/ */
 
 struct fixture {

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 struct fixture {
 	struct users_repo *repo;

@@ -1,4 +1,4 @@
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 enum mn_err users_repo_create_user(struct users_repo *r, const char *name, const char *email,
 				   struct user *out, char *err, size_t errlen)

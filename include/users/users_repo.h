@@ -1,8 +1,8 @@
 /* The users repository: where users live. Three implementations behind one
  * interface: SQLite (the default, WAL mode), PostgreSQL and memory. All
  * calls are safe from many threads at once. */
-#ifndef MESHNODE_STORE_USERS_REPO_H
-#define MESHNODE_STORE_USERS_REPO_H
+#ifndef MESHNODE_USERS_USERS_REPO_H
+#define MESHNODE_USERS_USERS_REPO_H
 
 #include <stddef.h>
 #include <stdint.h>

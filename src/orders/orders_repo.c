@@ -1,4 +1,4 @@
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 #include <stdlib.h>
 

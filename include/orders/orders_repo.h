@@ -2,8 +2,8 @@
  * one interface: SQLite (the default, WAL mode; the file may also hold the
  * users table), PostgreSQL (the users table beside it) and memory. All
  * calls are safe from many threads at once. */
-#ifndef MESHNODE_STORE_ORDERS_REPO_H
-#define MESHNODE_STORE_ORDERS_REPO_H
+#ifndef MESHNODE_ORDERS_ORDERS_REPO_H
+#define MESHNODE_ORDERS_ORDERS_REPO_H
 
 #include <stddef.h>
 #include <stdint.h>
