@@ -314,12 +314,13 @@ const char *pg_num(struct pg_num *n, int64_t v);
 int64_t pg_cell_int(const PGresult *res, int row, int col);
 
 /* The repository state every PostgreSQL repository has: the shared pool
- * and the write faults of its statements. */
+ * (a reference) and the write faults of its statements (the store's,
+ * borrowed: one per database). */
 struct pg_repo_base {
 	struct pg_pool *pool;
-	struct pg_writes writes;
+	struct pg_writes *writes;
 };
-void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool);
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool, struct pg_writes *writes);
 void pg_repo_base_release(struct pg_repo_base *b);
 
 /* For readiness, from a background probe (never a request's thread):

@@ -238,14 +238,13 @@ int64_t pg_cell_int(const PGresult *res, int row, int col)
 	return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool)
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool, struct pg_writes *writes)
 {
 	b->pool = pg_pool_ref(pool);
-	pg_writes_init(&b->writes);
+	b->writes = writes;
 }
 
 void pg_repo_base_release(struct pg_repo_base *b)
 {
 	pg_pool_unref(b->pool);
-	pg_writes_release(&b->writes);
 }

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "users/users_repo.h"
 #include "core/array.h"
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/text.h"
+#include "store/drivers.h"
 
 /* A place of the email index: the hash of an email folded to lower case,
  * and the id of its user (EMAIL_FREE, EMAIL_GONE). */
@@ -342,20 +342,6 @@ static enum mn_err mem_remove(struct users_repo *r, int64_t id, char *errbuf, si
 	return err;
 }
 
-static enum mn_err mem_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	(void)r;
-	(void)err;
-	(void)errlen;
-	return MN_OK;
-}
-
-static void mem_health(struct users_repo *r, struct store_health *out)
-{
-	(void)r;
-	*out = (struct store_health){.fault = STORE_FAULT_NONE};
-}
-
 static void mem_destroy(struct users_repo *r)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
@@ -367,7 +353,7 @@ static void mem_destroy(struct users_repo *r)
 }
 
 static const struct users_repo_ops memory_ops = {
-	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_ping, mem_health, mem_destroy,
+	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_destroy,
 };
 
 struct users_repo *users_repo_memory_create(void)

@@ -28,16 +28,6 @@ enum mn_err users_repo_delete(struct users_repo *r, int64_t id, char *err, size_
 	return r->ops->remove(r, id, err, errlen);
 }
 
-enum mn_err users_repo_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	return r->ops->ping(r, err, errlen);
-}
-
-void users_repo_health(struct users_repo *r, struct store_health *out)
-{
-	r->ops->health(r, out);
-}
-
 void users_repo_destroy(struct users_repo *r)
 {
 	if (r)

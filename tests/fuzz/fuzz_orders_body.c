@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "store/drivers.h"
 #include "orders/orders_service.h"
 #include "orders/orders_repo.h"
 
@@ -70,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       MN_INTERNAL}[o.user_id % 4];
 	}
 
-	repo = orders_repo_memory_create();
+	repo = orders_repo_memory_create(NULL);
 	svc = orders_service_create(repo, &users);
 	FUZZ_CHECK(repo && svc);
 	order_init(&stored);

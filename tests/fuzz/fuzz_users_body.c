@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "store/drivers.h"
 #include "users/users_repo.h"
 #include "users/users_service.h"
 

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "orders/orders_repo.h"
 #include "users/users_repo.h"
+#include "store/store_fixture.h" /* tests/unit/store/ */
 #include "store/vfs_shim.h" /* tests/unit/store/ */
 
 struct fixture {
@@ -33,7 +34,7 @@ static int setup_memory(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	f->repo = orders_repo_memory_create();
+	f->repo = test_orders_memory();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -48,7 +49,7 @@ static int setup_sqlite(void **state)
 		return -1;
 	/* a parent that does not exist yet: the store creates it */
 	snprintf(f->path, sizeof(f->path), "%s/sub/node.db", f->dir);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -58,7 +59,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[160];
 
-	orders_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	if (f->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 		if (system(cmd) != 0)
@@ -95,7 +96,7 @@ static void test_create_and_get(void **state)
 	assert_int_equal(got.quantity, 1000000);
 	assert_int_equal(orders_repo_get(r, b.id + 1, &got), MN_NOT_FOUND);
 	assert_int_equal(orders_repo_get(r, 0, &got), MN_NOT_FOUND);
-	assert_int_equal(orders_repo_ping(r, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(r, NULL, 0), MN_OK);
 	order_release(&a);
 	order_release(&b);
 	order_release(&got);
@@ -195,8 +196,8 @@ static void test_sqlite_survives_reopen(void **state)
 	order_init(&o);
 	assert_int_equal(orders_repo_create_order(f->repo, 9, "durable", 2, &o, NULL, 0), MN_OK);
 	id = o.id;
-	orders_repo_destroy(f->repo);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(orders_repo_get(f->repo, id, &o), MN_OK);
 	assert_string_equal(o.product, "durable");
@@ -216,7 +217,7 @@ static void test_sqlite_two_repos_share_a_file(void **state)
 	order_init(&a);
 	order_init(&b);
 	order_init(&got);
-	other = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	other = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(other);
 	assert_int_equal(orders_repo_create_order(f->repo, 1, "from one", 1, &a, NULL, 0), MN_OK);
 	assert_int_equal(orders_repo_create_order(other, 2, "from other", 2, &b, NULL, 0), MN_OK);
@@ -228,7 +229,7 @@ static void test_sqlite_two_repos_share_a_file(void **state)
 	assert_int_equal(orders_repo_list(f->repo, 10, 0, &list, &n), MN_OK);
 	assert_int_equal(n, 2);
 	order_list_free(list, n);
-	orders_repo_destroy(other);
+	test_store_close(other);
 	order_release(&a);
 	order_release(&b);
 	order_release(&got);
@@ -245,20 +246,20 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	user_init(&u);
 	order_init(&o);
 	/* orders created the file first; users adds its table beside */
-	users = users_repo_sqlite_open(f->path, err, sizeof(err));
+	users = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(users);
 	assert_int_equal(users_repo_create_user(users, "Ada", "ada@example.com", &u, NULL, 0),
 			 MN_OK);
 	assert_int_equal(orders_repo_create_order(f->repo, u.id, "tea", 1, &o, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_ping(f->repo, NULL, 0), MN_OK);
-	assert_int_equal(users_repo_ping(users, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(f->repo, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(users, NULL, 0), MN_OK);
 
 	/* and the other way round: users first, then orders */
-	orders_repo_destroy(f->repo);
-	users_repo_destroy(users);
-	users = users_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	test_store_close(users);
+	users = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(users);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(users_repo_get(users, u.id, &u), MN_OK);
 	assert_string_equal(u.name, "Ada");
@@ -267,7 +268,7 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	assert_int_equal(o.user_id, u.id);
 	assert_int_equal(users_repo_create_user(users, "Bob", NULL, &u, NULL, 0), MN_OK);
 	assert_int_equal(orders_repo_create_order(f->repo, u.id, "cake", 2, &o, NULL, 0), MN_OK);
-	users_repo_destroy(users);
+	test_store_close(users);
 	user_release(&u);
 	order_release(&o);
 }
@@ -285,13 +286,13 @@ static void test_sqlite_order_survives_kill9(void **state)
 	order_init(&o);
 	/* the child is the only process with the file open, so no clean
 	 * close anywhere checkpoints the WAL for it */
-	orders_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	f->repo = NULL;
 	assert_int_equal(pipe(fds), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct orders_repo *r = orders_repo_sqlite_open(f->path, err, sizeof(err));
+		struct orders_repo *r = test_orders_sqlite(f->path, err, sizeof(err));
 
 		if (r && orders_repo_create_order(r, 5, "acknowledged", 4, &o, NULL, 0) == MN_OK)
 			id = o.id;
@@ -310,7 +311,7 @@ static void test_sqlite_order_survives_kill9(void **state)
 	assert_int_equal(stat(wal, &st), 0); /* left behind by the killed writer */
 	assert_true(st.st_size > 0);
 
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(orders_repo_get(f->repo, id, &o), MN_OK);
 	assert_string_equal(o.product, "acknowledged");
@@ -325,7 +326,7 @@ static void test_sqlite_open_failure(void **state)
 	(void)state;
 
 	assert_null(
-		orders_repo_sqlite_open("/proc/self/no/such/place/orders.db", err, sizeof(err)));
+		test_orders_sqlite("/proc/self/no/such/place/orders.db", err, sizeof(err)));
 	assert_true(strlen(err) > 0);
 }
 
@@ -336,7 +337,7 @@ static struct outbox_event *pending(struct orders_repo *r, size_t limit, size_t 
 {
 	struct outbox_event *v;
 
-	assert_int_equal(orders_repo_outbox_pending(r, limit, &v, n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(r), limit, &v, n, NULL, 0), MN_OK);
 	assert_true(*n <= limit);
 	if (*n == 0)
 		assert_null(v);
@@ -349,7 +350,7 @@ static struct outbox_stats stats(struct orders_repo *r)
 {
 	struct outbox_stats s;
 
-	assert_int_equal(orders_repo_outbox_stats(r, &s, NULL, 0), MN_OK);
+	assert_int_equal(outbox_stats(test_outbox(r), &s, NULL, 0), MN_OK);
 	return s;
 }
 
@@ -466,7 +467,7 @@ static void test_outbox_mark_sent(void **state)
 	batch[0] = ids[2];
 	batch[1] = ids[0];
 	batch[2] = ids[3] + 1000; /* unknown: ignored */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 3, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 3, 1000, NULL, 0), MN_OK);
 	v = pending(r, 10, &n);
 	assert_int_equal(n, 2);
 	assert_int_equal(v[0].id, ids[1]);
@@ -474,13 +475,13 @@ static void test_outbox_mark_sent(void **state)
 	outbox_events_free(v, n);
 
 	/* again, later: nothing changes, not even when they were sent */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 3, 9000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 0, 9000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 3, 9000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 0, 9000, NULL, 0), MN_OK);
 	v = pending(r, 10, &n);
 	assert_int_equal(n, 2);
 	outbox_events_free(v, n);
 	assert_int_equal(stats(r).sent, 2);
-	assert_int_equal(orders_repo_outbox_prune(r, 1001, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 1001, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 2);
 }
 
@@ -503,13 +504,13 @@ static void test_outbox_stats(void **state)
 	assert_int_equal(s.sent, 0);
 	assert_int_equal(s.oldest_pending_ms, v[0].created_ms);
 	assert_int_equal(s.oldest_sent_ms, 0);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 1, 5000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), ids, 1, 5000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 2);
 	assert_int_equal(s.sent, 1);
 	assert_int_equal(s.oldest_pending_ms, v[1].created_ms);
 	assert_int_equal(s.oldest_sent_ms, 5000);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 3, 7000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), ids, 3, 7000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 0);
 	assert_int_equal(s.sent, 3);
@@ -529,26 +530,26 @@ static void test_outbox_prune(void **state)
 
 	create_events(r, 6, ids);
 	/* sent out of id order: ev-0 late, ev-1 and ev-2 early, ev-3 later */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[1], 2, 1000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[0], 1, 4000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[3], 1, 3000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[1], 2, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[0], 1, 4000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[3], 1, 3000, NULL, 0), MN_OK);
 
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 0, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 0, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 0);
 	/* at most one, the oldest first: ev-1 */
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 1, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 1, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	assert_int_equal(stats(r).sent, 3);
 	/* only those sent before the cutoff: ev-2, not ev-0 (4000), ev-3 (3000) */
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	/* sent exactly at the cutoff is not before it */
-	assert_int_equal(orders_repo_outbox_prune(r, 3000, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 3000, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 0);
-	assert_int_equal(orders_repo_outbox_prune(r, 3001, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 3001, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	/* pending events are never pruned, whatever the cutoff */
-	assert_int_equal(orders_repo_outbox_prune(r, INT64_MAX, 100, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), INT64_MAX, 100, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	s = stats(r);
 	assert_int_equal(s.sent, 0);
@@ -689,11 +690,11 @@ static void test_sqlite_outbox_survives_reopen(void **state)
 	size_t n, m;
 
 	create_events(f->repo, 3, ids);
-	assert_int_equal(orders_repo_outbox_mark_sent(f->repo, &ids[1], 1, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(f->repo), &ids[1], 1, 1000, NULL, 0), MN_OK);
 	before = pending(f->repo, 10, &n);
 	assert_int_equal(n, 2);
-	orders_repo_destroy(f->repo);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	after = pending(f->repo, 10, &m);
 	assert_int_equal(m, n);
@@ -739,10 +740,10 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 				 MN_UNAVAILABLE);
 		assert_string_equal(err, "the store cannot write: disk full");
 	}
-	orders_repo_health(f->repo, &h);
+	test_store_health(f->repo, &h);
 	assert_int_equal(h.fault, STORE_FAULT_DISK_FULL);
 	assert_int_equal(h.write_failures[STORE_FAULT_DISK_FULL], 3);
-	assert_int_equal(orders_repo_ping(f->repo, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(test_store_ping(f->repo, err, sizeof(err)), MN_UNAVAILABLE);
 	assert_string_equal(o.product, "before"); /* 'out' untouched */
 
 	inject(0, 0);
@@ -750,7 +751,7 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 	assert_int_equal(n, 1);
 	assert_string_equal(list[0].product, "before");
 	order_list_free(list, n);
-	assert_int_equal(orders_repo_outbox_pending(f->repo, 10, &v, &n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(f->repo), 10, &v, &n, NULL, 0), MN_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0].event_id, "ev-0");
 	outbox_events_free(v, n);
@@ -759,9 +760,9 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 	 * was stored, and the commit says the store can write again */
 	assert_int_equal(
 		orders_repo_create_order_event(f->repo, 2, "after", 2, "ev-1", &o, NULL, 0), MN_OK);
-	orders_repo_health(f->repo, &h);
+	test_store_health(f->repo, &h);
 	assert_int_equal(h.fault, STORE_FAULT_NONE);
-	assert_int_equal(orders_repo_ping(f->repo, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(f->repo, NULL, 0), MN_OK);
 	log_set_fd(2);
 	close(fd);
 	order_release(&o);
