@@ -5,9 +5,15 @@
 #ifndef MESHNODE_TESTS_STORE_FIXTURE_H
 #define MESHNODE_TESTS_STORE_FIXTURE_H
 
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "store/drivers.h"
+#include "store/pg_pool.h"
 #include "store/store.h"
 
 #define TEST_STORES_MAX 32
@@ -75,6 +81,108 @@ static inline struct orders_repo *test_orders_memory(void)
 		return NULL;
 	}
 	return s->orders;
+}
+
+/* The PostgreSQL group: MESHNODE_TEST_PG is the libpq conninfo (host, port,
+ * user, password, dbname) of a database the group may empty
+ * (tests/integration/test_store_contract.py starts a server and sets it).
+ * NULL when unset: the group is skipped, and says so. */
+static inline const char *test_pg_conninfo(void)
+{
+	const char *s = getenv("MESHNODE_TEST_PG");
+
+	return s && *s ? s : NULL;
+}
+
+/* How many of a test list's last entries are the PostgreSQL group's to
+ * leave out: 0 when MESHNODE_TEST_PG is set, else n_pg, said on stdout. */
+static inline size_t test_pg_skipped(const char *program, size_t n_pg)
+{
+	if (test_pg_conninfo())
+		return 0;
+	printf("%s: PostgreSQL group skipped (%zu tests): MESHNODE_TEST_PG not set\n", program,
+	       n_pg);
+	return n_pg;
+}
+
+/* A PostgreSQL store of 'modules' on the database MESHNODE_TEST_PG names,
+ * its tables emptied (ids from 1 again) once its pool is up and migrated;
+ * NULL when it cannot be had within 20 s. */
+static inline struct store *test_pg_store(unsigned modules)
+{
+	const char *conninfo = test_pg_conninfo();
+	struct pg_pool_opts o = {
+		.sslmode = "disable",
+		.pool_size = 8,
+		.connect_timeout_ms = 5000,
+		.acquire_timeout_ms = 5000,
+		.max_waiters = 128,
+		.request_timeout_ms = 20000,
+		.statement_timeout_ms = 10000,
+	};
+	PQconninfoOption *opts, *opt;
+	struct store *s = NULL;
+	struct pg_pool *pool;
+	PGconn *conn;
+	PGresult *res;
+	bool emptied;
+	char err[512];
+
+	if (conninfo == NULL || (opts = PQconninfoParse(conninfo, NULL)) == NULL)
+		return NULL;
+	for (opt = opts; opt->keyword; opt++) {
+		if (opt->val == NULL)
+			continue;
+		if (strcmp(opt->keyword, "host") == 0)
+			o.host = opt->val;
+		else if (strcmp(opt->keyword, "port") == 0)
+			o.port = atoi(opt->val);
+		else if (strcmp(opt->keyword, "user") == 0)
+			o.user = opt->val;
+		else if (strcmp(opt->keyword, "password") == 0)
+			o.password = opt->val;
+		else if (strcmp(opt->keyword, "dbname") == 0)
+			o.dbname = opt->val;
+	}
+	pool = pg_pool_create(&o);
+	PQconninfoFree(opts);
+	if (pool == NULL)
+		return NULL;
+	if (pg_pool_start(pool, err, sizeof(err)) == MN_CONFIG)
+		goto out_unref;
+	for (int i = 0; i < 200 && pg_pool_ping(pool, err, sizeof(err)) != MN_OK; i++)
+		nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+	if (pg_pool_ping(pool, err, sizeof(err)) != MN_OK)
+		goto out_unref;
+	conn = PQconnectdb(conninfo);
+	res = PQexec(conn, "TRUNCATE users, orders, events_outbox RESTART IDENTITY");
+	emptied = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	PQfinish(conn);
+	if (!emptied)
+		goto out_unref;
+	s = test_store_new();
+	if (store_open_pg(s, pool, modules) != MN_OK) {
+		store_close(s);
+		s = NULL;
+	}
+out_unref:
+	pg_pool_unref(pool);
+	return s;
+}
+
+static inline struct users_repo *test_users_pg(void)
+{
+	struct store *s = test_pg_store(STORE_USERS);
+
+	return s ? s->users : NULL;
+}
+
+static inline struct orders_repo *test_orders_pg(void)
+{
+	struct store *s = test_pg_store(STORE_ORDERS);
+
+	return s ? s->orders : NULL;
 }
 
 /* The store's ping and write state, for the store a repository is of. */

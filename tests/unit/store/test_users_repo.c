@@ -47,6 +47,15 @@ static int setup_sqlite(void **state)
 	return f->repo ? 0 : -1;
 }
 
+static int setup_pg(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->repo = test_users_pg();
+	*state = f;
+	return f->repo ? 0 : -1;
+}
+
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
@@ -456,6 +465,7 @@ static void test_sqlite_open_failure(void **state)
 #define BOTH(fn)                                                    \
 	cmocka_unit_test_setup_teardown(fn, setup_memory, teardown), \
 	cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
 
 int main(void)
 {
@@ -472,6 +482,16 @@ int main(void)
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_file_modes, setup_sqlite, teardown),
 		cmocka_unit_test(test_sqlite_open_failure),
+		/* the PostgreSQL group, last: run when MESHNODE_TEST_PG is set */
+		PG(test_crud),
+		PG(test_email_conflicts),
+		PG(test_email_conflicts_ignore_case),
+		PG(test_email_uniqueness_through_churn),
+		PG(test_list_paging),
+		PG(test_concurrent_creates),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	const size_t n_pg = 6, n = sizeof(tests) / sizeof(tests[0]);
+
+	return _cmocka_run_group_tests("test_users_repo", tests,
+				       n - test_pg_skipped("test_users_repo", n_pg), NULL, NULL);
 }
