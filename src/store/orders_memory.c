@@ -12,6 +12,7 @@
 #include "core/array.h"
 #include "core/clock.h"
 #include "store/drivers.h"
+#include "store/memory_rows.h"
 
 struct memory_event {
 	struct outbox_event e;
@@ -41,19 +42,7 @@ static struct memory_repo *outbox_repo(struct outbox *o)
 /* Index of 'id', or -1. Called with the lock held. */
 static ssize_t find(const struct memory_repo *m, int64_t id)
 {
-	size_t lo = 0, hi = m->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (m->orders[mid].id == id)
-			return (ssize_t)mid;
-		if (m->orders[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return memory_rows_find(m->orders, m->n, sizeof(*m->orders), offsetof(struct order, id), id);
 }
 
 static bool event_id_taken(const struct memory_repo *m, const char *event_id)
@@ -287,37 +276,27 @@ static enum mn_err mem_get(struct orders_repo *r, int64_t id, struct order *out)
 	return err;
 }
 
+static enum mn_err order_copy(void *dst, const void *src)
+{
+	const struct order *o = src;
+
+	return order_set(dst, o->id, o->user_id, o->product, o->quantity);
+}
+
+static void orders_release(void *orders, size_t n)
+{
+	order_list_free(orders, n);
+}
+
 static enum mn_err mem_list(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
 			    size_t *n)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
-	enum mn_err err = MN_OK;
-	size_t count = 0;
+	enum mn_err err;
 
-	*out = NULL;
-	*n = 0;
 	pthread_rwlock_rdlock(&m->lock);
-	if (offset < m->n)
-		count = m->n - offset < limit ? m->n - offset : limit;
-	if (count == 0)
-		goto out_unlock;
-	*out = calloc(count, sizeof(**out));
-	if (*out == NULL) {
-		err = MN_NOMEM;
-		goto out_unlock;
-	}
-	for (size_t i = 0; i < count; i++) {
-		const struct order *o = &m->orders[offset + i];
-
-		err = order_set(&(*out)[i], o->id, o->user_id, o->product, o->quantity);
-		if (err != MN_OK) {
-			order_list_free(*out, i);
-			*out = NULL;
-			goto out_unlock;
-		}
-	}
-	*n = count;
-out_unlock:
+	err = memory_rows_page(m->orders, m->n, sizeof(**out), limit, offset, order_copy, orders_release,
+			       (void **)out, n);
 	pthread_rwlock_unlock(&m->lock);
 	return err;
 }
