@@ -295,6 +295,12 @@ enum mn_err pg_pool_exec(struct pg_pool *p, const struct pg_stmt *st, const char
 			 struct pg_writes *writes, const char *what, PGresult **res, char *err,
 			 size_t errlen);
 
+/* The row of 'st' (its $1 the id) into 'out' with row(res, 0, out), on a
+ * connection taken for it; MN_NOT_FOUND when there is none. As
+ * sqlite_pool_get() for SQLite. */
+enum mn_err pg_pool_get(struct pg_pool *p, const struct pg_stmt *st, int64_t id, const char *what,
+			enum mn_err (*row)(const PGresult *res, int i, void *out), void *out);
+
 /* A page of rows from 'st' (its $1 the limit, $2 the offset): *out a new
  * array of *n elements of 'size' bytes, element i filled by row(res, i,
  * element) (NULL and 0 for no row); when one fails, release(elements,

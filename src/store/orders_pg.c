@@ -281,16 +281,8 @@ static enum mn_err pg_outbox_prune(struct outbox *o, int64_t sent_before_ms,
 static enum mn_err pg_get(struct orders_repo *repo, int64_t id, struct order *out)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct pg_num n;
-	const char *params[] = {pg_num(&n, id)};
-	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_get, params, NULL, "orders select", &r,
-				       NULL, 0);
 
-	if (err == MN_OK)
-		err = PQntuples(r) == 1 ? row_to_order(r, 0, out) : MN_NOT_FOUND;
-	PQclear(r);
-	return err;
+	return pg_pool_get(s->pg.pool, &st_get, id, "orders select", row_to_order, out);
 }
 
 static enum mn_err pg_list(struct orders_repo *repo, size_t limit, size_t offset,

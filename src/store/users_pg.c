@@ -53,16 +53,8 @@ static enum mn_err pg_create(struct users_repo *repo, const char *name, const ch
 static enum mn_err pg_get(struct users_repo *repo, int64_t id, struct user *out)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct pg_num n;
-	const char *params[] = {pg_num(&n, id)};
-	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_get, params, NULL, "users select", &r,
-				       NULL, 0);
 
-	if (err == MN_OK)
-		err = PQntuples(r) == 1 ? row_to_user(r, 0, out) : MN_NOT_FOUND;
-	PQclear(r);
-	return err;
+	return pg_pool_get(s->pg.pool, &st_get, id, "users select", row_to_user, out);
 }
 
 static enum mn_err pg_list(struct users_repo *repo, size_t limit, size_t offset, struct user **out,
