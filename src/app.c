@@ -24,7 +24,7 @@
 #include "orders/orders_handlers.h"
 #include "orders/orders_service.h"
 #include "store/store_metrics.h"
-#include "store/store_open.h"
+#include "store/store.h"
 #include "http/system_handlers.h"
 #include "metrics/metrics.h"
 #include "events/events_metrics.h"
@@ -58,7 +58,7 @@ struct app {
 	const struct config *cfg;    /* the boot config: static settings */
 	struct config_store *store;  /* the config in force (the live engine's) */
 	struct app_metrics m;
-	struct store_repos db;       /* the repositories and the store's probe */
+	struct store db;             /* the repositories and the store's probe */
 	struct users_service *users;
 	struct orders_service *orders;
 	struct users_peer_http users_peer_http;
@@ -169,7 +169,7 @@ static enum mn_err routes_setup(struct app *app)
 			return MN_NOMEM;
 		struct events_publisher_opts eo = app->m.events;
 
-		eo.repo = app->db.orders;
+		eo.source = app->db.outbox;
 		eo.resolver = app->resolver;
 		eo.settings = config_view_events_settings;
 		eo.ctx = app->store;

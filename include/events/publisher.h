@@ -1,5 +1,5 @@
 /* The events publisher: one thread that sends the events of the outbox
- * (store/orders_repo.h) to RabbitMQ with rabbitmq-c, oldest first, over
+ * (orders/outbox.h) to RabbitMQ with rabbitmq-c, oldest first, over
  * one persistent connection: a durable queue (events.queue), persistent
  * JSON messages whose message_id is the event's id, publisher confirms,
  * and an event marked sent only once the broker confirmed it. A batch is
@@ -31,7 +31,7 @@
 
 #include "metrics/metrics.h"
 #include "peers/resolver.h"
-#include "store/orders_repo.h"
+#include "orders/outbox.h"
 
 struct events_settings {
 	bool enabled;
@@ -61,7 +61,7 @@ struct events_status {
 struct events_broker;
 
 struct events_publisher_opts {
-	struct orders_repo *repo;            /* borrowed */
+	struct outbox *source;               /* borrowed: the events to send */
 	struct resolver *resolver;           /* borrowed; NULL: broker_address only */
 	/* The settings in force, copied into *out; called on the publisher's
 	 * thread each round. */
@@ -127,10 +127,10 @@ void events_prune_observe(struct events_prune *pr, int64_t oldest_sent_ms);
  * leaves the next one due at once (the caller yields between two), a
  * partial one or an error EVENTS_PRUNE_EVERY_MS later at the soonest; a
  * partial one also forgets the oldest observed (all that was due went):
- * the next observation says when more is due. Returns the repository's
+ * the next observation says when more is due. Returns the outbox's
  * error, with err (optional) saying why. Exposed for unit tests, which
  * drive it with their own clocks. */
-enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
+enum mn_err events_prune_step(struct events_prune *pr, struct outbox *outbox, uint64_t now_ms,
 			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
 			      size_t errlen);
 

@@ -13,7 +13,7 @@
 #include "events/publisher.h"
 #include "http/router.h"
 #include "metrics/metrics.h"
-#include "store/store_open.h"
+#include "store/store.h"
 
 /* All borrowed. The pointers that may be NULL may also be set after
  * system_handlers_register(), as what they point to is started. */
@@ -21,7 +21,7 @@ struct system_handlers {
 	struct config_store *config;	 /* the config in force: /config, /ready */
 	struct metrics *metrics;	 /* rendered by /metrics */
 	const atomic_bool *stopping;	 /* true: /ready answers 503 "stopping" */
-	struct store_repos *store;	 /* NULL, or no probe: /ready says nothing of it */
+	struct store *store;	 /* NULL, or no probe: /ready says nothing of it */
 	struct registrar *_Atomic registrar; /* NULL: this node does not register; set
 					      * while the server runs */
 	struct events_publisher *events; /* NULL: no events; /health's "events" */

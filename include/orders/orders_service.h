@@ -11,7 +11,7 @@
 
 #include "orders/order.h"
 #include "orders/users_peer.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 #define ORDERS_LIMIT_DEFAULT 50
 #define ORDERS_LIMIT_MAX     1000

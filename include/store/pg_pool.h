@@ -295,6 +295,12 @@ enum mn_err pg_pool_exec(struct pg_pool *p, const struct pg_stmt *st, const char
 			 struct pg_writes *writes, const char *what, PGresult **res, char *err,
 			 size_t errlen);
 
+/* The row of 'st' (its $1 the id) into 'out' with row(res, 0, out), on a
+ * connection taken for it; MN_NOT_FOUND when there is none. As
+ * sqlite_pool_get() for SQLite. */
+enum mn_err pg_pool_get(struct pg_pool *p, const struct pg_stmt *st, int64_t id, const char *what,
+			enum mn_err (*row)(const PGresult *res, int i, void *out), void *out);
+
 /* A page of rows from 'st' (its $1 the limit, $2 the offset): *out a new
  * array of *n elements of 'size' bytes, element i filled by row(res, i,
  * element) (NULL and 0 for no row); when one fails, release(elements,
@@ -314,12 +320,13 @@ const char *pg_num(struct pg_num *n, int64_t v);
 int64_t pg_cell_int(const PGresult *res, int row, int col);
 
 /* The repository state every PostgreSQL repository has: the shared pool
- * and the write faults of its statements. */
+ * (a reference) and the write faults of its statements (the store's,
+ * borrowed: one per database). */
 struct pg_repo_base {
 	struct pg_pool *pool;
-	struct pg_writes writes;
+	struct pg_writes *writes;
 };
-void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool);
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool, struct pg_writes *writes);
 void pg_repo_base_release(struct pg_repo_base *b);
 
 /* For readiness, from a background probe (never a request's thread):

@@ -43,7 +43,8 @@
 #include "core/error.h"
 #include "store/store_fault.h"
 
-#define SQLITE_POOL_MAX_STMTS	      8
+/* Statements of a pool: those of every repository over the file. */
+#define SQLITE_POOL_MAX_STMTS	      16
 /* Connections of a pool: reads take one each (16 keep the workers of a
  * busy node from queueing for one: bench/RESULTS.md, issue 14). */
 #define SQLITE_POOL_SIZE 16
@@ -142,6 +143,24 @@ enum mn_err sqlite_pool_stuck(struct sqlite_pool *p, char *err, size_t errlen);
 
 /* The write state: the fault of the last write and the failures by kind. */
 void sqlite_pool_health(struct sqlite_pool *p, struct store_health *out);
+
+/* Reads the row of statement 'stmt' (its ?1 the id) on a connection
+ * taken for a request (sqlite_pool_take()) into 'out' with row(); a
+ * statement is its index in the list given to open. MN_NOT_FOUND when
+ * there is none; a failed step as sqlite_pool_read_error() maps it
+ * ('what' names the read in the log). */
+enum mn_err sqlite_pool_get(struct sqlite_pool *p, size_t stmt, int64_t id, const char *what,
+			    enum mn_err (*row)(sqlite3_stmt *st, void *out), void *out);
+
+/* A page of rows from statement 'stmt' (its ?1 the limit, ?2 the offset):
+ * *out a new array of *n elements of 'size' bytes, each filled by
+ * row(st, element) (NULL and 0 for no row); when one fails,
+ * release(elements, filled) frees those filled and its error is
+ * returned. As pg_pool_page() for PostgreSQL. */
+enum mn_err sqlite_pool_page(struct sqlite_pool *p, size_t stmt, size_t limit, size_t offset,
+			     const char *what, size_t size,
+			     enum mn_err (*row)(sqlite3_stmt *st, void *element),
+			     void (*release)(void *elements, size_t n), void **out, size_t *n);
 
 /* Maps a failed read (sqlite3_step() gave neither SQLITE_ROW nor
  * SQLITE_DONE): MN_UNAVAILABLE when the file is busy, MN_NOMEM, MN_IO

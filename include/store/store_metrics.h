@@ -5,18 +5,18 @@
 
 #include "core/error.h"
 #include "metrics/metrics.h"
-#include "store/store_open.h"
+#include "store/store.h"
 
 struct store_metrics {
 	struct metric_family *write_failures; /* {kind} counter */
 	struct metric_family *shed;	      /* {reason} counter */
-	struct store_repos *store;	      /* borrowed; no repository: no series */
+	struct store *store;	      /* borrowed; no repository: no series */
 };
 
 /* Registers the families and their collect callback in 'registry' (which
  * must not outlive 'sm'), for 'store' (borrowed, may be opened later):
  * MN_OK or MN_NOMEM. */
 enum mn_err store_metrics_register(struct store_metrics *sm, struct metrics *registry,
-				   struct store_repos *store);
+				   struct store *store);
 
 #endif

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 #define USERS_LIMIT_DEFAULT 50
 #define USERS_LIMIT_MAX 1000

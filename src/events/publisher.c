@@ -31,7 +31,7 @@
 #define STATS_EVERY_MS 1000
 
 struct events_publisher {
-	struct orders_repo *repo;
+	struct outbox *outbox;
 	struct resolver *resolver;
 	void (*settings)(void *ctx, struct events_settings *out);
 	void *ctx;
@@ -132,7 +132,7 @@ static void update_stats(struct events_publisher *p)
 	uint64_t age = 0, sent_age = 0;
 	char err[256];
 
-	if (orders_repo_outbox_stats(p->repo, &st, err, sizeof(err)) != MN_OK)
+	if (outbox_stats(p->outbox, &st, err, sizeof(err)) != MN_OK)
 		return;
 	events_prune_observe(&p->prune, st.sent ? st.oldest_sent_ms : 0);
 	if (st.pending && st.oldest_pending_ms && now_ms > st.oldest_pending_ms)
@@ -481,7 +481,7 @@ static size_t publish_batch(struct events_publisher *p, const struct events_sett
 	uint64_t first = p->next_tag;
 	char err[256];
 
-	if (orders_repo_outbox_pending(p->repo, s->batch_size, &v, &n, err, sizeof(err)) != MN_OK) {
+	if (outbox_pending(p->outbox, s->batch_size, &v, &n, err, sizeof(err)) != MN_OK) {
 		set_error(p, "cannot read the outbox: %s", err);
 		return 0;
 	}
@@ -521,7 +521,7 @@ static size_t publish_batch(struct events_publisher *p, const struct events_sett
 	}
 	ok = wait_confirms(p, v, n, first, acked, failed);
 	sent = events_confirmed_prefix(acked, failed, n);
-	if (sent && orders_repo_outbox_mark_sent(p->repo, ids, sent,
+	if (sent && outbox_mark_sent(p->outbox, ids, sent,
 						 (int64_t)(clock_wall_seconds() * 1000), err,
 						 sizeof(err)) != MN_OK) {
 		/* confirmed but not marked: they go again, twice at worst */
@@ -559,7 +559,7 @@ void events_prune_observe(struct events_prune *pr, int64_t oldest_sent_ms)
 	pr->oldest_sent_ms = oldest_sent_ms;
 }
 
-enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo, uint64_t now_ms,
+enum mn_err events_prune_step(struct events_prune *pr, struct outbox *outbox, uint64_t now_ms,
 			      int64_t wall_ms, uint64_t retention_ms, size_t *pruned, char *err,
 			      size_t errlen)
 {
@@ -572,7 +572,7 @@ enum mn_err events_prune_step(struct events_prune *pr, struct orders_repo *repo,
 	/* nothing sent is known to be older than the retention: no DELETE */
 	if (!pr->more && (pr->oldest_sent_ms == 0 || pr->oldest_sent_ms > cutoff))
 		return MN_OK;
-	e = orders_repo_outbox_prune(repo, cutoff, EVENTS_PRUNE_BATCH, pruned, err, errlen);
+	e = outbox_prune(outbox, cutoff, EVENTS_PRUNE_BATCH, pruned, err, errlen);
 	pr->total += *pruned;
 	/* a full batch: more may be due, the next one as soon as the caller
 	 * had its turn; otherwise none is older than the cutoff now, and the
@@ -590,7 +590,7 @@ static bool prune(struct events_publisher *p, const struct events_settings *s)
 	size_t pruned;
 	char err[256];
 
-	if (events_prune_step(&p->prune, p->repo, clock_monotonic_ms(),
+	if (events_prune_step(&p->prune, p->outbox, clock_monotonic_ms(),
 			      (int64_t)(clock_wall_seconds() * 1000), s->retention_ms, &pruned, err,
 			      sizeof(err)) != MN_OK) {
 		if (!p->prune_failing)
@@ -683,7 +683,7 @@ struct events_publisher *events_publisher_start(const struct events_publisher_op
 
 	if (p == NULL)
 		return NULL;
-	p->repo = o->repo;
+	p->outbox = o->source;
 	p->resolver = o->resolver;
 	p->settings = o->settings;
 	p->ctx = o->ctx;

@@ -37,7 +37,7 @@ const struct migration store_migrations[] = {
 			    " quantity bigint NOT NULL)",
 	},
 	/* The events an order's transaction stores for the publisher to
-	 * send (store/orders_repo.h). Sent rows stay until pruned, so the
+	 * send (orders/orders_repo.h). Sent rows stay until pruned, so the
 	 * table may hold millions of them; the publisher reads the pending
 	 * ones by id, which the partial index keeps to a walk of the pending
 	 * rows alone. */

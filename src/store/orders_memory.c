@@ -4,13 +4,15 @@
  * keeps the order). */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 
 #include "core/array.h"
 #include "core/clock.h"
-#include "store/orders_repo.h"
+#include "store/drivers.h"
+#include "store/memory_rows.h"
 
 struct memory_event {
 	struct outbox_event e;
@@ -20,6 +22,7 @@ struct memory_event {
 
 struct memory_repo {
 	struct orders_repo base;
+	struct outbox outbox; /* over the same tables */
 	pthread_rwlock_t lock;
 	struct order *orders;
 	size_t n;
@@ -31,22 +34,15 @@ struct memory_repo {
 	int64_t next_event_id;
 };
 
+static struct memory_repo *outbox_repo(struct outbox *o)
+{
+	return (struct memory_repo *)((char *)o - offsetof(struct memory_repo, outbox));
+}
+
 /* Index of 'id', or -1. Called with the lock held. */
 static ssize_t find(const struct memory_repo *m, int64_t id)
 {
-	size_t lo = 0, hi = m->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (m->orders[mid].id == id)
-			return (ssize_t)mid;
-		if (m->orders[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return memory_rows_find(m->orders, m->n, sizeof(*m->orders), offsetof(struct order, id), id);
 }
 
 static bool event_id_taken(const struct memory_repo *m, const char *event_id)
@@ -126,11 +122,11 @@ out_unlock:
 	return err;
 }
 
-static enum mn_err mem_outbox_pending(struct orders_repo *r, size_t limit,
+static enum mn_err mem_outbox_pending(struct outbox *o, size_t limit,
 				      struct outbox_event **out, size_t *n, char *errbuf,
 				      size_t errlen)
 {
-	struct memory_repo *m = (struct memory_repo *)r;
+	struct memory_repo *m = outbox_repo(o);
 	struct outbox_event *v = NULL;
 	enum mn_err err = MN_OK;
 	size_t count = 0, pending = 0;
@@ -194,10 +190,10 @@ static ssize_t event_find(const struct memory_repo *m, int64_t id)
 	return -1;
 }
 
-static enum mn_err mem_outbox_mark_sent(struct orders_repo *r, const int64_t *ids, size_t n,
+static enum mn_err mem_outbox_mark_sent(struct outbox *o, const int64_t *ids, size_t n,
 					int64_t now_ms, char *errbuf, size_t errlen)
 {
-	struct memory_repo *m = (struct memory_repo *)r;
+	struct memory_repo *m = outbox_repo(o);
 
 	(void)errbuf; /* nothing here can fail */
 	(void)errlen;
@@ -214,10 +210,10 @@ static enum mn_err mem_outbox_mark_sent(struct orders_repo *r, const int64_t *id
 	return MN_OK;
 }
 
-static enum mn_err mem_outbox_stats(struct orders_repo *r, struct outbox_stats *out, char *errbuf,
+static enum mn_err mem_outbox_stats(struct outbox *o, struct outbox_stats *out, char *errbuf,
 				    size_t errlen)
 {
-	struct memory_repo *m = (struct memory_repo *)r;
+	struct memory_repo *m = outbox_repo(o);
 
 	(void)errbuf;
 	(void)errlen;
@@ -237,10 +233,10 @@ static enum mn_err mem_outbox_stats(struct orders_repo *r, struct outbox_stats *
 	return MN_OK;
 }
 
-static enum mn_err mem_outbox_prune(struct orders_repo *r, int64_t sent_before_ms, size_t max_rows,
+static enum mn_err mem_outbox_prune(struct outbox *o, int64_t sent_before_ms, size_t max_rows,
 				    size_t *pruned, char *errbuf, size_t errlen)
 {
-	struct memory_repo *m = (struct memory_repo *)r;
+	struct memory_repo *m = outbox_repo(o);
 	size_t kept = 0, gone = 0;
 
 	(void)errbuf;
@@ -280,53 +276,29 @@ static enum mn_err mem_get(struct orders_repo *r, int64_t id, struct order *out)
 	return err;
 }
 
+static enum mn_err order_copy(void *dst, const void *src)
+{
+	const struct order *o = src;
+
+	return order_set(dst, o->id, o->user_id, o->product, o->quantity);
+}
+
+static void orders_release(void *orders, size_t n)
+{
+	order_list_free(orders, n);
+}
+
 static enum mn_err mem_list(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
 			    size_t *n)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
-	enum mn_err err = MN_OK;
-	size_t count = 0;
+	enum mn_err err;
 
-	*out = NULL;
-	*n = 0;
 	pthread_rwlock_rdlock(&m->lock);
-	if (offset < m->n)
-		count = m->n - offset < limit ? m->n - offset : limit;
-	if (count == 0)
-		goto out_unlock;
-	*out = calloc(count, sizeof(**out));
-	if (*out == NULL) {
-		err = MN_NOMEM;
-		goto out_unlock;
-	}
-	for (size_t i = 0; i < count; i++) {
-		const struct order *o = &m->orders[offset + i];
-
-		err = order_set(&(*out)[i], o->id, o->user_id, o->product, o->quantity);
-		if (err != MN_OK) {
-			order_list_free(*out, i);
-			*out = NULL;
-			goto out_unlock;
-		}
-	}
-	*n = count;
-out_unlock:
+	err = memory_rows_page(m->orders, m->n, sizeof(**out), limit, offset, order_copy, orders_release,
+			       (void **)out, n);
 	pthread_rwlock_unlock(&m->lock);
 	return err;
-}
-
-static enum mn_err mem_ping(struct orders_repo *r, char *err, size_t errlen)
-{
-	(void)r;
-	(void)err;
-	(void)errlen;
-	return MN_OK;
-}
-
-static void mem_health(struct orders_repo *r, struct store_health *out)
-{
-	(void)r;
-	*out = (struct store_health){.fault = STORE_FAULT_NONE};
 }
 
 static void mem_destroy(struct orders_repo *r)
@@ -345,22 +317,26 @@ static const struct orders_repo_ops memory_ops = {
 	.create = mem_create,
 	.get = mem_get,
 	.list = mem_list,
-	.ping = mem_ping,
-	.health = mem_health,
-	.outbox_pending = mem_outbox_pending,
-	.outbox_mark_sent = mem_outbox_mark_sent,
-	.outbox_stats = mem_outbox_stats,
-	.outbox_prune = mem_outbox_prune,
 	.destroy = mem_destroy,
 };
 
-struct orders_repo *orders_repo_memory_create(void)
+static const struct outbox_ops mem_outbox_ops = {
+	.pending = mem_outbox_pending,
+	.mark_sent = mem_outbox_mark_sent,
+	.stats = mem_outbox_stats,
+	.prune = mem_outbox_prune,
+};
+
+struct orders_repo *orders_repo_memory_create(struct outbox **outbox)
 {
 	struct memory_repo *m = calloc(1, sizeof(*m));
 
 	if (m == NULL)
 		return NULL;
 	m->base.ops = &memory_ops;
+	m->outbox.ops = &mem_outbox_ops;
+	if (outbox)
+		*outbox = &m->outbox;
 	m->next_id = 1;
 	m->next_event_id = 1;
 	pthread_rwlock_init(&m->lock, NULL);

@@ -2,11 +2,12 @@
  * pool (store/pg_pool.h); ids from an identity column (store/migrate.h). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
-#include "store/orders_repo.h"
+#include "store/drivers.h"
 #include "store/pg_pool.h"
 
 static const struct pg_stmt st_insert = {
@@ -55,8 +56,14 @@ static const struct pg_stmt st_prune = {
 
 struct pg_repo {
 	struct orders_repo base;
+	struct outbox outbox; /* over the same tables */
 	struct pg_repo_base pg;
 };
+
+static struct pg_repo *outbox_repo(struct outbox *o)
+{
+	return (struct pg_repo *)((char *)o - offsetof(struct pg_repo, outbox));
+}
 
 static enum mn_err row_to_order(const PGresult *r, int row, void *out)
 {
@@ -77,7 +84,7 @@ static enum mn_err insert_order(struct pg_repo *s, struct pg_conn *c, int64_t us
 	struct pg_num u, q;
 	const char *params[] = {pg_num(&u, user_id), product, pg_num(&q, quantity)};
 	PGresult *r;
-	enum mn_err err = pg_conn_exec(s->pg.pool, c, &st_insert, params, &s->pg.writes,
+	enum mn_err err = pg_conn_exec(s->pg.pool, c, &st_insert, params, s->pg.writes,
 				       "orders insert", &r, errbuf, errlen);
 
 	if (err == MN_OK)
@@ -109,7 +116,7 @@ static enum mn_err insert_event(struct pg_repo *s, struct pg_conn *c, const char
 			   errlen);
 	PQclear(r);
 	if (err == MN_OK) {
-		err = pg_conn_exec(s->pg.pool, c, &st_event_insert, params, &s->pg.writes,
+		err = pg_conn_exec(s->pg.pool, c, &st_event_insert, params, s->pg.writes,
 				   "outbox insert", &r, errbuf, errlen);
 		PQclear(r);
 	}
@@ -145,7 +152,7 @@ static enum mn_err pg_create(struct orders_repo *repo, int64_t user_id, const ch
 	if (err == MN_OK)
 		err = insert_event(s, c, event_id, &o, errbuf, errlen);
 	if (err == MN_OK)
-		err = pg_conn_commit(s->pg.pool, c, &s->pg.writes, "orders insert with event",
+		err = pg_conn_commit(s->pg.pool, c, s->pg.writes, "orders insert with event",
 				     errbuf, errlen);
 	if (err != MN_OK) {
 		pg_conn_rollback(s->pg.pool, c);
@@ -182,11 +189,11 @@ static void events_release(void *events, size_t n)
 	outbox_events_free(events, n);
 }
 
-static enum mn_err pg_outbox_pending(struct orders_repo *repo, size_t limit,
+static enum mn_err pg_outbox_pending(struct outbox *o, size_t limit,
 				     struct outbox_event **out, size_t *n, char *errbuf,
 				     size_t errlen)
 {
-	struct pg_repo *s = (struct pg_repo *)repo;
+	struct pg_repo *s = outbox_repo(o);
 	enum mn_err err =
 		pg_pool_page(s->pg.pool, &st_pending, limit, 0, "outbox pending", sizeof(**out),
 			     row_to_event, events_release, (void **)out, n);
@@ -195,10 +202,10 @@ static enum mn_err pg_outbox_pending(struct orders_repo *repo, size_t limit,
 }
 
 /* One statement for the batch: the ids as an array literal, "{1,2,3}". */
-static enum mn_err pg_outbox_mark_sent(struct orders_repo *repo, const int64_t *ids, size_t n,
+static enum mn_err pg_outbox_mark_sent(struct outbox *o, const int64_t *ids, size_t n,
 				       int64_t now_ms, char *errbuf, size_t errlen)
 {
-	struct pg_repo *s = (struct pg_repo *)repo;
+	struct pg_repo *s = outbox_repo(o);
 	struct pg_num at;
 	size_t cap, len = 0;
 	const char *params[2];
@@ -221,17 +228,17 @@ static enum mn_err pg_outbox_mark_sent(struct orders_repo *repo, const int64_t *
 	list[len] = '\0';
 	params[0] = list;
 	params[1] = pg_num(&at, now_ms);
-	err = pg_pool_exec(s->pg.pool, &st_mark_sent, params, &s->pg.writes, "outbox mark sent", &r,
+	err = pg_pool_exec(s->pg.pool, &st_mark_sent, params, s->pg.writes, "outbox mark sent", &r,
 			   errbuf, errlen);
 	PQclear(r);
 	free(list);
 	return err;
 }
 
-static enum mn_err pg_outbox_stats(struct orders_repo *repo, struct outbox_stats *out, char *errbuf,
+static enum mn_err pg_outbox_stats(struct outbox *o, struct outbox_stats *out, char *errbuf,
 				   size_t errlen)
 {
-	struct pg_repo *s = (struct pg_repo *)repo;
+	struct pg_repo *s = outbox_repo(o);
 	PGresult *r;
 	enum mn_err err =
 		pg_pool_exec(s->pg.pool, &st_stats, NULL, NULL, "outbox stats", &r, errbuf, errlen);
@@ -249,10 +256,10 @@ static enum mn_err pg_outbox_stats(struct orders_repo *repo, struct outbox_stats
 	return err;
 }
 
-static enum mn_err pg_outbox_prune(struct orders_repo *repo, int64_t sent_before_ms,
+static enum mn_err pg_outbox_prune(struct outbox *o, int64_t sent_before_ms,
 				   size_t max_rows, size_t *pruned, char *errbuf, size_t errlen)
 {
-	struct pg_repo *s = (struct pg_repo *)repo;
+	struct pg_repo *s = outbox_repo(o);
 	struct pg_num before, rows;
 	const char *params[] = {
 		pg_num(&before, sent_before_ms),
@@ -263,7 +270,7 @@ static enum mn_err pg_outbox_prune(struct orders_repo *repo, int64_t sent_before
 	*pruned = 0;
 	if (max_rows == 0)
 		return MN_OK;
-	err = pg_pool_exec(s->pg.pool, &st_prune, params, &s->pg.writes, "outbox prune", &r, errbuf,
+	err = pg_pool_exec(s->pg.pool, &st_prune, params, s->pg.writes, "outbox prune", &r, errbuf,
 			   errlen);
 	if (err == MN_OK)
 		*pruned = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
@@ -274,16 +281,8 @@ static enum mn_err pg_outbox_prune(struct orders_repo *repo, int64_t sent_before
 static enum mn_err pg_get(struct orders_repo *repo, int64_t id, struct order *out)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct pg_num n;
-	const char *params[] = {pg_num(&n, id)};
-	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_get, params, NULL, "orders select", &r,
-				       NULL, 0);
 
-	if (err == MN_OK)
-		err = PQntuples(r) == 1 ? row_to_order(r, 0, out) : MN_NOT_FOUND;
-	PQclear(r);
-	return err;
+	return pg_pool_get(s->pg.pool, &st_get, id, "orders select", row_to_order, out);
 }
 
 static enum mn_err pg_list(struct orders_repo *repo, size_t limit, size_t offset,
@@ -293,16 +292,6 @@ static enum mn_err pg_list(struct orders_repo *repo, size_t limit, size_t offset
 
 	return pg_pool_page(s->pg.pool, &st_list, limit, offset, "orders list", sizeof(**out),
 			    row_to_order, orders_release, (void **)out, n);
-}
-
-static enum mn_err pg_ping(struct orders_repo *repo, char *err, size_t errlen)
-{
-	return pg_pool_ping(((struct pg_repo *)repo)->pg.pool, err, errlen);
-}
-
-static void pg_health(struct orders_repo *repo, struct store_health *out)
-{
-	pg_writes_health(&((struct pg_repo *)repo)->pg.writes, out);
 }
 
 static void pg_destroy(struct orders_repo *repo)
@@ -317,22 +306,27 @@ static const struct orders_repo_ops pg_ops = {
 	.create = pg_create,
 	.get = pg_get,
 	.list = pg_list,
-	.ping = pg_ping,
-	.health = pg_health,
-	.outbox_pending = pg_outbox_pending,
-	.outbox_mark_sent = pg_outbox_mark_sent,
-	.outbox_stats = pg_outbox_stats,
-	.outbox_prune = pg_outbox_prune,
 	.destroy = pg_destroy,
 };
 
-struct orders_repo *orders_repo_pg_open(struct pg_pool *pool)
+static const struct outbox_ops pg_outbox_ops = {
+	.pending = pg_outbox_pending,
+	.mark_sent = pg_outbox_mark_sent,
+	.stats = pg_outbox_stats,
+	.prune = pg_outbox_prune,
+};
+
+struct orders_repo *orders_repo_pg_new(struct pg_pool *pool, struct pg_writes *writes,
+				       struct outbox **outbox)
 {
 	struct pg_repo *s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
 		return NULL;
 	s->base.ops = &pg_ops;
-	pg_repo_base_init(&s->pg, pool);
+	s->outbox.ops = &pg_outbox_ops;
+	if (outbox)
+		*outbox = &s->outbox;
+	pg_repo_base_init(&s->pg, pool, writes);
 	return &s->base;
 }

@@ -3,12 +3,12 @@
  * sharing rules and the write state. */
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
-
-#include "store/orders_repo.h"
+#include "store/drivers.h"
 #include "store/sqlite_pool.h"
 
 enum stmt {
@@ -23,7 +23,7 @@ enum stmt {
 	ST_COUNT
 };
 
-static const char *const stmt_sql[ST_COUNT] = {
+const char *const orders_sqlite_stmts[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO orders (user_id, product, quantity) VALUES (?1, ?2, ?3)",
 	[ST_GET] = "SELECT id, user_id, product, quantity FROM orders WHERE id = ?1",
 	[ST_LIST] = "SELECT id, user_id, product, quantity FROM orders ORDER BY id"
@@ -47,14 +47,23 @@ static const char *const stmt_sql[ST_COUNT] = {
 		     " WHERE sent_ms IS NOT NULL AND sent_ms < ?1 ORDER BY sent_ms, id LIMIT ?2)",
 };
 
+const size_t orders_sqlite_stmt_count = ST_COUNT;
+
 /* The tables are made by the store's migrations (store/migrate.h). */
 
 struct sqlite_repo {
 	struct orders_repo base;
-	struct sqlite_pool *pool;
+	struct outbox outbox; /* over the same tables */
+	struct sqlite_pool *pool; /* the store's, borrowed */
+	size_t first;		  /* of its statements in the pool's */
 };
 
-static enum mn_err row_to_order(sqlite3_stmt *st, struct order *out)
+static struct sqlite_repo *outbox_repo(struct outbox *o)
+{
+	return (struct sqlite_repo *)((char *)o - offsetof(struct sqlite_repo, outbox));
+}
+
+static enum mn_err row_to_order(sqlite3_stmt *st, void *out)
 {
 	const char *product = (const char *)sqlite3_column_text(st, 2);
 
@@ -90,6 +99,7 @@ static enum mn_err row_to_event(sqlite3_stmt *st, struct outbox_event *out)
  * commit keeps ids in commit order (the publisher's order). */
 struct order_write {
 	struct sqlite_write base;
+	size_t first; /* the repository's first statement */
 	int64_t user_id;
 	const char *product;
 	int64_t quantity;
@@ -100,7 +110,7 @@ struct order_write {
 static int run_order_write(struct sqlite_conn *c, struct sqlite_write *w)
 {
 	struct order_write *ow = (struct order_write *)w;
-	sqlite3_stmt *st = c->stmt[ST_INSERT];
+	sqlite3_stmt *st = c->stmt[ow->first + ST_INSERT];
 	struct order o;
 	char *body;
 	int rc;
@@ -120,7 +130,7 @@ static int run_order_write(struct sqlite_conn *c, struct sqlite_write *w)
 	body = order_created_json(&o);
 	if (body == NULL)
 		return SQLITE_NOMEM;
-	st = c->stmt[ST_EVENT_INSERT];
+	st = c->stmt[ow->first + ST_EVENT_INSERT];
 	sqlite3_bind_text(st, 1, ow->event_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, "OrderCreated", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
@@ -140,6 +150,7 @@ static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char 
 	struct order_write ow = {
 		.base = {.run = run_order_write,
 			 .what = event_id ? "orders insert with event" : "orders insert"},
+		.first = s->first,
 		.user_id = user_id,
 		.product = product,
 		.quantity = quantity,
@@ -152,10 +163,10 @@ static enum mn_err sq_create(struct orders_repo *r, int64_t user_id, const char 
 	return order_set(out, ow.id, user_id, product, quantity);
 }
 
-static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct outbox_event **out,
+static enum mn_err sq_outbox_pending(struct outbox *o, size_t limit, struct outbox_event **out,
 				     size_t *n, char *errbuf, size_t errlen)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_repo *s = outbox_repo(o);
 	struct sqlite_conn *c;
 	sqlite3_stmt *st;
 	struct outbox_event *events;
@@ -171,7 +182,7 @@ static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct
 	if (events == NULL)
 		return mn_error(errbuf, errlen, MN_NOMEM, "internal error");
 	c = sqlite_pool_acquire(s->pool);
-	st = c->stmt[ST_PENDING];
+	st = c->stmt[s->first + ST_PENDING];
 	sqlite3_bind_int64(st, 1, limit > INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
 	while (count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		/* counted first: a half-filled event is freed with the rest */
@@ -195,6 +206,7 @@ static enum mn_err sq_outbox_pending(struct orders_repo *r, size_t limit, struct
 /* The publisher's batch of ids, marked sent in one write. */
 struct mark_sent_write {
 	struct sqlite_write base;
+	size_t first; /* the repository's first statement */
 	const int64_t *ids;
 	size_t n;
 	int64_t now_ms;
@@ -203,7 +215,7 @@ struct mark_sent_write {
 static int run_mark_sent(struct sqlite_conn *c, struct sqlite_write *w)
 {
 	struct mark_sent_write *m = (struct mark_sent_write *)w;
-	sqlite3_stmt *st = c->stmt[ST_MARK_SENT];
+	sqlite3_stmt *st = c->stmt[m->first + ST_MARK_SENT];
 	int rc = SQLITE_DONE;
 
 	for (size_t i = 0; i < m->n && rc == SQLITE_DONE; i++) {
@@ -216,12 +228,13 @@ static int run_mark_sent(struct sqlite_conn *c, struct sqlite_write *w)
 }
 
 /* One transaction for the batch: one append to the WAL, not one per event. */
-static enum mn_err sq_outbox_mark_sent(struct orders_repo *r, const int64_t *ids, size_t n,
+static enum mn_err sq_outbox_mark_sent(struct outbox *o, const int64_t *ids, size_t n,
 				       int64_t now_ms, char *errbuf, size_t errlen)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_repo *s = outbox_repo(o);
 	struct mark_sent_write m = {
 		.base = {.run = run_mark_sent, .what = "outbox mark sent"},
+		.first = s->first,
 		.ids = ids,
 		.n = n,
 		.now_ms = now_ms,
@@ -232,12 +245,12 @@ static enum mn_err sq_outbox_mark_sent(struct orders_repo *r, const int64_t *ids
 	return sqlite_pool_write(s->pool, &m.base, errbuf, errlen);
 }
 
-static enum mn_err sq_outbox_stats(struct orders_repo *r, struct outbox_stats *out, char *errbuf,
+static enum mn_err sq_outbox_stats(struct outbox *o, struct outbox_stats *out, char *errbuf,
 				   size_t errlen)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_repo *s = outbox_repo(o);
 	struct sqlite_conn *c = sqlite_pool_acquire(s->pool);
-	sqlite3_stmt *st = c->stmt[ST_STATS];
+	sqlite3_stmt *st = c->stmt[s->first + ST_STATS];
 	enum mn_err err = MN_OK;
 	int rc = sqlite3_step(st);
 
@@ -258,6 +271,7 @@ static enum mn_err sq_outbox_stats(struct orders_repo *r, struct outbox_stats *o
 
 struct prune_write {
 	struct sqlite_write base;
+	size_t first; /* the repository's first statement */
 	int64_t sent_before_ms;
 	size_t max_rows;
 };
@@ -265,7 +279,7 @@ struct prune_write {
 static int run_prune(struct sqlite_conn *c, struct sqlite_write *w)
 {
 	struct prune_write *pw = (struct prune_write *)w;
-	sqlite3_stmt *st = c->stmt[ST_PRUNE];
+	sqlite3_stmt *st = c->stmt[pw->first + ST_PRUNE];
 	int rc;
 
 	sqlite3_bind_int64(st, 1, pw->sent_before_ms);
@@ -276,12 +290,13 @@ static int run_prune(struct sqlite_conn *c, struct sqlite_write *w)
 	return rc;
 }
 
-static enum mn_err sq_outbox_prune(struct orders_repo *r, int64_t sent_before_ms, size_t max_rows,
+static enum mn_err sq_outbox_prune(struct outbox *o, int64_t sent_before_ms, size_t max_rows,
 				   size_t *pruned, char *errbuf, size_t errlen)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
+	struct sqlite_repo *s = outbox_repo(o);
 	struct prune_write pw = {
 		.base = {.run = run_prune, .what = "outbox prune"},
+		.first = s->first,
 		.sent_before_ms = sent_before_ms,
 		.max_rows = max_rows,
 	};
@@ -299,122 +314,55 @@ static enum mn_err sq_outbox_prune(struct orders_repo *r, int64_t sent_before_ms
 static enum mn_err sq_get(struct orders_repo *r, int64_t id, struct order *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
-	enum mn_err err;
-	int rc;
 
-	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
-		return err;
-	st = c->stmt[ST_GET];
-	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		err = row_to_order(st, out);
-	else if (rc == SQLITE_DONE)
-		err = MN_NOT_FOUND;
-	else
-		err = sqlite_pool_read_error(c, rc, "orders select");
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_get(s->pool, s->first + ST_GET, id, "orders select", row_to_order, out);
+}
+
+static void orders_release(void *orders, size_t n)
+{
+	order_list_free(orders, n);
 }
 
 static enum mn_err sq_list(struct orders_repo *r, size_t limit, size_t offset, struct order **out,
 			   size_t *n)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
-	struct order *orders = NULL;
-	enum mn_err err = MN_OK;
-	size_t count = 0;
-	int rc = SQLITE_DONE;
 
-	*out = NULL;
-	*n = 0;
-	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
-		return err;
-	st = c->stmt[ST_LIST];
-	if (limit == 0)
-		goto out_release;
-	orders = calloc(limit, sizeof(*orders));
-	if (orders == NULL) {
-		err = MN_NOMEM;
-		goto out_release;
-	}
-	sqlite3_bind_int64(st, 1, limit > INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
-	sqlite3_bind_int64(st, 2, offset > INT64_MAX ? INT64_MAX : (sqlite3_int64)offset);
-	while (count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		err = row_to_order(st, &orders[count]);
-		if (err != MN_OK)
-			break;
-		count++;
-	}
-	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = sqlite_pool_read_error(c, rc, "orders list");
-	sqlite3_reset(st);
-	if (err != MN_OK || count == 0) {
-		order_list_free(orders, count);
-		goto out_release;
-	}
-	*out = orders;
-	*n = count;
-out_release:
-	sqlite_pool_release(s->pool, c);
-	return err;
-}
-
-static enum mn_err sq_ping(struct orders_repo *r, char *err, size_t errlen)
-{
-	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool, err, errlen);
-}
-
-static void sq_health(struct orders_repo *r, struct store_health *out)
-{
-	sqlite_pool_health(((struct sqlite_repo *)r)->pool, out);
+	return sqlite_pool_page(s->pool, s->first + ST_LIST, limit, offset, "orders list",
+				sizeof(**out), row_to_order, orders_release, (void **)out, n);
 }
 
 static void sq_destroy(struct orders_repo *r)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
-
-	sqlite_pool_close(s->pool);
-	free(s);
+	free(r);
 }
 
 static const struct orders_repo_ops sqlite_ops = {
 	.create = sq_create,
 	.get = sq_get,
 	.list = sq_list,
-	.ping = sq_ping,
-	.health = sq_health,
-	.outbox_pending = sq_outbox_pending,
-	.outbox_mark_sent = sq_outbox_mark_sent,
-	.outbox_stats = sq_outbox_stats,
-	.outbox_prune = sq_outbox_prune,
 	.destroy = sq_destroy,
 };
 
-struct orders_repo *orders_repo_sqlite_open(const char *path, char *err, size_t errlen)
-{
-	return orders_repo_sqlite_open_with(path, NULL, err, errlen);
-}
+static const struct outbox_ops sq_outbox_ops = {
+	.pending = sq_outbox_pending,
+	.mark_sent = sq_outbox_mark_sent,
+	.stats = sq_outbox_stats,
+	.prune = sq_outbox_prune,
+};
 
-struct orders_repo *orders_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
-					   char *err, size_t errlen)
+struct orders_repo *orders_repo_sqlite_new(struct sqlite_pool *pool, size_t first,
+					   struct outbox **outbox)
 {
 	struct sqlite_repo *s = calloc(1, sizeof(*s));
 
-	if (s == NULL) {
-		mn_error(err, errlen, MN_NOMEM, "out of memory");
+	if (s == NULL)
 		return NULL;
-	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open_with(path, NULL, stmt_sql, ST_COUNT, limits, err, errlen);
-	if (s->pool == NULL) {
-		free(s);
-		return NULL;
-	}
+	s->outbox.ops = &sq_outbox_ops;
+	if (outbox)
+		*outbox = &s->outbox;
+	s->pool = pool;
+	s->first = first;
 	return &s->base;
 }

@@ -192,6 +192,20 @@ enum mn_err pg_pool_exec(struct pg_pool *p, const struct pg_stmt *st, const char
 	return e;
 }
 
+enum mn_err pg_pool_get(struct pg_pool *p, const struct pg_stmt *st, int64_t id, const char *what,
+			enum mn_err (*row)(const PGresult *res, int i, void *out), void *out)
+{
+	struct pg_num n;
+	const char *params[] = {pg_num(&n, id)};
+	PGresult *r;
+	enum mn_err err = pg_pool_exec(p, st, params, NULL, what, &r, NULL, 0);
+
+	if (err == MN_OK)
+		err = PQntuples(r) == 1 ? row(r, 0, out) : MN_NOT_FOUND;
+	PQclear(r);
+	return err;
+}
+
 enum mn_err pg_pool_page(struct pg_pool *p, const struct pg_stmt *st, size_t limit, size_t offset,
 			 const char *what, size_t size,
 			 enum mn_err (*row)(const PGresult *res, int i, void *element),
@@ -238,14 +252,13 @@ int64_t pg_cell_int(const PGresult *res, int row, int col)
 	return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool)
+void pg_repo_base_init(struct pg_repo_base *b, struct pg_pool *pool, struct pg_writes *writes)
 {
 	b->pool = pg_pool_ref(pool);
-	pg_writes_init(&b->writes);
+	b->writes = writes;
 }
 
 void pg_repo_base_release(struct pg_repo_base *b)
 {
 	pg_pool_unref(b->pool);
-	pg_writes_release(&b->writes);
 }

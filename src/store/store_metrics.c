@@ -8,7 +8,7 @@ static void collect(struct metrics *m, void *ctx)
 	(void)m;
 	if (!sm->store->users && !sm->store->orders)
 		return;
-	store_health_sum(sm->store, &sum);
+	store_health_read(sm->store, &sum);
 	for (int k = STORE_FAULT_NONE + 1; k < STORE_FAULT_COUNT; k++)
 		metric_set_counter(sm->write_failures, (const char *[]){store_fault_label(k)},
 				   (double)sum.write_failures[k]);
@@ -18,7 +18,7 @@ static void collect(struct metrics *m, void *ctx)
 }
 
 enum mn_err store_metrics_register(struct store_metrics *sm, struct metrics *registry,
-				   struct store_repos *store)
+				   struct store *store)
 {
 	static const char *const kind_labels[] = {"kind"};
 

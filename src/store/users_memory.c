@@ -3,15 +3,17 @@
  * lock. */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 
-#include "store/users_repo.h"
 #include "core/array.h"
 #include "core/hash.h"
 #include "core/hashmap.h"
 #include "core/text.h"
+#include "store/drivers.h"
+#include "store/memory_rows.h"
 
 struct memory_repo {
 	struct users_repo base;
@@ -30,19 +32,7 @@ struct memory_repo {
 /* Index of 'id', or -1. Called with the lock held. */
 static ssize_t find(const struct memory_repo *m, int64_t id)
 {
-	size_t lo = 0, hi = m->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (m->users[mid].id == id)
-			return (ssize_t)mid;
-		if (m->users[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return memory_rows_find(m->users, m->n, sizeof(*m->users), offsetof(struct user, id), id);
 }
 
 /* FNV-1a of the email with ASCII letters folded to lower case (as the
@@ -167,37 +157,27 @@ static enum mn_err mem_get(struct users_repo *r, int64_t id, struct user *out)
 	return err;
 }
 
+static enum mn_err user_copy(void *dst, const void *src)
+{
+	const struct user *u = src;
+
+	return user_set(dst, u->id, u->name, u->email);
+}
+
+static void users_release(void *users, size_t n)
+{
+	user_list_free(users, n);
+}
+
 static enum mn_err mem_list(struct users_repo *r, size_t limit, size_t offset, struct user **out,
 			    size_t *n)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
-	enum mn_err err = MN_OK;
-	size_t count = 0;
+	enum mn_err err;
 
-	*out = NULL;
-	*n = 0;
 	pthread_rwlock_rdlock(&m->lock);
-	if (offset < m->n)
-		count = m->n - offset < limit ? m->n - offset : limit;
-	if (count == 0)
-		goto out_unlock;
-	*out = calloc(count, sizeof(**out));
-	if (*out == NULL) {
-		err = MN_NOMEM;
-		goto out_unlock;
-	}
-	for (size_t i = 0; i < count; i++) {
-		const struct user *u = &m->users[offset + i];
-
-		err = user_set(&(*out)[i], u->id, u->name, u->email);
-		if (err != MN_OK) {
-			user_list_free(*out, i);
-			*out = NULL;
-			goto out_unlock;
-		}
-	}
-	*n = count;
-out_unlock:
+	err = memory_rows_page(m->users, m->n, sizeof(**out), limit, offset, user_copy, users_release,
+			       (void **)out, n);
 	pthread_rwlock_unlock(&m->lock);
 	return err;
 }
@@ -278,20 +258,6 @@ static enum mn_err mem_remove(struct users_repo *r, int64_t id, char *errbuf, si
 	return err;
 }
 
-static enum mn_err mem_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	(void)r;
-	(void)err;
-	(void)errlen;
-	return MN_OK;
-}
-
-static void mem_health(struct users_repo *r, struct store_health *out)
-{
-	(void)r;
-	*out = (struct store_health){.fault = STORE_FAULT_NONE};
-}
-
 static void mem_destroy(struct users_repo *r)
 {
 	struct memory_repo *m = (struct memory_repo *)r;
@@ -303,7 +269,7 @@ static void mem_destroy(struct users_repo *r)
 }
 
 static const struct users_repo_ops memory_ops = {
-	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_ping, mem_health, mem_destroy,
+	mem_create, mem_get, mem_list, mem_update, mem_remove, mem_destroy,
 };
 
 struct users_repo *users_repo_memory_create(void)

@@ -5,8 +5,8 @@
  * is refused by the database itself, across every node, with 23505). */
 #include <stdlib.h>
 
+#include "store/drivers.h"
 #include "store/pg_pool.h"
-#include "store/users_repo.h"
 
 static const struct pg_stmt st_insert = {
 	"users_insert", "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id", 2};
@@ -40,7 +40,7 @@ static enum mn_err pg_create(struct users_repo *repo, const char *name, const ch
 	struct pg_repo *s = (struct pg_repo *)repo;
 	const char *params[] = {name, email};
 	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_insert, params, &s->pg.writes,
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_insert, params, s->pg.writes,
 				       "users insert", &r, errbuf, errlen);
 
 	if (err == MN_OK)
@@ -53,16 +53,8 @@ static enum mn_err pg_create(struct users_repo *repo, const char *name, const ch
 static enum mn_err pg_get(struct users_repo *repo, int64_t id, struct user *out)
 {
 	struct pg_repo *s = (struct pg_repo *)repo;
-	struct pg_num n;
-	const char *params[] = {pg_num(&n, id)};
-	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_get, params, NULL, "users select", &r,
-				       NULL, 0);
 
-	if (err == MN_OK)
-		err = PQntuples(r) == 1 ? row_to_user(r, 0, out) : MN_NOT_FOUND;
-	PQclear(r);
-	return err;
+	return pg_pool_get(s->pg.pool, &st_get, id, "users select", row_to_user, out);
 }
 
 static enum mn_err pg_list(struct users_repo *repo, size_t limit, size_t offset, struct user **out,
@@ -81,7 +73,7 @@ static enum mn_err pg_update(struct users_repo *repo, int64_t id, const char *na
 	struct pg_num n;
 	const char *params[] = {pg_num(&n, id), name, email};
 	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_update, params, &s->pg.writes,
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_update, params, s->pg.writes,
 				       "users update", &r, errbuf, errlen);
 
 	if (err == MN_OK)
@@ -96,23 +88,13 @@ static enum mn_err pg_remove(struct users_repo *repo, int64_t id, char *errbuf, 
 	struct pg_num n;
 	const char *params[] = {pg_num(&n, id)};
 	PGresult *r;
-	enum mn_err err = pg_pool_exec(s->pg.pool, &st_delete, params, &s->pg.writes,
+	enum mn_err err = pg_pool_exec(s->pg.pool, &st_delete, params, s->pg.writes,
 				       "users delete", &r, errbuf, errlen);
 
 	if (err == MN_OK && atoi(PQcmdTuples(r)) == 0)
 		err = MN_NOT_FOUND;
 	PQclear(r);
 	return err;
-}
-
-static enum mn_err pg_ping(struct users_repo *repo, char *err, size_t errlen)
-{
-	return pg_pool_ping(((struct pg_repo *)repo)->pg.pool, err, errlen);
-}
-
-static void pg_health(struct users_repo *repo, struct store_health *out)
-{
-	pg_writes_health(&((struct pg_repo *)repo)->pg.writes, out);
 }
 
 static void pg_destroy(struct users_repo *repo)
@@ -124,16 +106,16 @@ static void pg_destroy(struct users_repo *repo)
 }
 
 static const struct users_repo_ops pg_ops = {
-	pg_create, pg_get, pg_list, pg_update, pg_remove, pg_ping, pg_health, pg_destroy,
+	pg_create, pg_get, pg_list, pg_update, pg_remove, pg_destroy,
 };
 
-struct users_repo *users_repo_pg_open(struct pg_pool *pool)
+struct users_repo *users_repo_pg_new(struct pg_pool *pool, struct pg_writes *writes)
 {
 	struct pg_repo *s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
 		return NULL;
 	s->base.ops = &pg_ops;
-	pg_repo_base_init(&s->pg, pool);
+	pg_repo_base_init(&s->pg, pool, writes);
 	return &s->base;
 }

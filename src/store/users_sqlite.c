@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
-#include "store/users_repo.h"
+#include "store/drivers.h"
 #include "store/sqlite_pool.h"
 
 enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_COUNT };
@@ -14,7 +14,7 @@ enum stmt { ST_INSERT, ST_GET, ST_LIST, ST_UPDATE, ST_DELETE, ST_COUNT };
  * themselves: a file whose old rows collide that way has no unique index
  * to do it (see email_index()). One statement is atomic, as SQLite runs it
  * under the write lock; where the index exists it refuses the same rows. */
-static const char *const stmt_sql[ST_COUNT] = {
+const char *const users_sqlite_stmts[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO users (name, email) SELECT ?1, ?2"
 		      " WHERE ?2 IS NULL"
 		      " OR NOT EXISTS (SELECT 1 FROM users WHERE email = ?2 COLLATE NOCASE)",
@@ -25,6 +25,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 		      " WHERE email = ?3 COLLATE NOCASE AND id <> ?1))",
 	[ST_DELETE] = "DELETE FROM users WHERE id = ?1",
 };
+
+const size_t users_sqlite_stmt_count = ST_COUNT;
 
 /* The table is made by the store's migrations (store/migrate.h). Files
  * made before emails were compared without case have `email TEXT UNIQUE`;
@@ -41,7 +43,8 @@ static const char collisions_sql[] =
 
 struct sqlite_repo {
 	struct users_repo base;
-	struct sqlite_pool *pool;
+	struct sqlite_pool *pool; /* the store's, borrowed */
+	size_t first;		  /* of its statements in the pool's */
 };
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
@@ -52,7 +55,7 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_null(st, i);
 }
 
-static enum mn_err row_to_user(sqlite3_stmt *st, struct user *out)
+static enum mn_err row_to_user(sqlite3_stmt *st, void *out)
 {
 	return user_set(out, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
 			(const char *)sqlite3_column_text(st, 2));
@@ -62,7 +65,7 @@ static enum mn_err row_to_user(sqlite3_stmt *st, struct user *out)
  * fields below. */
 struct user_write {
 	struct sqlite_write base;
-	enum stmt st;
+	size_t first, st; /* the repository's first statement; first + enum stmt */
 	int64_t id;
 	const char *name, *email;
 	int64_t rowid; /* of an insert */
@@ -74,7 +77,7 @@ static int run_user_write(struct sqlite_conn *c, struct sqlite_write *w)
 	sqlite3_stmt *st = c->stmt[u->st];
 	int rc;
 
-	switch (u->st) {
+	switch (u->st - u->first) {
 	case ST_INSERT:
 		sqlite3_bind_text(st, 1, u->name, -1, SQLITE_STATIC);
 		bind_text_or_null(st, 2, u->email);
@@ -101,7 +104,8 @@ static enum mn_err sq_create(struct users_repo *r, const char *name, const char 
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct user_write u = {
 		.base = {.run = run_user_write, .what = "users insert"},
-		.st = ST_INSERT,
+		.first = s->first,
+		.st = s->first + ST_INSERT,
 		.name = name,
 		.email = email,
 	};
@@ -117,77 +121,29 @@ static enum mn_err sq_create(struct users_repo *r, const char *name, const char 
 static enum mn_err sq_get(struct users_repo *r, int64_t id, struct user *out)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
-	enum mn_err err;
-	int rc;
 
-	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
-		return err;
-	st = c->stmt[ST_GET];
-	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		err = row_to_user(st, out);
-	else if (rc == SQLITE_DONE)
-		err = MN_NOT_FOUND;
-	else
-		err = sqlite_pool_read_error(c, rc, "users select");
-	sqlite3_reset(st);
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_get(s->pool, s->first + ST_GET, id, "users select", row_to_user, out);
+}
+
+static void users_release(void *users, size_t n)
+{
+	user_list_free(users, n);
 }
 
 static enum mn_err sq_list(struct users_repo *r, size_t limit, size_t offset, struct user **out,
 			   size_t *n)
 {
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
-	struct sqlite_conn *c;
-	sqlite3_stmt *st;
-	struct user *users = NULL;
-	enum mn_err err = MN_OK;
-	size_t count = 0;
-	int rc;
 
-	*out = NULL;
-	*n = 0;
-	if ((err = sqlite_pool_take(s->pool, &c, NULL, 0)) != MN_OK)
-		return err;
-	st = c->stmt[ST_LIST];
-	if (limit == 0)
-		goto out_release;
-	users = calloc(limit, sizeof(*users));
-	if (users == NULL) {
-		err = MN_NOMEM;
-		goto out_release;
-	}
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)limit);
-	sqlite3_bind_int64(st, 2, offset > INT64_MAX ? INT64_MAX : (sqlite3_int64)offset);
-	while (count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		err = row_to_user(st, &users[count]);
-		if (err != MN_OK)
-			break;
-		count++;
-	}
-	if (err == MN_OK && count < limit && rc != SQLITE_DONE)
-		err = sqlite_pool_read_error(c, rc, "users list");
-	sqlite3_reset(st);
-	if (err != MN_OK || count == 0) {
-		user_list_free(users, count);
-		goto out_release;
-	}
-	*out = users;
-	*n = count;
-out_release:
-	sqlite_pool_release(s->pool, c);
-	return err;
+	return sqlite_pool_page(s->pool, s->first + ST_LIST, limit, offset, "users list",
+				sizeof(**out), row_to_user, users_release, (void **)out, n);
 }
 
 /* After an update that changed no row: MN_CONFLICT when user 'id' exists
  * (its new email is taken), MN_NOT_FOUND when it does not. */
-static enum mn_err update_miss(struct sqlite_conn *c, int64_t id)
+static enum mn_err update_miss(struct sqlite_conn *c, size_t first, int64_t id)
 {
-	sqlite3_stmt *st = c->stmt[ST_GET];
+	sqlite3_stmt *st = c->stmt[first + ST_GET];
 	enum mn_err err;
 	int rc;
 
@@ -209,7 +165,8 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct user_write u = {
 		.base = {.run = run_user_write, .what = "users update"},
-		.st = ST_UPDATE,
+		.first = s->first,
+		.st = s->first + ST_UPDATE,
 		.id = id,
 		.name = name,
 		.email = email,
@@ -224,7 +181,7 @@ static enum mn_err sq_update(struct users_repo *r, int64_t id, const char *name,
 	err = sqlite_pool_take(s->pool, &c, errbuf, errlen);
 	if (err != MN_OK)
 		return err;
-	err = update_miss(c, id);
+	err = update_miss(c, s->first, id);
 	sqlite_pool_release(s->pool, c);
 	return err;
 }
@@ -234,7 +191,8 @@ static enum mn_err sq_remove(struct users_repo *r, int64_t id, char *errbuf, siz
 	struct sqlite_repo *s = (struct sqlite_repo *)r;
 	struct user_write u = {
 		.base = {.run = run_user_write, .what = "users delete"},
-		.st = ST_DELETE,
+		.first = s->first,
+		.st = s->first + ST_DELETE,
 		.id = id,
 	};
 	enum mn_err err = sqlite_pool_write(s->pool, &u.base, errbuf, errlen);
@@ -244,26 +202,13 @@ static enum mn_err sq_remove(struct users_repo *r, int64_t id, char *errbuf, siz
 	return err;
 }
 
-static enum mn_err sq_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	return sqlite_pool_ping(((struct sqlite_repo *)r)->pool, err, errlen);
-}
-
-static void sq_health(struct users_repo *r, struct store_health *out)
-{
-	sqlite_pool_health(((struct sqlite_repo *)r)->pool, out);
-}
-
 static void sq_destroy(struct users_repo *r)
 {
-	struct sqlite_repo *s = (struct sqlite_repo *)r;
-
-	sqlite_pool_close(s->pool);
-	free(s);
+	free(r);
 }
 
 static const struct users_repo_ops sqlite_ops = {
-	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_ping, sq_health, sq_destroy,
+	sq_create, sq_get, sq_list, sq_update, sq_remove, sq_destroy,
 };
 
 /* The unique index on email COLLATE NOCASE. Rows written before emails
@@ -307,26 +252,15 @@ out_release:
 	sqlite_pool_release(pool, c);
 }
 
-struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen)
-{
-	return users_repo_sqlite_open_with(path, NULL, err, errlen);
-}
-
-struct users_repo *users_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
-					   char *err, size_t errlen)
+struct users_repo *users_repo_sqlite_new(struct sqlite_pool *pool, size_t first, const char *path)
 {
 	struct sqlite_repo *s = calloc(1, sizeof(*s));
 
-	if (s == NULL) {
-		mn_error(err, errlen, MN_NOMEM, "out of memory");
+	if (s == NULL)
 		return NULL;
-	}
 	s->base.ops = &sqlite_ops;
-	s->pool = sqlite_pool_open_with(path, NULL, stmt_sql, ST_COUNT, limits, err, errlen);
-	if (s->pool == NULL) {
-		free(s);
-		return NULL;
-	}
+	s->pool = pool;
+	s->first = first;
 	email_index(s->pool, path);
 	return &s->base;
 }

@@ -7,8 +7,9 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "store/drivers.h"
 #include "orders/orders_service.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
 
 struct peer {
 	int calls;
@@ -70,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       MN_INTERNAL}[o.user_id % 4];
 	}
 
-	repo = orders_repo_memory_create();
+	repo = orders_repo_memory_create(NULL);
 	svc = orders_service_create(repo, &users);
 	FUZZ_CHECK(repo && svc);
 	order_init(&stored);

@@ -18,11 +18,12 @@
 #include "http/path.h"
 #include "http/router.h"
 #include "http/system_handlers.h"
+#include "store/drivers.h"
 #include "orders/orders_handlers.h"
 #include "peers/peers_handlers.h"
 #include "peers/resolver.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
 #include "users/users_handlers.h"
 
 struct request_parts {
@@ -185,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct request_parts parts;
 	struct http_router *router = http_router_create();
 	struct users_repo *urepo = users_repo_memory_create();
-	struct orders_repo *orepo = orders_repo_memory_create();
+	struct orders_repo *orepo = orders_repo_memory_create(NULL);
 	struct users_service *usvc = users_service_create(urepo);
 	struct orders_service *osvc = orders_service_create(orepo, &users_peer);
 	struct http_route_match m;

@@ -6,7 +6,8 @@
 #include <jansson.h>
 
 #include "fuzz.h"
-#include "store/users_repo.h"
+#include "store/drivers.h"
+#include "users/users_repo.h"
 #include "users/users_service.h"
 
 static bool blank(const char *s)

@@ -16,7 +16,8 @@
 #include "events/publisher.h"
 #include "log_capture.h"
 #include "metrics/metrics.h"
-#include "store/orders_repo.h"
+#include "orders/orders_repo.h"
+#include "store/store_fixture.h" /* tests/unit/store/ */
 
 struct fixture {
 	struct orders_repo *repo;
@@ -28,7 +29,7 @@ static int setup_memory(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	f->repo = orders_repo_memory_create();
+	f->repo = test_orders_memory();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -42,7 +43,7 @@ static int setup_sqlite(void **state)
 	if (mkdtemp(f->dir) == NULL)
 		return -1;
 	snprintf(path, sizeof(path), "%s/node.db", f->dir);
-	f->repo = orders_repo_sqlite_open(path, err, sizeof(err));
+	f->repo = test_orders_sqlite(path, err, sizeof(err));
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -52,7 +53,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[160];
 
-	orders_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	if (f->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 		if (system(cmd) != 0)
@@ -81,11 +82,11 @@ static void orders_sent(struct fixture *f, size_t n, int64_t sent_ms)
 			MN_OK);
 	}
 	order_release(&o);
-	assert_int_equal(orders_repo_outbox_pending(f->repo, n, &v, &got, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(f->repo), n, &v, &got, NULL, 0), MN_OK);
 	assert_int_equal(got, n);
 	for (size_t i = 0; i < n; i++)
 		ids[i] = v[i].id;
-	assert_int_equal(orders_repo_outbox_mark_sent(f->repo, ids, n, sent_ms, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(f->repo), ids, n, sent_ms, NULL, 0), MN_OK);
 	outbox_events_free(v, got);
 	free(ids);
 }
@@ -94,7 +95,7 @@ static struct outbox_stats stats(struct orders_repo *r)
 {
 	struct outbox_stats s;
 
-	assert_int_equal(orders_repo_outbox_stats(r, &s, NULL, 0), MN_OK);
+	assert_int_equal(outbox_stats(test_outbox(r), &s, NULL, 0), MN_OK);
 	return s;
 }
 
@@ -132,17 +133,17 @@ static void test_prune_backlog_in_bounded_batches(void **state)
 	events_prune_observe(&pr, stats(f->repo).oldest_sent_ms);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(
-			events_prune_step(&pr, f->repo, now, 10000, 5000, &pruned, NULL, 0), MN_OK);
+			events_prune_step(&pr, test_outbox(f->repo), now, 10000, 5000, &pruned, NULL, 0), MN_OK);
 		assert_int_equal(pruned, EVENTS_PRUNE_BATCH);
 		assert_int_equal(pr.next_ms, now); /* more may wait: due at once */
 	}
-	assert_int_equal(events_prune_step(&pr, f->repo, now, 10000, 5000, &pruned, NULL, 0),
+	assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), now, 10000, 5000, &pruned, NULL, 0),
 			 MN_OK);
 	assert_int_equal(pruned, 500);
 	assert_int_equal(pr.next_ms, now + EVENTS_PRUNE_EVERY_MS);
 	assert_int_equal(pr.total, backlog);
 	/* not due: nothing is asked of the store */
-	assert_int_equal(events_prune_step(&pr, f->repo, now + EVENTS_PRUNE_EVERY_MS - 1, 99999,
+	assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), now + EVENTS_PRUNE_EVERY_MS - 1, 99999,
 					   5000, &pruned, NULL, 0),
 			 MN_OK);
 	assert_int_equal(pruned, 0);
@@ -150,7 +151,7 @@ static void test_prune_backlog_in_bounded_batches(void **state)
 	assert_int_equal(stats(f->repo).oldest_sent_ms, 9000);
 	events_prune_observe(&pr, stats(f->repo).oldest_sent_ms);
 	/* due, and the last ten aged past the retention */
-	assert_int_equal(events_prune_step(&pr, f->repo, now + EVENTS_PRUNE_EVERY_MS, 14001, 5000,
+	assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), now + EVENTS_PRUNE_EVERY_MS, 14001, 5000,
 					   &pruned, NULL, 0),
 			 MN_OK);
 	assert_int_equal(pruned, 10);
@@ -185,7 +186,7 @@ static void test_prune_keeps_up_with_the_rate(void **state)
 		if (t < run)
 			orders_sent(f, per_step, wall0 + (int64_t)t);
 		events_prune_observe(&pr, stats(f->repo).oldest_sent_ms);
-		assert_int_equal(events_prune_step(&pr, f->repo, t0 + t, wall0 + (int64_t)t,
+		assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), t0 + t, wall0 + (int64_t)t,
 						   retention, &pruned, NULL, 0),
 				 MN_OK);
 		if (t < retention || t % 100)
@@ -219,7 +220,7 @@ static void test_prune_none_while_nothing_due(void **state)
 	for (int phase = 0; phase < 2; phase++) {
 		events_prune_observe(&pr, phase ? 9000 : 0);
 		for (uint64_t t = 0; t < 10 * EVENTS_PRUNE_EVERY_MS; t += 10) {
-			assert_int_equal(events_prune_step(&pr, f->repo, 5000 + t, 10000, 5000,
+			assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), 5000 + t, 10000, 5000,
 							   &pruned, NULL, 0),
 					 MN_OK);
 			assert_int_equal(pruned, 0);
@@ -228,13 +229,13 @@ static void test_prune_none_while_nothing_due(void **state)
 	}
 	/* after a partial batch, the same until the next observation */
 	events_prune_observe(&pr, stats(f->repo).oldest_sent_ms);
-	assert_int_equal(events_prune_step(&pr, f->repo, 6000, 10000, 5000, &pruned, NULL, 0),
+	assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), 6000, 10000, 5000, &pruned, NULL, 0),
 			 MN_OK);
 	assert_int_equal(pruned, 5);
 	orders_sent(f, 3, 2000); /* sent late, stamped old: unseen */
 	for (uint64_t t = 0; t < 10 * EVENTS_PRUNE_EVERY_MS; t += 10) {
 		assert_int_equal(
-			events_prune_step(&pr, f->repo, 6000 + t, 10000, 5000, &pruned, NULL, 0),
+			events_prune_step(&pr, test_outbox(f->repo), 6000 + t, 10000, 5000, &pruned, NULL, 0),
 			MN_OK);
 		assert_int_equal(pruned, 0);
 	}
@@ -255,7 +256,7 @@ static void test_prune_never_pending(void **state)
 			 MN_OK);
 	order_release(&o);
 	events_prune_observe(&pr, 1); /* as if one were sent long ago: the store is asked */
-	assert_int_equal(events_prune_step(&pr, f->repo, 1, INT64_MAX / 2, 1000, &pruned, NULL, 0),
+	assert_int_equal(events_prune_step(&pr, test_outbox(f->repo), 1, INT64_MAX / 2, 1000, &pruned, NULL, 0),
 			 MN_OK);
 	assert_int_equal(pruned, 0);
 	assert_int_equal(stats(f->repo).pending, 1);
@@ -592,7 +593,7 @@ static void pending_ids(struct fixture *f, char *out, size_t outlen)
 	struct outbox_event *v;
 	size_t n, pos = 0;
 
-	assert_int_equal(orders_repo_outbox_pending(f->repo, 100, &v, &n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(f->repo), 100, &v, &n, NULL, 0), MN_OK);
 	out[0] = '\0';
 	for (size_t i = 0; i < n && pos < outlen; i++)
 		pos += (size_t)snprintf(out + pos, outlen - pos, "%s%s", i ? "," : "",
@@ -606,7 +607,7 @@ static struct events_publisher *publisher_on(struct fixture *f, struct fake_brok
 					     struct metrics *m)
 {
 	struct events_publisher_opts o = {
-		.repo = f->repo,
+		.source = test_outbox(f->repo),
 		.settings = broker_settings,
 		.broker = &fb->ops,
 	};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "store/drivers.h"
 #include "orders/orders_handlers.h"
 #include "fake_users_peer.h"
 #include "route_call.h"
@@ -46,7 +47,7 @@ static int setup_with_repo(void **state, struct orders_repo *repo)
 
 static int setup(void **state)
 {
-	return setup_with_repo(state, orders_repo_memory_create());
+	return setup_with_repo(state, orders_repo_memory_create(NULL));
 }
 
 static int teardown(void **state)
@@ -271,18 +272,6 @@ static enum mn_err busy_list(struct orders_repo *r, size_t limit, size_t offset,
 	return MN_IO;
 }
 
-static enum mn_err busy_ping(struct orders_repo *r, char *err, size_t errlen)
-{
-	(void)r;
-	return mn_error(err, errlen, MN_UNAVAILABLE, "cannot write: disk full");
-}
-
-static void busy_health(struct orders_repo *r, struct store_health *out)
-{
-	(void)r;
-	*out = (struct store_health){.fault = STORE_FAULT_DISK_FULL};
-}
-
 static void busy_destroy(struct orders_repo *r)
 {
 	free(r);
@@ -293,8 +282,6 @@ static const struct orders_repo_ops busy_ops = {
 	.create = busy_create,
 	.get = busy_get,
 	.list = busy_list,
-	.ping = busy_ping,
-	.health = busy_health,
 	.destroy = busy_destroy,
 };
 

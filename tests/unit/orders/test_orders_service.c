@@ -10,6 +10,7 @@
 
 #include "core/json_depth.h"
 #include "core/log.h"
+#include "store/drivers.h"
 #include "orders/orders_service.h"
 #include "fake_users_peer.h"
 #include "mutate.h"
@@ -31,7 +32,7 @@ static int setup(void **state)
 		return -1;
 	fake_users_peer_init(&f->peer);
 	f->iface = fake_users_peer_iface(&f->peer);
-	f->repo = orders_repo_memory_create();
+	f->repo = orders_repo_memory_create(NULL);
 	f->svc = orders_service_create(f->repo, &f->iface);
 	*state = f;
 	return f->repo && f->svc ? 0 : -1;

@@ -16,8 +16,9 @@
 
 #include "core/log.h"
 #include "store/migrate.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
+#include "store/store_fixture.h" /* tests/unit/store/ */
 
 static const struct migration three[] = {
 	{1, "one", "s1", "p1"},
@@ -159,7 +160,7 @@ static struct users_repo *open_users(struct fixture *f, char *err, size_t errlen
 
 	assert_true(fd >= 0);
 	log_set_fd(fd);
-	r = users_repo_sqlite_open(f->path, err, errlen);
+	r = test_users_sqlite(f->path, err, errlen);
 	log_set_fd(2);
 	close(fd);
 	return r;
@@ -179,7 +180,7 @@ static void test_sqlite_new_file(void **state)
 					    " WHERE applied_at LIKE '20%Z'"),
 			 (int)store_migrations_count);
 	assert_non_null(strstr(read_text(f->log), "schema migration 1 applied (users and orders)"));
-	users_repo_destroy(r);
+	test_store_close(r);
 
 	/* the next open has nothing to do and says nothing */
 	r = open_users(f, err, sizeof(err));
@@ -187,7 +188,7 @@ static void test_sqlite_new_file(void **state)
 	assert_null(strstr(read_text(f->log), "schema migration"));
 	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM " MIGRATE_TABLE),
 			 (int)store_migrations_count);
-	users_repo_destroy(r);
+	test_store_close(r);
 }
 
 /* A file as the node made it before versioning: both tables, the email
@@ -224,14 +225,14 @@ static void test_sqlite_file_from_before_versioning(void **state)
 	assert_int_equal(users_repo_create_user(r, "C", "c@x.com", &u, NULL, 0), MN_OK);
 	assert_int_equal(u.id, 3);
 	user_release(&u);
-	o = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	o = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(o);
 	order_init(&ord);
 	assert_int_equal(orders_repo_get(o, 1, &ord), MN_OK);
 	assert_string_equal(ord.product, "p");
 	order_release(&ord);
-	orders_repo_destroy(o);
-	users_repo_destroy(r);
+	test_store_close(o);
+	test_store_close(r);
 }
 
 /* A users node's file of before: the users table only. Adopted, and the
@@ -247,13 +248,13 @@ static void test_sqlite_users_only_file_completed(void **state)
 	exec_sql(f->path, "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
 			  " name TEXT NOT NULL, email TEXT UNIQUE);"
 			  "INSERT INTO users (name, email) VALUES ('A', 'a@x.com')");
-	o = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	o = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(o);
 	order_init(&ord);
 	assert_int_equal(orders_repo_create_order(o, 1, "p", 1, &ord, NULL, 0), MN_OK);
 	assert_int_equal(ord.id, 1);
 	order_release(&ord);
-	orders_repo_destroy(o);
+	test_store_close(o);
 	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM users"), 1);
 	assert_int_equal(count_sql(f->path, "SELECT max(version) FROM " MIGRATE_TABLE),
 			 (int)store_migrations_count);
@@ -287,7 +288,7 @@ static void test_sqlite_version_1_file_gets_the_outbox(void **state)
 	fd = open(f->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	log_set_fd(fd);
-	o = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	o = test_orders_sqlite(f->path, err, sizeof(err));
 	log_set_fd(2);
 	close(fd);
 	assert_non_null(o);
@@ -344,12 +345,12 @@ static void test_sqlite_version_1_file_gets_the_outbox(void **state)
 	assert_string_equal(ord.product, "p");
 	assert_int_equal(orders_repo_create_order_event(o, 1, "q", 1, "ev", &ord, NULL, 0), MN_OK);
 	assert_int_equal(ord.id, 2);
-	assert_int_equal(orders_repo_outbox_pending(o, 10, &v, &n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(o), 10, &v, &n, NULL, 0), MN_OK);
 	assert_int_equal(n, 1);
 	assert_int_equal(v[0].id, 1);
 	outbox_events_free(v, n);
 	order_release(&ord);
-	orders_repo_destroy(o);
+	test_store_close(o);
 }
 
 /* A file a newer node migrated: refused with the versions, untouched. */

@@ -19,8 +19,9 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "store/orders_repo.h"
-#include "store/users_repo.h"
+#include "orders/orders_repo.h"
+#include "users/users_repo.h"
+#include "store/store_fixture.h" /* tests/unit/store/ */
 #include "store/vfs_shim.h" /* tests/unit/store/ */
 
 struct fixture {
@@ -33,7 +34,7 @@ static int setup_memory(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	f->repo = orders_repo_memory_create();
+	f->repo = test_orders_memory();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -48,7 +49,16 @@ static int setup_sqlite(void **state)
 		return -1;
 	/* a parent that does not exist yet: the store creates it */
 	snprintf(f->path, sizeof(f->path), "%s/sub/node.db", f->dir);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
+	*state = f;
+	return f->repo ? 0 : -1;
+}
+
+static int setup_pg(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->repo = test_orders_pg();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -58,7 +68,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[160];
 
-	orders_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	if (f->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 		if (system(cmd) != 0)
@@ -95,7 +105,7 @@ static void test_create_and_get(void **state)
 	assert_int_equal(got.quantity, 1000000);
 	assert_int_equal(orders_repo_get(r, b.id + 1, &got), MN_NOT_FOUND);
 	assert_int_equal(orders_repo_get(r, 0, &got), MN_NOT_FOUND);
-	assert_int_equal(orders_repo_ping(r, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(r, NULL, 0), MN_OK);
 	order_release(&a);
 	order_release(&b);
 	order_release(&got);
@@ -195,8 +205,8 @@ static void test_sqlite_survives_reopen(void **state)
 	order_init(&o);
 	assert_int_equal(orders_repo_create_order(f->repo, 9, "durable", 2, &o, NULL, 0), MN_OK);
 	id = o.id;
-	orders_repo_destroy(f->repo);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(orders_repo_get(f->repo, id, &o), MN_OK);
 	assert_string_equal(o.product, "durable");
@@ -216,7 +226,7 @@ static void test_sqlite_two_repos_share_a_file(void **state)
 	order_init(&a);
 	order_init(&b);
 	order_init(&got);
-	other = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	other = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(other);
 	assert_int_equal(orders_repo_create_order(f->repo, 1, "from one", 1, &a, NULL, 0), MN_OK);
 	assert_int_equal(orders_repo_create_order(other, 2, "from other", 2, &b, NULL, 0), MN_OK);
@@ -228,7 +238,7 @@ static void test_sqlite_two_repos_share_a_file(void **state)
 	assert_int_equal(orders_repo_list(f->repo, 10, 0, &list, &n), MN_OK);
 	assert_int_equal(n, 2);
 	order_list_free(list, n);
-	orders_repo_destroy(other);
+	test_store_close(other);
 	order_release(&a);
 	order_release(&b);
 	order_release(&got);
@@ -245,20 +255,20 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	user_init(&u);
 	order_init(&o);
 	/* orders created the file first; users adds its table beside */
-	users = users_repo_sqlite_open(f->path, err, sizeof(err));
+	users = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(users);
 	assert_int_equal(users_repo_create_user(users, "Ada", "ada@example.com", &u, NULL, 0),
 			 MN_OK);
 	assert_int_equal(orders_repo_create_order(f->repo, u.id, "tea", 1, &o, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_ping(f->repo, NULL, 0), MN_OK);
-	assert_int_equal(users_repo_ping(users, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(f->repo, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(users, NULL, 0), MN_OK);
 
 	/* and the other way round: users first, then orders */
-	orders_repo_destroy(f->repo);
-	users_repo_destroy(users);
-	users = users_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	test_store_close(users);
+	users = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(users);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(users_repo_get(users, u.id, &u), MN_OK);
 	assert_string_equal(u.name, "Ada");
@@ -267,7 +277,7 @@ static void test_sqlite_users_and_orders_in_one_file(void **state)
 	assert_int_equal(o.user_id, u.id);
 	assert_int_equal(users_repo_create_user(users, "Bob", NULL, &u, NULL, 0), MN_OK);
 	assert_int_equal(orders_repo_create_order(f->repo, u.id, "cake", 2, &o, NULL, 0), MN_OK);
-	users_repo_destroy(users);
+	test_store_close(users);
 	user_release(&u);
 	order_release(&o);
 }
@@ -285,13 +295,13 @@ static void test_sqlite_order_survives_kill9(void **state)
 	order_init(&o);
 	/* the child is the only process with the file open, so no clean
 	 * close anywhere checkpoints the WAL for it */
-	orders_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	f->repo = NULL;
 	assert_int_equal(pipe(fds), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct orders_repo *r = orders_repo_sqlite_open(f->path, err, sizeof(err));
+		struct orders_repo *r = test_orders_sqlite(f->path, err, sizeof(err));
 
 		if (r && orders_repo_create_order(r, 5, "acknowledged", 4, &o, NULL, 0) == MN_OK)
 			id = o.id;
@@ -310,7 +320,7 @@ static void test_sqlite_order_survives_kill9(void **state)
 	assert_int_equal(stat(wal, &st), 0); /* left behind by the killed writer */
 	assert_true(st.st_size > 0);
 
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(orders_repo_get(f->repo, id, &o), MN_OK);
 	assert_string_equal(o.product, "acknowledged");
@@ -325,7 +335,7 @@ static void test_sqlite_open_failure(void **state)
 	(void)state;
 
 	assert_null(
-		orders_repo_sqlite_open("/proc/self/no/such/place/orders.db", err, sizeof(err)));
+		test_orders_sqlite("/proc/self/no/such/place/orders.db", err, sizeof(err)));
 	assert_true(strlen(err) > 0);
 }
 
@@ -336,7 +346,7 @@ static struct outbox_event *pending(struct orders_repo *r, size_t limit, size_t 
 {
 	struct outbox_event *v;
 
-	assert_int_equal(orders_repo_outbox_pending(r, limit, &v, n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(r), limit, &v, n, NULL, 0), MN_OK);
 	assert_true(*n <= limit);
 	if (*n == 0)
 		assert_null(v);
@@ -349,7 +359,7 @@ static struct outbox_stats stats(struct orders_repo *r)
 {
 	struct outbox_stats s;
 
-	assert_int_equal(orders_repo_outbox_stats(r, &s, NULL, 0), MN_OK);
+	assert_int_equal(outbox_stats(test_outbox(r), &s, NULL, 0), MN_OK);
 	return s;
 }
 
@@ -466,7 +476,7 @@ static void test_outbox_mark_sent(void **state)
 	batch[0] = ids[2];
 	batch[1] = ids[0];
 	batch[2] = ids[3] + 1000; /* unknown: ignored */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 3, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 3, 1000, NULL, 0), MN_OK);
 	v = pending(r, 10, &n);
 	assert_int_equal(n, 2);
 	assert_int_equal(v[0].id, ids[1]);
@@ -474,13 +484,13 @@ static void test_outbox_mark_sent(void **state)
 	outbox_events_free(v, n);
 
 	/* again, later: nothing changes, not even when they were sent */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 3, 9000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, batch, 0, 9000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 3, 9000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), batch, 0, 9000, NULL, 0), MN_OK);
 	v = pending(r, 10, &n);
 	assert_int_equal(n, 2);
 	outbox_events_free(v, n);
 	assert_int_equal(stats(r).sent, 2);
-	assert_int_equal(orders_repo_outbox_prune(r, 1001, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 1001, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 2);
 }
 
@@ -503,13 +513,13 @@ static void test_outbox_stats(void **state)
 	assert_int_equal(s.sent, 0);
 	assert_int_equal(s.oldest_pending_ms, v[0].created_ms);
 	assert_int_equal(s.oldest_sent_ms, 0);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 1, 5000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), ids, 1, 5000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 2);
 	assert_int_equal(s.sent, 1);
 	assert_int_equal(s.oldest_pending_ms, v[1].created_ms);
 	assert_int_equal(s.oldest_sent_ms, 5000);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, ids, 3, 7000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), ids, 3, 7000, NULL, 0), MN_OK);
 	s = stats(r);
 	assert_int_equal(s.pending, 0);
 	assert_int_equal(s.sent, 3);
@@ -529,26 +539,26 @@ static void test_outbox_prune(void **state)
 
 	create_events(r, 6, ids);
 	/* sent out of id order: ev-0 late, ev-1 and ev-2 early, ev-3 later */
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[1], 2, 1000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[0], 1, 4000, NULL, 0), MN_OK);
-	assert_int_equal(orders_repo_outbox_mark_sent(r, &ids[3], 1, 3000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[1], 2, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[0], 1, 4000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(r), &ids[3], 1, 3000, NULL, 0), MN_OK);
 
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 0, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 0, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 0);
 	/* at most one, the oldest first: ev-1 */
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 1, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 1, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	assert_int_equal(stats(r).sent, 3);
 	/* only those sent before the cutoff: ev-2, not ev-0 (4000), ev-3 (3000) */
-	assert_int_equal(orders_repo_outbox_prune(r, 2000, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 2000, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	/* sent exactly at the cutoff is not before it */
-	assert_int_equal(orders_repo_outbox_prune(r, 3000, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 3000, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 0);
-	assert_int_equal(orders_repo_outbox_prune(r, 3001, 10, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), 3001, 10, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	/* pending events are never pruned, whatever the cutoff */
-	assert_int_equal(orders_repo_outbox_prune(r, INT64_MAX, 100, &pruned, NULL, 0), MN_OK);
+	assert_int_equal(outbox_prune(test_outbox(r), INT64_MAX, 100, &pruned, NULL, 0), MN_OK);
 	assert_int_equal(pruned, 1);
 	s = stats(r);
 	assert_int_equal(s.sent, 0);
@@ -679,6 +689,61 @@ static void test_outbox_concurrent_creates(void **state)
 	order_list_free(list, n_orders);
 }
 
+/* The same on PostgreSQL, where an order's id is drawn before its
+ * transaction takes the outbox's lock (orders_pg.c, insert_event()): the
+ * events follow the commits, and each thread's in its own sequence, but
+ * across threads the orders' ids need not follow the events. Every order
+ * still has exactly one event, with its body. */
+static void test_outbox_concurrent_creates_pg(void **state)
+{
+	struct orders_repo *r = ((struct fixture *)*state)->repo;
+	struct worker w[EVENT_THREADS];
+	pthread_t t[EVENT_THREADS];
+	int last[EVENT_THREADS];
+	struct outbox_event *v;
+	struct order *list;
+	size_t n, n_orders;
+
+	for (int i = 0; i < EVENT_THREADS; i++) {
+		w[i] = (struct worker){r, i, 0};
+		last[i] = 0;
+		assert_int_equal(pthread_create(&t[i], NULL, create_many_events, &w[i]), 0);
+	}
+	for (int i = 0; i < EVENT_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, EVENTS_EACH);
+	}
+	assert_int_equal(orders_repo_list(r, 1000, 0, &list, &n_orders), MN_OK);
+	assert_int_equal(n_orders, EVENT_THREADS * EVENTS_EACH);
+	v = pending(r, 1000, &n);
+	assert_int_equal(n, n_orders);
+	for (size_t i = 0; i < n; i++) {
+		const struct order *o = NULL;
+		int thread, seq;
+		char *body;
+
+		assert_int_equal(sscanf(v[i].event_id, "t%d-%d", &thread, &seq), 2);
+		assert_true(thread >= 0 && thread < EVENT_THREADS);
+		assert_int_equal(seq, last[thread]);
+		last[thread]++;
+		/* the thread's create number seq + 1 stored one order */
+		for (size_t k = 0; k < n_orders; k++) {
+			if (list[k].user_id == thread && list[k].quantity == seq + 1) {
+				assert_null(o);
+				o = &list[k];
+			}
+		}
+		assert_non_null(o);
+		body = order_created_json(o);
+		assert_string_equal(v[i].body, body);
+		free(body);
+	}
+	for (int i = 0; i < EVENT_THREADS; i++)
+		assert_int_equal(last[i], EVENTS_EACH);
+	outbox_events_free(v, n);
+	order_list_free(list, n_orders);
+}
+
 static void test_sqlite_outbox_survives_reopen(void **state)
 {
 	struct fixture *f = *state;
@@ -689,11 +754,11 @@ static void test_sqlite_outbox_survives_reopen(void **state)
 	size_t n, m;
 
 	create_events(f->repo, 3, ids);
-	assert_int_equal(orders_repo_outbox_mark_sent(f->repo, &ids[1], 1, 1000, NULL, 0), MN_OK);
+	assert_int_equal(outbox_mark_sent(test_outbox(f->repo), &ids[1], 1, 1000, NULL, 0), MN_OK);
 	before = pending(f->repo, 10, &n);
 	assert_int_equal(n, 2);
-	orders_repo_destroy(f->repo);
-	f->repo = orders_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_orders_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	after = pending(f->repo, 10, &m);
 	assert_int_equal(m, n);
@@ -739,10 +804,10 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 				 MN_UNAVAILABLE);
 		assert_string_equal(err, "the store cannot write: disk full");
 	}
-	orders_repo_health(f->repo, &h);
+	test_store_health(f->repo, &h);
 	assert_int_equal(h.fault, STORE_FAULT_DISK_FULL);
 	assert_int_equal(h.write_failures[STORE_FAULT_DISK_FULL], 3);
-	assert_int_equal(orders_repo_ping(f->repo, err, sizeof(err)), MN_UNAVAILABLE);
+	assert_int_equal(test_store_ping(f->repo, err, sizeof(err)), MN_UNAVAILABLE);
 	assert_string_equal(o.product, "before"); /* 'out' untouched */
 
 	inject(0, 0);
@@ -750,7 +815,7 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 	assert_int_equal(n, 1);
 	assert_string_equal(list[0].product, "before");
 	order_list_free(list, n);
-	assert_int_equal(orders_repo_outbox_pending(f->repo, 10, &v, &n, NULL, 0), MN_OK);
+	assert_int_equal(outbox_pending(test_outbox(f->repo), 10, &v, &n, NULL, 0), MN_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0].event_id, "ev-0");
 	outbox_events_free(v, n);
@@ -759,9 +824,9 @@ static void test_sqlite_outbox_disk_full_stores_neither(void **state)
 	 * was stored, and the commit says the store can write again */
 	assert_int_equal(
 		orders_repo_create_order_event(f->repo, 2, "after", 2, "ev-1", &o, NULL, 0), MN_OK);
-	orders_repo_health(f->repo, &h);
+	test_store_health(f->repo, &h);
 	assert_int_equal(h.fault, STORE_FAULT_NONE);
-	assert_int_equal(orders_repo_ping(f->repo, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(f->repo, NULL, 0), MN_OK);
 	log_set_fd(2);
 	close(fd);
 	order_release(&o);
@@ -784,6 +849,7 @@ static int teardown_shim(void **state)
 	cmocka_unit_test_setup_teardown(fn, setup_memory, teardown),                               \
 		cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define SQLITE(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
 
 int main(void)
 {
@@ -807,6 +873,21 @@ int main(void)
 		SQLITE(test_sqlite_users_and_orders_in_one_file),
 		SQLITE(test_sqlite_order_survives_kill9),
 		cmocka_unit_test(test_sqlite_open_failure),
+		/* the PostgreSQL group, last: run when MESHNODE_TEST_PG is set */
+		PG(test_create_and_get),
+		PG(test_list_paging),
+		PG(test_concurrent_creates),
+		PG(test_outbox_create_stores_order_and_event),
+		PG(test_outbox_plain_create_stores_no_event),
+		PG(test_outbox_pending_in_id_order_with_limit),
+		PG(test_outbox_mark_sent),
+		PG(test_outbox_stats),
+		PG(test_outbox_prune),
+		PG(test_outbox_failed_event_stores_no_order),
+		PG(test_outbox_concurrent_creates_pg),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	const size_t n_pg = 11, n = sizeof(tests) / sizeof(tests[0]);
+
+	return _cmocka_run_group_tests("test_orders_repo", tests,
+				       n - test_pg_skipped("test_orders_repo", n_pg), NULL, NULL);
 }

@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "store/users_repo.h"
+#include "users/users_repo.h"
+#include "store/store_fixture.h" /* tests/unit/store/ */
 
 struct fixture {
 	struct users_repo *repo;
@@ -26,7 +27,7 @@ static int setup_memory(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	f->repo = users_repo_memory_create();
+	f->repo = test_users_memory();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -41,7 +42,16 @@ static int setup_sqlite(void **state)
 		return -1;
 	/* a parent that does not exist yet: the store creates it */
 	snprintf(f->path, sizeof(f->path), "%s/sub/users.db", f->dir);
-	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_users_sqlite(f->path, err, sizeof(err));
+	*state = f;
+	return f->repo ? 0 : -1;
+}
+
+static int setup_pg(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->repo = test_users_pg();
 	*state = f;
 	return f->repo ? 0 : -1;
 }
@@ -51,7 +61,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[160];
 
-	users_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	if (f->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 		if (system(cmd) != 0)
@@ -86,7 +96,7 @@ static void test_crud(void **state)
 	assert_int_equal(users_repo_get(r, a.id, &got), MN_NOT_FOUND);
 	assert_int_equal(users_repo_delete(r, a.id, NULL, 0), MN_NOT_FOUND);
 	assert_int_equal(users_repo_update(r, a.id, "x", NULL, &got, NULL, 0), MN_NOT_FOUND);
-	assert_int_equal(users_repo_ping(r, NULL, 0), MN_OK);
+	assert_int_equal(test_store_ping(r, NULL, 0), MN_OK);
 	user_release(&a);
 	user_release(&b);
 	user_release(&got);
@@ -279,8 +289,8 @@ static void test_sqlite_survives_reopen(void **state)
 	assert_int_equal(users_repo_create_user(f->repo, "Durable", "d@example.com", &u, NULL, 0),
 			 MN_OK);
 	id = u.id;
-	users_repo_destroy(f->repo);
-	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(users_repo_get(f->repo, id, &u), MN_OK);
 	assert_string_equal(u.name, "Durable");
@@ -340,7 +350,7 @@ static void test_sqlite_old_rows_colliding_without_case(void **state)
 	int fd;
 
 	user_init(&u);
-	users_repo_destroy(f->repo);
+	test_store_close(f->repo);
 	f->repo = NULL;
 	unlink(f->path);
 	exec_sql(f->path, "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -351,7 +361,7 @@ static void test_sqlite_old_rows_colliding_without_case(void **state)
 	fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	log_set_fd(fd);
-	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	f->repo = test_users_sqlite(f->path, err, sizeof(err));
 	log_set_fd(2);
 	close(fd);
 	assert_non_null(f->repo);
@@ -375,8 +385,8 @@ static void test_sqlite_old_rows_colliding_without_case(void **state)
 
 	/* fixed: the next open makes the unique index and drops the other */
 	assert_int_equal(users_repo_delete(f->repo, 2, NULL, 0), MN_OK);
-	users_repo_destroy(f->repo);
-	f->repo = users_repo_sqlite_open(f->path, err, sizeof(err));
+	test_store_close(f->repo);
+	f->repo = test_users_sqlite(f->path, err, sizeof(err));
 	assert_non_null(f->repo);
 	assert_int_equal(count_sql(f->path, "SELECT count(*) FROM sqlite_master WHERE"
 					    " name = 'users_email_nocase'"),
@@ -414,7 +424,7 @@ static void test_sqlite_file_modes(void **state)
 	snprintf(wal, sizeof(wal), "%s-wal", path);
 	snprintf(shm, sizeof(shm), "%s-shm", path);
 	old = umask(0);
-	r = users_repo_sqlite_open(path, err, sizeof(err));
+	r = test_users_sqlite(path, err, sizeof(err));
 	umask(old);
 	assert_non_null(r);
 	assert_int_equal(users_repo_create_user(r, "Ada", NULL, &u, NULL, 0), MN_OK);
@@ -424,7 +434,7 @@ static void test_sqlite_file_modes(void **state)
 	assert_int_equal(mode_of(path), 0600);
 	assert_int_equal(mode_of(wal), 0600);
 	assert_int_equal(mode_of(shm), 0600);
-	users_repo_destroy(r);
+	test_store_close(r);
 
 	/* an existing directory and file keep their modes */
 	assert_int_equal(chmod(sub, 0755), 0);
@@ -434,10 +444,10 @@ static void test_sqlite_file_modes(void **state)
 	assert_int_equal(fchmod(fd, 0644), 0);
 	close(fd);
 	old = umask(0);
-	r = users_repo_sqlite_open(path, err, sizeof(err));
+	r = test_users_sqlite(path, err, sizeof(err));
 	umask(old);
 	assert_non_null(r);
-	users_repo_destroy(r);
+	test_store_close(r);
 	assert_int_equal(mode_of(sub), 0755);
 	assert_int_equal(mode_of(path), 0644);
 	user_release(&u);
@@ -448,13 +458,14 @@ static void test_sqlite_open_failure(void **state)
 	char err[256] = "";
 	(void)state;
 
-	assert_null(users_repo_sqlite_open("/proc/self/no/such/place/users.db", err, sizeof(err)));
+	assert_null(test_users_sqlite("/proc/self/no/such/place/users.db", err, sizeof(err)));
 	assert_true(strlen(err) > 0);
 }
 
 #define BOTH(fn)                                                    \
 	cmocka_unit_test_setup_teardown(fn, setup_memory, teardown), \
 	cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
 
 int main(void)
 {
@@ -471,6 +482,16 @@ int main(void)
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_file_modes, setup_sqlite, teardown),
 		cmocka_unit_test(test_sqlite_open_failure),
+		/* the PostgreSQL group, last: run when MESHNODE_TEST_PG is set */
+		PG(test_crud),
+		PG(test_email_conflicts),
+		PG(test_email_conflicts_ignore_case),
+		PG(test_email_uniqueness_through_churn),
+		PG(test_list_paging),
+		PG(test_concurrent_creates),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	const size_t n_pg = 6, n = sizeof(tests) / sizeof(tests[0]);
+
+	return _cmocka_run_group_tests("test_users_repo", tests,
+				       n - test_pg_skipped("test_users_repo", n_pg), NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "store/drivers.h"
 #include "users/users_handlers.h"
 #include "route_call.h"
 
@@ -435,18 +436,6 @@ static enum mn_err busy_remove(struct users_repo *r, int64_t id, char *err, size
 	return mn_error(err, errlen, MN_IO, "disk I/O error at /var/lib/meshnode/users.db");
 }
 
-static enum mn_err busy_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	(void)r;
-	return mn_error(err, errlen, MN_UNAVAILABLE, "cannot write: disk full");
-}
-
-static void busy_health(struct users_repo *r, struct store_health *out)
-{
-	(void)r;
-	*out = (struct store_health){.fault = STORE_FAULT_DISK_FULL};
-}
-
 static void busy_destroy(struct users_repo *r)
 {
 	free(r);
@@ -458,8 +447,6 @@ static const struct users_repo_ops busy_ops = {
 	.list = busy_list,
 	.update = busy_update,
 	.remove = busy_remove,
-	.ping = busy_ping,
-	.health = busy_health,
 	.destroy = busy_destroy,
 };
 

@@ -10,6 +10,7 @@
 #include "nested.h"
 #include "small_stack.h"
 #include "core/json_depth.h"
+#include "store/drivers.h"
 #include "users/users_service.h"
 
 static enum mn_err validate(const char *body, char **name, char **email, char *err)

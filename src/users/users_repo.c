@@ -1,4 +1,4 @@
-#include "store/users_repo.h"
+#include "users/users_repo.h"
 
 enum mn_err users_repo_create_user(struct users_repo *r, const char *name, const char *email,
 				   struct user *out, char *err, size_t errlen)
@@ -26,16 +26,6 @@ enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name
 enum mn_err users_repo_delete(struct users_repo *r, int64_t id, char *err, size_t errlen)
 {
 	return r->ops->remove(r, id, err, errlen);
-}
-
-enum mn_err users_repo_ping(struct users_repo *r, char *err, size_t errlen)
-{
-	return r->ops->ping(r, err, errlen);
-}
-
-void users_repo_health(struct users_repo *r, struct store_health *out)
-{
-	r->ops->health(r, out);
 }
 
 void users_repo_destroy(struct users_repo *r)

@@ -1,13 +1,16 @@
 /* The users repository: where users live. Three implementations behind one
- * interface: SQLite (the default, WAL mode), PostgreSQL and memory. All
- * calls are safe from many threads at once. */
-#ifndef MESHNODE_STORE_USERS_REPO_H
-#define MESHNODE_STORE_USERS_REPO_H
+ * interface, opened by the store (store/store.h, whose drivers are in
+ * store/drivers.h): SQLite (the default, WAL mode), PostgreSQL and memory.
+ * The store owns the database (its pool, readiness, write state); a
+ * repository is its users' part. All calls are safe from many threads at
+ * once. */
+#ifndef MESHNODE_USERS_USERS_REPO_H
+#define MESHNODE_USERS_USERS_REPO_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/store_fault.h"
+#include "core/error.h"
 #include "users/user.h"
 
 struct users_repo;
@@ -22,8 +25,6 @@ struct users_repo_ops {
 	enum mn_err (*update)(struct users_repo *r, int64_t id, const char *name, const char *email,
 			      struct user *out, char *err, size_t errlen);
 	enum mn_err (*remove)(struct users_repo *r, int64_t id, char *err, size_t errlen);
-	enum mn_err (*ping)(struct users_repo *r, char *err, size_t errlen);
-	void (*health)(struct users_repo *r, struct store_health *out);
 	void (*destroy)(struct users_repo *r);
 };
 
@@ -31,33 +32,6 @@ struct users_repo_ops {
 struct users_repo {
 	const struct users_repo_ops *ops;
 };
-
-/* Opens (creating when missing, with parent directories) a SQLite database:
- * WAL journal, synchronous=NORMAL, busy_timeout 5 s, so several processes
- * may share the file; file modes and write failures as store/sqlite_pool.h
- * says. Emails are unique without regard to ASCII case: a unique index on
- * email COLLATE NOCASE is made at open, and when rows already in the file
- * collide that way the node still opens it (saying so in the log) and the
- * writes themselves refuse any new collision. NULL on failure with the
- * reason in err. */
-struct users_repo *users_repo_sqlite_open(const char *path, char *err, size_t errlen);
-/* The same with how long a request may wait in the store (NULL:
- * STORE_LIMITS_DEFAULT; sqlite_pool.h). */
-struct users_repo *users_repo_sqlite_open_with(const char *path, const struct store_limits *limits,
-					   char *err, size_t errlen);
-
-/* A new in-memory repository (database.driver = "memory"); NULL when out
- * of memory. */
-struct users_repo *users_repo_memory_create(void);
-
-struct pg_pool;
-
-/* A repository over a PostgreSQL pool (database.driver = "postgres"; see
- * store/pg_pool.h), which it keeps a reference to: the pool's migrations
- * made its table and the unique index on the email folded to ASCII lower
- * case. A store that cannot answer gives MN_UNAVAILABLE ("the database is
- * unavailable"). NULL when out of memory. */
-struct users_repo *users_repo_pg_open(struct pg_pool *pool);
 
 /* Stores a new user; out receives it with its id (caller releases).
  * MN_CONFLICT when another user has the email, compared without regard to
@@ -84,14 +58,7 @@ enum mn_err users_repo_update(struct users_repo *r, int64_t id, const char *name
 /* MN_NOT_FOUND when no user has this id, or MN_UNAVAILABLE. */
 enum mn_err users_repo_delete(struct users_repo *r, int64_t id, char *err, size_t errlen);
 
-/* Readiness: MN_OK when the store answers and can write; MN_UNAVAILABLE
- * with err (optional) saying why ("cannot write: disk full"). */
-enum mn_err users_repo_ping(struct users_repo *r, char *err, size_t errlen);
-
-/* The write state (what the memory store reports: no fault, no failure). */
-void users_repo_health(struct users_repo *r, struct store_health *out);
-
-/* Closes and frees; NULL is a no-op. */
+/* Frees the repository (not the store's database); NULL is a no-op. */
 void users_repo_destroy(struct users_repo *r);
 
 #endif
