@@ -1,8 +1,67 @@
-/* The request parsers that must not allocate at all (http/path,
- * http/params): each of their cases completes at N = 1. */
+/* Allocation failures in the router (http/router: its table is built at
+ * start from every module's routes), with the routes and paths of its
+ * unit test; and the request parsers that must not allocate at all
+ * (http/path, http/params): each of their cases completes at N = 1. */
 #include "http/params.h"
 #include "http/path.h"
+#include "http/router.h"
 #include "torture.h"
+
+static void h_one(const struct http_request *req, struct http_response *res, void *ctx)
+{
+	(void)req, (void)res, (void)ctx;
+}
+
+static const char *const routes[][2] = {
+	{"GET", "/users"},
+	{"POST", "/users"},
+	{"GET", "/users/{id}"},
+	{"DELETE", "/users/{id}"},
+	{"GET", "/a/{x}/b/{y}"},
+	{"GET", "/"},
+	{"GET", "/health"},
+	{"GET", "/peers/{service}"},
+	{"PUT", "/users/{id}"},
+	/* refused: malformed, duplicate */
+	{"GET", "users"},
+	{"GET", "/x/{}"},
+	{"GET", "/x//y"},
+	{"GET", "/users"},
+};
+
+static enum mn_err router(const void *input, size_t len, struct torture_out *out)
+{
+	static const char *const paths[][2] = {
+		{"GET", "/users"},     {"GET", "/users/42"},  {"HEAD", "/users/42"},
+		{"GET", "/a/1/b/two"}, {"PATCH", "/users/1"}, {"GET", "/nothing"},
+	};
+	struct http_router *r = http_router_create();
+	struct http_route_match m;
+	char allow[128];
+
+	(void)input, (void)len;
+	if (r == NULL)
+		return MN_NOMEM;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		enum mn_err e = http_router_add(r, routes[i][0], routes[i][1], h_one, NULL);
+
+		if (e == MN_NOMEM) {
+			http_router_destroy(r);
+			return e;
+		}
+		torture_outf(out, "add %s %s: %s\n", routes[i][0], routes[i][1], mn_strerror(e));
+	}
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		enum http_match k = http_router_match(r, paths[i][0], paths[i][1], &m);
+
+		torture_outf(out, "%s %s: %d %s %zu %s\n", paths[i][0], paths[i][1], (int)k,
+			     k == HTTP_MATCH_OK ? m.pattern : "-", m.nparams, m.allow);
+	}
+	http_router_allow_all(r, allow, sizeof(allow));
+	torture_outf(out, "allow %s\n", allow);
+	http_router_destroy(r);
+	return MN_OK;
+}
 
 /* Path decoding, Content-Length, ids and paging: no allocation. */
 static enum mn_err request_parts(const void *input, size_t len, struct torture_out *out)
@@ -38,6 +97,7 @@ int main(void)
 	unsigned long before;
 
 	torture_quiet_logs();
+	torture_case("router", router, "", 0);
 	before = torture_totals.points;
 	TEXT_CASE(request_parts, "/users/42");
 	TEXT_CASE(request_parts, "/a%20b/%2F");
