@@ -1,10 +1,11 @@
 /* Allocation failures in the parsers of Consul's answers: health (the
- * instances) and DNS SRV answers, over the inputs of their unit tests'
- * fixtures and fuzz seeds. */
+ * instances), KV listings and DNS SRV answers, over the inputs of their
+ * unit tests' fixtures and fuzz seeds. */
 #include <jansson.h>
 
 #include "consul/dns.h"
 #include "consul/health.h"
+#include "consul/kv.h"
 #include "torture.h"
 
 static enum mn_err health(const void *input, size_t len, struct torture_out *out)
@@ -40,6 +41,27 @@ static enum mn_err health(const void *input, size_t len, struct torture_out *out
 	return MN_OK;
 }
 
+static enum mn_err kv(const void *input, size_t len, struct torture_out *out)
+{
+	struct consul_kv *pairs = (struct consul_kv *)&pairs;
+	char err[256] = "";
+	size_t n = 42;
+	enum mn_err e;
+
+	input = torture_http_body(input, &len);
+	e = consul_kv_parse(input, len, &pairs, &n, err, sizeof(err));
+	if (e != MN_OK) {
+		TORTURE_CHECK(pairs == NULL && n == 0 && err[0] != '\0');
+		torture_outf(out, "%s: %s\n", mn_strerror(e), err);
+		return e;
+	}
+	for (size_t i = 0; i < n; i++)
+		torture_outf(out, "%s=%s\n", pairs[i].key,
+			     pairs[i].value ? pairs[i].value : "(null)");
+	consul_kv_free(pairs, n);
+	return MN_OK;
+}
+
 static enum mn_err dns(const void *input, size_t len, struct torture_out *out)
 {
 	const unsigned char *data = input;
@@ -68,6 +90,9 @@ int main(void)
 	torture_files("tests/fuzz/corpus/fuzz_consul_health", NULL, health, 5);
 	torture_files("tests/fixtures/consul/health", ".http", health, 3);
 	torture_files("tests/fixtures/consul/peers", ".http", health, 18);
+	torture_files("tests/fuzz/corpus/fuzz_consul_kv", NULL, kv, 6);
+	torture_files("tests/fixtures/consul", ".json", kv, 1);
+	torture_files("tests/fixtures/consul/watch", ".http", kv, 5);
 	torture_files("tests/fuzz/corpus/fuzz_consul_dns", NULL, dns, 4);
 	torture_files("tests/fixtures/consul/dns", ".bin", dns, 6);
 	return torture_report("alloc_consul");
