@@ -107,6 +107,7 @@ test-deps:
 # after the packages are in place), then builds, then every suite.
 test: test-deps
 	$(MAKE) --no-print-directory unit-build
+	$(MAKE) --no-print-directory alloc-build
 	scripts/run-tests.sh $(BUILD)
 
 unit-build: $(BIN) $(UNIT_BIN)
