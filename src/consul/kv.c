@@ -8,6 +8,7 @@
 
 #include "core/escape.h"
 #include "core/json_depth.h"
+#include "core/json_load.h"
 
 #define KV_TIMEOUT_MS 5000
 #define KV_RESPONSE_MAX (16u << 20)
@@ -92,12 +93,15 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 	struct consul_kv *out = NULL;
 	size_t count = 0, i;
 	enum mn_err ret = MN_OK;
+	bool nomem;
 
 	*pairs = NULL;
 	*n = 0;
 	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", jerr.text);
-	root = json_loadb(json, len, 0, &jerr);
+	root = json_load_checked(json, len, 0, &jerr, &nomem);
+	if (root == NULL && nomem)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (root == NULL) {
 		/* jansson quotes the bytes it stopped at as they are; the
 		 * message ends up in a list of one problem per line */
