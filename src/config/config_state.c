@@ -85,11 +85,14 @@ enum mn_err config_state_add_default(struct config_state *st, const struct setti
 {
 	struct config_slot *slot;
 	char reason[256];
-	json_t *value = settings_parse_text(def, def->default_text, reason, sizeof(reason));
+	json_t *value;
 
+	errno = 0;
+	value = settings_parse_text(def, def->default_text, reason, sizeof(reason));
 	if (value == NULL || !settings_check(def, &value, reason, sizeof(reason))) {
 		json_decref(value);
-		return MN_INTERNAL; /* the table's own default */
+		/* the table's own default, unless memory ran out */
+		return errno == ENOMEM ? MN_NOMEM : MN_INTERNAL;
 	}
 	slot = config_state_add(st, name, def);
 	if (slot == NULL) {
