@@ -107,6 +107,7 @@ test-deps:
 # after the packages are in place), then builds, then every suite.
 test: test-deps
 	$(MAKE) --no-print-directory unit-build
+	$(MAKE) --no-print-directory alloc-build
 	scripts/run-tests.sh $(BUILD)
 
 unit-build: $(BIN) $(UNIT_BIN)
@@ -167,6 +168,27 @@ clean:
 	rm -rf build
 
 include tests/fuzz/fuzz.mk
+
+# Allocation-failure runs (tests/alloc/, docs/testing.md): each program
+# fails every allocation of its cases in turn. They need ASan and LSan, so
+# they are built by a sub-make of their own in build/alloc/
+# (SANITIZE=address,undefined), whatever the build asked for.
+ALLOC_BUILD := build/alloc
+ALLOC_BIN   := $(patsubst tests/alloc/%.c,$(ALLOC_BUILD)/tests/alloc/%,\
+                 $(sort $(wildcard tests/alloc/alloc_*.c)))
+
+.PHONY: alloc-build alloc-test
+$(BUILD)/tests/alloc/alloc_%: tests/alloc/alloc_%.c tests/alloc/torture.h $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests/alloc $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -ldl -o $@
+
+alloc-build:
+	$(MAKE) --no-print-directory SANITIZE=address,undefined BUILD=$(ALLOC_BUILD) $(ALLOC_BIN)
+
+alloc-test: alloc-build
+	@for t in $(ALLOC_BIN); do echo "$$t"; $$t || exit 1; done
+
+-include $(ALLOC_BIN:=.d)
 
 -include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d) \
 	$(BUILD)/settings_doc.d

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every unit test program under BUILD/tests and every integration suite
-# under tests/integration, then prints one line over all of them:
+# Runs every unit test program under BUILD/tests, the allocation-failure
+# programs under build/alloc/tests/alloc and every integration suite under
+# tests/integration, then prints one line over all of them:
 #   N passed, M failed
 # and exits non-zero when anything failed or nothing ran.
 set -u
@@ -14,9 +15,13 @@ failed_names=()
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/meshnode-tests.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 
-# cmocka prints "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s)..."
-for t in $(find "$build/tests" -type f -perm -u+x -name 'test_*' 2>/dev/null | sort); do
+# cmocka prints "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s)...";
+# so do the allocation-failure runs (tests/alloc/, always built in
+# build/alloc/ by `make alloc-build`), one test per case, run after them.
+for t in $(find "$build/tests" -type f -perm -u+x -name 'test_*' 2>/dev/null | sort) \
+	$(find build/alloc/tests/alloc -type f -perm -u+x -name 'alloc_*' 2>/dev/null | sort); do
 	name=${t#"$build/tests/"}
+	name=${name#build/alloc/tests/}
 	out="$logdir/unit.log"
 	"$t" >"$out" 2>&1
 	rc=$?

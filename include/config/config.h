@@ -190,6 +190,10 @@ struct config_sources {
  * no longer fit are counted and the last line says how many ("1234 more
  * warnings not shown").
  *
+ * When memory runs out (for a value's parse or check too, which is then
+ * not taken for a refusal) the call returns MN_NOMEM, with the line "out of
+ * memory" in 'errors'.
+ *
  * On success *out is a new config (free with config_destroy()). 'errors' and
  * 'warnings' may be NULL. */
 enum mn_err config_load(const struct config_sources *src, struct config **out,

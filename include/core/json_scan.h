@@ -24,6 +24,7 @@ struct jscan {
 	uint64_t started;   /* bit d: the container at depth d has a member */
 	uint64_t objects;   /* bit d: the container at depth d is an object */
 	bool failed;
+	bool nomem;         /* the error is an allocation that failed */
 	char err[96];
 };
 
@@ -62,7 +63,10 @@ bool jscan_integer(struct jscan *s, long long *out, bool *fits);
 /* true when only whitespace is left. */
 bool jscan_end(struct jscan *s);
 
-/* The first error: "expected ',' or ']' at offset 1234"; "" when none. */
+/* The first error: "expected ',' or ']' at offset 1234"; "" when none.
+ * When an allocation failed ('out' of jscan_string() or a key), the error
+ * is "out of memory at offset N" and s->nomem is set, so that a caller can
+ * answer MN_NOMEM rather than call the text invalid. */
 const char *jscan_error(const struct jscan *s);
 
 #endif

@@ -774,6 +774,9 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 		n_pending = 0;
 	}
 out_release:
+	/* said, so that a reload refused for it is logged with its reason */
+	if (err == MN_NOMEM)
+		config_state_error(&st, "out of memory");
 	config_state_finish(&st);
 	free_strings(pending, n_pending);
 	config_state_release(&st);

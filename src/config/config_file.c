@@ -15,7 +15,8 @@
 #include "core/text.h"
 
 /* A libconfig value as JSON: scalars as themselves, arrays and lists as
- * arrays, groups as objects. NULL when out of memory. */
+ * arrays, groups as objects. NULL when out of memory (errno tells it from
+ * the refusals of json_real() and json_string(), which allocate nothing). */
 static json_t *config_file_value(const config_setting_t *s)
 {
 	json_t *v;
@@ -29,13 +30,15 @@ static json_t *config_file_value(const config_setting_t *s)
 		/* too large for a double (1e999): JSON has no infinity, so
 		 * null, refused by the setting's check like a string would be,
 		 * instead of failing the whole load as if memory ran out */
+		errno = 0;
 		v = json_real(config_setting_get_float(s));
-		return v ? v : json_null();
+		return v || errno == ENOMEM ? v : json_null();
 	case CONFIG_TYPE_STRING:
 		/* not UTF-8: null, which the setting's check refuses as a type
 		 * mismatch instead of failing the whole load */
+		errno = 0;
 		v = json_string(config_setting_get_string(s));
-		return v ? v : json_null();
+		return v || errno == ENOMEM ? v : json_null();
 	case CONFIG_TYPE_BOOL:
 		return json_boolean(config_setting_get_bool(s));
 	case CONFIG_TYPE_ARRAY:

@@ -2,6 +2,7 @@
 #include "core/array.h"
 #include "core/escape.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -84,11 +85,14 @@ enum mn_err config_state_add_default(struct config_state *st, const struct setti
 {
 	struct config_slot *slot;
 	char reason[256];
-	json_t *value = settings_parse_text(def, def->default_text, reason, sizeof(reason));
+	json_t *value;
 
+	errno = 0;
+	value = settings_parse_text(def, def->default_text, reason, sizeof(reason));
 	if (value == NULL || !settings_check(def, &value, reason, sizeof(reason))) {
 		json_decref(value);
-		return MN_INTERNAL; /* the table's own default */
+		/* the table's own default, unless memory ran out */
+		return errno == ENOMEM ? MN_NOMEM : MN_INTERNAL;
 	}
 	slot = config_state_add(st, name, def);
 	if (slot == NULL) {
@@ -114,16 +118,21 @@ enum mn_err config_state_set(struct config_state *st, const char *name, const ch
 		snprintf(reason, len, "unknown setting");
 		return MN_NOT_FOUND;
 	}
+	/* settings_parse_text() and the checks fail alike for a bad value
+	 * and for an allocation that failed (jansson's or ours): errno tells
+	 * them apart, so that memory running out is never taken for the
+	 * operator's mistake (a KV value refused, the file's wording blamed) */
+	errno = 0;
 	if (text) {
 		value = settings_parse_text(def, text, reason, len);
 		if (value == NULL)
-			return MN_INVALID;
+			goto out_refused;
 	}
 	if (value == NULL)
 		return MN_NOMEM;
 	if (!settings_check(def, &value, reason, len)) {
 		json_decref(value);
-		return MN_INVALID;
+		goto out_refused;
 	}
 	slot = config_state_find(st, name);
 	if (slot && slot->value && slot->source > source) {
@@ -144,6 +153,12 @@ out_nomem:
 	free(dup);
 	json_decref(value);
 	return MN_NOMEM;
+out_refused:
+	if (errno == ENOMEM) {
+		snprintf(reason, len, "out of memory");
+		return MN_NOMEM;
+	}
+	return MN_INVALID;
 }
 
 /* The line is built apart and appended only when it fits: a buf frees its

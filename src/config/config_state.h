@@ -49,7 +49,8 @@ void config_state_finish(struct config_state *st);
 /* Sets 'name' from exactly one of 'text' (parsed by the setting's type) or
  * 'value' (typed; stolen, even on failure). MN_OK when stored or outranked
  * by a higher source, MN_NOT_FOUND for an unknown name, MN_INVALID with
- * 'reason' filled when the value is refused, MN_NOMEM. */
+ * 'reason' filled when the value is refused, MN_NOMEM (also when an
+ * allocation failed while the value was parsed or checked). */
 enum mn_err config_state_set(struct config_state *st, const char *name, const char *text,
 			     json_t *value, enum config_source source, const char *origin,
 			     char *reason, size_t len);

@@ -405,7 +405,7 @@ enum mn_err consul_health_parse(const char *json, size_t len, struct consul_inst
 		entry_init(&e);
 		if (!read_entry(&s, &e, &scratch)) {
 			entry_release(&e);
-			if (!s.failed)
+			if (!s.failed || s.nomem)
 				goto out_nomem;
 			break;
 		}

@@ -8,6 +8,7 @@
 
 #include "core/escape.h"
 #include "core/json_depth.h"
+#include "core/json_load.h"
 
 #define KV_TIMEOUT_MS 5000
 #define KV_RESPONSE_MAX (16u << 20)
@@ -27,7 +28,8 @@ static int b64val(int c)
 	return -1;
 }
 
-/* Decodes standard base64 (with padding) into a new NUL-terminated string. */
+/* Decodes standard base64 (with padding) into a new NUL-terminated string;
+ * NULL with errno EINVAL for bad base64, ENOMEM when out of memory. */
 static char *base64_decode(const char *in, size_t len, size_t *outlen)
 {
 	char *out, *o;
@@ -35,11 +37,15 @@ static char *base64_decode(const char *in, size_t len, size_t *outlen)
 	int bits = 0;
 	size_t i;
 
-	if (len % 4 != 0)
+	if (len % 4 != 0) {
+		errno = EINVAL;
 		return NULL;
+	}
 	out = malloc(len / 4 * 3 + 1);
-	if (out == NULL)
+	if (out == NULL) {
+		errno = ENOMEM;
 		return NULL;
+	}
 	o = out;
 	for (i = 0; i < len; i++) {
 		int v;
@@ -66,6 +72,7 @@ static char *base64_decode(const char *in, size_t len, size_t *outlen)
 
 out_bad:
 	free(out);
+	errno = EINVAL;
 	return NULL;
 }
 
@@ -86,12 +93,15 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 	struct consul_kv *out = NULL;
 	size_t count = 0, i;
 	enum mn_err ret = MN_OK;
+	bool nomem;
 
 	*pairs = NULL;
 	*n = 0;
 	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse kv listing: %s", jerr.text);
-	root = json_loadb(json, len, 0, &jerr);
+	root = json_load_checked(json, len, 0, &jerr, &nomem);
+	if (root == NULL && nomem)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (root == NULL) {
 		/* jansson quotes the bytes it stopped at as they are; the
 		 * message ends up in a list of one problem per line */
@@ -138,6 +148,10 @@ enum mn_err consul_kv_parse(const char *json, size_t len, struct consul_kv **pai
 			goto out_free_pairs;
 		}
 		kv->value = base64_decode(json_string_value(value), json_string_length(value), &vlen);
+		if (kv->value == NULL && errno == ENOMEM) {
+			ret = mn_error(err, errlen, MN_NOMEM, "out of memory");
+			goto out_free_pairs;
+		}
 		if (kv->value == NULL) {
 			ret = mn_error(err, errlen, MN_INVALID, "kv key '%s' is not valid base64",
 				       kv->key);

@@ -18,6 +18,23 @@ static bool fail(struct jscan *s, const char *what)
 	return false;
 }
 
+/* Appends to a string being taken out: over the buffer's cap the string is
+ * too long (the input's fault); an allocation that failed is no fault of
+ * the input and says so. */
+static bool append(struct jscan *s, struct buf *out, const char *data, size_t len)
+{
+	enum mn_err e = buf_append(out, data, len);
+
+	if (e == MN_OK)
+		return true;
+	if (e == MN_NOMEM) {
+		fail(s, "out of memory");
+		s->nomem = true;
+		return false;
+	}
+	return fail(s, "string too long");
+}
+
 void jscan_init(struct jscan *s, const char *text, size_t len)
 {
 	s->start = s->p = text;
@@ -25,6 +42,7 @@ void jscan_init(struct jscan *s, const char *text, size_t len)
 	s->depth = 0;
 	s->started = s->objects = 0;
 	s->failed = false;
+	s->nomem = false;
 	s->err[0] = '\0';
 }
 
@@ -196,8 +214,8 @@ static bool string(struct jscan *s, struct buf *out)
 				s->p++;
 			}
 		}
-		if (out && s->p > run && buf_append(out, run, (size_t)(s->p - run)) != MN_OK)
-			return fail(s, "string too long");
+		if (out && s->p > run && !append(s, out, run, (size_t)(s->p - run)))
+			return false;
 		if (s->p >= s->end)
 			return fail(s, "unterminated string");
 		if (*s->p == '"') {
@@ -235,15 +253,15 @@ static bool string(struct jscan *s, struct buf *out)
 			}
 			if (cp == 0)
 				return fail(s, "\\u0000 in a string");
-			if (out && buf_append(out, enc, utf8_put(cp, enc)) != MN_OK)
-				return fail(s, "string too long");
+			if (out && !append(s, out, enc, utf8_put(cp, enc)))
+				return false;
 			continue;
 		default:
 			s->p--;
 			return fail(s, "invalid escape");
 		}
-		if (out && buf_append(out, enc, 1) != MN_OK)
-			return fail(s, "string too long");
+		if (out && !append(s, out, enc, 1))
+			return false;
 	}
 }
 
@@ -341,7 +359,7 @@ bool jscan_string(struct jscan *s, struct buf *out)
 	if (!string(s, out))
 		return false;
 	/* an empty string leaves the buffer unallocated */
-	return out->data != NULL || buf_append(out, "", 0) == MN_OK || fail(s, "out of memory");
+	return out->data != NULL || append(s, out, "", 0);
 }
 
 bool jscan_integer(struct jscan *s, long long *out, bool *fits)

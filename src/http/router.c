@@ -43,48 +43,53 @@ void http_router_destroy(struct http_router *r)
 	free(r);
 }
 
-/* Splits "/users/{id}" into {"users", NULL}; false when malformed. */
-static bool route_parse(struct route *rt, const char *pattern)
+/* Splits "/users/{id}" into {"users", NULL}; MN_INVALID when malformed,
+ * MN_NOMEM when out of memory. */
+static enum mn_err route_parse(struct route *rt, const char *pattern)
 {
 	const char *p = pattern;
 	size_t params = 0;
 
 	if (*p != '/')
-		return false;
+		return MN_INVALID;
 	if (strcmp(p, "/") == 0)
-		return true;
+		return MN_OK;
 	while (*p == '/') {
 		const char *seg = ++p;
 		size_t len = strcspn(seg, "/");
 
 		if (len == 0 || rt->nsegments == ROUTER_MAX_SEGMENTS)
-			return false;
+			return MN_INVALID;
 		if (seg[0] == '{') {
 			if (seg[len - 1] != '}' || len < 3 || ++params > HTTP_MAX_PARAMS)
-				return false;
+				return MN_INVALID;
 			rt->segments[rt->nsegments++] = NULL;
 		} else {
 			if (memchr(seg, '{', len) || memchr(seg, '}', len))
-				return false;
+				return MN_INVALID;
 			rt->segments[rt->nsegments] = strndup(seg, len);
 			if (rt->segments[rt->nsegments++] == NULL)
-				return false;
+				return MN_NOMEM;
 		}
 		p = seg + len;
 	}
-	return *p == '\0';
+	return *p == '\0' ? MN_OK : MN_INVALID;
 }
 
 enum mn_err http_router_add(struct http_router *r, const char *method, const char *pattern,
 			    http_handler_fn fn, void *ctx)
 {
 	struct route rt = {0};
+	enum mn_err e;
 
 	for (size_t i = 0; i < r->n; i++)
 		if (strcmp(r->routes[i].pattern, pattern) == 0 &&
 		    strcmp(r->routes[i].method, method) == 0)
 			return MN_INVALID;
-	if (!route_parse(&rt, pattern))
+	e = route_parse(&rt, pattern);
+	if (e == MN_NOMEM)
+		goto out_nomem;
+	if (e != MN_OK)
 		goto out_invalid;
 	rt.method = strdup(method);
 	rt.pattern = strdup(pattern);

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 
 #include "core/json_depth.h"
+#include "core/json_load.h"
 #include "core/log.h"
 #include "core/text.h"
 
@@ -117,6 +118,7 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
 			    size_t errlen)
 {
 	json_error_t jerr;
+	bool nomem;
 	json_t *root;
 	enum mn_err ret;
 
@@ -126,7 +128,10 @@ enum mn_err orders_validate(const char *body, size_t len, struct order *out, cha
 	ret = json_depth_check(body, len, err, errlen);
 	if (ret != MN_OK)
 		return ret;
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	root = json_load_checked(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr,
+				 &nomem);
+	if (root == NULL && nomem)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",
 				jerr.text, jerr.line, jerr.column);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/json_depth.h"
+#include "core/json_load.h"
 #include "core/text.h"
 
 struct users_service {
@@ -72,6 +73,7 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 			   size_t errlen)
 {
 	json_error_t jerr;
+	bool nomem;
 	json_t *root, *jname, *jemail;
 	enum mn_err ret;
 
@@ -82,7 +84,10 @@ enum mn_err users_validate(const char *body, size_t len, char **name, char **ema
 	ret = json_depth_check(body, len, err, errlen);
 	if (ret != MN_OK)
 		return ret;
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	root = json_load_checked(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr,
+				 &nomem);
+	if (root == NULL && nomem)
+		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (root == NULL)
 		return mn_error(err, errlen, MN_INVALID, "invalid JSON: %s at line %d column %d",
 				jerr.text, jerr.line, jerr.column);
