@@ -2,7 +2,8 @@
  * hash the caller computes, entries of a fixed size stored in the table,
  * equality by a callback, removal by backward shift (no tombstones), at
  * most half full. strmap (strings to size_t), the metric series of a
- * family and the memory store's email index are built on it.
+ * family, the memory store's email index and the peer client's instance
+ * states (src/peers/peer_index.c) are built on it.
  *
  * How to use it, e.g. for a table of 'struct peer_state *' by name:
  *

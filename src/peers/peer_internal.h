@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/hashmap.h"
 #include "peers/balancer.h"
 #include "peers/breaker.h"
 #include "peers/peer_client.h"
@@ -33,8 +34,7 @@
 struct inst_state {
 	char *node;
 	char *id;
-	uint64_t hash;		  /* the index's (peer_index.c) */
-	struct inst_state *hnext; /* index chain (svc->lock) */
+	bool index_gone;	  /* peer_index_foreach takes it out */
 	uint64_t seen;		  /* last table built with it (svc->lock) */
 	atomic_uint refs;
 	atomic_uint inflight;
@@ -49,11 +49,10 @@ struct inst_state {
 	char last_error[160];
 };
 
-/* The instance states of one service by (node, id): chained buckets, a
- * power-of-two count of them. Only peer_index.c reads its fields. */
+/* The instance states of one service by (node, id): a core hash map of
+ * state pointers (zeroed: empty). Only peer_index.c reads its fields. */
 struct peer_index {
-	struct inst_state **buckets;
-	size_t nbuckets, count;
+	struct hashmap map;
 };
 
 struct peer_service;
