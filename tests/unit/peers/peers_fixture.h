@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "fixture.h"
+#include "log_capture.h"
 
 /* ---- a hand clock ------------------------------------------------------- */
 
@@ -146,65 +147,6 @@ static inline bool poll_until(bool (*done)(void *ctx), void *ctx, uint64_t timeo
 
 #define POLL_MS 5000u
 
-/* ---- log records ---------------------------------------------------------- */
-
-/* The records the code under test logs from now on, at 'level' and above,
- * go to a temporary file the test reads back (every thread writes its
- * records with one write(2), so a count is exact). */
-static inline int log_capture_start(enum log_level level)
-{
-	FILE *f = tmpfile();
-	int fd;
-
-	assert_non_null(f);
-	fd = dup(fileno(f));
-	fclose(f); /* the file lives on through fd */
-	assert_true(fd >= 0);
-	log_set_level(level);
-	log_set_fd(fd);
-	return fd;
-}
-
-/* How many records so far contain 'needle'. */
-static inline unsigned log_capture_count(int fd, const char *needle)
-{
-	char *text;
-	off_t size = lseek(fd, 0, SEEK_END);
-	unsigned n = 0;
-	ssize_t got;
-
-	assert_true(size >= 0);
-	text = malloc((size_t)size + 1);
-	assert_non_null(text);
-	got = pread(fd, text, (size_t)size, 0);
-	assert_int_equal(got, size);
-	text[got] = '\0';
-	for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-		n++;
-	free(text);
-	return n;
-}
-
-/* How many records contain 'needle' once there are at least 'want' of
- * them, or after POLL_MS of real time: a thread logs after it published
- * what the test waited for. */
-static inline unsigned log_capture_wait(int fd, const char *needle, unsigned want)
-{
-	uint64_t end = clock_monotonic_ms() + POLL_MS;
-	unsigned n;
-
-	while ((n = log_capture_count(fd, needle)) < want && clock_monotonic_ms() < end)
-		clock_sleep_ms(2);
-	return n;
-}
-
-/* Records go back to stderr, errors only, as the tests' main() has it. */
-static inline void log_capture_stop(int fd)
-{
-	log_set_fd(STDERR_FILENO);
-	log_set_level(MN_LOG_ERROR);
-	if (fd >= 0)
-		close(fd);
-}
+/* log records: tests/unit/log_capture.h */
 
 #endif

@@ -195,7 +195,7 @@ static int teardown(void **state)
 
 	gate_open(&t->h);
 	resolver_destroy(t->r);
-	log_capture_stop(-1); /* a test that failed may have left it on */
+	logcap_stop(-1); /* a test that failed may have left it on */
 	/* every snapshot prepared was released, and every watch thread gave
 	 * its handle back */
 	assert_int_equal(atomic_load(&t->h.prepares), atomic_load(&t->h.releases));
@@ -1001,7 +1001,7 @@ static void test_panic_entered_and_left_once(void **state)
 	story_load(&st);
 	rule = users_rule(t, &st.three);
 	rt_resolver(t, (struct resolver_opts){0});
-	log = log_capture_start(MN_LOG_INFO);
+	log = logcap_start(MN_LOG_INFO);
 	s = get_ok(t, "users", NULL);
 	assert_counts(s, 3, 3, 3, false);
 	resolver_put(s);
@@ -1011,7 +1011,7 @@ static void test_panic_entered_and_left_once(void **state)
 	assert_string_equal(s->inst[0].id, "users-1");
 	assert_string_equal(s->inst[1].id, "users-2");
 	resolver_put(s);
-	assert_int_equal(log_capture_count(log, ENTERED), 0);
+	assert_int_equal(logcap_count(log, ENTERED), 0);
 
 	s = answer(t, rule, &st.two_critical);
 	assert_counts(s, 3, 1, 3, true);
@@ -1023,11 +1023,11 @@ static void test_panic_entered_and_left_once(void **state)
 	assert_string_equal(s->inst[2].id, "users-3");
 	assert_false(s->inst[2].passing);
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log,
+	assert_int_equal(logcap_wait(log,
 					  ENTERED "1 of 3 instances passing, below "
 						  "peers.users.panic_threshold (50%); "
 						  "calling all 3 until enough pass again",
-					  1),
+					  1, POLL_MS),
 			 1);
 
 	s = answer(t, rule, &st.all_critical);
@@ -1039,22 +1039,22 @@ static void test_panic_entered_and_left_once(void **state)
 	assert_string_equal(s->inst[0].id, "users-1");
 	assert_string_equal(s->inst[1].id, "users-2");
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log,
+	assert_int_equal(logcap_wait(log,
 					  LEFT "2 of 3 instances passing "
 					       "(peers.users.panic_threshold 50%); "
 					       "calling the passing ones again",
-					  1),
+					  1, POLL_MS),
 			 1);
 	/* the watch thread logs in order: every line before that one is in */
-	assert_int_equal(log_capture_count(log, ENTERED), 1);
-	assert_int_equal(log_capture_count(log, LEFT), 1);
+	assert_int_equal(logcap_count(log, ENTERED), 1);
+	assert_int_equal(logcap_count(log, LEFT), 1);
 	/* each answer still has its line */
-	assert_int_equal(log_capture_wait(log,
+	assert_int_equal(logcap_wait(log,
 					  "service 'users': 0 of 3 instances passing, "
 					  "in panic at index 19",
-					  1),
+					  1, POLL_MS),
 			 1);
-	log_capture_stop(log);
+	logcap_stop(log);
 	story_free(t, &st);
 }
 
@@ -1071,12 +1071,12 @@ static void test_node_check_critical_is_panic(void **state)
 	story_load(&st);
 	users_rule(t, &st.node_check);
 	rt_resolver(t, (struct resolver_opts){0});
-	log = log_capture_start(MN_LOG_INFO);
+	log = logcap_start(MN_LOG_INFO);
 	s = get_ok(t, "users", NULL);
 	assert_counts(s, 3, 0, 3, true);
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log, ENTERED "0 of 3", 1), 1);
-	log_capture_stop(log);
+	assert_int_equal(logcap_wait(log, ENTERED "0 of 3", 1, POLL_MS), 1);
+	logcap_stop(log);
 	story_free(t, &st);
 }
 
@@ -1093,15 +1093,15 @@ static void test_threshold_zero_is_never_panic(void **state)
 	atomic_store(&t->h.threshold, 0);
 	rule = users_rule(t, &st.two_critical);
 	rt_resolver(t, (struct resolver_opts){0});
-	log = log_capture_start(MN_LOG_INFO);
+	log = logcap_start(MN_LOG_INFO);
 	s = get_ok(t, "users", NULL);
 	assert_counts(s, 1, 1, 3, false);
 	resolver_put(s);
 	s = answer(t, rule, &st.all_critical);
 	assert_counts(s, 0, 0, 3, false);
 	resolver_put(s);
-	assert_int_equal(log_capture_count(log, "panic:"), 0);
-	log_capture_stop(log);
+	assert_int_equal(logcap_count(log, "panic:"), 0);
+	logcap_stop(log);
 	story_free(t, &st);
 }
 
@@ -1186,7 +1186,7 @@ static void test_threshold_change_applies_at_the_next_sweep(void **state)
 	story_load(&st);
 	users_rule(t, &st.two_critical);
 	rt_resolver(t, (struct resolver_opts){0});
-	log = log_capture_start(MN_LOG_INFO);
+	log = logcap_start(MN_LOG_INFO);
 	before = get_ok(t, "users", NULL);
 	assert_counts(before, 3, 1, 3, true);
 
@@ -1199,10 +1199,10 @@ static void test_threshold_change_applies_at_the_next_sweep(void **state)
 	assert_int_equal(s->index, 18);
 	assert_string_equal(s->inst[0].id, "users-1");
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log,
+	assert_int_equal(logcap_wait(log,
 					  LEFT "1 of 3 instances passing "
 					       "(peers.users.panic_threshold 0%)",
-					  1),
+					  1, POLL_MS),
 			 1);
 	/* the snapshot held before is intact */
 	assert_counts(before, 3, 1, 3, true);
@@ -1221,9 +1221,9 @@ static void test_threshold_change_applies_at_the_next_sweep(void **state)
 	s = get_ok(t, "users", NULL);
 	assert_counts(s, 3, 1, 3, true);
 	resolver_put(s);
-	assert_int_equal(log_capture_wait(log, ENTERED, 2), 2);
-	assert_int_equal(log_capture_wait(log, LEFT, 1), 1);
-	log_capture_stop(log);
+	assert_int_equal(logcap_wait(log, ENTERED, 2, POLL_MS), 2);
+	assert_int_equal(logcap_wait(log, LEFT, 1, POLL_MS), 1);
+	logcap_stop(log);
 	story_free(t, &st);
 }
 
