@@ -273,6 +273,20 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
+/* The pool's copies of the options (the password wiped) and itself. */
+static void pool_free(struct pg_pool *p)
+{
+	free(p->host);
+	free(p->user);
+	if (p->password)
+		explicit_bzero(p->password, strlen(p->password));
+	free(p->password);
+	free(p->dbname);
+	free(p->sslmode);
+	free(p->idle);
+	free(p);
+}
+
 struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 {
 	struct pg_pool *p = calloc(1, sizeof(*p));
@@ -287,13 +301,7 @@ struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 	p->sslmode = dup_or_empty(o->sslmode);
 	p->idle = calloc(p->size, sizeof(*p->idle));
 	if (!p->host || !p->user || !p->password || !p->dbname || !p->sslmode || !p->idle) {
-		free(p->host);
-		free(p->user);
-		free(p->password);
-		free(p->dbname);
-		free(p->sslmode);
-		free(p->idle);
-		free(p);
+		pool_free(p);
 		return NULL;
 	}
 	p->opts = *o;
@@ -319,13 +327,7 @@ struct pg_pool *pg_pool_create(const struct pg_pool_opts *o)
 	if (worker_init(&p->worker, &p->lock, NULL) != MN_OK) {
 		pthread_cond_destroy(&p->available);
 		pthread_mutex_destroy(&p->lock);
-		free(p->host);
-		free(p->user);
-		free(p->password);
-		free(p->dbname);
-		free(p->sslmode);
-		free(p->idle);
-		free(p);
+		pool_free(p);
 		return NULL;
 	}
 	backoff_init(&p->backoff, PG_POOL_BACKOFF_BASE_MS, PG_POOL_BACKOFF_CAP_MS, 0);
@@ -353,14 +355,7 @@ void pg_pool_unref(struct pg_pool *p)
 	pthread_cond_destroy(&p->available);
 	worker_release(&p->worker);
 	pthread_mutex_destroy(&p->lock);
-	free(p->idle);
-	free(p->host);
-	free(p->user);
-	explicit_bzero(p->password, strlen(p->password));
-	free(p->password);
-	free(p->dbname);
-	free(p->sslmode);
-	free(p);
+	pool_free(p);
 }
 
 enum mn_err pg_pool_start(struct pg_pool *p, char *err, size_t errlen)
