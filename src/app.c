@@ -9,7 +9,7 @@
 #include "consul/registrar.h"
 #include "config/live.h"
 #include "config/store.h"
-#include "config/views.h"
+#include "app_views.h"
 #include "core/fd_limit.h"
 #include "core/log.h"
 #include "core/signals.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config/views.h"
+#include "app_views.h"
 
 /* A config from environment variables (NULL-terminated). */
 static struct config *config_env(const char **env)

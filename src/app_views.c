@@ -1,4 +1,4 @@
-#include "config/views.h"
+#include "app_views.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,11 +1,12 @@
-/* The configuration as each module reads it. The modules never see the
- * configuration: they take callbacks and plain option structs, and these
- * fill them from the config store (the config in force: dynamic settings
- * apply at the next call) or from a config (static settings, read once at
- * start). One module's view beside another's, so that a setting's way into
- * its module is found in one file. */
-#ifndef MESHNODE_CONFIG_VIEWS_H
-#define MESHNODE_CONFIG_VIEWS_H
+/* The configuration as each module reads it: the composition root's
+ * adapters, beside app.c, which hands them to the modules. The modules
+ * never see the configuration: they take callbacks and plain option
+ * structs, and these fill them from the config store (the config in
+ * force: dynamic settings apply at the next call) or from a config (static
+ * settings, read once at start). One module's view beside another's, so
+ * that a setting's way into its module is found in one file. */
+#ifndef MESHNODE_APP_VIEWS_H
+#define MESHNODE_APP_VIEWS_H
 
 #include <stdbool.h>
 #include <stddef.h>
