@@ -130,8 +130,10 @@ static enum mn_err mem_create(struct users_repo *r, const char *name, const char
 	if (err != MN_OK)
 		goto out_unlock;
 	err = user_set(out, u.id, u.name, u.email);
-	if (err == MN_OK && !email_add(m, u.email, u.id))
+	if (err == MN_OK && !email_add(m, u.email, u.id)) {
+		user_release(out); /* nothing was created: out stays empty */
 		err = MN_NOMEM;
+	}
 	if (err != MN_OK) {
 		user_release(&u);
 		goto out_unlock;
