@@ -11,7 +11,7 @@
 
 /* The trust domain and URI of the dev agent the fixtures come from
  * (tests/fixtures/consul/connect/leaf.http). */
-#define TD    "237be206-bf79-b94e-14a2-e8c52fadc2a6.consul"
+#define TD    "d4448c34-0592-a3fe-bbf3-b74b614fd278.consul"
 #define USERS "spiffe://" TD "/ns/default/dc/dc1/svc/users"
 
 static enum mn_err parse(const char *uri, struct spiffe_id *id, char *err, size_t errlen)
@@ -111,8 +111,8 @@ static void test_parse_refusals(void **state)
 		{"spiffe://user@" TD "/ns/default/dc/dc1/svc/users", "a user part is not accepted"},
 		{"spiffe://" TD ":8443/ns/default/dc/dc1/svc/users", "a port is not accepted"},
 		{"spiffe:///ns/default/dc/dc1/svc/users", "trust domain '' is empty"},
-		{"spiffe://237BE206-bf79-b94e-14a2-e8c52fadc2a6.consul/ns/default/dc/dc1/svc/users",
-		 "trust domain '237BE206-bf79-b94e-14a2-e8c52fadc2a6.consul' is not lowercase"},
+		{"spiffe://D4448C34-0592-a3fe-bbf3-b74b614fd278.consul/ns/default/dc/dc1/svc/users",
+		 "trust domain 'D4448C34-0592-a3fe-bbf3-b74b614fd278.consul' is not lowercase"},
 		{"spiffe://" TD "./ns/default/dc/dc1/svc/users",
 		 "trust domain '" TD ".' is not a host name"},
 		{"spiffe://-a.consul/ns/default/dc/dc1/svc/users",
@@ -256,7 +256,7 @@ static void test_matches(void **state)
 	assert_int_equal(parse(USERS, &id, NULL, 0), MN_OK);
 	assert_true(spiffe_service_matches(&id, TD, "users"));
 	/* a trust domain is a host name: case does not matter */
-	assert_true(spiffe_service_matches(&id, "237BE206-BF79-B94E-14A2-E8C52FADC2A6.CONSUL",
+	assert_true(spiffe_service_matches(&id, "D4448C34-0592-A3FE-BBF3-B74B614FD278.CONSUL",
 					   "users"));
 	assert_false(spiffe_service_matches(&id, "other.consul", "users"));
 	assert_false(spiffe_service_matches(&id, TD ".evil", "users"));
