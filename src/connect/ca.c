@@ -27,12 +27,17 @@ static enum mn_err load_object(const char *json, size_t len, const char *what, j
 	if (json_depth_check(json, len, jerr.text, sizeof(jerr.text)) != MN_OK)
 		return mn_error(err, errlen, MN_INVALID, "cannot parse %s answer: %s", what,
 				jerr.text);
-	*root = json_load_checked(json, len, 0, &jerr, &nomem);
+	/* a member named twice would let one copy pass the checks and
+	 * another be used; Consul never sends one */
+	*root = json_load_checked(json, len, JSON_REJECT_DUPLICATES, &jerr, &nomem);
 	if (*root == NULL && nomem)
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (*root == NULL)
 		return mn_error(err, errlen, MN_INVALID,
-				"cannot parse %s answer: invalid JSON at line %d column %d", what,
+				"cannot parse %s answer: %s at line %d column %d", what,
+				json_error_code(&jerr) == json_error_duplicate_key
+					? "a member named twice"
+					: "invalid JSON",
 				jerr.line, jerr.column);
 	if (!json_is_object(*root)) {
 		json_decref(*root);

@@ -127,6 +127,9 @@ static void test_roots_refusals(void **state)
 		{"{\"TrustDomain\":",
 		 "cannot parse roots answer: invalid JSON at line 1 column 15"},
 		{"[]", "roots answer is not an object"},
+		{"{\"TrustDomain\":\"a.consul\",\"ActiveRootID\":\"x\",\"ActiveRootID\":\"y\","
+		 "\"Roots\":[" ROOT("x") "]}",
+		 "cannot parse roots answer: a member named twice at line 1 column 59"},
 		{"null", "cannot parse roots answer: invalid JSON at line 1 column 4"},
 		{"{\"ActiveRootID\":\"x\",\"Roots\":[" ROOT("x") "]}",
 		 "roots: 'TrustDomain' is missing"},
@@ -602,6 +605,8 @@ static void test_authz_refusals(void **state)
 		{"{\"Authorized\":true,\"Reason\":\"a\\u0000b\"}",
 		 "cannot parse authorize answer: invalid JSON at line 1 column 38"},
 		{"[true]", "authorize answer is not an object"},
+		{"{\"Authorized\":false,\"Authorized\":true}",
+		 "cannot parse authorize answer: a member named twice at line 1 column 32"},
 		{"true", "cannot parse authorize answer: invalid JSON at line 1 column 4"},
 		{"{\"Authorized\":true",
 		 "cannot parse authorize answer: invalid JSON at line 1 column 18"},
