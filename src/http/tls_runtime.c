@@ -105,6 +105,9 @@ enum mn_err tls_runtime_shim_dir(const char *compiled_dir, char *out, size_t out
 	char *slash;
 	int len;
 
+	if (outlen == 0)
+		return mn_error(err, errlen, MN_TOO_LARGE,
+				"tls runtime: no room for the shim directory");
 	if (compiled_dir && compiled_dir[0]) {
 		len = snprintf(out, outlen, "%s", compiled_dir);
 	} else {
