@@ -1,7 +1,7 @@
 # meshnode build. `make` builds build/meshnode; `make test` installs what is
 # missing, builds and runs every suite; SANITIZE=address,undefined builds and
 # tests with sanitizers in build/san/. `make install` / `make uninstall`
-# honour PREFIX, BINDIR, SYSCONFDIR, UNITDIR and DESTDIR.
+# honour PREFIX, BINDIR, SYSCONFDIR, LIBDIR, UNITDIR and DESTDIR.
 
 VERSION    := 0.1.0
 CC         ?= cc
@@ -9,6 +9,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 BINDIR     ?= $(PREFIX)/bin
 SYSCONFDIR ?= $(PREFIX)/etc
+LIBDIR     ?= $(PREFIX)/lib
 # systemd reads system units from /usr/local/lib/systemd/system and
 # /usr/lib/systemd/system, so the unit follows PREFIX for both; with another
 # PREFIX (/opt/meshnode) give UNITDIR=/etc/systemd/system.
@@ -34,7 +35,9 @@ CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
 LDFLAGS    += -pthread $(SANFLAGS)
 LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
 
-SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
+# src/tls_shim/ holds the TLS runtime shims: shared objects of their own,
+# never in the library (see TLS_SHIMS below).
+SRC        := $(shell find src -name '*.c' ! -name main.c ! -path 'src/tls_shim/*' | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libmeshnode.a
 # Two binaries from the same library, differing only in the configuration
@@ -45,11 +48,22 @@ BIN        := $(BUILD)/meshnode
 INSTALL_BIN := $(BUILD)/install/meshnode
 CONFIG_FILE := $(SYSCONFDIR)/meshnode/meshnode.cfg
 
+# The TLS runtime shims (docs/connect.md, "TLS runtime"): libssl.so and
+# libcrypto.so by SONAME, linked to OpenSSL 3 by its versioned names (not
+# libssl-dev's links), loaded by http/tls_runtime.c from $(BUILD)/tls/
+# next to build/meshnode, or from TLS_INSTALL_DIR for the installed
+# binary. Built without the sanitizers: the file shipped is the file the
+# sanitizer builds load.
+TLS_SHIMS  := $(BUILD)/tls/libssl.so $(BUILD)/tls/libcrypto.so
+TLS_INSTALL_DIR := $(LIBDIR)/meshnode
+SHIM_CFLAGS := $(filter-out $(SANFLAGS),$(CFLAGS)) -fPIC
+SHIM_LDFLAGS := -shared -Wl,-z,defs -Wl,--no-as-needed
+
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test-deps test test-cluster unit-build run demo bench docs install uninstall clean format FORCE
-all: $(BIN) $(INSTALL_BIN)
+all: $(BIN) $(INSTALL_BIN) $(TLS_SHIMS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -60,7 +74,16 @@ $(LIB): $(OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/obj/src/main.o: CPPFLAGS += -DMESHNODE_DEFAULT_CONFIG='"config/meshnode.cfg"'
+$(BUILD)/obj/src/main.o: CPPFLAGS += -DMESHNODE_DEFAULT_CONFIG='"config/meshnode.cfg"' \
+	-DMESHNODE_TLS_DIR='""'
+
+$(BUILD)/tls/libssl.so: src/tls_shim/libssl_shim.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(SHIM_CFLAGS) $(SHIM_LDFLAGS) -Wl,-soname,libssl.so $< -l:libssl.so.3 -o $@
+
+$(BUILD)/tls/libcrypto.so: src/tls_shim/libcrypto_shim.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(SHIM_CFLAGS) $(SHIM_LDFLAGS) -Wl,-soname,libcrypto.so $< -l:libcrypto.so.3 -o $@
 
 $(BIN): $(BUILD)/obj/src/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -69,13 +92,20 @@ $(BIN): $(BUILD)/obj/src/main.o $(LIB)
 # into it, rewritten only when that path changes: `make install` with
 # another PREFIX or SYSCONFDIR than the last build compiles main.c again
 # (and nothing else) instead of installing a binary that looks elsewhere.
+# The same for the TLS shims' directory (MESHNODE_TLS_DIR; "" in
+# build/meshnode: the tls/ directory next to the binary).
 $(BUILD)/install/config-file: FORCE
 	@mkdir -p $(@D)
 	@echo '$(CONFIG_FILE)' | cmp -s - $@ || echo '$(CONFIG_FILE)' >$@
 
-$(BUILD)/install/main.o: src/main.c $(BUILD)/install/config-file
+$(BUILD)/install/tls-dir: FORCE
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -DMESHNODE_DEFAULT_CONFIG='"$(CONFIG_FILE)"' $(CFLAGS) -c $< -o $@
+	@echo '$(TLS_INSTALL_DIR)' | cmp -s - $@ || echo '$(TLS_INSTALL_DIR)' >$@
+
+$(BUILD)/install/main.o: src/main.c $(BUILD)/install/config-file $(BUILD)/install/tls-dir
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DMESHNODE_DEFAULT_CONFIG='"$(CONFIG_FILE)"' \
+		-DMESHNODE_TLS_DIR='"$(TLS_INSTALL_DIR)"' $(CFLAGS) -c $< -o $@
 
 $(INSTALL_BIN): $(BUILD)/install/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -110,7 +140,12 @@ test: test-deps
 	$(MAKE) --no-print-directory alloc-build
 	scripts/run-tests.sh $(BUILD)
 
-unit-build: $(BIN) $(UNIT_BIN)
+unit-build: $(BIN) $(TLS_SHIMS) $(UNIT_BIN)
+
+# test_tls_runtime loads the shims of its own build (../../tls from its
+# binary) and makes its certificates with OpenSSL.
+$(BUILD)/tests/http/test_tls_runtime: $(TLS_SHIMS)
+$(BUILD)/tests/http/test_tls_runtime: LDLIBS += -lssl -lcrypto
 
 # Nodes on separate network namespaces with a three-server Consul cluster
 # (tests/cluster): needs root; about three minutes.
@@ -132,12 +167,15 @@ bench: test-deps
 	$(MAKE) --no-print-directory $(BIN)
 	scripts/bench.sh $(BIN)
 
-# The binary, the example configuration (only where there is none: an
-# operator's file is never overwritten) and the systemd unit with the
-# binary's path. Nothing is started or enabled: see docs/operations.md.
-install: $(INSTALL_BIN)
-	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)'
+# The binary, the TLS runtime shims, the example configuration (only where
+# there is none: an operator's file is never overwritten) and the systemd
+# unit with the binary's path. Nothing is started or enabled: see
+# docs/operations.md.
+install: $(INSTALL_BIN) $(TLS_SHIMS)
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SYSCONFDIR)/meshnode' '$(DESTDIR)$(UNITDIR)' \
+		'$(DESTDIR)$(TLS_INSTALL_DIR)'
 	install -m 0755 $(INSTALL_BIN) '$(DESTDIR)$(BINDIR)/meshnode'
+	install -m 0644 $(TLS_SHIMS) '$(DESTDIR)$(TLS_INSTALL_DIR)/'
 	@if [ -e '$(DESTDIR)$(CONFIG_FILE)' ]; then \
 		echo 'kept $(DESTDIR)$(CONFIG_FILE) (config/meshnode.cfg is the example)'; \
 	else \
@@ -149,10 +187,12 @@ install: $(INSTALL_BIN)
 	chmod 0644 '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp'
 	mv -f '$(DESTDIR)$(UNITDIR)/meshnode.service.tmp' '$(DESTDIR)$(UNITDIR)/meshnode.service'
 
-# Removes the binary and the unit. The configuration goes only when it is
-# still the example as shipped; an edited one stays, and is named.
+# Removes the binary, the shims and the unit. The configuration goes only
+# when it is still the example as shipped; an edited one stays, and is named.
 uninstall:
-	rm -f '$(DESTDIR)$(BINDIR)/meshnode' '$(DESTDIR)$(UNITDIR)/meshnode.service'
+	rm -f '$(DESTDIR)$(BINDIR)/meshnode' '$(DESTDIR)$(UNITDIR)/meshnode.service' \
+		'$(DESTDIR)$(TLS_INSTALL_DIR)/libssl.so' '$(DESTDIR)$(TLS_INSTALL_DIR)/libcrypto.so'
+	rmdir '$(DESTDIR)$(TLS_INSTALL_DIR)' 2>/dev/null || true
 	@if cmp -s config/meshnode.cfg '$(DESTDIR)$(CONFIG_FILE)'; then \
 		echo "rm -f '$(DESTDIR)$(CONFIG_FILE)'"; \
 		rm -f '$(DESTDIR)$(CONFIG_FILE)'; \
@@ -191,4 +231,4 @@ alloc-test: alloc-build
 -include $(ALLOC_BIN:=.d)
 
 -include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d) \
-	$(BUILD)/settings_doc.d
+	$(BUILD)/settings_doc.d $(BUILD)/tls/libssl.d $(BUILD)/tls/libcrypto.d

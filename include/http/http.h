@@ -26,6 +26,9 @@ struct http_request {
 	/* Header lookup, case-insensitive; NULL when absent. */
 	const char *(*header)(const struct http_request *req, const char *name);
 	void *impl; /* the server's private connection data */
+	/* Over TLS, the certificate the client presented (an OpenSSL X509 *,
+	 * borrowed for the request); NULL over plain HTTP or without one. */
+	const void *peer_cert;
 };
 
 /* Extra response headers are kept inline: a handful at most. */

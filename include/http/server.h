@@ -34,14 +34,40 @@ struct http_server_opts {
 	 * false to keep the plain one. */
 	bool (*explain_not_found)(void *ctx, const char *path, char *msg, size_t len);
 	void *explain_ctx;
+	/* Optional TLS: when set, the listener speaks TLS only, and this
+	 * configures the SSL_CTX civetweb made for it (an OpenSSL SSL_CTX *,
+	 * owned by civetweb, freed when the server stops): certificate, key,
+	 * what the client must present, and a session id context (civetweb
+	 * sets none when the application configures the context, and OpenSSL
+	 * refuses to resume a session that asked for a client certificate
+	 * without one). 0 when done, -1 to make the start fail. Needs
+	 * http_server_tls_init() to have succeeded. */
+	int (*tls_setup)(void *ssl_ctx, void *ctx);
+	void *tls_ctx;
 };
 
 struct http_server;
 
+/* Makes TLS work in civetweb (docs/connect.md, "TLS runtime"): loads the
+ * OpenSSL shims from 'shim_dir' (tls_runtime_load(), http/tls_runtime.h)
+ * and initializes civetweb's TLS, once for the process; call it before any
+ * server starts. MN_OK only when civetweb reports TLS up; later calls
+ * then return MN_OK at once. MN_IO (or tls_runtime_load()'s code) with the
+ * reason in err otherwise: shims that do not load may be given again, but
+ * once civetweb itself refused TLS every later call fails the same way
+ * (civetweb 1.15 would claim TLS on a second try without having it). The
+ * library reference taken here is never given back, so stopping servers
+ * never uninitializes TLS. Thread-safe. */
+enum mn_err http_server_tls_init(const char *shim_dir, char *err, size_t errlen);
+
 /* Starts listening and serving. NULL on failure with the reason in err
- * (the port in use, say). */
+ * (the port in use, say; TLS asked for without http_server_tls_init()). */
 struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
 				      size_t errlen);
+
+/* The port 's' listens on: opts.port, or the one the kernel chose when it
+ * was 0; 0 when civetweb did not say. */
+int http_server_port(const struct http_server *s);
 
 /* Starts draining: from now on every answer closes its connection, and a
  * request for a path outside opts.drain_paths is answered 503 at once.

@@ -22,10 +22,12 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/path.h"
+#include "http/tls_runtime.h"
 
 struct http_server {
 	struct mg_context *ctx;
 	struct http_server_opts opts;
+	int port;                  /* the port listened on (opts.port may be 0) */
 	int keep_alive_max;        /* open connections past which answers close */
 	_Atomic int inflight;      /* requests being handled that a stop waits for */
 	_Atomic int open_conns;    /* connections holding a worker */
@@ -35,6 +37,12 @@ struct http_server {
 	_Atomic size_t stack_size;
 	char allow_all[96];        /* every method the router answers, for OPTIONS * */
 };
+
+/* civetweb 1.15's mg_init_library() and mg_exit_library() are not
+ * thread-safe (a first call creates its global lock unguarded): every
+ * call is made under this lock, which also guards tls_state. */
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
+static enum { TLS_UNTRIED, TLS_UP, TLS_REFUSED } tls_state;
 
 /* Per worker thread: the response is formatted here (reused, so a request
  * costs no allocation and no big stack array), and whether civetweb sent
@@ -404,6 +412,7 @@ static int begin_request(struct mg_connection *conn)
 		.nparams = match.nparams,
 		.header = request_header,
 		.impl = &ref,
+		.peer_cert = ri->client_cert ? ri->client_cert->peer_cert : NULL,
 	};
 	for (size_t i = 0; i < match.nparams; i++)
 		req.params[i] = match.params[i];
@@ -456,6 +465,15 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	send_response(conn, &res, request_id, true, false, false);
 	http_response_release(&res);
 	return 0;
+}
+
+/* civetweb's init_ssl: the application configures the SSL_CTX; 1 tells
+ * civetweb it has nothing left to set up, -1 makes mg_start2 fail. */
+static int init_ssl(void *ssl_ctx, void *user_data)
+{
+	struct http_server *s = user_data;
+
+	return s->opts.tls_setup(ssl_ctx, s->opts.tls_ctx) == 0 ? 1 : -1;
 }
 
 static int log_message(const struct mg_connection *conn, const char *message)
@@ -631,18 +649,17 @@ static int listener_fd(int port)
  * accept() until data comes, or until DEFER_ACCEPT_S have passed (then it
  * is accepted and, silent, cut at server.read_timeout_ms like any). false
  * when the listener is not found or the option is refused. */
-static bool defer_accept(struct mg_context *ctx, char *why, size_t whylen)
+static bool defer_accept(int port, char *why, size_t whylen)
 {
-	struct mg_server_port ports[4];
-	int n = mg_get_server_ports(ctx, 4, ports), secs = DEFER_ACCEPT_S, fd;
+	int secs = DEFER_ACCEPT_S, fd;
 
-	if (n < 1) {
+	if (port <= 0) {
 		snprintf(why, whylen, "civetweb names no listening port");
 		return false;
 	}
-	fd = listener_fd(ports[0].port);
+	fd = listener_fd(port);
 	if (fd < 0) {
-		snprintf(why, whylen, "no socket listens on port %d", ports[0].port);
+		snprintf(why, whylen, "no socket listens on port %d", port);
 		return false;
 	}
 	if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) != 0) {
@@ -650,6 +667,59 @@ static bool defer_accept(struct mg_context *ctx, char *why, size_t whylen)
 		return false;
 	}
 	return true;
+}
+
+static void library_exit(void)
+{
+	pthread_mutex_lock(&library_lock);
+	mg_exit_library();
+	pthread_mutex_unlock(&library_lock);
+}
+
+/* mg_init_library(MG_FEATURES_TLS) is called once: civetweb 1.15 counts
+ * a library reference even when TLS failed, and a second call then claims
+ * TLS (initialize_openssl finds its libcrypto handle and its user count
+ * above one, and returns success without libssl), so a refusal is final.
+ * mg_check_feature() only says what civetweb was built with; the return
+ * of mg_init_library() is what came up. The reference taken on success is
+ * kept: when the count falls to 0, mg_exit_library() uninitializes
+ * OpenSSL, and every server's mg_init_library(0) would then run without
+ * it. */
+enum mn_err http_server_tls_init(const char *shim_dir, char *err, size_t errlen)
+{
+	enum mn_err e = MN_OK;
+
+	pthread_mutex_lock(&library_lock);
+	switch (tls_state) {
+	case TLS_UP:
+		goto out_unlock;
+	case TLS_REFUSED:
+		e = mn_error(err, errlen, MN_IO,
+			     "civetweb did not enable TLS (it refused once in this process, and "
+			     "does not try again)");
+		goto out_unlock;
+	case TLS_UNTRIED:
+		break;
+	}
+	if (!mg_check_feature(MG_FEATURES_TLS)) {
+		e = mn_error(err, errlen, MN_IO, "civetweb did not enable TLS: it was built without");
+		goto out_unlock;
+	}
+	e = tls_runtime_load(shim_dir, err, errlen);
+	if (e != MN_OK)
+		goto out_unlock;
+	if (!(mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS)) {
+		mg_exit_library();
+		tls_state = TLS_REFUSED;
+		e = mn_error(err, errlen, MN_IO,
+			     "civetweb did not enable TLS with the OpenSSL runtime from '%s'",
+			     shim_dir);
+		goto out_unlock;
+	}
+	tls_state = TLS_UP;
+out_unlock:
+	pthread_mutex_unlock(&library_lock);
+	return e;
 }
 
 struct http_server *http_server_start(const struct http_server_opts *opts, char *err,
@@ -660,6 +730,7 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	char listen[128], threads[16], request_timeout[16], keep_alive_timeout[16];
 	struct mg_init_data init;
 	struct mg_error_data error;
+	struct mg_server_port ports[4];
 	char cw_err[256] = "";
 
 	s = calloc(1, sizeof(*s));
@@ -670,7 +741,9 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	s->opts = *opts;
 	s->keep_alive_max = opts->threads - opts->threads / 4;
 	http_router_allow_all(opts->router, s->allow_all, sizeof(s->allow_all));
-	snprintf(listen, sizeof(listen), "%s:%d", opts->address, opts->port);
+	/* civetweb's "s" suffix: this port speaks TLS only */
+	snprintf(listen, sizeof(listen), "%s:%d%s", opts->address, opts->port,
+		 opts->tls_setup ? "s" : "");
 	snprintf(threads, sizeof(threads), "%d", opts->threads);
 	snprintf(request_timeout, sizeof(request_timeout), "%d", opts->read_timeout_ms);
 	snprintf(keep_alive_timeout, sizeof(keep_alive_timeout), "%d", opts->idle_timeout_ms);
@@ -696,6 +769,8 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	callbacks.init_connection = on_init_connection;
 	callbacks.connection_close = on_connection_close;
 	callbacks.exit_thread = on_exit_thread;
+	if (opts->tls_setup)
+		callbacks.init_ssl = init_ssl;
 
 	memset(&init, 0, sizeof(init));
 	init.callbacks = &callbacks;
@@ -705,16 +780,32 @@ struct http_server *http_server_start(const struct http_server_opts *opts, char 
 	error.text = cw_err;
 	error.text_buffer_size = sizeof(cw_err);
 
+	pthread_mutex_lock(&library_lock);
+	if (opts->tls_setup && tls_state != TLS_UP) {
+		/* civetweb would start, and jump to address 0 on the first TLS
+		 * connection (docs/connect.md, "TLS runtime") */
+		pthread_mutex_unlock(&library_lock);
+		mn_error(err, errlen, MN_INVALID,
+			 "cannot listen on '%s': TLS asked for and the tls runtime is not "
+			 "initialized (http_server_tls_init)",
+			 listen);
+		free(s);
+		return NULL;
+	}
 	mg_init_library(0);
+	pthread_mutex_unlock(&library_lock);
 	s->ctx = mg_start2(&init, &error);
 	if (s->ctx == NULL) {
 		mn_error(err, errlen, MN_IO, "cannot listen on '%s': %s", listen,
 			 cw_err[0] ? cw_err : "unknown civetweb error");
-		mg_exit_library();
+		library_exit();
 		free(s);
 		return NULL;
 	}
-	if (!defer_accept(s->ctx, cw_err, sizeof(cw_err)))
+	/* The port civetweb bound: opts.port, or the one the kernel chose for 0. */
+	if (mg_get_server_ports(s->ctx, 4, ports) >= 1)
+		s->port = ports[0].port;
+	if (!defer_accept(s->port, cw_err, sizeof(cw_err)))
 		log_warn("http",
 			 "connections take a worker before they send a byte: %s; silent "
 			 "connections can hold every worker for server.read_timeout_ms",
@@ -736,7 +827,7 @@ static void *stop_thread(void *arg)
  * A connection to our own listener that sends a byte wakes it at once. */
 static void poke_listener(const struct http_server *s)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->opts.port)};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
 	int fd;
 
 	if (inet_pton(AF_INET, s->opts.address, &sa.sin_addr) != 1)
@@ -751,6 +842,11 @@ static void poke_listener(const struct http_server *s)
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 		(void)!send(fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
+}
+
+int http_server_port(const struct http_server *s)
+{
+	return s->port;
 }
 
 void http_server_drain(struct http_server *s)
@@ -785,7 +881,7 @@ void http_server_stop(struct http_server *s)
 	size = atomic_load(&s->stack_size);
 	if (peak)
 		log_info("http", "worker stacks: at most %zu of %zu bytes used", peak, size);
-	mg_exit_library();
+	library_exit();
 	free(s);
 }
 

@@ -1,6 +1,7 @@
 """make install, make uninstall and the systemd unit: docs/operations.md's
-"Install and run as a service", `make install` / `make uninstall` and the
-installed binary's default configuration file.
+"Install and run as a service", `make install` / `make uninstall`, the
+installed binary's default configuration file and the TLS runtime shims
+(docs/connect.md, "TLS runtime").
 
 The tests call the Makefile of this tree with the build directory of
 MESHNODE_BIN, so the library is not built again: an install with another
@@ -27,7 +28,7 @@ UNIT = os.path.join(harness.REPO, "packaging", "meshnode.service")
 # Variables the Makefile reads from the environment too: the tests set
 # what they mean and nothing else leaks in (a PREFIX in the caller's
 # environment, the MAKEFLAGS of a `make test` around us).
-MAKE_VARS = ("PREFIX", "DESTDIR", "BINDIR", "SYSCONFDIR", "UNITDIR", "BUILD", "SANITIZE",
+MAKE_VARS = ("PREFIX", "DESTDIR", "BINDIR", "SYSCONFDIR", "LIBDIR", "UNITDIR", "BUILD", "SANITIZE",
              "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS")
 
 
@@ -87,6 +88,39 @@ def read(path):
 def write(path, text):
     with open(path, "w") as f:
         f.write(text)
+
+
+SHIMS = ("libssl.so", "libcrypto.so")
+
+# Loads the shims of the directory argv[1] as http/tls_runtime.c does (by
+# absolute path, RTLD_NOW | RTLD_GLOBAL), then asks what civetweb asks:
+# dlopen of the bare names must return them, and the shim's
+# SSL_get_peer_certificate and an OpenSSL 3 function must resolve through
+# them. Run in a process of its own.
+SHIM_PROBE = r"""
+import ctypes, os, sys
+flags = os.RTLD_NOW | os.RTLD_GLOBAL
+crypto = ctypes.CDLL(os.path.join(sys.argv[1], "libcrypto.so"), mode=flags)
+ssl = ctypes.CDLL(os.path.join(sys.argv[1], "libssl.so"), mode=flags)
+libdl = ctypes.CDLL(None)
+libdl.dlopen.restype = ctypes.c_void_p
+libdl.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+for name, shim in ((b"libssl.so", ssl), (b"libcrypto.so", crypto)):
+    assert libdl.dlopen(name, os.RTLD_NOW | os.RTLD_NOLOAD) == shim._handle, name
+ssl.SSL_get_peer_certificate
+ssl.SSL_get1_peer_certificate
+crypto.X509_free
+print(ctypes.string_at(ctypes.addressof(ctypes.c_char.in_dll(ssl, "meshnode_tls_shim"))).decode())
+"""
+
+
+def elf_dynamic(path):
+    """(SONAME, [NEEDED...]) of a shared object, as readelf -d says."""
+    out = subprocess.run(["readelf", "-d", path], check=True, stdout=subprocess.PIPE,
+                         timeout=20).stdout.decode()
+    soname = re.findall(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
+    return (soname[0] if soname else None,
+            re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out))
 
 
 def run(argv, cwd, timeout=20):
@@ -163,11 +197,14 @@ class InstallTest(unittest.TestCase):
         binary = os.path.join(root, "usr/local/bin/meshnode")
         cfg = os.path.join(root, "usr/local/etc/meshnode/meshnode.cfg")
         unit = os.path.join(root, "usr/local/lib/systemd/system/meshnode.service")
-        self.assertEqual(files_under(root), {os.path.relpath(p, root) for p in (binary, cfg, unit)},
-                         out)
+        shims = [os.path.join(root, "usr/local/lib/meshnode", n) for n in SHIMS]
+        self.assertEqual(files_under(root),
+                         {os.path.relpath(p, root) for p in [binary, cfg, unit] + shims}, out)
         self.assertEqual(mode(binary), 0o755)
         self.assertEqual(mode(cfg), 0o644)
         self.assertEqual(mode(unit), 0o644)
+        for shim in shims:
+            self.assertEqual(mode(shim), 0o644)
         self.assertEqual(read(cfg), read(EXAMPLE))
         rc, help_text, err = run([binary, "--help"], cwd=root)
         self.assertEqual(rc, 0, err)
@@ -196,6 +233,28 @@ class InstallTest(unittest.TestCase):
         out = self.uninstall(DESTDIR=root, PREFIX="/usr/local")
         self.assertEqual(files_under(root), set(), out)
         self.assertFalse(os.path.exists(os.path.dirname(cfg)))
+
+    def test_tls_shims_under_libdir(self):
+        """The shims go to $(LIBDIR)/meshnode (PREFIX/lib by default, or a
+        LIBDIR of its own), need OpenSSL 3 by its versioned names only (no
+        libssl-dev at run time), work from there, and go with uninstall."""
+        root = harness.mkdtemp("destdir")
+        self.install(DESTDIR=root, PREFIX="/usr", LIBDIR="/usr/lib/x86_64-linux-gnu")
+        libdir = os.path.join(root, "usr/lib/x86_64-linux-gnu/meshnode")
+        self.assertEqual(sorted(os.listdir(libdir)), sorted(SHIMS))
+        self.assertFalse(os.path.exists(os.path.join(root, "usr/lib/meshnode")))
+        for name, needed in (("libssl.so", "libssl.so.3"), ("libcrypto.so", "libcrypto.so.3")):
+            soname, deps = elf_dynamic(os.path.join(libdir, name))
+            self.assertEqual(soname, name)
+            self.assertIn(needed, deps)
+            self.assertFalse({"libssl.so", "libcrypto.so"} & set(deps), deps)
+        p = subprocess.run(["/usr/bin/python3", "-c", SHIM_PROBE, libdir], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(p.stdout.decode().strip(), "meshnode libssl.so shim")
+        self.uninstall(DESTDIR=root, PREFIX="/usr", LIBDIR="/usr/lib/x86_64-linux-gnu")
+        self.assertFalse(os.path.exists(libdir))
+        self.assertEqual(files_under(root), set())
 
     def test_unit_passes_systemd_analyze_verify(self):
         analyze = shutil.which("systemd-analyze")
