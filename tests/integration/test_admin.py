@@ -113,6 +113,14 @@ class AdminListenerTest(harness.ProcessesTestCase):
         routes = {lab.get("endpoint") for lab, _ in samples}
         self.assertIn("/health", routes)
         self.assertIn("/users", routes)
+        # the service port's framing checks, on the admin port too
+        raw = harness.raw_exchange(admin, b"GET /health HTTP/1.1\r\nHost: t\r\n"
+                                          b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nx")
+        status, hdrs, body = harness.parse_raw_response(raw)
+        self.assertEqual(status, 400, raw[:300])
+        self.assertIn(b"conflicting Content-Length headers", body)
+        self.assertEqual(harness.raw_exchange(admin, b"GET /health HTTP/1.1\r\n\r\n")[:12],
+                         b"HTTP/1.1 400")
 
     def test_the_agents_check_targets_the_admin_port(self):
         admin = free_port()
