@@ -64,11 +64,23 @@ bool config_view_events_enabled(void *store);
  * 'cfg' in *o (strings borrowed); the rest of *o is left to the caller. */
 void config_view_http_server(const struct config *cfg, struct http_server_opts *o);
 
+/* The admin listener's settings: those of config_view_http_server() with
+ * admin.address, admin.port and admin.threads in their place. false, *o
+ * untouched, when admin.port is 0 (the listener is off). */
+bool config_view_admin_server(const struct config *cfg, struct http_server_opts *o);
+
 /* ---- consul ---------------------------------------------------------------- */
 
+/* The URL of the agent's HTTP check into url[len]: /health on the admin
+ * listener when it is on (an unspecified admin.address, 0.0.0.0 or ::, is
+ * reached on the loopback of its family), else on service.address and
+ * service.port as given. */
+void config_view_check_url(const struct config *cfg, char *url, size_t len);
+
 /* The service the registrar registers, from service.* and consul.* of
- * 'cfg'; its strings are borrowed from 'cfg', and its check URL,
- * http://<address>:<port>/health, is written to check_url. */
+ * 'cfg'; its strings are borrowed from 'cfg', and its check URL
+ * (config_view_check_url()) is written to check_url. Its Address and Port
+ * are the service port's, whether the admin listener is on or not. */
 void config_view_consul_service(const struct config *cfg, struct consul_service *svc,
 				char *check_url, size_t check_url_len);
 

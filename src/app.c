@@ -10,6 +10,7 @@
 #include "config/live.h"
 #include "config/store.h"
 #include "app_views.h"
+#include "core/clock.h"
 #include "core/fd_limit.h"
 #include "core/log.h"
 #include "core/signals.h"
@@ -40,6 +41,7 @@
  * followed within a second or two, so retries are capped at one second. */
 #define REGISTER_BACKOFF_CAP_MS 1000
 #define WATCH_BACKOFF_CAP_MS 1000
+#define ADMIN_STOP_MIN_MS 1000
 
 /* Each module's metric families, registered by the module. */
 struct app_metrics {
@@ -63,9 +65,11 @@ struct app {
 	struct orders_service *orders;
 	struct users_peer_http users_peer_http;
 	struct users_peer users_peer;
-	struct http_router *router;
+	struct http_router *router;       /* the service port's */
+	struct http_router *admin_router; /* the admin listener's; NULL when off */
 	struct system_handlers system;
 	struct http_server *server;
+	struct http_server *admin;        /* NULL when admin.port is 0 */
 	struct consul *consul;
 	struct consul_service service;
 	char check_url[300];
@@ -139,17 +143,26 @@ static enum mn_err routes_setup(struct app *app)
 	app->router = http_router_create();
 	if (app->router == NULL)
 		return MN_NOMEM;
+	/* with the admin listener on, the node's own routes are served there
+	 * only: the service port answers them 404 like any unknown path */
+	struct http_router *own = app->router;
+
+	if (app->cfg->admin_port != 0) {
+		app->admin_router = own = http_router_create();
+		if (own == NULL)
+			return MN_NOMEM;
+	}
 	app->system = (struct system_handlers){
 		.config = app->store,
 		.metrics = app->m.registry,
 		.stopping = &app->stopping,
 		.store = &app->db,
 	};
-	err = system_handlers_register(app->router, &app->system);
+	err = system_handlers_register(own, &app->system);
 	if (err != MN_OK)
 		return err;
 	app->peers_handlers = (struct peers_handlers){app->peers, &app->peer_settings};
-	err = peers_handlers_register(app->router, &app->peers_handlers);
+	err = peers_handlers_register(own, &app->peers_handlers);
 	if (err != MN_OK)
 		return err;
 	if (config_has_module(app->cfg, "users")) {
@@ -209,6 +222,23 @@ static void signal_taken(void *ctx, int sig)
 		log_info("app", "%s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* The service listener first, within server.shutdown_timeout_ms; then the
+ * admin listener, which answered /health and /ready all along, within what
+ * is left of it but at least ADMIN_STOP_MIN_MS (its requests are short).
+ * false when either is still running past its bound. */
+static bool listeners_stop(struct app *app)
+{
+	uint64_t t0 = clock_monotonic_ns(), spent_ms;
+	int left = app->cfg->shutdown_timeout_ms;
+
+	if (!http_server_stop_within(app->server, left))
+		return false;
+	spent_ms = (clock_monotonic_ns() - t0) / 1000000u;
+	left = spent_ms < (uint64_t)left ? left - (int)spent_ms : 0;
+	return http_server_stop_within(app->admin,
+				       left > ADMIN_STOP_MIN_MS ? left : ADMIN_STOP_MIN_MS);
+}
+
 /* Frees the node once its server is stopped. false, with nothing freed,
  * when a reload was left behind: it may still touch all of it (the
  * process is about to exit). */
@@ -227,6 +257,7 @@ static bool app_teardown(struct app *app)
 	peer_client_destroy(app->peers);
 	consul_destroy(app->consul);
 	http_router_destroy(app->router);
+	http_router_destroy(app->admin_router);
 	users_service_destroy(app->users);
 	orders_service_destroy(app->orders);
 	store_close(&app->db);
@@ -300,9 +331,10 @@ int app_run(const struct app_opts *opts)
 		goto out_stopped;
 	consul_set_observer(app.consul, consul_metrics_observe, &app.m.consul);
 
-	if (!fd_limit_raise(app.cfg->threads, &fds))
-		log_warn("app", "open file limit %llu is low for %d server threads", fds,
-			 app.cfg->threads);
+	int threads = app.cfg->threads + (app.cfg->admin_port ? app.cfg->admin_threads : 0);
+
+	if (!fd_limit_raise(threads, &fds))
+		log_warn("app", "open file limit %llu is low for %d server threads", fds, threads);
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {
 		.router = app.router,
@@ -320,6 +352,20 @@ int app_run(const struct app_opts *opts)
 	}
 	log_info("http", "listening on %s:%d with %d threads", app.cfg->service_address,
 		 app.cfg->service_port, app.cfg->threads);
+	/* the same protections, the node's own routes, its own few workers */
+	sopts.router = app.admin_router;
+	sopts.explain_not_found = NULL;
+	if (config_view_admin_server(app.cfg, &sopts)) {
+		app.admin = http_server_start(&sopts, err, sizeof(err));
+		if (app.admin == NULL) {
+			log_error("http", "admin listener (admin.address, admin.port): %s", err);
+			goto out_stop_server;
+		}
+		log_info("http",
+			 "admin listener on %s:%d with %d threads: /health, /ready, "
+			 "/metrics, /config, /peers/{service}",
+			 app.cfg->admin_address, app.cfg->admin_port, app.cfg->admin_threads);
+	}
 
 	/* Only now, the store open and the listener up: the registrar sees
 	 * /health answer before it lets the check start passing. */
@@ -354,15 +400,16 @@ int app_run(const struct app_opts *opts)
 
 	wait_for_stop(&app); /* at once when a stop came during start-up */
 	code = 0;
-	atomic_store(&app.stopping, true); /* /ready turns 503 */
+	atomic_store(&app.stopping, true); /* /ready turns 503, on both listeners */
 	http_server_drain(app.server);     /* new work is refused, keep-alive ends */
+	http_server_drain(app.admin);      /* it still answers /health, /ready, /metrics */
 	/* no reload may reach the registrar now; one left behind still may,
 	 * so app_teardown() frees nothing then */
 	config_live_stop(app.live);
 	registrar_stop(app.registrar);     /* deregisters; /ready may still read it */
 
 out_stop_server:
-	if (!http_server_stop_within(app.server, app.cfg->shutdown_timeout_ms)) {
+	if (!listeners_stop(&app)) {
 		log_warn("app", "in-flight requests still running after %d ms; exiting anyway",
 			 app.cfg->shutdown_timeout_ms);
 		/* Worker threads may still touch what teardown would free. */

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/ipaddr.h"
+
 bool config_view_peer_allowed(const struct config *cfg, const char *service)
 {
 	return (config_has_module(cfg, "orders") && strcmp(service, "users") == 0) ||
@@ -117,11 +119,35 @@ void config_view_http_server(const struct config *cfg, struct http_server_opts *
 	o->max_body_bytes = cfg->max_body_bytes;
 }
 
+bool config_view_admin_server(const struct config *cfg, struct http_server_opts *o)
+{
+	if (cfg->admin_port == 0)
+		return false;
+	config_view_http_server(cfg, o);
+	o->address = cfg->admin_address;
+	o->port = cfg->admin_port;
+	o->threads = cfg->admin_threads;
+	return true;
+}
+
+void config_view_check_url(const struct config *cfg, char *url, size_t len)
+{
+	char host[64]; /* an IPv6 address in brackets */
+
+	if (cfg->admin_port == 0) {
+		snprintf(url, len, "http://%s:%d/health", cfg->service_address, cfg->service_port);
+		return;
+	}
+	/* admin.address is numeric (the settings table): it always fits */
+	if (!ipaddr_url_host(cfg->admin_address, host, sizeof(host)))
+		snprintf(host, sizeof(host), "127.0.0.1");
+	snprintf(url, len, "http://%s:%d/health", host, cfg->admin_port);
+}
+
 void config_view_consul_service(const struct config *cfg, struct consul_service *svc,
 				char *check_url, size_t check_url_len)
 {
-	snprintf(check_url, check_url_len, "http://%s:%d/health", cfg->service_address,
-		 cfg->service_port);
+	config_view_check_url(cfg, check_url, check_url_len);
 	*svc = (struct consul_service){
 		.id = cfg->service_id,
 		.name = cfg->service_name,

@@ -53,6 +53,11 @@ struct config {
 	char **service_modules;   /* "users", "orders" */
 	size_t n_service_modules;
 
+	/* admin: the admin listener, off when admin_port is 0 */
+	char *admin_address;      /* numeric IPv4: "127.0.0.1" */
+	int admin_port;
+	int admin_threads;
+
 	/* server */
 	int read_timeout_ms;
 	int write_timeout_ms;

@@ -12,6 +12,7 @@
 #include "config_file.h"
 #include "core/array.h"
 #include "core/escape.h"
+#include "core/ipaddr.h"
 #include "config_state.h"
 #include "settings.h"
 
@@ -711,6 +712,31 @@ static enum mn_err config_pin_static(struct config_state *st, const struct confi
 	return MN_OK;
 }
 
+static long long config_state_int(const struct config_state *st, const char *name)
+{
+	const struct config_slot *slot = config_state_find(st, name);
+
+	return slot ? (long long)json_integer_value(slot->value) : 0;
+}
+
+/* The rules that tie settings together, after every layer: the admin
+ * listener on its own socket, apart from the service port's (both would
+ * claim it, and the second bind would fail only at start). */
+static void config_check_together(struct config_state *st)
+{
+	long long admin = config_state_int(st, "admin.port");
+	const char *admin_addr = config_state_string(st, "admin.address");
+	const char *service_addr = config_state_string(st, "service.address");
+
+	if (admin != 0 && admin == config_state_int(st, "service.port") && admin_addr &&
+	    service_addr && ipaddr_overlap(admin_addr, service_addr))
+		config_state_error(st,
+				   "key 'admin.port': %lld is service.port on the same address "
+				   "('%s', '%s'); expected another port, or 0 to serve "
+				   "everything on the service port",
+				   admin, admin_addr, service_addr);
+}
+
 /* Where this service's KV lives, from what is known before KV is read. */
 static char *config_kv_prefix(const struct config_state *st)
 {
@@ -756,6 +782,8 @@ enum mn_err config_load(const struct config_sources *src, struct config **out,
 		err = config_complete_peers(&st);
 	if (err != MN_OK)
 		goto out_release;
+	if (st.n_errors == 0)
+		config_check_together(&st);
 	if (st.n_errors) {
 		err = MN_CONFIG;
 		goto out_release;

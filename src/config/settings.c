@@ -1,5 +1,6 @@
 #include "settings.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
@@ -126,6 +127,16 @@ static enum setting_verdict no_controls_ok(json_t **value)
 	return SETTING_OK;
 }
 
+/* A listener's address: civetweb here listens on IPv4 only, and the check
+ * URL and the one-socket rule (config.c) compare addresses as parsed. */
+static enum setting_verdict ipv4_ok(json_t **value)
+{
+	struct in_addr a;
+
+	return inet_pton(AF_INET, json_string_value(*value), &a) == 1 ? SETTING_OK
+									: SETTING_REFUSED;
+}
+
 static enum setting_verdict kv_prefix_ok(json_t **value)
 {
 	const char *s = json_string_value(*value);
@@ -150,6 +161,8 @@ static const struct setting_rule check_consul_address = {
 	consul_address_ok, "an http:// or https:// url or host:port"};
 static const struct setting_rule check_no_controls = {
 	no_controls_ok, "no control characters"};
+static const struct setting_rule check_ipv4 = {
+	ipv4_ok, "a numeric IPv4 address: 127.0.0.1, or 0.0.0.0 for every address"};
 static const struct setting_rule check_kv_prefix = {
 	kv_prefix_ok, "a key prefix ending with '/'"};
 
@@ -180,6 +193,14 @@ static const struct setting_rule check_kv_prefix = {
 
 /* Sorted by name, so the effective config lists them in order. */
 const struct setting_def settings_table[] = {
+	/* the admin listener (issue 23): /health, /ready, /metrics, /config
+	 * and /peers in plain HTTP, apart from the service port; port 0 is
+	 * off. 8 threads: an agent's check, a scraper and an operator at once,
+	 * with room to spare; its own workers, so a service port with every
+	 * worker busy never holds the check. */
+	STR("admin.address", "127.0.0.1", 1, &check_ipv4, false, AT(admin_address)),
+	INT("admin.port", "0", 0, 65535, false, AT(admin_port)),
+	INT("admin.threads", "8", 2, 64, false, AT(admin_threads)),
 	{.name = "consul.address", .type = SETTING_STRING, .default_text = "http://127.0.0.1:8500",
 	 .min = 1, .check = &check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4,
 	 AT(consul_address)},

@@ -218,6 +218,80 @@ static void test_http_server(void **state)
 	config_free(cfg);
 }
 
+/* With the admin listener on, the agent's check goes to it (an unspecified
+ * admin.address reached on loopback); the service keeps its own address
+ * and port in the catalog. */
+static void test_check_url_follows_the_admin_listener(void **state)
+{
+	const char *on[] = {"MESHNODE_SERVICE_ADDRESS=10.0.0.5", "MESHNODE_SERVICE_PORT=8181",
+			    "MESHNODE_ADMIN_PORT=9191", NULL};
+	const char *any[] = {"MESHNODE_SERVICE_ADDRESS=0.0.0.0", "MESHNODE_SERVICE_PORT=8181",
+			     "MESHNODE_ADMIN_ADDRESS=0.0.0.0", "MESHNODE_ADMIN_PORT=9191", NULL};
+	const char *given[] = {"MESHNODE_SERVICE_ADDRESS=0.0.0.0", "MESHNODE_SERVICE_PORT=8181",
+			       "MESHNODE_ADMIN_ADDRESS=10.0.0.6", "MESHNODE_ADMIN_PORT=9191", NULL};
+	/* off: as it always was, service.address as given (0.0.0.0 too) */
+	const char *off[] = {"MESHNODE_SERVICE_ADDRESS=0.0.0.0", "MESHNODE_SERVICE_PORT=8181",
+			     "MESHNODE_ADMIN_ADDRESS=10.0.0.6", NULL};
+	struct consul_service svc;
+	struct config *cfg;
+	char url[300];
+	(void)state;
+
+	cfg = config_env(on);
+	config_view_consul_service(cfg, &svc, url, sizeof(url));
+	assert_string_equal(url, "http://127.0.0.1:9191/health");
+	assert_string_equal(svc.address, "10.0.0.5");
+	assert_int_equal(svc.port, 8181);
+	config_free(cfg);
+	cfg = config_env(any);
+	config_view_check_url(cfg, url, sizeof(url));
+	assert_string_equal(url, "http://127.0.0.1:9191/health");
+	config_free(cfg);
+	cfg = config_env(given);
+	config_view_check_url(cfg, url, sizeof(url));
+	assert_string_equal(url, "http://10.0.0.6:9191/health");
+	config_free(cfg);
+	cfg = config_env(off);
+	config_view_consul_service(cfg, &svc, url, sizeof(url));
+	assert_string_equal(url, "http://0.0.0.0:8181/health");
+	assert_int_equal(svc.port, 8181);
+	config_free(cfg);
+}
+
+/* The admin listener: the server's protections as the service port's,
+ * its own address, port and few workers; nothing when it is off. */
+static void test_admin_server(void **state)
+{
+	const char *on[] = {"MESHNODE_SERVICE_PORT=8282",
+			    "MESHNODE_SERVER_THREADS=9",
+			    "MESHNODE_SERVER_READ_TIMEOUT_MS=1234",
+			    "MESHNODE_SERVER_IDLE_TIMEOUT_MS=4321",
+			    "MESHNODE_SERVER_MAX_BODY_BYTES=2048",
+			    "MESHNODE_ADMIN_PORT=9393",
+			    "MESHNODE_ADMIN_ADDRESS=127.0.0.4",
+			    "MESHNODE_ADMIN_THREADS=3",
+			    NULL};
+	const char *off[] = {"MESHNODE_ADMIN_ADDRESS=127.0.0.4", NULL};
+	struct http_server_opts o = {.port = -1};
+	struct config *cfg;
+	(void)state;
+
+	cfg = config_env(off);
+	assert_false(config_view_admin_server(cfg, &o));
+	assert_int_equal(o.port, -1);
+	assert_null(o.address);
+	config_free(cfg);
+	cfg = config_env(on);
+	assert_true(config_view_admin_server(cfg, &o));
+	assert_string_equal(o.address, "127.0.0.4");
+	assert_int_equal(o.port, 9393);
+	assert_int_equal(o.threads, 3);
+	assert_int_equal(o.read_timeout_ms, 1234);
+	assert_int_equal(o.idle_timeout_ms, 4321);
+	assert_int_equal(o.max_body_bytes, 2048);
+	config_free(cfg);
+}
+
 /* No registrar running: a changed maintenance flag goes nowhere. */
 static void test_maintenance_without_registrar(void **state)
 {
@@ -244,6 +318,8 @@ int main(void)
 		cmocka_unit_test(test_events_views),
 		cmocka_unit_test(test_consul_service),
 		cmocka_unit_test(test_http_server),
+		cmocka_unit_test(test_check_url_follows_the_admin_listener),
+		cmocka_unit_test(test_admin_server),
 		cmocka_unit_test(test_maintenance_without_registrar),
 	};
 

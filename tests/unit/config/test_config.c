@@ -14,7 +14,7 @@
 
 #define MAX_FILES 8
 /* The settings that are not templates (peers.*, features.*). */
-#define N_SETTINGS 52
+#define N_SETTINGS 55
 /* The settings of one configured peer (the peers.* rows). */
 #define N_PEER_SETTINGS 9
 
@@ -196,6 +196,10 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->database_sslmode, "prefer");
 	assert_string_equal(cfg->log_level, "info");
 	assert_string_equal(cfg->log_format, "json");
+	/* the admin listener is off: everything on the service port */
+	assert_string_equal(cfg->admin_address, "127.0.0.1");
+	assert_int_equal(cfg->admin_port, 0);
+	assert_int_equal(cfg->admin_threads, 8);
 	assert_false(cfg->maintenance);
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
@@ -229,6 +233,7 @@ static void test_defaults(void **state)
  * struct config or struct peer_settings (the rows' offsetof, checked here
  * against the fields by name), and the whole is freed without a leak. */
 static const char file_every_setting[] =
+	"admin = { address = \"127.0.0.3\"; port = 9182; threads = 5; };\n"
 	"service = { name = \"orders-x\"; id = \"orders-x-1\"; address = \"127.0.0.2\";\n"
 	"  port = 9181; tags = [\"a\", \"b\"]; meta = { zone = \"eu\"; };\n"
 	"  modules = [\"users\", \"orders\"]; };\n"
@@ -269,6 +274,9 @@ static void test_every_setting_in_its_field(void **state)
 	assert_string_equal(c->service_id, "orders-x-1");
 	assert_string_equal(c->service_address, "127.0.0.2");
 	assert_int_equal(c->service_port, 9181);
+	assert_string_equal(c->admin_address, "127.0.0.3");
+	assert_int_equal(c->admin_port, 9182);
+	assert_int_equal(c->admin_threads, 5);
 	assert_int_equal(c->n_service_tags, 2);
 	assert_string_equal(c->service_tags[1], "b");
 	assert_null(c->service_tags[2]);
@@ -558,6 +566,75 @@ static void test_file_out_of_range(void **state)
 {
 	file_error_case(*state, "server = { threads = 5000; };\n",
 			1, "key 'server.threads': expected an integer between 1 and 1024");
+}
+
+static void test_admin_settings_refused(void **state)
+{
+	/* numeric IPv4 only: the check URL and the one-socket rule compare
+	 * addresses as parsed, and civetweb here listens on IPv4 only */
+	static const char *const bad[] = {"localhost", "::1", "127.0.0.1:9", "127.1",
+					  " 127.0.0.1", "127.0.0.1\n"};
+	char text[128];
+
+	file_error_case(*state, "admin = { threads = 1; };\n", 1,
+			"key 'admin.threads': expected an integer between 2 and 64");
+	file_error_case(*state, "admin = { threads = 65; };\n", 1,
+			"key 'admin.threads': expected an integer between 2 and 64");
+	file_error_case(*state, "admin = { port = 65536; };\n", 1,
+			"key 'admin.port': expected an integer between 0 and 65535");
+	file_error_case(*state, "admin = { port = -1; };\n", 1,
+			"key 'admin.port': expected an integer between 0 and 65535");
+	file_error_case(*state, "admin = { address = \"\"; };\n", 1,
+			"key 'admin.address': expected a non-empty string");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config_sources src = {0};
+		const char *env[] = {text, NULL};
+
+		snprintf(text, sizeof(text), "MESHNODE_ADMIN_ADDRESS=%s", bad[i]);
+		src.environ = (char *const *)env;
+		load_fails_with(*state, &src,
+				"environment variable 'MESHNODE_ADMIN_ADDRESS': expected a numeric "
+				"IPv4 address: 127.0.0.1, or 0.0.0.0 for every address");
+	}
+}
+
+/* The admin listener and the service port on one socket: refused whole,
+ * whichever layer set which, and whatever spelling claims the address. */
+static void test_admin_port_is_not_the_service_port(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *same[] = {"MESHNODE_ADMIN_PORT=8080", NULL};
+	const char *any[] = {"MESHNODE_ADMIN_PORT=9000", "MESHNODE_ADMIN_ADDRESS=0.0.0.0",
+			     "SERVER_PORT=9000", NULL};
+	const char *apart[] = {"MESHNODE_ADMIN_PORT=9000", "MESHNODE_ADMIN_ADDRESS=127.0.0.2",
+			       "SERVER_PORT=9000", NULL};
+	const char *other[] = {"MESHNODE_ADMIN_PORT=9001", "SERVER_PORT=9000", NULL};
+
+	src.environ = (char *const *)same;
+	load_fails_with(f, &src,
+			"key 'admin.port': 8080 is service.port on the same address ('127.0.0.1', "
+			"'127.0.0.1'); expected another port, or 0 to serve everything on the "
+			"service port");
+	src.environ = (char *const *)any;
+	load_fails_with(f, &src,
+			"key 'admin.port': 9000 is service.port on the same address ('0.0.0.0', "
+			"'127.0.0.1'); expected another port, or 0 to serve everything on the "
+			"service port");
+	/* the file sets the service port, the environment the admin one */
+	src.environ = (char *const *)same;
+	src.file_path = write_file(f, "same.cfg", "service = { port = 8080; };\n");
+	assert_int_equal(load(f, &src), MN_CONFIG);
+	assert_non_null(strstr(errors_text(f), "key 'admin.port': 8080 is service.port"));
+	src.file_path = NULL;
+	/* two addresses, one port: two sockets */
+	src.environ = (char *const *)apart;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->admin_port, 9000);
+	src.environ = (char *const *)other;
+	load_ok(f, &src);
+	assert_int_equal(f->cfg->admin_port, 9001);
+	assert_int_equal(f->cfg->service_port, 9000);
 }
 
 static void test_file_unknown_enum(void **state)
@@ -2057,6 +2134,8 @@ int main(void)
 		T(test_file_int_accepts_plain_and_int64),
 		T(test_file_type_mismatch),
 		T(test_file_out_of_range),
+		T(test_admin_settings_refused),
+		T(test_admin_port_is_not_the_service_port),
 		T(test_file_unknown_enum),
 		T(test_file_unknown_key),
 		T(test_file_syntax_error),
