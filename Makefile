@@ -32,7 +32,7 @@ CPPFLAGS   += -Iinclude -D_GNU_SOURCE -DMESHNODE_VERSION='"$(VERSION)"' \
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
 LDFLAGS    += -pthread $(SANFLAGS)
-LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
+LDLIBS     := -lcivetweb -lcurl -lssl -lcrypto -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
 
 SRC        := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJ        := $(SRC:%.c=$(BUILD)/obj/%.o)
