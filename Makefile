@@ -33,7 +33,7 @@ CPPFLAGS   += -Iinclude -D_GNU_SOURCE -DMESHNODE_VERSION='"$(VERSION)"' \
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=c11 -pthread $(WARNINGS) $(SANFLAGS) -MMD -MP
 LDFLAGS    += -pthread $(SANFLAGS)
-LDLIBS     := -lcivetweb -lcurl -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
+LDLIBS     := -lcivetweb -lcurl -lssl -lcrypto -ljansson -lconfig -lsqlite3 -lpq -lrabbitmq -lresolv -lm
 
 # src/tls_shim/ holds the TLS runtime shims: shared objects of their own,
 # never in the library (see TLS_SHIMS below).
