@@ -136,6 +136,9 @@ bool connect_authz_check(struct connect_authorizer *a, const struct spiffe_id *c
  * only when a settle or a grace period is due. */
 uint64_t connect_authz_generation(struct connect_authorizer *a);
 
+/* The sources remembered now (at most the capacity). */
+size_t connect_authz_sources(struct connect_authorizer *a);
+
 /* Drops every cached decision and moves the generation on. */
 void connect_authz_clear(struct connect_authorizer *a);
 

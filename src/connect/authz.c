@@ -239,6 +239,7 @@ static void follow_match(struct connect_authorizer *a)
 	char err[256];
 	enum mn_err e = MN_NOMEM;
 	uint64_t h = 0;
+	bool settle;
 
 	if (a->follow_h == NULL)
 		a->follow_h = consul_conn_create(a->consul);
@@ -264,6 +265,7 @@ static void follow_match(struct connect_authorizer *a)
 
 	pthread_mutex_lock(&a->lock);
 	a->failing = a->blind = false; /* the watch answered */
+	settle = a->have_match;	       /* a change, not the first read */
 	if (e != MN_OK) {
 		/* something changed and what is not known: drop everything */
 		log_warn("connect", "intentions of '%s' changed, cannot read them: %s", a->target,
@@ -280,7 +282,8 @@ static void follow_match(struct connect_authorizer *a)
 		a->match_hash = h;
 	}
 	bump_locked(a);
-	a->settle_at = clock_now(a->clock) + AUTHZ_SETTLE_MS;
+	if (settle)
+		a->settle_at = clock_now(a->clock) + AUTHZ_SETTLE_MS;
 	update_due_locked(a);
 	pthread_mutex_unlock(&a->lock);
 }
@@ -473,6 +476,16 @@ uint64_t connect_authz_generation(struct connect_authorizer *a)
 		pthread_mutex_unlock(&a->lock);
 	}
 	return atomic_load(&a->generation);
+}
+
+size_t connect_authz_sources(struct connect_authorizer *a)
+{
+	size_t n;
+
+	pthread_mutex_lock(&a->lock);
+	n = a->entries.n;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }
 
 void connect_authz_clear(struct connect_authorizer *a)
