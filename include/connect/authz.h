@@ -126,8 +126,8 @@ void connect_authz_destroy(struct connect_authorizer *a);
  * URI, which must parse to the same namespace and service) and 'serial'
  * (may be NULL) to the agent. Fills *out; returns out->allowed. A caller
  * that is no service identity, or a URI that names another, is denied
- * without asking. Blocks at most deadline_ms (two for a caller that waits
- * on another's call which then fails). */
+ * without asking. Blocks about deadline_ms at most: the agent call's
+ * timeout, or the wait on another caller's call for the same source. */
 bool connect_authz_check(struct connect_authorizer *a, const struct spiffe_id *caller,
 			 const char *caller_uri, const char *serial,
 			 struct connect_authz_decision *out);
