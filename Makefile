@@ -61,6 +61,10 @@ SHIM_LDFLAGS := -shared -Wl,-z,defs -Wl,--no-as-needed
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Programs that need a real Consul agent (tests/agent/README.md): built with
+# the unit tests, run by tests/integration/test_agent_programs.py.
+AGENT_SRC  := $(sort $(wildcard tests/agent/agent_*.c))
+AGENT_BIN  := $(AGENT_SRC:tests/agent/%.c=$(BUILD)/agent/%)
 
 .PHONY: all deps test-deps test test-cluster unit-build run demo bench docs install uninstall clean format FORCE
 all: $(BIN) $(INSTALL_BIN) $(TLS_SHIMS)
@@ -114,6 +118,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
+$(BUILD)/agent/%: tests/agent/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests/agent $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
 # The settings reference: docs/configuration.md between its marker lines,
 # from the settings table (src/config/settings.c); test_settings_doc fails
 # when the checked-in page is stale.
@@ -140,12 +148,11 @@ test: test-deps
 	$(MAKE) --no-print-directory alloc-build
 	scripts/run-tests.sh $(BUILD)
 
-unit-build: $(BIN) $(TLS_SHIMS) $(UNIT_BIN)
+unit-build: $(BIN) $(TLS_SHIMS) $(UNIT_BIN) $(AGENT_BIN)
 
 # test_tls_runtime loads the shims of its own build (../../tls from its
 # binary) and makes its certificates with OpenSSL.
 $(BUILD)/tests/http/test_tls_runtime: $(TLS_SHIMS)
-$(BUILD)/tests/http/test_tls_runtime: LDLIBS += -lssl -lcrypto
 
 # Nodes on separate network namespaces with a three-server Consul cluster
 # (tests/cluster): needs root; about three minutes.
@@ -202,7 +209,7 @@ uninstall:
 	fi
 
 format:
-	clang-format -i $(shell find src include tests/unit -name '*.[ch]')
+	clang-format -i $(shell find src include tests/unit tests/agent -name '*.[ch]')
 
 clean:
 	rm -rf build
@@ -231,4 +238,4 @@ alloc-test: alloc-build
 -include $(ALLOC_BIN:=.d)
 
 -include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d $(BUILD)/install/main.d $(UNIT_BIN:=.d) \
-	$(BUILD)/settings_doc.d $(BUILD)/tls/libssl.d $(BUILD)/tls/libcrypto.d
+	$(AGENT_BIN:=.d) $(BUILD)/settings_doc.d $(BUILD)/tls/libssl.d $(BUILD)/tls/libcrypto.d

@@ -1,6 +1,10 @@
-/* Connect's metric: meshnode_connect_leaf_expiry_seconds, the seconds
- * until this node's leaf certificate expires, read from the identity's
- * current snapshot at each render (NaN before the first). */
+/* The Connect modules' metrics:
+ * - meshnode_connect_leaf_expiry_seconds, the seconds until this node's
+ *   leaf certificate expires, read from the identity's current snapshot at
+ *   each render (NaN before the first);
+ * - meshnode_connect_authz_total{source,result}, the authorization
+ *   decisions (connect/authz.h counts them, with at most
+ *   AUTHZ_METRIC_SOURCES_MAX source values before "other"). */
 #ifndef MESHNODE_CONNECT_CONNECT_METRICS_H
 #define MESHNODE_CONNECT_CONNECT_METRICS_H
 
@@ -17,11 +21,13 @@ struct connect_metrics {
 						      NaN */
 	int64_t (*wall_ms)(void *ctx);		   /* NULL: clock_wall_ms() */
 	void *wall_ctx;
+	struct metric_family *authz; /* {source,result} counter: for
+					connect_authz_opts.metric */
 };
 
-/* Registers the gauge and its collect callback in 'registry' (which must
- * not outlive 'cm'; set cm->identity, and wall_ms for tests, before or
- * after). MN_OK or MN_NOMEM. */
+/* Registers the families and the gauge's collect callback in 'registry'
+ * (which keeps the families and must not outlive 'cm'; set cm->identity,
+ * and wall_ms for tests, before or after). MN_OK or MN_NOMEM. */
 enum mn_err connect_metrics_register(struct connect_metrics *cm, struct metrics *registry);
 
 #endif

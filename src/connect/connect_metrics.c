@@ -23,11 +23,19 @@ static void collect(struct metrics *m, void *ctx)
 
 enum mn_err connect_metrics_register(struct connect_metrics *cm, struct metrics *registry)
 {
+	static const char *const authz_labels[] = {"source", "result"};
+
 	cm->leaf_expiry = metrics_gauge(registry, "meshnode_connect_leaf_expiry_seconds",
 					"Seconds until this node's Connect leaf certificate "
 					"expires (NaN before the agent gave one).",
 					0, NULL);
 	if (cm->leaf_expiry == NULL)
+		return MN_NOMEM;
+	cm->authz = metrics_counter(registry, "meshnode_connect_authz_total",
+				    "Connect authorization decisions, by source service and "
+				    "result (allow, deny, error_open, error_closed).",
+				    2, authz_labels);
+	if (cm->authz == NULL)
 		return MN_NOMEM;
 	return metrics_on_collect(registry, collect, cm);
 }

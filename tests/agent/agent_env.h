@@ -1,0 +1,46 @@
+/* What every program under tests/agent/ shares: the agent it runs against,
+ * named the way Consul's own tools name it, CONSUL_HTTP_ADDR
+ * ("127.0.0.1:8500" or "http://127.0.0.1:8500") and CONSUL_HTTP_TOKEN
+ * (optional), with TLS from CONSUL_CACERT and friends (consul/client.h).
+ * tests/integration/test_agent_programs.py sets them. Header-only; include
+ * after <cmocka.h>. */
+#ifndef MESHNODE_TESTS_AGENT_ENV_H
+#define MESHNODE_TESTS_AGENT_ENV_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consul/client.h"
+
+extern char **environ;
+
+/* A client of the agent in CONSUL_HTTP_ADDR (free with consul_destroy()). */
+static inline struct consul *agent_consul(char *err, size_t errlen)
+{
+	const char *addr = getenv("CONSUL_HTTP_ADDR");
+	char url[512];
+
+	if (addr == NULL || *addr == '\0')
+		return NULL;
+	if (strstr(addr, "://"))
+		snprintf(url, sizeof(url), "%s", addr);
+	else
+		snprintf(url, sizeof(url), "http://%s", addr);
+	return consul_create_env(url, getenv("CONSUL_HTTP_TOKEN"), environ, err, errlen);
+}
+
+/* A group setup: fails the whole program when there is no agent to run
+ * against (these programs never pass without one). */
+static inline int agent_env_check(void **state)
+{
+	(void)state;
+	if (getenv("CONSUL_HTTP_ADDR") == NULL || *getenv("CONSUL_HTTP_ADDR") == '\0') {
+		fprintf(stderr, "CONSUL_HTTP_ADDR is not set: run through "
+				"tests/integration/test_agent_programs.py\n");
+		return -1;
+	}
+	return 0;
+}
+
+#endif
