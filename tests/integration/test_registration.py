@@ -145,8 +145,12 @@ class RegistrationTest(harness.ProcessesTestCase):
     def test_maintenance_at_start_never_passing(self):
         # maintenance = true in the file: the check starts critical and the
         # maintenance check follows, so ?passing never lists the service.
+        # The agent runs an HTTP check first at a random point of its
+        # interval: 10 s, so that its first run (which passes: /health is
+        # 200) does not come before the test's first sight of the check
+        # on a loaded machine (with 1 s it did, once).
         n = self.node("reg-maint", settings={"maintenance": True,
-                                             "consul.check_interval_ms": 1000})
+                                             "consul.check_interval_ms": 10000})
         n.start()
         seen, first_passing = self.watch_checks("reg-maint", n, watch_for=3.0,
                                                 need_passing=False)
