@@ -481,10 +481,17 @@ static int init_ssl(void *ssl_ctx, void *user_data)
 	return s->opts.tls_setup(ssl_ctx, s->opts.tls_ctx) == 0 ? 1 : -1;
 }
 
+/* A TLS handshake that failed is the client's doing (plain HTTP, garbage,
+ * a stall, a certificate refused): counted by the TLS setup's owner
+ * (meshnode_connect_handshakes_total), logged only at debug, so a flood
+ * of them cannot flood the log. */
 static int log_message(const struct mg_connection *conn, const char *message)
 {
 	(void)conn;
-	log_warn("http", "civetweb: %s", message);
+	if (strncmp(message, "sslize error", 12) == 0 || strncmp(message, "SSL syscall error", 17) == 0)
+		log_debug("http", "civetweb: %s", message);
+	else
+		log_warn("http", "civetweb: %s", message);
 	return 1;
 }
 
