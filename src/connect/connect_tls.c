@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "connect/verify.h"
 #include "core/clock.h"
@@ -185,6 +186,31 @@ static bool first_refusal(struct connect_tls *t, const struct spiffe_id *peer,
 	return first;
 }
 
+/* For the log line of a certificate refused before its URI was read (a
+ * chain of another CA, an expired one): its first URI SAN, parsed into
+ * *peer when it is a SPIFFE ID. */
+static void presented_identity(X509 *leaf, struct spiffe_id *peer)
+{
+	GENERAL_NAMES *names;
+
+	if (peer->kind != SPIFFE_NONE || leaf == NULL)
+		return;
+	names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *n = sk_GENERAL_NAME_value(names, i);
+
+		if (n->type == GEN_URI) {
+			const ASN1_IA5STRING *u = n->d.uniformResourceIdentifier;
+
+			if (spiffe_parse((const char *)ASN1_STRING_get0_data(u),
+					 (size_t)ASN1_STRING_length(u), peer, NULL, 0) != MN_OK)
+				peer->kind = SPIFFE_NONE;
+			break;
+		}
+	}
+	GENERAL_NAMES_free(names);
+}
+
 static void log_refusal(struct connect_tls *t, const SSL *ssl, const struct spiffe_id *peer,
 			enum connect_verify_result r)
 {
@@ -275,6 +301,7 @@ static int verify_cb(X509_STORE_CTX *x, void *arg)
 	connect_snapshot_release(s);
 	if (r != CONNECT_VERIFY_OK) {
 		result_set(ssl, CONNECT_TLS_BAD_CERTIFICATE);
+		presented_identity(leaf, &peer);
 		log_refusal(t, ssl, &peer, r);
 		return 0;
 	}
