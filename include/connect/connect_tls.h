@@ -9,10 +9,12 @@
  * connection, with no restart); the certificate-verify callback checks the
  * caller's chain, times and SPIFFE URI against the snapshot current at this
  * handshake (connect/verify.h), then asks the authorizer; a caller refused
- * fails the handshake. TLS 1.2 and up, ALPN http/1.1 or none (a client
- * offering only h2 is refused with no_application_protocol), no session
+ * fails the handshake. TLS 1.2 and up, no session
  * resumption (a resumed session would skip the checks), a session id
- * context set.
+ * context set. ALPN: http/1.1 selected when offered, else none (a client
+ * offering only h2 gets no protocol, and an HTTP/2 preface it sends is
+ * refused by the HTTP layer; Consul's connect proxy offers no http/1.1
+ * and must be served).
  *
  * Per request: the decision taken at the handshake travels with the
  * caller's certificate (an ex_data slot of its X509, freed with it); when

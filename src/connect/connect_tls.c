@@ -354,9 +354,12 @@ static int cert_cb(SSL *ssl, void *arg)
 	return ok;
 }
 
-/* HTTP/1.1 or no ALPN at all: a client that offers only other protocols
- * (h2) is refused with no_application_protocol rather than have an HTTP/2
- * preface read as a request. */
+/* http/1.1 when offered, else no protocol at all (NOACK), never h2: the
+ * listener speaks HTTP/1.1 only, and what a client sends that is not
+ * (an HTTP/2 preface) is refused by the HTTP layer. A client that offers
+ * no http/1.1 is not refused here: Consul's own connect proxy, a TCP
+ * proxy, offers other protocols only ("remote error: tls: no application
+ * protocol" otherwise). */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		   const unsigned char *in, unsigned int inlen, void *arg)
 {
@@ -373,7 +376,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		}
 		i += 1 + n;
 	}
-	return SSL_TLSEXT_ERR_ALERT_FATAL;
+	return SSL_TLSEXT_ERR_NOACK;
 }
 
 /* Follows each handshake of our listener for its count: started,
