@@ -245,6 +245,27 @@ static bool listeners_stop(struct app *app)
 				       left > ADMIN_STOP_MIN_MS ? left : ADMIN_STOP_MIN_MS);
 }
 
+/* The admin listener, when admin.port is set: false (logged) when it
+ * cannot listen. */
+static bool admin_start(struct app *app, const struct http_server_opts *aopts)
+{
+	struct http_server_opts o = *aopts;
+	char err[512];
+
+	if (!config_view_admin_server(app->cfg, &o))
+		return true;
+	app->admin = http_server_start(&o, err, sizeof(err));
+	if (app->admin == NULL) {
+		log_error("http", "admin listener (admin.address, admin.port): %s", err);
+		return false;
+	}
+	log_info("http",
+		 "admin listener on %s:%d with %d threads: /health, /ready, "
+		 "/metrics, /config, /peers/{service}",
+		 app->cfg->admin_address, app->cfg->admin_port, app->cfg->admin_threads);
+	return true;
+}
+
 /* Frees the node once its server is stopped. false, with nothing freed,
  * when a reload was left behind: it may still touch all of it (the
  * process is about to exit). */
@@ -366,24 +387,15 @@ int app_run(const struct app_opts *opts)
 	}, aopts = sopts;
 
 	config_view_http_server(app.cfg, &sopts);
-	/* the admin listener first: it answers /health while a Connect node
-	 * waits for its leaf; the same protections, the node's own routes,
-	 * its own few workers */
+	/* the same protections, the node's own routes, its own few workers */
 	aopts.router = app.admin_router;
 	aopts.explain_not_found = NULL;
-	if (config_view_admin_server(app.cfg, &aopts)) {
-		app.admin = http_server_start(&aopts, err, sizeof(err));
-		if (app.admin == NULL) {
-			log_error("http", "admin listener (admin.address, admin.port): %s", err);
-			goto out_stop_server;
-		}
-		log_info("http",
-			 "admin listener on %s:%d with %d threads: /health, /ready, "
-			 "/metrics, /config, /peers/{service}",
-			 app.cfg->admin_address, app.cfg->admin_port, app.cfg->admin_threads);
-	}
 	if (app.connect) {
-		/* no leaf, no TLS: the service port opens once one came */
+		/* the admin listener first: it answers /health while the node
+		 * waits for its leaf; no leaf, no TLS: the service port opens
+		 * once one came */
+		if (!admin_start(&app, &aopts))
+			goto out_stop_server;
 		if (app_connect_wait(app.connect, APP_CONNECT_FIRST_LEAF_MS,
 				     signals_stop_flag(app.signals), err, sizeof(err)) != MN_OK) {
 			log_error("connect", "%s", err);
@@ -403,6 +415,8 @@ int app_run(const struct app_opts *opts)
 	log_info("http", "listening on %s:%d with %d threads%s", app.cfg->service_address,
 		 app.cfg->service_port, app.cfg->threads,
 		 app.connect ? " in mutual TLS (Connect native)" : "");
+	if (!app.connect && !admin_start(&app, &aopts))
+		goto out_stop_server;
 
 	/* Only now, the store open and the listener up: the registrar sees
 	 * /health answer before it lets the check start passing. */
