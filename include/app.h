@@ -11,6 +11,9 @@ struct app_opts {
 	const char *config_path;   /* the file to load */
 	bool config_path_given;    /* given on the command line: it must exist */
 	char *const *environ;      /* the process environment */
+	const char *tls_dir;       /* the TLS runtime shims' directory compiled in
+				      (MESHNODE_TLS_DIR); "": tls/ next to the
+				      executable */
 };
 
 /* Runs the node in the foreground until SIGTERM or SIGINT. Returns the

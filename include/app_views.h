@@ -80,7 +80,8 @@ void config_view_check_url(const struct config *cfg, char *url, size_t len);
 /* The service the registrar registers, from service.* and consul.* of
  * 'cfg'; its strings are borrowed from 'cfg', and its check URL
  * (config_view_check_url()) is written to check_url. Its Address and Port
- * are the service port's, whether the admin listener is on or not. */
+ * are the service port's, whether the admin listener is on or not; with
+ * connect.enabled it registers as Connect native. */
 void config_view_consul_service(const struct config *cfg, struct consul_service *svc,
 				char *check_url, size_t check_url_len);
 

@@ -9,7 +9,9 @@
 #include "consul/registrar.h"
 #include "config/live.h"
 #include "config/store.h"
+#include "app_connect.h"
 #include "app_views.h"
+#include "connect/connect_metrics.h"
 #include "core/clock.h"
 #include "core/fd_limit.h"
 #include "core/log.h"
@@ -52,6 +54,7 @@ struct app_metrics {
 	struct peers_metrics peers;
 	struct store_metrics store;
 	struct events_publisher_opts events; /* only its metric families */
+	struct connect_metrics connect;      /* with connect.enabled */
 };
 
 struct app {
@@ -80,6 +83,7 @@ struct app {
 	struct peer_settings_source peer_settings;
 	struct peers_handlers peers_handlers;
 	struct events_publisher *events; /* nodes with the orders module */
+	struct app_connect *connect;     /* NULL unless connect.enabled */
 	atomic_bool stopping;
 	struct signals *signals;     /* taken by their own thread from the start */
 };
@@ -98,6 +102,8 @@ static enum mn_err metrics_setup(struct app *app)
 	    peers_metrics_register(&m->peers, m->registry) != MN_OK ||
 	    store_metrics_register(&m->store, m->registry, &app->db) != MN_OK ||
 	    events_metrics_register(&m->events, m->registry) != MN_OK ||
+	    (app->cfg->connect_enabled &&
+	     connect_metrics_register(&m->connect, m->registry) != MN_OK) ||
 	    metrics_register_process(m->registry) != MN_OK ||
 	    config_live_metrics(app->live, m->registry) != MN_OK)
 		return MN_NOMEM;
@@ -239,6 +245,27 @@ static bool listeners_stop(struct app *app)
 				       left > ADMIN_STOP_MIN_MS ? left : ADMIN_STOP_MIN_MS);
 }
 
+/* The admin listener, when admin.port is set: false (logged) when it
+ * cannot listen. */
+static bool admin_start(struct app *app, const struct http_server_opts *aopts)
+{
+	struct http_server_opts o = *aopts;
+	char err[512];
+
+	if (!config_view_admin_server(app->cfg, &o))
+		return true;
+	app->admin = http_server_start(&o, err, sizeof(err));
+	if (app->admin == NULL) {
+		log_error("http", "admin listener (admin.address, admin.port): %s", err);
+		return false;
+	}
+	log_info("http",
+		 "admin listener on %s:%d with %d threads: /health, /ready, "
+		 "/metrics, /config, /peers/{service}",
+		 app->cfg->admin_address, app->cfg->admin_port, app->cfg->admin_threads);
+	return true;
+}
+
 /* Frees the node once its server is stopped. false, with nothing freed,
  * when a reload was left behind: it may still touch all of it (the
  * process is about to exit). */
@@ -256,6 +283,7 @@ static bool app_teardown(struct app *app)
 	resolver_destroy(app->resolver);
 	peer_client_destroy(app->peers);
 	consul_destroy(app->consul);
+	app_connect_destroy(app->connect); /* no handshake or request left */
 	http_router_destroy(app->router);
 	http_router_destroy(app->admin_router);
 	users_service_destroy(app->users);
@@ -335,6 +363,19 @@ int app_run(const struct app_opts *opts)
 
 	if (!fd_limit_raise(threads, &fds))
 		log_warn("app", "open file limit %llu is low for %d server threads", fds, threads);
+	if (app.cfg->connect_enabled) {
+		/* before any listener: the TLS runtime comes first */
+		app.connect = app_connect_start(
+			&(struct app_connect_opts){opts->tls_dir, app.consul, app.cfg, app.store,
+						   &app.m.connect},
+			err, sizeof(err));
+		if (app.connect == NULL) {
+			log_error("connect", "%s", err);
+			goto out;
+		}
+		app.system.connect_view = app_connect_health;
+		app.system.connect_ctx = app.connect;
+	}
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {
 		.router = app.router,
@@ -343,29 +384,39 @@ int app_run(const struct app_opts *opts)
 		.observe_ctx = &app.m.http,
 		.explain_not_found = system_handlers_explain_not_found,
 		.explain_ctx = &app.system,
-	};
+	}, aopts = sopts;
+
 	config_view_http_server(app.cfg, &sopts);
+	/* the same protections, the node's own routes, its own few workers */
+	aopts.router = app.admin_router;
+	aopts.explain_not_found = NULL;
+	if (app.connect) {
+		/* the admin listener first: it answers /health while the node
+		 * waits for its leaf; no leaf, no TLS: the service port opens
+		 * once one came */
+		if (!admin_start(&app, &aopts))
+			goto out_stop_server;
+		if (app_connect_wait(app.connect, APP_CONNECT_FIRST_LEAF_MS,
+				     signals_stop_flag(app.signals), err, sizeof(err)) != MN_OK) {
+			log_error("connect", "%s", err);
+			goto out_stop_server;
+		}
+		if (signals_stop_requested(app.signals)) {
+			code = 0;
+			goto out_stop_server;
+		}
+		app_connect_server(app.connect, &sopts);
+	}
 	app.server = http_server_start(&sopts, err, sizeof(err));
 	if (app.server == NULL) {
 		log_error("http", "%s", err);
-		goto out;
+		goto out_stop_server;
 	}
-	log_info("http", "listening on %s:%d with %d threads", app.cfg->service_address,
-		 app.cfg->service_port, app.cfg->threads);
-	/* the same protections, the node's own routes, its own few workers */
-	sopts.router = app.admin_router;
-	sopts.explain_not_found = NULL;
-	if (config_view_admin_server(app.cfg, &sopts)) {
-		app.admin = http_server_start(&sopts, err, sizeof(err));
-		if (app.admin == NULL) {
-			log_error("http", "admin listener (admin.address, admin.port): %s", err);
-			goto out_stop_server;
-		}
-		log_info("http",
-			 "admin listener on %s:%d with %d threads: /health, /ready, "
-			 "/metrics, /config, /peers/{service}",
-			 app.cfg->admin_address, app.cfg->admin_port, app.cfg->admin_threads);
-	}
+	log_info("http", "listening on %s:%d with %d threads%s", app.cfg->service_address,
+		 app.cfg->service_port, app.cfg->threads,
+		 app.connect ? " in mutual TLS (Connect native)" : "");
+	if (!app.connect && !admin_start(&app, &aopts))
+		goto out_stop_server;
 
 	/* Only now, the store open and the listener up: the registrar sees
 	 * /health answer before it lets the check start passing. */

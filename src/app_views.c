@@ -163,6 +163,7 @@ void config_view_consul_service(const struct config *cfg, struct consul_service 
 		.check_interval_ms = cfg->consul_check_interval_ms,
 		.check_timeout_ms = cfg->consul_check_timeout_ms,
 		.deregister_after_ms = cfg->consul_deregister_critical_after_ms,
+		.connect_native = cfg->connect_enabled,
 	};
 }
 

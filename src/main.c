@@ -19,6 +19,11 @@ extern char **environ;
 #error "MESHNODE_DEFAULT_CONFIG is not defined: build with the Makefile"
 #endif
 #define DEFAULT_CONFIG MESHNODE_DEFAULT_CONFIG
+/* Where the TLS runtime shims are (docs/connect.md, "TLS runtime"): ""
+ * for build/meshnode (tls/ next to it), $(LIBDIR)/meshnode installed. */
+#ifndef MESHNODE_TLS_DIR
+#error "MESHNODE_TLS_DIR is not defined: build with the Makefile"
+#endif
 
 static void usage(FILE *out)
 {
@@ -129,7 +134,7 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, OPT_HELP},
 		{NULL, 0, NULL, 0},
 	};
-	struct app_opts opts = {DEFAULT_CONFIG, false, environ};
+	struct app_opts opts = {DEFAULT_CONFIG, false, environ, MESHNODE_TLS_DIR};
 	bool check = false, print = false;
 	int c;
 

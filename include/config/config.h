@@ -58,6 +58,10 @@ struct config {
 	int admin_port;
 	int admin_threads;
 
+	/* connect: the service port in mutual TLS as a Connect native service */
+	bool connect_enabled;
+	bool connect_authz_fail_open; /* dynamic */
+
 	/* server */
 	int read_timeout_ms;
 	int write_timeout_ms;

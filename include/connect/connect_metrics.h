@@ -4,7 +4,10 @@
  *   each render (NaN before the first);
  * - meshnode_connect_authz_total{source,result}, the authorization
  *   decisions (connect/authz.h counts them, with at most
- *   AUTHZ_METRIC_SOURCES_MAX source values before "other"). */
+ *   AUTHZ_METRIC_SOURCES_MAX source values before "other");
+ * - meshnode_connect_handshakes_total{result}, the service port's TLS
+ *   connection attempts by result (connect/connect_tls.h counts them:
+ *   ok, denied, bad_certificate, no_certificate, protocol, incomplete). */
 #ifndef MESHNODE_CONNECT_CONNECT_METRICS_H
 #define MESHNODE_CONNECT_CONNECT_METRICS_H
 
@@ -23,6 +26,8 @@ struct connect_metrics {
 	void *wall_ctx;
 	struct metric_family *authz; /* {source,result} counter: for
 					connect_authz_opts.metric */
+	struct metric_family *handshakes; /* {result} counter: for
+					     connect_tls_opts.handshakes */
 };
 
 /* Registers the families and the gauge's collect callback in 'registry'

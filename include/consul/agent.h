@@ -22,6 +22,7 @@ struct consul_service {
 	int check_interval_ms;
 	int check_timeout_ms;
 	int deregister_after_ms;
+	bool connect_native;            /* "Connect": {"Native": true} (connect.enabled) */
 };
 
 /* The registration payload of PUT /v1/agent/service/register (new reference);

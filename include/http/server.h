@@ -44,6 +44,12 @@ struct http_server_opts {
 	 * http_server_tls_init() to have succeeded. */
 	int (*tls_setup)(void *ssl_ctx, void *ctx);
 	void *tls_ctx;
+	/* Optional: asked before each request is routed, with the client's
+	 * certificate (an X509 *, borrowed; NULL when none): false closes
+	 * the connection at once, unanswered, the request never routed nor
+	 * observed. Called on the connection's worker. */
+	bool (*gate)(void *ctx, void *peer_cert);
+	void *gate_ctx;
 };
 
 struct http_server;

@@ -25,6 +25,10 @@ struct system_handlers {
 	struct registrar *_Atomic registrar; /* NULL: this node does not register; set
 					      * while the server runs */
 	struct events_publisher *events; /* NULL: no events; /health's "events" */
+	/* NULL: no Connect; else /health's "connect", a new reference (NULL
+	 * when out of memory: left out) */
+	json_t *(*connect_view)(void *ctx);
+	void *connect_ctx;
 };
 
 /* Registers GET /health, /ready, /metrics and /config. 's' is borrowed and

@@ -721,9 +721,15 @@ static long long config_state_int(const struct config_state *st, const char *nam
 
 /* The rules that tie settings together, after every layer: the admin
  * listener on its own socket, apart from the service port's (both would
- * claim it, and the second bind would fail only at start). */
+ * claim it, and the second bind would fail only at start); Connect only
+ * with the admin listener, where the agent's plain HTTP check goes. */
 static void config_check_together(struct config_state *st)
 {
+	const struct config_slot *connect = config_state_find(st, "connect.enabled");
+
+	if (connect && json_is_true(connect->value) && config_state_int(st, "admin.port") == 0)
+		config_state_error(st, "key 'connect.enabled': connect.enabled needs admin.port: "
+				       "the agent's check cannot present a client certificate");
 	long long admin = config_state_int(st, "admin.port");
 	const char *admin_addr = config_state_string(st, "admin.address");
 	const char *service_addr = config_state_string(st, "service.address");

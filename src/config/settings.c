@@ -201,6 +201,11 @@ const struct setting_def settings_table[] = {
 	STR("admin.address", "127.0.0.1", 1, &check_ipv4, false, AT(admin_address)),
 	INT("admin.port", "0", 0, 65535, false, AT(admin_port)),
 	INT("admin.threads", "8", 2, 64, false, AT(admin_threads)),
+	/* Connect (issue 23): the service port serves only mutual TLS with
+	 * this node's leaf, callers checked against the roots and the
+	 * intentions (docs/connect.md); needs admin.port for the check */
+	BOOL("connect.authz_fail_open", "false", true, AT(connect_authz_fail_open)),
+	BOOL("connect.enabled", "false", false, AT(connect_enabled)),
 	{.name = "consul.address", .type = SETTING_STRING, .default_text = "http://127.0.0.1:8500",
 	 .min = 1, .check = &check_consul_address, .env = "CONSUL_HTTP_ADDR", .env_order = 4,
 	 AT(consul_address)},

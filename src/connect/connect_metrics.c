@@ -24,6 +24,7 @@ static void collect(struct metrics *m, void *ctx)
 enum mn_err connect_metrics_register(struct connect_metrics *cm, struct metrics *registry)
 {
 	static const char *const authz_labels[] = {"source", "result"};
+	static const char *const handshake_labels[] = {"result"};
 
 	cm->leaf_expiry = metrics_gauge(registry, "meshnode_connect_leaf_expiry_seconds",
 					"Seconds until this node's Connect leaf certificate "
@@ -36,6 +37,13 @@ enum mn_err connect_metrics_register(struct connect_metrics *cm, struct metrics 
 				    "result (allow, deny, error_open, error_closed).",
 				    2, authz_labels);
 	if (cm->authz == NULL)
+		return MN_NOMEM;
+	cm->handshakes = metrics_counter(registry, "meshnode_connect_handshakes_total",
+					 "TLS connection attempts on the Connect service port, by "
+					 "result (ok, denied, bad_certificate, no_certificate, "
+					 "protocol, incomplete).",
+					 1, handshake_labels);
+	if (cm->handshakes == NULL)
 		return MN_NOMEM;
 	return metrics_on_collect(registry, collect, cm);
 }

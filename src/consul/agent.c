@@ -38,7 +38,13 @@ json_t *consul_service_to_json(const struct consul_service *svc, bool check_pass
 		goto out_free;
 	o = json_pack("{s:s, s:s, s:o, s:o, s:s, s:i, s:o}", "ID", svc->id, "Name", svc->name, "Tags",
 		      tags, "Meta", meta, "Address", svc->address, "Port", svc->port, "Check", check);
-	return o; /* json_pack's "o" stole the three on success and on failure */
+	/* json_pack's "o" stole the three on success and on failure */
+	if (o && svc->connect_native &&
+	    json_object_set_new(o, "Connect", json_pack("{s:b}", "Native", 1)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 
 out_free:
 	json_decref(tags);

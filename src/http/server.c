@@ -317,6 +317,11 @@ static int begin_request(struct mg_connection *conn)
 	int64_t length = 0;
 	int status;
 
+	if (s->opts.gate &&
+	    !s->opts.gate(s->opts.gate_ctx, ri->client_cert ? ri->client_cert->peer_cert : NULL)) {
+		conn_close_after(conn);
+		return -1;
+	}
 	atomic_fetch_add(&s->inflight, 1);
 	tl_error_sent = false;
 	http_response_init(&res);
@@ -476,18 +481,28 @@ static int init_ssl(void *ssl_ctx, void *user_data)
 	return s->opts.tls_setup(ssl_ctx, s->opts.tls_ctx) == 0 ? 1 : -1;
 }
 
+/* A TLS handshake that failed is the client's doing (plain HTTP, garbage,
+ * a stall, a certificate refused): counted by the TLS setup's owner
+ * (meshnode_connect_handshakes_total), logged only at debug, so a flood
+ * of them cannot flood the log. */
 static int log_message(const struct mg_connection *conn, const char *message)
 {
 	(void)conn;
-	log_warn("http", "civetweb: %s", message);
+	if (strncmp(message, "sslize error", 12) == 0 || strncmp(message, "SSL syscall error", 17) == 0)
+		log_debug("http", "civetweb: %s", message);
+	else
+		log_warn("http", "civetweb: %s", message);
 	return 1;
 }
 
+/* The connection's user data marks it as counted: civetweb 1.15 calls
+ * connection_close, never init_connection, for a TLS handshake that
+ * failed (process_new_connection is not reached). */
 static int on_init_connection(const struct mg_connection *conn, void **conn_data)
 {
 	struct http_server *s = mg_get_user_data(mg_get_context(conn));
 
-	(void)conn_data;
+	*conn_data = s;
 	atomic_fetch_add(&s->open_conns, 1);
 	tl_error_sent = false;
 	return 0;
@@ -530,6 +545,8 @@ static void on_connection_close(const struct mg_connection *conn)
 {
 	struct http_server *s = mg_get_user_data(mg_get_context(conn));
 
+	if (mg_get_user_connection_data(conn) == NULL)
+		return; /* a failed handshake: never counted, nothing read */
 	answer_asterisk((struct mg_connection *)conn, s);
 	atomic_fetch_sub(&s->open_conns, 1);
 }

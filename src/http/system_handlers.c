@@ -39,6 +39,12 @@ static void health(const struct http_request *req, struct http_response *res, vo
 	(void)req;
 	if (body)
 		health_events(s->events, body);
+	if (body && s->connect_view) {
+		json_t *connect = s->connect_view(s->connect_ctx);
+
+		if (connect)
+			json_object_set_new(body, "connect", connect);
+	}
 	http_reply_json(res, 200, body);
 }
 

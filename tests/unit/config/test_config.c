@@ -14,7 +14,7 @@
 
 #define MAX_FILES 8
 /* The settings that are not templates (peers.*, features.*). */
-#define N_SETTINGS 55
+#define N_SETTINGS 57
 /* The settings of one configured peer (the peers.* rows). */
 #define N_PEER_SETTINGS 9
 
@@ -200,6 +200,8 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->admin_address, "127.0.0.1");
 	assert_int_equal(cfg->admin_port, 0);
 	assert_int_equal(cfg->admin_threads, 8);
+	assert_false(cfg->connect_enabled);
+	assert_false(cfg->connect_authz_fail_open);
 	assert_false(cfg->maintenance);
 	assert_int_equal(cfg->n_peers, 0);
 	assert_int_equal(cfg->n_features, 0);
@@ -635,6 +637,26 @@ static void test_admin_port_is_not_the_service_port(void **state)
 	load_ok(f, &src);
 	assert_int_equal(f->cfg->admin_port, 9001);
 	assert_int_equal(f->cfg->service_port, 9000);
+}
+
+/* Connect serves the service port in mutual TLS only: the agent's plain
+ * HTTP check needs the admin listener. */
+static void test_connect_needs_the_admin_listener(void **state)
+{
+	struct fixture *f = *state;
+	struct config_sources src = {0};
+	const char *alone[] = {"MESHNODE_CONNECT_ENABLED=true", NULL};
+	const char *with_admin[] = {"MESHNODE_CONNECT_ENABLED=true", "MESHNODE_ADMIN_PORT=9001",
+				    "MESHNODE_CONNECT_AUTHZ_FAIL_OPEN=true", NULL};
+
+	src.environ = (char *const *)alone;
+	load_fails_with(f, &src,
+			"key 'connect.enabled': connect.enabled needs admin.port: the agent's "
+			"check cannot present a client certificate");
+	src.environ = (char *const *)with_admin;
+	load_ok(f, &src);
+	assert_true(f->cfg->connect_enabled);
+	assert_true(f->cfg->connect_authz_fail_open);
 }
 
 static void test_file_unknown_enum(void **state)
@@ -2136,6 +2158,7 @@ int main(void)
 		T(test_file_out_of_range),
 		T(test_admin_settings_refused),
 		T(test_admin_port_is_not_the_service_port),
+		T(test_connect_needs_the_admin_listener),
 		T(test_file_unknown_enum),
 		T(test_file_unknown_key),
 		T(test_file_syntax_error),

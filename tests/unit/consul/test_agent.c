@@ -39,6 +39,24 @@ static void test_registration_payload(void **state)
 	assert_string_equal(json_string_value(json_object_get(check, "DeregisterCriticalServiceAfter")), "60000ms");
 	/* no Status: Consul's default, critical until the agent's first check */
 	assert_null(json_object_get(check, "Status"));
+	assert_null(json_object_get(o, "Connect"));
+	json_decref(o);
+}
+
+/* connect.enabled: the node registers as Connect native, so the agent
+ * signs it a leaf and lists it in /v1/health/connect/<service>. */
+static void test_connect_native(void **state)
+{
+	struct consul_service svc = {
+		.id = "a", .name = "users", .version = "0.1.0", .address = "127.0.0.1", .port = 1,
+		.check_url = "http://127.0.0.1:2/health", .connect_native = true,
+	};
+	json_t *o = consul_service_to_json(&svc, false);
+	(void)state;
+
+	assert_non_null(o);
+	assert_true(json_is_true(json_object_get(json_object_get(o, "Connect"), "Native")));
+	assert_int_equal(json_object_size(json_object_get(o, "Connect")), 1);
 	json_decref(o);
 }
 
@@ -83,6 +101,7 @@ int main(void)
 		cmocka_unit_test(test_registration_payload),
 		cmocka_unit_test(test_meta_version_is_the_build),
 		cmocka_unit_test(test_check_starts_passing_when_asked),
+		cmocka_unit_test(test_connect_native),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
