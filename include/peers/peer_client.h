@@ -88,7 +88,7 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
  * reference): the snapshot's index, age and staleness, "discovery"
- * ("http" or "dns"), "panic" with
+ * ("http" or "dns"), "connect" (followed through its Connect endpoints), "panic" with
  * "instances_passing" and "instances_registered", "instances_reserve" (the
  * registered instances that do not pass, called only when none of the
  * others can take a call), "instances_total" (those
