@@ -57,6 +57,10 @@ enum mn_err app_connect_wait(struct app_connect *c, uint64_t ms, const atomic_bo
  * gate_ctx); the rest of *o untouched. */
 void app_connect_server(struct app_connect *c, struct http_server_opts *o);
 
+/* The identity followed (borrowed, lives until app_connect_destroy()):
+ * for the peer client's calls out (peer_client_set_connect()). */
+struct connect_identity *app_connect_identity(struct app_connect *c);
+
 /* system_handlers.connect_view, ctx = the handle: /health's "connect"
  * (connect_snapshot_view() of the current identity), a new reference. */
 json_t *app_connect_health(void *ctx);

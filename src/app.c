@@ -282,8 +282,9 @@ static bool app_teardown(struct app *app)
 	/* the watches first: they build tables of the client's states */
 	resolver_destroy(app->resolver);
 	peer_client_destroy(app->peers);
+	/* no handshake, request or call out left; its watches use consul */
+	app_connect_destroy(app->connect);
 	consul_destroy(app->consul);
-	app_connect_destroy(app->connect); /* no handshake or request left */
 	http_router_destroy(app->router);
 	http_router_destroy(app->admin_router);
 	users_service_destroy(app->users);
@@ -375,6 +376,12 @@ int app_run(const struct app_opts *opts)
 		}
 		app.system.connect_view = app_connect_health;
 		app.system.connect_ctx = app.connect;
+		/* peers.<name>.connect decides per peer; calls start later */
+		if (app.peers &&
+		    peer_client_set_connect(app.peers, app_connect_identity(app.connect)) != MN_OK) {
+			log_error("connect", "out of memory");
+			goto out;
+		}
 	}
 	static const char *const drain_paths[] = {"/health", "/ready", "/metrics", NULL};
 	struct http_server_opts sopts = {

@@ -130,6 +130,11 @@ void app_connect_server(struct app_connect *c, struct http_server_opts *o)
 	o->gate_ctx = c->tls;
 }
 
+struct connect_identity *app_connect_identity(struct app_connect *c)
+{
+	return c->identity;
+}
+
 json_t *app_connect_health(void *ctx)
 {
 	struct app_connect *c = ctx;

@@ -1,5 +1,7 @@
 /* Service instances from Consul's health endpoint
- * (GET /v1/health/service/<name>, with or without ?passing): parsing, each
+ * (GET /v1/health/service/<name>, with or without ?passing, and
+ * GET /v1/health/connect/<name>, the same form: a Connect-native service
+ * or the proxies in front of one, kind "connect-proxy"): parsing, each
  * instance's health as ?passing would judge it, and the checks an address
  * from Consul passes before a call goes to it. */
 #ifndef MESHNODE_CONSUL_HEALTH_H
@@ -13,10 +15,14 @@
 #include "core/error.h"
 
 #define CONSUL_HOST_MAX 253
+#define CONSUL_DC_MAX	63 /* a datacenter name kept (SPIFFE_NAME_MAX) */
 
 struct consul_instance {
 	char *id;            /* Service.ID */
 	char *node;          /* Node.Node */
+	char dc[CONSUL_DC_MAX + 1]; /* Node.Datacenter: "" when absent, longer
+				       than CONSUL_DC_MAX or not [a-z0-9_-]
+				       (the identity a Connect call expects) */
 	char *address;       /* Service.Address, or Node.Address when empty */
 	int port;            /* 1..65535 */
 	json_t *tags;        /* array of strings (own copy) */

@@ -13,11 +13,35 @@
 
 struct httpc;
 
+/* An https request's TLS. The PEM members (borrowed, need not be
+ * NUL-terminated) hand libcurl a client certificate, its key and the CA
+ * certificates from memory instead of files: a Connect leaf and its roots.
+ * libcurl reuses a kept-alive connection, or resumes a TLS session, only
+ * for a request with the same URL host and port and the same certificate
+ * and CA text: a new leaf or new roots make new connections while those
+ * made with the old ones finish. */
 struct httpc_tls {
 	const char *ca_file;      /* CONSUL_CACERT */
 	const char *cert_file;    /* CONSUL_CLIENT_CERT */
 	const char *key_file;     /* CONSUL_CLIENT_KEY */
 	bool insecure;            /* CONSUL_HTTP_SSL_VERIFY=false: no verification */
+	const char *ca_pem;       /* in memory, PEM; may be NULL */
+	size_t ca_pem_len;
+	const char *cert_pem;     /* the certificate, then its chain */
+	size_t cert_pem_len;
+	const char *key_pem;      /* its private key */
+	size_t key_pem_len;
+	bool no_verify_host;      /* the URL's host is not looked for in the
+				     peer's certificate (ssl_ctx_fn checks
+				     the peer's identity instead) */
+	bool http1;               /* HTTP/1.1 only: no ALPN "h2" offered */
+	/* Called with each new connection's SSL_CTX (OpenSSL's SSL_CTX *,
+	 * seen here as void *: only connect/ includes OpenSSL), after
+	 * libcurl configured it and before the handshake; not called for a
+	 * reused connection. Nonzero refuses the connection (MN_IO). 'arg'
+	 * must stay valid for the whole request. May be NULL. */
+	int (*ssl_ctx_fn)(void *ssl_ctx, void *arg);
+	void *ssl_ctx_arg;
 };
 
 struct httpc_request {
@@ -46,6 +70,8 @@ struct httpc_response {
 	char captured[128];            /* the value of capture_header, "" when absent */
 	bool sent;                     /* any of the request went out (a retry of a
 					  non-idempotent request is safe only when not) */
+	long connects;                 /* new connections the request made (0: a
+					  kept-alive one was reused) */
 };
 
 /* Global libcurl setup; call once before threads start. */

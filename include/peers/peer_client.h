@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "connect/identity.h"
 #include "http/client.h"
 #include "metrics/metrics.h"
 #include "peers/peer_settings.h"
@@ -47,6 +48,19 @@ struct peer_client *peer_client_create(const struct mn_clock *clock,
 				       const struct peer_metrics *metrics,
 				       const struct httpc_transport *transport);
 void peer_client_attach(struct peer_client *pc, struct resolver *resolver);
+
+/* Calls out over Connect with the node's identity 'id' (borrowed: it must
+ * outlive the client; NULL: Connect off, every call in plain HTTP). Then a
+ * peer whose peers.<name>.connect is true (the default) is found through
+ * its Connect endpoints (resolver_get_for) and called over mutual TLS with
+ * the identity's current leaf, HTTP/1.1 only, the answering certificate
+ * checked to be the service's (in the instance's datacenter) on a current
+ * root; a refusal is a failed attempt like a refused connection (retried,
+ * the instance ejected), outcome "tls_identity", logged once per instance
+ * and reason. A rotated leaf or roots apply to the next new connection.
+ * Call it before calls start (the composition root, after creating the
+ * client). MN_NOMEM. */
+enum mn_err peer_client_set_connect(struct peer_client *pc, struct connect_identity *id);
 /* Frees the client; instance states still referenced by snapshots are
  * freed with them. Destroy the resolver first: its watches prepare tables
  * of the client's states until it stops them. */
@@ -74,7 +88,7 @@ uint64_t peer_client_retry_after_ms(struct peer_client *pc, const char *service,
 
 /* The node's view of 'service' for GET /peers/{service} in *out (new
  * reference): the snapshot's index, age and staleness, "discovery"
- * ("http" or "dns"), "panic" with
+ * ("http" or "dns"), "connect" (followed through its Connect endpoints), "panic" with
  * "instances_passing" and "instances_registered", "instances_reserve" (the
  * registered instances that do not pass, called only when none of the
  * others can take a call), "instances_total" (those

@@ -21,6 +21,11 @@ struct peer_settings {
 	const char *tag;              /* "" or NULL: any instance */
 	bool dns;                     /* found through Consul's DNS interface,
 					 not blocking health queries */
+	bool connect;                 /* with a Connect identity given to the
+					 client (peer_client_set_connect):
+					 found through /v1/health/connect and
+					 called over mutual TLS; false: plain
+					 HTTP */
 	unsigned breaker_failures;
 	uint64_t breaker_open_ms;
 	unsigned panic_threshold;     /* percent: shown in the view; the resolver

@@ -61,6 +61,9 @@ struct peer_snapshot {
 	uint64_t index;                     /* X-Consul-Index it came with */
 	uint64_t changed_ms;                /* clock time it was published */
 	bool known;                         /* false: Consul has not answered yet */
+	bool connect;                       /* the service's Connect endpoints
+					       (resolver_get_for): native
+					       instances and proxies */
 	void *prepared;                     /* what opts.prepare made of it (of
 					       the n + reserve instances); NULL
 					       for a snapshot with no instance */
@@ -127,6 +130,17 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
  * (as for a changed tag). MN_INVALID for 'dns' with no dns_server. */
 enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
 			     const struct peer_snapshot **out, char *err, size_t errlen);
+
+/* resolver_get_via(), and when 'connect' the service's Connect endpoints
+ * instead of its instances: /v1/health/connect/<service>[?tag=] (the
+ * Connect-native instances and the proxies in front of the service, each
+ * at its own address and port; panic and reserve as for the instances),
+ * or through DNS the SRV records of <service>.connect.consul (no tag
+ * there: MN_INVALID with a tag). A service followed the other way is
+ * followed anew, the old watch stopped (as for a changed tag). */
+enum mn_err resolver_get_for(struct resolver *r, const char *service, const char *tag, bool dns,
+			     bool connect, const struct peer_snapshot **out, char *err,
+			     size_t errlen);
 void resolver_put(const struct peer_snapshot *s);
 
 /* How far behind Consul the view of 'service' may be: the milliseconds

@@ -13,6 +13,9 @@ enum peer_failure {
 	PEER_FAIL_TIMEOUT,   /* connected and sent, no answer in time */
 	PEER_FAIL_5XX,       /* answered with a server error */
 	PEER_FAIL_IO,        /* the connection broke after sending */
+	PEER_FAIL_IDENTITY,  /* a Connect peer presented a certificate that is
+				not the service's on a current root: nothing
+				was sent */
 };
 
 /* GET, HEAD, OPTIONS, PUT, DELETE: the same request twice does no harm. */

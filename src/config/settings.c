@@ -306,6 +306,10 @@ const struct setting_def settings_table[] = {
 	/* templates: one set per configured peer / feature */
 	INT("peers.*.breaker_failures", "5", 1, 1000, true, AT_PEER(breaker_failures)),
 	INT("peers.*.breaker_open_ms", "10000", 100, 3600000, true, AT_PEER(breaker_open_ms)),
+	/* with a Connect identity (connect.enabled): found through
+	 * /v1/health/connect/<name> and called over mutual TLS; false calls
+	 * a service outside the mesh in plain HTTP */
+	BOOL("peers.*.connect", "true", true, AT_PEER(connect)),
 	INT("peers.*.connect_timeout_ms", "250", 1, 600000, true, AT_PEER(connect_timeout_ms)),
 	ENUM("peers.*.discovery", "http", discoveries, true, AT_PEER_FLAG(dns)),
 	ENUM("peers.*.lb", "round_robin", lb_policies, true, AT_PEER(lb)),

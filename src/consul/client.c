@@ -87,7 +87,10 @@ struct consul *consul_create(const struct consul_opts *opts, char *err, size_t e
 	c->ca_file = strdup_or_null(opts->tls.ca_file);
 	c->cert_file = strdup_or_null(opts->tls.cert_file);
 	c->key_file = strdup_or_null(opts->tls.key_file);
-	c->tls = (struct httpc_tls){c->ca_file, c->cert_file, c->key_file, opts->tls.insecure};
+	c->tls = (struct httpc_tls){.ca_file = c->ca_file,
+				    .cert_file = c->cert_file,
+				    .key_file = c->key_file,
+				    .insecure = opts->tls.insecure};
 	return c;
 
 out_nomem:

@@ -108,7 +108,7 @@ static void reject(struct buf *rejected, const char *fmt, ...)
 
 /* What one entry of the answer says, as it is read. */
 struct entry {
-	struct buf id, node, node_address, address;
+	struct buf id, node, node_address, address, dc;
 	long long port;
 	bool port_ok, is_object;
 	bool failing;        /* a check that is not passing */
@@ -122,6 +122,7 @@ static void entry_init(struct entry *e)
 	buf_init(&e->node, FIELD_MAX);
 	buf_init(&e->node_address, FIELD_MAX);
 	buf_init(&e->address, FIELD_MAX);
+	buf_init(&e->dc, FIELD_MAX);
 	e->port = 0;
 	e->port_ok = false;
 	e->is_object = false;
@@ -137,6 +138,7 @@ static void entry_release(struct entry *e)
 	buf_release(&e->node);
 	buf_release(&e->node_address);
 	buf_release(&e->address);
+	buf_release(&e->dc);
 	json_decref(e->tags);
 	json_decref(e->meta);
 }
@@ -209,14 +211,16 @@ static bool read_node(struct jscan *s, struct entry *e)
 	if (jscan_peek(s) != JSCAN_OBJECT) {
 		buf_reset(&e->node);
 		buf_reset(&e->node_address);
+		buf_reset(&e->dc);
 		return jscan_skip(s);
 	}
 	if (!jscan_object_begin(s))
 		return false;
 	while (jscan_object_next(s, key, sizeof(key))) {
-		bool ok = strcmp(key, "Node") == 0      ? read_string(s, &e->node)
-			  : strcmp(key, "Address") == 0 ? read_string(s, &e->node_address)
-							: jscan_skip(s);
+		bool ok = strcmp(key, "Node") == 0	   ? read_string(s, &e->node)
+			  : strcmp(key, "Address") == 0	   ? read_string(s, &e->node_address)
+			  : strcmp(key, "Datacenter") == 0 ? read_string(s, &e->dc)
+							   : jscan_skip(s);
 		if (!ok)
 			return false;
 	}
@@ -335,6 +339,18 @@ static bool read_entry(struct jscan *s, struct entry *e, struct buf *scratch)
 	return !s->failed;
 }
 
+/* A datacenter name as Consul allows one, short enough to keep. */
+static bool dc_ok(const char *s, size_t len)
+{
+	if (s == NULL || len == 0 || len > CONSUL_DC_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+		      s[i] == '-' || s[i] == '_'))
+			return false;
+	return true;
+}
+
 /* Keeps a well-formed entry as instance 'in' (its strings and JSON taken)
  * or describes why not in 'rejected'. MN_NOMEM, or MN_OK (kept or not,
  * *kept telling). */
@@ -359,6 +375,8 @@ static enum mn_err entry_take(struct entry *e, size_t i, struct consul_instance 
 		return MN_OK;
 	}
 	memset(in, 0, sizeof(*in));
+	if (dc_ok(e->dc.data, e->dc.len))
+		memcpy(in->dc, e->dc.data, e->dc.len + 1);
 	in->id = strdup(id);
 	in->node = strdup(e->node.data ? e->node.data : "");
 	in->address = strdup(address);

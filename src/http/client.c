@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -70,6 +71,7 @@ void httpc_response_init(struct httpc_response *res)
 	buf_init(&res->body, 0);
 	res->captured[0] = '\0';
 	res->sent = false;
+	res->connects = 0;
 }
 
 void httpc_response_release(struct httpc_response *res) { buf_release(&res->body); }
@@ -165,6 +167,24 @@ static int on_connected(void *ctx, char *primary_ip, char *local_ip, int primary
 		}
 	}
 	return CURL_PREREQFUNC_OK;
+}
+
+/* libcurl's SSL_CTX callback, handing the context to the caller's. */
+static CURLcode on_ssl_ctx(CURL *c, void *ssl_ctx, void *ctx)
+{
+	const struct httpc_tls *tls = ctx;
+
+	(void)c;
+	return tls->ssl_ctx_fn(ssl_ctx, tls->ssl_ctx_arg) == 0 ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
+}
+
+/* A PEM member of httpc_tls as a libcurl blob, which libcurl copies: the
+ * caller's text need not outlive the request's setup. */
+static void set_blob(CURL *c, CURLoption opt, const char *pem, size_t len)
+{
+	struct curl_blob b = {(void *)(uintptr_t)pem, len, CURL_BLOB_COPY};
+
+	curl_easy_setopt(c, opt, &b);
 }
 
 /* How often a cancellable transfer looks at its flag while the peer is
@@ -325,12 +345,36 @@ enum mn_err httpc_perform(struct httpc *h, const struct httpc_request *req,
 			curl_easy_setopt(c, CURLOPT_SSLCERT, req->tls->cert_file);
 		if (req->tls->key_file)
 			curl_easy_setopt(c, CURLOPT_SSLKEY, req->tls->key_file);
+		if (req->tls->ca_pem)
+			set_blob(c, CURLOPT_CAINFO_BLOB, req->tls->ca_pem, req->tls->ca_pem_len);
+		if (req->tls->cert_pem) {
+			set_blob(c, CURLOPT_SSLCERT_BLOB, req->tls->cert_pem,
+				 req->tls->cert_pem_len);
+			curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+		}
+		if (req->tls->key_pem) {
+			set_blob(c, CURLOPT_SSLKEY_BLOB, req->tls->key_pem, req->tls->key_pem_len);
+			curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+		}
+		if (req->tls->no_verify_host)
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+		if (req->tls->http1) {
+			/* libcurl offers "h2" by ALPN otherwise, and a proxy that
+			 * takes it forwards an HTTP/2 preface to an HTTP/1.1
+			 * service (Consul's built-in proxy does) */
+			curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+		}
+		if (req->tls->ssl_ctx_fn) {
+			curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+			curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, (void *)(uintptr_t)req->tls);
+		}
 	}
 
 	rc = req->cancel || req->ack_timeout_ms > 0
 		     ? perform_multi(h, req->cancel, req->ack_timeout_ms, &unacked)
 		     : curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_size);
+	curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &res->connects);
 	res->sent = request_size > 0;
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(c, CURLOPT_CONNECT_TO, NULL);

@@ -28,12 +28,16 @@ static const char *outcome_name(enum peer_failure f)
 	case PEER_FAIL_TIMEOUT: return "timeout";
 	case PEER_FAIL_5XX: return "server_error";
 	case PEER_FAIL_IO: return "error";
+	case PEER_FAIL_IDENTITY: return "tls_identity";
 	}
 	return "error";
 }
 
-static enum peer_failure classify(enum mn_err e, const struct httpc_response *res)
+static enum peer_failure classify(enum mn_err e, const struct httpc_response *res,
+				  bool identity_refused)
 {
+	if (identity_refused)
+		return PEER_FAIL_IDENTITY;
 	if (e == MN_OK)
 		return res->status >= 500 ? PEER_FAIL_5XX : PEER_FAIL_NONE;
 	if (e == MN_UNAVAILABLE || !res->sent)
@@ -41,17 +45,73 @@ static enum peer_failure classify(enum mn_err e, const struct httpc_response *re
 	return e == MN_TIMEOUT ? PEER_FAIL_TIMEOUT : PEER_FAIL_IO;
 }
 
+/* The URI a refused Connect peer presented, for the log ("none" when it
+ * presented nothing that parsed). */
+static void presented_uri(const struct spiffe_id *id, char *out, size_t size)
+{
+	if (id->kind == SPIFFE_SERVICE)
+		snprintf(out, size, "spiffe://%s/ns/%s/dc/%s/svc/%s", id->trust_domain, id->ns,
+			 id->dc, id->service);
+	else if (id->kind == SPIFFE_AGENT)
+		snprintf(out, size, "spiffe://%s/agent/client/dc/%s/id/%s", id->trust_domain,
+			 id->dc, id->service);
+	else if (id->kind == SPIFFE_CA)
+		snprintf(out, size, "spiffe://%s", id->trust_domain);
+	else
+		snprintf(out, size, "none");
+}
+
+/* A Connect attempt's TLS: the leaf, key and roots of 'm', the peer
+ * expected checked in the handshake, HTTP/1.1 only; the URL's host names
+ * the identity expected (connect/outbound.h) and CONNECT_TO reaches the
+ * instance's address with it. false, the reason in 'err', when the
+ * instance cannot be named so. */
+static bool connect_setup(const struct connect_material *m, const struct peer_request *req,
+			  const struct consul_instance *in, struct connect_outbound_peer *peer,
+			  struct httpc_tls *tls, char *url, size_t url_size, char *connect_to,
+			  size_t connect_to_size, char *err, size_t errlen)
+{
+	char host[256];
+
+	if (connect_outbound_host(host, sizeof(host), req->service, in->dc, m->snap->trust_domain,
+				  err, errlen) != MN_OK)
+		return false;
+	*peer = (struct connect_outbound_peer){.m = m, .service = req->service, .dc = in->dc};
+	*tls = (struct httpc_tls){
+		.ca_pem = m->ca_pem,
+		.ca_pem_len = m->ca_pem_len,
+		.cert_pem = m->cert_pem,
+		.cert_pem_len = m->cert_pem_len,
+		.key_pem = m->key_pem,
+		.key_pem_len = m->key_pem_len,
+		.no_verify_host = true,
+		.http1 = true,
+		.ssl_ctx_fn = connect_outbound_ssl_ctx,
+		.ssl_ctx_arg = peer,
+	};
+	snprintf(url, url_size, "https://%s:%d%s", host, in->port, req->path);
+	snprintf(connect_to, connect_to_size,
+		 strchr(in->address, ':') ? "%s:%d:[%s]:%d" : "%s:%d:%s:%d", host, in->port,
+		 in->address, in->port);
+	return true;
+}
+
 /* One attempt on instance 'in': the connection within connect_ms, the
  * whole exchange within timeout_ms, and every byte sent acknowledged by
  * the instance's host within connect_ms too: a host cut off while a call
  * was out on a kept-alive connection is given up on in about connect_ms,
- * however long the request may take, and the call retried elsewhere. */
+ * however long the request may take, and the call retried elsewhere.
+ * With 'm' (Connect's material) over mutual TLS; *identity_refused says
+ * the peer's certificate was refused. */
 static enum mn_err attempt(struct peer_client *pc, const struct peer_request *req,
-			   const struct consul_instance *in, uint64_t timeout_ms,
-			   uint64_t connect_ms, const char *traceparent_header,
-			   struct httpc_response *res, char *err, size_t errlen)
+			   const struct consul_instance *in, const struct connect_material *m,
+			   uint64_t timeout_ms, uint64_t connect_ms, const char *traceparent_header,
+			   struct httpc_response *res, bool *identity_refused, char *err,
+			   size_t errlen)
 {
-	char url[1024], rid[128];
+	char url[1024], rid[128], connect_to[800];
+	struct connect_outbound_peer peer;
+	struct httpc_tls tls;
 	const char *headers[4] = {NULL, NULL, NULL, NULL};
 	const char *scheme = "http";
 	json_t *ms = json_object_get(in->meta, "scheme");
@@ -59,10 +119,21 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 	struct httpc *h;
 	enum mn_err e;
 
-	if (json_is_string(ms) && strcmp(json_string_value(ms), "https") == 0)
-		scheme = "https";
-	snprintf(url, sizeof(url), strchr(in->address, ':') ? "%s://[%s]:%d%s" : "%s://%s:%d%s",
-		 scheme, in->address, in->port, req->path);
+	*identity_refused = false;
+	if (m) {
+		if (!connect_setup(m, req, in, &peer, &tls, url, sizeof(url), connect_to,
+				   sizeof(connect_to), err, errlen)) {
+			res->status = 0;
+			res->sent = false;
+			return MN_INVALID;
+		}
+	} else {
+		if (json_is_string(ms) && strcmp(json_string_value(ms), "https") == 0)
+			scheme = "https";
+		snprintf(url, sizeof(url),
+			 strchr(in->address, ':') ? "%s://[%s]:%d%s" : "%s://%s:%d%s", scheme,
+			 in->address, in->port, req->path);
+	}
 	if (req->request_id && !strpbrk(req->request_id, "\r\n")) {
 		snprintf(rid, sizeof(rid), "X-Request-ID: %.100s", req->request_id);
 		headers[nh++] = rid;
@@ -88,9 +159,21 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 			.ack_timeout_ms = connect_ms < timeout_ms ? (long)connect_ms : 0,
 			.max_response =
 				req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE,
+			.tls = m ? &tls : NULL,
+			.connect_to = m ? connect_to : NULL,
 		},
 		res, err, errlen);
 	peer_client_handle_release(pc, h);
+	if (m && e != MN_OK && peer.checked && peer.result != CONNECT_VERIFY_OK) {
+		char uri[SPIFFE_TRUST_DOMAIN_MAX + 3 * SPIFFE_NAME_MAX + SPIFFE_SERVICE_MAX + 64];
+
+		presented_uri(&peer.presented, uri, sizeof(uri));
+		*identity_refused = true;
+		mn_error(err, errlen, MN_UNAVAILABLE,
+			 "TLS identity refused: %s (presented '%s', expected service '%s'%s%s)",
+			 connect_verify_reason(peer.result), uri, req->service,
+			 *in->dc ? " in " : "", in->dc);
+	}
 	return e;
 }
 
@@ -103,12 +186,23 @@ static void record(struct inst_state *st, enum peer_failure f, uint64_t now,
 	if (f == PEER_FAIL_NONE) {
 		breaker_success(&st->br);
 		st->recent_failures = 0;
+		st->identity_logged[0] = '\0';
 		goto out;
 	}
 	st->failures++;
 	st->recent_failures++;
 	snprintf(st->last_error, sizeof(st->last_error), "%s", msg);
-	if (f == PEER_FAIL_CONNECT || f == PEER_FAIL_TIMEOUT) {
+	if (f == PEER_FAIL_IDENTITY) {
+		/* a peer that is not who it should be stays so: one line per
+		 * instance and reason, not one per probe */
+		if (strncmp(st->identity_logged, msg, sizeof(st->identity_logged) - 1) != 0)
+			log_warn("peers",
+				 "instance '%s' on node '%s' of '%s' ejected for %llu ms: %s",
+				 st->id, st->node, st->service,
+				 (unsigned long long)s->breaker_open_ms, msg);
+		snprintf(st->identity_logged, sizeof(st->identity_logged), "%s", msg);
+		breaker_trip(&st->br, now);
+	} else if (f == PEER_FAIL_CONNECT || f == PEER_FAIL_TIMEOUT) {
 		if (st->br.state != BREAKER_OPEN)
 			log_warn("peers",
 				 "instance '%s' on node '%s' of '%s' ejected for %llu ms: "
@@ -235,6 +329,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 {
 	const struct lb_strategy *lb = lb_find(s->lb && *s->lb ? s->lb : "round_robin");
 	const struct peer_snapshot *snap;
+	struct connect_material *m = NULL;
 	struct backoff backoff;
 	struct pick p;
 	char traceparent[80], msg[256] = "";
@@ -249,6 +344,13 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 	if (ret != MN_OK) {
 		metric_inc(pc->m.requests, (const char *[]){req->service, "no_instance"});
 		return mn_error(err, errlen, ret, "%s", msg);
+	}
+	if (snap->connect && pc->outbound &&
+	    (m = connect_outbound_material(pc->outbound, &ret, msg, sizeof(msg))) == NULL) {
+		resolver_put(snap);
+		metric_inc(pc->m.requests, (const char *[]){req->service, "no_identity"});
+		return mn_error(err, errlen, ret == MN_NOMEM ? MN_NOMEM : MN_UNAVAILABLE, "%s: %s",
+				req->service, msg);
 	}
 	/* the call's time starts once it has instances: a first use waits for
 	 * Consul's first answer before */
@@ -270,6 +372,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		struct inst_state *st;
 		enum peer_failure f;
 		uint64_t t1, delay;
+		bool refused;
 		size_t idx;
 		enum mn_err e;
 
@@ -292,10 +395,10 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		in = &snap->inst[idx];
 		st = p.t->st[idx];
 
-		e = attempt(pc, req, in,
+		e = attempt(pc, req, in, m,
 			    s->timeout_ms < deadline - now ? s->timeout_ms : deadline - now,
-			    s->connect_timeout_ms, traceparent, res, msg, sizeof(msg));
-		f = classify(e, res);
+			    s->connect_timeout_ms, traceparent, res, &refused, msg, sizeof(msg));
+		f = classify(e, res, refused);
 		if (f == PEER_FAIL_5XX)
 			snprintf(msg, sizeof(msg), "answered %ld", res->status);
 		t1 = clock_monotonic_ns();
@@ -335,6 +438,7 @@ enum mn_err peer_call(struct peer_client *pc, const struct peer_settings *s,
 		ret = MN_OK;
 	}
 	httpc_response_release(&best);
+	connect_material_release(m);
 	if (ret != MN_OK) {
 		mn_error(err, errlen, MN_UNAVAILABLE, "%s: %s (%u attempt%s)", req->service, msg,
 			 attempts, attempts == 1 ? "" : "s");

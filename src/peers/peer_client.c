@@ -34,12 +34,24 @@ void peer_client_attach(struct peer_client *pc, struct resolver *resolver)
 	pc->resolver = resolver;
 }
 
+enum mn_err peer_client_set_connect(struct peer_client *pc, struct connect_identity *id)
+{
+	struct connect_outbound *co = NULL;
+
+	if (id && (co = connect_outbound_create(id)) == NULL)
+		return MN_NOMEM;
+	connect_outbound_destroy(pc->outbound);
+	pc->outbound = co;
+	return MN_OK;
+}
+
 void peer_client_destroy(struct peer_client *pc)
 {
 	struct peer_service *svc, *next;
 
 	if (pc == NULL)
 		return;
+	connect_outbound_destroy(pc->outbound);
 	for (svc = pc->services; svc; svc = next) {
 		next = svc->next;
 		peer_service_destroy(svc);
@@ -59,7 +71,8 @@ enum mn_err peer_client_snapshot(struct peer_client *pc, const char *service,
 {
 	if (pc->resolver == NULL)
 		return mn_error(err, errlen, MN_INTERNAL, "no resolver attached");
-	return resolver_get_via(pc->resolver, service, s->tag, s->dns, snap, err, errlen);
+	return resolver_get_for(pc->resolver, service, s->tag, s->dns,
+				pc->outbound != NULL && s->connect, snap, err, errlen);
 }
 
 /* The calling thread's pool shard, the same one for all its calls. */

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "connect/outbound.h"
 #include "core/hashmap.h"
 #include "peers/balancer.h"
 #include "peers/breaker.h"
@@ -47,6 +48,8 @@ struct inst_state {
 	unsigned recent_failures; /* consecutive */
 	uint64_t calls, failures;
 	char last_error[160];
+	char identity_logged[64]; /* the identity refusal last logged for it
+				     (once per reason until a call succeeds) */
 };
 
 /* The instance states of one service by (node, id): a core hash map of
@@ -83,6 +86,7 @@ struct pool_shard {
 
 struct peer_client {
 	struct resolver *resolver;
+	struct connect_outbound *outbound; /* NULL: Connect off */
 	const struct mn_clock *clock;
 	const struct httpc_transport *transport;
 	struct peer_metrics m;

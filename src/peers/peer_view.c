@@ -44,7 +44,8 @@ enum mn_err peer_client_view(struct peer_client *pc, const char *service,
 	if (view &&
 	    (json_object_set_new(view, "instances_reserve",
 				 json_integer((json_int_t)snap->reserve)) != 0 ||
-	     json_object_set_new(view, "discovery", json_string(s->dns ? "dns" : "http")) != 0)) {
+	     json_object_set_new(view, "discovery", json_string(s->dns ? "dns" : "http")) != 0 ||
+	     json_object_set_new(view, "connect", json_boolean(snap->connect)) != 0)) {
 		json_decref(view);
 		view = NULL;
 	}

@@ -53,6 +53,8 @@ struct followed {
 	uint64_t used_ms;             /* when a sweep last saw it used (r->lock) */
 	struct watch *watch;          /* discovery through blocking queries, */
 	struct dns_watch *dns;        /* or through Consul's DNS interface */
+	bool connect;                 /* Connect endpoints: /v1/health/connect,
+					 <name>.connect.consul */
 	uint64_t id;                  /* tells it from a later follower of the
 					 same service */
 	const char *why_stopped;      /* set when it leaves r->list */
@@ -300,6 +302,7 @@ static void publish(struct followed *f, struct inst_set *set, uint64_t index, ui
 		log_error("peers", "out of memory updating '%s'", f->service);
 		return;
 	}
+	next->pub.connect = f->connect;
 	if (!snapshot_prepare(r, next))
 		return;
 	/* a reference of our own for the lines below: a sweep may replace
@@ -316,7 +319,8 @@ static void publish(struct followed *f, struct inst_set *set, uint64_t index, ui
 		 "(parsed and published in %.1f ms)",
 		 f->service, *f->tag ? " tag " : "", f->tag, set->passing, set->registered,
 		 set->registered == 1 ? "" : "s", away, next->pub.panic ? ", in panic" : "",
-		 f->dns ? "DNS answer" : "index", (unsigned long long)index,
+		 f->dns ? (f->connect ? "Connect DNS answer" : "DNS answer")
+			: (f->connect ? "Connect index" : "index"), (unsigned long long)index,
 		 (double)(clock_monotonic_ns() - t0) / 1e6);
 	log_panic_change(old, next);
 	resolver_put(&old->pub);
@@ -466,6 +470,8 @@ static void sweep_panic(struct resolver *r)
 		atomic_fetch_add(&s->set->refs, 1);
 		next = snapshot_new(r, s->service, s->tag, s->set, threshold, s->pub.index,
 				    clock_now(r->clock), true);
+		if (next)
+			next->pub.connect = s->pub.connect;
 		if (next == NULL || !snapshot_prepare(r, next))
 			goto next_one;
 		atomic_fetch_add(&next->refs, 1);
@@ -623,13 +629,19 @@ static uint64_t followed_stale_ms(struct followed *f)
 	return f->dns ? dns_watch_stale_ms(f->dns) : watch_stale_ms(f->watch);
 }
 
-/* The DNS name of (service, tag): [<tag>.]<service>.service.consul;
- * false when it is not a valid one (a tag with a space). */
-static bool dns_name(const char *service, const char *tag, char *name, size_t cap)
+/* The DNS name of (service, tag): [<tag>.]<service>.service.consul, or
+ * for Connect <service>.connect.consul (the agent, 1.8.7 tried, answers
+ * those SRV records with the Connect-native instances and the proxies in
+ * front of the service, and knows no tag there); false when it is not a
+ * valid one (a tag with a space, a tag with Connect). */
+static bool dns_name(const char *service, const char *tag, bool connect, char *name, size_t cap)
 {
 	unsigned char q[512];
 
-	snprintf(name, cap, "%s%s%s.service.consul", tag, *tag ? "." : "", service);
+	if (connect && *tag)
+		return false;
+	snprintf(name, cap, "%s%s%s.%s.consul", tag, *tag ? "." : "", service,
+		 connect ? "connect" : "service");
 	return consul_dns_query(name, 0, q, sizeof(q)) != 0;
 }
 
@@ -639,7 +651,7 @@ static bool follow_dns_locked(struct resolver *r, struct followed *f)
 {
 	char name[300];
 
-	if (!dns_name(f->service, f->tag, name, sizeof(name)))
+	if (!dns_name(f->service, f->tag, f->connect, name, sizeof(name)))
 		return false;
 	f->dns = dns_watch_start(&(struct dns_watch_opts){
 		.server = r->dns_server,
@@ -652,9 +664,10 @@ static bool follow_dns_locked(struct resolver *r, struct followed *f)
 	return f->dns != NULL;
 }
 
-/* Starts following (service, tag), through DNS when 'dns'. Lock held. */
+/* Starts following (service, tag), through DNS when 'dns', its Connect
+ * endpoints when 'connect'. Lock held. */
 static struct followed *follow_locked(struct resolver *r, const char *service, const char *tag,
-				      bool dns)
+				      bool dns, bool connect)
 {
 	struct followed *f = calloc(1, sizeof(*f));
 	char path[512];
@@ -667,6 +680,7 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	f->id = ++r->next_id;
 	f->service = strdup(service);
 	f->tag = strdup(tag);
+	f->connect = connect;
 	atomic_init(&f->used, false);
 	f->used_ms = now;
 	if (*tag && (etag = httpc_escape(tag)) == NULL)
@@ -676,6 +690,7 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 	f->current = snapshot_new(r, service, tag, NULL, 0, 0, now, false);
 	if (f->current == NULL)
 		goto out_free;
+	f->current->pub.connect = connect;
 	f->first_deadline = now + r->first_wait_ms;
 	if (dns) {
 		free(etag);
@@ -685,9 +700,11 @@ static struct followed *follow_locked(struct resolver *r, const char *service, c
 		goto listed;
 	}
 	/* every registered instance with its checks, not ?passing: the
-	 * panic threshold needs how many there are */
-	snprintf(path, sizeof(path), "/v1/health/service/%s%s%s", service, etag ? "?tag=" : "",
-		 etag ? etag : "");
+	 * panic threshold needs how many there are; the Connect endpoint
+	 * answers in the same form, the proxies in front of the service
+	 * (their address and port) with the Connect-native instances */
+	snprintf(path, sizeof(path), "/v1/health/%s/%s%s%s", connect ? "connect" : "service",
+		 service, etag ? "?tag=" : "", etag ? etag : "");
 	free(etag);
 	etag = NULL;
 	f->watch = watch_start(&(struct watch_opts){
@@ -708,8 +725,9 @@ listed:
 	f->next = r->list;
 	r->list = f;
 	r->n_followed++;
-	log_info("peers", "following service '%s'%s%s in consul%s%s", service,
-		 *tag ? " tag " : "", tag, dns ? " through DNS at " : "", dns ? r->dns_server : "");
+	log_info("peers", "following service '%s'%s%s in consul%s%s%s", service,
+		 *tag ? " tag " : "", tag, connect ? " (Connect)" : "",
+		 dns ? " through DNS at " : "", dns ? r->dns_server : "");
 	return f;
 
 out_free:
@@ -718,25 +736,34 @@ out_free:
 	return NULL;
 }
 
-/* Why f cannot serve (tag, dns): its tag or its way changed; NULL when it
- * can. */
-static const char *mismatch(const struct followed *f, const char *tag, bool dns)
+/* Why f cannot serve (tag, dns, connect): its tag or its way changed;
+ * NULL when it can. */
+static const char *mismatch(const struct followed *f, const char *tag, bool dns, bool connect)
 {
 	if (strcmp(f->tag, tag) != 0)
 		return "its tag changed";
 	if ((f->dns != NULL) != dns)
 		return dns ? "its discovery changed to dns" : "its discovery changed to http";
+	if (f->connect != connect)
+		return connect ? "its calls changed to Connect" : "its calls changed to plain HTTP";
 	return NULL;
 }
 
 enum mn_err resolver_get(struct resolver *r, const char *service, const char *tag,
 			 const struct peer_snapshot **out, char *err, size_t errlen)
 {
-	return resolver_get_via(r, service, tag, false, out, err, errlen);
+	return resolver_get_for(r, service, tag, false, false, out, err, errlen);
 }
 
 enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
 			     const struct peer_snapshot **out, char *err, size_t errlen)
+{
+	return resolver_get_for(r, service, tag, dns, false, out, err, errlen);
+}
+
+enum mn_err resolver_get_for(struct resolver *r, const char *service, const char *tag, bool dns,
+			     bool connect, const struct peer_snapshot **out, char *err,
+			     size_t errlen)
 {
 	struct followed *f;
 	struct snapshot *s;
@@ -752,7 +779,7 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 				"discovery through DNS needs the agent's DNS address");
 	pthread_mutex_lock(&r->lock);
 	f = find_locked(r, service);
-	if (f && (why = mismatch(f, tag, dns)) != NULL) {
+	if (f && (why = mismatch(f, tag, dns, connect)) != NULL) {
 		/* peers.<name>.tag or .discovery changed: one watch per
 		 * service, the new one */
 		retire_locked(r, f, why);
@@ -767,7 +794,7 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 					service, service);
 		pthread_mutex_lock(&r->lock);
 		f = find_locked(r, service); /* another caller may have started it */
-		if (f && (why = mismatch(f, tag, dns)) != NULL) {
+		if (f && (why = mismatch(f, tag, dns, connect)) != NULL) {
 			retire_locked(r, f, why);
 			f = NULL;
 		}
@@ -777,7 +804,15 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 		 * every call */
 		char name[300];
 
-		if (!dns_name(service, tag, name, sizeof(name))) {
+		if (connect && *tag) {
+			pthread_mutex_unlock(&r->lock);
+			return mn_error(err, errlen, MN_INVALID,
+					"service '%s': Consul's DNS has no tag for Connect "
+					"(<name>.connect.consul): set peers.%s.tag to \"\" or "
+					"peers.%s.discovery to \"http\"",
+					service, service, service);
+		}
+		if (!dns_name(service, tag, false, name, sizeof(name))) {
 			pthread_mutex_unlock(&r->lock);
 			return mn_error(err, errlen, MN_INVALID,
 					"'%s' is not a DNS name: the tag must be letters, digits, "
@@ -791,7 +826,7 @@ enum mn_err resolver_get_via(struct resolver *r, const char *service, const char
 				"(consul.watch_max_services)",
 				service, r->max_services);
 	}
-	if (f == NULL && (f = follow_locked(r, service, tag, dns)) == NULL) {
+	if (f == NULL && (f = follow_locked(r, service, tag, dns, connect)) == NULL) {
 		pthread_mutex_unlock(&r->lock);
 		return mn_error(err, errlen, MN_NOMEM, "cannot follow service '%s': out of memory",
 				service);

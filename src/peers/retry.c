@@ -16,7 +16,7 @@ bool retry_allowed(const char *method, enum peer_failure f, unsigned attempts, u
 {
 	if (f == PEER_FAIL_NONE || attempts > retries)
 		return false;
-	return f == PEER_FAIL_CONNECT || retry_idempotent(method);
+	return f == PEER_FAIL_CONNECT || f == PEER_FAIL_IDENTITY || retry_idempotent(method);
 }
 
 bool retry_delay(struct backoff *b, uint64_t now, uint64_t deadline, uint64_t *delay)

@@ -16,7 +16,7 @@
 /* The settings that are not templates (peers.*, features.*). */
 #define N_SETTINGS 57
 /* The settings of one configured peer (the peers.* rows). */
-#define N_PEER_SETTINGS 9
+#define N_PEER_SETTINGS 10
 
 struct fixture {
 	char dir[64];
@@ -2056,7 +2056,7 @@ static void test_ten_thousand_key_listing(void **state)
 		assert_string_equal(p->lb, "round_robin");
 	}
 	assert_null(config_peer_get(f->cfg, "q2")->name);
-	/* the settings of their own plus the eight of each valid peer */
+	/* the settings of their own plus the peers.* rows of each valid peer */
 	assert_int_equal(f->cfg->n_entries, N_SETTINGS + N_PEER_SETTINGS * n_valid);
 	for (size_t i = 1; i < f->cfg->n_entries; i++)
 		assert_true(strcmp(f->cfg->entries[i - 1].name, f->cfg->entries[i].name) < 0);

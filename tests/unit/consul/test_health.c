@@ -307,6 +307,35 @@ static void test_fields_taken_strictly(void **state)
 	buf_release(&rejected);
 }
 
+/* Node.Datacenter, the identity a Connect call expects: kept when it is a
+ * datacenter name Consul would allow, else "" (any datacenter). */
+static void test_datacenter(void **state)
+{
+	const char *json =
+		"[{\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\",\"Datacenter\":\"dc-2_b\"},"
+		"  \"Service\":{\"ID\":\"a\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n2\",\"Address\":\"10.0.0.2\",\"Datacenter\":\"DC1\"},"
+		"  \"Service\":{\"ID\":\"b\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n3\",\"Address\":\"10.0.0.3\",\"Datacenter\":7},"
+		"  \"Service\":{\"ID\":\"c\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n4\",\"Address\":\"10.0.0.4\",\"Datacenter\":"
+		"\"a234567890123456789012345678901234567890123456789012345678901234\"},"
+		"  \"Service\":{\"ID\":\"d\",\"Port\":80}},"
+		" {\"Node\":{\"Node\":\"n5\",\"Address\":\"10.0.0.5\",\"Datacenter\":\"d.c\"},"
+		"  \"Service\":{\"ID\":\"e\",\"Port\":80}},"
+		" {\"Service\":{\"ID\":\"f\",\"Address\":\"10.0.0.6\",\"Port\":80}}]";
+	struct consul_instance *v;
+	size_t n;
+	(void)state;
+
+	assert_int_equal(consul_health_parse(json, strlen(json), &v, &n, NULL, NULL, 0), MN_OK);
+	assert_int_equal(n, 6);
+	assert_string_equal(v[0].dc, "dc-2_b");
+	for (size_t i = 1; i < n; i++)
+		assert_string_equal(v[i].dc, "");
+	consul_instances_free(v, n);
+}
+
 /* 10,000 instances in entries shaped like the agent's (see
  * health_users_passing.http): every one read, in order. */
 static void test_large_answer(void **state)
@@ -496,6 +525,7 @@ int main(void)
 		cmocka_unit_test(test_odd_checks),
 		cmocka_unit_test(test_bad_addresses_and_ports_refused),
 		cmocka_unit_test(test_fields_taken_strictly),
+		cmocka_unit_test(test_datacenter),
 		cmocka_unit_test(test_large_answer),
 		cmocka_unit_test(test_host_rules),
 		cmocka_unit_test(test_mutated_answers),

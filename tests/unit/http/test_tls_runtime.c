@@ -393,8 +393,9 @@ static struct http_server *start(struct http_router *router, struct tls_conf *co
 static enum mn_err get_whoami(int port, const struct cert *server, const struct cert *client,
 			      long *status, char *body, size_t bodylen)
 {
-	struct httpc_tls tls = {server->cert_path, client ? client->cert_path : NULL,
-				client ? client->key_path : NULL, false};
+	struct httpc_tls tls = {.ca_file = server->cert_path,
+				.cert_file = client ? client->cert_path : NULL,
+				.key_file = client ? client->key_path : NULL};
 	struct httpc_response res;
 	struct httpc *h = httpc_create();
 	char url[64], err[256] = "";

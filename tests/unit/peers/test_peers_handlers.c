@@ -248,12 +248,14 @@ static void test_view_shape(void **state)
 	get(f, "/peers/users");
 	v = view_of(f);
 	keys_of(v, keys, sizeof(keys));
-	assert_string_equal(keys, "age_ms,discovery,index,instances,instances_passing,"
+	assert_string_equal(keys, "age_ms,connect,discovery,index,instances,instances_passing,"
 				  "instances_registered,instances_reserve,instances_total,known,lb,"
 				  "panic,panic_threshold,retries,service,stale_ms,tag,timeout_ms");
 	assert_string_equal(str_of(v, "service"), "users");
 	assert_string_equal(str_of(v, "tag"), "");
 	assert_true(json_is_true(json_object_get(v, "known")));
+	/* no Connect identity given to the client: plain HTTP */
+	assert_true(json_is_false(json_object_get(v, "connect")));
 	assert_int_equal(int_of(v, "index"), 16);
 	assert_int_equal(int_of(v, "age_ms"), 0);
 	assert_int_equal(int_of(v, "stale_ms"), 0);

@@ -1227,10 +1227,69 @@ static void test_threshold_change_applies_at_the_next_sweep(void **state)
 	story_free(t, &st);
 }
 
+/* peers.<name>.connect: the service's Connect endpoints, watched on
+ * /v1/health/connect/<name> (captured: the proxy `consul connect proxy
+ * -register` put in front of billing), the instance's datacenter kept for
+ * the identity a call expects; the plain way again follows anew. */
+static void test_connect_endpoints(void **state)
+{
+	struct rt *t = *state;
+	struct fixture_answer proxy;
+	const struct peer_snapshot *s;
+	char err[256] = "";
+	int connect_rule, plain_rule;
+
+	fixture_answer_load(&proxy, "consul/connect/outbound_health_billing.http");
+	connect_rule = fake_rule_add(t->ft, &(struct fake_rule){
+						    .method = "GET",
+						    .url_has = "/v1/health/connect/billing",
+						    .ans = {.body = proxy.body, .index = proxy.index},
+						    .blocking = true,
+					    });
+	plain_rule = fake_rule_add(t->ft, &(struct fake_rule){
+						  .method = "GET",
+						  .url_has = "/v1/health/service/billing",
+						  .ans = {.body = t->users.body, .index = t->users.index},
+						  .blocking = true,
+					  });
+	rt_resolver(t, (struct resolver_opts){.dns_server = "127.0.0.1:8600"});
+	assert_int_equal(resolver_get_for(t->r, "billing", "", false, true, &s, err, sizeof(err)),
+			 MN_OK);
+	assert_true(s->known);
+	assert_true(s->connect);
+	assert_int_equal(s->index, 15);
+	assert_int_equal(s->n, 1);
+	assert_string_equal(s->inst[0].id, "billing-proxy");
+	assert_string_equal(s->inst[0].address, "127.0.0.1");
+	assert_int_equal(s->inst[0].port, 55017);
+	assert_string_equal(s->inst[0].dc, "dc1");
+	assert_true(s->inst[0].passing);
+	assert_int_equal(fake_calls(t->ft, connect_rule), 1);
+	assert_int_equal(fake_calls(t->ft, plain_rule), 0);
+	resolver_put(s);
+
+	/* peers.billing.connect = false: the instances themselves */
+	assert_int_equal(resolver_get_for(t->r, "billing", "", false, false, &s, err, sizeof(err)),
+			 MN_OK);
+	assert_false(s->connect);
+	assert_int_equal(s->n, 3);
+	assert_int_equal(fake_calls(t->ft, plain_rule), 1);
+	resolver_put(s);
+	assert_int_equal(resolver_followed(t->r), 1);
+
+	/* Consul's DNS has no tag for Connect names */
+	assert_int_equal(resolver_get_for(t->r, "billing", "blue", true, true, &s, err, sizeof(err)),
+			 MN_INVALID);
+	assert_null(s);
+	assert_non_null(strstr(err, "no tag for Connect"));
+	fixture_answer_free(&proxy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_first_answer_published, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_endpoints, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_wait_respected_when_consul_is_silent,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_answer_during_first_wait_is_returned, setup,
