@@ -20,7 +20,10 @@
 #    10,000 keys; one to two minutes; KVFLOOD=0);
 #  - hostile connections (bench/hostile.sh: idle and slow connections
 #    against the shipped defaults, beside bare civetweb; about 4-5 minutes;
-#    HOSTILE=0).
+#    HOSTILE=0);
+#  - Consul Connect (bench/connect.sh: GET /users/{id}, new connections and
+#    POST /orders in plain HTTP, native mutual TLS and through a pair of
+#    `consul connect proxy` sidecars; about 3 minutes; CONNECT=0).
 # Every wrk run is bounded in time; each part stops what it started by PID.
 set -euo pipefail
 bin=${1:-build/meshnode}
@@ -64,4 +67,7 @@ if [ "${KVFLOOD:-1}" != 0 ]; then
 fi
 if [ "${HOSTILE:-1}" != 0 ]; then
 	bench/hostile.sh "$bin"
+fi
+if [ "${CONNECT:-1}" != 0 ]; then
+	bench/connect.sh "$bin"
 fi
