@@ -310,7 +310,10 @@ static void test_view_shape(void **state)
 	assert_int_equal(int_of(v, "age_ms"), 2500);
 	assert_int_equal(int_of(v, "index"), 16);
 	json_decref(v);
-	assert_int_equal(fake_seen(f->ft, USERS_URL), 1);
+	/* one plain read; the watch's blocking call from its index may have
+	 * gone out by now too (the hand clock lets it go at once) */
+	assert_int_equal(fake_seen(f->ft, USERS_URL) - fake_seen(f->ft, "index="), 1);
+	assert_true(fake_seen(f->ft, "index=") <= 1);
 }
 
 static void test_view_pages(void **state)
