@@ -107,7 +107,7 @@ static void test_intention_flips_within_a_second(void **state)
 	char err[256], body[256], uri[SPIFFE_URI_MAX + 1], id[64];
 	uint64_t gen_ms[FLIPS], flip_ms[FLIPS];
 	struct connect_authz_decision d;
-	struct connect_metrics cm;
+	struct connect_metrics cm = {0}; /* its gauge reads identity at each render */
 	struct connect_authorizer *a;
 	struct metrics *registry;
 	struct spiffe_id web;
