@@ -606,6 +606,62 @@ class ConnectInboundTest(harness.ProcessesTestCase):
         self.assertGreaterEqual(delta.get("bad_certificate", 0), 4)
         self.assertGreaterEqual(delta.get("protocol", 0) + delta.get("incomplete", 0), 8)
 
+    def test_records_sent_together(self):
+        """The service port reads TLS records ahead (a request in one
+        read(), not two): records that arrive together are all served at
+        once, none left waiting in OpenSSL's buffer while civetweb polls
+        the socket (docs/connect.md, "Speed")."""
+        n = self.start(self.node())
+        d = harness.mkdtemp("connect-records")
+        raw = socket.create_connection(("127.0.0.1", n.port), timeout=5.0)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = web_context(d).wrap_socket(raw)
+
+        def answer():
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "connection closed before an answer")
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n")
+                          if h.lower().startswith(b"content-length:")][0].split(b":")[1])
+            while len(body) < length:
+                body += s.recv(65536)
+            self.assertEqual(len(body), length, "more than one answer in a read")
+            return int(head.split(b" ")[1])
+
+        def post_head(body):
+            return (b"POST /users HTTP/1.1\r\nHost: users\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+
+        body = json.dumps({"name": "rec", "email": "rec@example.com"}).encode()
+        rows = [
+            # the head and the body in two records, as http.client sends them
+            ("head, then body", [post_head(body), body], [201]),
+            # two requests pipelined, a record each
+            ("two pipelined", [b"GET /users/1 HTTP/1.1\r\nHost: users\r\n\r\n"] * 2,
+             [200, 200]),
+            # a body of one-byte records
+            ("one-byte records", [post_head(body)] + [body[i:i + 1] for i in range(len(body))],
+             [409]),
+            # a body of full records, the last short: read ahead in part
+            ("40 KiB body", [post_head(b"x" * 40000), b"x" * 40000], [400]),
+        ]
+        for name, records, statuses in rows:
+            t0 = time.monotonic()
+            for r in records:
+                s.send(r)
+            got = [answer() for _ in statuses]
+            ms = (time.monotonic() - t0) * 1e3
+            figure("%s: %s in %.1f ms" % (name, got, ms))
+            self.assertEqual(got, statuses, name)
+            # a record left in OpenSSL's buffer would wait for the read
+            # timeout (READ_TIMEOUT_MS) with the socket polled in vain
+            self.assertLess(ms, READ_TIMEOUT_MS / 2, name)
+        s.close()
+        self.assert_alive(n)
+
     # -- configuration and start-up ----------------------------------------
 
     def test_admin_port_required(self):
