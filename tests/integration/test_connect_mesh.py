@@ -303,6 +303,8 @@ class ConnectMeshTest(harness.ProcessesTestCase):
                "the allow: %d (%s); client connections to orders: %d"
                % (len(before), statuses(before), len(during), statuses(during), len(after),
                   statuses(after), self.stream.connections))
+        # the client's own connections stayed open throughout (503s included)
+        self.assertEqual(self.stream.connections, THREADS)
         # allowed: none fails
         self.assertGreater(len(before), 30)
         self.assertEqual([o for o in before if o[2] != 201], [])
