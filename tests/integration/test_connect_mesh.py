@@ -385,13 +385,20 @@ class ConnectMeshTest(harness.ProcessesTestCase):
         self.stream.stop()
         got = self.stream.snapshot()
         failed = [o for o in got if o[2] != 201]
+        _, _, text = http_request(orders.admin, "GET", "/metrics", timeout=2.0)
+        outcomes = {}
+        for lab, v in harness.prom_samples(text.decode(), "meshnode_peer_requests_total"):
+            if lab.get("service") == "users" and v:
+                outcomes[lab.get("outcome")] = outcomes.get(lab.get("outcome"), 0) + v
+        figure("CA rotation: the orders node's calls to users by outcome: %s"
+               % json.dumps(outcomes))
         after_both = [o for o in got if o[0] > t_put + max(v[0] for v in in_use.values())]
         figure("CA rotation under load: %d orders from %d threads over %.1f s, %d failed; "
                "new leaf in use %.2f s (users) and %.2f s (orders) after the PUT; %d orders "
                "after both"
                % (len(got), THREADS, got[-1][1] - got[0][0] if got else 0, len(failed),
                   in_use["users"][0], in_use["orders"][0], len(after_both)))
-        self.assertEqual(failed[:5], [])
+        self.assertEqual([(round(o[0] - t_put, 3), o[2], o[3][:300]) for o in failed[:5]], [])
         self.assertGreater(len(after_both), 10)
         self.assertIn(new_root, self.connect_view(users)["root_ids"])
         self.assert_alive(users, orders)
