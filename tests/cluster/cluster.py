@@ -209,9 +209,13 @@ class Netns:
 
 
 class _NsConnection(http.client.HTTPConnection):
-    def __init__(self, netns, host, port, timeout):
+    """A connection from inside `netns`; in TLS with `context` when given
+    (a Connect client: no host name, a leaf names its SPIFFE URI only)."""
+
+    def __init__(self, netns, host, port, timeout, context=None):
         super().__init__(host, port, timeout=timeout)
         self._netns = netns
+        self._context = context
 
     def connect(self):
         s = self._netns.socket()
@@ -219,20 +223,24 @@ class _NsConnection(http.client.HTTPConnection):
             s.settimeout(self.timeout)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.connect((self.host, self.port))
+            if self._context is not None:
+                s = self._context.wrap_socket(s)
         except BaseException:
             s.close()
             raise
         self.sock = s
 
 
-def ns_request(netns, host, port, method, path, body=None, timeout=5.0, headers=None):
-    """One HTTP request from inside `netns` on a fresh connection: (status,
-    headers with lower-case keys, body bytes)."""
+def ns_request(netns, host, port, method, path, body=None, timeout=5.0, headers=None,
+               context=None):
+    """One HTTP request from inside `netns` on a fresh connection (TLS with
+    the ssl `context` when given): (status, headers with lower-case keys,
+    body bytes)."""
     hdrs = dict(headers or {})
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
         hdrs.setdefault("Content-Type", "application/json")
-    conn = _NsConnection(netns, host, port, timeout)
+    conn = _NsConnection(netns, host, port, timeout, context)
     try:
         conn.request(method, path, body=body, headers=hdrs)
         r = conn.getresponse()
@@ -395,6 +403,10 @@ class Agent:
             "log_level": "info",
             "disable_update_check": True,
             "enable_script_checks": False,
+            # Connect (the servers' CA, the clients' leaf and authorize
+            # endpoints): off by default outside -dev; the Connect scenario
+            # turns the nodes on, the others leave them plain
+            "connect": {"enabled": True},
         }
         if self.server:
             cfg.update({"server": True, "bootstrap_expect": len(SERVERS), "ui": False,
@@ -439,7 +451,11 @@ class Agent:
 
 class Meshnode:
     """The meshnode of a host: settings as a production host would have them
-    (no consul.address: the default, its own agent at 127.0.0.1:8500)."""
+    (no consul.address: the default, its own agent at 127.0.0.1:8500).
+    With connect.enabled the service port speaks mutual TLS: `tls` is then
+    the ssl context request() uses (a client leaf of the test's), and the
+    node's own routes (/health, /metrics, /peers) are on admin.port, which
+    own_request() uses."""
 
     def __init__(self, cluster, host, settings=None):
         self.cluster = cluster
@@ -448,6 +464,7 @@ class Meshnode:
         os.makedirs(self.dir, exist_ok=True)
         self.config_path = os.path.join(self.dir, "meshnode.cfg")
         self.port = NODE_PORT
+        self.tls = None
         self.name = "orders" if host.role == "orders" else "users"
         self.settings = {
             "service.name": self.name,
@@ -483,7 +500,16 @@ class Meshnode:
         return self.proc.start(self.cluster)
 
     def request(self, method, path, body=None, timeout=5.0):
-        return ns_request(self.host.netns, self.host.ip, self.port, method, path, body, timeout)
+        return ns_request(self.host.netns, self.host.ip, self.port, method, path, body, timeout,
+                          context=self.tls)
+
+    def own_request(self, method, path, body=None, timeout=5.0):
+        """A request to the node's own routes: on the admin listener
+        (127.0.0.1:admin.port inside the host) when there is one."""
+        admin = self.settings.get("admin.port")
+        if not admin:
+            return self.request(method, path, body, timeout)
+        return ns_request(self.host.netns, "127.0.0.1", admin, method, path, body, timeout)
 
     def get_json(self, path, timeout=5.0):
         status, _, data = self.request("GET", path, timeout=timeout)
@@ -493,7 +519,7 @@ class Meshnode:
 
     def metric(self, family, timeout=3.0, **labels):
         """Sum of the samples of `family` whose labels include `labels`."""
-        _, _, data = self.request("GET", "/metrics", timeout=timeout)
+        _, _, data = self.own_request("GET", "/metrics", timeout=timeout)
         total = 0.0
         for line in data.decode().splitlines():
             if not line.startswith(family) or line.startswith("#"):
@@ -511,7 +537,11 @@ class Meshnode:
         return self.metric("http_requests_total", method="GET", endpoint="/users/{id}")
 
     def peers(self, service="users"):
-        return self.get_json("/peers/%s" % service, timeout=3.0)
+        status, _, data = self.own_request("GET", "/peers/%s" % service, timeout=3.0)
+        if status != 200:
+            raise ClusterError("%s GET /peers/%s: %d %s" % (self.host.name, service, status,
+                                                           data[:200]))
+        return json.loads(data)
 
     def log_text(self):
         try:

@@ -15,13 +15,18 @@ calls in flight move on within 2 x connect_timeout_ms (p99 of the orders
 during the cuts), a host rejoining after a cut costs no order (its stale
 gossip can empty the passing set for a moment: the panic threshold), two
 hosts with one hostname are two instances, and a host Consul wrongly
-fails still answers when the one passing is cut off (issue 12).
+fails still answers when the one passing is cut off (issue 12). Last, the
+three nodes Connect native (issue 23, point 7): orders cross hosts over
+mutual TLS, and a deny written to a server refuses them within
+DENY_BOUND_S.
 
 Needs root (network namespaces): `make test-cluster`.
 """
 
+import json
 import os
 import signal
+import ssl
 import time
 import unittest
 
@@ -34,6 +39,9 @@ PARTITION_SECONDS = 6.0    # how long users2 stays cut off
 CYCLES = 3                 # cuts and heals of users2 in a row
 AFTER_HEAL_SECONDS = 2.0   # orders counted as the heal's once users2 is called again
 CONNECT_TIMEOUT_MS = 250   # peers.users.connect_timeout_ms: the default (not set here)
+ADMIN_PORT = 8081          # admin.port of the nodes in the Connect scenario
+BREAKER_OPEN_MS = 1000     # the orders node's peers.users.breaker_open_ms there
+DENY_BOUND_S = 5.0         # a deny written to a server refuses orders within this (cross-host)
 
 
 def ms(seconds):
@@ -504,6 +512,142 @@ class ClusterTest(unittest.TestCase):
                    "; errors: %s" % cut["errors"] if cut["failed"] else ""))
         self.assertGreater(served, 0)
         self.assertEqual(cut["failed"], 0, cut)
+
+    # -- 8 -------------------------------------------------------------------
+
+    def connect_nodes(self, on):
+        """Restarts the orders node and both users nodes with Connect on
+        (connect.enabled, admin.port) or off, and waits until each answers
+        /health (on its admin port with Connect) and all pass."""
+        hosts = [self.c.orders] + self.c.users_hosts
+        for h in hosts:
+            h.node.configure({"connect.enabled": True if on else None,
+                              "admin.port": ADMIN_PORT if on else None})
+            if h is self.c.orders:
+                # a deny ejects both instances; the allow lets orders back
+                # at the circuits' probe (the default 10 s otherwise)
+                h.node.configure({"peers.users.breaker_open_ms": BREAKER_OPEN_MS if on
+                                  else None})
+            h.node.tls = None
+            h.node.proc.stop(signal.SIGTERM)
+        for h in hosts:
+            h.node.start()
+        for h in hosts:
+            wait_for(lambda h=h: h.node.own_request("GET", "/health", timeout=1.0)[0] == 200,
+                     40, what="%s's node to answer /health" % h.name)
+        self.c.wait_all_passing(timeout=30)
+
+    def test_8_connect_across_hosts(self):
+        """The orders node and both users nodes Connect native (their agents
+        have Connect on; the CA is the servers'): an order from inside the
+        orders host (mutual TLS as "web", a leaf from its agent) crosses to
+        the users hosts over mutual TLS; an intention orders -> users
+        written to deny through a server's HTTP API refuses orders within
+        DENY_BOUND_S (the users nodes follow the intentions through their
+        own client agents, which follow the servers); allow lets them back."""
+        c, o = self.c, self.c.orders
+        srv = c.servers[0]
+        t0 = now()
+        try:
+            self.connect_nodes(True)
+            t_up = now() - t0
+            wait_for(lambda: len(o.agent.get("/v1/health/connect/users?passing")) == 2, 30,
+                     what="both users nodes Connect native, passing at the orders host")
+            o.node.tls = self.leaf_context(o.agent, "web")
+            gets0 = {h.name: h.node.user_gets() for h in c.users_hosts}
+
+            def placed():
+                status, _, _ = o.node.request("POST", "/orders",
+                                              {"user_id": 1, "product": "mtls", "quantity": 1})
+                return status == 201
+            wait_for(placed, 30, interval=0.2, what="a first order over Connect")
+            for i in range(20):
+                status, _, data = o.node.request("POST", "/orders",
+                                                 {"user_id": 1, "product": "c%d" % i,
+                                                  "quantity": 1})
+                self.assertEqual(status, 201, data)
+            got = {h.name: int(h.node.user_gets() - gets0[h.name]) for h in c.users_hosts}
+            self.assertGreaterEqual(sum(got.values()), 21, got)
+            self.assertTrue(all(got.values()), "both users hosts get calls: %s" % got)
+            view = o.node.peers()
+            self.assertTrue(view["connect"])
+            self.assertEqual(sorted((i["node"], i["address"]) for i in view["instances"]),
+                             sorted((h.name, h.ip) for h in c.users_hosts))
+            for h in c.users_hosts:
+                self.assertGreaterEqual(h.node.metric("meshnode_connect_handshakes_total",
+                                                      result="ok") +
+                                        h.node.metric("meshnode_connect_authz_total",
+                                                      source="orders", result="allow"), 1)
+
+            s = self.start_stream(warmup=2.0)
+            t_deny = now()
+            status, _, data = srv.agent.request("POST", "/v1/connect/intentions", {
+                "SourceName": "orders", "DestinationName": "users", "Action": "deny"})
+            self.assertEqual(status, 200, data)
+            iid = json.loads(data)["ID"]
+            wait_for(lambda: any(x.status == 503 and x.sched >= t_deny
+                                 for x in list(s.orders)), DENY_BOUND_S + 5, interval=0.05,
+                     what="an order refused after the deny")
+            time.sleep(1.5)
+            t_allow = now()
+            status, _, data = srv.agent.request("PUT", "/v1/connect/intentions/" + iid, {
+                "SourceName": "orders", "DestinationName": "users", "Action": "allow"})
+            self.assertEqual(status, 200, data)
+            # the deny ejected both instances: back at the breaker's probe
+            wait_for(lambda: any(x.ok and x.sched >= t_allow for x in list(s.orders)), 30,
+                     interval=0.05, what="an order accepted after the allow")
+            time.sleep(1.0)
+            s = self.stop_stream()
+        finally:
+            if self.stream is not None:
+                self.stop_stream()
+            for i in srv.agent.get("/v1/connect/intentions") or []:
+                srv.agent.request("DELETE", "/v1/connect/intentions/" + i["ID"])
+            t1 = now()
+            self.connect_nodes(False)
+            t_down = now() - t1
+        before = s.between(None, t_deny)
+        denied = s.between(t_deny, t_allow)
+        allowed = s.between(t_allow, None)
+        refused = [x for x in denied if x.status == 503]
+        accepted = [x for x in denied if x.ok]
+        first_refused = min(x.end for x in refused) - t_deny
+        last_accepted = max([x.end for x in accepted] or [t_deny]) - t_deny
+        back = min(x.end for x in allowed if x.ok) - t_allow
+        figure("Connect across hosts (%.1f s in all): the three nodes restarted Connect "
+               "native in %.1f s (and back in %.1f s); 21 orders 201 over mutual TLS to %s; "
+               "before the deny %s; deny orders -> users written to %s: first order refused "
+               "%.2f s after the write, last accepted %.2f s after it; allow: first accepted "
+               "again %.2f s after the write; answers between deny and allow %s" % (
+                   now() - t0, t_up, t_down,
+                   ", ".join("%s %d" % kv for kv in sorted(got.items())),
+                   orders_line(OrderStream.summary(before)), srv.name, first_refused,
+                   last_accepted, back, OrderStream.summary(denied)["statuses"]))
+        self.assertEqual(OrderStream.summary(before)["failed"], 0)
+        self.assertLessEqual(last_accepted, DENY_BOUND_S)
+        self.assertEqual([x.status for x in denied if x.sched >= t_deny + DENY_BOUND_S
+                          and x.status != 503], [])
+        self.assertEqual(OrderStream.summary(
+            [x for x in allowed if x.sched >= t_allow + back + 0.2])["failed"], 0)
+
+    @staticmethod
+    def leaf_context(agent, service):
+        """A client presenting the agent's leaf for `service` and verifying
+        the node against the agent's roots (no host name)."""
+        leaf = agent.get("/v1/agent/connect/ca/leaf/" + service)
+        roots = agent.get("/v1/agent/connect/ca/roots")
+        d = harness.mkdtemp("cluster-leaf")
+        cert, key = os.path.join(d, "leaf.pem"), os.path.join(d, "leaf.key")
+        with open(cert, "w") as f:
+            f.write(leaf["CertPEM"])
+        with open(key, "w") as f:
+            f.write(leaf["PrivateKeyPEM"])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(cadata="\n".join(r["RootCert"] for r in roots["Roots"]))
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
 
 if __name__ == "__main__":
     unittest.main()
