@@ -14,6 +14,11 @@
 #include "peer_internal.h"
 
 #define DEFAULT_MAX_RESPONSE (1u << 20)
+/* A Connect call's TLS handshake, beyond the TCP connect's connect_ms: a
+ * meshnode server may ask its agent for an authorization decision (500 ms
+ * at most, connect/authz.h) before it answers, and a loaded host adds the
+ * handshake's own CPU. */
+#define CONNECT_HANDSHAKE_MS 1000
 #define RETRY_BASE_MS	     20
 #define RETRY_CAP_MS	     200
 /* Instances one call may pass over: its attempts (retries are at most 10)
@@ -116,6 +121,7 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 	const char *scheme = "http";
 	json_t *ms = json_object_get(in->meta, "scheme");
 	size_t nh = 0;
+	uint64_t connect_total_ms;
 	struct httpc *h;
 	enum mn_err e;
 
@@ -146,6 +152,15 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 		return mn_error(err, errlen, MN_NOMEM, "out of memory");
 	if (connect_ms == 0 || connect_ms > timeout_ms)
 		connect_ms = timeout_ms;
+	/* libcurl's connect phase takes in the TLS handshake, and a Connect
+	 * server's is always a full one, which may wait on its agent's
+	 * authorize answer (CONNECT_HANDSHAKE_MS): the TCP connect keeps
+	 * connect_ms, the handshake gets its own allowance */
+	connect_total_ms = connect_ms;
+	if (m)
+		connect_total_ms = connect_ms + CONNECT_HANDSHAKE_MS < timeout_ms
+					   ? connect_ms + CONNECT_HANDSHAKE_MS
+					   : timeout_ms;
 	e = pc->transport->perform(
 		pc->transport->ctx, h,
 		&(struct httpc_request){
@@ -155,7 +170,7 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 			.body = req->body,
 			.body_len = req->body_len,
 			.timeout_ms = (long)timeout_ms,
-			.connect_timeout_ms = (long)connect_ms,
+			.connect_timeout_ms = (long)connect_total_ms,
 			.ack_timeout_ms = connect_ms < timeout_ms ? (long)connect_ms : 0,
 			.max_response =
 				req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE,
