@@ -37,36 +37,6 @@ static void count_calls(void *ctx, const char *op, enum mn_err result)
 		atomic_fetch_add(&authorize_calls, 1);
 }
 
-/* One call to the agent; the answer's body in 'body' (may be NULL). */
-static void agent_do(struct consul *c, const char *method, const char *path, const char *req,
-		     char *body, size_t size)
-{
-	struct httpc *h = consul_conn_create(c);
-	struct httpc_response res;
-	char err[256];
-	enum mn_err e;
-
-	assert_non_null(h);
-	httpc_response_init(&res);
-	e = consul_call(c, h,
-			&(struct consul_call){.op = "test",
-					      .method = method,
-					      .path = path,
-					      .body = req,
-					      .body_len = req ? strlen(req) : 0,
-					      .timeout_ms = 10000},
-			&res, err, sizeof(err));
-	if (e != MN_OK)
-		fail_msg("%s %s: %s", method, path, err);
-	if (body) {
-		assert_true(res.body.len < size);
-		memcpy(body, res.body.data ? res.body.data : "", res.body.len);
-		body[res.body.len] = '\0';
-	}
-	httpc_response_release(&res);
-	consul_conn_destroy(c, h);
-}
-
 static void intention_put(struct consul *c, const char *id, const char *action)
 {
 	char path[128], req[256];

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "consul/client.h"
+#include "http/client.h"
 
 extern char **environ;
 
@@ -41,6 +42,37 @@ static inline int agent_env_check(void **state)
 		return -1;
 	}
 	return 0;
+}
+
+/* One call to the agent, which must answer 200 (the program fails
+ * otherwise); the answer's body in 'body' (may be NULL), 'size' bytes. */
+static inline void agent_do(struct consul *c, const char *method, const char *path, const char *req,
+			    char *body, size_t size)
+{
+	struct httpc *h = consul_conn_create(c);
+	struct httpc_response res;
+	char err[256];
+	enum mn_err e;
+
+	assert_non_null(h);
+	httpc_response_init(&res);
+	e = consul_call(c, h,
+			&(struct consul_call){.op = "test",
+					      .method = method,
+					      .path = path,
+					      .body = req,
+					      .body_len = req ? strlen(req) : 0,
+					      .timeout_ms = 10000},
+			&res, err, sizeof(err));
+	if (e != MN_OK || res.status != 200)
+		fail_msg("%s %s: %s (%ld)", method, path, e != MN_OK ? err : "status", res.status);
+	if (body) {
+		assert_true(res.body.len < size);
+		memcpy(body, res.body.data ? res.body.data : "", res.body.len);
+		body[res.body.len] = '\0';
+	}
+	httpc_response_release(&res);
+	consul_conn_destroy(c, h);
 }
 
 #endif
