@@ -13,8 +13,10 @@
 # Arguments name extra groups for the targets that need them:
 #   test     what the suites add to the build and run set (make test, make
 #            bench): cmocka (the unit tests), pytest, systemd (for
-#            systemd-analyze), postgresql-15 and promtool; see the notes
-#            on the packages below. Nothing of it is needed to run a node
+#            systemd-analyze), postgresql-15, promtool, and
+#            python3-cryptography (the Connect tests make certificates of
+#            their own CA); see the notes on the packages below. Nothing of
+#            it is needed to run a node
 #   fuzz     clang-14 and its sanitizer/libFuzzer runtimes (make fuzz), and
 #            llvm-14 for llvm-symbolizer, so crash reports have file:line
 #   cluster  iproute2 (ip netns, veth, bridge) for make test-cluster and
@@ -60,7 +62,7 @@ deps="$top/.deps"
 pkgs=(libcivetweb-dev libcurl4-openssl-dev libjansson-dev libconfig-dev
       libsqlite3-dev libpq-dev librabbitmq-dev libssl-dev pkg-config gcc make curl
       ca-certificates openssl python3)
-test_pkgs=(libcmocka-dev python3-pytest systemd postgresql-15)
+test_pkgs=(libcmocka-dev python3-pytest python3-cryptography systemd postgresql-15)
 with_test=
 for group in "$@"; do
 	case $group in
