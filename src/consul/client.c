@@ -114,8 +114,10 @@ struct consul *consul_create_env_transport(const char *address, const char *toke
 	struct consul_opts opts = {
 		.address = address,
 		.token = token,
-		.tls = {env_get(env, "CONSUL_CACERT"), env_get(env, "CONSUL_CLIENT_CERT"),
-			env_get(env, "CONSUL_CLIENT_KEY"), !env_bool(env, "CONSUL_HTTP_SSL_VERIFY", true)},
+		.tls = {.ca_file = env_get(env, "CONSUL_CACERT"),
+			.cert_file = env_get(env, "CONSUL_CLIENT_CERT"),
+			.key_file = env_get(env, "CONSUL_CLIENT_KEY"),
+			.insecure = !env_bool(env, "CONSUL_HTTP_SSL_VERIFY", true)},
 		.server_name = env_get(env, "CONSUL_TLS_SERVER_NAME"),
 		.transport = transport,
 	};
