@@ -179,21 +179,6 @@ static bool open_flag(void *ctx)
 	return *(bool *)ctx;
 }
 
-/* A port nothing listens on: bound, then closed. */
-static int closed_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 /* No agent at the address: no decision, fail_open decides, nothing kept. */
 static void test_agent_away(void **state)
 {
@@ -210,7 +195,7 @@ static void test_agent_away(void **state)
 	assert_non_null(real);
 	web_identity(real, &web, uri, sizeof(uri));
 	consul_destroy(real);
-	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", closed_port());
+	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", agent_free_port());
 	c = consul_create(&(struct consul_opts){.address = addr}, err, sizeof(err));
 	assert_non_null(c);
 	a = connect_authz_create(&(struct connect_authz_opts){.consul = c,

@@ -94,20 +94,6 @@ static void register_service(struct consul *c, const char *id, const char *name,
 	agent_do(c, "PUT", "/v1/agent/service/register", req, NULL, 0);
 }
 
-static int free_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 static const char *consul_binary(void)
 {
 	const char *env = getenv("CONSUL_BIN");
@@ -231,7 +217,7 @@ static int setup(void **state)
 		return -1;
 	}
 	w.billing_port = http_server_port(w.billing);
-	w.proxy_port = free_port();
+	w.proxy_port = agent_free_port();
 	return 0;
 }
 

@@ -7,9 +7,13 @@
 #ifndef MESHNODE_TESTS_AGENT_ENV_H
 #define MESHNODE_TESTS_AGENT_ENV_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "consul/client.h"
 #include "http/client.h"
@@ -42,6 +46,22 @@ static inline int agent_env_check(void **state)
 		return -1;
 	}
 	return 0;
+}
+
+/* A loopback port nothing listens on: bound, read, closed (free for a
+ * server the program starts, or refused for a client it points there). */
+static inline int agent_free_port(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
 }
 
 /* One call to the agent, which must answer 200 (the program fails
