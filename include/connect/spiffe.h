@@ -54,6 +54,11 @@ const char *spiffe_trust_domain_problem(const char *s, size_t len);
 enum mn_err spiffe_service_uri(char *buf, size_t size, const char *trust_domain, const char *dc,
 			       const char *service, char *err, size_t errlen);
 
+/* Writes the URI 'id' was parsed from (any kind: service, agent, CA),
+ * NUL-terminated, into buf[0..size): for logs and for the agent's
+ * authorize call. false (buf "") for SPIFFE_NONE or a buf too short. */
+bool spiffe_id_format(const struct spiffe_id *id, char *buf, size_t size);
+
 /* true when 'id' is a service identity of 'trust_domain' (compared as host
  * names, without regard to case), namespace "default" and exactly
  * 'service'. The datacenter is not compared: a service keeps its identity

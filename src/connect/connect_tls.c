@@ -214,17 +214,16 @@ static void presented_identity(X509 *leaf, struct spiffe_id *peer)
 static void log_refusal(struct connect_tls *t, const SSL *ssl, const struct spiffe_id *peer,
 			enum connect_verify_result r)
 {
-	char from[INET6_ADDRSTRLEN + 8];
+	char from[INET6_ADDRSTRLEN + 8], uri[SPIFFE_URI_MAX + 1];
 
 	if (!first_refusal(t, peer, r))
 		return;
 	peer_address(ssl, from, sizeof(from));
-	if (peer->kind == SPIFFE_SERVICE)
+	if (peer->kind == SPIFFE_SERVICE && spiffe_id_format(peer, uri, sizeof(uri)))
 		log_warn("connect",
-			 "caller refused at the handshake: %s: spiffe://%s/ns/%s/dc/%s/svc/%s from "
-			 "%s (logged once per caller and reason)",
-			 connect_verify_reason(r), peer->trust_domain, peer->ns, peer->dc,
-			 peer->service, from);
+			 "caller refused at the handshake: %s: %s from %s (logged once per caller "
+			 "and reason)",
+			 connect_verify_reason(r), uri, from);
 	else
 		log_warn("connect",
 			 "caller refused at the handshake: %s, from %s (logged once per "
@@ -243,26 +242,6 @@ static void serial_text(X509 *x, char *out, size_t len)
 	out[0] = '\0';
 	for (int i = 0; i < n && at + 4 <= len; i++)
 		at += (size_t)snprintf(out + at, len - at, "%s%02x", i ? ":" : "", d[i]);
-}
-
-/* The URI the caller presented, rebuilt from its parts (verify.c parsed
- * it): false when it would not fit SPIFFE_URI_MAX. */
-static bool caller_uri(const struct spiffe_id *id, char *out, size_t len)
-{
-	const char *parts[] = {"spiffe://", id->trust_domain, "/ns/",  id->ns,
-			       "/dc/",	    id->dc,	      "/svc/", id->service};
-	size_t at = 0;
-
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		size_t n = strlen(parts[i]);
-
-		if (at + n >= len)
-			return false;
-		memcpy(out + at, parts[i], n);
-		at += n;
-	}
-	out[at] = '\0';
-	return true;
 }
 
 static bool caller_check(struct connect_tls *t, struct caller *c)
@@ -312,7 +291,7 @@ static int verify_cb(X509_STORE_CTX *x, void *arg)
 		return 0;
 	}
 	c->id = peer;
-	if (!caller_uri(&peer, c->uri, sizeof(c->uri))) {
+	if (!spiffe_id_format(&peer, c->uri, sizeof(c->uri))) {
 		free(c);
 		X509_STORE_CTX_set_error(x, X509_V_ERR_CERT_REJECTED);
 		result_set(ssl, CONNECT_TLS_BAD_CERTIFICATE);

@@ -217,6 +217,27 @@ enum mn_err spiffe_service_uri(char *buf, size_t size, const char *trust_domain,
 	return MN_OK;
 }
 
+bool spiffe_id_format(const struct spiffe_id *id, char *buf, size_t size)
+{
+	int n = -1;
+
+	if (size == 0)
+		return false;
+	if (id->kind == SPIFFE_SERVICE)
+		n = snprintf(buf, size, "%s%s/ns/%s/dc/%s/svc/%s", scheme, id->trust_domain, id->ns,
+			     id->dc, id->service);
+	else if (id->kind == SPIFFE_AGENT)
+		n = snprintf(buf, size, "%s%s/agent/client/dc/%s/id/%s", scheme, id->trust_domain,
+			     id->dc, id->service);
+	else if (id->kind == SPIFFE_CA)
+		n = snprintf(buf, size, "%s%s", scheme, id->trust_domain);
+	if (n < 0 || (size_t)n >= size) {
+		buf[0] = '\0';
+		return false;
+	}
+	return true;
+}
+
 bool spiffe_service_matches(const struct spiffe_id *id, const char *trust_domain,
 			    const char *service)
 {

@@ -50,22 +50,6 @@ static enum peer_failure classify(enum mn_err e, const struct httpc_response *re
 	return e == MN_TIMEOUT ? PEER_FAIL_TIMEOUT : PEER_FAIL_IO;
 }
 
-/* The URI a refused Connect peer presented, for the log ("none" when it
- * presented nothing that parsed). */
-static void presented_uri(const struct spiffe_id *id, char *out, size_t size)
-{
-	if (id->kind == SPIFFE_SERVICE)
-		snprintf(out, size, "spiffe://%s/ns/%s/dc/%s/svc/%s", id->trust_domain, id->ns,
-			 id->dc, id->service);
-	else if (id->kind == SPIFFE_AGENT)
-		snprintf(out, size, "spiffe://%s/agent/client/dc/%s/id/%s", id->trust_domain,
-			 id->dc, id->service);
-	else if (id->kind == SPIFFE_CA)
-		snprintf(out, size, "spiffe://%s", id->trust_domain);
-	else
-		snprintf(out, size, "none");
-}
-
 /* A Connect attempt's TLS: the leaf, key and roots of 'm', the peer
  * expected checked in the handshake, HTTP/1.1 only; the URL's host names
  * the identity expected (connect/outbound.h) and CONNECT_TO reaches the
@@ -182,7 +166,8 @@ static enum mn_err attempt(struct peer_client *pc, const struct peer_request *re
 	if (m && e != MN_OK && peer.checked && peer.result != CONNECT_VERIFY_OK) {
 		char uri[SPIFFE_TRUST_DOMAIN_MAX + 3 * SPIFFE_NAME_MAX + SPIFFE_SERVICE_MAX + 64];
 
-		presented_uri(&peer.presented, uri, sizeof(uri));
+		if (!spiffe_id_format(&peer.presented, uri, sizeof(uri)))
+			snprintf(uri, sizeof(uri), "none");
 		*identity_refused = true;
 		mn_error(err, errlen, MN_UNAVAILABLE,
 			 "TLS identity refused: %s (presented '%s', expected service '%s'%s%s)",
