@@ -48,6 +48,13 @@ enum mn_err spiffe_parse(const char *uri, size_t len, struct spiffe_id *out, cha
  * string to follow the name ("is not lowercase"). */
 const char *spiffe_trust_domain_problem(const char *s, size_t len);
 
+/* NULL when s[0..len) is a service name / a datacenter name as Consul
+ * writes them in a SPIFFE ID (the rules spiffe_parse() applies); else why
+ * not, a static string to follow the name ("is empty", "is not
+ * lowercase", ...). */
+const char *spiffe_service_problem(const char *s, size_t len);
+const char *spiffe_dc_problem(const char *s, size_t len);
+
 /* Writes the URI a service presents, in namespace "default",
  * NUL-terminated, into buf[0..size). MN_INVALID (reason in 'err') when a
  * part is not what Consul would write, MN_TOO_LARGE when buf is short. */

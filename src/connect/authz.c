@@ -319,19 +319,6 @@ static void on_error(void *ctx, enum mn_err err, const char *msg)
 
 /* ---- create, destroy ---------------------------------------------------------- */
 
-static bool target_ok(const char *t)
-{
-	size_t n = t ? strlen(t) : 0;
-
-	if (n == 0 || n > SPIFFE_SERVICE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
-		      (t[i] >= '0' && t[i] <= '9') || t[i] == '-' || t[i] == '_' || t[i] == '.'))
-			return false;
-	return true;
-}
-
 /* The watch's path: the intentions list filtered to those whose destination
  * is the target or "*", a superset of what the match answer holds. The
  * match endpoint itself blocks on ?index= but sends no X-Consul-Index in
@@ -355,7 +342,8 @@ struct connect_authorizer *connect_authz_create(const struct connect_authz_opts 
 	struct connect_authorizer *a;
 	char *watch_path = NULL;
 
-	if (!target_ok(opts->target)) {
+	if (opts->target == NULL ||
+	    spiffe_service_problem(opts->target, strlen(opts->target)) != NULL) {
 		mn_error(err, errlen, MN_INVALID,
 			 "connect authz: target '%.*s' is not a service name", SPIFFE_SERVICE_MAX,
 			 opts->target ? opts->target : "");

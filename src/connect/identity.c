@@ -508,15 +508,6 @@ out_log:
 	return e;
 }
 
-static bool service_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > SPIFFE_SERVICE_MAX)
-		return false;
-	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
-}
-
 enum mn_err connect_identity_feed_leaf(struct connect_identity *id, const char *body, size_t len,
 				       uint64_t index, bool *changed, char *err, size_t errlen)
 {
@@ -713,7 +704,7 @@ struct connect_identity *connect_identity_start(const struct connect_identity_op
 	struct connect_identity *id;
 	char path[64 + SPIFFE_SERVICE_MAX];
 
-	if (opts->service == NULL || !service_name_ok(opts->service)) {
+	if (opts->service == NULL || spiffe_service_problem(opts->service, strlen(opts->service)) != NULL) {
 		snprintf(err, errlen, "cannot follow the leaf of '%s': not a service name",
 			 opts->service ? opts->service : "");
 		return NULL;

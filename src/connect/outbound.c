@@ -152,17 +152,18 @@ struct connect_material *connect_outbound_material(struct connect_outbound *co, 
 enum mn_err connect_outbound_host(char *buf, size_t size, const char *service, const char *dc,
 				  const char *trust_domain, char *err, size_t errlen)
 {
-	char uri[SPIFFE_URI_MAX + 1];
 	bool any_dc = dc == NULL || *dc == '\0';
-	enum mn_err e;
+	const char *why;
 	int n;
 
-	/* the parts checked as the SPIFFE ID they stand for ("dc1" standing
-	 * in for any datacenter) */
-	e = spiffe_service_uri(uri, sizeof(uri), trust_domain, any_dc ? "dc1" : dc, service, err,
-			       errlen);
-	if (e != MN_OK)
-		return e;
+	/* the parts checked as the SPIFFE ID they stand for */
+	if ((why = spiffe_trust_domain_problem(trust_domain, strlen(trust_domain))) != NULL)
+		return mn_error(err, errlen, MN_INVALID, "trust domain '%.64s' %s", trust_domain,
+				why);
+	if (!any_dc && (why = spiffe_dc_problem(dc, strlen(dc))) != NULL)
+		return mn_error(err, errlen, MN_INVALID, "datacenter '%.64s' %s", dc, why);
+	if ((why = spiffe_service_problem(service, strlen(service))) != NULL)
+		return mn_error(err, errlen, MN_INVALID, "service '%.64s' %s", service, why);
 	n = snprintf(buf, size, "%s.default.%s%sinternal.%s", service, any_dc ? "" : dc,
 		     any_dc ? "" : ".", trust_domain);
 	if (n < 0 || (size_t)n >= size || n > HOST_MAX)

@@ -189,6 +189,16 @@ enum mn_err spiffe_parse(const char *uri, size_t len, struct spiffe_id *out, cha
 			"path is neither '/ns/...' nor '/agent/client/...'");
 }
 
+const char *spiffe_service_problem(const char *s, size_t len)
+{
+	return name_problem(s, len, SPIFFE_SERVICE_MAX, true);
+}
+
+const char *spiffe_dc_problem(const char *s, size_t len)
+{
+	return name_problem(s, len, SPIFFE_NAME_MAX, false);
+}
+
 enum mn_err spiffe_service_uri(char *buf, size_t size, const char *trust_domain, const char *dc,
 			       const char *service, char *err, size_t errlen)
 {
@@ -201,10 +211,10 @@ enum mn_err spiffe_service_uri(char *buf, size_t size, const char *trust_domain,
 	if (why)
 		return mn_error(err, errlen, MN_INVALID, "trust domain '%.64s' %s", trust_domain,
 				why);
-	why = name_problem(dc, strlen(dc), SPIFFE_NAME_MAX, false);
+	why = spiffe_dc_problem(dc, strlen(dc));
 	if (why)
 		return mn_error(err, errlen, MN_INVALID, "datacenter '%.64s' %s", dc, why);
-	why = name_problem(service, strlen(service), SPIFFE_SERVICE_MAX, true);
+	why = spiffe_service_problem(service, strlen(service));
 	if (why)
 		return mn_error(err, errlen, MN_INVALID, "service '%.64s' %s", service, why);
 	n = snprintf(buf, size, "%s%s/ns/default/dc/%s/svc/%s", scheme, trust_domain, dc, service);

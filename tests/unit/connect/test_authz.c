@@ -709,6 +709,10 @@ static void test_create_refuses_bad_options(void **state)
 	assert_non_null(strstr(err, "not a service name"));
 	assert_null(
 		connect_authz_create(&(struct connect_authz_opts){.target = ""}, err, sizeof(err)));
+	/* a name no caller's SPIFFE ID could ever target */
+	assert_null(connect_authz_create(&(struct connect_authz_opts){.target = "web.v2"}, err,
+					 sizeof(err)));
+	assert_non_null(strstr(err, "not a service name"));
 	assert_null(connect_authz_create(
 		&(struct connect_authz_opts){.target = "users", .capacity = AUTHZ_CAPACITY_MAX + 1},
 		err, sizeof(err)));

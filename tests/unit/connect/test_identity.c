@@ -559,7 +559,9 @@ static void test_metric(void **state)
 
 static void test_start_refusals(void **state)
 {
-	static const char *const names[] = {"", "a/b", "users?x=1", "we b", NULL};
+	/* "web.v2": a name spiffe_parse() refuses in a leaf, so no identity could
+	 * ever come for it */
+	static const char *const names[] = {"", "a/b", "users?x=1", "we b", "web.v2", NULL};
 	char err[256];
 
 	(void)state;
