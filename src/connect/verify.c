@@ -36,6 +36,10 @@ static enum connect_verify_result chain_result(int err)
 	}
 }
 
+/* Certificates a presented chain may carry besides the leaf, and the
+ * intermediates a chain may have between the leaf and a root. */
+#define VERIFY_CHAIN_MAX 4
+
 static enum connect_verify_result check_chain(struct x509_store_st *roots, X509 *leaf,
 					      STACK_OF(X509) * untrusted,
 					      const struct connect_verify_opts *o)
@@ -46,6 +50,12 @@ static enum connect_verify_result check_chain(struct x509_store_st *roots, X509 
 
 	if (ctx == NULL)
 		return CONNECT_VERIFY_NOMEM;
+	/* a caller's chain is outside input: Consul's have at most a
+	 * cross-signed root and an intermediate between leaf and root */
+	if (untrusted && sk_X509_num(untrusted) > VERIFY_CHAIN_MAX) {
+		r = CONNECT_VERIFY_BAD_CHAIN;
+		goto out_free_ctx;
+	}
 	if (X509_STORE_CTX_init(ctx, roots, leaf, untrusted) != 1) {
 		r = CONNECT_VERIFY_NOMEM;
 		goto out_free_ctx;
@@ -53,6 +63,7 @@ static enum connect_verify_result check_chain(struct x509_store_st *roots, X509 
 	/* the context's own parameters: the store is shared between threads
 	 * and must not be written */
 	param = X509_STORE_CTX_get0_param(ctx);
+	X509_VERIFY_PARAM_set_depth(param, VERIFY_CHAIN_MAX);
 	if (o->ignore_time)
 		X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_NO_CHECK_TIME);
 	else

@@ -226,6 +226,11 @@ static void test_intermediate(void **state)
 	assert_int_equal(check(x, bad, NOW, "users", NULL, NULL), CONNECT_VERIFY_BAD_CHAIN);
 	sk_X509_free(bad);
 	X509_free(fake);
+	/* a chain longer than any Consul presents is refused before it is
+	 * built (the same good intermediate five times) */
+	for (int i = 0; i < 4; i++)
+		assert_true(sk_X509_push(chain, P.inter) > 0);
+	assert_int_equal(check(x, chain, NOW, "users", NULL, NULL), CONNECT_VERIFY_BAD_CHAIN);
 	sk_X509_free(chain);
 	X509_free(x);
 }
