@@ -9,6 +9,7 @@ the report (-rP). docs/testing.md, "Programs against a real agent"."""
 import glob
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -33,23 +34,35 @@ def program_path(name):
 def test_agent_program(name):
     path = program_path(name)
     assert os.access(path, os.X_OK), "%s is not built: run make unit-build" % path
-    env = harness.minimal_env({"CONSUL_HTTP_ADDR": "127.0.0.1:%d" % CONSUL.http_port})
+    env = harness.minimal_env({"CONSUL_HTTP_ADDR": "127.0.0.1:%d" % CONSUL.http_port,
+                               # the agent's own binary, for what a program starts
+                               # (consul connect proxy)
+                               "CONSUL_BIN": harness.consul_binary()})
     token = getattr(CONSUL, "token", None)
     if token:
         env["CONSUL_HTTP_TOKEN"] = token
+    # a session of its own: whatever it starts (a proxy, which also holds
+    # the output pipe) is killed with it, even when it crashed
     proc = subprocess.Popen([path], cwd=harness.REPO, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+    def kill_group():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     try:
         out, _ = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
+        kill_group()
+        out, _ = proc.communicate(timeout=10)
         pytest.fail("%s still running after %d s:\n%s" % (name, TIMEOUT, out.decode(errors="replace")))
     finally:
+        kill_group()
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     text = out.decode(errors="replace")
     print(text)
     assert proc.returncode == 0, "%s exited with %d:\n%s" % (name, proc.returncode, text)
