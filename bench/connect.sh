@@ -157,11 +157,19 @@ for round in $(seq "$ROUNDS"); do
 		-upstream "users:$upstream" >"$work/proxy-orders-$round.log" 2>&1 &
 	pids+=("$!")
 	spo=$!
+	pair_up=0
 	for _ in $(seq 200); do
-		env "${tls_env[@]}" "$work/tls_load" 127.0.0.1 "$sop" 1 0.2 keep POST /orders "$order" |
-			awk '$4 > 0 && $5 == 0 {ok=1} END {exit !ok}' && break
+		if env "${tls_env[@]}" "$work/tls_load" 127.0.0.1 "$sop" 1 0.2 keep POST /orders "$order" |
+			awk '$4 > 0 && $5 == 0 {ok=1} END {exit !ok}'; then
+			pair_up=1
+			break
+		fi
 		sleep 0.1
 	done
+	if [ "$pair_up" != 1 ]; then
+		echo "bench: the proxy pair never placed an order: $(tail -n 3 "$work/proxy-orders-$round.log")" >&2
+		exit 1
+	fi
 	load orders_proxy "$CONNS" keep 1 "$sop" POST /orders "$order"
 	bench_stop "$spo"
 	bench_stop "$opid"
