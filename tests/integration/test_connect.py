@@ -664,6 +664,35 @@ class ConnectInboundTest(harness.ProcessesTestCase):
 
     # -- configuration and start-up ----------------------------------------
 
+    def fail_open_case(self, fail_open):
+        """A node whose agent stops answering (a relay that holds every
+        answer 30 s) after it took its leaf: a caller it has not decided on
+        yet ("fo-web", never seen) gets what connect.authz_fail_open says."""
+        relay = harness.DelayRelay(CONSUL.http_port, delay=0.0)
+        self.addCleanup(relay.stop)
+        settings = {} if fail_open is None else {"connect.authz_fail_open": fail_open}
+        n = self.start(self.node(settings, consul_addr="http://127.0.0.1:%d" % relay.port))
+        d = harness.mkdtemp("connect-fail-open")
+        leaf = agent_leaf("fo-web")
+        ctx = client_context(*pem_files(d, "fo-web", leaf["CertPEM"], leaf["PrivateKeyPEM"]))
+        relay.delay = 30.0
+        try:
+            status = tls_request(n.port, ctx)[0]
+        except (OSError, ssl.SSLError):
+            status = None
+        self.assert_alive(n)
+        return n, status
+
+    def test_authz_fail_open_default_refuses_undecided_callers(self):
+        n, status = self.fail_open_case(None)
+        self.assertIsNone(status, "a caller let in with no decision and fail_open off")
+        self.assertIn("error_closed", n.log_text())
+
+    def test_authz_fail_open_true_lets_undecided_callers_in(self):
+        n, status = self.fail_open_case(True)
+        self.assertEqual(status, 200)
+        self.assertIn("error_open", n.log_text())
+
     def test_admin_port_required(self):
         n = self.track(Node(name="users", consul=CONSUL,
                             settings={"connect.enabled": True, "log.format": "text"}))
