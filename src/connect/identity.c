@@ -101,11 +101,18 @@ void connect_snapshot_release(struct connect_snapshot *s)
 		snapshot_free(s);
 }
 
-bool connect_snapshot_renewal_overdue(const struct connect_snapshot *s, int64_t now_ms)
+/* When the leaf's renewal is overdue: CONNECT_RENEW_OVERDUE_PERMILLE of
+ * its validity. */
+static int64_t renewal_due_ms(const struct connect_snapshot *s)
 {
 	int64_t life = s->leaf_valid_before_ms - s->leaf_valid_after_ms;
 
-	return now_ms >= s->leaf_valid_after_ms + life / 1000 * CONNECT_RENEW_OVERDUE_PERMILLE;
+	return s->leaf_valid_after_ms + life / 1000 * CONNECT_RENEW_OVERDUE_PERMILLE;
+}
+
+bool connect_snapshot_renewal_overdue(const struct connect_snapshot *s, int64_t now_ms)
+{
+	return now_ms >= renewal_due_ms(s);
 }
 
 double connect_snapshot_expires_in(const struct connect_snapshot *s, int64_t now_ms)
@@ -652,9 +659,7 @@ static void *renewal_main(void *arg)
 		connect_identity_check_renewal(id, now);
 		s = connect_identity_get(id);
 		if (s != NULL && !connect_snapshot_renewal_overdue(s, now)) {
-			int64_t life = s->leaf_valid_before_ms - s->leaf_valid_after_ms;
-			int64_t due = s->leaf_valid_after_ms +
-				      life / 1000 * CONNECT_RENEW_OVERDUE_PERMILLE - now;
+			int64_t due = renewal_due_ms(s) - now;
 
 			if (due >= 0 && (uint64_t)due < delay)
 				delay = (uint64_t)due + 1;
