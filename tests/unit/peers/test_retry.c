@@ -21,6 +21,8 @@ static void test_post_retried_only_when_nothing_was_sent(void **state)
 {
 	(void)state;
 	assert_true(retry_allowed("POST", PEER_FAIL_CONNECT, 1, 2));
+	/* a refused TLS identity ends the attempt in the handshake: nothing sent */
+	assert_true(retry_allowed("POST", PEER_FAIL_IDENTITY, 1, 2));
 	assert_false(retry_allowed("POST", PEER_FAIL_TIMEOUT, 1, 2));
 	assert_false(retry_allowed("POST", PEER_FAIL_5XX, 1, 2));
 	assert_false(retry_allowed("POST", PEER_FAIL_IO, 1, 2));
