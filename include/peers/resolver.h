@@ -125,19 +125,15 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
 /* resolver_get(), the service followed through Consul's DNS interface when
  * 'dns' (consul/dns.h: the SRV records of [<tag>.]<service>.service.consul,
  * asked every dns_refresh_ms; the instances whose checks pass, each named
- * by its address and port), through blocking health queries otherwise. A
- * service followed the other way is followed anew, the old watch stopped
- * (as for a changed tag). MN_INVALID for 'dns' with no dns_server. */
-enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
-			     const struct peer_snapshot **out, char *err, size_t errlen);
-
-/* resolver_get_via(), and when 'connect' the service's Connect endpoints
- * instead of its instances: /v1/health/connect/<service>[?tag=] (the
- * Connect-native instances and the proxies in front of the service, each
- * at its own address and port; panic and reserve as for the instances),
- * or through DNS the SRV records of <service>.connect.consul (no tag
- * there: MN_INVALID with a tag). A service followed the other way is
- * followed anew, the old watch stopped (as for a changed tag). */
+ * by its address and port), through blocking health queries otherwise;
+ * and when 'connect' the service's Connect endpoints instead of its
+ * instances: /v1/health/connect/<service>[?tag=] (the Connect-native
+ * instances and the proxies in front of the service, each at its own
+ * address and port; panic and reserve as for the instances), or through
+ * DNS the SRV records of <service>.connect.consul (no tag there:
+ * MN_INVALID with a tag). A service followed another way is followed
+ * anew, the old watch stopped (as for a changed tag). MN_INVALID for
+ * 'dns' with no dns_server. */
 enum mn_err resolver_get_for(struct resolver *r, const char *service, const char *tag, bool dns,
 			     bool connect, const struct peer_snapshot **out, char *err,
 			     size_t errlen);

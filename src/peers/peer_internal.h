@@ -98,7 +98,7 @@ struct peer_client {
 
 /* ---- peer_client.c -------------------------------------------------------- */
 
-/* The snapshot of 'service' for settings 's' (resolver_get_via()); release
+/* The snapshot of 'service' for settings 's' (resolver_get_for()); release
  * it with resolver_put(). MN_INTERNAL when no resolver is attached. */
 enum mn_err peer_client_snapshot(struct peer_client *pc, const char *service,
 				 const struct peer_settings *s, const struct peer_snapshot **snap,

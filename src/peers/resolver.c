@@ -755,12 +755,6 @@ enum mn_err resolver_get(struct resolver *r, const char *service, const char *ta
 	return resolver_get_for(r, service, tag, false, false, out, err, errlen);
 }
 
-enum mn_err resolver_get_via(struct resolver *r, const char *service, const char *tag, bool dns,
-			     const struct peer_snapshot **out, char *err, size_t errlen)
-{
-	return resolver_get_for(r, service, tag, dns, false, out, err, errlen);
-}
-
 enum mn_err resolver_get_for(struct resolver *r, const char *service, const char *tag, bool dns,
 			     bool connect, const struct peer_snapshot **out, char *err,
 			     size_t errlen)
