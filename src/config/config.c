@@ -726,14 +726,13 @@ static long long config_state_int(const struct config_state *st, const char *nam
 static void config_check_together(struct config_state *st)
 {
 	const struct config_slot *connect = config_state_find(st, "connect.enabled");
-
-	if (connect && json_is_true(connect->value) && config_state_int(st, "admin.port") == 0)
-		config_state_error(st, "key 'connect.enabled': connect.enabled needs admin.port: "
-				       "the agent's check cannot present a client certificate");
 	long long admin = config_state_int(st, "admin.port");
 	const char *admin_addr = config_state_string(st, "admin.address");
 	const char *service_addr = config_state_string(st, "service.address");
 
+	if (connect && json_is_true(connect->value) && admin == 0)
+		config_state_error(st, "key 'connect.enabled': connect.enabled needs admin.port: "
+				       "the agent's check cannot present a client certificate");
 	if (admin != 0 && admin == config_state_int(st, "service.port") && admin_addr &&
 	    service_addr && ipaddr_overlap(admin_addr, service_addr))
 		config_state_error(st,
