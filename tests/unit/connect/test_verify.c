@@ -80,6 +80,20 @@ static enum connect_verify_result check(X509 *x, STACK_OF(X509) * untrusted, int
 		peer);
 }
 
+/* check() at NOW for "users" with 'inter' as the one untrusted
+ * certificate beside the leaf. */
+static enum connect_verify_result check_via(X509 *x, X509 *inter)
+{
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	enum connect_verify_result r;
+
+	assert_non_null(chain);
+	assert_true(sk_X509_push(chain, inter) > 0);
+	r = check(x, chain, NOW, "users", NULL, NULL);
+	sk_X509_free(chain);
+	return r;
+}
+
 static void test_good(void **state)
 {
 	X509 *x = leaf(P.root, P.root_key, "URI:" SVC "users");
@@ -132,10 +146,7 @@ static void test_times(void **state)
 	X509 *old_inter = certs_make("sec-0", P.inter_key, P.root, P.root_key, 5, T0 - 10 * HOUR,
 				     T0, 1, "URI:spiffe://" TD);
 	X509 *y = leaf(old_inter, P.inter_key, "URI:" SVC "users");
-	STACK_OF(X509) *chain = sk_X509_new_null();
-	assert_true(sk_X509_push(chain, old_inter) > 0);
-	assert_int_equal(check(y, chain, NOW, "users", NULL, NULL), CONNECT_VERIFY_EXPIRED);
-	sk_X509_free(chain);
+	assert_int_equal(check_via(y, old_inter), CONNECT_VERIFY_EXPIRED);
 	X509_free(y);
 	X509_free(old_inter);
 	X509_free(x);
@@ -221,10 +232,7 @@ static void test_intermediate(void **state)
 	/* an intermediate that is no CA cannot sign */
 	X509 *fake = certs_make("sec-1.consul.ca", P.inter_key, P.root, P.root_key, 6, T0 - HOUR,
 				T0 + HOUR * 100, 0, "URI:spiffe://" TD);
-	STACK_OF(X509) *bad = sk_X509_new_null();
-	assert_true(sk_X509_push(bad, fake) > 0);
-	assert_int_equal(check(x, bad, NOW, "users", NULL, NULL), CONNECT_VERIFY_BAD_CHAIN);
-	sk_X509_free(bad);
+	assert_int_equal(check_via(x, fake), CONNECT_VERIFY_BAD_CHAIN);
 	X509_free(fake);
 	/* a chain longer than any Consul presents is refused before it is
 	 * built (the same good intermediate five times) */
