@@ -556,22 +556,34 @@ static void test_init_from_build_shims(void **state)
 	dlclose(crypto);
 }
 
+/* A TLS server of 'conf' with GET /whoami, started (the test fails when
+ * it cannot start); *router to destroy after http_server_stop(). */
+static struct http_server *start_whoami(struct http_router **router, struct tls_conf *conf)
+{
+	struct http_server *s;
+	char err[256];
+
+	*router = http_router_create();
+	assert_non_null(*router);
+	assert_int_equal(http_router_add(*router, "GET", "/whoami", whoami, NULL), MN_OK);
+	s = start(*router, conf, err, sizeof(err));
+	if (s == NULL)
+		fail_msg("%s", err);
+	return s;
+}
+
 static void test_https_requests_and_client_cert(void **state)
 {
-	struct http_router *router = http_router_create();
 	struct tls_conf conf = {&server_cert, &client_cert, 0, false};
+	struct http_router *router;
 	struct http_server *s;
 	struct timespec t0, t1;
-	char err[256], body[256];
+	char body[256];
 	long status;
 	int port;
 	(void)state;
 
-	assert_non_null(router);
-	assert_int_equal(http_router_add(router, "GET", "/whoami", whoami, NULL), MN_OK);
-	s = start(router, &conf, err, sizeof(err));
-	if (s == NULL)
-		fail_msg("%s", err);
+	s = start_whoami(&router, &conf);
 	assert_int_equal(conf.setups, 1);
 	port = http_server_port(s);
 	assert_true(port > 0);
@@ -609,23 +621,18 @@ static void test_https_requests_and_client_cert(void **state)
  * each connection is closed unanswered, and the server goes on serving. */
 static void test_hostile_peers_on_tls_port(void **state)
 {
-	struct http_router *router = http_router_create();
 	struct tls_conf conf = {&server_cert, &client_cert, 0, false};
 	static const char plain[] = "GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 	unsigned char hello[4096], garbage[4096];
+	struct http_router *router;
 	char got[8192];
 	struct http_server *s;
 	size_t hello_len;
-	char err[256];
 	ssize_t n;
 	int port, fd;
 	(void)state;
 
-	assert_non_null(router);
-	assert_int_equal(http_router_add(router, "GET", "/whoami", whoami, NULL), MN_OK);
-	s = start(router, &conf, err, sizeof(err));
-	if (s == NULL)
-		fail_msg("%s", err);
+	s = start_whoami(&router, &conf);
 	port = http_server_port(s);
 
 	fd = raw_connect(port);
